@@ -1,0 +1,212 @@
+"""The one validated settings object, built from the environment at start-up.
+
+Every process calls :func:`load_settings` once in its entry point and passes the result
+down; nothing reads ``os.environ`` anywhere else and nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+
+DEFAULT_CLIENT_ID = "4d02d25de337869dfecd.app.sage.com"
+DEFAULT_SENDER_ID = "LendARR"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ENVIRONMENTS = ("production", "development", "test")
+# RabbitMQ's x-max-age syntax: a whole number followed by Y, M, D, h, m or s.
+_MAX_AGE = re.compile(r"^[1-9][0-9]*(Y|M|D|h|m|s)$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            # Not echoed: an AMQP URL holds a password.
+            raise ValueError(f"expected a {'/'.join(schemes)}:// URL with a host")
+        return value.rstrip("/")
+
+    return parse
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = _int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"expected a TCP port (1-65535), got {value!r}")
+    return number
+
+
+def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower):
+    def parse(value: str) -> str:
+        folded = fold(value.strip())
+        if folded not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return folded
+
+    return parse
+
+
+def _max_age(value: str) -> str:
+    if not _MAX_AGE.match(value):
+        raise ValueError(f"expected a duration like 7D, 12h or 30m (units Y M D h m s), got {value!r}")
+    return value
+
+
+def _database_url(value: str) -> str:
+    if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+        # The value may hold a password, so it is not echoed.
+        raise ValueError("expected a sqlite:/// or postgresql:// URL")
+    return value
+
+
+def _fernet_keys(value: str) -> tuple[str, ...]:
+    keys = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not keys:
+        raise ValueError("expected one or more Fernet keys separated by commas")
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            # Never echo the key itself: this line is printed.
+            raise ValueError(
+                f"key {position} is not a Fernet key (32 url-safe base64 bytes); "
+                "make one with `flexsync keygen`"
+            ) from None
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. Field names mirror the environment variables of the brief."""
+
+    flexsync_env: str = "production"
+    # URLs may carry passwords: kept out of repr so a printed Settings leaks nothing.
+    amqp_url: str = field(default="amqp://guest:guest@localhost:5672/%2F", repr=False)
+    database_url: str = field(default="sqlite:///var/flexsync.db", repr=False)
+    # First key encrypts; all keys decrypt (rotation). Empty only in development/test.
+    flexsync_secret_key: tuple[str, ...] = field(default=(), repr=False)
+    intacct_api_url: str = "https://api.intacct.com/ia/api/v1"
+    intacct_client_id: str = DEFAULT_CLIENT_ID
+    intacct_client_secret: str | None = field(default=None, repr=False)
+    intacct_sender_id: str = DEFAULT_SENDER_ID
+    intacct_sender_password: str | None = field(default=None, repr=False)
+    intacct_webhook_jwks_url: str | None = None
+    intacct_webhook_issuer: str | None = None
+    flexpoint_api_url: str | None = None
+    flexpoint_api_token: str | None = field(default=None, repr=False)
+    public_base_url: str | None = None
+    intacct_max_concurrency_per_company: int = 2
+    reconcile_interval_seconds: int = 900
+    archive_max_age: str = "7D"
+    log_level: str = "INFO"
+    log_format: str = "json"
+    port: int = 8000
+
+    # Tunables with safe defaults; not environment contracts, overridable in code and tests.
+    webhook_max_body_bytes: int = 256 * 1024
+    publish_confirm_timeout: float = 1.5
+    retry_after_seconds: int = 5
+    connection_cache_ttl: float = 5.0
+    jwt_leeway_seconds: int = 60
+    jwks_min_refetch_seconds: float = 30.0
+    hmac_tolerance_seconds: int = 300
+
+    @property
+    def is_production(self) -> bool:
+        return self.flexsync_env == "production"
+
+    def require(self, *names: str, process: str) -> None:
+        """Stop start-up when a variable the given process needs is unset."""
+        for name in names:
+            if getattr(self, name.lower()) in (None, "", ()):
+                raise SettingsError(f"{name} is required by the {process} process; set it in the environment")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# Environment variable → parser. Order is the brief's, so the first problem reported is stable.
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "FLEXSYNC_ENV": _choice(ENVIRONMENTS),
+    "AMQP_URL": _url(("amqp", "amqps")),
+    "DATABASE_URL": _database_url,
+    "FLEXSYNC_SECRET_KEY": _fernet_keys,
+    "INTACCT_API_URL": _url(("http", "https")),
+    "INTACCT_CLIENT_ID": _text,
+    "INTACCT_CLIENT_SECRET": _text,
+    "INTACCT_SENDER_ID": _text,
+    "INTACCT_SENDER_PASSWORD": _text,
+    "INTACCT_WEBHOOK_JWKS_URL": _url(("http", "https")),
+    "INTACCT_WEBHOOK_ISSUER": _text,
+    "FLEXPOINT_API_URL": _url(("http", "https")),
+    "FLEXPOINT_API_TOKEN": _text,
+    "PUBLIC_BASE_URL": _url(("http", "https")),
+    "INTACCT_MAX_CONCURRENCY_PER_COMPANY": _positive_int,
+    "RECONCILE_INTERVAL_SECONDS": _positive_int,
+    "ARCHIVE_MAX_AGE": _max_age,
+    "LOG_LEVEL": _choice(LOG_LEVELS, fold=str.upper),
+    "LOG_FORMAT": _choice(("json", "console")),
+    "PORT": _port,
+}
+
+ENVIRONMENT_VARIABLES = tuple(_PARSERS)
+assert {name.lower() for name in _PARSERS} <= {f.name for f in fields(Settings)}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``).
+
+    Raises :class:`SettingsError` naming the first missing or malformed variable.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, parse in _PARSERS.items():
+        raw = environ.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[name.lower()] = parse(raw.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name} is malformed: {exc}") from None
+    settings = Settings(**values)
+    if settings.is_production and not settings.flexsync_secret_key:
+        raise SettingsError(
+            "FLEXSYNC_SECRET_KEY is required outside development; make one with `flexsync keygen`"
+        )
+    return settings
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file behind a SQLite URL (None for PostgreSQL or in-memory SQLite)."""
+    match = re.match(r"^sqlite(\+\w+)?:///(.+)$", database_url)
+    if not match or match.group(2) == ":memory:":
+        return None
+    return Path(match.group(2))

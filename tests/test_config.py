@@ -1,0 +1,139 @@
+"""Configuration: one validated object; a bad value stops start-up with one line naming it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from cryptography.fernet import Fernet
+
+from config import ENVIRONMENT_VARIABLES, SettingsError, load_settings
+
+KEY = Fernet.generate_key().decode()
+
+
+def test_defaults_follow_the_brief():
+    settings = load_settings({"FLEXSYNC_SECRET_KEY": KEY})
+    assert settings.amqp_url == "amqp://guest:guest@localhost:5672/%2F"
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.intacct_api_url == "https://api.intacct.com/ia/api/v1"
+    assert settings.intacct_client_id == "4d02d25de337869dfecd.app.sage.com"
+    assert settings.intacct_sender_id == "LendARR"
+    assert settings.intacct_max_concurrency_per_company == 2
+    assert settings.reconcile_interval_seconds == 900
+    assert settings.archive_max_age == "7D"
+    assert settings.port == 8000
+    assert settings.log_format == "json"
+
+
+def test_every_variable_of_the_brief_is_read():
+    brief = {
+        "AMQP_URL",
+        "DATABASE_URL",
+        "FLEXSYNC_SECRET_KEY",
+        "INTACCT_API_URL",
+        "INTACCT_CLIENT_ID",
+        "INTACCT_CLIENT_SECRET",
+        "INTACCT_SENDER_ID",
+        "INTACCT_SENDER_PASSWORD",
+        "INTACCT_WEBHOOK_JWKS_URL",
+        "INTACCT_WEBHOOK_ISSUER",
+        "FLEXPOINT_API_URL",
+        "FLEXPOINT_API_TOKEN",
+        "PUBLIC_BASE_URL",
+        "INTACCT_MAX_CONCURRENCY_PER_COMPANY",
+        "RECONCILE_INTERVAL_SECONDS",
+        "ARCHIVE_MAX_AGE",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "PORT",
+    }
+    assert brief <= set(ENVIRONMENT_VARIABLES)
+    environ = {
+        "FLEXSYNC_SECRET_KEY": KEY,
+        "INTACCT_MAX_CONCURRENCY_PER_COMPANY": "4",
+        "ARCHIVE_MAX_AGE": "36h",
+        "LOG_LEVEL": "debug",
+        "LOG_FORMAT": "console",
+        "PORT": "9001",
+        "PUBLIC_BASE_URL": "https://sync.example/",
+        "DATABASE_URL": "postgresql://u@db/flexsync",
+    }
+    settings = load_settings(environ)
+    assert settings.intacct_max_concurrency_per_company == 4
+    assert settings.archive_max_age == "36h"
+    assert settings.log_level == "DEBUG"
+    assert settings.port == 9001
+    assert settings.public_base_url == "https://sync.example"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AMQP_URL", "http://broker"),
+        ("DATABASE_URL", "mysql://db"),
+        ("FLEXSYNC_SECRET_KEY", "not-a-key"),
+        ("INTACCT_API_URL", "api.intacct.com"),
+        ("INTACCT_MAX_CONCURRENCY_PER_COMPANY", "0"),
+        ("RECONCILE_INTERVAL_SECONDS", "soon"),
+        ("ARCHIVE_MAX_AGE", "7 days"),
+        ("LOG_LEVEL", "LOUD"),
+        ("LOG_FORMAT", "xml"),
+        ("PORT", "70000"),
+    ],
+)
+def test_a_malformed_value_is_one_line_naming_it(name, value):
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"FLEXSYNC_SECRET_KEY": KEY, name: value})
+    message = str(raised.value)
+    assert message.startswith(f"{name} is malformed")
+    assert "\n" not in message
+
+
+def test_the_secret_key_is_required_outside_development_and_never_echoed():
+    with pytest.raises(SettingsError, match="FLEXSYNC_SECRET_KEY is required outside development"):
+        load_settings({})
+    assert load_settings({"FLEXSYNC_ENV": "development"}).flexsync_secret_key == ()
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"FLEXSYNC_SECRET_KEY": "s3cr3t-but-wrong"})
+    assert "s3cr3t-but-wrong" not in str(raised.value)
+
+
+def test_several_keys_allow_rotation():
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    assert load_settings({"FLEXSYNC_SECRET_KEY": f"{new}, {old}"}).flexsync_secret_key == (new, old)
+
+
+def test_a_process_names_what_it_needs():
+    settings = load_settings({"FLEXSYNC_SECRET_KEY": KEY})
+    with pytest.raises(SettingsError, match="INTACCT_WEBHOOK_JWKS_URL is required by the web process"):
+        settings.require("INTACCT_WEBHOOK_JWKS_URL", process="web")
+
+
+def test_secrets_never_appear_in_the_settings_repr():
+    settings = load_settings(
+        {
+            "FLEXSYNC_SECRET_KEY": KEY,
+            "INTACCT_CLIENT_SECRET": "client-secret-value",
+            "FLEXPOINT_API_TOKEN": "flexpoint-token-value",
+            "AMQP_URL": "amqp://u:broker-password@h/%2F",
+        }
+    )
+    text = repr(settings)
+    for secret in (KEY, "client-secret-value", "flexpoint-token-value", "broker-password"):
+        assert secret not in text
+
+
+def test_the_cli_stops_with_one_line_on_a_bad_setting(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "topology"],
+        env={"PATH": "/usr/bin:/bin", "FLEXSYNC_ENV": "development", "PORT": "eighty"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "flexsync: PORT is malformed: expected a whole number, got 'eighty'"
+    ]
