@@ -1,0 +1,59 @@
+"""Prometheus metrics of the receiver.
+
+Metrics live in a registry owned by the app (no import-time globals). Under gunicorn, where
+several processes serve one port, prometheus_client's multiprocess mode aggregates them:
+``flexsync web`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before workers fork.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ReceiverMetrics:
+    """Requests by status, publish latency, confirms by outcome, rejects by reason."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "flexsync_webhook_requests",
+            "Webhook requests answered, by HTTP status",
+            ["status"],
+            registry=self.registry,
+        )
+        self.rejects = Counter(
+            "flexsync_webhook_rejects",
+            "Webhook requests refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.publish_latency = Histogram(
+            "flexsync_publish_confirm_seconds",
+            "Time from publish to broker confirm",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.confirms = Counter(
+            "flexsync_publish_confirms",
+            "Publisher confirms by outcome (ack, nack, timeout, ...)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def record_publish(self, outcome: str, seconds: float) -> None:
+        self.confirms.labels(outcome).inc()
+        if outcome == "ack":
+            self.publish_latency.observe(seconds)
+
+    def render(self) -> bytes:
+        """The text exposition format, aggregated across processes in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
