@@ -1,0 +1,33 @@
+"""Persistence: connections with encrypted secrets, the webhook ledger, engines and migrations."""
+
+from store.connections import (
+    AccountInUseError,
+    CachedConnectionLookup,
+    ConnectionNotFound,
+    ConnectionRecord,
+    ConnectionStateError,
+    ConnectionStore,
+)
+from store.crypto import SecretBox, SecretDecryptError, generate_key
+from store.db import check_ready, create_engine_for, upgrade
+from store.deliveries import Claim, ClaimOutcome, DeliveryLedger
+from store.models import CONNECTION_STATES
+
+__all__ = [
+    "CONNECTION_STATES",
+    "AccountInUseError",
+    "CachedConnectionLookup",
+    "Claim",
+    "ClaimOutcome",
+    "ConnectionNotFound",
+    "ConnectionRecord",
+    "ConnectionStateError",
+    "ConnectionStore",
+    "DeliveryLedger",
+    "SecretBox",
+    "SecretDecryptError",
+    "check_ready",
+    "create_engine_for",
+    "generate_key",
+    "upgrade",
+]

@@ -1,0 +1,119 @@
+"""Database engines for SQLite and PostgreSQL, schema migrations and the readiness probe."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import StaticPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any fixed 64-bit number; all processes migrating one PostgreSQL database must agree on it.
+_ADVISORY_LOCK_ID = 0x666C_6578_7379_6E63 & 0x7FFF_FFFF_FFFF_FFFF  # "flexsync"
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def create_engine_for(database_url: str) -> Engine:
+    """Create an engine for a ``sqlite:///`` or ``postgresql://`` URL, tuned for many threads."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    if url.get_backend_name() == "postgresql":
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg")
+        return create_engine(url, pool_pre_ping=True)
+    raise ValueError(f"unsupported database backend {url.get_backend_name()!r}")
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ":memory:"
+    in_memory = database == ":memory:" or database.startswith("file::memory:")
+    options: dict = {"connect_args": {"check_same_thread": False, "timeout": 5.0}}
+    if in_memory:
+        # One shared connection, or every pooled connection would see its own empty database.
+        options["poolclass"] = StaticPool
+    else:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # Busy timeout first: switching to WAL needs a lock another process may hold.
+            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+            if not in_memory:
+                # The journal mode is stored in the file; only the first opener changes it.
+                (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+                if mode.lower() != "wal":
+                    cursor.execute("PRAGMA journal_mode = WAL")
+            # With WAL, NORMAL loses at most the last commits on power loss, never integrity.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def check_ready(engine: Engine) -> None:
+    """Run ``SELECT 1``; any failure propagates (a SQLAlchemy error) for ``/readyz`` to report."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1")).scalar_one()
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration built in code: no ``alembic.ini`` is needed."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Migrate the schema to the latest revision; safe when several processes start at once.
+
+    Migrations run under a lock (a PostgreSQL advisory lock, or a file lock next to the
+    SQLite database) inside one transaction, so a process that waited finds the schema
+    current and does nothing.
+    """
+    config = alembic_config()
+    with _migration_lock(engine), engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Released at commit; the DDL itself is transactional on PostgreSQL.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _ADVISORY_LOCK_ID})
+        else:
+            # pysqlite does not open a transaction for DDL by itself; SQLite can roll DDL back,
+            # so a failed migration leaves the previous schema intact.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        config.attributes["connection"] = connection
+        try:
+            command.upgrade(config, "head")
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise migrations between processes sharing one SQLite file (no-op otherwise)."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    lock_path = Path(f"{database}.migrate.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+b") as handle:
+        # Blocks until the other process's migration has committed; released on close,
+        # also when the process dies.
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,743 @@
+"""Tests of the store package: encryption at rest, connections, the delivery ledger, migrations.
+
+Every test that touches a database runs on SQLite (a file under tmp_path) and on PostgreSQL
+(``FLEXSYNC_TEST_POSTGRES_URL``, one fresh schema per test).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, event, inspect, make_url, text
+from sqlalchemy.exc import OperationalError
+
+from config.settings import Settings, SettingsError
+from store import (
+    AccountInUseError,
+    CachedConnectionLookup,
+    ClaimOutcome,
+    ConnectionNotFound,
+    ConnectionRecord,
+    ConnectionStateError,
+    ConnectionStore,
+    DeliveryLedger,
+    SecretBox,
+    SecretDecryptError,
+    check_ready,
+    create_engine_for,
+    generate_key,
+    upgrade,
+)
+from store.crypto import dev_key_path
+from store.models import Base
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+PASSWORD = "Intacct-user-password-4711"
+
+
+# --- fixtures and test doubles ------------------------------------------------------------
+
+
+def _postgres_admin_url() -> str:
+    url = make_url(os.environ.get("FLEXSYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    # psycopg wants a plain libpq URL, whatever driver suffix the variable carries.
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _require_postgres(admin_url: str) -> None:
+    try:
+        psycopg.connect(admin_url, connect_timeout=3).close()
+        return
+    except psycopg.OperationalError as exc:
+        error = str(exc).strip().splitlines()[0]
+    # Outside the except block, so the report is one line rather than a chained traceback.
+    shown = make_url(admin_url).render_as_string(hide_password=True)
+    reason = f"PostgreSQL not reachable at {shown}: {error}"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must have PostgreSQL; {reason}")
+    pytest.skip(f"{reason} (set FLEXSYNC_TEST_POSTGRES_URL)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL of its own: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'flexsync.db'}"
+        return
+    admin_url = _postgres_admin_url()
+    _require_postgres(admin_url)
+    schema = f"flexsync_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine_for(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def box() -> SecretBox:
+    return SecretBox([generate_key()])
+
+
+@pytest.fixture
+def store(engine: Engine, box: SecretBox) -> ConnectionStore:
+    return ConnectionStore(engine, box)
+
+
+class WallClock:
+    """An injectable UTC clock that only moves when told to."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class TickClock:
+    """An injectable monotonic clock (seconds) that only moves when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore:
+    """Stands in for ConnectionStore.get, counting calls; answers from a dict."""
+
+    def __init__(self, records: dict[str, ConnectionRecord] | None = None) -> None:
+        self.records = records or {}
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def get(self, connection_id: str) -> ConnectionRecord | None:
+        with self._lock:
+            self.calls += 1
+        return self.records.get(connection_id)
+
+
+def _count_statements(engine: Engine) -> list[str]:
+    """Record every SQL statement the engine runs from now on."""
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _record(_conn, _cursor, statement, _params, _context, _many) -> None:
+        statements.append(statement)
+
+    return statements
+
+
+def _save(store: ConnectionStore, connection_id: str = "conn-1", **overrides) -> ConnectionRecord:
+    values = {
+        "account_id": "acct-1",
+        "company_id": "COMPANY-1",
+        "entity_id": None,
+        "user_id": "sync-user",
+        "state": "connecting",
+    }
+    values.update(overrides)
+    return store.save(connection_id, **values)
+
+
+def _raw_secrets(engine: Engine, connection_id: str) -> tuple[str | None, str | None]:
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT user_password_enc, webhook_secret_enc FROM connections WHERE connection_id = :id"),
+            {"id": connection_id},
+        ).one()
+    return row[0], row[1]
+
+
+def _database_bytes(engine: Engine) -> bytes:
+    """Everything SQLite has on disk for this database, write-ahead log included."""
+    path = Path(engine.url.database)
+    return b"".join(candidate.read_bytes() for candidate in (path, Path(f"{path}-wal")) if candidate.exists())
+
+
+# --- crypto -------------------------------------------------------------------------------
+
+
+def test_secret_box_round_trip_and_tokens_hide_plaintext():
+    box = SecretBox([generate_key()])
+    token = box.encrypt(PASSWORD)
+    assert PASSWORD not in token
+    assert box.decrypt(token) == PASSWORD
+    # Fernet tokens are randomised: the same secret never gives the same ciphertext twice.
+    assert box.encrypt(PASSWORD) != token
+
+
+def test_wrong_key_raises_without_leaking_plaintext_or_key():
+    key = generate_key()
+    token = SecretBox([key]).encrypt(PASSWORD)
+    other_key = generate_key()
+    with pytest.raises(SecretDecryptError) as caught:
+        SecretBox([other_key]).decrypt(token)
+    message = str(caught.value)
+    assert "key" in message and "rotated" in message
+    for secret in (PASSWORD, key, other_key, token):
+        assert secret not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_key_rotation_old_keys_decrypt_and_rotate_moves_to_primary():
+    old_key, new_key = generate_key(), generate_key()
+    old_token = SecretBox([old_key]).encrypt(PASSWORD)
+    rotating = SecretBox([new_key, old_key])
+    assert rotating.decrypt(old_token) == PASSWORD
+    assert not rotating.is_current(old_token)
+    new_token = rotating.rotate(old_token)
+    assert rotating.is_current(new_token)
+    assert SecretBox([new_key]).decrypt(new_token) == PASSWORD
+    with pytest.raises(SecretDecryptError):
+        SecretBox([old_key]).decrypt(new_token)
+
+
+def test_secret_box_rejects_bad_keys_without_echoing_them():
+    with pytest.raises(ValueError) as caught:
+        SecretBox([generate_key(), "not-a-key-SENSITIVE"])
+    assert "key 2" in str(caught.value)
+    assert "SENSITIVE" not in str(caught.value)
+    with pytest.raises(ValueError):
+        SecretBox([])
+    with pytest.raises(TypeError):
+        SecretBox(generate_key())  # type: ignore[arg-type]
+    assert "keys hidden" in repr(SecretBox([generate_key()]))
+
+
+def test_for_settings_uses_configured_keys():
+    first, second = generate_key(), generate_key()
+    token = SecretBox([second]).encrypt(PASSWORD)
+    box = SecretBox.for_settings(Settings(flexsync_secret_key=(first, second)))
+    assert box.decrypt(token) == PASSWORD
+    assert SecretBox([first]).decrypt(box.encrypt("x")) == "x"
+
+
+def test_for_settings_refuses_production_without_key():
+    with pytest.raises(SettingsError, match="FLEXSYNC_SECRET_KEY"):
+        SecretBox.for_settings(Settings(flexsync_env="production", flexsync_secret_key=()))
+
+
+def test_development_key_is_created_once_next_to_sqlite_file(tmp_path: Path):
+    settings = Settings(flexsync_env="development", database_url=f"sqlite:///{tmp_path / 'data' / 'app.db'}")
+    key_file = tmp_path / "data" / "dev-secret.key"
+    assert dev_key_path(settings.database_url) == key_file
+    token = SecretBox.for_settings(settings).encrypt(PASSWORD)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # A restart reads the same key back, so earlier data stays readable.
+    assert SecretBox.for_settings(settings).decrypt(token) == PASSWORD
+    assert [p.name for p in key_file.parent.iterdir()] == ["dev-secret.key"]
+
+
+def test_development_key_for_postgres_lives_in_var(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(flexsync_env="test", database_url="postgresql://db.example/flexsync")
+    SecretBox.for_settings(settings)
+    assert (tmp_path / "var" / "dev-secret.key").is_file()
+
+
+def test_development_key_creation_races_settle_on_one_key(tmp_path: Path):
+    settings = Settings(flexsync_env="development", database_url=f"sqlite:///{tmp_path}/a.db")
+    barrier = threading.Barrier(8)
+
+    def build() -> str:
+        barrier.wait(timeout=10)
+        return SecretBox.for_settings(settings).encrypt("probe")
+
+    with ThreadPoolExecutor(8) as pool:
+        tokens = list(pool.map(lambda _: build(), range(8)))
+    final = SecretBox.for_settings(settings)
+    assert {final.decrypt(token) for token in tokens} == {"probe"}
+
+
+def test_damaged_development_key_is_reported_without_content(tmp_path: Path):
+    (tmp_path / "dev-secret.key").write_text("garbage-KEYTEXT")
+    settings = Settings(flexsync_env="development", database_url=f"sqlite:///{tmp_path}/a.db")
+    with pytest.raises(SettingsError, match="damaged") as caught:
+        SecretBox.for_settings(settings)
+    assert "KEYTEXT" not in str(caught.value)
+
+
+# --- engine, readiness, migrations -------------------------------------------------------
+
+
+def test_sqlite_engine_pragmas_and_parent_directory(tmp_path: Path):
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'deep' / 'er' / 'x.db'}")
+    try:
+        with engine.connect() as conn:
+            pragmas = {
+                name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+                for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
+            }
+        assert pragmas == {
+            "journal_mode": "wal",
+            "synchronous": 1,  # NORMAL
+            "busy_timeout": 5000,
+            "foreign_keys": 1,
+        }
+        assert (tmp_path / "deep" / "er").is_dir()
+    finally:
+        engine.dispose()
+
+
+def test_postgres_url_uses_psycopg3():
+    engine = create_engine_for("postgresql://user:pw@db.example:5432/flexsync")
+    assert engine.dialect.driver == "psycopg"
+    assert engine.pool._pre_ping
+    engine.dispose()
+
+
+def test_check_ready(engine: Engine):
+    check_ready(engine)
+
+
+def test_check_ready_raises_when_database_is_down():
+    engine = create_engine_for("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(OperationalError):
+        check_ready(engine)
+    engine.dispose()
+
+
+def test_migrations_are_idempotent_and_match_models(engine: Engine):
+    upgrade(engine)  # second run on top of the fixture's
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        inspector = inspect(conn)
+        assert {"connections", "webhook_deliveries"} <= set(inspector.get_table_names())
+        assert inspector.get_pk_constraint("webhook_deliveries")["constrained_columns"] == [
+            "connection_id",
+            "idempotency_key",
+        ]
+        indexes = {ix["name"]: ix for ix in inspector.get_indexes("webhook_deliveries")}
+        assert indexes["ix_webhook_deliveries_claimed_at"]["column_names"] == ["claimed_at"]
+
+
+def _upgrade_in_process(url: str, barrier) -> None:
+    engine = create_engine_for(url)
+    barrier.wait(timeout=60)
+    upgrade(engine)
+    engine.dispose()
+
+
+def test_upgrade_from_several_processes_at_once(database_url: str):
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(3)
+    processes = [context.Process(target=_upgrade_in_process, args=(database_url, barrier)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=90)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    engine = create_engine_for(database_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        assert versions == [("0001",)]
+    finally:
+        engine.dispose()
+
+
+# --- connections --------------------------------------------------------------------------
+
+
+def test_new_connection_gets_secret_and_round_trips(store: ConnectionStore):
+    saved = _save(store, entity_id="ENTITY-9", user_password=PASSWORD)
+    assert saved.state == "connecting" and saved.is_active
+    assert len(saved.webhook_secrets) == 1 and len(saved.webhook_secrets[0]) >= 40
+    assert saved.created_at.tzinfo is not None
+    assert store.get("conn-1") == saved
+    assert store.get("missing") is None
+    assert store.webhook_secret("conn-1") == saved.webhook_secrets[0]
+    assert store.user_password("conn-1") == PASSWORD
+    assert store.webhook_secret("missing") is None
+
+
+def test_record_repr_hides_secrets(store: ConnectionStore):
+    saved = _save(store, user_password=PASSWORD)
+    assert saved.webhook_secrets[0] not in repr(saved)
+    assert PASSWORD not in repr(saved)
+
+
+def test_secrets_are_encrypted_at_rest(engine: Engine, store: ConnectionStore, box: SecretBox):
+    saved = _save(store, user_password=PASSWORD)
+    secret = saved.webhook_secrets[0]
+    password_enc, secret_enc = _raw_secrets(engine, "conn-1")
+    assert PASSWORD not in password_enc and secret not in secret_enc
+    assert box.decrypt(password_enc) == PASSWORD and box.decrypt(secret_enc) == secret
+    with engine.connect() as conn:
+        dump = " ".join(
+            str(value) for row in conn.execute(text("SELECT * FROM connections")) for value in row
+        )
+    assert PASSWORD not in dump and secret not in dump
+    if engine.dialect.name == "sqlite":
+        on_disk = _database_bytes(engine)
+        assert b"COMPANY-1" in on_disk  # the check can see what is stored in clear
+        assert PASSWORD.encode() not in on_disk and secret.encode() not in on_disk
+
+
+def test_update_keeps_secret_and_password_unless_told(engine: Engine, box: SecretBox):
+    clock = WallClock()
+    store = ConnectionStore(engine, box, clock=clock)
+    first = _save(store, user_password=PASSWORD)
+    clock.advance(60)
+    second = _save(store, state="connected", company_id="COMPANY-2")
+    assert second.webhook_secrets == first.webhook_secrets
+    assert store.user_password("conn-1") == PASSWORD
+    assert (second.company_id, second.state) == ("COMPANY-2", "connected")
+    assert second.created_at == T0 and second.updated_at == T0 + timedelta(seconds=60)
+
+    third = _save(store, state="connected", user_password="new-password", rotate_webhook_secret=True)
+    assert third.webhook_secrets != first.webhook_secrets
+    assert store.user_password("conn-1") == "new-password"
+
+
+def test_account_has_one_live_connection(store: ConnectionStore):
+    _save(store, "conn-1", account_id="acct-1")
+    with pytest.raises(AccountInUseError):
+        _save(store, "conn-2", account_id="acct-1")
+    # Once the old connection is disconnected the account may connect again.
+    assert store.disconnect("conn-1")
+    assert _save(store, "conn-2", account_id="acct-1").is_active
+
+
+def test_disconnect_purges_secrets(engine: Engine, box: SecretBox):
+    clock = WallClock()
+    store = ConnectionStore(engine, box, clock=clock)
+    _save(store, user_password=PASSWORD)
+    clock.advance(5)
+    assert store.disconnect("conn-1") is True
+    assert _raw_secrets(engine, "conn-1") == (None, None)
+    record = store.get("conn-1")
+    assert record.state == "disconnected" and not record.is_active
+    assert record.webhook_secrets == ()
+    assert store.webhook_secret("conn-1") is None and store.user_password("conn-1") is None
+    clock.advance(5)
+    assert store.disconnect("conn-1") is True  # replayed message: harmless
+    with engine.connect() as conn:
+        disconnected_at = conn.execute(
+            text("SELECT disconnected_at FROM connections WHERE connection_id = 'conn-1'")
+        ).scalar_one()
+    assert disconnected_at is not None
+    assert store.disconnect("missing") is False
+
+
+def test_reconnect_after_disconnect_issues_new_secret(store: ConnectionStore):
+    old = _save(store, user_password=PASSWORD)
+    store.disconnect("conn-1")
+    new = _save(store, state="connected")
+    assert new.is_active and new.webhook_secrets and new.webhook_secrets != old.webhook_secrets
+    assert store.user_password("conn-1") is None  # purged at disconnect, not resurrected
+
+
+def test_set_state(store: ConnectionStore, engine: Engine):
+    _save(store, user_password=PASSWORD)
+    store.set_state("conn-1", "degraded")
+    assert store.get("conn-1").state == "degraded"
+    with pytest.raises(ValueError, match="unknown connection state"):
+        store.set_state("conn-1", "sleeping")
+    with pytest.raises(ConnectionNotFound):
+        store.set_state("missing", "connected")
+    store.set_state("conn-1", "disconnected")
+    assert _raw_secrets(engine, "conn-1") == (None, None)
+    with pytest.raises(ConnectionStateError):
+        store.set_state("conn-1", "connected")
+    with pytest.raises(ConnectionStateError):
+        _save(store, state="disconnected")
+
+
+def test_list_filters_by_state(engine: Engine, box: SecretBox):
+    clock = WallClock()
+    store = ConnectionStore(engine, box, clock=clock)
+    for number, state in enumerate(("connected", "failed", "connected"), start=1):
+        _save(store, f"conn-{number}", account_id=f"acct-{number}", state=state)
+        clock.advance(1)
+    assert [r.connection_id for r in store.list()] == ["conn-1", "conn-2", "conn-3"]
+    assert [r.connection_id for r in store.list("connected")] == ["conn-1", "conn-3"]
+    assert store.list("disconnected") == []
+
+
+def test_rotate_encryption_moves_every_secret_to_new_key(engine: Engine):
+    old_key, new_key = generate_key(), generate_key()
+    old_store = ConnectionStore(engine, SecretBox([old_key]))
+    with_password = _save(old_store, "conn-1", account_id="acct-1", user_password=PASSWORD)
+    without_password = _save(old_store, "conn-2", account_id="acct-2")
+    _save(old_store, "conn-3", account_id="acct-3", user_password=PASSWORD)
+    old_store.disconnect("conn-3")  # nothing left to rotate there
+
+    rotating = ConnectionStore(engine, SecretBox([new_key, old_key]))
+    assert rotating.get("conn-1") == with_password  # old key still decrypts
+    with pytest.raises(SecretDecryptError):
+        ConnectionStore(engine, SecretBox([new_key])).get("conn-1")
+
+    assert rotating.rotate_encryption() == 3  # two webhook secrets and one password
+    assert rotating.rotate_encryption() == 0  # everything is under the primary key now
+
+    new_only = ConnectionStore(engine, SecretBox([new_key]))
+    assert new_only.get("conn-1").webhook_secrets == with_password.webhook_secrets
+    assert new_only.get("conn-2").webhook_secrets == without_password.webhook_secrets
+    assert new_only.user_password("conn-1") == PASSWORD
+    with pytest.raises(SecretDecryptError):
+        old_store.get("conn-1")
+
+
+def test_wrong_key_surfaces_as_decrypt_error(engine: Engine, store: ConnectionStore):
+    saved = _save(store)
+    with pytest.raises(SecretDecryptError) as caught:
+        ConnectionStore(engine, SecretBox([generate_key()])).get("conn-1")
+    assert saved.webhook_secrets[0] not in str(caught.value)
+
+
+# --- cached lookup ------------------------------------------------------------------------
+
+
+def test_cache_hit_and_cached_miss_avoid_the_database(engine: Engine, store: ConnectionStore):
+    saved = _save(store)
+    lookup = CachedConnectionLookup(store, ttl=5.0, clock=TickClock())
+    statements = _count_statements(engine)
+    assert lookup.get("conn-1") == saved
+    assert lookup.get("unknown") is None
+    assert len(statements) == 2
+    for _ in range(50):
+        assert lookup.get("conn-1") == saved
+        assert lookup.get("unknown") is None
+    assert len(statements) == 2
+
+
+def test_cache_entries_expire_after_ttl():
+    clock = TickClock()
+    backing = CountingStore()
+    lookup = CachedConnectionLookup(backing, ttl=5.0, clock=clock)
+    lookup.get("a")
+    clock.now += 4.9
+    lookup.get("a")
+    assert backing.calls == 1
+    clock.now += 0.2
+    lookup.get("a")
+    assert backing.calls == 2
+
+
+def test_cache_invalidate_one_or_all():
+    backing = CountingStore()
+    lookup = CachedConnectionLookup(backing, ttl=60.0, clock=TickClock())
+    lookup.get("a")
+    lookup.get("b")
+    lookup.invalidate("a")
+    lookup.get("a")
+    lookup.get("b")
+    assert backing.calls == 3
+    lookup.invalidate()
+    lookup.get("a")
+    lookup.get("b")
+    assert backing.calls == 5
+
+
+def test_cache_is_bounded_and_evicts_oldest():
+    backing = CountingStore()
+    lookup = CachedConnectionLookup(backing, ttl=60.0, clock=TickClock(), max_entries=3)
+    for name in "abcd":
+        lookup.get(name)
+    assert backing.calls == 4
+    lookup.get("d")
+    lookup.get("b")
+    assert backing.calls == 4  # still cached
+    lookup.get("a")  # evicted as the oldest
+    assert backing.calls == 5
+
+
+def test_cache_does_not_store_a_read_that_raced_an_invalidate():
+    entered, proceed = threading.Event(), threading.Event()
+
+    class BlockingStore(CountingStore):
+        def get(self, connection_id):
+            result = super().get(connection_id)
+            if self.calls == 1:
+                entered.set()
+                assert proceed.wait(timeout=10)
+            return result
+
+    backing = BlockingStore()
+    lookup = CachedConnectionLookup(backing, ttl=60.0, clock=TickClock())
+    reader = threading.Thread(target=lookup.get, args=("a",))
+    reader.start()
+    assert entered.wait(timeout=10)
+    lookup.invalidate("a")  # e.g. a disconnect landed while the first read was in flight
+    proceed.set()
+    reader.join(timeout=10)
+    lookup.get("a")
+    assert backing.calls == 2
+
+
+def test_cache_is_safe_under_many_threads():
+    records = {
+        f"c{i}": ConnectionRecord(f"c{i}", f"a{i}", "co", None, "u", "connected", ("s",), T0, T0)
+        for i in range(20)
+    }
+    lookup = CachedConnectionLookup(CountingStore(records), ttl=60.0, max_entries=8)
+    barrier = threading.Barrier(8)
+
+    def hammer(worker: int) -> bool:
+        barrier.wait(timeout=10)
+        return all(
+            lookup.get(f"c{(worker + n) % 25}") == records.get(f"c{(worker + n) % 25}") for n in range(500)
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(hammer, range(8)))
+
+
+# --- delivery ledger ----------------------------------------------------------------------
+
+
+def test_claim_confirm_duplicate(engine: Engine):
+    ledger = DeliveryLedger(engine, clock=WallClock())
+    first = ledger.claim("conn-1", "key-1", "event-1")
+    assert (first.outcome, first.event_id) == (ClaimOutcome.NEW, "event-1")
+    ledger.confirm("conn-1", "key-1")
+    duplicate = ledger.claim("conn-1", "key-1", "event-2")
+    assert (duplicate.outcome, duplicate.event_id) == (ClaimOutcome.DUPLICATE, "event-1")
+    # The same key on another connection is another delivery.
+    assert ledger.claim("conn-2", "key-1", "event-3").outcome is ClaimOutcome.NEW
+
+
+def test_pending_claim_is_in_flight_until_lease_expires(engine: Engine):
+    clock = WallClock()
+    ledger = DeliveryLedger(engine, lease_seconds=30, clock=clock)
+    assert ledger.claim("conn-1", "key-1", "event-1").outcome is ClaimOutcome.NEW
+    clock.advance(29.9)
+    in_flight = ledger.claim("conn-1", "key-1", "event-2")
+    assert (in_flight.outcome, in_flight.event_id) == (ClaimOutcome.IN_FLIGHT, "event-1")
+    clock.advance(0.2)  # the first receiver died between claim and confirm
+    taken = ledger.claim("conn-1", "key-1", "event-3")
+    assert (taken.outcome, taken.event_id) == (ClaimOutcome.NEW, "event-3")
+    behind = ledger.claim("conn-1", "key-1", "event-4")
+    assert (behind.outcome, behind.event_id) == (ClaimOutcome.IN_FLIGHT, "event-3")
+    ledger.confirm("conn-1", "key-1")
+    clock.advance(3600)
+    assert ledger.claim("conn-1", "key-1", "event-5").event_id == "event-3"
+
+
+def test_release_allows_a_new_claim_but_never_drops_a_confirmed_one(engine: Engine):
+    ledger = DeliveryLedger(engine, clock=WallClock())
+    ledger.claim("conn-1", "key-1", "event-1")
+    ledger.release("conn-1", "key-1")  # publish failed: Intacct's retry must be accepted
+    assert ledger.claim("conn-1", "key-1", "event-2").outcome is ClaimOutcome.NEW
+    ledger.confirm("conn-1", "key-1")
+    ledger.release("conn-1", "key-1")
+    assert ledger.claim("conn-1", "key-1", "event-3").outcome is ClaimOutcome.DUPLICATE
+
+
+def test_purge_older_than(engine: Engine):
+    clock = WallClock()
+    ledger = DeliveryLedger(engine, clock=clock)
+    ledger.claim("conn-1", "old", "event-1")
+    ledger.confirm("conn-1", "old")
+    clock.advance(3600)
+    ledger.claim("conn-1", "new", "event-2")
+    assert ledger.purge_older_than(T0 + timedelta(seconds=60)) == 1
+    assert ledger.purge_older_than(T0 + timedelta(seconds=60)) == 0
+    assert ledger.claim("conn-1", "old", "event-3").outcome is ClaimOutcome.NEW
+    assert ledger.claim("conn-1", "new", "event-4").outcome is ClaimOutcome.IN_FLIGHT
+
+
+def test_long_idempotency_keys_are_accepted(engine: Engine):
+    ledger = DeliveryLedger(engine, clock=WallClock())
+    long_key = "k" * 500
+    assert ledger.claim("conn-1", long_key, "event-1").outcome is ClaimOutcome.NEW
+    ledger.confirm("conn-1", long_key)
+    assert ledger.claim("conn-1", long_key, "event-2").outcome is ClaimOutcome.DUPLICATE
+    assert ledger.claim("conn-1", long_key[:-1], "event-3").outcome is ClaimOutcome.NEW
+
+
+def test_new_claim_is_one_statement(engine: Engine):
+    ledger = DeliveryLedger(engine)
+    ledger.claim("conn-1", "warm-up", "event-0")
+    statements = _count_statements(engine)
+    ledger.claim("conn-1", "key-1", "event-1")
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("INSERT")
+    ledger.confirm("conn-1", "key-1")
+    ledger.release("conn-1", "key-2")
+    assert len(statements) == 3
+
+
+def _claim_concurrently(ledger: DeliveryLedger, threads: int) -> list:
+    barrier = threading.Barrier(threads)
+
+    def claim(number: int):
+        barrier.wait(timeout=30)
+        return ledger.claim("conn-1", "key-1", f"event-{number}")
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(claim, range(threads)))
+
+
+def test_concurrent_claims_have_exactly_one_winner(engine: Engine):
+    claims = _claim_concurrently(DeliveryLedger(engine), 16)
+    winners = [claim for claim in claims if claim.outcome is ClaimOutcome.NEW]
+    assert len(winners) == 1
+    assert {claim.outcome for claim in claims} == {ClaimOutcome.NEW, ClaimOutcome.IN_FLIGHT}
+    assert {claim.event_id for claim in claims} == {winners[0].event_id}
+
+
+def test_concurrent_lease_takeover_has_exactly_one_winner(engine: Engine):
+    DeliveryLedger(engine, clock=WallClock(T0)).claim("conn-1", "key-1", "crashed")
+    later = DeliveryLedger(engine, lease_seconds=30, clock=WallClock(T0 + timedelta(minutes=5)))
+    claims = _claim_concurrently(later, 16)
+    winners = [claim for claim in claims if claim.outcome is ClaimOutcome.NEW]
+    assert len(winners) == 1
+    assert {claim.outcome for claim in claims} == {ClaimOutcome.NEW, ClaimOutcome.IN_FLIGHT}
+    # The winner's event is now the one in flight.
+    assert later.claim("conn-1", "key-1", "late").event_id == winners[0].event_id
+
+
+def _claim_in_process(url: str, barrier, results) -> None:
+    engine = create_engine_for(url)
+    ledger = DeliveryLedger(engine)
+    barrier.wait(timeout=60)
+    outcomes = [ledger.claim("conn-1", f"key-{n}", f"event-{os.getpid()}") for n in range(20)]
+    results.put([claim.outcome.value for claim in outcomes])
+    engine.dispose()
+
+
+def test_claims_from_several_processes_have_one_winner_per_key(engine: Engine):
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    url = engine.url.render_as_string(hide_password=False)
+    processes = [context.Process(target=_claim_in_process, args=(url, barrier, results)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    per_process = [results.get(timeout=90) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    for key in range(20):
+        outcomes = [outcomes[key] for outcomes in per_process]
+        assert sorted(outcomes) == ["in_flight", "in_flight", "in_flight", "new"]
