@@ -1,0 +1,311 @@
+"""A publisher whose every message is confirmed by RabbitMQ, with confirms pipelined.
+
+One pika ``SelectConnection`` per process runs on its own I/O thread. Request threads hand it
+messages and wait on a future; the broker's acks (often ``multiple``) resolve many futures at
+once, so requests never queue behind each other's round trip and disk flush. When the broker
+is down, blocked or slow, futures fail fast and the I/O thread reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pika
+from pika.exceptions import AMQPError
+from pika.spec import Basic
+
+from observability.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class PublishError(Exception):
+    """The broker did not confirm a message; the caller must not report it as accepted."""
+
+    outcome = "error"
+
+
+class BrokerUnavailable(PublishError):
+    outcome = "unavailable"
+
+
+class PublishTimeout(PublishError):
+    outcome = "timeout"
+
+
+class PublishRejected(PublishError):
+    outcome = "nack"
+
+
+class PublishUnroutable(PublishError):
+    outcome = "unroutable"
+
+
+@dataclass
+class _Pending:
+    future: Future[None]
+    message_id: str
+    started: float
+
+
+OutcomeHook = Callable[[str, float], None]
+
+
+class ConfirmingPublisher:
+    """Publishes persistent messages to one exchange and resolves a future per broker confirm."""
+
+    def __init__(
+        self,
+        amqp_url: str,
+        exchange: str,
+        *,
+        max_in_flight: int = 10_000,
+        reconnect_delays: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0),
+        on_outcome: OutcomeHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = amqp_url
+        self._exchange = exchange
+        self._max_in_flight = max_in_flight
+        self._reconnect_delays = reconnect_delays
+        self._on_outcome = on_outcome or (lambda outcome, seconds: None)
+        self._clock = clock
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        # Touched only on the I/O thread, except reads of _connection/_channel for readiness.
+        self._connection: pika.SelectConnection | None = None
+        self._channel: Any = None
+        self._blocked = False
+        self._pending: dict[int, _Pending] = {}
+        self._returned: set[str] = set()
+        self._tags = itertools.count(1)
+
+    # -- public API (any thread) ---------------------------------------------------------
+
+    def start(self, wait: float | None = None) -> None:
+        """Start the I/O thread; optionally wait up to ``wait`` seconds for the first connect."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="amqp-publisher", daemon=True)
+            self._thread.start()
+        if wait:
+            self._connected.wait(wait)
+
+    @property
+    def ready(self) -> bool:
+        """True while connected, with a confirming channel, and not blocked by the broker."""
+        return self._connected.is_set() and not self._blocked
+
+    def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> Future[None]:
+        """Publish persistently and mandatorily; the future completes on the broker's confirm."""
+        future: Future[None] = Future()
+        connection = self._connection
+        if not self.ready or connection is None:
+            self._fail(future, BrokerUnavailable("not connected to RabbitMQ"), 0.0)
+            return future
+        if len(self._pending) >= self._max_in_flight:
+            self._fail(future, BrokerUnavailable("too many messages awaiting confirms"), 0.0)
+            return future
+        properties = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent,
+            content_type=content_type,
+            message_id=message_id,
+            timestamp=int(time.time()),
+            headers=dict(headers or {}),
+        )
+        work = partial(self._publish_on_loop, future, routing_key, body, properties, self._clock())
+        try:
+            connection.ioloop.add_callback_threadsafe(work)
+        except Exception:
+            self._fail(future, BrokerUnavailable("connection to RabbitMQ is closing"), 0.0)
+        return future
+
+    def publish_and_wait(
+        self, routing_key: str, body: bytes, *, timeout: float, **kwargs: Any
+    ) -> Future[None]:
+        """Publish and block until confirmed; raises :class:`PublishError` subclasses.
+
+        On timeout the returned-then-raised future keeps running: a late confirm still
+        resolves it, so callers can attach a done-callback to reconcile their own state.
+        """
+        future = self.publish(routing_key, body, **kwargs)
+        try:
+            future.result(timeout=timeout)
+        except FutureTimeout:
+            timeout_error = PublishTimeout(f"RabbitMQ did not confirm within {timeout:.1f} s")
+            timeout_error.future = future  # type: ignore[attr-defined]
+            self._on_outcome("timeout", timeout)
+            raise timeout_error from None
+        return future
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) for outstanding confirms, then close the connection and the thread."""
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline and self.ready:
+            time.sleep(0.01)
+        self._stopping.set()
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.ioloop.add_callback_threadsafe(self._close_on_loop)
+        if self._thread is not None:
+            self._thread.join(max(0.1, deadline - time.monotonic()))
+
+    # -- I/O thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delays = itertools.chain(self._reconnect_delays, itertools.repeat(self._reconnect_delays[-1]))
+        while not self._stopping.is_set():
+            params = pika.URLParameters(self._url)
+            params.connection_attempts = 1
+            params.socket_timeout = 2.0
+            params.stack_timeout = 3.0
+            # A broker that blocks publishers (memory/disk alarm) for this long is treated as
+            # down: the connection is dropped and re-established.
+            params.blocked_connection_timeout = 10.0
+            opened_at = self._clock()
+            try:
+                self._connection = pika.SelectConnection(
+                    params,
+                    on_open_callback=self._on_connection_open,
+                    on_open_error_callback=self._on_connection_open_error,
+                    on_close_callback=self._on_connection_closed,
+                )
+                self._connection.add_on_connection_blocked_callback(self._on_blocked)
+                self._connection.add_on_connection_unblocked_callback(self._on_unblocked)
+                self._connection.ioloop.start()
+            except Exception:
+                log.exception("publisher_io_loop_failed")
+            self._connected.clear()
+            self._fail_all(BrokerUnavailable("connection to RabbitMQ lost"))
+            self._connection = None
+            self._channel = None
+            if self._stopping.is_set():
+                break
+            if self._clock() - opened_at > 30:
+                # It was up for a while: start the back-off over.
+                delays = itertools.chain(self._reconnect_delays, itertools.repeat(self._reconnect_delays[-1]))
+            self._stopping.wait(next(delays))
+
+    def _on_connection_open(self, connection: pika.SelectConnection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_connection_open_error(self, connection: pika.SelectConnection, error: Exception) -> None:
+        log.warning("publisher_connect_failed", error=str(error))
+        connection.ioloop.stop()
+
+    def _on_connection_closed(self, connection: pika.SelectConnection, reason: Exception) -> None:
+        if not self._stopping.is_set():
+            log.warning("publisher_connection_closed", reason=str(reason))
+        connection.ioloop.stop()
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        self._tags = itertools.count(1)
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.add_on_return_callback(self._on_return)
+        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
+
+    def _on_confirm_mode(self, _frame: Any) -> None:
+        self._blocked = False
+        self._connected.set()
+        log.info("publisher_ready", exchange=self._exchange)
+
+    def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
+        # A channel error (e.g. the exchange is missing) fails what is pending; a fresh
+        # connection gets a fresh channel.
+        self._connected.clear()
+        self._fail_all(BrokerUnavailable(f"channel closed: {reason}"))
+        if "NOT_FOUND" in str(reason):
+            log.error("publisher_exchange_missing", exchange=self._exchange, hint="run `flexsync topology`")
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            connection.close()
+
+    def _on_blocked(self, _connection: Any, _frame: Any) -> None:
+        log.warning("publisher_blocked_by_broker")
+        self._blocked = True
+
+    def _on_unblocked(self, _connection: Any, _frame: Any) -> None:
+        log.info("publisher_unblocked")
+        self._blocked = False
+
+    def _publish_on_loop(
+        self, future: Future[None], routing_key: str, body: bytes, properties: Any, started: float
+    ) -> None:
+        channel = self._channel
+        if channel is None or not channel.is_open or not self._connected.is_set():
+            self._fail(future, BrokerUnavailable("not connected to RabbitMQ"), self._clock() - started)
+            return
+        tag = next(self._tags)
+        self._pending[tag] = _Pending(future, properties.message_id or "", started)
+        try:
+            channel.basic_publish(self._exchange, routing_key, body, properties, mandatory=True)
+        except (AMQPError, OSError) as exc:
+            self._pending.pop(tag, None)
+            self._fail(future, BrokerUnavailable(f"publish failed: {exc}"), self._clock() - started)
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        # basic.return precedes the ack of the same message: remember it to fail that ack.
+        self._returned.add(properties.message_id or "")
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        if method.multiple:
+            # Tags are inserted in increasing order, so the acked ones are a prefix.
+            tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._pending))
+        else:
+            tags = [method.delivery_tag]
+        now = self._clock()
+        for tag in tags:
+            pending = self._pending.pop(tag, None)
+            if pending is None:
+                continue
+            elapsed = now - pending.started
+            if isinstance(method, Basic.Nack):
+                self._fail(pending.future, PublishRejected("RabbitMQ refused the message"), elapsed)
+            elif pending.message_id in self._returned:
+                self._returned.discard(pending.message_id)
+                self._fail(
+                    pending.future, PublishUnroutable("no queue is bound for this routing key"), elapsed
+                )
+            else:
+                self._on_outcome("ack", elapsed)
+                if not pending.future.done():
+                    pending.future.set_result(None)
+
+    def _fail(self, future: Future[None], error: PublishError, elapsed: float) -> None:
+        self._on_outcome(error.outcome, elapsed)
+        if not future.done():
+            future.set_exception(error)
+
+    def _fail_all(self, error: PublishError) -> None:
+        pending, self._pending = self._pending, {}
+        self._returned.clear()
+        now = self._clock()
+        for item in pending.values():
+            self._fail(item.future, error, now - item.started)
+
+    def _close_on_loop(self) -> None:
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            connection.close()
+        elif connection is not None:
+            connection.ioloop.stop()

@@ -1,0 +1,106 @@
+"""Schemas of the receiver's API: the inbound webhook body, the envelope it publishes, answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
+
+from schemas.catalog import ACTIONS
+
+_TEXT = validate.Length(min=1, max=200)
+
+
+class RecordKey(fields.String):
+    """A record key: Intacct sends RECORDNO as text, but an unquoted template yields a number."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class WebhookBodySchema(Schema):
+    """The JSON body of a Platform Trigger webhook (the template FlexPoint gives customers).
+
+    Unknown fields are kept and travel in the envelope's ``payload``.
+    """
+
+    class Meta:
+        unknown = INCLUDE
+
+    object = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "Intacct object name, e.g. ARINVOICE", "example": "ARINVOICE"},
+    )
+    action = fields.String(
+        load_default="set",
+        validate=validate.OneOf(sorted(ACTIONS)),
+        metadata={"description": "add, set or delete (create/update also accepted)"},
+    )
+    key = RecordKey(
+        required=True,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "The record's RECORDNO", "example": "1042"},
+    )
+    id = RecordKey(
+        load_default=None,
+        allow_none=True,
+        validate=_TEXT,
+        metadata={"description": "The record's human ID (RECORDID)"},
+    )
+    companyId = fields.String(load_default=None, allow_none=True, validate=_TEXT)
+    occurredAt = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=64),
+        metadata={"description": "When the change happened, as Intacct formats it"},
+    )
+    eventId = fields.String(load_default=None, allow_none=True, validate=_TEXT)
+
+    @pre_load
+    def _fold_case(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("action"), str):
+            data = {**data, "action": data["action"].strip().lower()}
+        return data
+
+    @validates("object")
+    def _object_is_a_name(self, value: str, **_: Any) -> None:
+        if not value.replace("_", "").isalnum():
+            raise ValidationError("Must be an Intacct object name such as ARINVOICE.")
+
+
+class EnvelopeSchema(Schema):
+    """What the receiver publishes to ``intacct.events``: the event, never record data."""
+
+    envelopeVersion = fields.Integer(required=True)
+    eventId = fields.String(required=True)
+    connectionId = fields.String(required=True)
+    companyId = fields.String(required=True)
+    object = fields.String(required=True)
+    module = fields.String(required=True)
+    resource = fields.String(required=True)
+    action = fields.String(required=True, validate=validate.OneOf(["create", "update", "delete"]))
+    key = fields.String(required=True)
+    id = fields.String(allow_none=True)
+    occurredAt = fields.String(allow_none=True)
+    receivedAt = fields.String(required=True)
+    idempotencyKey = fields.String(required=True)
+    authScheme = fields.String(required=True, validate=validate.OneOf(["jwt", "hmac"]))
+    payload = fields.Dict(required=True, metadata={"description": "The webhook body as received"})
+
+
+class AcceptedSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["accepted", "duplicate"]))
+    eventId = fields.String(required=True)
+
+
+class ErrorDetailSchema(Schema):
+    code = fields.String(required=True, metadata={"example": "bad_signature"})
+    message = fields.String(required=True)
+    fields_ = fields.Dict(data_key="fields", metadata={"description": "Field errors, for 400"})
+
+
+class ErrorSchema(Schema):
+    error = fields.Nested(ErrorDetailSchema, required=True)

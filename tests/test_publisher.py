@@ -1,0 +1,97 @@
+"""The confirming publisher against a real RabbitMQ."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kombu import Exchange, Queue
+
+from broker.publisher import BrokerUnavailable, ConfirmingPublisher, PublishUnroutable
+from broker.topology import EVENTS_EXCHANGE
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def publisher(amqp_url, declared_topology):
+    outcomes: list[str] = []
+    publisher = ConfirmingPublisher(
+        amqp_url, EVENTS_EXCHANGE.name, on_outcome=lambda o, s: outcomes.append(o)
+    )
+    publisher.outcomes = outcomes
+    publisher.start(wait=5)
+    assert publisher.ready
+    yield publisher
+    publisher.close()
+
+
+def test_confirms_are_pipelined_not_one_at_a_time(publisher, broker):
+    futures = [publisher.publish("ar.invoices.update", b"{}", message_id=f"m-{i}") for i in range(2000)]
+    # All 2000 were handed over before any confirm was awaited; each still gets its own.
+    for future in futures:
+        future.result(timeout=20)
+    assert broker.depth("sync.ar") == 2000
+    assert publisher.outcomes.count("ack") == 2000
+
+
+def test_an_unroutable_message_is_not_reported_as_confirmed(amqp_url, broker):
+    with broker.connection.channel() as channel:
+        Exchange("flexsync.test.unbound", "topic", durable=False, auto_delete=True)(channel).declare()
+    publisher = ConfirmingPublisher(amqp_url, "flexsync.test.unbound")
+    publisher.start(wait=5)
+    try:
+        with pytest.raises(PublishUnroutable):
+            publisher.publish_and_wait("nobody.listens", b"{}", timeout=5, message_id="lost?")
+    finally:
+        publisher.close()
+
+
+def test_without_a_broker_publishing_fails_at_once():
+    publisher = ConfirmingPublisher("amqp://guest:guest@127.0.0.1:1/%2F", "intacct.events")
+    publisher.start(wait=0.5)
+    try:
+        assert not publisher.ready
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            publisher.publish_and_wait("ar.invoices.update", b"{}", timeout=1.5, message_id="x")
+        assert time.monotonic() - started < 0.5
+    finally:
+        publisher.close()
+
+
+def test_recovers_by_itself_after_a_channel_error(amqp_url, broker):
+    """Publishing to a missing exchange closes the channel; once it exists, publishing works again."""
+    name = "flexsync.test.late-exchange"
+    publisher = ConfirmingPublisher(amqp_url, name, reconnect_delays=(0.05, 0.1))
+    publisher.start(wait=5)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            publisher.publish_and_wait("k", b"{}", timeout=5, message_id="first")
+        with broker.connection.channel() as channel:
+            exchange = Exchange(name, "topic", durable=False, auto_delete=False)
+            exchange(channel).declare()
+            Queue("flexsync.test.late-queue", exchange, routing_key="#", auto_delete=False)(channel).declare()
+
+        def published() -> bool:
+            try:
+                publisher.publish_and_wait("k", b"{}", timeout=2, message_id="again")
+                return True
+            except BrokerUnavailable:
+                return False
+
+        wait_until(published, timeout=15, message="the publisher to reconnect")
+        assert broker.depth("flexsync.test.late-queue") == 1
+    finally:
+        publisher.close()
+        with broker.connection.channel() as channel:
+            channel.queue_delete("flexsync.test.late-queue")
+            channel.exchange_delete(name)
+
+
+def test_close_waits_for_outstanding_confirms(publisher, broker):
+    futures = [publisher.publish("gl.gl-accounts.update", b"{}", message_id=f"c-{i}") for i in range(500)]
+    publisher.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert broker.depth("sync.gl") == 500
