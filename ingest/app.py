@@ -1,0 +1,174 @@
+"""The receiver's Flask application factory.
+
+``create_app(settings)`` wires the parts (connection store and its cache, idempotency ledger,
+verifiers, confirming publisher, metrics) once per process; tests pass their own parts in.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import structlog
+from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from broker.publisher import ConfirmingPublisher
+from broker.topology import EVENTS_EXCHANGE
+from config import Settings, load_settings
+from ingest.auth import HmacVerifier, JwksKeySource, JwtVerifier, TrustedContextVerifier
+from ingest.errors import WebhookRefused, unavailable
+from ingest.intake import WebhookIntake
+from ingest.ops import blueprint as ops_blueprint
+from ingest.webhooks import blueprint as webhooks_blueprint
+from observability.logging import get_logger
+from observability.metrics import ReceiverMetrics
+from store.connections import CachedConnectionLookup, ConnectionStore
+from store.crypto import SecretBox
+from store.db import create_engine_for
+from store.deliveries import DeliveryLedger
+
+log = get_logger(__name__)
+
+# Intacct retries a refused delivery within minutes; a day of keys covers that many times over.
+DELIVERY_RETENTION = timedelta(days=3)
+HOUSEKEEPING_INTERVAL_SECONDS = 600.0
+
+
+def _package_version() -> str:
+    try:
+        return version("flexsync")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+@dataclass
+class ReceiverParts:
+    """What a receiver process holds; built from settings unless a test supplies parts."""
+
+    settings: Settings
+    engine: Any
+    store: ConnectionStore
+    ledger: DeliveryLedger
+    publisher: Any
+    metrics: ReceiverMetrics
+    intake: WebhookIntake
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.publisher.close()
+
+
+def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None) -> ReceiverParts:
+    metrics = ReceiverMetrics()
+    engine = engine or create_engine_for(settings.database_url)
+    store = ConnectionStore(engine, SecretBox.for_settings(settings))
+    ledger = DeliveryLedger(engine)
+    if publisher is None:
+        publisher = ConfirmingPublisher(
+            settings.amqp_url, EVENTS_EXCHANGE.name, on_outcome=metrics.record_publish
+        )
+        publisher.start(wait=2.0)
+    jwt_verifier = None
+    if settings.intacct_webhook_jwks_url and settings.intacct_webhook_issuer:
+        jwt_verifier = JwtVerifier(
+            JwksKeySource(
+                settings.intacct_webhook_jwks_url, min_refetch_seconds=settings.jwks_min_refetch_seconds
+            ),
+            issuer=settings.intacct_webhook_issuer,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+    intake = WebhookIntake(
+        connections=CachedConnectionLookup(store, ttl=settings.connection_cache_ttl),
+        ledger=ledger,
+        publisher=publisher,
+        jwt_verifier=jwt_verifier,
+        trusted_context=TrustedContextVerifier(settings.intacct_client_id),
+        hmac_verifier=HmacVerifier(tolerance_seconds=settings.hmac_tolerance_seconds),
+        confirm_timeout=settings.publish_confirm_timeout,
+        retry_after=settings.retry_after_seconds,
+    )
+    return ReceiverParts(settings, engine, store, ledger, publisher, metrics, intake)
+
+
+def create_app(
+    settings: Settings | None = None, *, parts: ReceiverParts | None = None, housekeeping: bool = False
+) -> Flask:
+    """Build the receiver. Without arguments, settings come from the environment."""
+    settings = settings or (parts.settings if parts else load_settings())
+    parts = parts or build_parts(settings)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
+    app.json.sort_keys = False
+    # A webhook URL with "//" must get a JSON 404, not an HTML redirect Intacct would not follow.
+    app.url_map.merge_slashes = False
+    app.extensions["flexsync.settings"] = settings
+    app.extensions["flexsync.parts"] = parts
+    app.extensions["flexsync.intake"] = parts.intake
+    app.extensions["flexsync.version"] = _package_version()
+    app.register_blueprint(webhooks_blueprint)
+    app.register_blueprint(ops_blueprint)
+    _register_hooks(app, parts.metrics)
+    if housekeeping:
+        threading.Thread(target=_housekeeping, args=(parts,), name="ledger-housekeeping", daemon=True).start()
+    return app
+
+
+def _register_hooks(app: Flask, metrics: ReceiverMetrics) -> None:
+    @app.before_request
+    def _fresh_log_context() -> None:
+        # Request threads are reused: drop the previous request's connection/event ids.
+        structlog.contextvars.clear_contextvars()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        if request.endpoint == "webhooks.receive":
+            metrics.requests.labels(str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(WebhookRefused)
+    def _refused(refusal: WebhookRefused):
+        metrics.rejects.labels(refusal.code).inc()
+        response = jsonify(refusal.body())
+        response.status_code = refusal.status
+        response.headers.update(refusal.headers)
+        return response
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_down(exc: SQLAlchemyError):
+        log.error("database_error", error=str(exc).splitlines()[0])
+        return _refused(
+            unavailable(
+                "database_unavailable",
+                "The database is unavailable; retry later.",
+                app.extensions["flexsync.settings"].retry_after_seconds,
+            )
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        if exc.code == 413:
+            code = "payload_too_large"
+        return _refused(WebhookRefused(exc.code or 500, code, exc.description or exc.name))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("receiver_error")
+        return _refused(WebhookRefused(500, "internal_error", "Something failed on our side."))
+
+
+def _housekeeping(parts: ReceiverParts) -> None:
+    """Forget idempotency keys older than the retention, every few minutes."""
+    while not parts.stop.wait(HOUSEKEEPING_INTERVAL_SECONDS):
+        try:
+            removed = parts.ledger.purge_older_than(datetime.now(UTC) - DELIVERY_RETENTION)
+            if removed:
+                log.info("deliveries_purged", count=removed)
+        except Exception:
+            log.exception("deliveries_purge_failed")
