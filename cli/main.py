@@ -1,0 +1,258 @@
+"""The ``flexsync`` command: runs the processes and gives operations their tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import click
+
+from config import Settings, SettingsError, load_settings
+
+
+class FlexsyncGroup(click.Group):
+    """Turns a configuration problem into the one line that names it, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            click.echo(f"flexsync: {exc}", err=True)
+            sys.exit(2)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings = ctx.obj.get("settings") if ctx.obj else None
+    if settings is None:
+        settings = load_settings()
+        from observability.logging import configure_logging
+
+        configure_logging(settings)
+        ctx.ensure_object(dict)["settings"] = settings
+    return settings
+
+
+@click.group(cls=FlexsyncGroup)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """flexsync: keeps FlexPoint in sync with Sage Intacct."""
+    ctx.ensure_object(dict)
+
+
+@main.command()
+@click.option(
+    "--workers",
+    type=int,
+    default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
+    show_default="WEB_CONCURRENCY or 2",
+    help="gunicorn worker processes",
+)
+@click.option("--threads", type=int, default=8, show_default=True, help="request threads per worker")
+@click.pass_context
+def web(ctx: click.Context, workers: int, threads: int) -> None:
+    """Run the webhook receiver on $PORT (the Procfile's `web`)."""
+    settings = _settings(ctx)
+    if settings.is_production:
+        settings.require("INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER", process="web")
+    _prepare_database(settings)
+    _declare_topology(settings, required=False)
+    from ingest.server import serve
+
+    serve(settings, workers=workers, threads=threads)
+
+
+@main.command()
+@click.pass_context
+def topology(ctx: click.Context) -> None:
+    """Declare the exchanges, queues and bindings (idempotent)."""
+    settings = _settings(ctx)
+    for line in _declare_topology(settings, required=True):
+        click.echo(line)
+
+
+@main.group()
+def db() -> None:
+    """The connection store's schema."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply schema migrations up to the latest (safe to run from several processes)."""
+    _prepare_database(_settings(ctx))
+    click.echo("database schema is up to date")
+
+
+@main.command()
+def keygen() -> None:
+    """Print a new key for FLEXSYNC_SECRET_KEY (prepend it to rotate: new,old)."""
+    from store.crypto import generate_key
+
+    click.echo(generate_key())
+
+
+@main.group()
+def connections() -> None:
+    """Inspect and manage stored connections."""
+
+
+@connections.command("list")
+@click.pass_context
+def connections_list(ctx: click.Context) -> None:
+    """List connections with their state (never their secrets)."""
+    store = _store(_settings(ctx))
+    rows = store.list()
+    if not rows:
+        click.echo("no connections")
+    for record in rows:
+        click.echo(
+            f"{record.connection_id}  {record.state:<12}  account={record.account_id}  "
+            f"company={record.company_id}  entity={record.entity_id or '-'}"
+        )
+
+
+@connections.command("secret")
+@click.argument("connection_id")
+@click.pass_context
+def connections_secret(ctx: click.Context, connection_id: str) -> None:
+    """Print a connection's webhook signing secret (for an HMAC relay). Never logged."""
+    store = _store(_settings(ctx))
+    secret = store.webhook_secret(connection_id)
+    if secret is None:
+        raise click.ClickException(f"no active connection {connection_id} (or it has no secret)")
+    click.echo(secret)
+
+
+@connections.command("create")
+@click.option("--connection-id", default=lambda: str(uuid.uuid4()), show_default="a new UUID")
+@click.option("--account-id", required=True, help="FlexPoint account id")
+@click.option("--company-id", required=True, help="Sage Intacct company id")
+@click.option("--user-id", required=True, help="Web Services user id")
+@click.option("--entity-id", default=None)
+@click.pass_context
+def connections_create(
+    ctx: click.Context,
+    connection_id: str,
+    account_id: str,
+    company_id: str,
+    user_id: str,
+    entity_id: str | None,
+) -> None:
+    """Register a connection by hand (normally FlexPoint's connect message does this)."""
+    store = _store(_settings(ctx))
+    record = store.save(
+        connection_id=connection_id,
+        account_id=account_id,
+        company_id=company_id,
+        entity_id=entity_id,
+        user_id=user_id,
+        state="connected",
+    )
+    click.echo(record.connection_id)
+
+
+@connections.command("rotate-keys")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def connections_rotate_keys(ctx: click.Context, yes: bool) -> None:
+    """Re-encrypt every stored secret under the first FLEXSYNC_SECRET_KEY."""
+    store = _store(_settings(ctx))
+    if not yes:
+        click.confirm("Re-encrypt all stored secrets under the first key?", abort=True)
+    click.echo(f"re-encrypted {store.rotate_encryption()} values")
+
+
+@main.command("send-webhook")
+@click.argument("connection_id")
+@click.option("--object", "object_name", default="ARINVOICE", show_default=True)
+@click.option("--key", "record_key", default="1", show_default=True)
+@click.option("--action", default="set", show_default=True, type=click.Choice(["add", "set", "delete"]))
+@click.option("--url", default=None, help="receiver base URL [default: http://127.0.0.1:$PORT]")
+@click.pass_context
+def send_webhook(
+    ctx: click.Context, connection_id: str, object_name: str, record_key: str, action: str, url: str | None
+) -> None:
+    """Send one HMAC-signed webhook to a receiver, as a relay would (for trying things out)."""
+    import requests
+
+    from ingest.auth import sign_hmac
+
+    settings = _settings(ctx)
+    store = _store(settings)
+    record = store.get(connection_id)
+    secret = store.webhook_secret(connection_id)
+    if record is None or secret is None:
+        raise click.ClickException(f"no active connection {connection_id}")
+    body = json.dumps(
+        {
+            "object": object_name,
+            "action": action,
+            "key": record_key,
+            "companyId": record.company_id,
+            "occurredAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    ).encode()
+    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    response = requests.post(
+        f"{base}/webhooks/intacct/{connection_id}",
+        data=body,
+        timeout=10,
+        headers={
+            "Content-Type": "application/json",
+            "Idempotency-Key": str(uuid.uuid4()),
+            "X-FlexPoint-Signature": sign_hmac(secret, body, int(time.time())),
+        },
+    )
+    click.echo(f"{response.status_code} {response.text.strip()}")
+    if response.status_code >= 300:
+        sys.exit(1)
+
+
+def _store(settings: Settings):
+    from store.connections import ConnectionStore
+    from store.crypto import SecretBox
+    from store.db import create_engine_for, upgrade
+
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    return ConnectionStore(engine, SecretBox.for_settings(settings))
+
+
+def _prepare_database(settings: Settings) -> None:
+    from store.db import create_engine_for, upgrade
+
+    engine = create_engine_for(settings.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _declare_topology(settings: Settings, *, required: bool) -> list[str]:
+    from kombu import Connection
+
+    from broker.topology import build_topology, declare_topology
+
+    topology = build_topology(settings.archive_max_age)
+    try:
+        with Connection(settings.amqp_url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=2)
+            declare_topology(connection, topology)
+    except Exception as exc:
+        if required:
+            raise click.ClickException(f"could not declare the topology: {exc}") from None
+        click.echo(
+            f"flexsync: warning: topology not declared now ({exc}); the receiver answers 503 "
+            "until RabbitMQ is reachable",
+            err=True,
+        )
+        return []
+    return list(topology.describe())
+
+
+if __name__ == "__main__":
+    main()
