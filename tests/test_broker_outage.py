@@ -102,3 +102,45 @@ def test_broker_stopped_mid_run_gives_503s_then_recovers(receiver, broker, stopp
     finally:
         probe.close()
     assert accepted <= queued, f"{len(accepted - queued)} accepted events are not in the queue"
+
+
+def _memory_watermark() -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
+
+
+def test_a_blocked_broker_gives_503_in_time_and_the_retry_is_accepted(receiver, broker, stoppable_broker):
+    """A memory alarm makes RabbitMQ stop reading publishes: confirms never come in time."""
+    assert receiver.post_hmac(invoice_event(key="before"), key="before-alarm").status_code == 202
+    watermark = _memory_watermark()
+    _rabbitmqctl("set_vm_memory_high_watermark", "0")
+    try:
+        started = time.monotonic()
+        blocked = receiver.post_hmac(invoice_event(key="during"), key="during-alarm")
+        elapsed = time.monotonic() - started
+    finally:
+        _rabbitmqctl(
+            "set_vm_memory_high_watermark", watermark if watermark.replace(".", "").isdigit() else "0.4"
+        )
+
+    assert blocked.status_code == 503
+    assert elapsed < 2.0
+    assert int(blocked.headers["Retry-After"]) > 0
+    # Intacct retries: accepted now, or "duplicate" if the held message was confirmed late.
+    retried = wait_until(
+        lambda: (
+            (r := receiver.post_hmac(invoice_event(key="during"), key="during-alarm")).status_code != 503
+            and r
+        ),
+        timeout=30,
+        message="the retry to be accepted after the alarm cleared",
+    )
+    assert retried.status_code in (200, 202)
+    keys = [json.loads(m.body)["idempotencyKey"] for m in broker.take_all("sync.ar")]
+    assert "during-alarm" in keys and keys.count("before-alarm") == 1
