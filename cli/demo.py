@@ -6,7 +6,6 @@ webhooks the way a relay would, shows where they landed, then keeps running unti
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,8 +18,8 @@ import requests
 from kombu import Connection
 
 from broker.topology import build_topology
+from cli.relay import send_signed_webhook
 from config import load_settings
-from ingest.auth import sign_hmac
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
@@ -78,24 +77,9 @@ def wait_ready(base_url: str, processes: subprocess.Popen, timeout: float = 60.0
 
 
 def send(base_url: str, secret: str, intacct_object: str, action: str, key: str, idempotency_key: str) -> str:
-    body = json.dumps(
-        {
-            "object": intacct_object,
-            "action": action,
-            "key": key,
-            "companyId": DEMO_COMPANY,
-            "occurredAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    ).encode()
-    response = requests.post(
-        f"{base_url}/webhooks/intacct/{DEMO_CONNECTION_ID}",
-        data=body,
-        timeout=10,
-        headers={
-            "Content-Type": "application/json",
-            "Idempotency-Key": idempotency_key,
-            "X-FlexPoint-Signature": sign_hmac(secret, body, int(time.time())),
-        },
+    event = {"object": intacct_object, "action": action, "key": key, "companyId": DEMO_COMPANY}
+    response = send_signed_webhook(
+        base_url, DEMO_CONNECTION_ID, secret, event, idempotency_key=idempotency_key
     )
     return f"{response.status_code} {response.json()}"
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -177,9 +175,7 @@ def send_webhook(
     ctx: click.Context, connection_id: str, object_name: str, record_key: str, action: str, url: str | None
 ) -> None:
     """Send one HMAC-signed webhook to a receiver, as a relay would (for trying things out)."""
-    import requests
-
-    from ingest.auth import sign_hmac
+    from cli.relay import send_signed_webhook
 
     settings = _settings(ctx)
     store = _store(settings)
@@ -187,26 +183,8 @@ def send_webhook(
     secret = store.webhook_secret(connection_id)
     if record is None or secret is None:
         raise click.ClickException(f"no active connection {connection_id}")
-    body = json.dumps(
-        {
-            "object": object_name,
-            "action": action,
-            "key": record_key,
-            "companyId": record.company_id,
-            "occurredAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-    ).encode()
-    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
-    response = requests.post(
-        f"{base}/webhooks/intacct/{connection_id}",
-        data=body,
-        timeout=10,
-        headers={
-            "Content-Type": "application/json",
-            "Idempotency-Key": str(uuid.uuid4()),
-            "X-FlexPoint-Signature": sign_hmac(secret, body, int(time.time())),
-        },
-    )
+    event = {"object": object_name, "action": action, "key": record_key, "companyId": record.company_id}
+    response = send_signed_webhook(url or f"http://127.0.0.1:{settings.port}", connection_id, secret, event)
     click.echo(f"{response.status_code} {response.text.strip()}")
     if response.status_code >= 300:
         sys.exit(1)

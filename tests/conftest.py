@@ -253,15 +253,21 @@ def trusted_context(company_id: str, client_id: str = CLIENT_ID) -> str:
 COMPANY = "ACME-CO"
 
 
-@pytest.fixture
-def receiver(settings, jwks_url, broker):
-    settings = settings.with_overrides(intacct_webhook_jwks_url=jwks_url)
+@contextlib.contextmanager
+def running_receiver(settings: Settings) -> Iterator[Receiver]:
+    """A receiver on a migrated database with its own publisher, closed afterwards."""
     parts = build_parts(settings)
     upgrade(parts.engine)
     try:
         yield Receiver(create_app(settings, parts=parts), parts)
     finally:
         parts.close()
+
+
+@pytest.fixture
+def receiver(settings, jwks_url, broker):
+    with running_receiver(settings.with_overrides(intacct_webhook_jwks_url=jwks_url)) as running:
+        yield running
 
 
 class Receiver:

@@ -9,10 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ingest.app import build_parts, create_app
 from ingest.auth import sign_hmac
-from store.db import upgrade
-from tests.conftest import COMPANY, Receiver, invoice_event, trusted_context
+from tests.conftest import COMPANY, invoice_event, running_receiver, trusted_context
 
 pytestmark = pytest.mark.broker
 
@@ -242,13 +240,8 @@ def test_unknown_route_and_method_answer_json(receiver):
 @pytest.fixture
 def receiver_without_broker(settings):
     """A receiver pointed at a port where no broker listens: every publish must fail fast."""
-    settings = settings.with_overrides(amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")
-    parts = build_parts(settings)
-    upgrade(parts.engine)
-    try:
-        yield Receiver(create_app(settings, parts=parts), parts)
-    finally:
-        parts.close()
+    with running_receiver(settings.with_overrides(amqp_url="amqp://guest:guest@127.0.0.1:1/%2F")) as running:
+        yield running
 
 
 def test_503_with_retry_after_within_two_seconds_when_the_broker_is_down(receiver_without_broker):
