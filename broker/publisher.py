@@ -8,6 +8,7 @@ is down, blocked or slow, futures fail fast and the I/O thread reconnects by its
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import threading
@@ -16,7 +17,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import pika
@@ -87,6 +87,11 @@ class ConfirmingPublisher:
         self._channel: Any = None
         self._blocked = False
         self._pending: dict[int, _Pending] = {}
+        # Messages handed over by request threads, drained by one I/O-loop callback per batch:
+        # waking the loop once per message serialises every thread on pika's wake-up mutex.
+        self._outbox: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake_lock = threading.Lock()
+        self._wake_scheduled = False
         self._returned: set[str] = set()
         self._tags = itertools.count(1)
 
@@ -130,11 +135,16 @@ class ConfirmingPublisher:
             timestamp=int(time.time()),
             headers=dict(headers or {}),
         )
-        work = partial(self._publish_on_loop, future, routing_key, body, properties, self._clock())
-        try:
-            connection.ioloop.add_callback_threadsafe(work)
-        except Exception:
-            self._fail(future, BrokerUnavailable("connection to RabbitMQ is closing"), 0.0)
+        self._outbox.append((future, routing_key, body, properties, self._clock()))
+        with self._wake_lock:
+            wake, self._wake_scheduled = not self._wake_scheduled, True
+        if wake:
+            try:
+                connection.ioloop.add_callback_threadsafe(self._drain_outbox)
+            except Exception:
+                with self._wake_lock:
+                    self._wake_scheduled = False
+                self._fail_outbox(BrokerUnavailable("connection to RabbitMQ is closing"))
         return future
 
     def publish_and_wait(
@@ -158,7 +168,7 @@ class ConfirmingPublisher:
     def close(self, timeout: float = 5.0) -> None:
         """Wait (bounded) for outstanding confirms, then close the connection and the thread."""
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline and self.ready:
+        while (self._outbox or self._pending) and time.monotonic() < deadline and self.ready:
             time.sleep(0.01)
         self._stopping.set()
         connection = self._connection
@@ -247,6 +257,22 @@ class ConfirmingPublisher:
         log.info("publisher_unblocked")
         self._blocked = False
 
+    def _drain_outbox(self) -> None:
+        # Reset the flag before draining: a message appended meanwhile either is drained by
+        # this loop or schedules the next wake-up.
+        with self._wake_lock:
+            self._wake_scheduled = False
+        while self._outbox:
+            self._publish_on_loop(*self._outbox.popleft())
+
+    def _fail_outbox(self, error: PublishError) -> None:
+        while self._outbox:
+            try:
+                future, *_rest, started = self._outbox.popleft()
+            except IndexError:
+                break
+            self._fail(future, error, self._clock() - started)
+
     def _publish_on_loop(
         self, future: Future[None], routing_key: str, body: bytes, properties: Any, started: float
     ) -> None:
@@ -297,6 +323,10 @@ class ConfirmingPublisher:
             future.set_exception(error)
 
     def _fail_all(self, error: PublishError) -> None:
+        with self._wake_lock:
+            # A wake-up scheduled on a dead loop never runs: the next publish must schedule anew.
+            self._wake_scheduled = False
+        self._fail_outbox(error)
         pending, self._pending = self._pending, {}
         self._returned.clear()
         now = self._clock()
