@@ -54,6 +54,9 @@ class ReceiverServer(BaseApplication):
             "keepalive": 5,
             "logger_class": _RoutedLogger,
             "accesslog": None,
+            # gunicorn >= 27 opens ~/.gunicorn/gunicorn.ctl by default; two receivers on one
+            # host would overwrite each other's, and we do not use it.
+            "control_socket_disable": True,
             "worker_exit": _worker_exit,
             "child_exit": _child_exit,
         }
