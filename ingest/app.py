@@ -30,7 +30,7 @@ from observability.metrics import ReceiverMetrics
 from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for
-from store.deliveries import DeliveryLedger
+from store.deliveries import BatchRecorder, DeliveryLedger
 
 log = get_logger(__name__)
 
@@ -54,6 +54,7 @@ class ReceiverParts:
     engine: Any
     store: ConnectionStore
     ledger: DeliveryLedger
+    recorder: BatchRecorder
     publisher: Any
     metrics: ReceiverMetrics
     intake: WebhookIntake
@@ -62,6 +63,8 @@ class ReceiverParts:
     def close(self) -> None:
         self.stop.set()
         self.publisher.close()
+        # After the publisher: its last confirms queue records that must be committed.
+        self.recorder.close()
 
 
 def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None) -> ReceiverParts:
@@ -69,6 +72,7 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
     engine = engine or create_engine_for(settings.database_url)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
     ledger = DeliveryLedger(engine)
+    recorder = BatchRecorder(ledger)
     if publisher is None:
         publisher = ConfirmingPublisher(
             settings.amqp_url, EVENTS_EXCHANGE.name, on_outcome=metrics.record_publish
@@ -86,6 +90,7 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
     intake = WebhookIntake(
         connections=CachedConnectionLookup(store, ttl=settings.connection_cache_ttl),
         ledger=ledger,
+        recorder=recorder,
         publisher=publisher,
         jwt_verifier=jwt_verifier,
         trusted_context=TrustedContextVerifier(settings.intacct_client_id),
@@ -93,7 +98,7 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
         confirm_timeout=settings.publish_confirm_timeout,
         retry_after=settings.retry_after_seconds,
     )
-    return ReceiverParts(settings, engine, store, ledger, publisher, metrics, intake)
+    return ReceiverParts(settings, engine, store, ledger, recorder, publisher, metrics, intake)
 
 
 def create_app(

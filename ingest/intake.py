@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,11 +32,11 @@ from ingest.auth import (
     parse_bearer,
 )
 from ingest.errors import WebhookRefused, unavailable
+from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import get_logger
-from schemas.catalog import ACTIONS, lookup
+from schemas.catalog import ACTIONS, SyncedObject, lookup
 from schemas.webhook import WebhookBodySchema
 from store.connections import ConnectionRecord
-from store.deliveries import ClaimOutcome
 
 log = get_logger(__name__)
 
@@ -55,9 +55,11 @@ class ConnectionLookup(Protocol):
 
 
 class Ledger(Protocol):
-    def claim(self, connection_id: str, key: str, event_id: str) -> Any: ...
-    def confirm(self, connection_id: str, key: str) -> None: ...
-    def release(self, connection_id: str, key: str) -> None: ...
+    def seen(self, connection_id: str, key: str) -> str | None: ...
+
+
+class Recorder(Protocol):
+    def record(self, connection_id: str, key: str, event_id: str) -> None: ...
 
 
 class Publisher(Protocol):
@@ -90,6 +92,7 @@ class WebhookIntake:
         *,
         connections: ConnectionLookup,
         ledger: Ledger,
+        recorder: Recorder,
         publisher: Publisher,
         jwt_verifier: JwtVerifier | None,
         trusted_context: TrustedContextVerifier,
@@ -100,6 +103,8 @@ class WebhookIntake:
     ) -> None:
         self._connections = connections
         self._ledger = ledger
+        self._recorder = recorder
+        self._recent = RecentDeliveries()
         self._publisher = publisher
         self._jwt = jwt_verifier
         self._trusted_context = trusted_context
@@ -116,8 +121,8 @@ class WebhookIntake:
         structlog.contextvars.bind_contextvars(connection_id=connection_id)
         connection = self._connection(connection_id)
         scheme = self._authenticate(connection, headers, raw_body)
-        body = self._parse(raw_body, connection)
-        return self._enqueue(connection, headers, raw_body, body, scheme)
+        document, body = self._parse(raw_body, connection)
+        return self._enqueue(connection, headers, raw_body, document, body, scheme)
 
     # -- checks, in the brief's order ----------------------------------------------------
 
@@ -169,7 +174,8 @@ class WebhookIntake:
                 self._retry_after,
             ) from None
 
-    def _parse(self, raw_body: bytes, connection: ConnectionRecord) -> dict[str, Any]:
+    def _parse(self, raw_body: bytes, connection: ConnectionRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The body as received and as loaded by the schema."""
         try:
             document = json.loads(raw_body)
         except (ValueError, UnicodeDecodeError):
@@ -198,7 +204,7 @@ class WebhookIntake:
                 "unsupported_object",
                 f"Object {body['object']!r} is not synced; remove its trigger or pick a supported object.",
             )
-        return body
+        return document, body
 
     # -- idempotency and publishing -----------------------------------------------------
 
@@ -207,6 +213,7 @@ class WebhookIntake:
         connection: ConnectionRecord,
         headers: Mapping[str, str],
         raw_body: bytes,
+        document: dict[str, Any],
         body: dict[str, Any],
         scheme: str,
     ) -> Accepted:
@@ -218,13 +225,37 @@ class WebhookIntake:
         routing_key = synced.routing_key(action)
         structlog.contextvars.bind_contextvars(event_id=event_id, routing_key=routing_key)
 
-        claim = self._ledger.claim(connection.connection_id, key, event_id)
-        if claim.outcome is ClaimOutcome.DUPLICATE:
-            log.info("webhook_duplicate")
-            return Accepted(claim.event_id or event_id, duplicate=True)
-        if claim.outcome is ClaimOutcome.IN_FLIGHT:
-            raise unavailable("in_flight", "The same delivery is being accepted right now; retry shortly.", 1)
+        identity = (connection.connection_id, key)
+        first, outcome = self._recent.begin(identity)
+        if not first:
+            return self._await_first_copy(outcome)
+        try:
+            stored = self._ledger.seen(connection.connection_id, key)
+            if stored is not None:
+                self._recent.accepted(identity, stored)
+                log.info("webhook_duplicate")
+                return Accepted(stored, duplicate=True)
+            envelope = self._envelope(connection, synced, action, key, event_id, body, document, scheme)
+            self._publish(connection, synced, action, key, event_id, routing_key, envelope)
+        except BaseException:
+            self._recent.abandoned(identity)
+            raise
+        self._recorder.record(connection.connection_id, key, event_id)
+        self._recent.accepted(identity, event_id)
+        log.info("webhook_accepted", auth=scheme)
+        return Accepted(event_id, duplicate=False, routing_key=routing_key)
 
+    def _envelope(
+        self,
+        connection: ConnectionRecord,
+        synced: SyncedObject,
+        action: str,
+        key: str,
+        event_id: str,
+        body: dict[str, Any],
+        document: dict[str, Any],
+        scheme: str,
+    ) -> bytes:
         envelope = {
             "envelopeVersion": ENVELOPE_VERSION,
             "eventId": event_id,
@@ -240,13 +271,25 @@ class WebhookIntake:
             "receivedAt": self._now().isoformat().replace("+00:00", "Z"),
             "idempotencyKey": key,
             "authScheme": scheme,
-            "payload": json.loads(raw_body),
+            "payload": document,
         }
-        message = json.dumps(envelope, separators=(",", ":")).encode()
+        return json.dumps(envelope, separators=(",", ":")).encode()
+
+    def _publish(
+        self,
+        connection: ConnectionRecord,
+        synced: SyncedObject,
+        action: str,
+        key: str,
+        event_id: str,
+        routing_key: str,
+        envelope: bytes,
+    ) -> None:
+        """Publish and wait for the confirm; a broker that cannot confirm in time is a 503."""
         try:
             self._publisher.publish_and_wait(
                 routing_key,
-                message,
+                envelope,
                 timeout=self._confirm_timeout,
                 message_id=event_id,
                 headers={
@@ -257,11 +300,13 @@ class WebhookIntake:
                 },
             )
         except PublishTimeout as exc:
-            # The confirm may still come: settle the claim then, so Intacct's retry of this
-            # 503 is answered "duplicate" if the message did reach the queue.
-            exc.future.add_done_callback(  # type: ignore[attr-defined]
-                lambda f: _in_background(self._settle_late, connection.connection_id, key, f)
-            )
+
+            def record_if_confirmed_late(future: Future[None]) -> None:
+                # Then Intacct's retry of this 503 is answered "duplicate", not published again.
+                if future.exception() is None:
+                    self._recorder.record(connection.connection_id, key, event_id)
+
+            exc.future.add_done_callback(record_if_confirmed_late)  # type: ignore[attr-defined]
             log.warning("webhook_publish_timeout")
             raise unavailable(
                 "broker_timeout",
@@ -269,29 +314,21 @@ class WebhookIntake:
                 self._retry_after,
             ) from None
         except PublishError as exc:
-            self._ledger.release(connection.connection_id, key)
             log.warning("webhook_publish_failed", outcome=exc.outcome, error=str(exc))
             raise unavailable(
                 "broker_unavailable", "The message broker is unavailable; retry later.", self._retry_after
             ) from None
-        self._ledger.confirm(connection.connection_id, key)
-        log.info("webhook_accepted", auth=scheme)
-        return Accepted(event_id, duplicate=False, routing_key=routing_key)
 
-    def _settle_late(self, connection_id: str, key: str, future: Future[None]) -> None:
+    def _await_first_copy(self, outcome: Future[str]) -> Accepted:
+        """Another copy of this delivery is (or just was) being published: share its outcome."""
         try:
-            if future.exception() is None:
-                self._ledger.confirm(connection_id, key)
-            else:
-                self._ledger.release(connection_id, key)
-        except Exception:
-            # Left pending, the claim expires after its lease and a retry is accepted.
-            log.exception("webhook_settle_failed", connection_id=connection_id)
-
-
-def _in_background(function: Callable[..., None], *args: Any) -> None:
-    # Done-callbacks run on the publisher's I/O thread, which must not wait on the database.
-    threading.Thread(target=function, args=args, name="settle-late-confirm", daemon=True).start()
+            event_id = outcome.result(timeout=self._confirm_timeout)
+        except (DeliveryAbandoned, FutureTimeout):
+            raise unavailable(
+                "in_flight", "The same delivery is being accepted right now; retry shortly.", 1
+            ) from None
+        log.info("webhook_duplicate")
+        return Accepted(event_id, duplicate=True)
 
 
 def idempotency_key(

@@ -10,15 +10,14 @@ from store.connections import (
 )
 from store.crypto import SecretBox, SecretDecryptError, generate_key
 from store.db import check_ready, create_engine_for, upgrade
-from store.deliveries import Claim, ClaimOutcome, DeliveryLedger
+from store.deliveries import BatchRecorder, DeliveryLedger
 from store.models import CONNECTION_STATES
 
 __all__ = [
     "CONNECTION_STATES",
     "AccountInUseError",
+    "BatchRecorder",
     "CachedConnectionLookup",
-    "Claim",
-    "ClaimOutcome",
     "ConnectionNotFound",
     "ConnectionRecord",
     "ConnectionStateError",

@@ -277,7 +277,7 @@ class Receiver:
         self.client = app.test_client()
         self.connection = parts.store.save(
             connection_id=str(uuid.uuid4()),
-            account_id="acct-1",
+            account_id=f"acct-{uuid.uuid4().hex[:12]}",
             company_id=COMPANY,
             entity_id=None,
             user_id="ws_flexpoint",

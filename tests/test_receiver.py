@@ -257,10 +257,30 @@ def test_503_with_retry_after_within_two_seconds_when_the_broker_is_down(receive
     assert receiver_without_broker.post_hmac(invoice_event(), key="will-retry").status_code == 503
 
 
-def test_a_delivery_refused_with_503_is_accepted_when_retried(receiver, broker):
-    receiver.parts.ledger.claim(receiver.connection.connection_id, "was-503", "evt-x")
-    receiver.parts.ledger.release(receiver.connection.connection_id, "was-503")
+def test_a_delivery_refused_with_503_is_accepted_when_retried(receiver_without_broker, receiver, broker):
+    """Both receivers share one database: a 503 records nothing, so the retry is a new delivery."""
+    assert receiver_without_broker.post_hmac(invoice_event(), key="was-503").status_code == 503
+    receiver_without_broker.parts.recorder.flush()
+    assert receiver.parts.ledger.seen(receiver_without_broker.connection.connection_id, "was-503") is None
+    assert receiver.parts.ledger.seen(receiver.connection.connection_id, "was-503") is None
     assert receiver.post_hmac(invoice_event(), key="was-503").status_code == 202
+    assert len(broker.take_all("sync.ar")) == 1
+
+
+def test_a_retry_reaching_another_receiver_process_is_a_duplicate(receiver, settings, jwks_url, broker):
+    """The ledger is shared through the database: what one process accepted, all know."""
+    first = receiver.post_hmac(invoice_event(), key="cross-process")
+    assert first.status_code == 202
+    receiver.parts.recorder.flush()
+    with running_receiver(settings.with_overrides(intacct_webhook_jwks_url=jwks_url)) as other:
+        again = other.post_hmac(
+            invoice_event(),
+            key="cross-process",
+            connection_id=receiver.connection.connection_id,
+            secret=receiver.secret,
+        )
+    assert again.status_code == 200
+    assert again.get_json() == {"status": "duplicate", "eventId": first.get_json()["eventId"]}
     assert len(broker.take_all("sync.ar")) == 1
 
 

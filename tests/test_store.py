@@ -26,8 +26,8 @@ from sqlalchemy.exc import OperationalError
 from config.settings import Settings, SettingsError
 from store import (
     AccountInUseError,
+    BatchRecorder,
     CachedConnectionLookup,
-    ClaimOutcome,
     ConnectionNotFound,
     ConnectionRecord,
     ConnectionStateError,
@@ -617,127 +617,113 @@ def test_cache_is_safe_under_many_threads():
 # --- delivery ledger ----------------------------------------------------------------------
 
 
-def test_claim_confirm_duplicate(engine: Engine):
+def test_a_recorded_delivery_is_seen_with_its_first_event_id(engine: Engine):
     ledger = DeliveryLedger(engine, clock=WallClock())
-    first = ledger.claim("conn-1", "key-1", "event-1")
-    assert (first.outcome, first.event_id) == (ClaimOutcome.NEW, "event-1")
-    ledger.confirm("conn-1", "key-1")
-    duplicate = ledger.claim("conn-1", "key-1", "event-2")
-    assert (duplicate.outcome, duplicate.event_id) == (ClaimOutcome.DUPLICATE, "event-1")
+    assert ledger.seen("conn-1", "key-1") is None
+    ledger.record("conn-1", "key-1", "event-1")
+    assert ledger.seen("conn-1", "key-1") == "event-1"
+    ledger.record("conn-1", "key-1", "event-2")  # a repeat keeps the first
+    assert ledger.seen("conn-1", "key-1") == "event-1"
     # The same key on another connection is another delivery.
-    assert ledger.claim("conn-2", "key-1", "event-3").outcome is ClaimOutcome.NEW
+    assert ledger.seen("conn-2", "key-1") is None
 
 
-def test_pending_claim_is_in_flight_until_lease_expires(engine: Engine):
-    clock = WallClock()
-    ledger = DeliveryLedger(engine, lease_seconds=30, clock=clock)
-    assert ledger.claim("conn-1", "key-1", "event-1").outcome is ClaimOutcome.NEW
-    clock.advance(29.9)
-    in_flight = ledger.claim("conn-1", "key-1", "event-2")
-    assert (in_flight.outcome, in_flight.event_id) == (ClaimOutcome.IN_FLIGHT, "event-1")
-    clock.advance(0.2)  # the first receiver died between claim and confirm
-    taken = ledger.claim("conn-1", "key-1", "event-3")
-    assert (taken.outcome, taken.event_id) == (ClaimOutcome.NEW, "event-3")
-    behind = ledger.claim("conn-1", "key-1", "event-4")
-    assert (behind.outcome, behind.event_id) == (ClaimOutcome.IN_FLIGHT, "event-3")
-    ledger.confirm("conn-1", "key-1")
-    clock.advance(3600)
-    assert ledger.claim("conn-1", "key-1", "event-5").event_id == "event-3"
-
-
-def test_release_allows_a_new_claim_but_never_drops_a_confirmed_one(engine: Engine):
+def test_record_many_is_one_transaction_and_idempotent(engine: Engine):
     ledger = DeliveryLedger(engine, clock=WallClock())
-    ledger.claim("conn-1", "key-1", "event-1")
-    ledger.release("conn-1", "key-1")  # publish failed: Intacct's retry must be accepted
-    assert ledger.claim("conn-1", "key-1", "event-2").outcome is ClaimOutcome.NEW
-    ledger.confirm("conn-1", "key-1")
-    ledger.release("conn-1", "key-1")
-    assert ledger.claim("conn-1", "key-1", "event-3").outcome is ClaimOutcome.DUPLICATE
+    ledger.record("conn-1", "k-0", "first")
+    statements = _count_statements(engine)
+    ledger.record_many([("conn-1", f"k-{n}", f"event-{n}") for n in range(50)])
+    assert [s.split()[0].upper() for s in statements] == ["INSERT"]  # one executemany
+    assert ledger.seen("conn-1", "k-0") == "first" and ledger.seen("conn-1", "k-49") == "event-49"
+
+
+def test_a_bad_event_id_is_refused_before_anything_is_written(engine: Engine):
+    ledger = DeliveryLedger(engine)
+    with pytest.raises(ValueError, match="event_id"):
+        ledger.record_many([("conn-1", "good", "e"), ("conn-1", "bad", "x" * 201)])
+    assert ledger.seen("conn-1", "good") is None
 
 
 def test_purge_older_than(engine: Engine):
     clock = WallClock()
     ledger = DeliveryLedger(engine, clock=clock)
-    ledger.claim("conn-1", "old", "event-1")
-    ledger.confirm("conn-1", "old")
+    ledger.record("conn-1", "old", "event-1")
     clock.advance(3600)
-    ledger.claim("conn-1", "new", "event-2")
+    ledger.record("conn-1", "new", "event-2")
     assert ledger.purge_older_than(T0 + timedelta(seconds=60)) == 1
     assert ledger.purge_older_than(T0 + timedelta(seconds=60)) == 0
-    assert ledger.claim("conn-1", "old", "event-3").outcome is ClaimOutcome.NEW
-    assert ledger.claim("conn-1", "new", "event-4").outcome is ClaimOutcome.IN_FLIGHT
+    assert ledger.seen("conn-1", "old") is None
+    assert ledger.seen("conn-1", "new") == "event-2"
 
 
 def test_long_idempotency_keys_are_accepted(engine: Engine):
     ledger = DeliveryLedger(engine, clock=WallClock())
     long_key = "k" * 500
-    assert ledger.claim("conn-1", long_key, "event-1").outcome is ClaimOutcome.NEW
-    ledger.confirm("conn-1", long_key)
-    assert ledger.claim("conn-1", long_key, "event-2").outcome is ClaimOutcome.DUPLICATE
-    assert ledger.claim("conn-1", long_key[:-1], "event-3").outcome is ClaimOutcome.NEW
+    ledger.record("conn-1", long_key, "event-1")
+    assert ledger.seen("conn-1", long_key) == "event-1"
+    assert ledger.seen("conn-1", long_key[:-1]) is None
 
 
-def test_new_claim_is_one_statement(engine: Engine):
+def test_a_lookup_is_one_statement(engine: Engine):
     ledger = DeliveryLedger(engine)
-    ledger.claim("conn-1", "warm-up", "event-0")
+    ledger.seen("conn-1", "warm-up")
     statements = _count_statements(engine)
-    ledger.claim("conn-1", "key-1", "event-1")
-    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("INSERT")
-    ledger.confirm("conn-1", "key-1")
-    ledger.release("conn-1", "key-2")
-    assert len(statements) == 3
+    ledger.seen("conn-1", "key-1")
+    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT")
 
 
-def _claim_concurrently(ledger: DeliveryLedger, threads: int) -> list:
-    barrier = threading.Barrier(threads)
+def test_the_recorder_commits_in_batches_without_making_callers_wait(engine: Engine):
+    ledger = DeliveryLedger(engine)
+    recorder = BatchRecorder(ledger)
+    statements = _count_statements(engine)
+    barrier = threading.Barrier(8)
 
-    def claim(number: int):
-        barrier.wait(timeout=30)
-        return ledger.claim("conn-1", "key-1", f"event-{number}")
+    def record(worker: int) -> None:
+        barrier.wait(timeout=10)
+        for n in range(100):
+            recorder.record("conn-1", f"w{worker}-{n}", f"event-{worker}-{n}")
 
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(claim, range(threads)))
-
-
-def test_concurrent_claims_have_exactly_one_winner(engine: Engine):
-    claims = _claim_concurrently(DeliveryLedger(engine), 16)
-    winners = [claim for claim in claims if claim.outcome is ClaimOutcome.NEW]
-    assert len(winners) == 1
-    assert {claim.outcome for claim in claims} == {ClaimOutcome.NEW, ClaimOutcome.IN_FLIGHT}
-    assert {claim.event_id for claim in claims} == {winners[0].event_id}
-
-
-def test_concurrent_lease_takeover_has_exactly_one_winner(engine: Engine):
-    DeliveryLedger(engine, clock=WallClock(T0)).claim("conn-1", "key-1", "crashed")
-    later = DeliveryLedger(engine, lease_seconds=30, clock=WallClock(T0 + timedelta(minutes=5)))
-    claims = _claim_concurrently(later, 16)
-    winners = [claim for claim in claims if claim.outcome is ClaimOutcome.NEW]
-    assert len(winners) == 1
-    assert {claim.outcome for claim in claims} == {ClaimOutcome.NEW, ClaimOutcome.IN_FLIGHT}
-    # The winner's event is now the one in flight.
-    assert later.claim("conn-1", "key-1", "late").event_id == winners[0].event_id
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(record, range(8)))
+    assert recorder.flush(timeout=10)
+    assert all(ledger.seen("conn-1", f"w{w}-99") == f"event-{w}-99" for w in range(8))
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    assert 1 <= len(inserts) < 800  # batched: far fewer statements than records
+    recorder.close()
 
 
-def _claim_in_process(url: str, barrier, results) -> None:
+def test_the_recorder_survives_a_failing_batch(engine: Engine):
+    recorder = BatchRecorder(DeliveryLedger(engine))
+    recorder.record("conn-1", "bad", "x" * 201)  # refused by the ledger: the batch fails
+    assert recorder.flush(timeout=10)
+    recorder.record("conn-1", "good", "event-1")
+    recorder.close()
+    assert DeliveryLedger(engine).seen("conn-1", "good") == "event-1"
+
+
+def _record_in_process(url: str, barrier, results) -> None:
     engine = create_engine_for(url)
     ledger = DeliveryLedger(engine)
     barrier.wait(timeout=60)
-    outcomes = [ledger.claim("conn-1", f"key-{n}", f"event-{os.getpid()}") for n in range(20)]
-    results.put([claim.outcome.value for claim in outcomes])
+    for n in range(20):
+        ledger.record("conn-1", f"key-{n}", f"event-{os.getpid()}")
+    results.put(os.getpid())
     engine.dispose()
 
 
-def test_claims_from_several_processes_have_one_winner_per_key(engine: Engine):
+def test_several_processes_recording_the_same_keys_keep_one_row_each(engine: Engine):
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(4), context.Queue()
     url = engine.url.render_as_string(hide_password=False)
-    processes = [context.Process(target=_claim_in_process, args=(url, barrier, results)) for _ in range(4)]
+    processes = [context.Process(target=_record_in_process, args=(url, barrier, results)) for _ in range(4)]
     for process in processes:
         process.start()
-    per_process = [results.get(timeout=90) for _ in processes]
+    pids = {results.get(timeout=90) for _ in processes}
     for process in processes:
         process.join(timeout=30)
     assert [process.exitcode for process in processes] == [0, 0, 0, 0]
-    for key in range(20):
-        outcomes = [outcomes[key] for outcomes in per_process]
-        assert sorted(outcomes) == ["in_flight", "in_flight", "in_flight", "new"]
+    ledger = DeliveryLedger(engine)
+    winners = {ledger.seen("conn-1", f"key-{n}") for n in range(20)}
+    assert winners <= {f"event-{pid}" for pid in pids}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar() == 20

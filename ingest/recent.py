@@ -1,0 +1,80 @@
+"""Deliveries this receiver process is publishing, or accepted a moment ago.
+
+When copies of one delivery arrive at once, the first publishes and the others wait for its
+outcome instead of publishing again; a copy arriving shortly after is answered from memory,
+before the ledger's batch even committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+
+Identity = tuple[str, str]
+
+
+class DeliveryAbandoned(Exception):
+    """The copy that was publishing this delivery did not get it accepted."""
+
+
+class RecentDeliveries:
+    """A bounded map from (connection, idempotency key) to the outcome of its first copy."""
+
+    def __init__(
+        self,
+        *,
+        remember_seconds: float = 300.0,
+        max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._remember = remember_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        # identity -> (future of the event id, time it finished or None while in flight)
+        self._entries: OrderedDict[Identity, tuple[Future[str], float | None]] = OrderedDict()
+
+    def begin(self, identity: Identity) -> tuple[bool, Future[str]]:
+        """Returns (True, future) for the first copy, which must call accepted or abandoned;
+        (False, the first copy's future) for a copy that must wait for that outcome."""
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(identity)
+            if entry is not None:
+                future, finished = entry
+                if finished is None or now - finished < self._remember:
+                    return False, future
+                del self._entries[identity]
+            future = Future()
+            self._entries[identity] = (future, None)
+            self._evict()
+            return True, future
+
+    def accepted(self, identity: Identity, event_id: str) -> None:
+        with self._lock:
+            entry = self._entries.get(identity)
+            if entry is not None:
+                self._entries[identity] = (entry[0], self._clock())
+                self._entries.move_to_end(identity)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(event_id)
+
+    def abandoned(self, identity: Identity) -> None:
+        with self._lock:
+            entry = self._entries.pop(identity, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(DeliveryAbandoned())
+
+    def _evict(self) -> None:
+        # Oldest first; an in-flight entry is never dropped (its waiters need it), only passed.
+        for _ in range(len(self._entries)):
+            if len(self._entries) <= self._max_entries:
+                return
+            oldest, (_future, finished) = next(iter(self._entries.items()))
+            if finished is None:
+                self._entries.move_to_end(oldest)
+            else:
+                del self._entries[oldest]
