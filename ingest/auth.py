@@ -255,6 +255,7 @@ class JwtVerifier:
         leeway_seconds: int = 60,
         clock: Clock = time.time,
         audience: str | None = None,
+        cache_size: int = 4096,
     ) -> None:
         if not issuer:
             raise ValueError("JwtVerifier needs the expected issuer")
@@ -270,6 +271,12 @@ class JwtVerifier:
         self._algorithms = tuple(algorithms)
         self._leeway = leeway_seconds
         self._clock = clock
+        # Tokens whose signature already verified: the same bytes verify the same way, so a
+        # token Intacct reuses across deliveries pays for parsing and RSA once. Time claims
+        # are still checked on every use. Bounded; oldest entries go first.
+        self._verified: dict[str, dict[str, Any]] = {}
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
         self._audience = audience
 
     def verify(self, token: str | None) -> dict[str, Any]:
@@ -279,6 +286,10 @@ class JwtVerifier:
         """
         if not token:
             raise AuthenticationError("missing_credentials", "The request carries no bearer token.")
+        cached = self._verified.get(token)
+        if cached is not None:
+            self._check_claims(cached)
+            return dict(cached)
         if len(token) > _MAX_TOKEN_CHARS or not token.isascii():
             raise AuthenticationError("malformed_token", "The bearer token is not a valid JWT.")
         try:
@@ -304,7 +315,16 @@ class JwtVerifier:
             )
         claims = self._decode(token, key, alg)
         self._check_claims(claims)
+        self._remember(token, claims)
         return claims
+
+    def _remember(self, token: str, claims: dict[str, Any]) -> None:
+        if self._cache_size <= 0:
+            return
+        with self._cache_lock:
+            while len(self._verified) >= self._cache_size:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = dict(claims)
 
     def _decode(self, token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
         options = {

@@ -35,8 +35,12 @@ _TEXT_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bv1=[0-9a-fA-F]{16,}"), f"v1={REDACTED}"),
     (re.compile(r"(?i)\b(client_secret|password|access_token|refresh_token)=[^&\s]+"), rf"\1={REDACTED}"),
 )
+# One cheap scan decides whether any pattern above can match at all.
+_MARKERS = re.compile(r"(?i)bearer|basic|eyJ|://|v1=|client_secret=|password=|access_token=|refresh_token=")
 # Shorter values are too likely to match innocent text, and are not secrets we issue.
 _MIN_REGISTERED_LENGTH = 8
+# Up to this many secrets a plain scan is fastest; beyond, candidates are found by prefix.
+_PLAIN_SCAN_LIMIT = 32
 
 
 class Redactor:
@@ -45,22 +49,47 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
+        # Longest first, so a secret containing another is replaced whole.
+        self._ordered: tuple[str, ...] = ()
+        self._by_prefix: dict[str, tuple[str, ...]] = {}
         self.register(*secrets)
 
     def register(self, *secrets: str | None) -> None:
         """Remember values that must never be printed, wherever they appear in a line."""
         fresh = {s for s in secrets if s and len(s) >= _MIN_REGISTERED_LENGTH}
-        if fresh - self._secrets:
-            with self._lock:
-                # Longest first so a secret containing another is replaced whole.
-                self._secrets = frozenset(self._secrets | fresh)
+        if not fresh - self._secrets:
+            return
+        with self._lock:
+            known = self._secrets | fresh
+            ordered = tuple(sorted(known, key=len, reverse=True))
+            by_prefix: dict[str, list[str]] = {}
+            for secret in ordered:
+                by_prefix.setdefault(secret[:_MIN_REGISTERED_LENGTH], []).append(secret)
+            # Readers see either the old or the new state whole: each is swapped in one step.
+            self._by_prefix = {prefix: tuple(group) for prefix, group in by_prefix.items()}
+            self._ordered = ordered
+            self._secrets = known
+
+    def _candidates(self, text: str) -> Iterable[str]:
+        ordered = self._ordered
+        if len(ordered) <= _PLAIN_SCAN_LIMIT:
+            return ordered
+        # Every secret starts with one of the text's 8-character windows: look those up, so
+        # the cost follows the length of the text, not the number of secrets.
+        width = _MIN_REGISTERED_LENGTH
+        windows = {text[i : i + width] for i in range(len(text) - width + 1)}
+        hits = windows.intersection(self._by_prefix)
+        return sorted((s for prefix in hits for s in self._by_prefix[prefix]), key=len, reverse=True)
 
     def redact_text(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        if len(text) < _MIN_REGISTERED_LENGTH:
+            return text
+        for secret in self._candidates(text):
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        for pattern, replacement in _TEXT_PATTERNS:
-            text = pattern.sub(replacement, text)
+        if _MARKERS.search(text):
+            for pattern, replacement in _TEXT_PATTERNS:
+                text = pattern.sub(replacement, text)
         return text
 
     def redact(self, value: Any, key: str | None = None) -> Any:

@@ -235,6 +235,24 @@ def test_expiry_leeway_holds_to_the_second(verifier, clock, rsa_key):
     _rejected("token_expired", verifier.verify, token)
 
 
+def test_a_token_seen_before_skips_the_key_lookup_but_not_the_clock(verifier, keys, clock, rsa_key):
+    token = _token(rsa_key, exp=NOW + 100)
+    first = verifier.verify(token)
+    first["iss"] = "mutated by a caller"
+    assert verifier.verify(token)["iss"] == ISSUER  # callers get copies
+    assert keys.asked == ["rsa-1"]  # verified once
+    clock.now = NOW + 161
+    _rejected("token_expired", verifier.verify, token)
+
+
+def test_a_tampered_copy_of_a_verified_token_is_not_served_from_the_cache(verifier, rsa_key):
+    token = _token(rsa_key)
+    verifier.verify(token)
+    header, _payload, signature = token.split(".")
+    forged_payload = _b64url(json.dumps(_claims(sub="someone-else")).encode())
+    _rejected("bad_signature", verifier.verify, f"{header}.{forged_payload}.{signature}")
+
+
 def test_not_before_and_issued_at_may_not_lie_beyond_the_leeway(verifier, clock, rsa_key):
     assert verifier.verify(_token(rsa_key, nbf=NOW + 60, iat=NOW + 60))
     _rejected("token_not_yet_valid", verifier.verify, _token(rsa_key, nbf=NOW + 61))

@@ -110,3 +110,17 @@ def test_the_redactor_leaves_ordinary_lines_alone():
         "idempotency_key_source": "header",
     }
     assert redactor(None, "info", dict(event)) == event
+
+
+def test_with_thousands_of_registered_secrets_each_is_still_found():
+    """A receiver caching many connections registers many secrets; lookup must stay exact."""
+    redactor = Redactor(f"whsec_{uuid.uuid4().hex}" for _ in range(3000))
+    needle = f"whsec_{uuid.uuid4().hex}"
+    redactor.register(needle, needle[:20] + "-longer-variant-of-it")
+    event = {
+        "event": f"request failed for secret={needle}!",
+        "detail": f"x{needle[:20]}-longer-variant-of-it",
+    }
+    redacted = redactor(None, "error", event)
+    assert needle not in str(redacted) and "longer-variant" not in str(redacted)
+    assert redacted["event"] == f"request failed for secret={REDACTED}!"
