@@ -1,0 +1,676 @@
+"""Receiver benchmark, QUALITY P1: the receiver against a bare Flask endpoint, in one run.
+
+    .venv/bin/python bench/receiver.py [--duration 10] [--connections 32] [--workers 2] [--threads 8]
+
+Both servers run under gunicorn with ReceiverServer's options (see bench/servers.py) and are
+loaded by wrk with the same requests: new Intacct-style deliveries (RS256 bearer JWT from a
+JWKS served here, X-Trusted-Context, unique Idempotency-Key, ~600-byte JSON body). The receiver
+publishes to a real RabbitMQ, in a vhost created for the run and deleted afterwards, and keeps
+its connections and idempotency ledger in a fresh SQLite database.
+
+Peak runs alternate (bare, receiver, bare, receiver, ...) and the best of each is reported, so
+both are measured under the same conditions of a shared, noisy machine. Then the receiver is
+paced at half its own peak (wrk ``delay()``) for its latency. Progress goes to stderr; the
+summary, one line per figure, to stdout. Exit status 1 when the receiver answered anything but
+2xx or the queue holds fewer messages than the 2xx it gave (those are correctness problems, not
+speed); performance targets missed are reported, never an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+LUA_SCRIPT = BENCH / "wrk" / "webhook.lua"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+ISSUER = "https://intacct.bench.invalid/webhooks"
+KID = "flexsync-bench-1"
+COMPANY = "BENCH-CO"
+BODY_BYTES = 600
+RATIO_TARGET = 0.8
+P99_TARGET_MS = 50.0
+STOP_TIMEOUT = 30.0
+
+
+def progress(message: str) -> None:
+    print(f"  . {message}", file=sys.stderr, flush=True)
+
+
+def figure(message: str) -> None:
+    print(message, flush=True)
+
+
+def loud(message: str) -> None:
+    banner = "!" * 78
+    print(f"{banner}\n!! {message}\n{banner}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (set-up failed); the message says why."""
+
+
+# -- wrk results --------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    label: str
+    requests: int
+    seconds: float
+    statuses: dict[int, int]
+    errors: dict[str, int]
+    latency_us: dict[str, int]
+    # CPU seconds spent during the run by the server's processes and by RabbitMQ.
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def load(cls, label: str, path: Path) -> WrkResult:
+        data = json.loads(path.read_text())
+        return cls(
+            label=label,
+            requests=data["requests"],
+            seconds=data["duration_us"] / 1e6,
+            statuses={int(code): count for code, count in data["statuses"].items()},
+            errors=data["errors"],
+            latency_us=data["latency_us"],
+        )
+
+    @property
+    def ok(self) -> int:
+        return sum(count for code, count in self.statuses.items() if 200 <= code < 300)
+
+    @property
+    def not_ok(self) -> int:
+        return sum(count for code, count in self.statuses.items() if not 200 <= code < 300)
+
+    @property
+    def socket_errors(self) -> int:
+        return sum(self.errors[name] for name in ("connect", "read", "write", "timeout"))
+
+    @property
+    def ok_rate(self) -> float:
+        """2xx answers per second: a fast refusal must not count as throughput."""
+        return self.ok / self.seconds if self.seconds else 0.0
+
+    def ms(self, name: str) -> float:
+        return self.latency_us[name] / 1000.0
+
+    def describe(self) -> str:
+        codes = ", ".join(f"{code}: {count}" for code, count in sorted(self.statuses.items())) or "none"
+        text = (
+            f"{self.label}: {self.ok_rate:,.0f} 2xx/s ({self.requests:,} answers in {self.seconds:.1f} s), "
+            f"p50 {self.ms('p50'):.1f} ms, p99 {self.ms('p99'):.1f} ms, max {self.ms('max'):.1f} ms; "
+            f"statuses {codes}"
+        )
+        if self.socket_errors:
+            text += f"; socket errors {self.errors}"
+        if self.cpu and self.requests:
+            text += "; CPU per answer: " + ", ".join(
+                f"{name} {seconds / self.requests * 1e6:,.0f} us" for name, seconds in self.cpu.items()
+            )
+        return text
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+class Benchmark:
+    def __init__(self, args: argparse.Namespace, stack: contextlib.ExitStack) -> None:
+        self.args = args
+        self.stack = stack
+        self.wrk = shutil.which("wrk") or ""
+        self.workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flexsync-bench-")))
+        self.run_tag = uuid.uuid4().hex[:8]
+        self.servers: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+        self.logs: dict[str, Path] = {}
+        self.receiver_results: list[WrkResult] = []
+        self.bare_results: list[WrkResult] = []
+        self.rabbitmq_version = "?"
+        self._runs = 0
+
+    # set-up ------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        self.amqp_url = self._create_vhost()
+        self._declare_topology()
+        self.fernet_key = self._prepare_database()
+        self.jwks_url, self.token = self._start_jwks()
+        self.context = base64.b64encode(
+            json.dumps({"clientId": self._client_id(), "companyId": COMPANY}).encode()
+        ).decode()
+        self.body_prefix, self.body_suffix = webhook_body_template()
+
+    def _client_id(self) -> str:
+        from config import Settings
+
+        return Settings().intacct_client_id
+
+    def _create_vhost(self) -> str:
+        base = self.args.amqp_url
+        parts = urlsplit(base)
+        if parts.hostname not in ("localhost", "127.0.0.1", "::1") or not shutil.which("rabbitmqctl"):
+            raise BenchError(
+                f"the benchmark creates its own vhost with rabbitmqctl, so RabbitMQ must run on this host "
+                f"(AMQP_URL host is {parts.hostname!r}; rabbitmqctl {'found' if shutil.which('rabbitmqctl') else 'not found'})"
+            )
+        self.vhost = f"flexsync-bench-{self.run_tag}"
+        user = parts.username or "guest"
+        progress(f"creating RabbitMQ vhost {self.vhost}")
+        rabbitmqctl("add_vhost", self.vhost)
+        self.stack.callback(self._delete_vhost)
+        rabbitmqctl("set_permissions", "-p", self.vhost, user, ".*", ".*", ".*")
+        return urlunsplit((parts.scheme, parts.netloc, "/" + quote(self.vhost, safe=""), "", ""))
+
+    def _delete_vhost(self) -> None:
+        progress(f"deleting RabbitMQ vhost {self.vhost}")
+        try:
+            rabbitmqctl("delete_vhost", self.vhost)
+        except Exception as exc:
+            print(
+                f"warning: could not delete vhost {self.vhost}: {exc}; "
+                f"remove it with `rabbitmqctl delete_vhost {self.vhost}`",
+                file=sys.stderr,
+            )
+
+    def _declare_topology(self) -> None:
+        from kombu import Connection
+
+        from broker.topology import build_topology, declare_topology
+
+        with Connection(self.amqp_url, connect_timeout=5) as connection:
+            connection.ensure_connection(max_retries=2)
+            declare_topology(connection, build_topology("7D"))
+            properties = getattr(connection.connection, "server_properties", {}) or {}
+            version = properties.get("version", "?")
+            self.rabbitmq_version = version.decode() if isinstance(version, bytes) else str(version)
+
+    def _prepare_database(self) -> str:
+        from cryptography.fernet import Fernet
+
+        from store.connections import ConnectionStore
+        from store.crypto import SecretBox
+        from store.db import create_engine_for, upgrade
+
+        key = Fernet.generate_key().decode()
+        self.database_url = f"sqlite:///{self.workdir}/flexsync.db"
+        engine = create_engine_for(self.database_url)
+        try:
+            upgrade(engine)
+            self.connection_id = str(uuid.uuid4())
+            ConnectionStore(engine, SecretBox([key])).save(
+                connection_id=self.connection_id,
+                account_id="bench-account",
+                company_id=COMPANY,
+                entity_id=None,
+                user_id="ws_bench",
+                state="connected",
+            )
+        finally:
+            engine.dispose()
+        return key
+
+    def _start_jwks(self) -> tuple[str, str]:
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from werkzeug.serving import make_server
+        from werkzeug.wrappers import Request, Response
+
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
+        document = json.dumps({"keys": [{**public_jwk, "kid": KID, "use": "sig", "alg": "RS256"}]})
+
+        def app(environ, start_response):
+            if Request(environ).path != "/.well-known/jwks.json":
+                return Response("not found", status=404)(environ, start_response)
+            return Response(document, content_type="application/json")(environ, start_response)
+
+        # The workers fetch it once each; their request lines would only clutter the output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, name="jwks", daemon=True)
+        thread.start()
+        self.stack.callback(server.shutdown)
+        now = int(time.time())
+        # One token for the whole run, as the brief allows; a day of validity covers it.
+        token = jwt.encode(
+            {"iss": ISSUER, "iat": now, "exp": now + 86_400, "sub": "intacct-bench"},
+            private_key,
+            algorithm="RS256",
+            headers={"kid": KID},
+        )
+        return f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json", token
+
+    def settings_for(self, port: int):
+        from config import Settings
+
+        return Settings(
+            flexsync_env="test",
+            amqp_url=self.amqp_url,
+            database_url=self.database_url,
+            flexsync_secret_key=(self.fernet_key,),
+            intacct_webhook_jwks_url=self.jwks_url,
+            intacct_webhook_issuer=ISSUER,
+            port=port,
+            log_level="WARNING",
+        )
+
+    # servers -----------------------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        for kind in ("bare", "receiver"):
+            port = free_port()
+            settings = self.settings_for(port)
+            log_path = self.workdir / f"{kind}.log"
+            env = {
+                **os.environ,
+                "BENCH_SETTINGS": json.dumps(dataclasses.asdict(settings)),
+                "BENCH_WORKERS": str(self.args.workers),
+                "BENCH_THREADS": str(self.args.threads),
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            }
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            with open(log_path, "wb") as log:
+                # Own session: a Ctrl-C reaches only this script, which then stops the servers
+                # in order (SIGTERM, wait) instead of racing them.
+                process = subprocess.Popen(
+                    [sys.executable, str(BENCH / "servers.py"), kind],
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.servers[kind], self.ports[kind], self.logs[kind] = process, port, log_path
+            self.stack.callback(self._stop_server, kind)
+            progress(f"started {kind} server pid {process.pid} on port {port}")
+        self._wait_healthy("bare", "/healthz")
+        self._wait_healthy("receiver", "/healthz")
+        # Readiness too: the publisher holds a confirming channel and the database answers.
+        self._wait_healthy("receiver", "/readyz")
+
+    def _wait_healthy(self, kind: str, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.servers[kind].poll() is not None:
+                raise BenchError(
+                    f"the {kind} server exited with status {self.servers[kind].returncode}:\n"
+                    + self.log_tail(kind)
+                )
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.ports[kind], timeout=2)
+                connection.request("GET", path)
+                status = connection.getresponse().status
+                connection.close()
+                if 200 <= status < 300:
+                    progress(f"{kind} answers {status} on {path}")
+                    return
+                last = f"HTTP {status}"
+            except OSError as exc:
+                last = type(exc).__name__
+            time.sleep(0.1)
+        raise BenchError(
+            f"the {kind} server did not answer 2xx on {path} within {timeout:.0f} s "
+            f"(last: {last}):\n" + self.log_tail(kind)
+        )
+
+    def _stop_server(self, kind: str) -> None:
+        process = self.servers.get(kind)
+        if process is None or process.poll() is not None:
+            return
+        progress(f"stopping {kind} server (SIGTERM to pid {process.pid})")
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(
+                f"warning: the {kind} server did not stop within {STOP_TIMEOUT:.0f} s; killing its "
+                f"process group {process.pid}",
+                file=sys.stderr,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def log_tail(self, kind: str, lines: int = 30) -> str:
+        try:
+            text = self.logs[kind].read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(f"    {kind}| {line}" for line in text[-lines:]) or "    (log is empty)"
+
+    # load --------------------------------------------------------------------------------
+
+    def wrk_run(self, kind: str, duration: float, *, delay_ms: float = 0.0, label: str) -> WrkResult:
+        self._runs += 1
+        out = self.workdir / f"wrk-{self._runs}.json"
+        connections = self.args.connections
+        threads = max(1, min(self.args.wrk_threads, connections))
+        env = {
+            **os.environ,
+            "BENCH_TOKEN": self.token,
+            "BENCH_CONTEXT": self.context,
+            "BENCH_BODY_PREFIX": self.body_prefix,
+            "BENCH_BODY_SUFFIX": self.body_suffix,
+            "BENCH_TAG": f"bench-{self.run_tag}-{self._runs}",
+            "BENCH_DELAY_MS": f"{delay_ms:.3f}",
+            "BENCH_OUT": str(out),
+        }
+        url = f"http://127.0.0.1:{self.ports[kind]}/webhooks/intacct/{self.connection_id}"
+        command = [
+            self.wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{max(1, round(duration))}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(LUA_SCRIPT),
+            url,
+        ]
+        before = self._cpu_seconds(kind)
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
+        after = self._cpu_seconds(kind)
+        if completed.returncode != 0 or not out.exists():
+            raise BenchError(
+                f"wrk failed (exit {completed.returncode}):\n{completed.stdout}{completed.stderr}"
+            )
+        result = WrkResult.load(label, out)
+        result.cpu = {name: after[name] - before.get(name, 0.0) for name in after}
+        if kind == "receiver":
+            self.receiver_results.append(result)
+        else:
+            self.bare_results.append(result)
+        progress(result.describe())
+        if kind == "receiver" and (result.not_ok or result.socket_errors):
+            loud(
+                f"the receiver answered {result.not_ok} non-2xx ({result.statuses}) and had "
+                f"{result.socket_errors} socket errors in '{label}'"
+            )
+        return result
+
+    def _cpu_seconds(self, kind: str) -> dict[str, float]:
+        """CPU time so far of the server's process group and of the broker (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        group = os.getpgid(self.servers[kind].pid)
+        totals = {kind: 0.0, "rabbitmq": 0.0}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2 :].split()
+            except (OSError, ValueError):
+                continue  # the process ended meanwhile
+            # fields[2] is the process group; [11] and [12] are utime and stime in ticks.
+            seconds = (int(fields[11]) + int(fields[12])) / tick
+            if int(fields[2]) == group:
+                totals[kind] += seconds
+            elif name == "beam.smp":
+                totals["rabbitmq"] += seconds
+        return totals
+
+    def run(self) -> int:
+        args = self.args
+        progress(f"warm-up: {args.warmup:g} s each")
+        self.wrk_run("bare", args.warmup, label="bare warm-up")
+        self.wrk_run("receiver", args.warmup, label="receiver warm-up")
+        peaks: dict[str, list[WrkResult]] = {"bare": [], "receiver": []}
+        for round_number in range(1, args.rounds + 1):
+            for kind in ("bare", "receiver"):
+                time.sleep(args.pause)
+                peaks[kind].append(
+                    self.wrk_run(kind, args.duration, label=f"{kind} peak, round {round_number}")
+                )
+        best = {kind: max(results, key=lambda r: r.ok_rate) for kind, results in peaks.items()}
+
+        half = best["receiver"].ok_rate / 2
+        paced = None
+        if half > 0:
+            delay_ms = args.connections / half * 1000.0
+            time.sleep(args.pause)
+            progress(
+                f"pacing the receiver at {half:,.0f} req/s: each of {args.connections} connections "
+                f"waits {delay_ms:.1f} ms on average between requests"
+            )
+            paced = self.wrk_run("receiver", args.duration, delay_ms=delay_ms, label="receiver at half peak")
+
+        in_queue = self._queue_depth("sync.ar")
+        return self._report(peaks, best, half, paced, in_queue)
+
+    def _queue_depth(self, queue: str) -> int:
+        from kombu import Connection
+
+        with Connection(self.amqp_url, connect_timeout=5) as connection:
+            channel = connection.channel()
+            _, count, _ = channel.queue_declare(queue=queue, passive=True)
+            channel.close()
+        return count
+
+    # report ------------------------------------------------------------------------------
+
+    def _report(
+        self,
+        peaks: dict[str, list[WrkResult]],
+        best: dict[str, WrkResult],
+        half: float,
+        paced: WrkResult | None,
+        in_queue: int,
+    ) -> int:
+        args = self.args
+        receiver, bare = best["receiver"], best["bare"]
+        figure(
+            f"P1 setup: gunicorn gthread, {args.workers} workers x {args.threads} threads, keepalive 5 "
+            f"(ReceiverServer options for both); wrk {min(args.wrk_threads, args.connections)} threads x "
+            f"{args.connections} connections, {BODY_BYTES}-byte JSON body, RS256 JWT + X-Trusted-Context, "
+            f"unique Idempotency-Key; {args.rounds} alternating rounds x {args.duration:g} s; "
+            f"RabbitMQ {self.rabbitmq_version} (vhost {self.vhost}); {os.cpu_count()} CPUs"
+        )
+
+        ratio = receiver.ok_rate / bare.ok_rate if bare.ok_rate else 0.0
+        rounds = "; ".join(
+            f"{kind} " + ", ".join(f"{r.ok_rate:,.0f}" for r in results) for kind, results in peaks.items()
+        )
+        figure(
+            f"P1 peak throughput: receiver {receiver.ok_rate:,.0f} req/s, bare {bare.ok_rate:,.0f} req/s, "
+            f"ratio {ratio:.2f} (target >= {RATIO_TARGET}: {'MET' if ratio >= RATIO_TARGET else 'NOT MET'}) "
+            f"[2xx/s, best of rounds: {rounds}]"
+        )
+
+        if paced is not None:
+            p99 = paced.ms("p99")
+            figure(
+                f"P1 receiver latency at half peak: offered {half:,.0f} req/s, achieved {paced.ok_rate:,.0f} req/s: "
+                f"p50 {paced.ms('p50'):.1f} ms, p99 {p99:.1f} ms "
+                f"(target p99 <= {P99_TARGET_MS:g} ms: {'MET' if p99 <= P99_TARGET_MS else 'NOT MET'})"
+            )
+        else:
+            figure("P1 receiver latency at half peak: NOT MEASURED (the receiver gave no 2xx at peak)")
+
+        figure(
+            f"P1 latency at peak: receiver p50 {receiver.ms('p50'):.1f} ms, p99 {receiver.ms('p99'):.1f} ms; "
+            f"bare p50 {bare.ms('p50'):.1f} ms, p99 {bare.ms('p99'):.1f} ms"
+        )
+
+        problems = 0
+        receiver_ok = sum(r.ok for r in self.receiver_results)
+        receiver_bad = sum(r.not_ok for r in self.receiver_results)
+        receiver_socket = sum(r.socket_errors for r in self.receiver_results)
+        receiver_codes: dict[int, int] = {}
+        for result in self.receiver_results:
+            for code, count in result.statuses.items():
+                receiver_codes[code] = receiver_codes.get(code, 0) + count
+        duplicates = receiver_codes.get(200, 0)
+        bare_ok = sum(r.ok for r in self.bare_results)
+        bare_bad = sum(r.not_ok for r in self.bare_results) + sum(r.socket_errors for r in self.bare_results)
+        verdict = "OK" if receiver_bad == 0 and receiver_socket == 0 and duplicates == 0 else "FAILED"
+        figure(
+            f"P1 non-2xx answers: receiver {receiver_bad:,} of {receiver_ok + receiver_bad:,} "
+            f"(statuses {dict(sorted(receiver_codes.items()))}, socket errors {receiver_socket}, "
+            f"200-duplicates {duplicates}), bare {bare_bad:,} of {bare_ok + bare_bad:,}, all runs: {verdict}"
+        )
+        if verdict != "OK":
+            problems += 1
+            loud(
+                "THE RECEIVER ANSWERED NON-2xx (or duplicates / socket errors) under load; see above. "
+                "Its log tail:\n" + self.log_tail("receiver")
+            )
+
+        enough = in_queue >= receiver_ok
+        figure(
+            f"P1 broker check: sync.ar holds {in_queue:,} messages, receiver answered {receiver_ok:,} 2xx "
+            f"(all runs incl. warm-up): {'OK' if enough else 'FAILED, a 2xx without its message'}"
+        )
+        if not enough:
+            problems += 1
+            loud(f"sync.ar holds {in_queue} messages but the receiver answered {receiver_ok} 2xx")
+        return 1 if problems else 0
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def webhook_body_template() -> tuple[str, str]:
+    """A Platform Trigger body of ~600 bytes around its record key, split at the key."""
+    marker = "\x00KEY\x00"
+    body = {
+        "object": "ARINVOICE",
+        "action": "set",
+        "key": marker,
+        "id": "INV-BENCH",
+        "companyId": COMPANY,
+        "occurredAt": "2026-11-24T10:00:00Z",
+        "docNumber": "INV-2026-004211",
+        "customerId": "C-10042",
+        "customerName": "Northwind Traders Ltd",
+        "state": "Posted",
+        "currency": "USD",
+        "totalAmount": "12450.00",
+        "totalDue": "12450.00",
+        "termName": "Net 30",
+        "whenCreated": "2026-11-24T09:58:12Z",
+        "dueDate": "2026-12-24",
+        "locationId": "100",
+        "departmentId": "SALES",
+        "modifiedBy": "jsmith",
+        "description": "",
+        "memo": "",
+    }
+    # Size the padding for a typical key ("<thread>-<counter>", ~7 characters).
+    size = len(json.dumps(body).replace(json.dumps(marker)[1:-1], "1-12345").encode())
+    body["description"] = "Monthly service invoice " + "x" * max(0, BODY_BYTES - size - 24)
+    text = json.dumps(body)
+    prefix, suffix = text.split(json.dumps(marker)[1:-1])
+    return prefix, suffix
+
+
+def rabbitmqctl(*args: str) -> None:
+    completed = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
+    if completed.returncode != 0:
+        raise BenchError(
+            f"rabbitmqctl {' '.join(args)} failed: {(completed.stderr or completed.stdout).strip()}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured wrk run")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (both servers)")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (both servers)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating peak rounds (bare, receiver)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per server")
+    parser.add_argument("--pause", type=float, default=1, help="seconds of quiet before each run")
+    parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL,
+        help="RabbitMQ on this host (AMQP_URL); a vhost is created for the run",
+    )
+    args = parser.parse_args(argv)
+    if args.connections < 1 or args.workers < 1 or args.threads < 1 or args.rounds < 1 or args.duration < 1:
+        parser.error("--connections, --workers, --threads, --rounds and --duration must be at least 1")
+    return args
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk"):
+        print(
+            "bench/receiver.py needs wrk, which is not installed: run `apt-get install -y wrk` "
+            "(Debian/Ubuntu; `brew install wrk` on macOS) and try again.",
+            file=sys.stderr,
+        )
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    stack = contextlib.ExitStack()
+    try:
+        try:
+            bench = Benchmark(args, stack)
+            bench.prepare()
+            bench.start_servers()
+            status = bench.run()
+        finally:
+            # Clean-ups (servers, vhost, JWKS server, temp dir) run in reverse order of set-up,
+            # also on Ctrl-C or failure; a second Ctrl-C must not cut them short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            stack.close()
+    except KeyboardInterrupt:
+        print("interrupted: servers stopped, vhost deleted", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench/receiver.py: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    progress(f"done in {time.monotonic() - started:.0f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
