@@ -1,0 +1,459 @@
+"""Record mutations through the admin API and CLI: create, update, delete, and what follows.
+
+A mutation stamps the audit fields (``audit.modifiedDateTime`` at one-second resolution, never
+going back), keeps derived amounts consistent (invoice totals from lines, amounts paid from
+complete payments' details) and reports the change so the company's trigger can fire. A change
+to a line counts as a change ("set") of its parent, as in Intacct, whose triggers are per object.
+"""
+
+# Table and column names in SQL text come from objects.py, never from a request; values are bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .errors import AdminError
+from .objects import LINES_OF, OBJECT_TYPES, REF_TARGETS, SYSTEM_FIELDS, Field, Kind, ObjectType
+from .render import nested_record_sql
+from .store import Store
+
+CENT = Decimal("0.01")
+_INVOICE = OBJECT_TYPES["accounts-receivable/invoice"]
+_PAYMENT = OBJECT_TYPES["accounts-receivable/payment"]
+_DETAIL = OBJECT_TYPES["accounts-receivable/payment-detail"]
+_OPEN_STATES = ("posted", "partiallyPaid", "paid")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a trigger reports: the top-level object, action (add/set/delete), key and id."""
+
+    company_id: str
+    intacct_object: str
+    action: str
+    key: str
+    record_id: str | None
+    occurred_at: float
+
+
+Notify = Callable[[Change], None]
+
+
+def money(value: Any) -> str:
+    """A decimal amount as Intacct's two-decimal string."""
+    return str(Decimal(value).quantize(CENT))
+
+
+def _invalid(message: str) -> AdminError:
+    return AdminError(400, "invalid_record", message)
+
+
+def _stored_value(field: Field, value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if field.kind in (Kind.REF, Kind.INT):
+            if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit():
+                raise ValueError
+            return int(value)
+        if field.kind is Kind.DECIMAL:
+            if isinstance(value, bool):
+                raise ValueError
+            return money(str(value))
+        if field.kind is Kind.DATE:
+            return date.fromisoformat(str(value)).isoformat()
+    except (ValueError, InvalidOperation):
+        raise _invalid(f"'{field.name}' has an invalid value {value!r}") from None
+    if isinstance(value, dict | list):
+        raise _invalid(f"'{field.name}' takes a single value")
+    return str(value)
+
+
+def flatten(obj: ObjectType, payload: dict[str, Any]) -> dict[str, Any]:
+    """Nested or dotted input -> {dotted name: stored value}, refusing unknown and system fields."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for name, value in node.items():
+            dotted = f"{prefix}{name}"
+            if isinstance(value, dict) and dotted not in obj.by_name:
+                walk(dotted + ".", value)
+            else:
+                flat[dotted] = value
+
+    walk("", {k: v for k, v in payload.items() if k != obj.children_payload})
+    values = {}
+    for name, value in flat.items():
+        field = obj.by_name.get(name)
+        if field is None or not field.stored:
+            raise _invalid(f"'{name}' is not a field of {obj.path}")
+        if name in SYSTEM_FIELDS:
+            raise _invalid(f"'{name}' is set by the simulator")
+        values[name] = _stored_value(field, value)
+    return values
+
+
+class RecordService:
+    """Creates, updates and deletes records in one transaction each, then notifies."""
+
+    def __init__(
+        self, store: Store, *, clock: Callable[[], float], notify: Notify, actor: str = "Admin"
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._notify = notify
+        self._actor = actor
+
+    # -- public -----------------------------------------------------------------------------
+
+    def get(self, company_id: str, obj: ObjectType, key: int) -> dict[str, Any]:
+        """One record with its lines, as the admin API shows it."""
+        with self._store.read() as conn:
+            return self._render(conn, company_id, obj, key)
+
+    def create(self, company_id: str, obj: ObjectType, payload: dict[str, Any]) -> dict[str, Any]:
+        """Create a record (with its lines) and fire the trigger it concerns."""
+        changes: list[Change] = []
+        with self._store.write() as conn:
+            self._require_company(conn, company_id)
+            key = self._insert(conn, company_id, obj, payload, changes)
+            record = self._render(conn, company_id, obj, key)
+        self._publish(changes)
+        return record
+
+    def update(self, company_id: str, obj: ObjectType, key: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """Change some fields (and, if given, replace the lines); fires the trigger (``set``)."""
+        changes: list[Change] = []
+        with self._store.write() as conn:
+            self._require_company(conn, company_id)
+            current = self._existing(conn, company_id, obj, key)
+            values = flatten(obj, payload)
+            if (
+                obj.parent_field
+                and obj.parent_field in values
+                and values[obj.parent_field] != current[obj.parent_field]
+            ):
+                raise _invalid(f"a line cannot move to another parent ({obj.parent_field})")
+            self._check_refs(conn, company_id, obj, values)
+            self._check_unique_id(conn, company_id, obj, values.get("id"), key)
+            lines = payload.get(obj.children_payload) if obj.children_payload else None
+            invoices = self._affected_invoices(conn, company_id, obj, key)
+            if lines is not None:
+                self._replace_children(conn, company_id, obj, key, lines, changes)
+            values.update(self._derived(conn, company_id, obj, key, {**current, **values}, values, lines))
+            values.update(self._stamp(current["audit.modifiedDateTime"]))
+            self._store.update(conn, obj, company_id, key, values)
+            invoices |= self._affected_invoices(conn, company_id, obj, key)
+            self._refresh_invoices(conn, company_id, invoices)
+            self._changed(conn, company_id, obj, key, "set", changes)
+            record = self._render(conn, company_id, obj, key)
+        self._publish(changes)
+        return record
+
+    def delete(self, company_id: str, obj: ObjectType, key: int) -> None:
+        """Delete a record and its lines; fires ``delete`` (a line: ``set`` of its parent)."""
+        changes: list[Change] = []
+        with self._store.write() as conn:
+            self._require_company(conn, company_id)
+            current = self._existing(conn, company_id, obj, key)
+            invoices = self._affected_invoices(conn, company_id, obj, key)
+            line_type = LINES_OF.get(obj.path)
+            if line_type is not None:
+                children = self._store.keys_where(conn, line_type, company_id, line_type.parent_field, key)
+                if children:
+                    self._store.delete(conn, line_type, company_id, children)
+            self._store.delete(conn, obj, company_id, [key])
+            self._refresh_invoices(conn, company_id, invoices)
+            if obj.parent_path:  # a line went: its parent changed
+                self._line_changed(conn, company_id, obj, current[obj.parent_field], changes)
+            else:
+                changes.append(self._change(company_id, obj, key, current["id"], "delete"))
+        self._publish(changes)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        company_id: str,
+        obj: ObjectType,
+        payload: Any,
+        changes: list[Change],
+        *,
+        position: int | None = None,
+    ) -> int:
+        """Insert one record (and its lines); ``position`` is set for a line created with its parent."""
+        if not isinstance(payload, dict):
+            raise _invalid(f"a {obj.path} must be a JSON object")
+        values = {name: _stored_value(obj.by_name[name], v) for name, v in obj.defaults.items()}
+        values.update(flatten(obj, payload))
+        today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
+        for field in obj.fields:
+            if field.kind is Kind.DATE and field.name != "dueDate":
+                values.setdefault(field.name, today)
+        if obj.parent_field and "lineNumber" in obj.by_name and values.get("lineNumber") is None:
+            values["lineNumber"] = position or self._next_line_number(conn, company_id, obj, values)
+        if obj.parent_field and values.get(obj.parent_field) is None:
+            raise _invalid(f"a {obj.path} needs its parent's key ({obj.parent_field})")
+        self._check_refs(conn, company_id, obj, values)
+        key = self._store.reserve_keys(conn, company_id, obj, 1)
+        if not values.get("id"):
+            mirrored = values.get(obj.id_field) if obj.id_field else None
+            values["id"] = mirrored or (f"{obj.id_prefix}-{key:06d}" if obj.id_prefix else str(key))
+        if obj.id_field and not values.get(obj.id_field):
+            values[obj.id_field] = values["id"]
+        self._check_unique_id(conn, company_id, obj, values["id"], None)
+        now = int(self._clock())
+        values.update({"audit.createdDateTime": now, "audit.createdBy": self._actor})
+        values.update(self._stamp(None))
+        columns = ["key", *values]
+        self._store.insert_many(
+            conn, obj, [obj.by_name[n].column for n in columns], [(company_id, key, *values.values())]
+        )
+        lines = payload.get(obj.children_payload) if obj.children_payload else None
+        if lines is not None:
+            self._replace_children(conn, company_id, obj, key, lines, changes)
+        derived = self._derived(conn, company_id, obj, key, values, flatten(obj, payload), lines)
+        if derived:
+            self._store.update(conn, obj, company_id, key, derived)
+        self._refresh_invoices(conn, company_id, self._affected_invoices(conn, company_id, obj, key))
+        if obj.parent_path:
+            if position is None:  # a line created on its own: its parent changed
+                self._line_changed(conn, company_id, obj, values[obj.parent_field], changes)
+        else:
+            changes.append(self._change(company_id, obj, key, values["id"], "add"))
+        return key
+
+    def _next_line_number(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, values: dict[str, Any]
+    ) -> int | None:
+        parent_key = values.get(obj.parent_field)
+        if parent_key is None:
+            return None
+        last = conn.execute(
+            f"SELECT COALESCE(MAX(lineNumber), 0) FROM {obj.table} "
+            f"WHERE company_id = ? AND {obj.by_name[obj.parent_field].column} = ?",
+            (company_id, parent_key),
+        ).fetchone()[0]
+        return last + 1
+
+    def _replace_children(
+        self,
+        conn: sqlite3.Connection,
+        company_id: str,
+        obj: ObjectType,
+        key: int,
+        lines: Any,
+        changes: list[Change],
+    ) -> None:
+        """Replace a parent's lines with ``lines`` (created with it: no trigger of their own)."""
+        line_type = LINES_OF[obj.path]
+        if not isinstance(lines, list):
+            raise _invalid(f"'{obj.children_payload}' must be a list")
+        existing = self._store.keys_where(conn, line_type, company_id, line_type.parent_field, key)
+        if existing:
+            self._store.delete(conn, line_type, company_id, existing)
+        for number, line in enumerate(lines, start=1):
+            if not isinstance(line, dict):
+                raise _invalid(f"each of '{obj.children_payload}' must be an object")
+            parent_name = line_type.parent_field.split(".")[0]
+            self._insert(
+                conn, company_id, line_type, {**line, parent_name: {"key": key}}, changes, position=number
+            )
+
+    def _derived(
+        self,
+        conn: sqlite3.Connection,
+        company_id: str,
+        obj: ObjectType,
+        key: int,
+        record: dict[str, Any],
+        given: dict[str, Any],
+        lines: Any,
+    ) -> dict[str, Any]:
+        """Totals that follow from lines, unless the caller set them explicitly."""
+        if obj.path not in (
+            "accounts-receivable/invoice",
+            "accounts-receivable/payment",
+            "cash-management/deposit",
+        ):
+            return {}
+        derived: dict[str, Any] = {}
+        if lines is not None and "totalTxnAmount" not in given:
+            line_type = LINES_OF[obj.path]
+            amounts = conn.execute(
+                f"SELECT txnAmount FROM {line_type.table} WHERE company_id = ? AND {line_type.parent_field.replace('.', '__')} = ?",
+                (company_id, key),
+            ).fetchall()
+            derived["totalTxnAmount"] = money(sum((Decimal(a or 0) for (a,) in amounts), Decimal(0)))
+        elif record.get("totalTxnAmount") is None:
+            derived["totalTxnAmount"] = "0.00"
+        if obj is _INVOICE:
+            total = Decimal(derived.get("totalTxnAmount") or record.get("totalTxnAmount") or 0)
+            paid = Decimal(record.get("totalTxnAmountPaid") or 0)
+            derived.setdefault("totalTxnAmountPaid", money(paid))
+            if "totalTxnAmountDue" not in given:
+                derived["totalTxnAmountDue"] = money(total - paid)
+        return derived
+
+    def _affected_invoices(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, key: int
+    ) -> set[int]:
+        """Invoices whose amount paid depends on this record (a payment or payment detail)."""
+        if obj is _DETAIL:
+            row = conn.execute(
+                f"SELECT invoice__key FROM {_DETAIL.table} WHERE company_id = ? AND key = ?",
+                (company_id, key),
+            ).fetchone()
+            return {row[0]} if row and row[0] is not None else set()
+        if obj is _PAYMENT:
+            rows = conn.execute(
+                f"SELECT invoice__key FROM {_DETAIL.table} WHERE company_id = ? AND payment__key = ?",
+                (company_id, key),
+            ).fetchall()
+            return {r[0] for r in rows if r[0] is not None}
+        return set()
+
+    def _refresh_invoices(self, conn: sqlite3.Connection, company_id: str, keys: set[int]) -> None:
+        """Recompute amounts paid/due and the state of invoices from complete payments.
+
+        Like Intacct, applying a payment changes the invoice without firing the invoice's
+        trigger: the payment's event is what tells a listener to refresh those invoices.
+        """
+        for key in sorted(keys):
+            invoice = self._store.fetch(conn, _INVOICE, company_id, key)
+            if invoice is None:
+                continue
+            rows = conn.execute(
+                f"SELECT d.txnAmount FROM {_DETAIL.table} d JOIN {_PAYMENT.table} p "
+                "ON p.company_id = d.company_id AND p.key = d.payment__key "
+                "WHERE d.company_id = ? AND d.invoice__key = ? AND p.state = 'complete'",
+                (company_id, key),
+            ).fetchall()
+            paid = sum((Decimal(a or 0) for (a,) in rows), Decimal(0))
+            total = Decimal(invoice["totalTxnAmount"] or 0)
+            values = {"totalTxnAmountPaid": money(paid), "totalTxnAmountDue": money(total - paid)}
+            if invoice["state"] in _OPEN_STATES:
+                values["state"] = (
+                    "paid" if total > 0 and paid >= total else "partiallyPaid" if paid > 0 else "posted"
+                )
+            if any(invoice[name] != value for name, value in values.items()):
+                values.update(self._stamp(invoice["audit.modifiedDateTime"]))
+                self._store.update(conn, _INVOICE, company_id, key, values)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _stamp(self, previous: int | None) -> dict[str, Any]:
+        # One-second resolution, and never earlier than the last modification.
+        now = int(self._clock())
+        return {"audit.modifiedDateTime": max(now, previous or 0), "audit.modifiedBy": self._actor}
+
+    def _changed(
+        self,
+        conn: sqlite3.Connection,
+        company_id: str,
+        obj: ObjectType,
+        key: int,
+        action: str,
+        changes: list[Change],
+    ) -> None:
+        if obj.parent_path:
+            parent_key = self._store.fetch(conn, obj, company_id, key)[obj.parent_field]
+            self._line_changed(conn, company_id, obj, parent_key, changes)
+            return
+        record = self._store.fetch(conn, obj, company_id, key)
+        changes.append(self._change(company_id, obj, key, record["id"] if record else None, action))
+
+    def _line_changed(
+        self,
+        conn: sqlite3.Connection,
+        company_id: str,
+        line_type: ObjectType,
+        parent_key: int,
+        changes: list[Change],
+    ) -> None:
+        """A line changed on its own: its parent's totals follow, it is modified, its trigger fires."""
+        parent = OBJECT_TYPES[line_type.parent_path]
+        current = self._store.fetch(conn, parent, company_id, parent_key)
+        if current is None:
+            return
+        values = self._derived(conn, company_id, parent, parent_key, current, {}, lines=True)
+        values.update(self._stamp(current["audit.modifiedDateTime"]))
+        self._store.update(conn, parent, company_id, parent_key, values)
+        changes.append(self._change(company_id, parent, parent_key, current["id"], "set"))
+
+    def _change(
+        self, company_id: str, obj: ObjectType, key: int, record_id: str | None, action: str
+    ) -> Change:
+        return Change(company_id, obj.intacct_object or "", action, str(key), record_id, self._clock())
+
+    def _publish(self, changes: list[Change]) -> None:
+        seen = set()
+        for change in changes:
+            # One event per record and action, even when several lines of it changed.
+            identity = (change.intacct_object, change.action, change.key)
+            if identity not in seen:
+                seen.add(identity)
+                self._notify(change)
+
+    def _require_company(self, conn: sqlite3.Connection, company_id: str) -> None:
+        if conn.execute("SELECT 1 FROM companies WHERE company_id = ?", (company_id,)).fetchone() is None:
+            raise AdminError(404, "unknown_company", f"no company {company_id!r}")
+
+    def _existing(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, key: int
+    ) -> dict[str, Any]:
+        current = self._store.fetch(conn, obj, company_id, key)
+        if current is None:
+            raise AdminError(404, "unknown_record", f"no {obj.path} with key {key} in {company_id}")
+        return current
+
+    def _check_refs(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, values: dict[str, Any]
+    ) -> None:
+        for field in obj.ref_fields:
+            key = values.get(field.name)
+            if (
+                key is not None
+                and self._store.fetch(conn, OBJECT_TYPES[REF_TARGETS[field.name]], company_id, key) is None
+            ):
+                raise AdminError(
+                    422, "unknown_reference", f"{field.name} {key} does not exist in {company_id}"
+                )
+
+    def _check_unique_id(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, record_id: Any, key: int | None
+    ) -> None:
+        if not obj.unique_id or record_id is None:
+            return
+        row = conn.execute(
+            f"SELECT key FROM {obj.table} WHERE company_id = ? AND id = ? AND key IS NOT ?",
+            (company_id, record_id, key),
+        ).fetchone()
+        if row is not None:
+            raise AdminError(409, "duplicate_id", f"{obj.path} {record_id!r} already exists (key {row[0]})")
+
+    def _render(self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, key: int) -> dict[str, Any]:
+        row = conn.execute(
+            f"SELECT {nested_record_sql(obj)} FROM {obj.table} WHERE company_id = ? AND key = ?",
+            (company_id, key),
+        ).fetchone()
+        if row is None:
+            raise AdminError(404, "unknown_record", f"no {obj.path} with key {key} in {company_id}")
+        record = json.loads(row[0])
+        line_type = LINES_OF.get(obj.path)
+        if line_type is not None:
+            lines = conn.execute(
+                f"SELECT {nested_record_sql(line_type)} FROM {line_type.table} "
+                f"WHERE company_id = ? AND {line_type.parent_field.replace('.', '__')} = ? ORDER BY key",
+                (company_id, key),
+            ).fetchall()
+            record[obj.children_payload] = [json.loads(line) for (line,) in lines]
+        return record
