@@ -1,7 +1,9 @@
-"""`./dev run`: the service under its Procfile, with a short tour of events flowing through it.
+"""`./dev run`: the service and its sandbox under honcho, with a short tour of events flowing.
 
-It registers a demo connection, starts the Procfile's processes with honcho, sends a few signed
-webhooks the way a relay would, shows where they landed, then keeps running until Ctrl-C.
+It starts the processes of ``Procfile.dev`` (the sandbox and the service), sets up a demo
+company in the Sage Intacct simulator whose Platform Triggers post to this receiver, changes a
+few records there, and shows each signed webhook accepted and waiting in the work queues.
+Then it keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,14 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 
 import requests
 from kombu import Connection
 
 from broker.topology import build_topology
-from cli.relay import send_signed_webhook
 from config import load_settings
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
@@ -26,62 +26,102 @@ from store.db import create_engine_for, upgrade
 
 DEMO_CONNECTION_ID = "00000000-0000-4000-8000-00000000d3e0"
 DEMO_COMPANY = "DEMO-CO"
-DEMO_EVENTS = (
-    ("CUSTOMER", "add", "101"),
-    ("ARINVOICE", "add", "5001"),
-    ("ARINVOICE", "set", "5001"),
-    ("ARPYMT", "add", "9001"),
-    ("GLACCOUNT", "set", "40"),
-    ("DEPOSIT", "add", "7001"),
-    ("LOCATIONENTITY", "set", "3"),
-)
+INTACCT_ADMIN = "http://127.0.0.1:8091/sandbox"
+FLEXPOINT_HEALTH = "http://127.0.0.1:8090/sandbox/health"
 
 
 def say(text: str) -> None:
     print(f"\033[1m==> {text}\033[0m", flush=True)
 
 
-def ensure_demo_connection(settings: Any) -> str:
+def ensure_demo_connection(settings: Any) -> None:
+    """The connection FlexPoint's connect message would create (provisioning does it later)."""
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
-    if store.get(DEMO_CONNECTION_ID) is None or not store.get(DEMO_CONNECTION_ID).is_active:
+    record = store.get(DEMO_CONNECTION_ID)
+    if record is None or not record.is_active:
         store.save(
             connection_id=DEMO_CONNECTION_ID,
             account_id="demo-account",
             company_id=DEMO_COMPANY,
             entity_id=None,
-            user_id="ws_flexpoint_demo",
+            user_id="ws_flexpoint",
             state="connected",
         )
-    secret = store.webhook_secret(DEMO_CONNECTION_ID)
     engine.dispose()
-    assert secret is not None
-    return secret
 
 
-def wait_ready(base_url: str, processes: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_for(what: str, url: str, processes: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if processes.poll() is not None:
             raise SystemExit("the service's processes stopped; their log above says why")
         try:
-            if requests.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+            if requests.get(url, timeout=1).status_code == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(0.25)
-    raise SystemExit(
-        f"the receiver did not become ready at {base_url} within {timeout:.0f}s; see its log above"
-    )
+    raise SystemExit(f"{what} did not answer at {url} within {timeout:.0f}s; see the log above")
 
 
-def send(base_url: str, secret: str, intacct_object: str, action: str, key: str, idempotency_key: str) -> str:
-    event = {"object": intacct_object, "action": action, "key": key, "companyId": DEMO_COMPANY}
-    response = send_signed_webhook(
-        base_url, DEMO_CONNECTION_ID, secret, event, idempotency_key=idempotency_key
+def ensure_demo_company(webhook_url: str) -> None:
+    """A company whose triggers post every synced object to this receiver, with some data."""
+    company = {"companyId": DEMO_COMPANY, "webhooks": {"enabled": True, "url": webhook_url}}
+    response = requests.post(f"{INTACCT_ADMIN}/companies", json=company, timeout=10)
+    if response.status_code == 409:  # kept from an earlier run: just point it here again
+        requests.patch(
+            f"{INTACCT_ADMIN}/companies/{DEMO_COMPANY}/webhooks", json=company["webhooks"], timeout=10
+        )
+        return
+    response.raise_for_status()
+    seeded = requests.post(
+        f"{INTACCT_ADMIN}/companies/{DEMO_COMPANY}/seed", json={"customers": 20, "invoices": 100}, timeout=60
     )
-    return f"{response.status_code} {response.json()}"
+    seeded.raise_for_status()
+
+
+def change_some_records() -> list[str]:
+    """Changes a user would make in Intacct; each fires the company's trigger."""
+    records = f"{INTACCT_ADMIN}/companies/{DEMO_COMPANY}/objects"
+    stamp = time.strftime("%H%M%S")
+    customer = requests.post(
+        f"{records}/accounts-receivable/customer",
+        json={"id": f"C-DEMO-{stamp}", "name": f"Demo Customer {stamp}", "status": "active"},
+        timeout=10,
+    )
+    customer.raise_for_status()
+    invoices = requests.get(f"{records}/accounts-receivable/invoice", params={"size": 2}, timeout=10).json()
+    done = [f"CUSTOMER add key={customer.json()['key']}"]
+    for invoice in invoices["records"]:
+        requests.patch(
+            f"{records}/accounts-receivable/invoice/{invoice['key']}",
+            json={"description": f"changed by the demo at {stamp}"},
+            timeout=10,
+        ).raise_for_status()
+        done.append(f"ARINVOICE set key={invoice['key']}")
+    accounts = requests.get(f"{records}/general-ledger/account", params={"size": 1}, timeout=10).json()
+    for account in accounts["records"]:
+        requests.delete(f"{records}/general-ledger/account/{account['key']}", timeout=10).raise_for_status()
+        done.append(f"GLACCOUNT delete key={account['key']}")
+    return done
+
+
+def deliveries_answered(expected: int, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    answered: list[dict] = []
+    while time.monotonic() < deadline:
+        log = requests.get(
+            f"{INTACCT_ADMIN}/webhooks/deliveries",
+            params={"companyId": DEMO_COMPANY, "limit": expected},
+            timeout=10,
+        ).json()
+        answered = [d for d in log["deliveries"] if d.get("status")]
+        if len(answered) >= expected and not log["pending"]:
+            break
+        time.sleep(0.25)
+    return answered
 
 
 def queue_depths(settings: Any) -> dict[str, int]:
@@ -102,28 +142,39 @@ def main() -> None:
     # A SIGTERM (a supervisor, `timeout`) stops the children just as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     base_url = f"http://127.0.0.1:{settings.port}"
-    secret = ensure_demo_connection(settings)
-    say("starting the Procfile's processes (honcho)")
-    processes = subprocess.Popen([sys.executable, "-m", "honcho", "start"], start_new_session=True)
+    ensure_demo_connection(settings)
+    say("starting the sandbox and the service (Procfile.dev, under honcho)")
+    processes = subprocess.Popen(
+        [sys.executable, "-m", "honcho", "-f", "Procfile.dev", "start"], start_new_session=True
+    )
     try:
-        wait_ready(base_url, processes)
+        wait_for("the Intacct simulator", f"{INTACCT_ADMIN}/health", processes)
+        wait_for("the FlexPoint simulator", FLEXPOINT_HEALTH, processes)
+        wait_for("the receiver", f"{base_url}/readyz", processes)
+        webhook_url = f"{settings.public_base_url or base_url}/webhooks/intacct/{DEMO_CONNECTION_ID}"
+        ensure_demo_company(webhook_url)
         before = queue_depths(settings)
-        say(f"receiver ready at {base_url}; sending {len(DEMO_EVENTS)} signed webhooks for {DEMO_COMPANY}")
-        first_key = None
-        for intacct_object, action, key in DEMO_EVENTS:
-            idempotency_key = str(uuid.uuid4())
-            first_key = first_key or idempotency_key
-            answer = send(base_url, secret, intacct_object, action, key, idempotency_key)
-            print(f"    {intacct_object:<15} {action:<4} key={key:<5} -> {answer}")
-        say("Intacct retries a delivery it did not see answered: the same idempotency key again")
-        print(f"    retry -> {send(base_url, secret, *DEMO_EVENTS[0], first_key)}")
+        say(
+            f"changing records of {DEMO_COMPANY} in the Sage Intacct simulator; its triggers post to {webhook_url}"
+        )
+        changes = change_some_records()
+        for change in changes:
+            print(f"    {change}")
+        say("the simulator's signed webhooks (JWT + X-Trusted-Context), as the receiver answered them:")
+        for delivery in deliveries_answered(len(changes)):
+            print(
+                f"    {delivery.get('object', '?'):<10} {delivery.get('action', '?'):<6} "
+                f"key={delivery.get('key', '?'):<6} -> HTTP {delivery.get('status')}"
+            )
         after = queue_depths(settings)
-        say("messages waiting in the work queues (each 2xx above was confirmed by RabbitMQ first):")
+        say(
+            "events waiting in the work queues for the sync workers (each 202 was confirmed by RabbitMQ first):"
+        )
         for name, depth in after.items():
             print(f"    {name:<14} {depth:>6}  (+{depth - before.get(name, 0)})")
         say(
-            f"running; try `flexsync send-webhook {DEMO_CONNECTION_ID} --object CUSTOMER --key 7` "
-            f"or GET {base_url}/metrics. Ctrl-C stops everything."
+            "running. Change records with `flexsync sandbox intacct records --help`, look at "
+            f"{base_url}/metrics, stop with Ctrl-C."
         )
         processes.wait()
     except KeyboardInterrupt:

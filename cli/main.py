@@ -232,5 +232,13 @@ def _declare_topology(settings: Settings, *, required: bool) -> list[str]:
     return list(topology.describe())
 
 
+def _mount_sandbox() -> None:
+    from sandbox.cli import sandbox
+
+    main.add_command(sandbox)
+
+
+_mount_sandbox()
+
 if __name__ == "__main__":
     main()

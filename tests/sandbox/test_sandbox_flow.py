@@ -1,0 +1,73 @@
+"""The sandbox and the service speak the same contract: an Intacct change reaches the queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from sandbox.intacct.config import SimulatorConfig
+from sandbox.intacct.server import SimulatorServer
+from tests.conftest import COMPANY, running_receiver, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def intacct(tmp_path):
+    with SimulatorServer(SimulatorConfig(port=0, data_dir=tmp_path / "intacct", time_scale=0.01)) as server:
+        yield server
+
+
+@pytest.fixture
+def live_receiver(settings, intacct, broker):
+    """The receiver on a real port, trusting the simulator's JWKS and issuer."""
+    settings = settings.with_overrides(
+        intacct_webhook_jwks_url=intacct.jwks_url, intacct_webhook_issuer=intacct.config.issuer
+    )
+    with running_receiver(settings) as receiver:
+        server = make_server("127.0.0.1", 0, receiver.app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        receiver.base_url = f"http://127.0.0.1:{server.server_port}"
+        yield receiver
+        server.shutdown()
+
+
+def test_a_change_in_intacct_arrives_as_a_jwt_verified_event(intacct, live_receiver, broker):
+    webhook_url = f"{live_receiver.base_url}/webhooks/intacct/{live_receiver.connection.connection_id}"
+    admin = f"{intacct.base_url}/sandbox"
+    requests.post(
+        f"{admin}/companies", json={"companyId": COMPANY, "webhooks": {"url": webhook_url}}, timeout=10
+    ).raise_for_status()
+
+    created = requests.post(
+        f"{admin}/companies/{COMPANY}/objects/accounts-receivable/customer",
+        json={"id": "C-9", "name": "Nine Ltd", "status": "active"},
+        timeout=10,
+    )
+    created.raise_for_status()
+    requests.delete(
+        f"{admin}/companies/{COMPANY}/objects/accounts-receivable/customer/{created.json()['key']}",
+        timeout=10,
+    ).raise_for_status()
+
+    envelopes = []
+    wait_until(
+        lambda: (
+            envelopes.extend(json.loads(m.body) for m in broker.take_all("sync.ar")) or len(envelopes) >= 2
+        ),
+        timeout=20,
+        message="both events in sync.ar",
+    )
+    by_action = {e["action"]: e for e in envelopes}
+    assert set(by_action) == {"create", "delete"}
+    for envelope in envelopes:
+        assert envelope["authScheme"] == "jwt"  # signed by the simulator, verified by us
+        assert envelope["companyId"] == COMPANY
+        assert (envelope["resource"], envelope["key"]) == ("customers", str(created.json()["key"]))
+    log = requests.get(f"{admin}/webhooks/deliveries", params={"companyId": COMPANY}, timeout=10).json()
+    assert sorted(d["status"] for d in log["deliveries"]) == [202, 202]
