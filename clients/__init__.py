@@ -1,0 +1,1 @@
+"""Clients of the outside services flexsync calls (one subpackage each: intacct, flexpoint)."""

@@ -1,0 +1,24 @@
+"""The FlexPoint Sync API client the sync and provisioning workers write through."""
+
+from clients.flexpoint.client import FlexPointClient
+from clients.flexpoint.contract import MAX_BATCH_ITEMS, RESOURCES
+from clients.flexpoint.errors import (
+    FlexPointError,
+    FlexPointRateLimited,
+    FlexPointRejected,
+    FlexPointUnauthorized,
+    FlexPointUnavailable,
+)
+from clients.flexpoint.retry import RetryPolicy
+
+__all__ = [
+    "MAX_BATCH_ITEMS",
+    "RESOURCES",
+    "FlexPointClient",
+    "FlexPointError",
+    "FlexPointRateLimited",
+    "FlexPointRejected",
+    "FlexPointUnauthorized",
+    "FlexPointUnavailable",
+    "RetryPolicy",
+]

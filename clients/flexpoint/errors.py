@@ -1,0 +1,63 @@
+"""The FlexPoint client's one exception hierarchy, split by what the caller should do next.
+
+``transient`` is the only thing a worker needs to look at: transient errors go back through the
+delay queues, permanent ones go to the dead-letter queue with ``str(error)`` as the reason.
+No message ever holds the bearer token: the client scrubs what FlexPoint echoes before raising.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlexPointError(Exception):
+    """A call to FlexPoint's Sync API failed; permanent unless a subclass says otherwise."""
+
+    transient = False
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, details: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.details = details
+        # Set by the client when it gives up, so the reason says how hard it tried.
+        self.attempts = 1
+
+    def __str__(self) -> str:
+        return self.message if self.attempts <= 1 else f"{self.message} (after {self.attempts} attempts)"
+
+
+class FlexPointUnavailable(FlexPointError):
+    """FlexPoint answered 5xx, timed out or could not be reached; retrying later may succeed."""
+
+    transient = True
+
+
+class FlexPointRateLimited(FlexPointError):
+    """FlexPoint answered 429; ``retry_after`` is the wait it asked for in seconds (None if unsaid)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class FlexPointRejected(FlexPointError):
+    """FlexPoint refused the request itself (400, 404, 409, 413, ...): sending it again cannot help.
+
+    ``code``, ``message`` and ``details`` are FlexPoint's Error body; for a batch,
+    ``external_ids`` names the items its violations point at, so the dead-letter reason says
+    which record and which field broke the contract.
+    """
+
+    def __init__(self, message: str, *, external_ids: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.external_ids = external_ids
+
+
+class FlexPointUnauthorized(FlexPointError):
+    """FlexPoint refused our bearer token (401): our configuration, not the data, is wrong."""
