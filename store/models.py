@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Index, MetaData, String, Text, text
+from sqlalchemy import DateTime, Float, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -96,3 +96,18 @@ class WebhookDelivery(Base):
     state: Mapped[str] = mapped_column(String(16))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class IntacctSlot(Base):
+    """One slot of a company's Intacct concurrency cap, shared by every worker process and host.
+
+    A free slot has no holder; a taken one names its holder and the time (unix seconds) its
+    lease ends, after which anyone may take it (a holder killed mid-request frees it that way).
+    """
+
+    __tablename__ = "intacct_slots"
+
+    company_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    leased_until: Mapped[float | None] = mapped_column(Float)

@@ -1,0 +1,39 @@
+"""The Sage Intacct REST client: tokens per connection, the per-company cap, reads with retries."""
+
+from clients.intacct.client import AREA_PROBES, IntacctClient, Page, create_client
+from clients.intacct.errors import (
+    AREAS,
+    CompanyBusy,
+    IntacctError,
+    IntacctRejected,
+    IntacctUnavailable,
+    PermissionDenied,
+    RateLimited,
+    RecordNotFound,
+    TokenInvalid,
+    TokenRefused,
+)
+from clients.intacct.tokens import IntacctConnection, TokenProvider
+from clients.intacct.transport import ENTITY_HEADER, RetryPolicy, build_session
+
+__all__ = [
+    "AREAS",
+    "AREA_PROBES",
+    "ENTITY_HEADER",
+    "CompanyBusy",
+    "IntacctClient",
+    "IntacctConnection",
+    "IntacctError",
+    "IntacctRejected",
+    "IntacctUnavailable",
+    "Page",
+    "PermissionDenied",
+    "RateLimited",
+    "RecordNotFound",
+    "RetryPolicy",
+    "TokenInvalid",
+    "TokenProvider",
+    "TokenRefused",
+    "build_session",
+    "create_client",
+]

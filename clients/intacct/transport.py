@@ -1,0 +1,295 @@
+"""One HTTP call to Intacct for a connection: token, concurrency slot, request, retries, typed errors.
+
+Every request runs inside one of the company's slots (``store.slots``), held for the request
+alone and never through a backoff sleep, so the per-company cap holds across every worker
+process. Retries are our own loop rather than urllib3's ``Retry``: the sleeps must happen
+outside the slot, and a 401 needs a fresh token before the retry.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from config.settings import Settings
+from observability.logging import get_logger, redactor
+from store.slots import CompanySlots, SlotTimeout
+
+from .backoff import full_jitter, retry_after
+from .errors import (
+    CompanyBusy,
+    IntacctError,
+    IntacctRejected,
+    IntacctUnavailable,
+    PermissionDenied,
+    RateLimited,
+    RecordNotFound,
+    TokenInvalid,
+    area_of,
+    parse_ia_error,
+)
+from .tokens import IntacctConnection, OnCall, TokenProvider
+
+log = get_logger(__name__)
+
+ENTITY_HEADER = "X-IA-API-Param-Entity"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard a call is tried before the failure goes to the workers' delay queues."""
+
+    # 429: honour Retry-After, else full-jitter backoff from base doubling up to cap.
+    rate_limited_attempts: int = 5
+    rate_limited_base: float = 0.5
+    rate_limited_cap: float = 8.0
+    # A Retry-After longer than this is not slept through: RateLimited goes to the caller at once.
+    max_retry_after: float = 30.0
+    # 5xx, timeouts, connection errors: a few quick tries only.
+    unavailable_attempts: int = 3
+    unavailable_base: float = 0.2
+    unavailable_cap: float = 2.0
+
+
+def build_session(pool_size: int = 16) -> requests.Session:
+    """A session whose connection pool has room for ``pool_size`` threads calling at once."""
+    session = requests.Session()
+    # No urllib3 retries: the transport's own loop retries, outside the concurrency slot.
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers.update({"Accept": "application/json", "User-Agent": "flexsync"})
+    return session
+
+
+def _no_op(company_id: str, object_path: str, status: int, seconds: float) -> None:
+    return None
+
+
+class Transport:
+    """Makes one logical call (with its retries) and turns every failure into an :class:`IntacctError`.
+
+    ``on_call(company_id, object_path, status, seconds)`` runs after every HTTP request
+    (status 0 when no answer came).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tokens: TokenProvider,
+        slots: CompanySlots,
+        session: requests.Session,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        on_call: OnCall | None = None,
+        timeouts: tuple[float, float] = (5.0, 30.0),
+        slot_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if slots.lease_seconds <= sum(timeouts):
+            raise ValueError(
+                f"the slots' lease ({slots.lease_seconds:g} s) must outlast a request "
+                f"(connect + read timeout = {sum(timeouts):g} s)"
+            )
+        self._base = settings.intacct_api_url
+        self._tokens = tokens
+        self._slots = slots
+        self._session = session
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._on_call = on_call or _no_op
+        self._timeouts = timeouts
+        self._slot_timeout = slot_timeout
+        self._retry = retry or RetryPolicy()
+
+    def call(
+        self,
+        connection: IntacctConnection,
+        method: str,
+        path: str,
+        object_path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """``method`` ``path`` (under INTACCT_API_URL) for ``connection``: the JSON answer, or None
+        for a 404 when ``missing_ok``. ``object_path`` names the object for errors and metrics."""
+        renewed = False
+        rate_limited = unavailable = 0
+        policy = self._retry
+        while True:
+            try:
+                return self._attempt(connection, method, path, object_path, body, missing_ok)
+            except TokenInvalid:
+                # The token expired or was revoked early: renew once (the attempt dropped it).
+                if renewed:
+                    raise
+                renewed = True
+            except CompanyBusy:
+                raise
+            except RateLimited as exc:
+                rate_limited += 1
+                delay = exc.retry_after
+                if delay is None:
+                    delay = full_jitter(
+                        rate_limited,
+                        base=policy.rate_limited_base,
+                        cap=policy.rate_limited_cap,
+                        rng=self._rng,
+                    )
+                else:
+                    # A little jitter, so the waiters Intacct turned away do not return in a herd.
+                    delay += self._rng.uniform(0.0, min(1.0, delay * 0.1))
+                if rate_limited >= policy.rate_limited_attempts or delay > policy.max_retry_after:
+                    self._give_up(connection, object_path, exc, rate_limited)
+                    raise RateLimited(
+                        f"{exc.message}; gave up after {rate_limited} attempt(s)",
+                        retry_after=exc.retry_after,
+                        status=exc.status,
+                        code=exc.code,
+                        error_id=exc.error_id,
+                    ) from exc
+                self._pause(connection, object_path, exc, rate_limited, delay)
+            except IntacctUnavailable as exc:
+                unavailable += 1
+                if unavailable >= policy.unavailable_attempts:
+                    self._give_up(connection, object_path, exc, unavailable)
+                    raise IntacctUnavailable(
+                        f"{exc.message}; gave up after {unavailable} attempt(s)",
+                        status=exc.status,
+                        code=exc.code,
+                        error_id=exc.error_id,
+                    ) from exc
+                delay = full_jitter(
+                    unavailable, base=policy.unavailable_base, cap=policy.unavailable_cap, rng=self._rng
+                )
+                self._pause(connection, object_path, exc, unavailable, delay)
+
+    def _attempt(
+        self,
+        connection: IntacctConnection,
+        method: str,
+        path: str,
+        object_path: str,
+        body: dict[str, Any] | None,
+        missing_ok: bool,
+    ) -> Any:
+        # The token comes first, outside the slot: the token endpoint is not under the cap.
+        token = self._tokens.token(connection)
+        headers = {"Authorization": f"Bearer {token}"}
+        if connection.entity_id:
+            headers[ENTITY_HEADER] = connection.entity_id
+        response: requests.Response | None = None
+        failure: requests.RequestException | None = None
+        try:
+            with self._slots.acquire(connection.company_id, self._slot_timeout) as lease:
+                started = self._clock()
+                try:
+                    response = self._session.request(
+                        method, f"{self._base}/{path}", headers=headers, json=body, timeout=self._timeouts
+                    )
+                except requests.ReadTimeout as exc:
+                    # Sent but unanswered: Intacct may still be running it and counting it
+                    # against the cap, so the slot stays taken until its lease runs out.
+                    lease.keep_until_expiry()
+                    failure = exc
+                except requests.RequestException as exc:
+                    failure = exc
+                elapsed = self._clock() - started
+        except SlotTimeout as exc:
+            raise CompanyBusy(str(exc)) from exc
+        self._report(
+            connection.company_id, object_path, 0 if response is None else response.status_code, elapsed
+        )
+        where = f"{method} {object_path} for company {connection.company_id}"
+        if response is None:
+            raise IntacctUnavailable(f"{where} failed: {type(failure).__name__}") from failure
+        return self._interpret(connection, token, where, object_path, response, missing_ok)
+
+    def _interpret(
+        self,
+        connection: IntacctConnection,
+        token: str,
+        where: str,
+        object_path: str,
+        response: requests.Response,
+        missing_ok: bool,
+    ) -> Any:
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if 200 <= status < 300:
+            if not isinstance(body, dict):
+                raise IntacctUnavailable(f"{where}: answered {status} without a JSON object", status=status)
+            return body
+        ia_error = parse_ia_error(body)
+        code = ia_error.get("code") if isinstance(ia_error.get("code"), str) else None
+        error_id = ia_error.get("errorId") if isinstance(ia_error.get("errorId"), str) else None
+        said = ia_error.get("message")
+        message = f"{where}: HTTP {status}" + (f" {code}" if code else "")
+        if isinstance(said, str) and said:
+            # Server text is passed through the log redaction before it goes into a message.
+            message += f": {redactor().redact_text(said)[:300]}"
+        facts: dict[str, Any] = {"status": status, "code": code, "error_id": error_id}
+        if status == 401:
+            self._tokens.invalidate(connection, token)
+            raise TokenInvalid(message, **facts)
+        if status == 429:
+            raise RateLimited(message, retry_after=retry_after(response.headers), **facts)
+        if status >= 500 or status == 408:
+            raise IntacctUnavailable(message, **facts)
+        if status == 403:
+            raise PermissionDenied(message, area=area_of(object_path), **facts)
+        if status == 404:
+            if missing_ok:
+                return None
+            raise RecordNotFound(message, **facts)
+        details = ia_error.get("details")
+        raise IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def _report(self, company_id: str, object_path: str, status: int, seconds: float) -> None:
+        try:
+            self._on_call(company_id, object_path, status, seconds)
+        except Exception:
+            # Metrics must never fail a sync; the hook's bug shows in the log instead.
+            log.exception("intacct_on_call_hook_failed", company_id=company_id)
+
+    def _pause(
+        self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempt: int, delay: float
+    ) -> None:
+        log.info(
+            "intacct_retry",
+            company_id=connection.company_id,
+            object=object_path,
+            status=exc.status,
+            code=exc.code,
+            attempt=attempt,
+            delay=round(delay, 3),
+        )
+        self._sleep(delay)
+
+    def _give_up(
+        self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempts: int
+    ) -> None:
+        log.warning(
+            "intacct_gave_up",
+            company_id=connection.company_id,
+            object=object_path,
+            status=exc.status,
+            code=exc.code,
+            attempts=attempts,
+            error=type(exc).__name__,
+        )

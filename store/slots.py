@@ -1,0 +1,256 @@
+"""A distributed counting semaphore per company: the Intacct concurrency cap, held in the database.
+
+Every worker process on every host shares one table of slots, ``cap`` rows per company. Taking
+a slot is a compare-and-set ``UPDATE`` whose ``WHERE`` is the "is it free?" check itself, so no
+two holders can win the same row on SQLite or PostgreSQL, whatever runs in between. A slot is
+leased, not owned: a holder killed with SIGKILL never releases it, and its lease running out is
+what frees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from observability.logging import get_logger
+from store.models import IntacctSlot
+
+log = get_logger(__name__)
+
+_table = IntacctSlot.__table__
+_c = _table.c
+
+
+class SlotTimeout(TimeoutError):
+    """No slot of the company came free before the timeout; transient (try again later)."""
+
+    transient = True
+
+
+@dataclass
+class Lease:
+    """A slot held until ``leased_until`` (unix seconds of the slots' clock)."""
+
+    company_id: str
+    slot: int
+    holder: str
+    leased_until: float
+    kept: bool = False
+
+    def keep_until_expiry(self) -> None:
+        """Leave the slot taken when the ``with`` block ends; the lease running out frees it.
+
+        For a request that timed out: Intacct may still be working on it, and counting it
+        against the company's cap meanwhile is what keeps the next request from a 429.
+        """
+        self.kept = True
+
+
+class _Releases:
+    """Releases of one company's slots in this process, so a waiter here can retry at once.
+
+    A count rather than a bare notify: a release that lands between a waiter's failed claim and
+    its wait is still seen, instead of costing that waiter a whole poll interval.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+
+    def seen(self) -> int:
+        with self._changed:
+            return self._count
+
+    def announce(self) -> None:
+        with self._changed:
+            self._count += 1
+            self._changed.notify()
+
+    def wait(self, seen: int, seconds: float) -> None:
+        with self._changed:
+            if self._count == seen:
+                self._changed.wait(seconds)
+
+
+def _holder_id() -> str:
+    # Unique per acquisition, so a late release can never free a slot someone else took since.
+    return f"{socket.gethostname()[:100]}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex}"
+
+
+class CompanySlots:
+    """At most ``cap`` holders per company at once, across threads, processes and hosts.
+
+    ``lease_seconds`` must exceed the longest time a holder keeps its slot, i.e. the Intacct
+    client's longest request (connect timeout + read timeout): a lease that runs out while its
+    request is still running lets one more request in. The default, 45 s, covers the client's
+    5 s + 30 s. Hosts' clocks must agree to well within the lease (NTP does).
+
+    Waiting polls the table every 5 ms at first, growing to 100 ms, with jitter (``poll``); a
+    release in this process also wakes a waiter of this process at once. ``sleep`` replaces that
+    waiting in tests (with ``clock``, so no real time passes).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        cap: int,
+        lease_seconds: float = 45.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] | None = None,
+        poll: tuple[float, float] = (0.005, 0.1),
+        rng: random.Random | None = None,
+    ) -> None:
+        if cap < 1:
+            raise ValueError("cap must be at least 1")
+        if lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self._engine = engine
+        self.cap = cap
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._poll_first, self._poll_max = poll
+        self._rng = rng or random.Random()
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._ensured: set[str] = set()
+        self._releases: dict[str, _Releases] = {}
+        self._guard = threading.Lock()
+
+    @contextlib.contextmanager
+    def acquire(self, company_id: str, timeout: float = 30.0) -> Iterator[Lease]:
+        """Hold one of the company's slots for the ``with`` block; :class:`SlotTimeout` after ``timeout`` s."""
+        lease = self._wait_for_slot(company_id, timeout)
+        try:
+            yield lease
+        finally:
+            self._release(lease)
+
+    def holders(self, company_id: str) -> int:
+        """How many of the company's slots are held right now (leases not yet run out)."""
+        with self._engine.connect() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(_table)
+                .where(_c.company_id == company_id, _c.holder.is_not(None), _c.leased_until > self._clock())
+            ).scalar_one()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _wait_for_slot(self, company_id: str, timeout: float) -> Lease:
+        deadline = self._clock() + timeout
+        releases = self._releases_of(company_id)
+        polls = 0
+        trouble: OperationalError | None = None
+        while True:
+            seen = releases.seen()
+            try:
+                self._ensure_rows(company_id)
+                lease = self._try_claim(company_id)
+            except OperationalError as exc:
+                # SQLite busy past its timeout, a dropped connection: try again at the next poll,
+                # and say so if it lasts until the deadline.
+                trouble, lease = exc, None
+            if lease is not None:
+                return lease
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                cause = f" (last database error: {type(trouble).__name__})" if trouble else ""
+                raise SlotTimeout(
+                    f"all {self.cap} Intacct slots of company {company_id} stayed busy for {timeout:g} s{cause}"
+                ) from trouble
+            ceiling = min(self._poll_max, self._poll_first * (2**polls))
+            # Jitter, so waiters in many processes do not poll in lockstep.
+            delay = min(remaining, self._rng.uniform(ceiling / 2, ceiling))
+            if self._sleep is not None:
+                self._sleep(delay)
+            else:
+                releases.wait(seen, delay)
+            polls += 1
+
+    def _try_claim(self, company_id: str) -> Lease | None:
+        now = self._clock()
+        free = or_(_c.holder.is_(None), _c.leased_until <= now)
+        with self._engine.connect() as conn:
+            candidates = list(
+                conn.execute(
+                    select(_c.slot).where(_c.company_id == company_id, _c.slot < self.cap, free)
+                ).scalars()
+            )
+        # Trying the free slots in random order keeps simultaneous claimants off one row.
+        self._rng.shuffle(candidates)
+        for slot in candidates:
+            holder, until = _holder_id(), now + self.lease_seconds
+            with self._write() as conn:
+                # The WHERE repeats the "free" check: the row is taken only if still free now
+                # (PostgreSQL re-checks it after a concurrent update; SQLite writes one at a time).
+                claimed = conn.execute(
+                    update(_table)
+                    .where(and_(_c.company_id == company_id, _c.slot == slot, free))
+                    .values(holder=holder, leased_until=until)
+                ).rowcount
+            if claimed == 1:
+                return Lease(company_id, slot, holder, until)
+        return None
+
+    def _release(self, lease: Lease) -> None:
+        if lease.kept:
+            return
+        try:
+            with self._write() as conn:
+                # Only if still ours: after the lease ran out someone else may hold the slot.
+                conn.execute(
+                    update(_table)
+                    .where(
+                        _c.company_id == lease.company_id, _c.slot == lease.slot, _c.holder == lease.holder
+                    )
+                    .values(holder=None, leased_until=None)
+                )
+        except SQLAlchemyError as exc:
+            # The request itself is done; the slot frees itself when the lease runs out.
+            log.warning(
+                "intacct_slot_release_failed",
+                company_id=lease.company_id,
+                slot=lease.slot,
+                error=type(exc).__name__,
+            )
+            return
+        self._releases_of(lease.company_id).announce()
+
+    def _ensure_rows(self, company_id: str) -> None:
+        if company_id in self._ensured:
+            return
+        rows = [{"company_id": company_id, "slot": slot} for slot in range(self.cap)]
+        with self._write() as conn:
+            conn.execute(self._insert(_table).values(rows).on_conflict_do_nothing())
+        with self._guard:
+            self._ensured.add(company_id)
+
+    def _releases_of(self, company_id: str) -> _Releases:
+        with self._guard:
+            return self._releases.setdefault(company_id, _Releases())
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A short write transaction; on SQLite it takes the write lock up front.
+
+        A deferred SQLite transaction that reads before it writes can fail at once with "database
+        is locked" when another writer got in between; BEGIN IMMEDIATE waits for the lock instead.
+        """
+        with self._engine.connect() as conn:
+            if self._sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+            conn.commit()

@@ -1,0 +1,379 @@
+"""The per-company Intacct cap in the database (store.slots): never more than ``cap`` holders,
+across threads, processes and the client's real calls; a SIGKILLed holder's slot comes back.
+
+Runs on SQLite (a file under tmp_path) and PostgreSQL (``FLEXSYNC_TEST_POSTGRES_URL``, one fresh
+schema per test), like tests/test_store.py.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, make_url, select
+
+from store import create_engine_for, upgrade
+from store.models import IntacctSlot
+from store.slots import CompanySlots, SlotTimeout
+
+# The client and the simulator are imported where used: processes spawned by these tests import
+# this module, and each would otherwise load Flask, the simulator and requests for nothing.
+COMPANY = "ACME"
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+DEADLINE = 30.0
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+def _postgres_admin_url() -> str:
+    url = make_url(os.environ.get("FLEXSYNC_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _require_postgres(admin_url: str) -> None:
+    try:
+        psycopg.connect(admin_url, connect_timeout=3).close()
+        return
+    except psycopg.OperationalError as exc:
+        error = str(exc).strip().splitlines()[0]
+    reason = (
+        f"PostgreSQL not reachable at {make_url(admin_url).render_as_string(hide_password=True)}: {error}"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must have PostgreSQL; {reason}")
+    pytest.skip(f"{reason} (set FLEXSYNC_TEST_POSTGRES_URL)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'flexsync.db'}"
+        return
+    admin_url = _postgres_admin_url()
+    _require_postgres(admin_url)
+    schema = f"flexsync_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine_for(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+class FakeTime:
+    """A clock and a sleep that only move each other: waiting costs no real time."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+# --- concurrency: threads and processes --------------------------------------------------------
+
+
+class Occupancy:
+    """Counts holders inside the slot, remembers the most at once, and deals out the work."""
+
+    def __init__(self, counter, peak, remaining, lock) -> None:
+        self.counter, self.peak, self.remaining, self.lock = counter, peak, remaining, lock
+
+    def take_task(self) -> bool:
+        with self.lock:
+            if self.remaining.value == 0:
+                return False
+            self.remaining.value -= 1
+            return True
+
+    def enter(self) -> None:
+        with self.lock:
+            self.counter.value += 1
+            self.peak.value = max(self.peak.value, self.counter.value)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.counter.value -= 1
+
+
+def _hold_until_done(slots: CompanySlots, occupancy: Occupancy, barrier) -> None:
+    """Take a slot, then a task; wait inside until ``cap`` holders are in; until no task is left."""
+    while True:
+        with slots.acquire(COMPANY, timeout=DEADLINE):
+            if not occupancy.take_task():
+                return
+            occupancy.enter()
+            try:
+                # Waiting for ``cap`` holders proves the cap is reached; were a (cap+1)th holder
+                # let in, the counter would show it before the barrier let anyone go. The number
+                # of tasks is a multiple of ``cap`` and threads keep going until none is left, so
+                # every group fills up.
+                barrier.wait(timeout=DEADLINE)
+            finally:
+                occupancy.leave()
+
+
+class Box:
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+
+def test_never_more_than_cap_holders_across_sixteen_threads(engine: Engine):
+    cap, threads = 4, 16
+    slots = CompanySlots(engine, cap=cap)
+    occupancy = Occupancy(Box(), Box(), Box(cap * 20), threading.Lock())
+    barrier = threading.Barrier(cap)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _hold_until_done(slots, occupancy, barrier)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=DEADLINE)
+    assert not any(worker.is_alive() for worker in workers)
+    assert errors == []
+    assert occupancy.remaining.value == 0
+    assert occupancy.peak.value == cap
+    assert slots.holders(COMPANY) == 0
+
+
+def _process_worker(url: str, cap: int, threads: int, counter, peak, remaining, lock, barrier) -> None:
+    engine = create_engine_for(url)
+    slots = CompanySlots(engine, cap=cap)
+    occupancy = Occupancy(counter, peak, remaining, lock)
+    workers = [
+        threading.Thread(target=_hold_until_done, args=(slots, occupancy, barrier)) for _ in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=DEADLINE)
+    engine.dispose()
+    if any(worker.is_alive() for worker in workers):
+        raise SystemExit(3)
+
+
+def test_never_more_than_cap_holders_across_three_processes(engine: Engine, database_url: str):
+    cap = 2
+    context = multiprocessing.get_context("spawn")
+    lock = context.Lock()
+    counter, peak = context.Value("i", 0, lock=False), context.Value("i", 0, lock=False)
+    remaining = context.Value("i", cap * 4, lock=False)
+    barrier = context.Barrier(cap)
+    processes = [
+        context.Process(
+            target=_process_worker, args=(database_url, cap, 2, counter, peak, remaining, lock, barrier)
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert [process.exitcode for process in processes] == [0, 0, 0]
+    assert remaining.value == 0
+    assert peak.value == cap
+    assert counter.value == 0
+
+
+# --- leases: a killed holder, timeouts, late releases -------------------------------------------
+
+
+def _hold_and_hang(url: str, lease_seconds: float, holding) -> None:
+    slots = CompanySlots(create_engine_for(url), cap=1, lease_seconds=lease_seconds)
+    with slots.acquire(COMPANY, timeout=DEADLINE):
+        holding.set()
+        threading.Event().wait(120)  # until SIGKILL
+
+
+def test_a_sigkilled_holders_slot_is_reclaimed_when_its_lease_ends(engine: Engine, database_url: str):
+    lease = 60.0
+    context = multiprocessing.get_context("spawn")
+    holding = context.Event()
+    holder = context.Process(target=_hold_and_hang, args=(database_url, lease, holding), daemon=True)
+    holder.start()
+    try:
+        assert holding.wait(DEADLINE), "the holder never took its slot"
+        acquired_at = time.time()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(timeout=DEADLINE)
+    assert holder.exitcode == -signal.SIGKILL
+
+    fake = FakeTime(start=acquired_at)
+    slots = CompanySlots(engine, cap=1, lease_seconds=lease, clock=fake.clock, sleep=fake.sleep)
+    assert slots.holders(COMPANY) == 1  # the dead holder still holds it
+    with pytest.raises(SlotTimeout), slots.acquire(COMPANY, timeout=10):
+        pass
+    fake.now = acquired_at + lease + 1  # the lease has run out
+    with slots.acquire(COMPANY, timeout=10) as taken:
+        assert taken.slot == 0
+        assert f":{os.getpid()}:" in taken.holder
+
+
+def test_acquire_waits_with_growing_jittered_polls_then_times_out(engine: Engine):
+    fake = FakeTime(start=1_000_000.0)
+    slots = CompanySlots(engine, cap=1, clock=fake.clock, sleep=fake.sleep)
+    with (
+        slots.acquire(COMPANY, timeout=1),
+        pytest.raises(SlotTimeout) as raised,
+        slots.acquire(COMPANY, timeout=2.0),
+    ):
+        pass
+    assert raised.value.transient is True
+    assert "slots of company ACME stayed busy" in str(raised.value)
+    assert sum(fake.sleeps) == pytest.approx(2.0)
+    assert 0.0025 <= fake.sleeps[0] <= 0.005
+    assert all(0.05 <= s <= 0.1 for s in fake.sleeps[6:-1])  # grown to the ceiling, still jittered
+    assert len(set(fake.sleeps[6:-1])) > 1
+    # Released on exit: the next one gets in without waiting.
+    fake.sleeps.clear()
+    with slots.acquire(COMPANY, timeout=1):
+        assert fake.sleeps == []
+
+
+def test_a_late_release_never_frees_a_slot_someone_else_took(engine: Engine):
+    fake = FakeTime(start=1_000_000.0)
+    slots = CompanySlots(engine, cap=1, lease_seconds=30, clock=fake.clock, sleep=fake.sleep)
+    with slots.acquire(COMPANY, timeout=1) as first:
+        fake.now += 31  # first's lease ran out while its request was still running
+        with slots.acquire(COMPANY, timeout=1) as second:
+            assert second.slot == first.slot and second.holder != first.holder
+        # second released its own claim; taking it again works
+        third = slots.acquire(COMPANY, timeout=1)
+        third.__enter__()
+    # first's exit must not free third's claim
+    with engine.connect() as conn:
+        holder = conn.execute(
+            select(IntacctSlot.holder).where(IntacctSlot.company_id == COMPANY)
+        ).scalar_one()
+    assert holder is not None and holder != first.holder
+    assert slots.holders(COMPANY) == 1
+    third.__exit__(None, None, None)
+    assert slots.holders(COMPANY) == 0
+
+
+def test_caps_are_per_company_and_a_lower_cap_uses_only_its_slots(engine: Engine):
+    fake = FakeTime(start=1_000_000.0)
+    wide = CompanySlots(engine, cap=3, clock=fake.clock, sleep=fake.sleep)
+    narrow = CompanySlots(engine, cap=1, clock=fake.clock, sleep=fake.sleep)
+    with wide.acquire(COMPANY, timeout=1), wide.acquire(COMPANY, timeout=1), wide.acquire(COMPANY, timeout=1):
+        assert wide.holders(COMPANY) == 3
+        # Another company is not affected by this one being full.
+        with wide.acquire("OTHER-CO", timeout=1) as other:
+            assert other.slot in (0, 1, 2) and fake.sleeps == []
+        with pytest.raises(SlotTimeout), wide.acquire(COMPANY, timeout=0.5):
+            pass
+        # A process configured with cap 1 competes for slot 0 only.
+        with pytest.raises(SlotTimeout), narrow.acquire(COMPANY, timeout=0.5):
+            pass
+    with narrow.acquire(COMPANY, timeout=1) as only:
+        assert only.slot == 0
+
+
+# --- end to end: the client under the cap against the simulator ----------------------------------
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Any]:
+    from sandbox.intacct.seed import SeedOptions, seed_company
+    from sandbox.intacct.server import SimulatorServer
+    from tests.sandbox.conftest_intacct import AS_OF, make_config
+
+    with SimulatorServer(make_config(tmp_path, port=0)) as server:
+        seed_company(
+            server.simulator.store, COMPANY, SeedOptions(customers=20, invoices=20, seed=5, as_of=AS_OF)
+        )
+        yield server
+
+
+def test_eight_threads_through_the_client_never_exceed_the_cap_at_intacct(engine: Engine, simulator: Any):
+    import requests
+
+    from clients.intacct import IntacctClient, TokenProvider, build_session
+    from config.settings import Settings
+    from sandbox.intacct.faults import FaultSettings
+    from store import ConnectionRecord
+    from tests.sandbox.conftest_intacct import SECRET, USER
+
+    settings = Settings(flexsync_env="test", intacct_api_url=simulator.api_url, intacct_client_secret=SECRET)
+    session = build_session(pool_size=8)
+    sleeps: list[float] = []
+    client = IntacctClient(
+        settings,
+        tokens=TokenProvider(settings, session),
+        slots=CompanySlots(engine, cap=2),
+        session=session,
+        sleep=sleeps.append,
+    )
+    connection = ConnectionRecord(
+        connection_id="conn-1",
+        account_id="acct-1",
+        company_id=COMPANY,
+        entity_id=None,
+        user_id=USER,
+        state="connected",
+        webhook_secrets=(),
+        created_at=datetime.now(UTC),
+        updated_at=datetime.now(UTC),
+    )
+    # Slow calls, so the eight threads really overlap while they hold slots.
+    simulator.simulator.faults.configure(FaultSettings(latency_ms=3))
+    errors: list[BaseException] = []
+    found: list[int] = []
+
+    def work(offset: int) -> None:
+        try:
+            for call in range(20):
+                record = client.get(connection, "accounts-receivable/customer", str((offset + call) % 20 + 1))
+                found.append(int(record is not None))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=DEADLINE)
+    assert errors == [] and sum(found) == 160
+    stats = requests.get(
+        f"{simulator.base_url}/sandbox/stats", params={"companyId": COMPANY}, timeout=10
+    ).json()
+    assert stats["tooManyRequests"] == 0
+    assert stats["peakInFlight"][COMPANY] == 2
+    assert stats["calls"][COMPANY]["accounts-receivable/customer"] == 160
+    assert sleeps == []  # nothing had to back off
