@@ -1,9 +1,10 @@
 """`./dev run`: the service and its sandbox under honcho, with a short tour of events flowing.
 
-It starts the processes of ``Procfile.dev`` (the sandbox and the service), sets up a demo
+It starts the processes of ``Procfile.dev`` (the service and the sandbox), sets up a demo
 company in the Sage Intacct simulator whose Platform Triggers post to this receiver, changes a
-few records there, and shows each signed webhook accepted and waiting in the work queues.
-Then it keeps running until Ctrl-C.
+few records there, and shows each signed webhook accepted and the records arriving in the
+FlexPoint simulator. Then it keeps running until Ctrl-C. (The historical import of the demo
+company's other records comes with provisioning.)
 """
 
 from __future__ import annotations
@@ -39,16 +40,15 @@ def ensure_demo_connection(settings: Any) -> None:
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
-    record = store.get(DEMO_CONNECTION_ID)
-    if record is None or not record.is_active:
-        store.save(
-            connection_id=DEMO_CONNECTION_ID,
-            account_id="demo-account",
-            company_id=DEMO_COMPANY,
-            entity_id=None,
-            user_id="ws_flexpoint",
-            state="connected",
-        )
+    # Saved every time, so a demo connection left by an older run is brought up to date.
+    store.save(
+        connection_id=DEMO_CONNECTION_ID,
+        account_id="demo-account",
+        company_id=DEMO_COMPANY,
+        entity_id=None,
+        user_id="ws_flexpoint",
+        state="connected",
+    )
     engine.dispose()
 
 
@@ -124,6 +124,30 @@ def deliveries_answered(expected: int, timeout: float = 30.0) -> list[dict]:
     return answered
 
 
+def flexpoint_summary(settings: Any, expected: int, timeout: float = 30.0) -> list[str]:
+    """What FlexPoint's side holds for the demo account, once the changes arrived."""
+    headers = {"Authorization": f"Bearer {settings.flexpoint_api_token}"}
+    base = f"{settings.flexpoint_api_url}/v1/accounts/demo-account/accounting"
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        lines = []
+        for resource in ("customers", "invoices", "gl-accounts"):
+            page = requests.get(
+                f"{base}/{resource}",
+                params={"limit": 1000, "includeDeleted": "true"},
+                headers=headers,
+                timeout=10,
+            )
+            items = page.json().get("items", []) if page.status_code == 200 else []
+            live = sum(not item["deleted"] for item in items)
+            lines.append(f"{resource:<12} {live:>4} records, {len(items) - live} tombstones")
+        if sum(int(line.split()[1]) + int(line.split()[3]) for line in lines) >= expected:
+            break
+        time.sleep(0.5)
+    return lines
+
+
 def queue_depths(settings: Any) -> dict[str, int]:
     depths = {}
     with Connection(settings.amqp_url) as connection:
@@ -153,7 +177,6 @@ def main() -> None:
         wait_for("the receiver", f"{base_url}/readyz", processes)
         webhook_url = f"{settings.public_base_url or base_url}/webhooks/intacct/{DEMO_CONNECTION_ID}"
         ensure_demo_company(webhook_url)
-        before = queue_depths(settings)
         say(
             f"changing records of {DEMO_COMPANY} in the Sage Intacct simulator; its triggers post to {webhook_url}"
         )
@@ -166,12 +189,12 @@ def main() -> None:
                 f"    {delivery.get('object', '?'):<10} {delivery.get('action', '?'):<6} "
                 f"key={delivery.get('key', '?'):<6} -> HTTP {delivery.get('status')}"
             )
-        after = queue_depths(settings)
-        say(
-            "events waiting in the work queues for the sync workers (each 202 was confirmed by RabbitMQ first):"
-        )
-        for name, depth in after.items():
-            print(f"    {name:<14} {depth:>6}  (+{depth - before.get(name, 0)})")
+        say("the sync workers fetched the latest state from Intacct and upserted it into FlexPoint:")
+        for line in flexpoint_summary(settings, len(changes)):
+            print(f"    {line}")
+        say("work queues now (each 202 was confirmed by RabbitMQ before it was answered):")
+        for name, depth in queue_depths(settings).items():
+            print(f"    {name:<14} {depth:>6}")
         say(
             "running. Change records with `flexsync sandbox intacct records --help`, look at "
             f"{base_url}/metrics, stop with Ctrl-C."

@@ -65,6 +65,18 @@ def web(ctx: click.Context, workers: int, threads: int) -> None:
 
 @main.command()
 @click.pass_context
+def sync(ctx: click.Context) -> None:
+    """Run the sync workers: work queues -> Intacct -> FlexPoint (the Procfile's `sync`)."""
+    settings = _settings(ctx)
+    _prepare_database(settings)
+    _declare_topology(settings, required=True)
+    from workers.sync.service import run
+
+    run(settings)
+
+
+@main.command()
+@click.pass_context
 def topology(ctx: click.Context) -> None:
     """Declare the exchanges, queues and bindings (idempotent)."""
     settings = _settings(ctx)

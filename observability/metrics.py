@@ -57,3 +57,51 @@ class ReceiverMetrics:
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class SyncMetrics:
+    """The sync workers': events by resource and outcome, calls out, batch sizes, queue lag."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.events = Counter(
+            "flexsync_sync_events",
+            "Events settled, by resource and outcome (done, retried, dead, dropped)",
+            ["resource", "outcome"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "flexsync_sync_failures",
+            "Events that failed, by resource and reason",
+            ["resource", "reason"],
+            registry=self.registry,
+        )
+        self.group_size = Histogram(
+            "flexsync_sync_group_events",
+            "Events coalesced into one group",
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+            registry=self.registry,
+        )
+        self.lag = Histogram(
+            "flexsync_sync_lag_seconds",
+            "From webhook accepted to the record upserted in FlexPoint",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.calls = Counter(
+            "flexsync_outbound_calls",
+            "Calls to Intacct and FlexPoint, by peer and status",
+            ["peer", "status"],
+            registry=self.registry,
+        )
+        self.call_latency = Histogram(
+            "flexsync_outbound_call_seconds",
+            "Latency of calls to Intacct and FlexPoint",
+            ["peer"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def record_call(self, peer: str, status: int | str, seconds: float) -> None:
+        self.calls.labels(peer, str(status)).inc()
+        self.call_latency.labels(peer).observe(seconds)

@@ -31,6 +31,10 @@ from broker.topology import build_topology, declare_topology
 from config import Settings
 from ingest.app import build_parts, create_app
 from ingest.auth import sign_hmac
+from sandbox.flexpoint.config import FlexPointConfig
+from sandbox.flexpoint.server import FlexPointServer
+from sandbox.intacct.config import SimulatorConfig
+from sandbox.intacct.server import SimulatorServer
 from store.db import upgrade
 
 ISSUER = "https://intacct.test/webhooks"
@@ -329,3 +333,33 @@ def invoice_event(key: str = "1042", action: str = "set", **extra) -> dict:
         "occurredAt": "2026-11-24T10:00:00Z",
         **extra,
     }
+
+
+# -- the sandbox's simulators, and a receiver on a real port trusting the Intacct one -------
+
+
+@pytest.fixture
+def intacct(tmp_path):
+    with SimulatorServer(SimulatorConfig(port=0, data_dir=tmp_path / "intacct", time_scale=0.01)) as server:
+        yield server
+
+
+@pytest.fixture
+def live_receiver(settings, intacct, broker):
+    """The receiver on a real port, trusting the simulator's JWKS and issuer."""
+    settings = settings.with_overrides(
+        intacct_webhook_jwks_url=intacct.jwks_url, intacct_webhook_issuer=intacct.config.issuer
+    )
+    with running_receiver(settings) as receiver:
+        server = make_server("127.0.0.1", 0, receiver.app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        receiver.base_url = f"http://127.0.0.1:{server.server_port}"
+        yield receiver
+        server.shutdown()
+
+
+@pytest.fixture
+def flexpoint(tmp_path):
+    with FlexPointServer(FlexPointConfig(port=0, data_dir=tmp_path / "flexpoint")) as server:
+        yield server

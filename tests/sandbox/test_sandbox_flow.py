@@ -3,38 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from sandbox.intacct.config import SimulatorConfig
-from sandbox.intacct.server import SimulatorServer
-from tests.conftest import COMPANY, running_receiver, wait_until
+from tests.conftest import COMPANY, wait_until
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-def intacct(tmp_path):
-    with SimulatorServer(SimulatorConfig(port=0, data_dir=tmp_path / "intacct", time_scale=0.01)) as server:
-        yield server
-
-
-@pytest.fixture
-def live_receiver(settings, intacct, broker):
-    """The receiver on a real port, trusting the simulator's JWKS and issuer."""
-    settings = settings.with_overrides(
-        intacct_webhook_jwks_url=intacct.jwks_url, intacct_webhook_issuer=intacct.config.issuer
-    )
-    with running_receiver(settings) as receiver:
-        server = make_server("127.0.0.1", 0, receiver.app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        receiver.base_url = f"http://127.0.0.1:{server.server_port}"
-        yield receiver
-        server.shutdown()
 
 
 def test_a_change_in_intacct_arrives_as_a_jwt_verified_event(intacct, live_receiver, broker):

@@ -1,0 +1,78 @@
+"""The retry/dead-letter policy and coalescing, without a broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from broker.topology import RETRY_DELAYS_SECONDS
+from workers.failures import (
+    ATTEMPTS,
+    EXCEPTION,
+    FAILED_AT,
+    ORIGINAL_QUEUE,
+    ORIGINAL_ROUTING_KEY,
+    REASON,
+    Failure,
+    destination,
+)
+from workers.sync.groups import Coalescer, Event
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def test_a_transient_failure_walks_the_delay_queues_then_parks_with_its_story():
+    failure = Failure("intacct_unavailable", RuntimeError("503 from Intacct"), transient=True)
+    headers: dict = {}
+    seen = []
+    for _ in RETRY_DELAYS_SECONDS:
+        target = destination(
+            failure, queue="sync.ar", routing_key="ar.invoices.update", headers=headers, now=NOW
+        )
+        assert not target.dead
+        seen.append(target.queue)
+        headers = target.headers
+    assert seen == [f"sync.ar.retry.{d}s" for d in RETRY_DELAYS_SECONDS]
+    last = destination(failure, queue="sync.ar.retry.300s", routing_key="sync.ar", headers=headers, now=NOW)
+    assert last.dead and last.queue == "dead-letter"
+    assert last.headers[ATTEMPTS] == len(RETRY_DELAYS_SECONDS) + 1
+    assert last.headers[REASON] == "intacct_unavailable:attempts_exhausted"
+    # The origin is the first one, not the delay queue it came back through.
+    assert last.headers[ORIGINAL_QUEUE] == "sync.ar"
+    assert last.headers[ORIGINAL_ROUTING_KEY] == "ar.invoices.update"
+    assert last.headers[EXCEPTION] == "RuntimeError: 503 from Intacct"
+    assert last.headers[FAILED_AT] == "2026-11-24T10:00:00Z"
+
+
+def test_a_permanent_failure_is_parked_at_once():
+    target = destination(
+        Failure("mapping_error", ValueError("x" * 5000), transient=False),
+        queue="sync.gl",
+        routing_key="gl.gl-accounts.update",
+        headers=None,
+    )
+    assert target.dead and target.headers[ATTEMPTS] == 1 and target.headers[REASON] == "mapping_error"
+    assert len(target.headers[EXCEPTION]) == 2000
+
+
+def _event(connection: str, resource: str, key: str, occurred: str | None = None) -> Event:
+    envelope = {"connectionId": connection, "resource": resource, "key": key, "occurredAt": occurred}
+    return Event(envelope, message=None, queue="sync.ar", received=0.0)
+
+
+def test_events_for_one_record_coalesce_and_groups_leave_by_age_or_size():
+    clock = [0.0]
+    coalescer = Coalescer(window=0.2, max_keys=3, clock=lambda: clock[0])
+    for occurred in ("2026-11-24T10:00:00Z", "2026-11-24T10:00:05Z", None):
+        coalescer.add(_event("c1", "invoices", "42", occurred))
+    coalescer.add(_event("c1", "customers", "7"))
+    assert coalescer.ready() == []
+    clock[0] = 0.25
+    groups = {g.resource: g for g in coalescer.ready()}
+    assert set(groups) == {"invoices", "customers"}
+    assert groups["invoices"].keys == ["42"] and len(groups["invoices"].events) == 3
+    assert groups["invoices"].observed_at("42") == "2026-11-24T10:00:05Z"
+    for key in ("1", "2", "3"):
+        coalescer.add(_event("c2", "invoices", key))
+    assert [g.keys for g in coalescer.ready()] == [["1", "2", "3"]]  # full before its window
+    coalescer.add(_event("c3", "payments", "9"))
+    assert len(coalescer) == 1 and coalescer.drop_all() == 1 and len(coalescer) == 0

@@ -1,0 +1,125 @@
+"""The sync worker end to end, through the sandbox: Intacct change -> webhook -> queue -> FlexPoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import requests
+
+from observability.metrics import SyncMetrics
+from tests.conftest import COMPANY, wait_until
+from workers.failures import ATTEMPTS, REASON
+from workers.sync.service import build_consumer
+
+pytestmark = pytest.mark.broker
+
+CUSTOMERS = "accounts-receivable/customer"
+
+
+@pytest.fixture
+def company(intacct, live_receiver):
+    """A simulated company whose triggers post to the live receiver."""
+    url = f"{live_receiver.base_url}/webhooks/intacct/{live_receiver.connection.connection_id}"
+    admin = f"{intacct.base_url}/sandbox"
+    requests.post(
+        f"{admin}/companies", json={"companyId": COMPANY, "webhooks": {"url": url}}, timeout=10
+    ).raise_for_status()
+    return f"{admin}/companies/{COMPANY}/objects"
+
+
+@pytest.fixture
+def worker(live_receiver, intacct, flexpoint):
+    settings = live_receiver.parts.settings.with_overrides(
+        intacct_api_url=intacct.api_url,
+        intacct_client_secret=intacct.config.client_secret,
+        flexpoint_api_url=flexpoint.url,
+        flexpoint_api_token=flexpoint.config.token,
+    )
+    consumer = build_consumer(settings, SyncMetrics(), window=0.05)
+    thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.05}, daemon=True)
+    thread.start()
+    yield consumer
+    consumer.stop()
+    thread.join(30)
+    consumer.close()
+    assert not thread.is_alive()
+
+
+def stored(flexpoint, live_receiver, resource: str, key: str) -> dict | None:
+    account = live_receiver.connection.account_id
+    response = requests.get(
+        f"{flexpoint.url}/v1/accounts/{account}/accounting/{resource}/{key}",
+        headers={"Authorization": f"Bearer {flexpoint.config.token}"},
+        timeout=10,
+    )
+    return response.json() if response.status_code == 200 else None
+
+
+def test_a_new_customer_in_intacct_appears_in_flexpoint_and_its_deletion_as_a_tombstone(
+    company, worker, flexpoint, live_receiver, broker
+):
+    created = requests.post(
+        f"{company}/{CUSTOMERS}", json={"id": "C-42", "name": "Forty Two Ltd", "status": "active"}, timeout=10
+    )
+    key = str(created.json()["key"])
+    record = wait_until(
+        lambda: stored(flexpoint, live_receiver, "customers", key),
+        timeout=30,
+        message="the customer in FlexPoint",
+    )
+    assert record["deleted"] is False
+    assert record["data"]["customerId"] == "C-42" and record["data"]["name"] == "Forty Two Ltd"
+
+    requests.delete(f"{company}/{CUSTOMERS}/{key}", timeout=10).raise_for_status()
+    wait_until(
+        lambda: (stored(flexpoint, live_receiver, "customers", key) or {}).get("deleted"),
+        timeout=30,
+        message="the tombstone in FlexPoint",
+    )
+    wait_until(lambda: broker.depth("sync.ar") == 0, message="the queue drained")
+    assert broker.depth("dead-letter") == 0
+
+
+def test_events_for_an_unknown_connection_are_acknowledged_and_dropped(worker, broker):
+    envelope = {"connectionId": "no-such-connection", "resource": "customers", "key": "1", "action": "update"}
+    broker.publish("intacct.events", "ar.customers.update", json.dumps(envelope).encode())
+    wait_until(lambda: broker.depth("sync.ar") == 0, message="the event consumed")
+    assert broker.depth("dead-letter") == 0
+
+
+def test_a_malformed_message_is_dead_lettered_with_its_reason(worker, broker):
+    broker.publish("intacct.events", "ar.invoices.update", b'{"resource": "invoices"}')
+    wait_until(lambda: broker.depth("dead-letter") == 1, message="the dead letter")
+    dead = broker.get("dead-letter")
+    headers = dead.properties["application_headers"]
+    assert headers[REASON] == "malformed_message" and headers[ATTEMPTS] == 1
+    assert "connectionId" in headers["x-flexsync-exception"]
+
+
+def test_flexpoint_down_sends_the_event_through_a_delay_queue_and_nothing_is_lost(
+    company, worker, flexpoint, live_receiver, broker
+):
+    faults = f"{flexpoint.url}/sandbox/faults"
+    token = {"Authorization": f"Bearer {flexpoint.config.token}"}
+    requests.put(
+        faults, json={"serverErrorRate": 1.0, "seed": 7}, headers=token, timeout=10
+    ).raise_for_status()
+    created = requests.post(
+        f"{company}/{CUSTOMERS}", json={"id": "C-7", "name": "Seven", "status": "active"}, timeout=10
+    )
+    key = str(created.json()["key"])
+    wait_until(
+        lambda: broker.depth("sync.ar.retry.2s") == 1,
+        timeout=30,
+        message="the event in the first delay queue",
+    )
+    requests.put(faults, json={"serverErrorRate": 0.0}, headers=token, timeout=10).raise_for_status()
+    record = wait_until(
+        lambda: stored(flexpoint, live_receiver, "customers", key),
+        timeout=30,
+        message="the customer once FlexPoint is back",
+    )
+    assert record["data"]["customerId"] == "C-7"
+    assert broker.depth("dead-letter") == 0

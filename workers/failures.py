@@ -1,0 +1,79 @@
+"""What happens to a message that could not be processed: retried later, or parked.
+
+Transient failures (Intacct or FlexPoint unavailable, rate limits, a broker hiccup) go to the
+work queue's delay queues with growing delays, a bounded number of times; everything else,
+and whatever outlives its attempts, goes to the ``dead-letter`` queue with headers naming the
+reason, the exception, the attempts, the original routing key and queue. Nothing is retried
+forever and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+
+# Header names operations read (flexsync dead list/show, replay filters).
+REASON = "x-flexsync-reason"
+EXCEPTION = "x-flexsync-exception"
+ATTEMPTS = "x-flexsync-attempts"
+ORIGINAL_ROUTING_KEY = "x-flexsync-original-routing-key"
+ORIGINAL_QUEUE = "x-flexsync-original-queue"
+FAILED_AT = "x-flexsync-failed-at"
+
+MAX_EXCEPTION_TEXT = 2000
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a message failed: a short reason code, the exception, and whether to retry."""
+
+    reason: str
+    exception: BaseException
+    transient: bool
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a failed message goes: a queue (through the default exchange) and its headers."""
+
+    queue: str
+    headers: dict[str, Any]
+    dead: bool
+
+
+def attempts_of(headers: dict[str, Any] | None) -> int:
+    """How many times this message already failed (0 for a fresh one)."""
+    value = (headers or {}).get(ATTEMPTS, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def destination(
+    failure: Failure,
+    *,
+    queue: str,
+    routing_key: str,
+    headers: dict[str, Any] | None,
+    now: datetime | None = None,
+) -> Destination:
+    """The delay queue for the next attempt, or the dead-letter queue when it is over."""
+    headers = dict(headers or {})
+    attempts = attempts_of(headers) + 1
+    headers[ATTEMPTS] = attempts
+    headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
+    headers.setdefault(ORIGINAL_QUEUE, queue)
+    if failure.transient and attempts <= len(RETRY_DELAYS_SECONDS):
+        delay = RETRY_DELAYS_SECONDS[attempts - 1]
+        return Destination(retry_queue_name(headers[ORIGINAL_QUEUE], delay), headers, dead=False)
+    reason = failure.reason if not failure.transient else f"{failure.reason}:attempts_exhausted"
+    text = f"{type(failure.exception).__name__}: {failure.exception}"
+    headers.update(
+        {
+            REASON: reason,
+            EXCEPTION: text[:MAX_EXCEPTION_TEXT],
+            FAILED_AT: (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        }
+    )
+    return Destination(DEAD_LETTER_QUEUE_NAME, headers, dead=True)

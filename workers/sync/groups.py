@@ -1,0 +1,91 @@
+"""Coalescing: events collect per (connection, resource) and leave as one group to fetch.
+
+Repeated events for a hot record inside the window become one key; a group leaves when its
+first event has waited ``window`` seconds or it holds ``max_keys`` distinct records, so one
+batch GET and one FlexPoint batch serve many events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+GroupKey = tuple[str, str]  # (connection id, resource)
+
+
+@dataclass
+class Event:
+    """One received message: its parsed envelope and what settling it needs."""
+
+    envelope: dict[str, Any]
+    message: Any  # the broker's message, acked or routed by the consumer thread only
+    queue: str
+    received: float
+
+
+@dataclass
+class Group:
+    """Events for records of one resource of one connection, processed together."""
+
+    connection_id: str
+    resource: str
+    events: list[Event] = field(default_factory=list)
+    opened: float = 0.0
+
+    @property
+    def keys(self) -> list[str]:
+        """Distinct record keys, in order of first appearance."""
+        return list(dict.fromkeys(str(e.envelope["key"]) for e in self.events))
+
+    def observed_at(self, key: str) -> str | None:
+        """The latest ``occurredAt`` among the key's events: a deletion's version."""
+        times = [e.envelope.get("occurredAt") for e in self.events if str(e.envelope["key"]) == key]
+        times = [t for t in times if t]
+        return max(times) if times else None
+
+
+class Coalescer:
+    """Holds open groups until they are old or big enough to go."""
+
+    def __init__(
+        self, *, window: float = 0.2, max_keys: int = 500, clock: Callable[[], float] = time.monotonic
+    ):
+        self._window = window
+        self._max_keys = max_keys
+        self._clock = clock
+        self._open: dict[GroupKey, Group] = {}
+        self._keys: dict[GroupKey, set[str]] = {}
+
+    def add(self, event: Event) -> None:
+        envelope = event.envelope
+        group_key = (envelope["connectionId"], envelope["resource"])
+        group = self._open.get(group_key)
+        if group is None:
+            group = self._open[group_key] = Group(group_key[0], group_key[1], opened=self._clock())
+            self._keys[group_key] = set()
+        group.events.append(event)
+        self._keys[group_key].add(str(envelope["key"]))
+
+    def ready(self, *, everything: bool = False) -> list[Group]:
+        """Groups to process now (all of them with ``everything``), removed from the open set."""
+        now = self._clock()
+        leaving = [
+            key
+            for key, group in self._open.items()
+            if everything or now - group.opened >= self._window or len(self._keys[key]) >= self._max_keys
+        ]
+        for key in leaving:
+            del self._keys[key]
+        return [self._open.pop(key) for key in leaving]
+
+    def drop_all(self) -> int:
+        """Forget every open group (their messages died with their channel); how many events."""
+        count = sum(len(group.events) for group in self._open.values())
+        self._open.clear()
+        self._keys.clear()
+        return count
+
+    def __len__(self) -> int:
+        return sum(len(group.events) for group in self._open.values())
