@@ -123,3 +123,45 @@ def test_flexpoint_down_sends_the_event_through_a_delay_queue_and_nothing_is_los
     )
     assert record["data"]["customerId"] == "C-7"
     assert broker.depth("dead-letter") == 0
+
+
+def test_a_replayed_event_changes_nothing(company, worker, flexpoint, live_receiver, broker):
+    created = requests.post(
+        f"{company}/{CUSTOMERS}", json={"id": "C-8", "name": "Eight", "status": "active"}, timeout=10
+    )
+    key = str(created.json()["key"])
+    first = wait_until(
+        lambda: stored(flexpoint, live_receiver, "customers", key), timeout=30, message="the customer"
+    )
+    token = {"Authorization": f"Bearer {flexpoint.config.token}"}
+    batches_before = len(
+        requests.get(f"{flexpoint.url}/sandbox/requests", headers=token, timeout=10).json()["requests"]
+    )
+
+    replay = {
+        "connectionId": live_receiver.connection.connection_id,
+        "resource": "customers",
+        "key": key,
+        "action": "update",
+        "eventId": "replayed",
+        "receivedAt": "2026-11-24T10:00:00Z",
+    }
+    broker.publish("intacct.events", "ar.customers.update", json.dumps(replay).encode())
+    wait_until(
+        lambda: (
+            len(
+                requests.get(f"{flexpoint.url}/sandbox/requests", headers=token, timeout=10).json()[
+                    "requests"
+                ]
+            )
+            > batches_before
+        ),
+        timeout=30,
+        message="the replay's upsert",
+    )
+    latest = requests.get(f"{flexpoint.url}/sandbox/requests", headers=token, params={"limit": 1}, timeout=10)
+    entry = latest.json()["requests"][0]
+    # The identical batch carries the identical Idempotency-Key: FlexPoint answers it from its
+    # idempotency store; had the data differed within the same second, it would say "unchanged".
+    assert entry["replayed"] or entry["outcomes"] == {"unchanged": 1}, entry
+    assert stored(flexpoint, live_receiver, "customers", key) == first  # same data, same updatedAt

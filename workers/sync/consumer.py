@@ -86,6 +86,9 @@ class SyncConsumer(ConsumerMixin):
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
         # Graceful stop: finish what runs, settle it on this still-open channel.
+        log.info(
+            "sync_draining", groups_in_flight=len(self._running), events_not_started=len(self._coalescer)
+        )
         self._settle(block=True)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:

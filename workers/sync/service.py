@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -53,6 +54,11 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
 def _recorder(metrics: SyncMetrics):
     def record(group: Group, outcome: Outcome) -> None:
         metrics.group_size.observe(len(group.events))
+        now = datetime.now(UTC)
+        for event in outcome.done:
+            received = _instant(event.envelope.get("receivedAt"))
+            if received is not None:
+                metrics.lag.observe(max(0.0, (now - received).total_seconds()))
         metrics.events.labels(group.resource, "done").inc(len(outcome.done))
         metrics.events.labels(group.resource, "dropped").inc(len(outcome.dropped))
         for _event, failure in outcome.failed:
@@ -60,6 +66,14 @@ def _recorder(metrics: SyncMetrics):
         metrics.events.labels(group.resource, "failed").inc(len(outcome.failed))
 
     return record
+
+
+def _instant(text: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def run(settings: Settings) -> None:
