@@ -165,3 +165,56 @@ def test_a_replayed_event_changes_nothing(company, worker, flexpoint, live_recei
     # idempotency store; had the data differed within the same second, it would say "unchanged".
     assert entry["replayed"] or entry["outcomes"] == {"unchanged": 1}, entry
     assert stored(flexpoint, live_receiver, "customers", key) == first  # same data, same updatedAt
+
+
+def test_a_payment_also_brings_the_invoices_it_pays_up_to_date(company, worker, flexpoint, live_receiver):
+    customer = requests.post(
+        f"{company}/{CUSTOMERS}", json={"id": "C-P", "name": "Payer", "status": "active"}, timeout=10
+    ).json()
+    invoice = requests.post(
+        f"{company}/accounts-receivable/invoice",
+        json={
+            "customer": {"id": customer["id"]},
+            "state": "posted",
+            "currency": {"txnCurrency": "USD"},
+            "lines": [{"lineNumber": 1, "txnAmount": "100.00", "glAccount": {"id": "4000"}}],
+        },
+        timeout=10,
+    )
+    invoice.raise_for_status()
+    invoice_key = str(invoice.json()["key"])
+    before = wait_until(
+        lambda: stored(flexpoint, live_receiver, "invoices", invoice_key),
+        timeout=30,
+        message="the invoice in FlexPoint",
+    )
+    assert before["data"]["amountDue"] == "100.00"
+
+    payment = requests.post(
+        f"{company}/accounts-receivable/payment",
+        json={
+            "customer": {"id": customer["id"]},
+            "state": "complete",
+            "currency": {"txnCurrency": "USD"},
+            "details": [{"invoice": {"key": invoice_key}, "txnAmount": "40.00"}],
+        },
+        timeout=10,
+    )
+    payment.raise_for_status()
+    synced = wait_until(
+        lambda: stored(flexpoint, live_receiver, "payments", str(payment.json()["key"])),
+        timeout=30,
+        message="the payment in FlexPoint",
+    )
+    assert synced["data"]["appliedTo"] == [{"invoiceExternalId": invoice_key, "amount": "40.00"}]
+    # Intacct does not fire the invoice's own trigger for this; the payment's event refreshed it.
+    after = wait_until(
+        lambda: (
+            (r := stored(flexpoint, live_receiver, "invoices", invoice_key))
+            and r["data"]["amountDue"] == "60.00"
+            and r
+        ),
+        timeout=30,
+        message="the refreshed invoice",
+    )
+    assert after["data"]["state"] == "partially_paid"
