@@ -22,6 +22,8 @@ ATTEMPTS = "x-flexsync-attempts"
 ORIGINAL_ROUTING_KEY = "x-flexsync-original-routing-key"
 ORIGINAL_QUEUE = "x-flexsync-original-queue"
 FAILED_AT = "x-flexsync-failed-at"
+# Marks the second look at a record that was still changing when first read (not a failure).
+RECHECK = "x-flexsync-recheck"
 
 MAX_EXCEPTION_TEXT = 2000
 

@@ -76,3 +76,19 @@ def test_events_for_one_record_coalesce_and_groups_leave_by_age_or_size():
     assert [g.keys for g in coalescer.ready()] == [["1", "2", "3"]]  # full before its window
     coalescer.add(_event("c3", "payments", "9"))
     assert len(coalescer) == 1 and coalescer.drop_all() == 1 and len(coalescer) == 0
+
+
+def test_a_record_read_before_its_modification_second_settled_is_rechecked():
+    from datetime import timedelta
+
+    from workers.sync.handler import SETTLE_SECONDS, _unsettled_keys
+
+    modified = datetime(2026, 11, 24, 10, 0, 5, tzinfo=UTC)
+    items = [
+        {"externalId": "fresh", "sourceVersion": "2026-11-24T10:00:05Z"},
+        {"externalId": "gone", "sourceVersion": "2026-11-24T10:00:05Z", "deleted": True},
+    ]
+    settled_at = modified + timedelta(seconds=1 + SETTLE_SECONDS)
+    assert _unsettled_keys(items, modified + timedelta(milliseconds=400)) == {"fresh"}
+    assert _unsettled_keys(items, settled_at - timedelta(microseconds=1)) == {"fresh"}
+    assert _unsettled_keys(items, settled_at) == set()

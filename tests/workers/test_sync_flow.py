@@ -37,7 +37,9 @@ def worker(live_receiver, intacct, flexpoint):
         flexpoint_api_url=flexpoint.url,
         flexpoint_api_token=flexpoint.config.token,
     )
-    consumer = build_consumer(settings, SyncMetrics(), window=0.05)
+    metrics = SyncMetrics()
+    consumer = build_consumer(settings, metrics, window=0.05)
+    consumer.metrics = metrics
     thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.05}, daemon=True)
     thread.start()
     yield consumer
@@ -218,3 +220,32 @@ def test_a_payment_also_brings_the_invoices_it_pays_up_to_date(company, worker, 
         message="the refreshed invoice",
     )
     assert after["data"]["state"] == "partially_paid"
+
+
+def test_a_record_changed_within_the_current_second_is_written_once_more_after_it_settles(
+    company, worker, flexpoint, live_receiver, broker
+):
+    token = {"Authorization": f"Bearer {flexpoint.config.token}"}
+
+    def customer_batches() -> list[dict]:
+        log = requests.get(
+            f"{flexpoint.url}/sandbox/requests", headers=token, params={"limit": 1000}, timeout=10
+        )
+        return [r for r in log.json()["requests"] if r["path"].endswith("/customers/batch")]
+
+    requests.post(
+        f"{company}/{CUSTOMERS}", json={"id": "C-R", "name": "Recheck", "status": "active"}, timeout=10
+    )
+
+    # The worker reads the record within the second it was created: it writes it, then looks again
+    # through the shortest delay queue once that second has passed.
+    def settled() -> float:
+        value = worker.metrics.registry.get_sample_value(
+            "flexsync_sync_events_total", {"resource": "customers", "outcome": "done"}
+        )
+        return value or 0.0
+
+    wait_until(lambda: settled() >= 2, timeout=30, message="the first write and the second look settled")
+    # Settling publishes any further look before it acks: none may have been scheduled.
+    assert broker.depth("sync.ar.retry.2s") == 0
+    assert len(customer_batches()) == 2

@@ -19,10 +19,10 @@ from typing import Any
 from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 
-from broker.topology import work_queue_name
+from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name, work_queue_name
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers.failures import Failure, destination
+from workers.failures import RECHECK, Failure, destination
 from workers.sync.groups import Coalescer, Event, Group
 from workers.sync.handler import Outcome, SyncHandler
 
@@ -109,7 +109,8 @@ class SyncConsumer(ConsumerMixin):
                 Failure("malformed_message", ValueError(problem), transient=False),
             )
             return
-        self._coalescer.add(Event(body, message, queue, self._monotonic()))
+        recheck = bool((message.headers or {}).get(RECHECK))
+        self._coalescer.add(Event(body, message, queue, self._monotonic(), recheck=recheck))
 
     def _dispatch(self, *, everything: bool) -> None:
         for group in self._coalescer.ready(everything=everything):
@@ -132,6 +133,8 @@ class SyncConsumer(ConsumerMixin):
                 outcome = Outcome(
                     failed=[(e, Failure("worker_error", exc, transient=True)) for e in group.events]
                 )
+            for event in outcome.recheck:
+                self._schedule_recheck(event)
             for event in outcome.done + outcome.dropped:
                 event.message.ack()
             for event, failure in outcome.failed:
@@ -139,6 +142,22 @@ class SyncConsumer(ConsumerMixin):
                     event.message, event.queue, event.message.delivery_info.get("routing_key", ""), failure
                 )
             self._on_settled(group, outcome)
+
+    def _schedule_recheck(self, event: Event) -> None:
+        """A copy of the event through the shortest delay queue (confirmed before the ack)."""
+        assert self._producer is not None
+        message = event.message
+        self._producer.publish(
+            message.body,
+            exchange="",
+            routing_key=retry_queue_name(event.queue, RETRY_DELAYS_SECONDS[0]),
+            headers={**(message.headers or {}), RECHECK: 1},
+            delivery_mode=2,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            message_id=message.properties.get("message_id"),
+            retry=False,
+        )
 
     def _route(self, message: Any, queue: str, routing_key: str, failure: Failure) -> None:
         """Publish the message to its delay queue or the dead-letter queue (confirmed), then ack."""

@@ -23,6 +23,7 @@ class Event:
     message: Any  # the broker's message, acked or routed by the consumer thread only
     queue: str
     received: float
+    recheck: bool = False  # this is the second look at a record that was changing when first read
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from observability.logging import get_logger
@@ -25,6 +25,11 @@ log = get_logger(__name__)
 
 # The most keys one query's $in filter carries when reading lines of many parents.
 LINE_QUERY_CHUNK = 500
+# sourceVersion has Intacct's one-second resolution and FlexPoint applies an equal version with
+# other data, so two reads within one second could land in either order and the older data win
+# for good. A record read before its modification second had passed (plus this much for clock
+# skew) is therefore looked at once more later, when its state for that second is final.
+SETTLE_SECONDS = 1.0
 
 
 class ConnectionLookup(Protocol):
@@ -38,6 +43,8 @@ class Outcome:
     done: list[Event] = field(default_factory=list)
     failed: list[tuple[Event, Failure]] = field(default_factory=list)
     dropped: list[Event] = field(default_factory=list)
+    # Done, but to be looked at once more after a short delay (see SETTLE_SECONDS).
+    recheck: list[Event] = field(default_factory=list)
     upserted: int = 0
 
 
@@ -82,6 +89,7 @@ class SyncHandler:
             )
             return Outcome(dropped=list(group.events))
         try:
+            read_at = self._clock()
             items, unmappable, refreshed_invoices = self._items(connection, group)
             # Always the account of the event's connection, from our store, never the message.
             if items:
@@ -102,12 +110,16 @@ class SyncHandler:
             )
             return Outcome(failed=[(event, failure) for event in group.events])
         outcome = Outcome(upserted=len(items) + len(refreshed_invoices))
+        unsettled = _unsettled_keys(items, read_at)
         for event in group.events:
-            error = unmappable.get(str(event.envelope["key"]))
-            if error is None:
-                outcome.done.append(event)
-            else:
+            key = str(event.envelope["key"])
+            error = unmappable.get(key)
+            if error is not None:
                 outcome.failed.append((event, Failure("mapping_error", error, transient=False)))
+                continue
+            outcome.done.append(event)
+            if key in unsettled and not event.recheck:
+                outcome.recheck.append(event)
         return outcome
 
     def _items(
@@ -175,6 +187,18 @@ class SyncHandler:
         now = self._clock()
         items.extend(tombstone("invoices", key, now) for key in missing)
         return items
+
+
+def _unsettled_keys(items: list[dict[str, Any]], read_at: datetime) -> set[str]:
+    """Keys of records whose modification second had not surely passed when they were read."""
+    keys = set()
+    for item in items:
+        if item.get("deleted"):
+            continue
+        version = datetime.fromisoformat(item["sourceVersion"].replace("Z", "+00:00"))
+        if read_at < version.replace(microsecond=0) + timedelta(seconds=1 + SETTLE_SECONDS):
+            keys.add(item["externalId"])
+    return keys
 
 
 def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
