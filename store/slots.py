@@ -83,9 +83,34 @@ class _Releases:
                 self._changed.wait(seconds)
 
 
+def _node() -> str:
+    """This host and PID namespace: where a holder's pid means the same process as ours."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "?"
+    return f"{socket.gethostname()[:80]}/{namespace}"
+
+
 def _holder_id() -> str:
     # Unique per acquisition, so a late release can never free a slot someone else took since.
-    return f"{socket.gethostname()[:100]}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex}"
+    return f"{_node()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex}"
+
+
+def _dead_local_holder(holder: str, node: str) -> bool:
+    """True only when the holder ran on this node and its process is gone (a SIGKILLed worker)."""
+    # node:pid:thread:uuid, parsed from the right (the node holds colons of its own).
+    parts = holder.rsplit(":", 3)
+    if len(parts) != 4 or parts[0] != node or not parts[1].isdigit():
+        return False
+    pid = parts[1]
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
 
 
 class CompanySlots:
@@ -126,6 +151,7 @@ class CompanySlots:
         self._sqlite = engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         self._ensured: set[str] = set()
+        self._node = _node()
         self._releases: dict[str, _Releases] = {}
         self._guard = threading.Lock()
 
@@ -181,6 +207,40 @@ class CompanySlots:
             polls += 1
 
     def _try_claim(self, company_id: str) -> Lease | None:
+        lease = self._claim_free(company_id)
+        if lease is None and self._reclaim_dead_local_holders(company_id):
+            lease = self._claim_free(company_id)
+        return lease
+
+    def _reclaim_dead_local_holders(self, company_id: str) -> bool:
+        """Free slots whose holder died on this node: no need to wait out its lease.
+
+        A holder on another host (or in another PID namespace) cannot be checked, so its slot
+        waits for the lease, as before.
+        """
+        node = self._node
+        with self._engine.connect() as conn:
+            held = conn.execute(
+                select(_c.slot, _c.holder).where(_c.company_id == company_id, _c.holder.is_not(None))
+            ).all()
+        freed = False
+        for slot, holder in held:
+            if _dead_local_holder(holder, node):
+                with self._write() as conn:
+                    freed |= (
+                        conn.execute(
+                            update(_table)
+                            .where(_c.company_id == company_id, _c.slot == slot, _c.holder == holder)
+                            .values(holder=None, leased_until=None)
+                        ).rowcount
+                        == 1
+                    )
+                log.info(
+                    "intacct_slot_reclaimed", company_id=company_id, slot=slot, reason="holder_process_gone"
+                )
+        return freed
+
+    def _claim_free(self, company_id: str) -> Lease | None:
         now = self._clock()
         free = or_(_c.holder.is_(None), _c.leased_until <= now)
         with self._engine.connect() as conn:
