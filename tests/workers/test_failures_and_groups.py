@@ -92,3 +92,16 @@ def test_a_record_read_before_its_modification_second_settled_is_rechecked():
     assert _unsettled_keys(items, modified + timedelta(milliseconds=400)) == {"fresh"}
     assert _unsettled_keys(items, settled_at - timedelta(microseconds=1)) == {"fresh"}
     assert _unsettled_keys(items, settled_at) == set()
+
+
+def test_while_workers_are_busy_due_groups_stay_open_and_keep_growing():
+    clock = [0.0]
+    coalescer = Coalescer(window=0.2, max_keys=500, clock=lambda: clock[0])
+    coalescer.add(_event("c1", "invoices", "1"))
+    clock[0] = 0.1
+    coalescer.add(_event("c2", "invoices", "2"))
+    clock[0] = 0.5
+    assert [g.connection_id for g in coalescer.ready(limit=1)] == ["c1"]  # the oldest first
+    assert coalescer.ready(limit=0) == []
+    coalescer.add(_event("c2", "invoices", "3"))  # no idle worker: the group grew meanwhile
+    assert [g.keys for g in coalescer.ready(limit=8)] == [["2", "3"]]

@@ -52,6 +52,7 @@ class SyncConsumer(ConsumerMixin):
         self._prefetch = prefetch
         self._coalescer = Coalescer(window=window, max_keys=max_keys, clock=monotonic)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="sync-group")
+        self._workers = workers
         self._running: dict[Future[Outcome], tuple[Group, int]] = {}
         # Bumped when the connection is re-established: deliveries of an older channel can no
         # longer be acknowledged (the broker already gave them back), so their outcomes are moot.
@@ -113,7 +114,10 @@ class SyncConsumer(ConsumerMixin):
         self._coalescer.add(Event(body, message, queue, self._monotonic(), recheck=recheck))
 
     def _dispatch(self, *, everything: bool) -> None:
-        for group in self._coalescer.ready(everything=everything):
+        # Only as many groups as there are idle threads: the rest keep growing in the coalescer,
+        # which is what makes one fetch serve many events under load.
+        idle = self._workers - sum(1 for future in self._running if not future.done())
+        for group in self._coalescer.ready(everything=everything, limit=idle):
             future = self._pool.submit(self._handler.process, group)
             self._running[future] = (group, self._generation)
 

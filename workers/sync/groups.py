@@ -69,14 +69,20 @@ class Coalescer:
         group.events.append(event)
         self._keys[group_key].add(str(envelope["key"]))
 
-    def ready(self, *, everything: bool = False) -> list[Group]:
-        """Groups to process now (all of them with ``everything``), removed from the open set."""
+    def ready(self, *, everything: bool = False, limit: int | None = None) -> list[Group]:
+        """Groups to process now, oldest first, at most ``limit``, removed from the open set.
+
+        A due group that does not fit under ``limit`` stays open and keeps collecting: while
+        every worker is busy, events pile up into bigger groups instead of a queue of small ones.
+        """
         now = self._clock()
-        leaving = [
+        due = [
             key
             for key, group in self._open.items()
             if everything or now - group.opened >= self._window or len(self._keys[key]) >= self._max_keys
         ]
+        due.sort(key=lambda key: self._open[key].opened)
+        leaving = due if limit is None else due[: max(0, limit)]
         for key in leaving:
             del self._keys[key]
         return [self._open.pop(key) for key in leaving]

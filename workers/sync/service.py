@@ -56,6 +56,8 @@ def _recorder(metrics: SyncMetrics):
         metrics.group_size.observe(len(group.events))
         now = datetime.now(UTC)
         for event in outcome.done:
+            if event.recheck:
+                continue  # its lag was counted at its first settling
             received = _instant(event.envelope.get("receivedAt"))
             if received is not None:
                 metrics.lag.observe(max(0.0, (now - received).total_seconds()))
