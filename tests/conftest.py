@@ -37,6 +37,9 @@ from sandbox.intacct.config import SimulatorConfig
 from sandbox.intacct.server import SimulatorServer
 from store.db import upgrade
 
+# SQLite + PostgreSQL fixtures (database_url, engine) for the store's tests.
+pytest_plugins = ["tests.databases"]
+
 ISSUER = "https://intacct.test/webhooks"
 CLIENT_ID = "4d02d25de337869dfecd.app.sage.com"
 
