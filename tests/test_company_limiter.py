@@ -44,7 +44,7 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
 
@@ -194,7 +194,7 @@ def test_a_sigkilled_holder_on_this_node_gives_its_slot_back_at_once(engine: Eng
 def test_a_holder_on_another_node_keeps_its_slot_until_its_lease_ends(engine: Engine):
     fake = FakeTime(start=1_000_000.0)
     lease = 60.0
-    slots = CompanySlots(engine, cap=1, lease_seconds=lease, clock=fake.clock, sleep=fake.sleep)
+    slots = CompanySlots(engine, cap=1, lease_seconds=lease, clock=fake.clock, sleep=fake.advance)
     with slots.acquire(COMPANY, timeout=10):
         pass  # creates the company's slot rows
     with engine.begin() as conn:
@@ -214,7 +214,7 @@ def test_a_holder_on_another_node_keeps_its_slot_until_its_lease_ends(engine: En
 
 def test_acquire_waits_with_growing_jittered_polls_then_times_out(engine: Engine):
     fake = FakeTime(start=1_000_000.0)
-    slots = CompanySlots(engine, cap=1, clock=fake.clock, sleep=fake.sleep)
+    slots = CompanySlots(engine, cap=1, clock=fake.clock, sleep=fake.advance)
     with (
         slots.acquire(COMPANY, timeout=1),
         pytest.raises(SlotTimeout) as raised,
@@ -235,7 +235,7 @@ def test_acquire_waits_with_growing_jittered_polls_then_times_out(engine: Engine
 
 def test_a_late_release_never_frees_a_slot_someone_else_took(engine: Engine):
     fake = FakeTime(start=1_000_000.0)
-    slots = CompanySlots(engine, cap=1, lease_seconds=30, clock=fake.clock, sleep=fake.sleep)
+    slots = CompanySlots(engine, cap=1, lease_seconds=30, clock=fake.clock, sleep=fake.advance)
     with slots.acquire(COMPANY, timeout=1) as first:
         fake.now += 31  # first's lease ran out while its request was still running
         with slots.acquire(COMPANY, timeout=1) as second:
@@ -256,8 +256,8 @@ def test_a_late_release_never_frees_a_slot_someone_else_took(engine: Engine):
 
 def test_caps_are_per_company_and_a_lower_cap_uses_only_its_slots(engine: Engine):
     fake = FakeTime(start=1_000_000.0)
-    wide = CompanySlots(engine, cap=3, clock=fake.clock, sleep=fake.sleep)
-    narrow = CompanySlots(engine, cap=1, clock=fake.clock, sleep=fake.sleep)
+    wide = CompanySlots(engine, cap=3, clock=fake.clock, sleep=fake.advance)
+    narrow = CompanySlots(engine, cap=1, clock=fake.clock, sleep=fake.advance)
     with wide.acquire(COMPANY, timeout=1), wide.acquire(COMPANY, timeout=1), wide.acquire(COMPANY, timeout=1):
         assert wide.holders(COMPANY) == 3
         # Another company is not affected by this one being full.

@@ -87,7 +87,7 @@ class Harness:
     # Called after each recorded sleep: lets a test change the world while the client "waits".
     on_sleep: Callable[[], None] | None = None
 
-    def sleep(self, seconds: float) -> None:
+    def advance(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         if self.on_sleep is not None:
             self.on_sleep()
@@ -138,7 +138,7 @@ def running(tmp_path: Path, secret: str = SECRET, cap: int = 2, **client_options
             slots=slots,
             session=session,
             clock=client_clock,
-            sleep=harness.sleep,
+            sleep=harness.advance,
             rng=random.Random(7),
             on_call=lambda *call: harness.calls.append(call),
             **client_options,
