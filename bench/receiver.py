@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,13 +36,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.common import BenchError, figure, free_port, loud, progress, rabbitmqctl, run_guarded  # noqa: E402
 
 LUA_SCRIPT = BENCH / "wrk" / "webhook.lua"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -54,23 +54,6 @@ BODY_BYTES = 600
 RATIO_TARGET = 0.8
 P99_TARGET_MS = 50.0
 STOP_TIMEOUT = 30.0
-
-
-def progress(message: str) -> None:
-    print(f"  . {message}", file=sys.stderr, flush=True)
-
-
-def figure(message: str) -> None:
-    print(message, flush=True)
-
-
-def loud(message: str) -> None:
-    banner = "!" * 78
-    print(f"{banner}\n!! {message}\n{banner}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run (set-up failed); the message says why."""
 
 
 # -- wrk results --------------------------------------------------------------------------
@@ -594,20 +577,6 @@ def webhook_body_template() -> tuple[str, str]:
     return prefix, suffix
 
 
-def rabbitmqctl(*args: str) -> None:
-    completed = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if completed.returncode != 0:
-        raise BenchError(
-            f"rabbitmqctl {' '.join(args)} failed: {(completed.stderr or completed.stdout).strip()}"
-        )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -631,10 +600,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not shutil.which("wrk"):
@@ -644,32 +609,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    started = time.monotonic()
-    stack = contextlib.ExitStack()
-    try:
-        try:
-            bench = Benchmark(args, stack)
-            bench.prepare()
-            bench.start_servers()
-            status = bench.run()
-        finally:
-            # Clean-ups (servers, vhost, JWKS server, temp dir) run in reverse order of set-up,
-            # also on Ctrl-C or failure; a second Ctrl-C must not cut them short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stack.close()
-    except KeyboardInterrupt:
-        print("interrupted: servers stopped, vhost deleted", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"bench/receiver.py: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    progress(f"done in {time.monotonic() - started:.0f} s")
-    return status
+
+    def body(stack: contextlib.ExitStack) -> int:
+        bench = Benchmark(args, stack)
+        bench.prepare()
+        bench.start_servers()
+        return bench.run()
+
+    return run_guarded("bench/receiver.py", body, cleaned="servers stopped, vhost deleted")
 
 
 if __name__ == "__main__":

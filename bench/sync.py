@@ -59,6 +59,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import (  # noqa: E402
+    BenchError,
+    RunFailed,
+    figure,
+    free_port,
+    loud,
+    progress,
+    rabbitmqctl,
+    run_guarded,
+)
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 USER_ID = "ws_flexpoint"
 CAP_PER_COMPANY = 2  # Intacct's default tier, the simulator's default, INTACCT_MAX_CONCURRENCY_PER_COMPANY
@@ -83,27 +94,6 @@ LINE_OBJECTS = {
 HOT_SHARE = 0.05
 STOP_TIMEOUT = 30.0
 DEAD_LETTER = "dead-letter"
-
-
-def progress(message: str) -> None:
-    print(f"  . {message}", file=sys.stderr, flush=True)
-
-
-def figure(message: str) -> None:
-    print(message, flush=True)
-
-
-def loud(message: str) -> None:
-    banner = "!" * 78
-    print(f"{banner}\n!! {message}\n{banner}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run (set-up failed); the message says why."""
-
-
-class RunFailed(RuntimeError):
-    """What is measured broke during the run (a worker died); the message says how."""
 
 
 def met(ok: bool) -> str:
@@ -171,21 +161,6 @@ def rfc3339(moment: float) -> str:
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def rabbitmqctl(*args: str) -> str:
-    completed = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60)
-    if completed.returncode != 0:
-        raise BenchError(
-            f"rabbitmqctl {' '.join(args)} failed: {(completed.stderr or completed.stdout).strip()}"
-        )
-    return completed.stdout
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -1556,40 +1531,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    started = time.monotonic()
-    stack = contextlib.ExitStack()
-    try:
-        try:
-            bench = Benchmark(args, stack)
-            bench.prepare()
-            status = bench.run()
-        finally:
-            # Clean-ups (workers, simulators, publisher, vhost, temp dir) run in reverse order of
-            # set-up, also on Ctrl-C or failure; a second Ctrl-C must not cut them short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            stack.close()
-    except KeyboardInterrupt:
-        print("interrupted: processes stopped, vhost deleted, temp dir removed", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"bench/sync.py: {exc}", file=sys.stderr)
-        return 2
-    except RunFailed as exc:
-        loud(f"bench/sync.py: {exc}")
-        return 1
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    progress(f"done in {time.monotonic() - started:.0f} s")
-    return status
+
+    def body(stack: contextlib.ExitStack) -> int:
+        bench = Benchmark(args, stack)
+        bench.prepare()
+        return bench.run()
+
+    return run_guarded("bench/sync.py", body, cleaned="processes stopped, vhost deleted, temp dir removed")
 
 
 if __name__ == "__main__":
