@@ -75,6 +75,9 @@ def test_broker_stopped_mid_run_gives_503s_then_recovers(receiver, broker, stopp
             timeout=30,
             message="503s while the broker is down",
         )
+        # The node is certainly down from stop_app's return until start_app is called; once
+        # called, it may accept connections (and confirm) before the command returns.
+        restarting_at = time.monotonic()
         _rabbitmqctl("start_app")
         restarted_at = time.monotonic()
         wait_until(
@@ -92,8 +95,9 @@ def test_broker_stopped_mid_run_gives_503s_then_recovers(receiver, broker, stopp
     assert all(a.retry_after and int(a.retry_after) > 0 for a in refused)
     assert max(a.seconds for a in refused) < 2.0
     # A request sent and answered while the node was down never got a 2xx.
-    during_outage = [a for a in answers if stopped_at < a.sent_at and a.sent_at + a.seconds < restarted_at]
-    assert during_outage and {a.status for a in during_outage} == {503}
+    during_outage = [a for a in answers if stopped_at < a.sent_at and a.sent_at + a.seconds < restarting_at]
+    accepted_while_down = [a for a in during_outage if a.status != 503]
+    assert during_outage and not accepted_while_down, accepted_while_down[:5]
 
     accepted = {a.event_id for a in answers if a.status == 202}
     probe = BrokerProbe(amqp_url)  # the old probe's connection died with the node
