@@ -79,3 +79,24 @@ def destination(
         }
     )
     return Destination(DEAD_LETTER_QUEUE_NAME, headers, dead=True)
+
+
+def reroute(producer: Any, message: Any, target: Destination, *, body: bytes | None = None) -> None:
+    """Publish ``message`` to ``target``'s queue with the broker's confirm, then ack the original.
+
+    ``producer`` is a kombu Producer on the consuming channel with ``confirm_publish``, so the
+    publish returns only once the copy is safe; the ack comes after, never before. ``body``
+    replaces the message's own (e.g. with a secret removed).
+    """
+    producer.publish(
+        message.body if body is None else body,
+        exchange="",
+        routing_key=target.queue,
+        headers=target.headers,
+        delivery_mode=2,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.properties.get("message_id"),
+        retry=False,
+    )
+    message.ack()

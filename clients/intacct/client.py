@@ -87,10 +87,15 @@ class IntacctClient:
         )
         self._call = self._transport.call
         self._batch_size = batch_size
+        self._tokens = tokens
 
     def close(self) -> None:
         """Close the HTTP session (at shutdown: the token provider may share it)."""
         self._session.close()
+
+    def forget(self, connection_id: str) -> None:
+        """Drop the connection's cached tokens (on disconnect, and before re-validating a connect)."""
+        self._tokens.forget(connection_id)
 
     # -- reads ------------------------------------------------------------------------------
 

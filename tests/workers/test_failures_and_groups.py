@@ -105,3 +105,25 @@ def test_while_workers_are_busy_due_groups_stay_open_and_keep_growing():
     assert coalescer.ready(limit=0) == []
     coalescer.add(_event("c2", "invoices", "3"))  # no idle worker: the group grew meanwhile
     assert [g.keys for g in coalescer.ready(limit=8)] == [["2", "3"]]
+
+
+def test_waiting_invoice_events_ride_along_with_their_connections_payment_group():
+    clock = [0.0]
+    coalescer = Coalescer(window=0.2, max_keys=500, clock=lambda: clock[0])
+    coalescer.add(_event("c1", "payments", "880"))
+    clock[0] = 0.15
+    coalescer.add(_event("c1", "invoices", "1042"))  # not yet due on its own
+    coalescer.add(_event("c2", "invoices", "7"))  # another connection's: stays
+    clock[0] = 0.25
+    [group] = coalescer.ready(limit=1)
+    assert (group.resource, group.keys) == ("payments", ["880"])
+    assert group.rider is not None and group.rider.keys == ["1042"]
+    assert [e.envelope["key"] for e in group.all_events] == ["880", "1042"]
+    clock[0] = 0.5
+    assert [(g.connection_id, g.resource) for g in coalescer.ready()] == [("c2", "invoices")]
+    # A rider that was due on its own leaves once, with the payments group.
+    coalescer.add(_event("c3", "invoices", "1"))
+    coalescer.add(_event("c3", "payments", "2"))
+    clock[0] = 1.0
+    [group] = coalescer.ready()
+    assert group.resource == "payments" and group.rider.keys == ["1"] and len(coalescer) == 0

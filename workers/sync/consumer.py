@@ -22,7 +22,7 @@ from kombu.mixins import ConsumerMixin
 from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name, work_queue_name
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers.failures import RECHECK, Failure, destination
+from workers.failures import RECHECK, Failure, destination, reroute
 from workers.sync.groups import Coalescer, Event, Group
 from workers.sync.handler import Outcome, SyncHandler
 
@@ -38,7 +38,7 @@ class SyncConsumer(ConsumerMixin):
         queues: list[Queue],
         handler: SyncHandler,
         *,
-        prefetch: int = 2000,
+        prefetch: int = 5000,
         window: float = 0.2,
         max_keys: int = 500,
         workers: int = 8,
@@ -65,6 +65,8 @@ class SyncConsumer(ConsumerMixin):
     # -- kombu hooks -------------------------------------------------------------------------
 
     def get_consumers(self, consumer_class: Any, channel: Any) -> list[Any]:
+        # A deep prefetch is what lets groups grow while every thread is busy: a backlog then
+        # costs one batch read per few hundred events. Envelopes are small (~1 KB each).
         channel.basic_qos(0, self._prefetch, False)
         # Retries and dead letters go out on the consuming channel, which the mixin renews on
         # every reconnect; with confirm_publish each publish waits for the broker's ack.
@@ -135,7 +137,7 @@ class SyncConsumer(ConsumerMixin):
             except Exception as exc:  # a handler bug: retried like any failure, never lost
                 log.exception("group_handler_crashed", resource=group.resource)
                 outcome = Outcome(
-                    failed=[(e, Failure("worker_error", exc, transient=True)) for e in group.events]
+                    failed=[(e, Failure("worker_error", exc, transient=True)) for e in group.all_events]
                 )
             for event in outcome.recheck:
                 self._schedule_recheck(event)
@@ -167,18 +169,7 @@ class SyncConsumer(ConsumerMixin):
         """Publish the message to its delay queue or the dead-letter queue (confirmed), then ack."""
         target = destination(failure, queue=queue, routing_key=routing_key, headers=message.headers)
         assert self._producer is not None, "messages arrive only after get_consumers"
-        self._producer.publish(
-            message.body,
-            exchange="",
-            routing_key=target.queue,
-            headers=target.headers,
-            delivery_mode=2,
-            content_type=message.content_type,
-            content_encoding=message.content_encoding,
-            message_id=message.properties.get("message_id"),
-            retry=False,
-        )
-        message.ack()
+        reroute(self._producer, message, target)
         if target.dead:
             log.warning("event_dead_lettered", reason=failure.reason, queue=queue, routing_key=routing_key)
 

@@ -14,6 +14,11 @@ from typing import Any
 
 GroupKey = tuple[str, str]  # (connection id, resource)
 
+# Processing a group of the key resource re-reads records of the value resource (a payment
+# changes what its invoices owe). Events of that resource waiting for the same connection ride
+# along with the group, so one read of those records serves both.
+RIDERS: dict[str, str] = {"payments": "invoices"}
+
 
 @dataclass
 class Event:
@@ -34,6 +39,12 @@ class Group:
     resource: str
     events: list[Event] = field(default_factory=list)
     opened: float = 0.0
+    rider: Group | None = None  # events of RIDERS[resource], processed with this group
+
+    @property
+    def all_events(self) -> list[Event]:
+        """This group's events and its rider's."""
+        return self.events + (self.rider.events if self.rider is not None else [])
 
     @property
     def keys(self) -> list[str]:
@@ -83,9 +94,20 @@ class Coalescer:
         ]
         due.sort(key=lambda key: self._open[key].opened)
         leaving = due if limit is None else due[: max(0, limit)]
-        for key in leaving:
-            del self._keys[key]
-        return [self._open.pop(key) for key in leaving]
+        groups: dict[GroupKey, Group] = {}
+        # Groups that take riders first, so a rider that is due as well leaves with its host.
+        for key in sorted(leaving, key=lambda k: k[1] not in RIDERS):
+            if key not in self._open:
+                continue  # already left as another group's rider
+            group = groups[key] = self._take(key)
+            rider_key = (key[0], RIDERS.get(key[1], ""))
+            if rider_key in self._open:
+                group.rider = self._take(rider_key)
+        return [groups[key] for key in leaving if key in groups]
+
+    def _take(self, key: GroupKey) -> Group:
+        del self._keys[key]
+        return self._open.pop(key)
 
     def drop_all(self) -> int:
         """Forget every open group (their messages died with their channel); how many events."""

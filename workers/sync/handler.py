@@ -9,17 +9,18 @@ injected, so a test builds a handler in one line.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE
-from schemas.mappings import MappingError, applied_invoice_keys, line_source, map_record, tombstone
+from schemas.mappings import MappingError, applied_invoice_keys, map_record, tombstone
 from store.connections import ConnectionRecord
 from workers.failures import Failure
-from workers.sync.groups import Event, Group
+from workers.lines import read_lines
+from workers.sync.groups import RIDERS, Event, Group
 
 log = get_logger(__name__)
 
@@ -77,6 +78,7 @@ class SyncHandler:
         self._monotonic = monotonic
 
     def process(self, group: Group) -> Outcome:
+        events = group.all_events
         connection = self._connections.get(group.connection_id)
         if connection is None or not connection.is_active:
             # Disconnected or unknown: nothing to sync into; acknowledged, never retried.
@@ -84,20 +86,22 @@ class SyncHandler:
                 "events_dropped",
                 connection_id=group.connection_id,
                 resource=group.resource,
-                count=len(group.events),
+                count=len(events),
                 state=connection.state if connection else "unknown",
             )
-            return Outcome(dropped=list(group.events))
+            # A disconnected connection's token must not outlive it in this process either.
+            self._intacct.forget(group.connection_id)
+            return Outcome(dropped=list(events))
         try:
             read_at = self._clock()
-            items, unmappable, refreshed_invoices = self._items(connection, group)
+            main = self._read(connection, group.resource, group.keys, group)
+            rider = self._rider_read(connection, group, main)
             # Always the account of the event's connection, from our store, never the message.
-            if items:
-                self._flexpoint.upsert(connection.account_id, group.resource, connection.connection_id, items)
-            if refreshed_invoices:
-                self._flexpoint.upsert(
-                    connection.account_id, "invoices", connection.connection_id, refreshed_invoices
-                )
+            for read in (main, rider):
+                if read is not None and read.items:
+                    self._flexpoint.upsert(
+                        connection.account_id, read.resource, connection.connection_id, read.items
+                    )
         except Exception as exc:
             failure = failure_of(exc)
             log.warning(
@@ -108,85 +112,78 @@ class SyncHandler:
                 transient=failure.transient,
                 error=str(exc)[:300],
             )
-            return Outcome(failed=[(event, failure) for event in group.events])
-        outcome = Outcome(upserted=len(items) + len(refreshed_invoices))
-        unsettled = _unsettled_keys(items, read_at)
-        for event in group.events:
-            key = str(event.envelope["key"])
-            error = unmappable.get(key)
-            if error is not None:
-                outcome.failed.append((event, Failure("mapping_error", error, transient=False)))
-                continue
-            outcome.done.append(event)
-            if key in unsettled and not event.recheck:
-                outcome.recheck.append(event)
+            return Outcome(failed=[(event, failure) for event in events])
+        outcome = Outcome(upserted=len(main.items) + (len(rider.items) if rider else 0))
+        reads = [(group.events, main)]
+        if group.rider is not None and rider is not None:
+            reads.append((group.rider.events, rider))
+        for group_events, read in reads:
+            unsettled = _unsettled_keys(read.items, read_at)
+            for event in group_events:
+                key = str(event.envelope["key"])
+                error = read.unmappable.get(key)
+                if error is not None:
+                    outcome.failed.append((event, Failure("mapping_error", error, transient=False)))
+                    continue
+                outcome.done.append(event)
+                if key in unsettled and not event.recheck:
+                    outcome.recheck.append(event)
         return outcome
 
-    def _items(
-        self, connection: ConnectionRecord, group: Group
-    ) -> tuple[list[dict[str, Any]], dict[str, MappingError], list[dict[str, Any]]]:
-        resource = group.resource
-        keys = group.keys
+    def _read(
+        self, connection: ConnectionRecord, resource: str, keys: list[str], group: Group | None
+    ) -> _Read:
+        """Latest state of ``keys`` as FlexPoint items; records gone from Intacct become tombstones."""
         records, missing = self._intacct.get_many(connection, BY_RESOURCE[resource].rest_path, keys)
-        found = [str(r["key"]) for r in records]
-        lines = self._lines(connection, resource, found)
-        items: list[dict[str, Any]] = []
-        unmappable: dict[str, MappingError] = {}
+        lines = self._lines(connection, resource, [str(r["key"]) for r in records])
+        read = _Read(resource, lines=lines)
         for record in records:
             key = str(record["key"])
             try:
-                items.append(map_record(resource, record, lines.get(key, ()), entity_id=connection.entity_id))
+                read.items.append(
+                    map_record(resource, record, lines.get(key, ()), entity_id=connection.entity_id)
+                )
             except MappingError as exc:
-                unmappable[key] = exc
+                read.unmappable[key] = exc
         now = self._clock()
         for key in missing:
             # Gone from Intacct: deleted (a 404 means deleted), versioned when it was observed.
-            items.append(tombstone(resource, key, group.observed_at(key) or now))
-        refreshed: list[dict[str, Any]] = []
-        if resource == "payments" and records:
-            # A payment changes what its invoices still owe: bring those invoices along.
-            invoice_keys = sorted(
-                {k for r in records for k in applied_invoice_keys(lines.get(str(r["key"]), ()))}
-            )
-            refreshed = self._refreshed_invoices(connection, invoice_keys) if invoice_keys else []
-        return items, unmappable, refreshed
+            observed = group.observed_at(key) if group is not None else None
+            read.items.append(tombstone(resource, key, observed or now))
+        return read
+
+    def _rider_read(self, connection: ConnectionRecord, group: Group, main: _Read) -> _Read | None:
+        """The records ``group`` refreshes (a payment's invoices) and its rider's, in one read."""
+        resource = RIDERS.get(group.resource)
+        if resource is None:
+            return None
+        keys = list(group.rider.keys) if group.rider is not None else []
+        if resource == "invoices":
+            keys.extend(k for lines in main.lines.values() for k in applied_invoice_keys(lines))
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return None
+        read = self._read(connection, resource, keys, group.rider)
+        riding = set(group.rider.keys) if group.rider is not None else set()
+        for key, error in list(read.unmappable.items()):
+            if key not in riding:
+                # Only refreshed, no event of its own here: that event will dead-letter it.
+                log.warning("refreshed_record_unmappable", resource=resource, key=key, error=str(error)[:300])
+                del read.unmappable[key]
+        return read
 
     def _lines(self, connection: ConnectionRecord, resource: str, parent_keys: list[str]) -> dict[str, list]:
-        source = line_source(resource)
-        if source is None or not parent_keys:
-            return {}
-        rows: list[dict[str, Any]] = []
-        for chunk in _chunks(parent_keys, LINE_QUERY_CHUNK):
-            rows.extend(
-                self._intacct.query_all(
-                    connection,
-                    source.rest_path,
-                    fields=list(source.fields),
-                    filters=[{"$in": {source.parent_field: chunk}}],
-                )
-            )
-        return source.group(rows)
+        return read_lines(self._intacct, connection, resource, parent_keys, chunk=LINE_QUERY_CHUNK)
 
-    def _refreshed_invoices(self, connection: ConnectionRecord, keys: list[str]) -> list[dict[str, Any]]:
-        invoices, missing = self._intacct.get_many(connection, BY_RESOURCE["invoices"].rest_path, keys)
-        lines = self._lines(connection, "invoices", [str(r["key"]) for r in invoices])
-        items = []
-        for invoice in invoices:
-            try:
-                items.append(
-                    map_record(
-                        "invoices",
-                        invoice,
-                        lines.get(str(invoice["key"]), ()),
-                        entity_id=connection.entity_id,
-                    )
-                )
-            except MappingError as exc:
-                # The payment itself synced; the invoice's own events will dead-letter it.
-                log.warning("refreshed_invoice_unmappable", key=str(invoice["key"]), error=str(exc)[:300])
-        now = self._clock()
-        items.extend(tombstone("invoices", key, now) for key in missing)
-        return items
+
+@dataclass
+class _Read:
+    """Records of one resource read from Intacct: items for FlexPoint, what could not be mapped."""
+
+    resource: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    unmappable: dict[str, MappingError] = field(default_factory=dict)
+    lines: dict[str, list] = field(default_factory=dict)
 
 
 def _unsettled_keys(items: list[dict[str, Any]], read_at: datetime) -> set[str]:
@@ -199,8 +196,3 @@ def _unsettled_keys(items: list[dict[str, Any]], read_at: datetime) -> set[str]:
         if read_at < version.replace(microsecond=0) + timedelta(seconds=1 + SETTLE_SECONDS):
             keys.add(item["externalId"])
     return keys
-
-
-def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

@@ -53,7 +53,7 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
 
 def _recorder(metrics: SyncMetrics):
     def record(group: Group, outcome: Outcome) -> None:
-        metrics.group_size.observe(len(group.events))
+        metrics.group_size.observe(len(group.all_events))
         now = datetime.now(UTC)
         for event in outcome.done:
             if event.recheck:
@@ -61,11 +61,13 @@ def _recorder(metrics: SyncMetrics):
             received = _instant(event.envelope.get("receivedAt"))
             if received is not None:
                 metrics.lag.observe(max(0.0, (now - received).total_seconds()))
-        metrics.events.labels(group.resource, "done").inc(len(outcome.done))
-        metrics.events.labels(group.resource, "dropped").inc(len(outcome.dropped))
-        for _event, failure in outcome.failed:
-            metrics.failures.labels(group.resource, failure.reason).inc()
-        metrics.events.labels(group.resource, "failed").inc(len(outcome.failed))
+        for event in outcome.done:
+            metrics.events.labels(event.envelope["resource"], "done").inc()
+        for event in outcome.dropped:
+            metrics.events.labels(event.envelope["resource"], "dropped").inc()
+        for event, failure in outcome.failed:
+            metrics.failures.labels(event.envelope["resource"], failure.reason).inc()
+            metrics.events.labels(event.envelope["resource"], "failed").inc()
 
     return record
 
