@@ -654,6 +654,7 @@ class Benchmark:
     def envelope(self, target: Target, moment: float) -> tuple[str, bytes, str, dict[str, str]]:
         """Routing key, body, message id and headers, as the receiver publishes them (ingest.intake)."""
         from schemas.catalog import BY_RESOURCE
+        from schemas.webhook import envelope_body
 
         synced = BY_RESOURCE[target.resource]
         connection = self.connections[target.company]
@@ -667,35 +668,27 @@ class Benchmark:
             "companyId": connection.company_id,
             "occurredAt": when,
         }
-        envelope = {
-            "envelopeVersion": 1,
-            "eventId": event_id,
-            "connectionId": connection.connection_id,
-            "companyId": connection.company_id,
-            "object": synced.intacct_object,
-            "module": synced.module,
-            "resource": synced.resource,
-            "action": "update",
-            "key": target.key,
-            "id": target.record_id,
-            "occurredAt": when,
-            "receivedAt": when,
-            "idempotencyKey": event_id,
-            "authScheme": "jwt",
-            "payload": payload,
-        }
+        body = envelope_body(
+            synced,
+            connection_id=connection.connection_id,
+            company_id=connection.company_id,
+            event_id=event_id,
+            action="update",
+            key=target.key,
+            record_id=target.record_id,
+            occurred_at=when,
+            received_at=when,
+            idempotency_key=event_id,
+            auth_scheme="jwt",
+            payload=payload,
+        )
         headers = {
             "connection-id": connection.connection_id,
             "resource": synced.resource,
             "object": synced.intacct_object,
             "action": "update",
         }
-        return (
-            synced.routing_key("update"),
-            json.dumps(envelope, separators=(",", ":")).encode(),
-            event_id,
-            headers,
-        )
+        return synced.routing_key("update"), body, event_id, headers
 
     def publish_all(self, messages: Sequence[tuple[str, bytes, str, dict[str, str]]], label: str) -> None:
         """Publish persistently with confirms pipelined (at most 2,000 awaiting), all confirmed."""

@@ -35,12 +35,11 @@ from ingest.errors import WebhookRefused, unavailable
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
-from schemas.webhook import WebhookBodySchema
+from schemas.webhook import WebhookBodySchema, envelope_body
 from store.connections import ConnectionRecord
 
 log = get_logger(__name__)
 
-ENVELOPE_VERSION = 1
 IDEMPOTENCY_HEADERS = ("Idempotency-Key", "X-Idempotency-Key")
 SIGNATURE_HEADER = "X-FlexPoint-Signature"
 TRUSTED_CONTEXT_HEADER = "X-Trusted-Context"
@@ -256,24 +255,20 @@ class WebhookIntake:
         document: dict[str, Any],
         scheme: str,
     ) -> bytes:
-        envelope = {
-            "envelopeVersion": ENVELOPE_VERSION,
-            "eventId": event_id,
-            "connectionId": connection.connection_id,
-            "companyId": connection.company_id,
-            "object": synced.intacct_object,
-            "module": synced.module,
-            "resource": synced.resource,
-            "action": action,
-            "key": body["key"],
-            "id": body["id"],
-            "occurredAt": body["occurredAt"],
-            "receivedAt": self._now().isoformat().replace("+00:00", "Z"),
-            "idempotencyKey": key,
-            "authScheme": scheme,
-            "payload": document,
-        }
-        return json.dumps(envelope, separators=(",", ":")).encode()
+        return envelope_body(
+            synced,
+            connection_id=connection.connection_id,
+            company_id=connection.company_id,
+            event_id=event_id,
+            action=action,
+            key=body["key"],
+            record_id=body["id"],
+            occurred_at=body["occurredAt"],
+            received_at=self._now().isoformat().replace("+00:00", "Z"),
+            idempotency_key=key,
+            auth_scheme=scheme,
+            payload=document,
+        )
 
     def _publish(
         self,

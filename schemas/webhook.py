@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
 
-from schemas.catalog import ACTIONS
+from schemas.catalog import ACTIONS, SyncedObject
 
 _TEXT = validate.Length(min=1, max=200)
 
@@ -71,6 +72,45 @@ class WebhookBodySchema(Schema):
             raise ValidationError("Must be an Intacct object name such as ARINVOICE.")
 
 
+ENVELOPE_VERSION = 1
+
+
+def envelope_body(
+    synced: SyncedObject,
+    *,
+    connection_id: str,
+    company_id: str,
+    event_id: str,
+    action: str,
+    key: str,
+    record_id: str | None,
+    occurred_at: str | None,
+    received_at: str,
+    idempotency_key: str,
+    auth_scheme: str,
+    payload: dict[str, Any],
+) -> bytes:
+    """The JSON of an event envelope (:class:`EnvelopeSchema`) for a record of a connection."""
+    envelope = {
+        "envelopeVersion": ENVELOPE_VERSION,
+        "eventId": event_id,
+        "connectionId": connection_id,
+        "companyId": company_id,
+        "object": synced.intacct_object,
+        "module": synced.module,
+        "resource": synced.resource,
+        "action": action,
+        "key": key,
+        "id": record_id,
+        "occurredAt": occurred_at,
+        "receivedAt": received_at,
+        "idempotencyKey": idempotency_key,
+        "authScheme": auth_scheme,
+        "payload": payload,
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
 class EnvelopeSchema(Schema):
     """What the receiver publishes to ``intacct.events``: the event, never record data."""
 
@@ -87,7 +127,7 @@ class EnvelopeSchema(Schema):
     occurredAt = fields.String(allow_none=True)
     receivedAt = fields.String(required=True)
     idempotencyKey = fields.String(required=True)
-    authScheme = fields.String(required=True, validate=validate.OneOf(["jwt", "hmac"]))
+    authScheme = fields.String(required=True, validate=validate.OneOf(["jwt", "hmac", "reconcile"]))
     payload = fields.Dict(required=True, metadata={"description": "The webhook body as received"})
 
 

@@ -42,6 +42,7 @@ from clients.intacct.client import IntacctClient
 from sandbox.flexpoint.versions import parse_timestamp
 from schemas.catalog import BY_RESOURCE, SyncedObject
 from schemas.mappings import MappingError, line_source, map_record
+from schemas.webhook import envelope_body
 from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -416,30 +417,27 @@ def envelope(
         "companyId": company_id,
         "occurredAt": occurred,
     }
-    body = {
-        "envelopeVersion": 1,
-        "eventId": event_id,
-        "connectionId": connection_id,
-        "companyId": company_id,
-        "object": synced.intacct_object,
-        "module": synced.module,
-        "resource": synced.resource,
-        "action": action,
-        "key": key,
-        "id": record_id,
-        "occurredAt": occurred,
-        "receivedAt": utc_now(),
-        "idempotencyKey": f"chaos-{event_id}",
-        "authScheme": "hmac",
-        "payload": document,
-    }
+    body = envelope_body(
+        synced,
+        connection_id=connection_id,
+        company_id=company_id,
+        event_id=event_id,
+        action=action,
+        key=key,
+        record_id=record_id,
+        occurred_at=occurred,
+        received_at=utc_now(),
+        idempotency_key=f"chaos-{event_id}",
+        auth_scheme="hmac",
+        payload=document,
+    )
     headers = {
         "connection-id": connection_id,
         "resource": synced.resource,
         "object": synced.intacct_object,
         "action": action,
     }
-    return synced.routing_key(action), json.dumps(body, separators=(",", ":")).encode(), event_id, headers
+    return synced.routing_key(action), body, event_id, headers
 
 
 # -- record changes in Intacct ---------------------------------------------------------------
