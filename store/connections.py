@@ -170,6 +170,14 @@ class ConnectionStore:
             raise
         return self._record(row)
 
+    def live_for_account(self, account_id: str) -> ConnectionRecord | None:
+        """The account's live (not disconnected) connection, or None; there is at most one."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(_table).where(_c.account_id == account_id, _c.state != "disconnected").limit(1)
+            ).first()
+        return None if row is None else self._record(row)
+
     def set_state(self, connection_id: str, state: str) -> None:
         """Change a live connection's state; ``disconnected`` goes through :meth:`disconnect`."""
         _check_state(state)

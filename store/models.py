@@ -1,4 +1,4 @@
-"""Tables of the service's own database: connections and the webhook idempotency ledger.
+"""Tables of our database: connections, webhook ledger, slots, backfill and reconciliation state.
 
 The schema itself is created by the Alembic migrations in ``store/migrations``; these models
 describe it for queries and must be kept in step with them.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Float, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 CONNECTION_STATES = ("connecting", "connected", "degraded", "failed", "disconnected")
 DELIVERY_STATES = ("pending", "confirmed")
+BACKFILL_STATES = ("pending", "running", "completed", "failed", "cancelled")
 
 # Stable constraint names, so later migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -111,3 +112,77 @@ class IntacctSlot(Base):
     slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     holder: Mapped[str | None] = mapped_column(String(200))
     leased_until: Mapped[float | None] = mapped_column(Float)
+
+
+class BackfillRun(Base):
+    """The historical import of one connection: pending, running, completed, failed or cancelled.
+
+    A running import is leased like an Intacct slot: ``holder`` names the process and thread
+    running it and ``leased_until`` (unix seconds) when the lease ends unless renewed; a run
+    whose lease ran out (its holder crashed) is taken over by the next worker that looks.
+    """
+
+    __tablename__ = "backfill_runs"
+
+    connection_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    leased_until: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_backfill_runs_state", "state"),)
+
+
+class BackfillCheckpoint(Base):
+    """How far the import of one resource has come: every key up to ``after_key`` is in FlexPoint.
+
+    ``imported`` counts the records read so far, of which ``skipped`` were not imported (drafts)
+    and ``unmappable`` could not be mapped (logged, not fatal).
+    """
+
+    __tablename__ = "backfill_checkpoints"
+
+    connection_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    after_key: Mapped[str | None] = mapped_column(String(64))
+    imported: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    unmappable: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReconcileWatermark(Base):
+    """How far reconciliation has swept one resource of one connection, and who sweeps it now.
+
+    ``modified_since``: every change before it is confirmed in the broker (minus the overlap
+    the sweep re-reads). The lease (holder, unix-seconds end) keeps two reconcile processes
+    from sweeping the same resource of a connection at once; a dead holder's lease runs out.
+    """
+
+    __tablename__ = "reconcile_watermarks"
+
+    connection_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource: Mapped[str] = mapped_column(String(32), primary_key=True)
+    modified_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    keyset_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_holder: Mapped[str | None] = mapped_column(String(200))
+    leased_until: Mapped[float | None] = mapped_column(Float)
+
+
+class ProvisioningMark(Base):
+    """The newest connect or disconnect request taken on for a connection (older ones are stale)."""
+
+    __tablename__ = "provisioning_marks"
+
+    connection_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

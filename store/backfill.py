@@ -1,0 +1,331 @@
+"""Backfill runs and their checkpoints: what is scheduled, who runs it (a lease), how far it came.
+
+A run is leased like an Intacct slot (see ``store.slots``): taking it is a compare-and-set
+``UPDATE`` whose ``WHERE`` is the "is it free?" check, so two workers never run one import at
+once, and a holder killed mid-run is replaced once its lease runs out. Every checkpoint write
+checks the lease in the same transaction, so a holder that lost its run cannot move it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from store.models import BackfillCheckpoint, BackfillRun
+
+_runs = BackfillRun.__table__
+_r = _runs.c
+_points = BackfillCheckpoint.__table__
+_p = _points.c
+LIVE_STATES = ("pending", "running")
+
+
+class RunBusy(RuntimeError):
+    """Another live holder runs this backfill now."""
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run as stored."""
+
+    connection_id: str
+    state: str
+    holder: str | None
+    leased_until: float | None
+    attempts: int
+    error: str | None
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Every record of ``resource`` up to ``after_key`` (key order) is confirmed by FlexPoint."""
+
+    resource: str
+    after_key: str | None = None
+    imported: int = 0
+    skipped: int = 0
+    unmappable: int = 0
+    total: int | None = None
+    done: bool = False
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BackfillStore:
+    """Runs (one per connection), their leases and their per-resource checkpoints."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._now = now
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def request(self, connection_id: str, *, restart: bool = False, if_unfinished: bool = False) -> None:
+        """Schedule the connection's import; a pending or running one is kept as it is.
+
+        A finished run is scheduled again: a completed one from scratch (a re-import), a failed
+        or cancelled one from its checkpoints. ``if_unfinished`` leaves a completed run alone (a
+        replayed connect or a credential rotation must not re-read the whole history).
+        ``restart`` always starts from scratch, and takes the run from a current holder (which
+        stops at its next page).
+        """
+        now = self._now()
+        with self._write() as conn:
+            row = conn.execute(select(_r.state).where(_r.connection_id == connection_id)).first()
+            if row is None:
+                conn.execute(
+                    _runs.insert().values(
+                        connection_id=connection_id,
+                        state="pending",
+                        started_at=now,
+                        updated_at=now,
+                        attempts=0,
+                    )
+                )
+                conn.execute(delete(_points).where(_p.connection_id == connection_id))
+                return
+            if row.state in LIVE_STATES and not restart:
+                return
+            if row.state == "completed" and if_unfinished and not restart:
+                return
+            if restart or row.state == "completed":
+                conn.execute(delete(_points).where(_p.connection_id == connection_id))
+            conn.execute(
+                update(_runs)
+                .where(_r.connection_id == connection_id)
+                .values(
+                    state="pending",
+                    holder=None,
+                    leased_until=None,
+                    attempts=0,
+                    error=None,
+                    started_at=now,
+                    updated_at=now,
+                    finished_at=None,
+                )
+            )
+
+    def cancel(self, connection_id: str) -> bool:
+        """Cancel a pending or running import (its holder stops at the next page); False if none."""
+        with self._write() as conn:
+            changed = conn.execute(
+                update(_runs)
+                .where(_r.connection_id == connection_id, _r.state.in_(LIVE_STATES))
+                .values(state="cancelled", holder=None, leased_until=None, updated_at=self._now())
+            ).rowcount
+        return changed == 1
+
+    def get(self, connection_id: str) -> RunState | None:
+        """The connection's run, or None when none was ever requested."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_runs).where(_r.connection_id == connection_id)).first()
+        return None if row is None else _run(row)
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def claim_next(self, holder: str, lease_seconds: float) -> str | None:
+        """Take a pending run, or a running one whose holder's lease ran out; its connection id."""
+        now = self._clock()
+        with self._engine.connect() as conn:
+            candidates = list(
+                conn.execute(
+                    select(_r.connection_id)
+                    .where(self._claimable(now))
+                    .order_by(_r.updated_at, _r.connection_id)
+                    .limit(20)
+                ).scalars()
+            )
+        for connection_id in candidates:
+            if self._take(connection_id, holder, lease_seconds, self._claimable(now)):
+                return connection_id
+        return None
+
+    def claim(
+        self, connection_id: str, holder: str, lease_seconds: float, *, replacing: str | None = None
+    ) -> None:
+        """Take this connection's run whatever its state, unless another holder's lease is live.
+
+        For the foreground command: a failed, cancelled or completed run is taken as it is (call
+        :meth:`request` first to schedule a re-import). ``replacing`` names a holder known to be
+        dead whose live lease may be taken. Raises :class:`RunBusy` or LookupError.
+        """
+        now = self._clock()
+        free = or_(
+            _r.state != "running",
+            _r.holder.is_(None),
+            _r.leased_until <= now,
+            _r.holder == holder,
+            _r.holder == (replacing or holder),
+        )
+        if self._take(connection_id, holder, lease_seconds, free):
+            return
+        run = self.get(connection_id)
+        if run is None:
+            raise LookupError(f"no backfill was requested for connection {connection_id}")
+        raise RunBusy(
+            f"the backfill of connection {connection_id} is running in another process ({run.holder})"
+        )
+
+    def renew(self, connection_id: str, holder: str, lease_seconds: float) -> bool:
+        """Extend the lease; False when the run is no longer ours (cancelled, restarted, taken over)."""
+        with self._write() as conn:
+            return self._renewed(conn, connection_id, holder, lease_seconds)
+
+    def release(
+        self, connection_id: str, holder: str, state: str, *, error: str | None = None, failed: bool = False
+    ) -> bool:
+        """Leave the run in ``state`` (pending: resumable by anyone; completed; failed) if still ours."""
+        now = self._now()
+        values: dict = {"state": state, "holder": None, "leased_until": None, "updated_at": now}
+        if state in ("completed", "failed"):
+            values["finished_at"] = now
+            values["error"] = error
+        if failed:
+            values["attempts"] = _r.attempts + 1
+        with self._write() as conn:
+            changed = conn.execute(
+                update(_runs).where(*self._ours(connection_id, holder)).values(values)
+            ).rowcount
+        return changed == 1
+
+    def note_error(self, connection_id: str, holder: str, error: str) -> None:
+        """Record a transient failure the holder is about to retry (shown while it waits)."""
+        with self._write() as conn:
+            conn.execute(
+                update(_runs)
+                .where(*self._ours(connection_id, holder))
+                .values(error=error, attempts=_r.attempts + 1, updated_at=self._now())
+            )
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def checkpoints(self, connection_id: str) -> dict[str, Checkpoint]:
+        """The saved checkpoints of the connection, by resource."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(_points).where(_p.connection_id == connection_id)).all()
+        return {
+            row.resource: Checkpoint(
+                row.resource,
+                row.after_key,
+                row.imported,
+                row.skipped,
+                row.unmappable,
+                row.total,
+                bool(row.done),
+            )
+            for row in rows
+        }
+
+    def save(self, connection_id: str, holder: str, point: Checkpoint, lease_seconds: float) -> bool:
+        """Save a checkpoint and renew the lease in one transaction; False (nothing saved) if not ours."""
+        values = {
+            "connection_id": connection_id,
+            "resource": point.resource,
+            "after_key": point.after_key,
+            "imported": point.imported,
+            "skipped": point.skipped,
+            "unmappable": point.unmappable,
+            "total": point.total,
+            "done": point.done,
+            "updated_at": self._now(),
+        }
+        statement = self._insert(_points).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[_p.connection_id, _p.resource],
+            set_={k: statement.excluded[k] for k in values if k not in ("connection_id", "resource")},
+        )
+        with self._write() as conn:
+            if not self._renewed(conn, connection_id, holder, lease_seconds):
+                return False
+            conn.execute(statement)
+        return True
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _claimable(self, now: float):
+        abandoned = and_(_r.state == "running", or_(_r.leased_until.is_(None), _r.leased_until <= now))
+        return or_(_r.state == "pending", abandoned)
+
+    def _ours(self, connection_id: str, holder: str) -> tuple:
+        return (_r.connection_id == connection_id, _r.state == "running", _r.holder == holder)
+
+    def _take(self, connection_id: str, holder: str, lease_seconds: float, free) -> bool:
+        with self._write() as conn:
+            taken = conn.execute(
+                update(_runs)
+                .where(_r.connection_id == connection_id, free)
+                .values(
+                    state="running",
+                    holder=holder,
+                    leased_until=self._clock() + lease_seconds,
+                    updated_at=self._now(),
+                    finished_at=None,
+                )
+            ).rowcount
+        return taken == 1
+
+    def _renewed(self, conn: Connection, connection_id: str, holder: str, lease_seconds: float) -> bool:
+        changed = conn.execute(
+            update(_runs)
+            .where(*self._ours(connection_id, holder))
+            .values(leased_until=self._clock() + lease_seconds)
+        ).rowcount
+        return changed == 1
+
+    def _write(self):
+        """A short write transaction; on SQLite the write lock is taken up front (see store.slots)."""
+        return _Transaction(self._engine, self._sqlite)
+
+
+class _Transaction:
+    def __init__(self, engine: Engine, immediate: bool) -> None:
+        self._engine = engine
+        self._immediate = immediate
+
+    def __enter__(self) -> Connection:
+        self._conn = self._engine.connect()
+        if self._immediate:
+            self._conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            self._conn.begin()
+        return self._conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._conn.commit()
+            else:
+                self._conn.rollback()
+        finally:
+            self._conn.close()
+
+
+def _run(row) -> RunState:
+    return RunState(
+        connection_id=row.connection_id,
+        state=row.state,
+        holder=row.holder,
+        leased_until=row.leased_until,
+        attempts=row.attempts,
+        error=row.error,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )

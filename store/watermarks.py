@@ -1,0 +1,142 @@
+"""Reconciliation watermarks per connection and resource, with the lease that guards each sweep.
+
+A reconcile process *claims* a (connection, resource) before sweeping it: the claim succeeds
+when nobody holds the lease or the holder's lease ran out (it crashed). While sweeping it renews
+the lease; it *advances* the watermark only while still the holder, and releases at the end.
+Every write is one statement, so two processes racing for a claim get one winner on SQLite and
+PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from store.models import ReconcileWatermark
+
+_table = ReconcileWatermark.__table__
+_c = _table.c
+
+
+class LeaseLost(RuntimeError):
+    """Another process holds the lease now (ours ran out): stop without writing anything."""
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What is stored for one (connection, resource); None fields were never set."""
+
+    connection_id: str
+    resource: str
+    modified_since: datetime | None
+    swept_at: datetime | None
+    keyset_checked_at: datetime | None
+
+
+class WatermarkStore:
+    """Reads, claims and advances watermarks; ``clock`` (unix seconds) times the leases."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    def get(self, connection_id: str, resource: str) -> Watermark | None:
+        """The stored watermark, or None when the resource was never swept nor claimed."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(_table).where(_c.connection_id == connection_id, _c.resource == resource)
+            ).first()
+        return None if row is None else _watermark(row)
+
+    def claim(self, connection_id: str, resource: str, holder: str, ttl: float) -> Watermark | None:
+        """Take the lease for ``ttl`` seconds and return the watermark; None if someone else holds it."""
+        now = self._clock()
+        with self._engine.begin() as conn:
+            conn.execute(
+                self._insert(_table)
+                .values(connection_id=connection_id, resource=resource)
+                .on_conflict_do_nothing(index_elements=[_c.connection_id, _c.resource])
+            )
+            taken = conn.execute(
+                update(_table)
+                .where(
+                    _c.connection_id == connection_id,
+                    _c.resource == resource,
+                    or_(_c.lease_holder.is_(None), _c.lease_holder == holder, _c.leased_until < now),
+                )
+                .values(lease_holder=holder, leased_until=now + ttl)
+            ).rowcount
+            if not taken:
+                return None
+            row = conn.execute(
+                select(_table).where(_c.connection_id == connection_id, _c.resource == resource)
+            ).one()
+        return _watermark(row)
+
+    def renew(self, connection_id: str, resource: str, holder: str, ttl: float) -> None:
+        """Extend our lease by ``ttl`` seconds from now; :class:`LeaseLost` if it is not ours any more."""
+        self._update_held(connection_id, resource, holder, leased_until=self._clock() + ttl)
+
+    def advance(
+        self,
+        connection_id: str,
+        resource: str,
+        holder: str,
+        *,
+        modified_since: datetime,
+        swept_at: datetime,
+        keyset_checked_at: datetime | None = None,
+    ) -> Watermark:
+        """Record a finished sweep; the watermark never moves back. :class:`LeaseLost` if not held."""
+        current = self.get(connection_id, resource)
+        if current is not None and current.modified_since is not None:
+            modified_since = max(modified_since, current.modified_since)
+        values: dict = {"modified_since": modified_since, "swept_at": swept_at}
+        if keyset_checked_at is not None:
+            values["keyset_checked_at"] = keyset_checked_at
+        self._update_held(connection_id, resource, holder, **values)
+        advanced = self.get(connection_id, resource)
+        assert advanced is not None
+        return advanced
+
+    def release(self, connection_id: str, resource: str, holder: str) -> None:
+        """Give the lease up (nothing happens when it is not ours)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(_table)
+                .where(_c.connection_id == connection_id, _c.resource == resource, _c.lease_holder == holder)
+                .values(lease_holder=None, leased_until=None)
+            )
+
+    def _update_held(self, connection_id: str, resource: str, holder: str, **values: object) -> None:
+        # Still ours only while unexpired: a holder that stalled past its lease may have been
+        # replaced, and must not write over its successor.
+        with self._engine.begin() as conn:
+            changed = conn.execute(
+                update(_table)
+                .where(
+                    _c.connection_id == connection_id,
+                    _c.resource == resource,
+                    _c.lease_holder == holder,
+                    _c.leased_until >= self._clock(),
+                )
+                .values(**values)
+            ).rowcount
+        if not changed:
+            raise LeaseLost(f"the reconcile lease on {connection_id}/{resource} is no longer held by us")
+
+
+def _watermark(row) -> Watermark:
+    return Watermark(
+        connection_id=row.connection_id,
+        resource=row.resource,
+        modified_since=row.modified_since,
+        swept_at=row.swept_at,
+        keyset_checked_at=row.keyset_checked_at,
+    )
