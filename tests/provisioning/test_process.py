@@ -1,0 +1,60 @@
+"""The ``provisioning`` command: start-up checks, and a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli.provisioning import provisioning
+from config.settings import SettingsError
+from tests.conftest import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_a_missing_setting_stops_start_up_naming_it(tmp_path):
+    env = {"FLEXSYNC_ENV": "development", "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite"}
+    result = CliRunner().invoke(provisioning, [], env=env, obj={})
+    assert isinstance(result.exception, SettingsError)
+    assert "INTACCT_CLIENT_SECRET is required by the provisioning process" in str(result.exception)
+
+
+@pytest.mark.broker
+def test_sigterm_stops_the_process_cleanly(tmp_path, amqp_url, intacct, flexpoint, broker, messages, sandbox):
+    pytest.importorskip("workers.backfill")
+    from workers import backfill
+
+    if not hasattr(backfill, "BackfillWorker"):
+        pytest.skip("workers.backfill.BackfillWorker is not available yet")
+    env = {
+        **os.environ,
+        "FLEXSYNC_ENV": "development",
+        "AMQP_URL": amqp_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/flexsync.db",
+        "INTACCT_API_URL": intacct.api_url,
+        "INTACCT_CLIENT_SECRET": intacct.config.client_secret,
+        "FLEXPOINT_API_URL": flexpoint.url,
+        "FLEXPOINT_API_TOKEN": flexpoint.config.token,
+        "PUBLIC_BASE_URL": "https://flexsync.example.com",
+        "LOG_FORMAT": "json",
+    }
+    code = "from cli.provisioning import provisioning; provisioning(obj={})"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        sent = messages.connect(sandbox.company())
+        sandbox.wait_for_state(sent["accountId"], "connected", timeout=60)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stderr.read()
+    assert "provisioning_stopping" in output and "provisioning_stopped" in output
+    wait_until(lambda: broker.depth("provisioning") == 0, message="nothing left in the queue")

@@ -1,0 +1,262 @@
+"""Handling one connection message: connect (validate, store, report) or disconnect (purge, report).
+
+Dependencies are injected (store, marks, Intacct and FlexPoint clients, the backfill scheduler),
+so the handler knows nothing of the broker: it answers None when the message is done, or a
+:class:`workers.failures.Failure` saying whether the consumer should retry it or park it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from marshmallow import ValidationError
+
+from broker.topology import RETRY_DELAYS_SECONDS
+from clients.flexpoint import FlexPointError
+from clients.intacct import AREAS, IntacctError, PermissionDenied, TokenRefused
+from observability.logging import get_logger
+from schemas.connection_messages import CONNECT_ROUTING_KEY, load_message
+from store.connections import AccountInUseError, ConnectionRecord, ConnectionStore
+from workers.failures import Failure
+from workers.provisioning import reasons, status
+from workers.provisioning.marks import ProvisioningMarks
+from workers.provisioning.reasons import Verdict
+
+log = get_logger(__name__)
+
+
+class Backfills(Protocol):
+    """What provisioning needs of the historical import (``workers.backfill``)."""
+
+    def request(self, connection_id: str, *, restart: bool) -> None:
+        """Schedule the import: from scratch when ``restart``, else only if it never completed."""
+
+    def cancel(self, connection_id: str) -> None:
+        """Stop the connection's import at its next page."""
+
+
+class AccountMismatch(ValueError):
+    """The message names another FlexPoint account than the stored connection's."""
+
+
+class _IntacctDown(Exception):
+    """Intacct failed transiently; the message goes through a delay queue."""
+
+    def __init__(self, cause: IntacctError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """The credentials of a connect message, in the shape the Intacct client reads."""
+
+    connection_id: str
+    company_id: str
+    user_id: str
+    entity_id: str | None
+
+
+class ProvisioningHandler:
+    """Turns connect and disconnect messages into stored connections and reported statuses.
+
+    ``unavailable_retries`` bounds the trips of a connect through the delay queues while Intacct
+    is unavailable; after that the connect is reported ``failed`` with ``intacct_unavailable``.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ConnectionStore,
+        marks: ProvisioningMarks,
+        intacct: Any,
+        flexpoint: Any,
+        backfills: Backfills,
+        public_base_url: str,
+        unavailable_retries: int = len(RETRY_DELAYS_SECONDS),
+    ) -> None:
+        if not 0 <= unavailable_retries <= len(RETRY_DELAYS_SECONDS):
+            raise ValueError(f"unavailable_retries must lie between 0 and {len(RETRY_DELAYS_SECONDS)}")
+        self._store = store
+        self._marks = marks
+        self._intacct = intacct
+        self._flexpoint = flexpoint
+        self._backfills = backfills
+        self._public_base_url = public_base_url
+        self._unavailable_retries = unavailable_retries
+
+    def handle(self, routing_key: str, body: Any, *, attempts: int = 0) -> Failure | None:
+        """Process one message that already failed ``attempts`` times; None when it is done."""
+        try:
+            message = load_message(routing_key, body)
+        except KeyError:
+            problem = ValueError(f"routing key {routing_key!r} is not a connection message")
+            return Failure("unknown_routing_key", problem, transient=False)
+        except ValidationError as exc:
+            # Field names and marshmallow's texts only: never the values (a password may be one).
+            return Failure(
+                "malformed_message", ValueError(f"invalid fields: {exc.messages}"), transient=False
+            )
+        kind = "connect" if routing_key == CONNECT_ROUTING_KEY else "disconnect"
+        connection_id = message["connectionId"]
+        if not self._marks.claim(connection_id, message["requestedAt"], kind, message["messageId"]):
+            log.info(
+                "stale_message_ignored",
+                kind=kind,
+                connection_id=connection_id,
+                message_id=message["messageId"],
+            )
+            return None
+        try:
+            if kind == "connect":
+                self._connect(message, attempts)
+            else:
+                self._disconnect(message)
+        except FlexPointError as exc:
+            reason = "flexpoint_unavailable" if exc.transient else "flexpoint_rejected"
+            return Failure(reason, exc, transient=exc.transient)
+        except _IntacctDown as exc:
+            return Failure("intacct_unavailable", exc.cause, transient=True)
+        except AccountMismatch as exc:
+            return Failure("account_mismatch", exc, transient=False)
+        return None
+
+    # -- connect ------------------------------------------------------------------------------
+
+    def _connect(self, message: dict[str, Any], attempts: int) -> None:
+        connection_id, account_id = message["connectionId"], message["accountId"]
+        existing = self._owned(connection_id, account_id)
+        other = self._store.live_for_account(account_id)
+        if other is not None and other.connection_id != connection_id:
+            self._fail(message, reasons.account_in_use(other.connection_id), existing)
+            return
+        self._report(account_id, status.connecting(message))
+        verdict = self._validate(message, attempts)
+        if verdict is not None:
+            self._fail(message, verdict, existing)
+            return
+        try:
+            self._store.save(
+                connection_id,
+                account_id,
+                message["companyId"],
+                message["entityId"],
+                message["userId"],
+                "connected",
+                message["userPassword"],
+            )
+        except AccountInUseError:
+            # Another connection of the account went live while this one was being checked.
+            other = self._store.live_for_account(account_id)
+            self._fail(message, reasons.account_in_use(other.connection_id if other else "?"), existing)
+            return
+        if self._superseded_by(message):
+            return
+        # Scheduled before the report: a report that keeps failing must not cost the import.
+        # A connection new or revived imports its history from the start; a rotation keeps the run.
+        self._backfills.request(connection_id, restart=existing is None or not existing.is_active)
+        url = status.webhook_url(self._public_base_url, connection_id)
+        self._report(account_id, status.connected(message, url))
+        if self._superseded_by(message) == "disconnect":
+            # A disconnect was taken on while "connected" was being reported: it has the last word.
+            self._report(account_id, status.disconnected(message, message["companyId"]))
+            return
+        log.info(
+            "connection_connected",
+            connection_id=connection_id,
+            account_id=account_id,
+            company_id=message["companyId"],
+            rotated=existing is not None and existing.is_active,
+        )
+
+    def _validate(self, message: dict[str, Any], attempts: int) -> Verdict | None:
+        """A token, then one read per permission area; the verdict when anything is wrong."""
+        candidate = _Candidate(
+            message["connectionId"], message["companyId"], message["userId"], message["entityId"]
+        )
+        # A fresh token proves the credentials now, and old credentials' tokens are dropped.
+        self._intacct.forget(candidate.connection_id)
+        missing: list[str] = []
+        try:
+            for area in AREAS:
+                try:
+                    self._intacct.read_permissions_probe(candidate, area)
+                except PermissionDenied as exc:
+                    missing.append(exc.area if exc.area in AREAS else area)
+        except TokenRefused as exc:
+            if exc.reason == "internal_error":
+                log.error("intacct_refused_our_client", connection_id=candidate.connection_id, error=str(exc))
+            return reasons.for_refusal(
+                exc, company_id=candidate.company_id, user_id=candidate.user_id, entity_id=candidate.entity_id
+            )
+        except IntacctError as exc:
+            if not exc.transient:
+                log.error("connect_check_failed", connection_id=candidate.connection_id, error=str(exc))
+                return reasons.internal_error()
+            if attempts < self._unavailable_retries:
+                raise _IntacctDown(exc) from exc
+            log.warning(
+                "intacct_unavailable_gave_up", connection_id=candidate.connection_id, attempts=attempts + 1
+            )
+            return reasons.unavailable()
+        finally:
+            # Whatever the outcome, the probe's token must not outlive the check in this process.
+            self._intacct.forget(candidate.connection_id)
+        return reasons.for_missing(missing) if missing else None
+
+    def _fail(self, message: dict[str, Any], verdict: Verdict, existing: ConnectionRecord | None) -> None:
+        if existing is not None and existing.is_active:
+            # The connection stays usable with its stored credentials; its state says what FlexPoint shows.
+            self._store.set_state(existing.connection_id, "failed")
+        self._report(message["accountId"], status.failed(message, verdict))
+        log.info(
+            "connection_failed",
+            connection_id=message["connectionId"],
+            account_id=message["accountId"],
+            reason=verdict.reason,
+            missing_permissions=list(verdict.missing_permissions),
+        )
+
+    def _superseded_by(self, message: dict[str, Any]) -> str | None:
+        """The kind of a newer request taken on while this connect was handled (it wins), or None."""
+        mark = self._marks.current(message["connectionId"])
+        if mark is None or mark.message_id == message["messageId"]:
+            return None
+        if mark.kind == "disconnect":
+            # The disconnect may have run before our save: make sure it holds.
+            self._store.disconnect(message["connectionId"])
+            self._intacct.forget(message["connectionId"])
+        log.info("connect_superseded", connection_id=message["connectionId"], by=mark.kind)
+        return mark.kind
+
+    # -- disconnect ---------------------------------------------------------------------------
+
+    def _disconnect(self, message: dict[str, Any]) -> None:
+        connection_id, account_id = message["connectionId"], message["accountId"]
+        existing = self._owned(connection_id, account_id)
+        self._backfills.cancel(connection_id)
+        self._store.disconnect(connection_id)
+        self._intacct.forget(connection_id)
+        self._report(account_id, status.disconnected(message, existing.company_id if existing else None))
+        log.info(
+            "connection_disconnected",
+            connection_id=connection_id,
+            account_id=account_id,
+            known=existing is not None,
+            requested_reason=message["reason"],
+        )
+
+    # -- shared -------------------------------------------------------------------------------
+
+    def _owned(self, connection_id: str, account_id: str) -> ConnectionRecord | None:
+        existing = self._store.get(connection_id)
+        if existing is not None and existing.account_id != account_id:
+            raise AccountMismatch(
+                f"connection {connection_id} belongs to account {existing.account_id}, "
+                f"not to {account_id} named by the message"
+            )
+        return existing
+
+    def _report(self, account_id: str, body: dict[str, Any]) -> None:
+        self._flexpoint.report_status(account_id, body)

@@ -1,0 +1,138 @@
+"""The ``provisioning`` process: the connection-message consumer and the backfill worker, until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from kombu import Connection
+from sqlalchemy import Engine
+
+from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
+from clients.flexpoint import FlexPointClient
+from clients.intacct.client import create_client
+from config import Settings
+from observability.logging import get_logger
+from store.connections import ConnectionStore
+from store.crypto import SecretBox
+from store.db import create_engine_for, upgrade
+from workers.provisioning.consumer import ProvisioningConsumer
+from workers.provisioning.handler import Backfills, ProvisioningHandler
+from workers.provisioning.marks import ProvisioningMarks
+
+log = get_logger(__name__)
+
+
+class ScheduledBackfills:
+    """The historical import as provisioning drives it: ``workers.backfill`` runs it."""
+
+    def __init__(self, engine: Engine) -> None:
+        from workers.backfill import cancel_backfill, request_backfill
+
+        self._engine = engine
+        self._request = request_backfill
+        self._cancel = cancel_backfill
+
+    def request(self, connection_id: str, *, restart: bool) -> None:
+        # Without restart (a rotation, a replayed connect) an import that completed stays done.
+        self._request(self._engine, connection_id, restart=restart, if_unfinished=not restart)
+
+    def cancel(self, connection_id: str) -> None:
+        self._cancel(self._engine, connection_id)
+
+
+def require_settings(settings: Settings) -> None:
+    """Stop with one line naming any setting the provisioning process cannot run without."""
+    settings.require(
+        "INTACCT_CLIENT_SECRET",
+        "FLEXPOINT_API_URL",
+        "FLEXPOINT_API_TOKEN",
+        "PUBLIC_BASE_URL",
+        process="provisioning",
+    )
+
+
+@dataclass
+class Parts:
+    """What the process is made of, so tests and ``run`` wire it the same way."""
+
+    engine: Engine
+    store: ConnectionStore
+    intacct: Any
+    flexpoint: FlexPointClient
+    consumer: ProvisioningConsumer
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.intacct.close()
+        self.flexpoint.close()
+        self.engine.dispose()
+
+
+def build(
+    settings: Settings,
+    *,
+    backfills: Backfills | None = None,
+    intacct: Any = None,
+    unavailable_retries: int | None = None,
+    **options: Any,
+) -> Parts:
+    """The consumer with the real store and clients; ``options`` go to the consumer."""
+    require_settings(settings)
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    store = ConnectionStore(engine, SecretBox.for_settings(settings))
+    intacct = intacct if intacct is not None else create_client(settings, engine)
+    flexpoint = FlexPointClient.from_settings(settings, process="provisioning")
+    extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
+    handler = ProvisioningHandler(
+        store=store,
+        marks=ProvisioningMarks(engine),
+        intacct=intacct,
+        flexpoint=flexpoint,
+        backfills=backfills if backfills is not None else ScheduledBackfills(engine),
+        public_base_url=settings.public_base_url or "",
+        **extra,
+    )
+    connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
+    queue = build_topology(settings.archive_max_age).queue(PROVISIONING_QUEUE_NAME)
+    consumer = ProvisioningConsumer(connection, queue, handler, **options)
+    return Parts(engine, store, intacct, flexpoint, consumer)
+
+
+def run(settings: Settings) -> None:
+    """Consume connection messages and run scheduled backfills until SIGTERM/SIGINT.
+
+    On a signal both stop taking work; the message in hand finishes and is settled, the backfill
+    stops at its next checkpoint.
+    """
+    from workers.backfill import BackfillWorker
+
+    parts = build(settings)
+    backfill = BackfillWorker(
+        settings,
+        parts.engine,
+        intacct=parts.intacct,
+        flexpoint=parts.flexpoint,
+        connections=parts.store,
+    )
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("provisioning_stopping", signal=signal.Signals(signum).name)
+        parts.consumer.stop()
+        # The import pauses at its next page now, not after the consumer drained: a supervisor's
+        # grace period before SIGKILL is often shorter than both together.
+        backfill.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    backfill.start()
+    log.info("provisioning_started")
+    try:
+        parts.consumer.run()
+    finally:
+        backfill.stop(timeout=30.0)
+        parts.close()
+        log.info("provisioning_stopped")
