@@ -1,0 +1,176 @@
+"""Operations commands: status, connect and disconnect, plus the list of every ops command.
+
+Plain click objects, mounted into ``flexsync`` by cli/main.py through ``COMMANDS``, which also
+carries the dead-letter commands of cli/deadletters.py. The work is done in ``ops/``; this module
+only reads options, asks for confirmation and prints.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from cli.context import open_store, settings_of
+from cli.deadletters import dead, purge, replay
+from cli.opsoptions import ops_errors
+from ops.broker import start_publisher
+from ops.connections import connect_message, disconnect_message, publish_message
+from ops.errors import OpsError
+from ops.status import connection_status, dead_counts, queue_status
+from ops.sweep import DeadLetterPass
+from schemas.connection_messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
+
+# -- connection messages -------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--account-id", required=True, help="FlexPoint account id")
+@click.option("--company-id", required=True, help="Sage Intacct company id")
+@click.option("--user-id", required=True, help="the Web Services user id")
+@click.option("--entity-id", default=None, help="an entity of the company (default: top level)")
+@click.option("--connection-id", default=None, help="default: a new UUID")
+@click.option("--password-prompt", is_flag=True, help="ask for the user's password (hidden) and send it")
+@click.pass_context
+@ops_errors
+def connect(
+    ctx: click.Context,
+    account_id: str,
+    company_id: str,
+    user_id: str,
+    entity_id: str | None,
+    connection_id: str | None,
+    password_prompt: bool,
+) -> None:
+    """Publish a connect message to flexpoint.connections, as FlexPoint does (confirmed)."""
+    settings = settings_of(ctx)
+    password = click.prompt("userPassword", hide_input=True) if password_prompt else None
+    message = connect_message(
+        account_id=account_id,
+        company_id=company_id,
+        user_id=user_id,
+        entity_id=entity_id,
+        connection_id=connection_id,
+        user_password=password,
+    )
+    publish_message(settings.amqp_url, CONNECT_ROUTING_KEY, message)
+    click.echo(
+        f"published {CONNECT_ROUTING_KEY}: connection {message['connectionId']} "
+        f"(messageId {message['messageId']})"
+    )
+
+
+@click.command()
+@click.argument("connection_id")
+@click.option("--account-id", default=None, help="default: the account stored for the connection")
+@click.option("--reason", default="requested by operations", show_default=True)
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+@ops_errors
+def disconnect(
+    ctx: click.Context, connection_id: str, account_id: str | None, reason: str, yes: bool
+) -> None:
+    """Publish a disconnect message: the connection stops syncing and its secrets are deleted."""
+    settings = settings_of(ctx)
+    what = f"connection {connection_id}"
+    if account_id is None:
+        record = open_store(settings).get(connection_id)
+        if record is None:
+            raise OpsError(
+                f"no connection {connection_id} in the store (DATABASE_URL); check the id with "
+                "`flexsync connections list`, or give --account-id"
+            )
+        account_id = record.account_id
+        what += f" (account {record.account_id}, company {record.company_id}, {record.state})"
+    if not yes:
+        click.confirm(f"Disconnect {what}? It stops syncing and deletes its secrets", abort=True)
+    message = disconnect_message(account_id=account_id, connection_id=connection_id, reason=reason)
+    publish_message(settings.amqp_url, DISCONNECT_ROUTING_KEY, message)
+    click.echo(
+        f"published {DISCONNECT_ROUTING_KEY}: connection {connection_id} (messageId {message['messageId']})"
+    )
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def _age(delta: timedelta | None) -> str:
+    if delta is None:
+        return "-"
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds}s"
+
+
+@click.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="seconds between the two depth samples the rate is computed from (0: no rate)",
+)
+@click.option(
+    "--dead/--no-dead",
+    "with_dead",
+    default=True,
+    show_default=True,
+    help="count dead letters by reason and resource (reads the whole dead-letter queue)",
+)
+@click.pass_context
+@ops_errors
+def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
+    """Queues (depth, consumers, rate), dead letters by reason and resource, connections.
+
+    \b
+    rate       net change of a queue's depth per second over --interval (positive: it grows);
+               the management plugin is not needed.
+    last event the newest webhook delivery accepted for the connection.
+    backfill   the historical import's state (pending, running, completed, failed, cancelled)
+               and how many records it has read so far.
+    lag        how far FlexPoint may be behind Intacct: now minus the connection's oldest
+               reconciliation watermark (every change before it is synced, dead letters
+               aside); "-" until the first reconciliation sweep.
+    """
+    from broker.topology import build_topology
+    from store.db import create_engine_for, upgrade
+
+    settings = settings_of(ctx)
+    topology = build_topology(settings.archive_max_age)
+    queues = queue_status(settings.amqp_url, topology, interval=interval)
+    click.echo(f"queues{f' (rate over {interval:g} s)' if interval else ''}:")
+    for queue in queues:
+        rate = "-" if queue.rate is None else f"{queue.rate:+.1f}/s"
+        depth = "-" if queue.kind == "stream" else str(queue.depth)
+        click.echo(
+            f"  {queue.name:<28} {queue.kind:<7} depth {depth:>7}  consumers {queue.consumers:>3}  {rate}"
+        )
+    if with_dead:
+        publisher = start_publisher(settings.amqp_url)
+        try:
+            counts = dead_counts(DeadLetterPass(settings.amqp_url, publisher))
+        finally:
+            publisher.close()
+        click.echo(f"dead letters: {counts.total}")
+        for title, counter in (("by reason", counts.by_reason), ("by resource", counts.by_resource)):
+            if counter:
+                click.echo(f"  {title}: " + ", ".join(f"{name} {n}" for name, n in counter.most_common()))
+    engine = create_engine_for(settings.database_url)
+    try:
+        upgrade(engine)
+        connections = connection_status(engine)
+    finally:
+        engine.dispose()
+    now = datetime.now(UTC)
+    click.echo(f"connections: {len(connections)}")
+    for row in connections:
+        last = row.last_event.strftime("%Y-%m-%dT%H:%M:%SZ") if row.last_event else "never"
+        click.echo(
+            f"  {row.connection_id}  {row.state:<12} account={row.account_id} company={row.company_id}  "
+            f"last event {last}  lag {_age(row.lag(now))}  backfill {row.backfill}"
+        )
+
+
+COMMANDS = (status, dead, replay, purge, connect, disconnect)

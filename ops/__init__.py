@@ -1,0 +1,1 @@
+"""Operations tools: browse, replay and purge dead letters, replay the archive, gather status."""

@@ -1,0 +1,7 @@
+"""The one error operations tools raise: its message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class OpsError(RuntimeError):
+    """An operation could not run; the message is meant for the operator, as is."""

@@ -1,0 +1,131 @@
+"""Dead letters parked the way the workers park them, and the operations tools wired to a vhost."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import structlog
+
+from broker.publisher import ConfirmingPublisher
+from broker.topology import DEAD_LETTER_QUEUE_NAME, work_queue_name
+from ops.broker import start_publisher
+from ops.sweep import DeadLetterPass
+from schemas.catalog import BY_RESOURCE
+from tests.conftest import wait_until
+from workers.failures import Failure, destination
+
+pytestmark = pytest.mark.broker
+
+
+def envelope(connection_id: str, resource: str = "invoices", key: str = "1", **extra: Any) -> dict[str, Any]:
+    """An event envelope as the receiver publishes it (schemas/webhook.py EnvelopeSchema)."""
+    synced = BY_RESOURCE[resource]
+    event_id = str(uuid.uuid4())
+    return {
+        "envelopeVersion": 1,
+        "eventId": event_id,
+        "connectionId": connection_id,
+        "companyId": "ACME-CO",
+        "object": synced.intacct_object,
+        "module": synced.module,
+        "resource": resource,
+        "action": "update",
+        "key": key,
+        "id": None,
+        "occurredAt": None,
+        "receivedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "idempotencyKey": event_id,
+        "authScheme": "hmac",
+        "payload": {"object": synced.intacct_object, "key": key},
+        **extra,
+    }
+
+
+@dataclass(frozen=True)
+class Parked:
+    message_id: str
+    envelope: dict[str, Any]
+    reason: str
+
+
+class Parking:
+    """Parks dead letters with the workers' own header convention (workers.failures.destination)."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+
+    def park(
+        self,
+        connection_id: str,
+        resource: str = "invoices",
+        *,
+        key: str = "1",
+        reason: str = "mapping_error",
+        transient: bool = False,
+        failed_at: datetime | None = None,
+    ) -> Parked:
+        body = envelope(connection_id, resource, key)
+        synced = BY_RESOURCE[resource]
+        routing_key = synced.routing_key("update")
+        queue = work_queue_name(synced.module)
+        headers = {"x-flexsync-attempts": 4} if transient else None
+        target = destination(
+            Failure(reason, ValueError(f"cannot map {resource} {key}"), transient=transient),
+            queue=queue,
+            routing_key=routing_key,
+            headers=headers,
+            now=failed_at,
+        )
+        assert target.dead
+        self.broker.publish(
+            "",
+            DEAD_LETTER_QUEUE_NAME,
+            json.dumps(body).encode(),
+            headers=target.headers,
+            message_id=body["eventId"],
+        )
+        return Parked(body["eventId"], body, target.headers["x-flexsync-reason"])
+
+    def wait_parked(self, count: int) -> None:
+        wait_until(
+            lambda: self.broker.depth(DEAD_LETTER_QUEUE_NAME) == count, message=f"{count} dead letters"
+        )
+
+    def ids_in(self, queue: str) -> list[str]:
+        """The message ids in a queue, in order (taking them out)."""
+        return [m.properties["message_id"] for m in self.broker.take_all(queue)]
+
+
+@pytest.fixture
+def parking(broker) -> Parking:
+    return Parking(broker)
+
+
+@pytest.fixture
+def publisher(amqp_url: str, declared_topology):
+    publisher: ConfirmingPublisher = start_publisher(amqp_url)
+    yield publisher
+    publisher.close()
+
+
+@pytest.fixture
+def sweeper(amqp_url: str, publisher) -> DeadLetterPass:
+    return DeadLetterPass(amqp_url, publisher, idle_timeout=1.0)
+
+
+@pytest.fixture
+def hours_ago():
+    now = datetime.now(UTC)
+    return lambda hours: now - timedelta(hours=hours)
+
+
+@pytest.fixture(autouse=True)
+def captured_logs():
+    """Log events kept apart from the commands' stdout (the CLI logs to stderr when configured)."""
+    with structlog.testing.capture_logs() as logs:
+        yield logs

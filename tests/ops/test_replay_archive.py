@@ -1,0 +1,81 @@
+"""Replay from the archive stream by time range, connection and resource."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from cli.deadletters import replay
+from tests.conftest import wait_until
+from tests.ops.conftest import envelope
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def archived(broker, hours_ago):
+    """Events of one connection received 5, 4, 2.5, 2 and 0.5 hours ago, plus another connection's."""
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    events = []
+    for n, age in enumerate([5, 4, 2.5, 2, 0.5, 2.2]):
+        connection = other if n == 5 else mine
+        moment = hours_ago(age).isoformat().replace("+00:00", "Z")
+        body = envelope(connection, "invoices" if n != 3 else "deposits", key=str(n), receivedAt=moment)
+        routing_key = f"{body['module']}.{body['resource']}.update"
+        broker.publish("intacct.events", routing_key, json.dumps(body).encode(), message_id=body["eventId"])
+        events.append(body)
+    wait_until(lambda: broker.depth("sync.ar") == 5 and broker.depth("sync.cm") == 1, message="events queued")
+    broker.channel.queue_purge(queue="sync.ar")
+    broker.channel.queue_purge(queue="sync.cm")
+    return mine, events
+
+
+def test_replay_from_the_archive_moves_the_time_range_of_one_connection(archived, settings, broker):
+    mine, events = archived
+    result = CliRunner().invoke(
+        replay,
+        ["--from", "archive", "--connection", mine, "--since", "3h", "--until", "1h", "--yes"],
+        obj={"settings": settings},
+    )
+    assert result.exit_code == 0, result.output
+    assert "moved 2, skipped" in result.stdout and "failed 0" in result.stdout
+    ar = broker.take_all("sync.ar")
+    cm = broker.take_all("sync.cm")
+    assert [m.properties["message_id"] for m in ar] == [events[2]["eventId"]]
+    assert [m.properties["message_id"] for m in cm] == [events[3]["eventId"]]
+    assert ar[0].headers["x-flexsync-original-routing-key"] == "ar.invoices.update"
+    assert ar[0].headers["x-flexsync-replayed-from"] == "archive"
+
+
+def test_archive_filters_by_resource_and_a_dry_run_moves_nothing(archived, settings, broker):
+    mine, events = archived
+    dry = CliRunner().invoke(
+        replay,
+        ["--from", "archive", "--connection", mine, "--resource", "invoices", "--dry-run"],
+        obj={"settings": settings},
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "dry run: 4 archived events would be replayed" in dry.stdout
+    assert broker.depth("sync.ar") == 0
+
+    result = CliRunner().invoke(
+        replay,
+        ["--from", "archive", "--connection", mine, "--resource", "invoices", "--since", "6h", "--yes"],
+        obj={"settings": settings},
+    )
+    assert result.exit_code == 0, result.output
+    moved = [m.properties["message_id"] for m in broker.take_all("sync.ar")]
+    assert moved == [
+        e["eventId"] for e in events if e["connectionId"] == mine and e["resource"] == "invoices"
+    ]
+    assert broker.depth("sync.cm") == 0
+
+
+def test_reason_is_refused_for_the_archive(settings):
+    result = CliRunner().invoke(
+        replay, ["--from", "archive", "--reason", "x", "--yes"], obj={"settings": settings}
+    )
+    assert result.exit_code == 1 and "dead letters only" in result.output

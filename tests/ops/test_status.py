@@ -1,0 +1,109 @@
+"""flexsync status: queues, dead letters by reason and resource, connections with last event and lag."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert
+
+from cli.context import open_store
+from cli.ops import status
+from store.backfill import BackfillStore, Checkpoint
+from store.db import create_engine_for
+from store.deliveries import DeliveryLedger
+from store.models import ReconcileWatermark
+
+pytestmark = pytest.mark.broker
+
+
+def test_status_shows_queues_dead_letters_and_connections(settings, parking, broker):
+    connection = str(uuid.uuid4())
+    for resource, reason in [
+        ("invoices", "mapping_error"),
+        ("invoices", "mapping_error"),
+        ("deposits", "bad_key"),
+    ]:
+        parking.park(connection, resource, reason=reason)
+    parking.wait_parked(3)
+    broker.publish("", "sync.gl", b"{}")
+    store = open_store(settings)
+    record = store.save(
+        connection_id=connection,
+        account_id="acct-s",
+        company_id="ACME-CO",
+        entity_id=None,
+        user_id="ws_flexpoint",
+        state="connected",
+    )
+    engine = create_engine_for(settings.database_url)
+    received = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    DeliveryLedger(engine, clock=lambda: received).record(connection, "key-1", "event-1")
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ReconcileWatermark),
+            [
+                {
+                    "connection_id": connection,
+                    "resource": "invoices",
+                    "modified_since": datetime.now(UTC) - timedelta(hours=2),
+                },
+                {
+                    "connection_id": connection,
+                    "resource": "customers",
+                    "modified_since": datetime.now(UTC) - timedelta(minutes=5),
+                },
+            ],
+        )
+    backfills = BackfillStore(engine)
+    backfills.request(connection)
+    holder = "test-holder"
+    backfills.claim(connection, holder, 30.0)
+    backfills.save(connection, holder, Checkpoint("customers", after_key="1200", imported=1200), 30.0)
+
+    result = CliRunner().invoke(status, ["--interval", "0.2"], obj={"settings": settings})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert re.search(r"sync\.gl\s+quorum\s+depth\s+1\s+consumers\s+0\s+\+0\.0/s", out), out
+    assert re.search(r"dead-letter\s+quorum\s+depth\s+3\s", out), out
+    assert "intacct.events.archive" in out
+    assert "dead letters: 3" in out
+    assert "by reason: mapping_error 2, bad_key 1" in out
+    assert "by resource: invoices 2, deposits 1" in out
+    line = next(line for line in out.splitlines() if record.connection_id in line)
+    assert "connected" in line and "last event 2026-01-02T03:04:05Z" in line
+    assert re.search(r"lag 2\.0h", line), line
+    assert "backfill running (1,200 records)" in line
+    assert broker.depth("dead-letter") == 3
+
+
+def test_a_resource_never_swept_holds_the_lag_at_the_connections_creation(settings):
+    from ops.status import connection_status
+
+    store = open_store(settings)
+    record = store.save(
+        connection_id=str(uuid.uuid4()),
+        account_id="acct-u",
+        company_id="ACME-U",
+        entity_id=None,
+        user_id="ws_flexpoint",
+        state="connected",
+    )
+    engine = create_engine_for(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(ReconcileWatermark),
+            [
+                {"connection_id": record.connection_id, "resource": "invoices", "modified_since": None},
+                {
+                    "connection_id": record.connection_id,
+                    "resource": "customers",
+                    "modified_since": datetime.now(UTC) + timedelta(minutes=5),
+                },
+            ],
+        )
+    [row] = [r for r in connection_status(engine) if r.connection_id == record.connection_id]
+    assert row.reconciled_to == record.created_at
