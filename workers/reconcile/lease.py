@@ -1,0 +1,47 @@
+"""Keeping a sweep's lease while it runs, and stopping it early when the process is told to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from store.watermarks import WatermarkStore
+
+T = TypeVar("T")
+
+
+class SweepInterrupted(Exception):
+    """The process is stopping (SIGTERM): the pass ends early and its watermark stays."""
+
+
+class LeaseKeeper:
+    """Renews a claim at a third of its length while long streams flow through :meth:`stream`."""
+
+    def __init__(
+        self,
+        watermarks: WatermarkStore,
+        connection_id: str,
+        resource: str,
+        holder: str,
+        lease: float,
+        monotonic: Callable[[], float],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self._renew = lambda: watermarks.renew(connection_id, resource, holder, lease)
+        self._should_stop = should_stop
+        self._every = lease / 3
+        self._monotonic = monotonic
+        self._due = monotonic() + self._every
+
+    def stream(self, items: Iterable[T]) -> Iterator[T]:
+        for item in items:
+            if self._should_stop():
+                raise SweepInterrupted("stopping: the sweep ends without advancing its watermark")
+            yield item
+            if self._monotonic() >= self._due:
+                self.renew()
+
+    def renew(self) -> None:
+        """Extend the lease now; :class:`store.watermarks.LeaseLost` when it is not ours any more."""
+        self._renew()
+        self._due = self._monotonic() + self._every

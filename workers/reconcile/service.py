@@ -1,0 +1,159 @@
+"""The ``reconcile`` process: a sweep of every connected company every interval, until SIGTERM.
+
+Each sweep walks the connected connections and, for each, every synced resource (see
+:mod:`.sweep`). Several processes may run side by side: each (connection, resource) is swept
+by whichever process claims its lease first, the others skip it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+
+from broker.publisher import ConfirmingPublisher
+from broker.topology import EVENTS_EXCHANGE
+from clients.flexpoint import FlexPointClient
+from clients.intacct.client import create_client
+from config import Settings
+from observability.logging import get_logger
+from schemas.catalog import BY_RESOURCE, OBJECTS, SyncedObject
+from store.connections import ConnectionRecord, ConnectionStore
+from store.crypto import SecretBox
+from store.db import create_engine_for, upgrade
+from store.watermarks import WatermarkStore
+from workers.reconcile.events import EventSender
+from workers.reconcile.sweep import ResourceSweep, ResourceSweeper, SweepOptions
+
+log = get_logger(__name__)
+
+_PUBLISHER_WAIT = 10.0
+
+
+class ReconcileError(ValueError):
+    """A sweep cannot start as asked (an unknown connection or resource); the message says why."""
+
+
+@dataclass
+class Reconciler:
+    """Sweeps connections; ``should_stop`` is checked between resources."""
+
+    connections: ConnectionStore
+    sweeper: ResourceSweeper
+    should_stop: Callable[[], bool] = lambda: False
+
+    def sweep(
+        self,
+        *,
+        keyset: bool = False,
+        connection_id: str | None = None,
+        resources: Sequence[str] | None = None,
+    ) -> list[ResourceSweep]:
+        """One sweep of every connected connection (or just ``connection_id``); one result per resource."""
+        objects = self._objects(resources)
+        results: list[ResourceSweep] = []
+        for connection in self._targets(connection_id):
+            for synced in objects:
+                if self.should_stop():
+                    return results
+                results.append(self.sweeper.sweep(connection, synced, keyset=keyset))
+        return results
+
+    def _targets(self, connection_id: str | None) -> list[ConnectionRecord]:
+        if connection_id is None:
+            return self.connections.list("connected")
+        connection = self.connections.get(connection_id)
+        if connection is None:
+            raise ReconcileError(f"no connection {connection_id!r}; see `flexsync connections list`")
+        if connection.state != "connected":
+            raise ReconcileError(
+                f"connection {connection_id} is {connection.state}; only connected ones are reconciled"
+            )
+        return [connection]
+
+    @staticmethod
+    def _objects(resources: Sequence[str] | None) -> list[SyncedObject]:
+        if not resources:
+            return list(OBJECTS)
+        unknown = [name for name in resources if name not in BY_RESOURCE]
+        if unknown:
+            raise ReconcileError(
+                f"unknown resource(s) {', '.join(unknown)}; expected some of {', '.join(BY_RESOURCE)}"
+            )
+        return [BY_RESOURCE[name] for name in resources]
+
+
+def holder_name() -> str:
+    """Who holds a lease: host and process, plus a nonce so a reused pid is someone else."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def open_reconciler(
+    settings: Settings,
+    *,
+    options: SweepOptions | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[Reconciler]:
+    """A reconciler wired to the real store, clients and broker; closes them all on exit."""
+    settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="reconcile")
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    intacct = create_client(settings, engine)
+    flexpoint = FlexPointClient.from_settings(settings, process="reconcile")
+    publisher = ConfirmingPublisher(settings.amqp_url, EVENTS_EXCHANGE.name)
+    publisher.start(wait=_PUBLISHER_WAIT)
+    try:
+        sweeper = ResourceSweeper(
+            intacct=intacct,
+            flexpoint=flexpoint,
+            watermarks=WatermarkStore(engine),
+            sender=EventSender(publisher),
+            holder=holder_name(),
+            options=options,
+            should_stop=should_stop,
+        )
+        yield Reconciler(ConnectionStore(engine, SecretBox.for_settings(settings)), sweeper, should_stop)
+    finally:
+        publisher.close()
+        flexpoint.close()
+        intacct.close()
+        engine.dispose()
+
+
+def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool = False) -> None:
+    """Sweep every ``RECONCILE_INTERVAL_SECONDS`` until SIGTERM/SIGINT; a sweep under way stops
+    at the next record, releases its lease and leaves its watermark where it was."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("reconcile_stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    interval = settings.reconcile_interval_seconds
+    with open_reconciler(settings, options=options, should_stop=stop.is_set) as reconciler:
+        log.info("reconcile_started", interval_seconds=interval)
+        while not stop.is_set():
+            try:
+                results = reconciler.sweep(keyset=keyset)
+            except Exception as exc:
+                # The store itself failed (each resource's own failures are in its results): the
+                # watermarks stay, and the next interval tries again rather than the process dying.
+                log.error("reconcile_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+            else:
+                log.info(
+                    "reconcile_sweep_done",
+                    resources=len(results),
+                    published=sum(r.published for r in results),
+                    failed=sum(1 for r in results if r.kind == "failed"),
+                )
+            stop.wait(interval)
+    log.info("reconcile_stopped")
