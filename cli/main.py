@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from config import Settings, SettingsError, load_settings
+from cli.context import declare_topology_or_fail, open_store, prepare_database, settings_of
+from config import SettingsError
 
 
 class FlexsyncGroup(click.Group):
@@ -21,17 +22,6 @@ class FlexsyncGroup(click.Group):
         except SettingsError as exc:
             click.echo(f"flexsync: {exc}", err=True)
             sys.exit(2)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    settings = ctx.obj.get("settings") if ctx.obj else None
-    if settings is None:
-        settings = load_settings()
-        from observability.logging import configure_logging
-
-        configure_logging(settings)
-        ctx.ensure_object(dict)["settings"] = settings
-    return settings
 
 
 @click.group(cls=FlexsyncGroup)
@@ -53,11 +43,11 @@ def main(ctx: click.Context) -> None:
 @click.pass_context
 def web(ctx: click.Context, workers: int, threads: int) -> None:
     """Run the webhook receiver on $PORT (the Procfile's `web`)."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if settings.is_production:
         settings.require("INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER", process="web")
-    _prepare_database(settings)
-    _declare_topology(settings, required=False)
+    prepare_database(settings)
+    declare_topology_or_fail(settings, required=False)
     from ingest.server import serve
 
     serve(settings, workers=workers, threads=threads)
@@ -67,9 +57,9 @@ def web(ctx: click.Context, workers: int, threads: int) -> None:
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Run the sync workers: work queues -> Intacct -> FlexPoint (the Procfile's `sync`)."""
-    settings = _settings(ctx)
-    _prepare_database(settings)
-    _declare_topology(settings, required=True)
+    settings = settings_of(ctx)
+    prepare_database(settings)
+    declare_topology_or_fail(settings, required=True)
     from workers.sync.service import run
 
     run(settings)
@@ -79,8 +69,8 @@ def sync(ctx: click.Context) -> None:
 @click.pass_context
 def topology(ctx: click.Context) -> None:
     """Declare the exchanges, queues and bindings (idempotent)."""
-    settings = _settings(ctx)
-    for line in _declare_topology(settings, required=True):
+    settings = settings_of(ctx)
+    for line in declare_topology_or_fail(settings, required=True):
         click.echo(line)
 
 
@@ -93,7 +83,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply schema migrations up to the latest (safe to run from several processes)."""
-    _prepare_database(_settings(ctx))
+    prepare_database(settings_of(ctx))
     click.echo("database schema is up to date")
 
 
@@ -114,7 +104,7 @@ def connections() -> None:
 @click.pass_context
 def connections_list(ctx: click.Context) -> None:
     """List connections with their state (never their secrets)."""
-    store = _store(_settings(ctx))
+    store = open_store(settings_of(ctx))
     rows = store.list()
     if not rows:
         click.echo("no connections")
@@ -130,7 +120,7 @@ def connections_list(ctx: click.Context) -> None:
 @click.pass_context
 def connections_secret(ctx: click.Context, connection_id: str) -> None:
     """Print a connection's webhook signing secret (for an HMAC relay). Never logged."""
-    store = _store(_settings(ctx))
+    store = open_store(settings_of(ctx))
     secret = store.webhook_secret(connection_id)
     if secret is None:
         raise click.ClickException(f"no active connection {connection_id} (or it has no secret)")
@@ -153,7 +143,7 @@ def connections_create(
     entity_id: str | None,
 ) -> None:
     """Register a connection by hand (normally FlexPoint's connect message does this)."""
-    store = _store(_settings(ctx))
+    store = open_store(settings_of(ctx))
     record = store.save(
         connection_id=connection_id,
         account_id=account_id,
@@ -170,7 +160,7 @@ def connections_create(
 @click.pass_context
 def connections_rotate_keys(ctx: click.Context, yes: bool) -> None:
     """Re-encrypt every stored secret under the first FLEXSYNC_SECRET_KEY."""
-    store = _store(_settings(ctx))
+    store = open_store(settings_of(ctx))
     if not yes:
         click.confirm("Re-encrypt all stored secrets under the first key?", abort=True)
     click.echo(f"re-encrypted {store.rotate_encryption()} values")
@@ -189,8 +179,8 @@ def send_webhook(
     """Send one HMAC-signed webhook to a receiver, as a relay would (for trying things out)."""
     from cli.relay import send_signed_webhook
 
-    settings = _settings(ctx)
-    store = _store(settings)
+    settings = settings_of(ctx)
+    store = open_store(settings)
     record = store.get(connection_id)
     secret = store.webhook_secret(connection_id)
     if record is None or secret is None:
@@ -202,55 +192,19 @@ def send_webhook(
         sys.exit(1)
 
 
-def _store(settings: Settings):
-    from store.connections import ConnectionStore
-    from store.crypto import SecretBox
-    from store.db import create_engine_for, upgrade
-
-    engine = create_engine_for(settings.database_url)
-    upgrade(engine)
-    return ConnectionStore(engine, SecretBox.for_settings(settings))
-
-
-def _prepare_database(settings: Settings) -> None:
-    from store.db import create_engine_for, upgrade
-
-    engine = create_engine_for(settings.database_url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
-
-
-def _declare_topology(settings: Settings, *, required: bool) -> list[str]:
-    from kombu import Connection
-
-    from broker.topology import build_topology, declare_topology
-
-    topology = build_topology(settings.archive_max_age)
-    try:
-        with Connection(settings.amqp_url, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=2)
-            declare_topology(connection, topology)
-    except Exception as exc:
-        if required:
-            raise click.ClickException(f"could not declare the topology: {exc}") from None
-        click.echo(
-            f"flexsync: warning: topology not declared now ({exc}); the receiver answers 503 "
-            "until RabbitMQ is reachable",
-            err=True,
-        )
-        return []
-    return list(topology.describe())
-
-
-def _mount_sandbox() -> None:
+def _mount_commands() -> None:
+    """The processes and tools that live in modules of their own."""
+    from cli.backfill import backfill
+    from cli.ops import COMMANDS as OPS_COMMANDS
+    from cli.provisioning import provisioning
+    from cli.reconcile import reconcile
     from sandbox.cli import sandbox
 
-    main.add_command(sandbox)
+    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, sandbox):
+        main.add_command(command)
 
 
-_mount_sandbox()
+_mount_commands()
 
 if __name__ == "__main__":
     main()
