@@ -57,10 +57,18 @@ def test_a_message_for_a_connection_of_another_account_is_dead_lettered(
     worker = start_worker(backfills=backfills)
     sent = messages.connect(sandbox.company())
     sandbox.wait_for_state(sent["accountId"], "connected")
-    messages.disconnect(sent, accountId="acct-someone-else")
+    # Stamped later than the owner's disconnect below, as a stray message could be.
+    stray = messages.disconnect(sent, publish=False, accountId="acct-someone-else")
+    owners = messages.disconnect(sent, publish=False)
+    stray["requestedAt"], owners["requestedAt"] = owners["requestedAt"], stray["requestedAt"]
+    messages.publish("connection.disconnect", stray)
     (header,) = dead_letters(broker, 1)
     assert header[REASON] == "account_mismatch"
     assert worker.store.get(sent["connectionId"]).state == "connected"
+    # The rejected message took no place in the order of requests: the owner's still counts.
+    messages.publish("connection.disconnect", owners)
+    sandbox.wait_for_state(sent["accountId"], "disconnected")
+    assert worker.store.get(sent["connectionId"]).state == "disconnected"
 
 
 def test_a_parked_connect_keeps_no_password(sandbox, start_worker, messages, broker, backfills):

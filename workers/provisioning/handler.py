@@ -100,6 +100,11 @@ class ProvisioningHandler:
             )
         kind = "connect" if routing_key == CONNECT_ROUTING_KEY else "disconnect"
         connection_id = message["connectionId"]
+        try:
+            # Before the mark: a message we reject must not make the owner's own requests stale.
+            self._owned(connection_id, message["accountId"])
+        except AccountMismatch as exc:
+            return Failure("account_mismatch", exc, transient=False)
         if not self._marks.claim(connection_id, message["requestedAt"], kind, message["messageId"]):
             log.info(
                 "stale_message_ignored",
