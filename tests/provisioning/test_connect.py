@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from sqlalchemy import text
 
+from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name
 from store.backfill import BackfillStore, Checkpoint
 from tests.conftest import wait_until
 from tests.provisioning.conftest import PUBLIC_BASE_URL
+from workers.provisioning.marks import ProvisioningMarks
 
 pytestmark = pytest.mark.broker
 
@@ -123,6 +127,44 @@ def test_a_replayed_connect_is_harmless(sandbox, start_worker, messages, backfil
     # A replay must not re-read the company's whole history.
     assert runs.get(sent["connectionId"]).state == "completed"
     assert runs.checkpoints(sent["connectionId"])["customers"].imported == 9
+
+
+def test_a_connect_waits_for_the_disconnect_under_way_of_the_accounts_old_connection(
+    sandbox, start_worker, messages, backfills, broker
+):
+    company = sandbox.company()
+    worker = start_worker(backfills=backfills)
+    first = messages.connect(company)
+    sandbox.wait_for_state(first["accountId"], "connected")
+    # The customer clicks Disconnect then Connect; the disconnect is taken on (its mark claimed,
+    # as another thread or process does first) but has not freed the account yet.
+    leaving = messages.disconnect(first, publish=False)
+    marks = ProvisioningMarks(worker.parts.engine)
+    assert marks.claim(
+        first["connectionId"],
+        datetime.fromisoformat(leaving["requestedAt"]),
+        "disconnect",
+        leaving["messageId"],
+    )
+    second = messages.connect(company, accountId=first["accountId"])
+    wait_until(
+        lambda: broker.depth(retry_queue_name("provisioning", RETRY_DELAYS_SECONDS[0])) == 1,
+        timeout=20,
+        message="the connect parked in the first delay queue",
+    )
+    assert worker.store.get(second["connectionId"]) is None
+
+    messages.publish("connection.disconnect", leaving)  # the disconnect completes
+    connected = wait_until(
+        lambda: (s := sandbox.status(first["accountId"]))["connectionId"] == second["connectionId"]
+        and s["state"] == "connected"
+        and s,
+        timeout=30,
+        message="the new connection connected once the old one was gone",
+    )
+    assert connected["companyId"] == company
+    assert worker.store.get(first["connectionId"]).state == "disconnected"
+    assert broker.depth("dead-letter") == 0
 
 
 def test_a_connect_for_an_account_with_another_live_connection_fails_clearly(

@@ -40,6 +40,10 @@ class AccountMismatch(ValueError):
     """The message names another FlexPoint account than the stored connection's."""
 
 
+class _AccountBeingFreed(Exception):
+    """The account's other connection has a disconnect under way; the connect waits for it."""
+
+
 class _IntacctDown(Exception):
     """Intacct failed transiently; the message goes through a delay queue."""
 
@@ -125,6 +129,8 @@ class ProvisioningHandler:
             return Failure("intacct_unavailable", exc.cause, transient=True)
         except AccountMismatch as exc:
             return Failure("account_mismatch", exc, transient=False)
+        except _AccountBeingFreed as exc:
+            return Failure("account_in_use", exc, transient=True)
         return None
 
     # -- connect ------------------------------------------------------------------------------
@@ -134,7 +140,7 @@ class ProvisioningHandler:
         existing = self._owned(connection_id, account_id)
         other = self._store.live_for_account(account_id)
         if other is not None and other.connection_id != connection_id:
-            self._fail(message, reasons.account_in_use(other.connection_id), existing)
+            self._refuse_or_wait(message, other, existing, attempts)
             return
         self._report(account_id, status.connecting(message))
         verdict = self._validate(message, attempts)
@@ -174,6 +180,32 @@ class ProvisioningHandler:
             company_id=message["companyId"],
             rotated=existing is not None and existing.is_active,
         )
+
+    def _refuse_or_wait(
+        self,
+        message: dict[str, Any],
+        other: ConnectionRecord,
+        existing: ConnectionRecord | None,
+        attempts: int,
+    ) -> None:
+        """The account has another live connection: wait if it is being disconnected, else fail.
+
+        A customer who disconnects and connects again at once sends both messages together; the
+        disconnect, handled on another thread or process, has claimed its mark but may not have
+        freed the account yet. The connect then goes through the delay queues rather than fail.
+        """
+        mark = self._marks.current(other.connection_id)
+        if mark is not None and mark.kind == "disconnect" and attempts < len(RETRY_DELAYS_SECONDS):
+            log.info(
+                "connect_waits_for_disconnect",
+                connection_id=message["connectionId"],
+                other_connection_id=other.connection_id,
+                attempts=attempts + 1,
+            )
+            raise _AccountBeingFreed(
+                f"connection {other.connection_id} of the account is being disconnected"
+            )
+        self._fail(message, reasons.account_in_use(other.connection_id), existing)
 
     def _validate(self, message: dict[str, Any], attempts: int) -> Verdict | None:
         """A token, then one read per permission area; the verdict when anything is wrong."""
