@@ -156,9 +156,11 @@ def test_a_connect_waits_for_the_disconnect_under_way_of_the_accounts_old_connec
 
     messages.publish("connection.disconnect", leaving)  # the disconnect completes
     connected = wait_until(
-        lambda: (s := sandbox.status(first["accountId"]))["connectionId"] == second["connectionId"]
-        and s["state"] == "connected"
-        and s,
+        lambda: (
+            (s := sandbox.status(first["accountId"]))["connectionId"] == second["connectionId"]
+            and s["state"] == "connected"
+            and s
+        ),
         timeout=30,
         message="the new connection connected once the old one was gone",
     )

@@ -202,9 +202,7 @@ class ProvisioningHandler:
                 other_connection_id=other.connection_id,
                 attempts=attempts + 1,
             )
-            raise _AccountBeingFreed(
-                f"connection {other.connection_id} of the account is being disconnected"
-            )
+            raise _AccountBeingFreed(f"connection {other.connection_id} of the account is being disconnected")
         self._fail(message, reasons.account_in_use(other.connection_id), existing)
 
     def _validate(self, message: dict[str, Any], attempts: int) -> Verdict | None:
