@@ -22,9 +22,10 @@ def request_backfill(
     BackfillStore(engine).request(connection_id, restart=restart, if_unfinished=if_unfinished)
 
 
-def cancel_backfill(engine: Engine, connection_id: str) -> None:
-    """Cancel the connection's import, if one is pending or running; it stops at its next page."""
-    BackfillStore(engine).cancel(connection_id)
+def cancel_backfill(engine: Engine, connection_id: str) -> bool:
+    """Cancel the connection's import, if one is pending or running (False if none); it stops at
+    its next page."""
+    return BackfillStore(engine).cancel(connection_id)
 
 
 __all__ = ["BackfillRunner", "BackfillWorker", "RunOptions", "cancel_backfill", "request_backfill"]

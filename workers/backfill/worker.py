@@ -52,6 +52,8 @@ class BackfillWorker:
         self._poll_interval = poll_interval
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
 
     def start(self) -> None:
         """Start the worker threads (once)."""
@@ -62,6 +64,11 @@ class BackfillWorker:
             thread.start()
             self._threads.append(thread)
         log.info("backfill_worker_started", threads=self._concurrency)
+
+    def running(self) -> frozenset[str]:
+        """The connections whose import this worker's threads are running right now."""
+        with self._running_lock:
+            return frozenset(self._running)
 
     def request_stop(self) -> None:
         """Ask the runs to pause at their next page, without waiting (safe from a signal handler)."""
@@ -89,9 +96,14 @@ class BackfillWorker:
             if connection_id is None:
                 self._stopping.wait(self._poll_interval)
                 continue
+            with self._running_lock:
+                self._running.add(connection_id)
             try:
                 self._runner.run(connection_id, holder, self._stopping)
             except Exception:
                 # A bug or a database outage: the lease runs out and a worker takes the run over.
                 log.exception("backfill_run_crashed", connection_id=connection_id)
                 self._stopping.wait(self._poll_interval)
+            finally:
+                with self._running_lock:
+                    self._running.discard(connection_id)
