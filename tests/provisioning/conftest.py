@@ -103,11 +103,7 @@ def worker_settings(settings, intacct, flexpoint):
 
 @pytest.fixture
 def backfills(worker_settings):
-    """The real backfill scheduler (``workers.backfill``, built alongside); skipped until it exists."""
-    try:
-        from workers.backfill import cancel_backfill, request_backfill  # noqa: F401
-    except ImportError:
-        pytest.skip("workers.backfill (request_backfill, cancel_backfill) is not available yet")
+    """The real backfill scheduler (``workers.backfill``), on the worker's database."""
     engine = create_engine_for(worker_settings.database_url)
     upgrade(engine)
     yield ScheduledBackfills(engine)

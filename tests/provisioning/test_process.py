@@ -25,12 +25,10 @@ def test_a_missing_setting_stops_start_up_naming_it(tmp_path):
 
 
 @pytest.mark.broker
-def test_sigterm_stops_the_process_cleanly(tmp_path, amqp_url, intacct, flexpoint, broker, messages, sandbox):
-    pytest.importorskip("workers.backfill")
-    from workers import backfill
-
-    if not hasattr(backfill, "BackfillWorker"):
-        pytest.skip("workers.backfill.BackfillWorker is not available yet")
+def test_sigterm_finishes_the_connect_in_hand_then_exits(
+    tmp_path, amqp_url, intacct, flexpoint, broker, messages, sandbox
+):
+    """QUALITY R5: the message being handled when SIGTERM arrives is finished and acked."""
     env = {
         **os.environ,
         "FLEXSYNC_ENV": "development",
@@ -48,13 +46,19 @@ def test_sigterm_stops_the_process_cleanly(tmp_path, amqp_url, intacct, flexpoin
         [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )
     try:
+        # Slow Intacct so the connect (a token, then one read per area) is surely mid-way.
+        sandbox.intacct_faults(latencyMs=700)
         sent = messages.connect(sandbox.company())
-        sandbox.wait_for_state(sent["accountId"], "connected", timeout=60)
+        sandbox.wait_for_state(sent["accountId"], "connecting", timeout=60)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
         if process.poll() is None:
             process.kill()
+        sandbox.intacct_faults()
     output = process.stderr.read()
     assert "provisioning_stopping" in output and "provisioning_stopped" in output
+    # Finished before the exit, not left for the next process: FlexPoint heard the outcome and
+    # the message was acked (an unacked one would be back in the queue now).
+    assert sandbox.status(sent["accountId"])["state"] == "connected"
     wait_until(lambda: broker.depth("provisioning") == 0, message="nothing left in the queue")
