@@ -130,6 +130,11 @@ def _register_hooks(app: Flask, metrics: ReceiverMetrics) -> None:
         # Request threads are reused: drop the previous request's connection/event ids.
         structlog.contextvars.clear_contextvars()
 
+    @app.teardown_request
+    def _drop_log_context(_error: BaseException | None) -> None:
+        # And drop them after it too, so nothing else the thread logs is labelled with them.
+        structlog.contextvars.clear_contextvars()
+
     @app.after_request
     def _count(response: Response) -> Response:
         if request.endpoint == "webhooks.receive":

@@ -8,6 +8,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import structlog
 
 from ingest.auth import sign_hmac
 from tests.conftest import COMPANY, invoice_event, running_receiver, trusted_context
@@ -155,6 +156,12 @@ def test_410_for_a_disconnected_connection(receiver, broker):
     assert response.status_code == 410
     assert error_of(response)["code"] == "connection_disconnected"
     assert broker.get("sync.ar") is None
+
+
+def test_a_requests_log_context_ends_with_it(receiver, broker):
+    assert receiver.post_hmac(invoice_event(), key="context-1").status_code == 202
+    # The test client runs the request on this thread: nothing of it may label later lines.
+    assert structlog.contextvars.get_contextvars() == {}
 
 
 def test_401_without_credentials_and_before_the_body_is_read(receiver, broker):
