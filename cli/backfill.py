@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 import click
@@ -128,9 +129,11 @@ def _run(store: Any, runner: Any, connection_id: str, holder: str) -> None:
         click.echo(f"backfill of {connection_id} stopped: {summary}; run the command again to resume")
     elif outcome == "failed":
         run = store.get(connection_id)
-        raise click.ClickException(
-            f"backfill of {connection_id} failed: {run.error}; run the command again to resume from the checkpoint"
-        )
+        then = "run the command again to resume from the checkpoint"
+        if run.resume_at is not None:
+            minutes = max(1, round((run.resume_at - time.time()) / 60))
+            then = f"the provisioning worker resumes it in about {minutes} min, or {then}"
+        raise click.ClickException(f"backfill of {connection_id} failed: {run.error}; {then}")
     else:
         raise click.ClickException(
             f"backfill of {connection_id} was cancelled (the connection was disconnected or the run cancelled)"

@@ -7,6 +7,8 @@ consumers (passive declare); the rate is therefore the net change of depth betwe
 from __future__ import annotations
 
 import collections
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -92,7 +94,7 @@ def dead_counts(sweeper: DeadLetterPass) -> DeadCounts:
     return counts
 
 
-def connection_status(engine: Engine) -> list[ConnectionStatus]:
+def connection_status(engine: Engine, *, clock: Callable[[], float] = time.time) -> list[ConnectionStatus]:
     """Every connection with its newest confirmed webhook and its oldest reconciliation watermark."""
     last_event = (
         select(WebhookDelivery.connection_id, func.max(WebhookDelivery.confirmed_at).label("last"))
@@ -122,7 +124,7 @@ def connection_status(engine: Engine) -> list[ConnectionStatus]:
         .subquery()
     )
     query = (
-        query.add_columns(BackfillRun.state.label("backfill_state"), imported.c.done)
+        query.add_columns(BackfillRun.state.label("backfill_state"), BackfillRun.resume_at, imported.c.done)
         .outerjoin(BackfillRun, BackfillRun.connection_id == Connection.connection_id)
         .outerjoin(imported, imported.c.connection_id == Connection.connection_id)
     )
@@ -136,10 +138,19 @@ def connection_status(engine: Engine) -> list[ConnectionStatus]:
             state=row.state,
             last_event=_aware(row.last),
             reconciled_to=_aware(row.created_at) if row.unswept else _aware(row.mark),
-            backfill=f"{row.backfill_state} ({row.done or 0:,} records)" if row.backfill_state else "-",
+            backfill=_backfill(row.backfill_state, row.done, row.resume_at, clock()),
         )
         for row in rows
     ]
+
+
+def _backfill(state: str | None, done: int | None, resume_at: float | None, now: float) -> str:
+    if state is None:
+        return "-"
+    text = f"{state} ({done or 0:,} records)"
+    if state == "failed" and resume_at is not None:
+        text += f", resumes in {max(0, round((resume_at - now) / 60))} min"
+    return text
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -41,6 +41,8 @@ class RunState:
     error: str | None
     started_at: datetime
     finished_at: datetime | None
+    resume_at: float | None = None  # unix seconds: a failed run resumes by itself then
+    resumes: int = 0  # automatic resumptions since the run was last requested
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class BackfillStore:
                         started_at=now,
                         updated_at=now,
                         attempts=0,
+                        resumes=0,
                     )
                 )
                 conn.execute(delete(_points).where(_p.connection_id == connection_id))
@@ -120,16 +123,22 @@ class BackfillStore:
                     started_at=now,
                     updated_at=now,
                     finished_at=None,
+                    resume_at=None,
+                    resumes=0,
                 )
             )
 
     def cancel(self, connection_id: str) -> bool:
-        """Cancel a pending or running import (its holder stops at the next page); False if none."""
+        """Cancel a pending or running import (its holder stops at the next page), or a failed one
+        waiting to resume by itself; False if none."""
+        waiting = and_(_r.state == "failed", _r.resume_at.is_not(None))
         with self._write() as conn:
             changed = conn.execute(
                 update(_runs)
-                .where(_r.connection_id == connection_id, _r.state.in_(LIVE_STATES))
-                .values(state="cancelled", holder=None, leased_until=None, updated_at=self._now())
+                .where(_r.connection_id == connection_id, or_(_r.state.in_(LIVE_STATES), waiting))
+                .values(
+                    state="cancelled", holder=None, leased_until=None, resume_at=None, updated_at=self._now()
+                )
             ).rowcount
         return changed == 1
 
@@ -142,7 +151,8 @@ class BackfillStore:
     # -- leases -----------------------------------------------------------------------------
 
     def claim_next(self, holder: str, lease_seconds: float) -> str | None:
-        """Take a pending run, or a running one whose holder's lease ran out; its connection id."""
+        """Take a pending run, a running one whose holder's lease ran out, or a failed one whose
+        time to resume has come; its connection id."""
         now = self._clock()
         with self._engine.connect() as conn:
             candidates = list(
@@ -190,9 +200,20 @@ class BackfillStore:
             return self._renewed(conn, connection_id, holder, lease_seconds)
 
     def release(
-        self, connection_id: str, holder: str, state: str, *, error: str | None = None, failed: bool = False
+        self,
+        connection_id: str,
+        holder: str,
+        state: str,
+        *,
+        error: str | None = None,
+        failed: bool = False,
+        resume_in: float | None = None,
     ) -> bool:
-        """Leave the run in ``state`` (pending: resumable by anyone; completed; failed) if still ours."""
+        """Leave the run in ``state`` (pending: resumable by anyone; completed; failed) if still ours.
+
+        A failed run given ``resume_in`` (seconds) is taken up again by the next worker that looks
+        after that time, from its checkpoints; that counts one more of its ``resumes``.
+        """
         now = self._now()
         values: dict = {"state": state, "holder": None, "leased_until": None, "updated_at": now}
         if state in ("completed", "failed"):
@@ -200,6 +221,11 @@ class BackfillStore:
             values["error"] = error
         if failed:
             values["attempts"] = _r.attempts + 1
+        if state == "completed":
+            values["resumes"] = 0
+        if state == "failed" and resume_in is not None:
+            values["resume_at"] = self._clock() + resume_in
+            values["resumes"] = _r.resumes + 1
         with self._write() as conn:
             changed = conn.execute(
                 update(_runs).where(*self._ours(connection_id, holder)).values(values)
@@ -262,7 +288,8 @@ class BackfillStore:
 
     def _claimable(self, now: float):
         abandoned = and_(_r.state == "running", or_(_r.leased_until.is_(None), _r.leased_until <= now))
-        return or_(_r.state == "pending", abandoned)
+        due = and_(_r.state == "failed", _r.resume_at <= now)
+        return or_(_r.state == "pending", abandoned, due)
 
     def _ours(self, connection_id: str, holder: str) -> tuple:
         return (_r.connection_id == connection_id, _r.state == "running", _r.holder == holder)
@@ -278,6 +305,7 @@ class BackfillStore:
                     leased_until=self._clock() + lease_seconds,
                     updated_at=self._now(),
                     finished_at=None,
+                    resume_at=None,
                 )
             ).rowcount
         return taken == 1
@@ -328,4 +356,6 @@ def _run(row) -> RunState:
         error=row.error,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        resume_at=row.resume_at,
+        resumes=row.resumes,
     )

@@ -133,6 +133,10 @@ class BackfillRun(Base):
     holder: Mapped[str | None] = mapped_column(String(200))
     leased_until: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer)
+    # A run failed on a transient error is taken up again at ``resume_at`` (unix seconds);
+    # ``resumes`` counts those automatic resumptions since the run was last requested.
+    resume_at: Mapped[float | None] = mapped_column(Float)
+    resumes: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (Index("ix_backfill_runs_state", "state"),)
 

@@ -52,7 +52,8 @@ def test_a_failing_run_reports_the_reason_and_the_next_run_resumes(parts, intacc
     result = CliRunner().invoke(backfill, [parts.connection.connection_id], obj={"settings": parts_bad})
     assert result.exit_code == 1
     assert "failed: entities: FlexPointUnauthorized" in result.output and "resume" in result.output
-    assert parts.backfills.get(parts.connection.connection_id).state == "failed"
+    failed = parts.backfills.get(parts.connection.connection_id)
+    assert failed.state == "failed" and failed.resume_at is None  # permanent: no automatic resume
     assert invoke(parts, parts.connection.connection_id).exit_code == 0
     assert_flexpoint_equals_intacct(parts, intacct)
 

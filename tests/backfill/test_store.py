@@ -81,6 +81,57 @@ def test_failure_is_kept_with_its_reason(engine):
     assert run.finished_at is not None
 
 
+def test_a_run_failed_on_a_transient_error_resumes_by_itself_when_due(engine):
+    now = [1000.0]
+    store = BackfillStore(engine, clock=lambda: now[0])
+    store.request(CID)
+    assert store.claim_next("a", 30) == CID
+    assert store.save(CID, "a", Checkpoint("customers", "7", 7), 30)
+    assert store.release(CID, "a", "failed", error="FlexPoint down", failed=True, resume_in=60)
+    run = store.get(CID)
+    assert (run.state, run.resume_at, run.resumes) == ("failed", 1060.0, 1)
+
+    now[0] += 59
+    assert store.claim_next("b", 30) is None
+    now[0] += 1
+    assert store.claim_next("b", 30) == CID
+    run = store.get(CID)
+    assert (run.state, run.holder, run.resume_at) == ("running", "b", None)
+    assert store.checkpoints(CID)["customers"].after_key == "7"  # from where it stopped
+
+    # A second failure counts a second resumption; without resume_in the run stays failed.
+    assert store.release(CID, "b", "failed", error="again", failed=True, resume_in=300)
+    assert store.get(CID).resumes == 2
+    now[0] += 300
+    assert store.claim_next("c", 30) == CID
+    assert store.release(CID, "c", "failed", error="for good", failed=True)
+    now[0] += 10_000
+    assert store.claim_next("d", 30) is None
+    assert store.get(CID).resumes == 2
+
+    # Asked for again (by hand), the count starts over; completing also resets it.
+    store.request(CID)
+    assert store.get(CID).resumes == 0
+    assert store.claim_next("e", 30) == CID
+    assert store.release(CID, "e", "failed", error="x", failed=True, resume_in=60)
+    now[0] += 60
+    assert store.claim_next("f", 30) == CID
+    assert store.release(CID, "f", "completed")
+    assert (store.get(CID).resumes, store.get(CID).resume_at) == (0, None)
+
+
+def test_cancel_stops_a_failed_run_waiting_to_resume(engine):
+    now = [1000.0]
+    store = BackfillStore(engine, clock=lambda: now[0])
+    store.request(CID)
+    store.claim_next("a", 30)
+    store.release(CID, "a", "failed", error="Intacct down", failed=True, resume_in=60)
+    assert cancel_backfill(engine, CID)
+    now[0] += 3600
+    assert store.claim_next("b", 30) is None
+    assert store.get(CID).state == "cancelled"
+
+
 def test_many_claimants_at_once_get_the_run_exactly_once(engine):
     store = BackfillStore(engine)
     store.request(CID)

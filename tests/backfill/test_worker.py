@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import requests
@@ -17,7 +18,7 @@ INVOICES = "accounts-receivable/invoice"
 OPTIONS = RunOptions(page_size=7, report_interval=0.0, lease_seconds=3.0)
 
 
-def worker(parts, engine=None) -> BackfillWorker:
+def worker(parts, engine=None, options: RunOptions = OPTIONS) -> BackfillWorker:
     return BackfillWorker(
         parts.settings,
         engine or parts.engine,
@@ -25,7 +26,7 @@ def worker(parts, engine=None) -> BackfillWorker:
         flexpoint=parts.flexpoint,
         connections=parts.connections,
         poll_interval=0.05,
-        options=OPTIONS,
+        options=options,
     )
 
 
@@ -108,3 +109,27 @@ def test_stop_leaves_the_run_resumable_and_cancel_stops_it(parts, intacct):
         requests.patch(faults, json={"latencyMs": 0}, timeout=10).raise_for_status()
     assert state_of(parts) == "cancelled"
     assert not finished(parts.backfills.checkpoints(connection_id))
+
+
+def test_a_run_that_gave_up_while_intacct_was_down_resumes_by_itself(parts, intacct):
+    connection_id = parts.connection.connection_id
+    faults = f"{intacct.base_url}/sandbox/faults"
+    patient = dataclasses.replace(OPTIONS, max_attempts=2, backoff_base=0.01, resume_delays=(1.0, 1.0))
+    background = worker(parts, options=patient)
+    requests.patch(faults, json={"errorRate": 1.0, "errorStatus": 503}, timeout=10).raise_for_status()
+    try:
+        background.start()
+        request_backfill(parts.engine, connection_id)
+        failed = wait_until(
+            lambda: (run := parts.backfills.get(connection_id)).state == "failed" and run,
+            timeout=60,
+            message="the run to give up while Intacct answers 503",
+        )
+        assert failed.resume_at is not None and failed.resumes == 1 and "503" in (failed.error or "")
+        requests.patch(faults, json={"errorRate": 0.0}, timeout=10).raise_for_status()
+        # Nobody asks for it again: the worker takes it up once it is due.
+        wait_until(lambda: state_of(parts) == "completed", timeout=60, message="the run resumed and done")
+    finally:
+        background.stop()
+        requests.delete(faults, timeout=10).raise_for_status()
+    assert_flexpoint_equals_intacct(parts, intacct)

@@ -107,3 +107,27 @@ def test_a_resource_never_swept_holds_the_lag_at_the_connections_creation(settin
         )
     [row] = [r for r in connection_status(engine) if r.connection_id == record.connection_id]
     assert row.reconciled_to == record.created_at
+
+
+def test_a_failed_import_waiting_to_resume_says_when(settings):
+    from ops.status import connection_status
+
+    store = open_store(settings)
+    record = store.save(
+        connection_id=str(uuid.uuid4()),
+        account_id="acct-r",
+        company_id="ACME-R",
+        entity_id=None,
+        user_id="ws_flexpoint",
+        state="connected",
+    )
+    engine = create_engine_for(settings.database_url)
+    runs = BackfillStore(engine, clock=lambda: 1000.0)
+    runs.request(record.connection_id)
+    runs.claim(record.connection_id, "h", 30)
+    runs.save(record.connection_id, "h", Checkpoint("customers", "40", 40), 30)
+    runs.release(record.connection_id, "h", "failed", error="Intacct down", failed=True, resume_in=300)
+    [row] = [
+        r for r in connection_status(engine, clock=lambda: 1000.0) if r.connection_id == record.connection_id
+    ]
+    assert row.backfill == "failed (40 records), resumes in 5 min"

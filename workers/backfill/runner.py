@@ -39,6 +39,9 @@ class RunOptions:
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     report_interval: float = 2.0
+    # After a run gives up on a transient error (Intacct or FlexPoint down for longer than the
+    # retries above), it resumes by itself after each of these delays in turn; then it stays failed.
+    resume_delays: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
 
 
 class BackfillRunner:
@@ -127,9 +130,15 @@ class BackfillRunner:
                 failures = 0 if points[name].imported > before.imported else failures
                 failures += 1
                 reason = f"{name}: {type(exc).__name__}: {str(exc)[:300]}"
-                if not _transient(exc) or failures >= self._options.max_attempts:
-                    log.error("backfill_failed", connection_id=connection.connection_id, reason=reason)
-                    return f"failed:{reason}"
+                transient = _transient(exc)
+                if not transient or failures >= self._options.max_attempts:
+                    log.error(
+                        "backfill_failed",
+                        connection_id=connection.connection_id,
+                        reason=reason,
+                        transient=transient,
+                    )
+                    return f"{'transient' if transient else 'failed'}:{reason}"
                 delay = self._rng.uniform(
                     0, min(self._options.backoff_cap, self._options.backoff_base * 2**failures)
                 )
@@ -155,20 +164,31 @@ class BackfillRunner:
             self._store.release(connection_id, holder, "cancelled", error=beat.reason)
             log.info("backfill_cancelled", connection_id=connection_id, reason=beat.reason)
             return "cancelled"
-        if outcome.startswith("failed:"):
-            reason = outcome.removeprefix("failed:")
-            self._store.release(connection_id, holder, "failed", error=reason, failed=True)
-            reporter.update(
-                points,
-                final=True,
-                message=f"The historical import stopped ({reason}); it resumes where it stopped when run again.",
+        kind, _, reason = outcome.partition(":")
+        if kind in ("failed", "transient"):
+            resume_in = self._resume_in(connection_id) if kind == "transient" else None
+            self._store.release(
+                connection_id, holder, "failed", error=reason, failed=True, resume_in=resume_in
             )
+            if resume_in is None:
+                then = "it resumes where it stopped when run again"
+            else:
+                then = f"it resumes by itself in {_in_words(resume_in)}, where it stopped"
+                log.info("backfill_resume_scheduled", connection_id=connection_id, resume_in=resume_in)
+            reporter.update(points, final=True, message=f"The historical import stopped ({reason}); {then}.")
             return "failed"
         # Asked to stop (shutdown): left pending at its checkpoint for any worker to resume.
         self._store.release(connection_id, holder, "pending")
         reporter.update(points, final=True)
         log.info("backfill_paused", connection_id=connection_id, **_totals(points))
         return "stopped"
+
+    def _resume_in(self, connection_id: str) -> float | None:
+        """The delay before the next automatic resumption, or None when they are used up."""
+        run = self._store.get(connection_id)
+        resumes = run.resumes if run is not None else 0
+        delays = self._options.resume_delays
+        return delays[resumes] if resumes < len(delays) else None
 
     def _webhook_url(self, connection_id: str) -> str | None:
         base = getattr(self._settings, "public_base_url", None)
@@ -183,6 +203,14 @@ def _still_connected(connections: Any, connection_id: str) -> bool:
 
 def _transient(exc: BaseException) -> bool:
     return bool(getattr(exc, "transient", False)) or isinstance(exc, SQLAlchemyError)
+
+
+def _in_words(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} seconds"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} minutes"
+    return f"{seconds / 3600:.0f} hours"
 
 
 def _wait(should_stop: Callable[[], bool], seconds: float) -> bool:
