@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import wait_until
@@ -120,4 +122,26 @@ def test_flexpoint_unreachable_while_reporting_is_retried_not_lost(sandbox, work
     sandbox.flexpoint_faults(serverErrorRate=0.0)
     status = failed_status(sandbox, sent)
     assert status["reason"] == "invalid_credentials"
+    assert broker.depth("dead-letter") == 0
+
+
+def test_a_connect_waiting_in_the_delay_queues_holds_its_password_sealed(
+    sandbox, start_worker, messages, broker, backfills
+):
+    worker = start_worker(backfills=backfills, unavailable_retries=2)
+    sandbox.intacct_faults(errorRate=1.0, errorStatus=503)
+    sent = messages.connect(sandbox.company(), userPassword="retry-pass-8841")
+    # The second trip: sealed once on the way to the 2 s queue, sent on as it was to the 10 s one.
+    wait_until(lambda: broker.depth("provisioning.retry.10s") == 1, timeout=30, message="the second trip")
+    sandbox.intacct_faults()  # Intacct is back
+    parked = broker.get("provisioning.retry.10s")
+    assert b"retry-pass-8841" not in parked.body
+    document = json.loads(parked.body)
+    assert "userPassword" not in document and document["userPasswordSealed"]
+
+    # Back in the work queue (as the delay queue would send it), the connect completes with the
+    # password FlexPoint sent, stored encrypted.
+    broker.publish("", "provisioning", parked.body, headers=parked.properties["application_headers"])
+    sandbox.wait_for_state(sent["accountId"], "connected")
+    assert worker.store.user_password(sent["connectionId"]) == "retry-pass-8841"
     assert broker.depth("dead-letter") == 0

@@ -3,13 +3,13 @@
 Messages are handled in a small thread pool (a connect makes several Intacct calls, which must
 not hold up the broker's heartbeats); the consumer thread alone touches the broker and settles
 each message: ack when done, else publish it to a delay queue or the dead-letter queue with a
-confirm, then ack. On SIGTERM it stops taking messages, lets running ones finish and settles
+confirm, then ack (a connect's password sealed for the delay queue, removed for the dead-letter
+queue: ``workers.provisioning.sealing``). On SIGTERM it stops taking messages, lets running ones finish and settles
 them; prefetched messages not started are left unacknowledged for another consumer.
 """
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -18,8 +18,10 @@ from kombu.mixins import ConsumerMixin
 
 from broker.topology import PROVISIONING_QUEUE_NAME
 from observability.logging import get_logger
+from store.crypto import SecretBox
 from workers.failures import ORIGINAL_ROUTING_KEY, Failure, attempts_of, destination, reroute
 from workers.provisioning.handler import ProvisioningHandler
+from workers.provisioning.sealing import UnreadableSeal, opened, sealed, without_password
 
 log = get_logger(__name__)
 
@@ -32,6 +34,7 @@ class ProvisioningConsumer(ConsumerMixin):
         connection: Connection,
         queue: Queue,
         handler: ProvisioningHandler,
+        box: SecretBox,
         *,
         workers: int = 4,
         stop_timeout: float = 60.0,
@@ -39,6 +42,7 @@ class ProvisioningConsumer(ConsumerMixin):
         self.connection = connection
         self._queue = queue
         self.handler = handler
+        self._box = box
         self._workers = workers
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="provisioning")
         self._running: dict[Future[Failure | None], tuple[Any, int]] = {}
@@ -75,6 +79,11 @@ class ProvisioningConsumer(ConsumerMixin):
         headers = message.headers or {}
         # Back from a delay queue the routing key is the queue's name; the header keeps the original.
         routing_key = headers.get(ORIGINAL_ROUTING_KEY) or message.delivery_info.get("routing_key", "")
+        try:
+            body = opened(body, self._box)  # back from a delay queue: the password as FlexPoint sent it
+        except UnreadableSeal as exc:
+            self._route(message, Failure("malformed_message", exc, transient=False))
+            return
         future = self._pool.submit(self.handler.handle, routing_key, body, attempts=attempts_of(headers))
         self._running[future] = (message, self._generation)
 
@@ -101,10 +110,9 @@ class ProvisioningConsumer(ConsumerMixin):
         routing_key = headers.get(ORIGINAL_ROUTING_KEY) or message.delivery_info.get("routing_key", "")
         target = destination(failure, queue=PROVISIONING_QUEUE_NAME, routing_key=routing_key, headers=headers)
         assert self._producer is not None, "messages arrive only after get_consumers"
-        # A parked connect must not keep the user's password: dead letters are kept and shown.
-        reroute(
-            self._producer, message, target, body=_without_password(message.body) if target.dead else None
-        )
+        # Never the password in clear: dead letters are kept and shown; delay queues are on disk.
+        body = without_password(message.body) if target.dead else sealed(message.body, self._box)
+        reroute(self._producer, message, target, body=body)
         log_event = "provisioning_dead_lettered" if target.dead else "provisioning_retry_scheduled"
         log.warning(log_event, reason=failure.reason, routing_key=routing_key, queue=target.queue)
 
@@ -114,20 +122,3 @@ class ProvisioningConsumer(ConsumerMixin):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _without_password(body: Any) -> bytes:
-    """The message body without ``userPassword``; a body that is not a JSON object unchanged.
-
-    Removed, not masked: a replayed connect without it keeps the stored password, whereas a
-    placeholder would be taken for the new one.
-    """
-    raw = body if isinstance(body, bytes) else str(body).encode()
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        return raw
-    if not isinstance(document, dict) or document.get("userPassword") in (None, ""):
-        return raw
-    document.pop("userPassword")
-    return json.dumps(document, separators=(",", ":")).encode()

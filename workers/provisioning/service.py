@@ -83,7 +83,8 @@ def build(
     require_settings(settings)
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
-    store = ConnectionStore(engine, SecretBox.for_settings(settings))
+    box = SecretBox.for_settings(settings)
+    store = ConnectionStore(engine, box)
     intacct = intacct if intacct is not None else create_client(settings, engine)
     flexpoint = FlexPointClient.from_settings(settings, process="provisioning")
     extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
@@ -98,7 +99,7 @@ def build(
     )
     connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
     queue = build_topology(settings.archive_max_age).queue(PROVISIONING_QUEUE_NAME)
-    consumer = ProvisioningConsumer(connection, queue, handler, **options)
+    consumer = ProvisioningConsumer(connection, queue, handler, box, **options)
     return Parts(engine, store, intacct, flexpoint, consumer)
 
 

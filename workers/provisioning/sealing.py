@@ -1,0 +1,81 @@
+"""The user password of a connect message, while the message waits in our queues.
+
+FlexPoint's connect message may carry ``userPassword`` in clear. When the provisioning worker
+sends the message on, it does not repeat that: in a delay queue (a retry, stored by RabbitMQ
+for up to minutes) the password travels sealed with the service's encryption key, as
+``userPasswordSealed``, and is opened again when the message comes back; in the dead-letter queue
+(kept, listed and shown to operators) it is removed altogether.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from store.crypto import SecretBox, SecretDecryptError
+
+PASSWORD_FIELD = "userPassword"  # noqa: S105 (a field name, not a password)
+SEALED_FIELD = "userPasswordSealed"
+
+
+class UnreadableSeal(ValueError):
+    """A sealed password that none of the configured keys opens."""
+
+
+def _document(body: Any) -> dict[str, Any] | None:
+    if isinstance(body, dict):
+        return body
+    try:
+        document = json.loads(body)
+    except (TypeError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _raw(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else str(body).encode()
+
+
+def _dumped(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def sealed(body: Any, box: SecretBox) -> bytes:
+    """The message body with its password sealed (for a delay queue); other bodies unchanged."""
+    document = _document(body)
+    if document is None or document.get(PASSWORD_FIELD) in (None, ""):
+        return _raw(body)
+    document = dict(document)
+    document[SEALED_FIELD] = box.encrypt(document.pop(PASSWORD_FIELD))
+    return _dumped(document)
+
+
+def without_password(body: Any) -> bytes:
+    """The message body with no password, clear or sealed (for the dead-letter queue).
+
+    Removed, not masked: a replayed connect without it keeps the stored password, whereas a
+    placeholder would be taken for the new one.
+    """
+    document = _document(body)
+    if document is None or (document.get(PASSWORD_FIELD) in (None, "") and SEALED_FIELD not in document):
+        return _raw(body)
+    return _dumped({k: v for k, v in document.items() if k not in (PASSWORD_FIELD, SEALED_FIELD)})
+
+
+def opened(body: Any, box: SecretBox) -> Any:
+    """The message as FlexPoint sent it: a sealed password opened; any other body unchanged.
+
+    Raises :class:`UnreadableSeal` when no configured key opens it (the key was removed).
+    """
+    document = _document(body)
+    if document is None or SEALED_FIELD not in document:
+        return body
+    document = dict(document)
+    try:
+        document[PASSWORD_FIELD] = box.decrypt(str(document.pop(SEALED_FIELD)))
+    except SecretDecryptError:
+        raise UnreadableSeal(
+            "the password sealed for the retry cannot be decrypted with the configured "
+            "FLEXSYNC_SECRET_KEY (was a key removed?); publish the connect again"
+        ) from None
+    return document
