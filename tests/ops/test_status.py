@@ -12,6 +12,7 @@ from sqlalchemy import insert
 
 from cli.context import open_store
 from cli.ops import status
+from ops.status import connection_status
 from store.backfill import BackfillStore, Checkpoint
 from store.db import create_engine_for
 from store.deliveries import DeliveryLedger
@@ -80,19 +81,21 @@ def test_status_shows_queues_dead_letters_and_connections(settings, parking, bro
     assert broker.depth("dead-letter") == 3
 
 
-def test_a_resource_never_swept_holds_the_lag_at_the_connections_creation(settings):
-    from ops.status import connection_status
-
-    store = open_store(settings)
-    record = store.save(
+def _connected(settings, company_id: str):
+    """A connected connection saved in the settings' database, and that database's engine."""
+    record = open_store(settings).save(
         connection_id=str(uuid.uuid4()),
-        account_id="acct-u",
-        company_id="ACME-U",
+        account_id=f"acct-{company_id.lower()}",
+        company_id=company_id,
         entity_id=None,
         user_id="ws_flexpoint",
         state="connected",
     )
-    engine = create_engine_for(settings.database_url)
+    return record, create_engine_for(settings.database_url)
+
+
+def test_a_resource_never_swept_holds_the_lag_at_the_connections_creation(settings):
+    record, engine = _connected(settings, "ACME-U")
     with engine.begin() as conn:
         conn.execute(
             insert(ReconcileWatermark),
@@ -110,18 +113,7 @@ def test_a_resource_never_swept_holds_the_lag_at_the_connections_creation(settin
 
 
 def test_a_failed_import_waiting_to_resume_says_when(settings):
-    from ops.status import connection_status
-
-    store = open_store(settings)
-    record = store.save(
-        connection_id=str(uuid.uuid4()),
-        account_id="acct-r",
-        company_id="ACME-R",
-        entity_id=None,
-        user_id="ws_flexpoint",
-        state="connected",
-    )
-    engine = create_engine_for(settings.database_url)
+    record, engine = _connected(settings, "ACME-R")
     runs = BackfillStore(engine, clock=lambda: 1000.0)
     runs.request(record.connection_id)
     runs.claim(record.connection_id, "h", 30)
