@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from store.db import write_transaction
 from store.models import BackfillCheckpoint, BackfillRun
 
 _runs = BackfillRun.__table__
@@ -90,7 +91,7 @@ class BackfillStore:
         stops at its next page).
         """
         now = self._now()
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             row = conn.execute(select(_r.state).where(_r.connection_id == connection_id)).first()
             if row is None:
                 conn.execute(
@@ -132,7 +133,7 @@ class BackfillStore:
         """Cancel a pending or running import (its holder stops at the next page), or a failed one
         waiting to resume by itself; False if none."""
         waiting = and_(_r.state == "failed", _r.resume_at.is_not(None))
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             changed = conn.execute(
                 update(_runs)
                 .where(_r.connection_id == connection_id, or_(_r.state.in_(LIVE_STATES), waiting))
@@ -196,7 +197,7 @@ class BackfillStore:
 
     def renew(self, connection_id: str, holder: str, lease_seconds: float) -> bool:
         """Extend the lease; False when the run is no longer ours (cancelled, restarted, taken over)."""
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             return self._renewed(conn, connection_id, holder, lease_seconds)
 
     def release(
@@ -226,7 +227,7 @@ class BackfillStore:
         if state == "failed" and resume_in is not None:
             values["resume_at"] = self._clock() + resume_in
             values["resumes"] = _r.resumes + 1
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             changed = conn.execute(
                 update(_runs).where(*self._ours(connection_id, holder)).values(values)
             ).rowcount
@@ -234,7 +235,7 @@ class BackfillStore:
 
     def note_error(self, connection_id: str, holder: str, error: str) -> None:
         """Record a transient failure the holder is about to retry (shown while it waits)."""
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             conn.execute(
                 update(_runs)
                 .where(*self._ours(connection_id, holder))
@@ -278,7 +279,7 @@ class BackfillStore:
             index_elements=[_p.connection_id, _p.resource],
             set_={k: statement.excluded[k] for k in values if k not in ("connection_id", "resource")},
         )
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             if not self._renewed(conn, connection_id, holder, lease_seconds):
                 return False
             conn.execute(statement)
@@ -295,7 +296,7 @@ class BackfillStore:
         return (_r.connection_id == connection_id, _r.state == "running", _r.holder == holder)
 
     def _take(self, connection_id: str, holder: str, lease_seconds: float, free) -> bool:
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             taken = conn.execute(
                 update(_runs)
                 .where(_r.connection_id == connection_id, free)
@@ -317,33 +318,6 @@ class BackfillStore:
             .values(leased_until=self._clock() + lease_seconds)
         ).rowcount
         return changed == 1
-
-    def _write(self):
-        """A short write transaction; on SQLite the write lock is taken up front (see store.slots)."""
-        return _Transaction(self._engine, self._sqlite)
-
-
-class _Transaction:
-    def __init__(self, engine: Engine, immediate: bool) -> None:
-        self._engine = engine
-        self._immediate = immediate
-
-    def __enter__(self) -> Connection:
-        self._conn = self._engine.connect()
-        if self._immediate:
-            self._conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            self._conn.begin()
-        return self._conn
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self._conn.commit()
-            else:
-                self._conn.rollback()
-        finally:
-            self._conn.close()
 
 
 def _run(row) -> RunState:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
@@ -98,6 +98,27 @@ def upgrade(engine: Engine) -> None:
             connection.rollback()
             raise
         connection.commit()
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A short write transaction, committed on success and rolled back on error.
+
+    On SQLite it takes the write lock up front: a deferred transaction that reads before it
+    writes can fail at once with "database is locked" when another writer got in between,
+    whereas BEGIN IMMEDIATE waits for the lock (up to the engine's busy timeout).
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.begin()
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 @contextlib.contextmanager

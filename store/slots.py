@@ -19,11 +19,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from observability.logging import get_logger
+from store.db import write_transaction
 from store.models import IntacctSlot
 
 log = get_logger(__name__)
@@ -226,7 +227,7 @@ class CompanySlots:
         freed = False
         for slot, holder in held:
             if _dead_local_holder(holder, node):
-                with self._write() as conn:
+                with write_transaction(self._engine) as conn:
                     freed |= (
                         conn.execute(
                             update(_table)
@@ -253,7 +254,7 @@ class CompanySlots:
         self._rng.shuffle(candidates)
         for slot in candidates:
             holder, until = _holder_id(), now + self.lease_seconds
-            with self._write() as conn:
+            with write_transaction(self._engine) as conn:
                 # The WHERE repeats the "free" check: the row is taken only if still free now
                 # (PostgreSQL re-checks it after a concurrent update; SQLite writes one at a time).
                 claimed = conn.execute(
@@ -269,7 +270,7 @@ class CompanySlots:
         if lease.kept:
             return
         try:
-            with self._write() as conn:
+            with write_transaction(self._engine) as conn:
                 # Only if still ours: after the lease ran out someone else may hold the slot.
                 conn.execute(
                     update(_table)
@@ -293,7 +294,7 @@ class CompanySlots:
         if company_id in self._ensured:
             return
         rows = [{"company_id": company_id, "slot": slot} for slot in range(self.cap)]
-        with self._write() as conn:
+        with write_transaction(self._engine) as conn:
             conn.execute(self._insert(_table).values(rows).on_conflict_do_nothing())
         with self._guard:
             self._ensured.add(company_id)
@@ -301,16 +302,3 @@ class CompanySlots:
     def _releases_of(self, company_id: str) -> _Releases:
         with self._guard:
             return self._releases.setdefault(company_id, _Releases())
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Connection]:
-        """A short write transaction; on SQLite it takes the write lock up front.
-
-        A deferred SQLite transaction that reads before it writes can fail at once with "database
-        is locked" when another writer got in between; BEGIN IMMEDIATE waits for the lock instead.
-        """
-        with self._engine.connect() as conn:
-            if self._sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield conn
-            conn.commit()
