@@ -4,8 +4,9 @@ Messages are handled in a small thread pool (a connect makes several Intacct cal
 not hold up the broker's heartbeats); the consumer thread alone touches the broker and settles
 each message: ack when done, else publish it to a delay queue or the dead-letter queue with a
 confirm, then ack (a connect's password sealed for the delay queue, removed for the dead-letter
-queue: ``workers.provisioning.sealing``). On SIGTERM it stops taking messages, lets running ones finish and settles
-them; prefetched messages not started are left unacknowledged for another consumer.
+queue: ``workers.provisioning.sealing``). On SIGTERM it stops taking messages, lets running ones
+finish and settles them; prefetched messages not started are left unacknowledged for another
+consumer.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class ProvisioningHandler:
         connection_id = message["connectionId"]
         try:
             # Before the mark: a message we reject must not make the owner's own requests stale.
-            self._owned(connection_id, message["accountId"])
+            existing = self._owned(connection_id, message["accountId"])
         except AccountMismatch as exc:
             return Failure("account_mismatch", exc, transient=False)
         if not self._marks.claim(connection_id, message["requestedAt"], kind, message["messageId"]):
@@ -119,25 +119,22 @@ class ProvisioningHandler:
             return None
         try:
             if kind == "connect":
-                self._connect(message, attempts)
+                self._connect(message, existing, attempts)
             else:
-                self._disconnect(message)
+                self._disconnect(message, existing)
         except FlexPointError as exc:
             reason = "flexpoint_unavailable" if exc.transient else "flexpoint_rejected"
             return Failure(reason, exc, transient=exc.transient)
         except _IntacctDown as exc:
             return Failure("intacct_unavailable", exc.cause, transient=True)
-        except AccountMismatch as exc:
-            return Failure("account_mismatch", exc, transient=False)
         except _AccountBeingFreed as exc:
             return Failure("account_in_use", exc, transient=True)
         return None
 
     # -- connect ------------------------------------------------------------------------------
 
-    def _connect(self, message: dict[str, Any], attempts: int) -> None:
+    def _connect(self, message: dict[str, Any], existing: ConnectionRecord | None, attempts: int) -> None:
         connection_id, account_id = message["connectionId"], message["accountId"]
-        existing = self._owned(connection_id, account_id)
         other = self._store.live_for_account(account_id)
         if other is not None and other.connection_id != connection_id:
             self._refuse_or_wait(message, other, existing, attempts)
@@ -267,9 +264,8 @@ class ProvisioningHandler:
 
     # -- disconnect ---------------------------------------------------------------------------
 
-    def _disconnect(self, message: dict[str, Any]) -> None:
+    def _disconnect(self, message: dict[str, Any], existing: ConnectionRecord | None) -> None:
         connection_id, account_id = message["connectionId"], message["accountId"]
-        existing = self._owned(connection_id, account_id)
         self._backfills.cancel(connection_id)
         self._store.disconnect(connection_id)
         self._intacct.forget(connection_id)
