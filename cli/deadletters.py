@@ -282,5 +282,4 @@ def purge(ctx: click.Context, yes: bool, **filters: Any) -> None:
 
 def _at_most(selection: Selection, confirmed: int) -> Selection:
     """No more than the operator confirmed, even if matching letters arrived since the count."""
-    limit = confirmed if selection.limit is None else min(selection.limit, confirmed)
-    return dataclasses.replace(selection, limit=limit)
+    return dataclasses.replace(selection, limit=selection.capped(confirmed))

@@ -196,8 +196,7 @@ class ArchiveReplay:
         """The work queue and headers of a selected event, or (None, {}) when it is not selected."""
         connection_id = text((envelope or {}).get("connectionId"))
         resource = text((envelope or {}).get("resource"))
-        limited = selection.limit is not None and tally.selected >= selection.limit
-        if limited or not selection.matches_event(connection_id, resource, moment):
+        if selection.full(tally.selected) or not selection.matches_event(connection_id, resource, moment):
             tally.skipped += 1
             return None, {}
         queue = _work_queue(envelope, routing_key)

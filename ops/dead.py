@@ -76,7 +76,7 @@ def browse(sweeper: DeadLetterPass, selection: Selection) -> Browsed:
     def visit(letter: DeadLetter) -> None:
         if selection.matches(letter):
             found.matched += 1
-            if selection.limit is None or len(found.letters) < selection.limit:
+            if not selection.full(len(found.letters)):
                 found.letters.append(letter)
 
     found.tally = scan(sweeper, visit)
@@ -103,7 +103,7 @@ def replay(sweeper: DeadLetterPass, selection: Selection, *, now: datetime | Non
 
     def decide(letter: DeadLetter) -> Decision:
         nonlocal selected
-        if not selection.matches(letter) or (selection.limit is not None and selected >= selection.limit):
+        if not selection.matches(letter) or selection.full(selected):
             return KEEP
         selected += 1
         queue = work_queue_of(letter)
@@ -125,7 +125,7 @@ def purge(sweeper: DeadLetterPass, selection: Selection) -> Outcome:
 
     def decide(letter: DeadLetter) -> Decision:
         nonlocal selected
-        if not selection.matches(letter) or (selection.limit is not None and selected >= selection.limit):
+        if not selection.matches(letter) or selection.full(selected):
             return KEEP
         selected += 1
         return DROP
@@ -136,4 +136,4 @@ def purge(sweeper: DeadLetterPass, selection: Selection) -> Outcome:
 def count(sweeper: DeadLetterPass, selection: Selection) -> int:
     """A dry run: how many dead letters the selection would take (nothing moves)."""
     found = browse(sweeper, selection)
-    return found.matched if selection.limit is None else min(found.matched, selection.limit)
+    return selection.capped(found.matched)

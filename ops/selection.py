@@ -45,6 +45,14 @@ class Selection:
         if self.since and self.until and self.since >= self.until:
             raise OpsError("--since must be before --until")
 
+    def capped(self, count: int) -> int:
+        """``count``, or the limit if it is lower: how many of ``count`` matches are selected."""
+        return count if self.limit is None else min(count, self.limit)
+
+    def full(self, selected: int) -> bool:
+        """Whether ``selected`` letters or events already reach the limit."""
+        return self.limit is not None and selected >= self.limit
+
     def in_range(self, moment: datetime | None) -> bool:
         """Whether a time is within [since, until); an unknown time matches only open ranges."""
         if self.since is None and self.until is None:
