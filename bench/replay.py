@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -31,9 +32,10 @@ from config import Settings
 from observability.logging import configure_logging
 from ops.archive import ArchiveReplay
 from ops.broker import start_publisher
-from ops.dead import replay
+from ops.dead import DeadLetters, replay
 from ops.selection import Selection
-from ops.sweep import DeadLetterPass
+from store.db import create_engine_for, upgrade
+from store.deadletters import DeadLetterStore
 from workers.failures import Failure, destination
 
 TARGET = 5000.0
@@ -86,10 +88,17 @@ def bench_dead(url: str, messages: int, connection_id: str) -> None:
         publish_all(dead_publisher, batch)
         if depth(url, DEAD_LETTER_QUEUE_NAME) != messages:
             raise BenchError("the dead letters were not all parked")
-        progress("replaying them from dead-letter")
+        progress("replaying them from dead-letter (stored in a scratch SQLite table first)")
+        scratch = tempfile.TemporaryDirectory(prefix="flexsync-bench-")
+        engine = create_engine_for(f"sqlite:///{scratch.name}/dead.db")
+        upgrade(engine)
         started = time.monotonic()
-        outcome = replay(DeadLetterPass(url, dead_publisher), Selection(connection=connection_id))
+        outcome = replay(
+            DeadLetters(DeadLetterStore(engine), url, dead_publisher), Selection(connection=connection_id)
+        )
         seconds = time.monotonic() - started
+        engine.dispose()
+        scratch.cleanup()
     finally:
         dead_publisher.close()
     arrived, left = depth(url, "sync.ar"), depth(url, DEAD_LETTER_QUEUE_NAME)

@@ -1,6 +1,6 @@
-"""Dead-letter commands: ``dead list``/``dead show`` to browse the dead-letter queue, ``replay`` to
-put dead letters (or archived events) back in their work queues, and ``purge`` to delete dead
-letters for good, with the progress bar and accounting helpers only they use; plain click objects,
+"""Dead-letter commands: ``dead list``/``dead show`` to browse the stored dead letters, ``dead
+store`` to run the storing consumer, ``replay`` to put dead letters (or archived events) back in
+their work queues, and ``purge`` to delete dead letters for good, with the progress bar and accounting helpers only they use; plain click objects,
 exported through cli/ops.py's ``COMMANDS`` and mounted into ``flexsync`` by cli/main.py, the work
 being done in ``ops/``.
 """
@@ -22,7 +22,8 @@ from ops.broker import start_publisher
 from ops.errors import OpsError
 from ops.letters import DeadLetter
 from ops.selection import Selection
-from ops.sweep import DeadLetterPass, Tally
+from ops.sweep import Tally
+from store.deadletters import DeadLetterStore
 
 
 class _Progress:
@@ -48,9 +49,29 @@ class _Progress:
             self._bar = None
 
 
-def _sweeper(settings: Any, publisher: Any, progress: _Progress, rate: float | None = None) -> DeadLetterPass:
-    return DeadLetterPass(
-        settings.amqp_url, publisher, rate=rate, on_start=progress.start, on_step=progress.step
+def dead_letter_store(ctx: click.Context) -> DeadLetterStore:
+    """The ``dead_letters`` table of DATABASE_URL (migrated first), one engine per invocation."""
+    from store.db import create_engine_for, upgrade
+
+    cache = ctx.ensure_object(dict)
+    if "dead_letter_store" not in cache:
+        engine = create_engine_for(settings_of(ctx).database_url)
+        upgrade(engine)
+        ctx.call_on_close(engine.dispose)
+        cache["dead_letter_store"] = DeadLetterStore(engine)
+    return cache["dead_letter_store"]
+
+
+def _letters(
+    ctx: click.Context, publisher: Any, progress: _Progress, rate: float | None = None
+) -> dead_ops.DeadLetters:
+    return dead_ops.DeadLetters(
+        dead_letter_store(ctx),
+        settings_of(ctx).amqp_url,
+        publisher,
+        rate=rate,
+        on_start=progress.start,
+        on_step=progress.step,
     )
 
 
@@ -59,18 +80,15 @@ def _sweeper(settings: Any, publisher: Any, progress: _Progress, rate: float | N
 
 @click.group()
 def dead() -> None:
-    """Browse the dead-letter queue (browsing leaves every message there, in order)."""
+    """Browse the dead letters (stored in the database from the dead-letter queue first)."""
 
 
 def _browse(ctx: click.Context, selection: Selection, label: str) -> dead_ops.Browsed:
-    settings = settings_of(ctx)
-    publisher = start_publisher(settings.amqp_url)
     progress = _Progress(label, enabled=sys.stderr.isatty())
     try:
-        return dead_ops.browse(_sweeper(settings, publisher, progress), selection)
+        return dead_ops.browse(_letters(ctx, None, progress), selection)
     finally:
         progress.close()
-        publisher.close()
 
 
 def _line(letter: DeadLetter) -> str:
@@ -96,9 +114,36 @@ def dead_list(ctx: click.Context, as_json: bool, **filters: Any) -> None:
         click.echo(json.dumps(letter.summary(), default=str) if as_json else _line(letter))
     click.echo(
         f"{len(found.letters)} shown, {found.matched} matched ({selection.describe()}), "
-        f"{found.tally.scanned} in dead-letter",
+        f"{found.tally.scanned} stored",
         err=True,
     )
+
+
+@dead.command("store")
+@click.option("--once", is_flag=True, help="store what waits in dead-letter now, then stop")
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=500, show_default=True, help="letters per commit"
+)
+@click.pass_context
+@ops_errors
+def dead_store(ctx: click.Context, once: bool, batch: int) -> None:
+    """Store each message of the dead-letter queue in the database (acknowledged after the commit)."""
+    import signal
+    import threading
+
+    from ops.storing import StoringConsumer
+
+    consumer = StoringConsumer(settings_of(ctx).amqp_url, dead_letter_store(ctx), batch=batch)
+    if once:
+        done = consumer.drain()
+        click.echo(f"stored {done.stored} dead letters ({done.duplicates} already stored)")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        consumer.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 @dead.command("show")
@@ -147,7 +192,7 @@ def _accounting(verb: str, tally: Tally, outcome_failed: int, unroutable: int = 
         click.echo(f"  failed x{times}: {error}", err=True)
     if outcome_failed:
         click.echo(
-            "the failed messages are still in dead-letter; fix the cause and run the same command again",
+            "the failed letters are still stored; fix the cause and run the same command again",
             err=True,
         )
 
@@ -171,8 +216,8 @@ def replay(
 ) -> None:
     """Put messages back in their work queues: dead letters (attempts reset) or archived events.
 
-    From dead, each copy is confirmed by RabbitMQ before its dead letter is removed; the rest
-    stay in dead-letter, in order. From archive, --since is the stream offset to start at.
+    From dead, each copy is confirmed by RabbitMQ before its stored letter is marked replayed;
+    the rest stay stored. From archive, --since is the stream offset to start at.
     Interrupted? Run the same command again: events are idempotent.
     """
     selection = selection_of(filters)
@@ -188,7 +233,7 @@ def replay(
         if dry_run or not yes:
             counting = _Progress("counting", enabled=sys.stderr.isatty())
             try:
-                selected = dead_ops.count(_sweeper(settings, publisher, counting), selection)
+                selected = dead_ops.count(_letters(ctx, publisher, counting), selection)
             finally:
                 counting.close()
             if dry_run:
@@ -199,7 +244,7 @@ def replay(
                 return
             click.confirm(f"Replay {selected} dead letters to their work queues?", abort=True)
             selection = _at_most(selection, selected)
-        outcome = dead_ops.replay(_sweeper(settings, publisher, progress, rate), selection)
+        outcome = dead_ops.replay(_letters(ctx, publisher, progress, rate), selection)
     finally:
         progress.close()
         publisher.close()
@@ -252,7 +297,7 @@ def _replay_archive(
 @click.pass_context
 @ops_errors
 def purge(ctx: click.Context, yes: bool, **filters: Any) -> None:
-    """Delete the selected dead letters for good; the others stay in dead-letter, in order."""
+    """Delete the selected dead letters for good (marked purged); the others stay stored."""
     selection = selection_of(filters)
     settings = settings_of(ctx)
     publisher = start_publisher(settings.amqp_url)
@@ -261,7 +306,7 @@ def purge(ctx: click.Context, yes: bool, **filters: Any) -> None:
         if not yes:
             counting = _Progress("counting", enabled=sys.stderr.isatty())
             try:
-                selected = dead_ops.count(_sweeper(settings, publisher, counting), selection)
+                selected = dead_ops.count(_letters(ctx, publisher, counting), selection)
             finally:
                 counting.close()
             if selected == 0:
@@ -269,7 +314,7 @@ def purge(ctx: click.Context, yes: bool, **filters: Any) -> None:
                 return
             click.confirm(f"Delete {selected} dead letters for good?", abort=True)
             selection = _at_most(selection, selected)
-        outcome = dead_ops.purge(_sweeper(settings, publisher, progress), selection)
+        outcome = dead_ops.purge(_letters(ctx, publisher, progress), selection)
     finally:
         progress.close()
         publisher.close()

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from broker.topology import DEAD_LETTER_QUEUE_NAME
 from cli.context import open_store, settings_of
-from cli.deadletters import dead, purge, replay
+from cli.deadletters import dead, dead_letter_store, purge, replay
 from cli.opsoptions import ops_errors
 from ops.broker import start_publisher
 from ops.connections import connect_message, disconnect_message, publish_message
@@ -117,7 +118,7 @@ def _age(delta: timedelta | None) -> str:
     "with_dead",
     default=True,
     show_default=True,
-    help="count dead letters by reason and resource (reads the whole dead-letter queue)",
+    help="count dead letters by reason and resource (the table, and the queue if no consumer stores it)",
 )
 @click.pass_context
 @ops_errors
@@ -148,12 +149,20 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
             f"  {queue.name:<28} {queue.kind:<7} depth {depth:>7}  consumers {queue.consumers:>3}  {rate}"
         )
     if with_dead:
-        publisher = start_publisher(settings.amqp_url)
-        try:
-            counts = dead_counts(DeadLetterPass(settings.amqp_url, publisher))
-        finally:
-            publisher.close()
-        click.echo(f"dead letters: {counts.total}")
+        [queue] = [q for q in queues if q.name == DEAD_LETTER_QUEUE_NAME]
+        store = dead_letter_store(ctx)
+        if queue.depth and not queue.consumers:
+            # Nothing stores them now: browse the queue, so letters not yet stored still count.
+            publisher = start_publisher(settings.amqp_url)
+            try:
+                counts = dead_counts(store, DeadLetterPass(settings.amqp_url, publisher))
+            finally:
+                publisher.close()
+        else:
+            counts = dead_counts(store)
+        waiting = f" ({counts.not_stored} not yet stored)" if counts.not_stored else ""
+        arriving = f" ({queue.depth} being stored)" if queue.depth and queue.consumers else ""
+        click.echo(f"dead letters: {counts.total}{waiting}{arriving}")
         for title, counter in (("by reason", counts.by_reason), ("by resource", counts.by_resource)):
             if counter:
                 click.echo(f"  {title}: " + ", ".join(f"{name} {n}" for name, n in counter.most_common()))

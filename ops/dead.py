@@ -1,17 +1,31 @@
-"""Dead-letter operations: browse, replay to the work queues, purge; each one pass (ops/sweep.py)."""
+"""Dead-letter operations on the ``dead_letters`` table: browse, replay to the work queues, purge.
+
+Each operation first drains the ``dead-letter`` queue into the table (ops/storing.py), so it
+sees every letter whether or not the console's storing thread runs. A replay publishes each
+copy with a confirm and only then marks its row replayed, so a replay interrupted and run
+again moves each letter once (a process killed between a confirm and the commit that follows
+can repeat at most that one chunk; events are idempotent downstream).
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import PROVISIONING_QUEUE_NAME, work_queue_name
-from ops.letters import BROKER_HEADERS, DeadLetter
+from ops.errors import OpsError
+from ops.letters import BROKER_HEADERS, SYNTHETIC_ID_PREFIX, DeadLetter
 from ops.selection import Selection
-from ops.sweep import DROP, KEEP, Action, DeadLetterPass, Decision, Tally
+from ops.storing import StoringConsumer, letter_of
+from ops.sweep import Tally
 from schemas.catalog import BY_RESOURCE, MODULES
+from store.deadletters import PURGED, REPLAYED, DeadLetterStore, LetterQuery
 from workers import failures
 
 REPLAYED_AT = "x-flexsync-replayed-at"
@@ -50,6 +64,108 @@ def replay_headers(letter: DeadLetter, source: str, now: datetime) -> dict[str, 
     return headers
 
 
+def query_of(selection: Selection) -> LetterQuery:
+    """The table filters of a selection (its limit is applied by the operation)."""
+    return LetterQuery(
+        connection=selection.connection,
+        resource=selection.resource,
+        reason=selection.reason,
+        since=selection.since,
+        until=selection.until,
+        ids=selection.ids,
+    )
+
+
+Step = Callable[[DeadLetter, str | None], None]
+
+
+class DeadLetters:
+    """The table, the queue that feeds it, and a confirming publisher for replays."""
+
+    def __init__(
+        self,
+        store: DeadLetterStore,
+        amqp_url: str,
+        publisher: ConfirmingPublisher | None = None,
+        *,
+        rate: float | None = None,
+        batch: int = 200,
+        confirm_timeout: float = 30.0,
+        on_start: Callable[[int], None] | None = None,
+        on_step: Step | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        if rate is not None and rate <= 0:
+            raise OpsError("--rate must be more than 0 messages per second")
+        self.store = store
+        self._url = amqp_url
+        self._publisher = publisher
+        self._rate = rate
+        # With a rate, settle in smaller chunks so a kill repeats at most half a second of moves.
+        self._batch = max(1, min(batch, int(rate / 2))) if rate else max(1, batch)
+        self._confirm_timeout = confirm_timeout
+        self._on_start = on_start or (lambda total: None)
+        self._on_step = on_step or (lambda letter, queue: None)
+        self._stop = stop or threading.Event()
+
+    def drain(self) -> int:
+        """Store what waits in ``dead-letter``; returns how many were redeliveries already stored."""
+        return StoringConsumer(self._url, self.store, idle_timeout=0.3).drain().duplicates
+
+    def stored(self) -> int:
+        return self.store.count(LetterQuery())
+
+    def selected(self, selection: Selection, chunk: int) -> list[list[DeadLetter]]:
+        """The selected letters, oldest first, in chunks (at most ``selection.limit``)."""
+        rows = self.store.find(query_of(selection), limit=selection.limit)
+        letters = [letter_of(row) for row in rows]
+        return [letters[n : n + chunk] for n in range(0, len(letters), chunk)]
+
+    def pace(self, next_at: float) -> float:
+        """Wait for the next publish slot under ``rate``; returns the slot after it."""
+        if self._rate is None:
+            return next_at
+        now = time.monotonic()
+        if next_at > now:
+            self._stop.wait(next_at - now)
+        return max(now, next_at) + 1 / self._rate
+
+    def publish(self, letter: DeadLetter, queue: str, now: datetime) -> Future[None]:
+        if self._publisher is None:
+            raise OpsError("a replay needs a confirming publisher")
+        return self._publisher.publish(
+            queue,
+            letter.body,
+            message_id=letter.message_id or f"{SYNTHETIC_ID_PREFIX}{letter.id}",
+            headers=replay_headers(letter, "dead", now),
+            content_type=letter.properties.content_type or "application/json",
+        )
+
+    @property
+    def batch(self) -> int:
+        return self._batch
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def started(self, total: int) -> None:
+        self._on_start(total)
+
+    def stepped(self, letter: DeadLetter, queue: str | None) -> None:
+        self._on_step(letter, queue)
+
+    def wait(self, future: Future[None]) -> str | None:
+        """None once confirmed, else why not."""
+        try:
+            future.result(timeout=self._confirm_timeout)
+        except PublishError as exc:
+            return str(exc) or type(exc).__name__
+        except TimeoutError:
+            return f"RabbitMQ did not confirm within {self._confirm_timeout:.0f} s"
+        return None
+
+
 @dataclass
 class Browsed:
     """What a browse found: the selected letters (up to the limit) and how many matched."""
@@ -59,33 +175,18 @@ class Browsed:
     tally: Tally = field(default_factory=Tally)
 
 
-def scan(sweeper: DeadLetterPass, visit: Callable[[DeadLetter], None]) -> Tally:
-    """Show every dead letter to ``visit``, in queue order; every one stays in ``dead-letter``."""
-
-    def decide(letter: DeadLetter) -> Decision:
-        visit(letter)
-        return KEEP
-
-    return sweeper.run(decide)
-
-
-def browse(sweeper: DeadLetterPass, selection: Selection) -> Browsed:
-    """The selected dead letters, in queue order; every message stays in ``dead-letter``."""
-    found = Browsed()
-
-    def visit(letter: DeadLetter) -> None:
-        if selection.matches(letter):
-            found.matched += 1
-            if not selection.full(len(found.letters)):
-                found.letters.append(letter)
-
-    found.tally = scan(sweeper, visit)
-    return found
+def browse(letters: DeadLetters, selection: Selection) -> Browsed:
+    """The selected stored dead letters, oldest first; nothing changes."""
+    tally = Tally(duplicates=letters.drain())
+    tally.scanned = tally.kept = letters.stored()
+    query = query_of(selection)
+    found = [letter_of(row) for row in letters.store.find(query, limit=selection.limit)]
+    return Browsed(found, letters.store.count(query), tally)
 
 
 @dataclass
 class Outcome:
-    """A replay or purge: the pass's tally plus what could not even be attempted."""
+    """A replay or purge: its tally plus what could not even be attempted."""
 
     tally: Tally
     unroutable: int = 0
@@ -95,45 +196,61 @@ class Outcome:
         return self.tally.failed + self.unroutable
 
 
-def replay(sweeper: DeadLetterPass, selection: Selection, *, now: datetime | None = None) -> Outcome:
-    """Move the selected dead letters to their work queues (confirmed, then acknowledged)."""
+def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> Outcome:
+    """Publish the selected letters to their work queues; each row is marked once confirmed."""
     moment = now or datetime.now(UTC)
-    outcome = Outcome(Tally())
-    selected = 0
-
-    def decide(letter: DeadLetter) -> Decision:
-        nonlocal selected
-        if not selection.matches(letter) or selection.full(selected):
-            return KEEP
-        selected += 1
-        queue = work_queue_of(letter)
-        if queue is None:
-            outcome.unroutable += 1
-            outcome.tally.errors[f"no work queue known for {letter.id} (queue {letter.original_queue})"] += 1
-            return KEEP
-        return Decision(Action.MOVE, queue=queue, headers=replay_headers(letter, "dead", moment))
-
-    errors = outcome.tally.errors
-    outcome.tally = sweeper.run(decide)
-    outcome.tally.errors.update(errors)
+    tally = Tally(duplicates=letters.drain())
+    tally.scanned = letters.stored()
+    outcome = Outcome(tally)
+    chunks = letters.selected(selection, letters.batch)
+    letters.started(sum(len(chunk) for chunk in chunks))
+    next_at = time.monotonic()
+    try:
+        for chunk in chunks:
+            if letters.stopped:
+                break
+            sent: list[tuple[DeadLetter, str, Future[None]]] = []
+            for letter in chunk:
+                queue = work_queue_of(letter)
+                if queue is None:
+                    outcome.unroutable += 1
+                    tally.errors[f"no work queue known for {letter.id} (queue {letter.original_queue})"] += 1
+                    continue
+                next_at = letters.pace(next_at)
+                sent.append((letter, queue, letters.publish(letter, queue, moment)))
+            confirmed = []
+            for letter, _queue, future in sent:
+                error = letters.wait(future)
+                if error is None:
+                    confirmed.append(letter.id)
+                else:
+                    tally.failed += 1
+                    tally.errors[error] += 1
+            tally.moved += letters.store.settle(confirmed, REPLAYED, now=moment)
+            for letter in chunk:
+                letters.stepped(letter, work_queue_of(letter))
+    finally:
+        tally.kept = tally.scanned - tally.moved - tally.failed
     return outcome
 
 
-def purge(sweeper: DeadLetterPass, selection: Selection) -> Outcome:
-    """Remove the selected dead letters; the others stay, in order."""
-    selected = 0
+def purge(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> Outcome:
+    """Mark the selected letters purged (rows are kept for the record); the others stay."""
+    tally = Tally(duplicates=letters.drain())
+    tally.scanned = letters.stored()
+    chunks = letters.selected(selection, 1000)
+    letters.started(sum(len(chunk) for chunk in chunks))
+    for chunk in chunks:
+        if letters.stopped:
+            break
+        tally.dropped += letters.store.settle([letter.id for letter in chunk], PURGED, now=now)
+        for letter in chunk:
+            letters.stepped(letter, None)
+    tally.kept = tally.scanned - tally.dropped
+    return Outcome(tally)
 
-    def decide(letter: DeadLetter) -> Decision:
-        nonlocal selected
-        if not selection.matches(letter) or selection.full(selected):
-            return KEEP
-        selected += 1
-        return DROP
 
-    return Outcome(sweeper.run(decide))
-
-
-def count(sweeper: DeadLetterPass, selection: Selection) -> int:
+def count(letters: DeadLetters, selection: Selection) -> int:
     """A dry run: how many dead letters the selection would take (nothing moves)."""
-    found = browse(sweeper, selection)
-    return selection.capped(found.matched)
+    letters.drain()
+    return selection.capped(letters.store.count(query_of(selection)))

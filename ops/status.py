@@ -1,4 +1,4 @@
-"""What ``flexsync status`` gathers: queues, dead letters, connections.
+"""What ``flexsync status`` gathers: queues, dead letters (stored, and not yet stored), connections.
 
 Without the management plugin the broker tells a client only a queue's ready messages and its
 consumers (passive declare); the rate is therefore the net change of depth between two samples.
@@ -16,9 +16,9 @@ from sqlalchemy import Engine, case, func, select
 
 from broker.topology import Topology
 from ops.broker import connect, queue_counts
-from ops.dead import scan
 from ops.letters import DeadLetter
-from ops.sweep import DeadLetterPass
+from ops.sweep import KEEP, DeadLetterPass, Decision
+from store.deadletters import DeadLetterStore, LetterQuery
 from store.models import BackfillCheckpoint, BackfillRun, Connection, ReconcileWatermark, WebhookDelivery
 
 
@@ -34,6 +34,7 @@ class QueueStatus:
 @dataclass
 class DeadCounts:
     total: int = 0
+    not_stored: int = 0  # still in the dead-letter queue, not yet in the table
     by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
     by_resource: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -81,16 +82,32 @@ def queue_status(amqp_url: str, topology: Topology, *, interval: float) -> list[
     ]
 
 
-def dead_counts(sweeper: DeadLetterPass) -> DeadCounts:
-    """Dead letters by reason and by resource (a browse: every message stays)."""
-    counts = DeadCounts()
+def dead_counts(store: DeadLetterStore, pending: DeadLetterPass | None = None) -> DeadCounts:
+    """Stored dead letters by reason and by resource, plus those still waiting in the queue.
+
+    ``pending`` browses the queue (every message stays) for letters no storing consumer took
+    yet; a letter seen there and in the table (a redelivery under way) counts once.
+    """
+    stored = store.counts(LetterQuery())
+    counts = DeadCounts(stored.total, 0, stored.by_reason, stored.by_resource)
+    if pending is None:
+        return counts
+    seen: set[str] = set()
 
     def count(letter: DeadLetter) -> None:
+        if letter.id in seen or store.count(LetterQuery(ids=(letter.id,), state=None)):
+            return
+        seen.add(letter.id)
         counts.total += 1
+        counts.not_stored += 1
         counts.by_reason[letter.reason] += 1
         counts.by_resource[letter.resource or "(no envelope)"] += 1
 
-    scan(sweeper, count)
+    def keep(letter: DeadLetter) -> Decision:
+        count(letter)
+        return KEEP
+
+    pending.run(keep)
     return counts
 
 

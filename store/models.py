@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import Boolean, DateTime, Float, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -190,3 +190,56 @@ class ProvisioningMark(Base):
     kind: Mapped[str] = mapped_column(String(16))
     message_id: Mapped[str] = mapped_column(String(200))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+DEAD_LETTER_STATES = ("stored", "replayed", "purged")
+
+
+class DeadLetterRecord(Base):
+    """One message of the ``dead-letter`` queue, kept so operations browse a table, not the queue.
+
+    ``letter_id`` is the letter's identity (ops/letters.py): a redelivery of the same message
+    after a crash maps to the same row. ``seq`` keeps the order the letters were stored in.
+    """
+
+    __tablename__ = "dead_letters"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    letter_id: Mapped[str] = mapped_column(String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(String(200))
+    connection_id: Mapped[str | None] = mapped_column(String(64))
+    resource: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(120))
+    exception: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int | None] = mapped_column(Integer)
+    original_routing_key: Mapped[str | None] = mapped_column(String(200))
+    original_queue: Mapped[str | None] = mapped_column(String(200))
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stored_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    # JSON: the AMQP headers and the other properties (content type, message id...).
+    headers: Mapped[str] = mapped_column(Text)
+    properties: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_dead_letters_state_seq", "state", "seq"),
+        Index("ix_dead_letters_state_connection_id", "state", "connection_id"),
+        Index("ix_dead_letters_state_reason", "state", "reason"),
+        Index("ix_dead_letters_failed_at", "failed_at"),
+    )
+
+
+class ConsoleAudit(Base):
+    """One action taken in the operations console: who, what, on which selection, when, outcome."""
+
+    __tablename__ = "console_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    selection: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)

@@ -14,8 +14,10 @@ import structlog
 from broker.publisher import ConfirmingPublisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME, work_queue_name
 from ops.broker import start_publisher
-from ops.sweep import DeadLetterPass
+from ops.dead import DeadLetters
 from schemas.catalog import BY_RESOURCE
+from store.db import create_engine_for, upgrade
+from store.deadletters import DeadLetterStore, LetterQuery
 from tests.conftest import wait_until
 from workers.failures import Failure, destination
 
@@ -56,8 +58,9 @@ class Parked:
 class Parking:
     """Parks dead letters with the workers' own header convention (workers.failures.destination)."""
 
-    def __init__(self, broker) -> None:
+    def __init__(self, broker, store: DeadLetterStore) -> None:
         self.broker = broker
+        self.store = store
 
     def park(
         self,
@@ -91,10 +94,17 @@ class Parking:
         )
         return Parked(body["eventId"], body, target.headers["x-flexsync-reason"])
 
+    def dead_count(self) -> int:
+        """Letters still dead: stored in the table, or waiting in the queue to be stored."""
+        return self.store.count(LetterQuery()) + self.broker.depth(DEAD_LETTER_QUEUE_NAME)
+
     def wait_parked(self, count: int) -> None:
-        wait_until(
-            lambda: self.broker.depth(DEAD_LETTER_QUEUE_NAME) == count, message=f"{count} dead letters"
-        )
+        wait_until(lambda: self.dead_count() == count, message=f"{count} dead letters")
+
+    def still_dead(self) -> list[str]:
+        """The message ids of the letters still dead, oldest first: stored ones, then the queue's."""
+        stored = [row.message_id for row in self.store.find(LetterQuery())]
+        return stored + self.ids_in(DEAD_LETTER_QUEUE_NAME)
 
     def ids_in(self, queue: str) -> list[str]:
         """The message ids in a queue, in order (taking them out)."""
@@ -102,8 +112,17 @@ class Parking:
 
 
 @pytest.fixture
-def parking(broker) -> Parking:
-    return Parking(broker)
+def dead_store(settings):
+    """The ``dead_letters`` table of the settings' database (the one the commands use)."""
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    yield DeadLetterStore(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def parking(broker, dead_store) -> Parking:
+    return Parking(broker, dead_store)
 
 
 @pytest.fixture
@@ -114,8 +133,8 @@ def publisher(amqp_url: str, declared_topology):
 
 
 @pytest.fixture
-def sweeper(amqp_url: str, publisher) -> DeadLetterPass:
-    return DeadLetterPass(amqp_url, publisher, idle_timeout=1.0)
+def sweeper(amqp_url: str, publisher, dead_store) -> DeadLetters:
+    return DeadLetters(dead_store, amqp_url, publisher)
 
 
 @pytest.fixture

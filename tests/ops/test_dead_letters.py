@@ -1,4 +1,4 @@
-"""Browsing dead letters: filters, ids, and a queue left exactly as it was."""
+"""Browsing dead letters: filters, ids, and the stored letters left exactly as they were."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
 from cli.deadletters import dead
-from ops.dead import browse
+from ops.dead import DeadLetters, browse
 from ops.selection import Selection
-from ops.sweep import DeadLetterPass
+from store.deadletters import LetterQuery
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.broker
@@ -69,15 +69,17 @@ def test_each_filter_selects_exactly_its_dead_letters(mixed, sweeper, hours_ago)
     assert listed(sweeper, limit=3) == ids[:3]
 
 
-def test_browsing_leaves_every_dead_letter_in_place_in_order(mixed, amqp_url, publisher, broker):
+def test_browsing_leaves_every_dead_letter_stored_in_order(mixed, amqp_url, publisher, broker, dead_store):
     _, _, parked = mixed
-    for prefetch in (2000, 5, 1):
-        browse(DeadLetterPass(amqp_url, publisher, prefetch=prefetch), Selection(limit=2))
-    messages = broker.take_all(DEAD_LETTER_QUEUE_NAME)
-    assert [m.properties["message_id"] for m in messages] == [p.message_id for p in parked]
-    # Copies, not redeliveries: no delivery was counted toward a delivery limit.
-    assert {(m.headers or {}).get("x-delivery-count", 0) for m in messages} == {0}
-    assert [m.headers["x-flexsync-reason"] for m in messages] == [p.reason for p in parked]
+    for batch in (2000, 5, 1):
+        browse(DeadLetters(dead_store, amqp_url, publisher, batch=batch), Selection(limit=2))
+    # Every letter moved from the queue to the table, each once, in the order it was parked.
+    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0
+    messages = dead_store.find(LetterQuery())
+    assert [m.message_id for m in messages] == [p.message_id for p in parked]
+    # Stored on first delivery: no redelivery was counted toward a delivery limit.
+    assert {json.loads(m.headers).get("x-delivery-count", 0) for m in messages} == {0}
+    assert [json.loads(m.headers)["x-flexsync-reason"] for m in messages] == [p.reason for p in parked]
 
 
 def test_ids_are_stable_across_browses(mixed, sweeper):
@@ -86,19 +88,19 @@ def test_ids_are_stable_across_browses(mixed, sweeper):
     assert before == after and len(set(before)) == len(before)
 
 
-def test_a_dead_letter_without_a_message_id_keeps_its_id_across_browses(sweeper, broker):
+def test_a_dead_letter_without_a_message_id_keeps_its_id_across_browses(sweeper, broker, parking):
     # FlexPoint's connection messages may come without the AMQP message-id property.
     headers = {"x-flexsync-reason": "malformed_message", "x-flexsync-original-queue": "provisioning"}
     for n in range(3):
         broker.publish("", DEAD_LETTER_QUEUE_NAME, json.dumps({"n": n}).encode(), headers=headers)
-    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 3, message="three dead letters")
+    wait_until(lambda: parking.dead_count() == 3, message="three dead letters")
     first = [letter.id for letter in browse(sweeper, Selection()).letters]
     second = browse(sweeper, Selection())
     assert [letter.id for letter in second.letters] == first and len(set(first)) == 3
     assert second.tally.duplicates == 0
 
 
-def test_dead_list_and_show_print_what_failed_and_why(mixed, settings, broker):
+def test_dead_list_and_show_print_what_failed_and_why(mixed, settings, broker, parking):
     first, _, parked = mixed
     runner = CliRunner()
     result = runner.invoke(
@@ -128,7 +130,7 @@ def test_dead_list_and_show_print_what_failed_and_why(mixed, settings, broker):
         '"resource": "invoices"',
     ):
         assert text in shown.stdout
-    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == len(parked)
+    assert parking.dead_count() == len(parked)
 
 
 def test_show_of_an_unknown_id_says_how_to_find_one(mixed, settings):

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from broker.publisher import PublishRejected
-from broker.topology import DEAD_LETTER_QUEUE_NAME
 from cli.deadletters import purge, replay
+from ops.dead import DeadLetters
 from ops.dead import replay as replay_dead
 from ops.selection import Selection
-from ops.sweep import DeadLetterPass
+from store.deadletters import LetterQuery
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.broker
@@ -46,7 +46,7 @@ def ids(parked) -> list[str]:
     return [p.message_id for p in parked]
 
 
-def test_replay_moves_exactly_the_selection_with_attempts_reset(two_accounts, settings, broker):
+def test_replay_moves_exactly_the_selection_with_attempts_reset(two_accounts, settings, broker, parking):
     a, selected, others = two_accounts
     result = CliRunner().invoke(
         replay, ["--from", "dead", "--connection", a, "--yes"], obj={"settings": settings}
@@ -62,11 +62,10 @@ def test_replay_moves_exactly_the_selection_with_attempts_reset(two_accounts, se
         assert headers["x-flexsync-original-routing-key"].startswith("ar.")
         assert headers["x-flexsync-replayed-from"] == "dead"
         assert json.loads(message.body)["connectionId"] == a
-    remaining = broker.take_all(DEAD_LETTER_QUEUE_NAME)
-    assert [m.properties["message_id"] for m in remaining] == ids(others)
+    assert parking.still_dead() == ids(others)
 
 
-def test_dry_run_counts_and_moves_nothing(two_accounts, settings, broker):
+def test_dry_run_counts_and_moves_nothing(two_accounts, settings, broker, parking):
     a, selected, others = two_accounts
     result = CliRunner().invoke(
         replay, ["--from", "dead", "--connection", a, "--dry-run"], obj={"settings": settings}
@@ -75,7 +74,7 @@ def test_dry_run_counts_and_moves_nothing(two_accounts, settings, broker):
     assert f"dry run: {len(selected)} dead letters would be replayed" in result.stdout
     assert broker.depth("sync.ar") == 0
     everything = sorted(selected + others, key=lambda p: int(p.envelope["key"]))
-    assert [m.properties["message_id"] for m in broker.take_all(DEAD_LETTER_QUEUE_NAME)] == ids(everything)
+    assert parking.still_dead() == ids(everything)
 
 
 def test_without_yes_replay_asks_and_a_no_moves_nothing(two_accounts, settings, broker, parking):
@@ -86,13 +85,15 @@ def test_without_yes_replay_asks_and_a_no_moves_nothing(two_accounts, settings, 
     assert result.exit_code == 1
     assert f"Replay {len(selected)} dead letters to their work queues?" in result.output
     assert broker.depth("sync.ar") == 0
-    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == len(selected) + len(others)
+    assert parking.dead_count() == len(selected) + len(others)
 
 
-def test_limit_and_rate_are_honoured(two_accounts, amqp_url, publisher, broker):
+def test_limit_and_rate_are_honoured(two_accounts, amqp_url, publisher, broker, dead_store):
     a, selected, _ = two_accounts
     started = time.monotonic()
-    tally = replay_dead(DeadLetterPass(amqp_url, publisher, rate=20), Selection(connection=a, limit=7)).tally
+    tally = replay_dead(
+        DeadLetters(dead_store, amqp_url, publisher, rate=20), Selection(connection=a, limit=7)
+    ).tally
     assert tally.moved == 7
     assert time.monotonic() - started >= 6 / 20  # 7 moves at 20/s need at least 6 intervals
     assert sorted(m.properties["message_id"] for m in broker.take_all("sync.ar")) == sorted(ids(selected[:7]))
@@ -102,8 +103,8 @@ class Killed(Exception):
     """Stands for the process being killed mid-replay: nothing after it runs."""
 
 
-def test_a_replay_interrupted_halfway_then_run_again_moves_everything_selected_once_at_least(
-    two_accounts, amqp_url, publisher, broker
+def test_a_replay_interrupted_halfway_then_run_again_moves_everything_selected_once(
+    two_accounts, amqp_url, publisher, broker, dead_store, parking
 ):
     a, selected, others = two_accounts
     steps = 0
@@ -116,23 +117,27 @@ def test_a_replay_interrupted_halfway_then_run_again_moves_everything_selected_o
 
     with pytest.raises(Killed):
         replay_dead(
-            DeadLetterPass(amqp_url, publisher, prefetch=10, on_step=kill_after_15), Selection(connection=a)
+            DeadLetters(dead_store, amqp_url, publisher, batch=10, on_step=kill_after_15),
+            Selection(connection=a),
         )
     # It died halfway: some selected messages reached the work queue, not all.
     wait_until(lambda: broker.depth("sync.ar") > 0, message="the first run's moves")
     assert broker.depth("sync.ar") < len(selected)
 
-    tally = replay_dead(DeadLetterPass(amqp_url, publisher, idle_timeout=1.0), Selection(connection=a)).tally
+    tally = replay_dead(DeadLetters(dead_store, amqp_url, publisher), Selection(connection=a)).tally
     assert tally.failed == 0
     arrived = Counter(m.properties["message_id"] for m in broker.take_all("sync.ar"))
     assert set(arrived) == set(ids(selected))
     # Only what was confirmed-but-not-acknowledged when it died can arrive twice.
     assert sum(arrived.values()) - len(selected) <= 15
-    remaining = [m.properties["message_id"] for m in broker.take_all(DEAD_LETTER_QUEUE_NAME)]
+    # Rows are marked before the next step runs: each letter moved once, none twice.
+    assert sum(arrived.values()) == len(selected)
+    assert dead_store.count(LetterQuery(state="replayed")) == len(selected)
+    remaining = parking.still_dead()
     assert sorted(remaining) == sorted(ids(others))
 
 
-def test_purge_removes_only_the_selection_and_keeps_the_order(two_accounts, settings, broker):
+def test_purge_removes_only_the_selection_and_keeps_the_order(two_accounts, settings, broker, parking):
     a, selected, others = two_accounts
     result = CliRunner().invoke(
         purge, ["--connection", a, "--resource", "invoices"], input="y\n", obj={"settings": settings}
@@ -146,11 +151,13 @@ def test_purge_removes_only_the_selection_and_keeps_the_order(two_accounts, sett
         for p in sorted(selected + others, key=lambda p: int(p.envelope["key"]))
         if p not in purged
     ]
-    assert [m.properties["message_id"] for m in broker.take_all(DEAD_LETTER_QUEUE_NAME)] == kept
+    assert parking.still_dead() == kept
     assert broker.depth("sync.ar") == 0
 
 
-def test_a_replay_process_killed_with_sigkill_then_run_again_loses_nothing(two_accounts, settings, broker):
+def test_a_replay_process_killed_with_sigkill_then_run_again_loses_nothing(
+    two_accounts, settings, broker, parking, dead_store
+):
     a, selected, others = two_accounts
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -193,8 +200,16 @@ def test_a_replay_process_killed_with_sigkill_then_run_again_loses_nothing(two_a
     assert result.exit_code == 0, result.output
     arrived = Counter(m.properties["message_id"] for m in broker.take_all("sync.ar"))
     assert set(arrived) == set(ids(selected))
-    remaining = [m.properties["message_id"] for m in broker.take_all(DEAD_LETTER_QUEUE_NAME)]
+    # At 10/s a replay settles every 5 copies: a kill repeats at most that one chunk.
+    assert sum(arrived.values()) - len(selected) <= 5
+    assert dead_store.count(LetterQuery(state="replayed")) == len(selected)
+    remaining = parking.still_dead()
     assert sorted(remaining) == sorted(ids(others))
+    # A third run finds nothing left to move.
+    again = CliRunner().invoke(
+        replay, ["--from", "dead", "--connection", a, "--yes"], obj={"settings": settings}
+    )
+    assert "moved 0," in again.stdout and broker.depth("sync.ar") == 0
 
 
 class FailingThird:
@@ -214,15 +229,15 @@ class FailingThird:
 
 
 def test_a_refused_copy_neither_hangs_the_pass_nor_loses_its_dead_letter(
-    two_accounts, amqp_url, publisher, broker
+    two_accounts, amqp_url, publisher, broker, dead_store, parking
 ):
     a, selected, others = two_accounts
-    sweeper = DeadLetterPass(amqp_url, FailingThird(publisher), prefetch=10, idle_timeout=1.0)
+    sweeper = DeadLetters(dead_store, amqp_url, FailingThird(publisher), batch=10)
     tally = replay_dead(sweeper, Selection(connection=a)).tally
     assert tally.failed >= 1 and tally.errors["nack from the test"] == 1
     moved = [m.properties["message_id"] for m in broker.take_all("sync.ar")]
     assert len(moved) == tally.moved and len(set(moved)) == len(moved)
-    remaining = [m.properties["message_id"] for m in broker.take_all(DEAD_LETTER_QUEUE_NAME)]
+    remaining = parking.still_dead()
     # Every selected letter is either moved or still parked; nothing else moved.
     assert sorted(moved + remaining) == sorted(ids(selected) + ids(others))
     assert set(moved) <= set(ids(selected))
@@ -242,5 +257,5 @@ def test_purge_removes_no_more_than_was_confirmed(two_accounts, settings, broker
     result = CliRunner().invoke(purge, ["--connection", a], obj={"settings": settings})
     assert result.exit_code == 0, result.output
     assert f"removed {len(selected)}," in result.stdout
-    remaining = {m.properties["message_id"] for m in broker.take_all(DEAD_LETTER_QUEUE_NAME)}
+    remaining = set(parking.still_dead())
     assert remaining == set(ids(others)) | set(ids(late))

@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from ops.dead import replay
+from ops.dead import DeadLetters, replay
 from ops.selection import Selection
-from ops.sweep import DeadLetterPass
+from store.deadletters import LetterQuery
 from tests.conftest import COMPANY, wait_until
 from tests.ops.conftest import envelope
 from tests.workers.test_sync_flow import stored, worker  # noqa: F401  (the worker fixture)
@@ -26,6 +26,7 @@ def test_a_replayed_dead_letter_is_synced_to_flexpoint(
     broker,
     amqp_url,
     publisher,
+    dead_store,
     worker,  # noqa: F811
 ):
     admin = f"{intacct.base_url}/sandbox"
@@ -55,7 +56,7 @@ def test_a_replayed_dead_letter_is_synced_to_flexpoint(
     wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 1, message="the dead letter")
     assert stored(flexpoint, live_receiver, "customers", key) is None
 
-    outcome = replay(DeadLetterPass(amqp_url, publisher), Selection(resource="customers"))
+    outcome = replay(DeadLetters(dead_store, amqp_url, publisher), Selection(resource="customers"))
     assert outcome.tally.moved == 1
 
     record = wait_until(
@@ -65,3 +66,4 @@ def test_a_replayed_dead_letter_is_synced_to_flexpoint(
     )
     assert record["data"]["customerId"] == "C-77"
     assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0
+    assert dead_store.count(LetterQuery()) == 0 and dead_store.count(LetterQuery(state="replayed")) == 1

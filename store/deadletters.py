@@ -1,0 +1,133 @@
+"""The ``dead_letters`` table: letters stored once each, browsed, counted and settled by state.
+
+A letter is ``stored`` until it is ``replayed`` (its copy confirmed in a work queue) or
+``purged``; rows are kept afterwards, so an interrupted replay run again never moves a letter
+twice and the console can show what happened to each one.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Select, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from store.db import write_transaction
+from store.models import DeadLetterRecord
+
+STORED, REPLAYED, PURGED = "stored", "replayed", "purged"
+
+
+@dataclass(frozen=True)
+class LetterQuery:
+    """Filters on stored letters; each one that is set must match (``reason`` also matches
+    ``reason:detail``; ``ids`` are prefixes of letter ids)."""
+
+    connection: str | None = None
+    resource: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    ids: tuple[str, ...] = ()
+    state: str | None = STORED
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        table = DeadLetterRecord
+        if self.state is not None:
+            query = query.where(table.state == self.state)
+        if self.connection is not None:
+            query = query.where(table.connection_id == self.connection)
+        if self.resource is not None:
+            query = query.where(table.resource == self.resource)
+        if self.reason is not None:
+            query = query.where(or_(table.reason == self.reason, table.reason.startswith(self.reason + ":")))
+        if self.since is not None:
+            query = query.where(table.failed_at >= self.since)
+        if self.until is not None:
+            query = query.where(table.failed_at < self.until)
+        if self.ids:
+            query = query.where(or_(*(table.letter_id.startswith(prefix) for prefix in self.ids)))
+        return query
+
+
+@dataclass(frozen=True)
+class Counts:
+    total: int
+    by_reason: collections.Counter[str]
+    by_resource: collections.Counter[str]
+
+
+class DeadLetterStore:
+    """Reads and writes the ``dead_letters`` table; safe from many threads and processes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert letters in one transaction; one already stored is skipped. Returns how many were new."""
+        if not rows:
+            return 0
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(DeadLetterRecord)
+            .values(list(rows))
+            .on_conflict_do_nothing(index_elements=["letter_id"])
+            .returning(DeadLetterRecord.letter_id)
+        )
+        with write_transaction(self._engine) as conn:
+            return len(conn.execute(statement).all())
+
+    def find(
+        self, query: LetterQuery, *, limit: int | None = None, offset: int = 0, after_seq: int = 0
+    ) -> list[DeadLetterRecord]:
+        """Matching letters in the order they were stored."""
+        statement = query.apply(select(DeadLetterRecord)).where(DeadLetterRecord.seq > after_seq)
+        statement = statement.order_by(DeadLetterRecord.seq).offset(offset)
+        if limit is not None:
+            statement = statement.limit(limit)
+        with Session(self._engine) as session:
+            rows = list(session.scalars(statement).all())
+            session.expunge_all()
+        return rows
+
+    def count(self, query: LetterQuery) -> int:
+        statement = query.apply(select(func.count()).select_from(DeadLetterRecord))
+        with self._engine.connect() as conn:
+            return conn.execute(statement).scalar_one()
+
+    def counts(self, query: LetterQuery | None = None) -> Counts:
+        """How many letters match, by reason and by resource (no envelope: ``(no envelope)``)."""
+        query = query or LetterQuery()
+        by_reason: collections.Counter[str] = collections.Counter()
+        by_resource: collections.Counter[str] = collections.Counter()
+        table = DeadLetterRecord
+        with self._engine.connect() as conn:
+            for reason, n in conn.execute(
+                query.apply(select(table.reason, func.count())).group_by(table.reason)
+            ).all():
+                by_reason[reason] = n
+            for resource, n in conn.execute(
+                query.apply(select(table.resource, func.count())).group_by(table.resource)
+            ).all():
+                by_resource[resource or "(no envelope)"] = n
+        return Counts(sum(by_reason.values()), by_reason, by_resource)
+
+    def settle(self, letter_ids: Iterable[str], state: str, *, now: datetime | None = None) -> int:
+        """Mark stored letters replayed or purged; a letter already settled is left alone."""
+        ids = list(letter_ids)
+        if not ids:
+            return 0
+        moment = now or datetime.now(UTC)
+        stamp = {"replayed_at": moment} if state == REPLAYED else {"purged_at": moment}
+        with write_transaction(self._engine) as conn:
+            result = conn.execute(
+                update(DeadLetterRecord)
+                .where(DeadLetterRecord.letter_id.in_(ids), DeadLetterRecord.state == STORED)
+                .values(state=state, **stamp)
+            )
+        return result.rowcount

@@ -1,0 +1,102 @@
+"""The storing consumer: every dead letter lands in the table once, even when it is killed mid-way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from broker.topology import DEAD_LETTER_QUEUE_NAME
+from cli.deadletters import dead
+from ops.letters import read_letter
+from ops.storing import StoringConsumer, row_of
+from store.deadletters import LetterQuery
+from tests.conftest import wait_until
+from tests.ops.conftest import envelope
+from workers.failures import Failure, destination
+
+pytestmark = pytest.mark.broker
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def park_many(publisher, count: int) -> list[str]:
+    """``count`` dead letters published with confirms, as the workers park them."""
+    connection = str(uuid.uuid4())
+    ids, futures = [], []
+    for n in range(count):
+        body = envelope(connection, "invoices", str(n))
+        target = destination(
+            Failure("mapping_error", ValueError(f"cannot map {n}"), transient=False),
+            queue="sync.ar",
+            routing_key="ar.invoices.update",
+            headers=None,
+        )
+        futures.append(
+            publisher.publish(
+                DEAD_LETTER_QUEUE_NAME, json.dumps(body).encode(), message_id=body["eventId"], headers=target.headers
+            )
+        )
+        ids.append(body["eventId"])
+    for future in futures:
+        future.result(timeout=30)
+    return ids
+
+
+def test_a_storing_consumer_killed_mid_way_loses_nothing_and_stores_each_letter_once(
+    settings, broker, publisher, dead_store
+):
+    parked = park_many(publisher, 3000)
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 3000, message="3000 dead letters")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "FLEXSYNC_ENV": "test",
+        "AMQP_URL": settings.amqp_url,
+        "DATABASE_URL": settings.database_url,
+        "FLEXSYNC_SECRET_KEY": ",".join(settings.flexsync_secret_key),
+        "LOG_FORMAT": "json",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "dead", "store", "--batch", "7"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: dead_store.count(LetterQuery()) >= 300, timeout=60, message="the first letters stored")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    stored_when_killed = dead_store.count(LetterQuery())
+    assert stored_when_killed < 3000, "killed too late to show anything"
+
+    result = CliRunner().invoke(dead, ["store", "--once"], obj={"settings": settings})
+    assert result.exit_code == 0, result.output
+    rows = dead_store.find(LetterQuery())
+    assert sorted(row.message_id for row in rows) == sorted(parked)
+    assert len({row.letter_id for row in rows}) == 3000
+    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0
+
+
+def test_a_redelivered_letter_is_stored_once(settings, broker, publisher, dead_store, amqp_url):
+    [message_id] = park_many(publisher, 1)
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 1, message="the dead letter")
+    # Seen once by a consumer that died before its ack: the same letter, stored already.
+    message = broker.channel.basic_get(queue=DEAD_LETTER_QUEUE_NAME)
+    letter = read_letter(type("P", (), {"headers": message.headers, **message.properties})(), message.body)
+    assert dead_store.add_many([row_of(letter, datetime.now(UTC))]) == 1
+    broker.channel.basic_reject(message.delivery_tag, requeue=True)
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 1, message="the redelivery")
+
+    outcome = StoringConsumer(amqp_url, dead_store, idle_timeout=0.3).drain()
+    assert (outcome.received, outcome.stored, outcome.duplicates) == (1, 0, 1)
+    assert [row.message_id for row in dead_store.find(LetterQuery())] == [message_id]
+    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0

@@ -1,0 +1,62 @@
+"""The dead_letters table on SQLite and PostgreSQL: stored once, filtered, settled once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from store.deadletters import PURGED, REPLAYED, DeadLetterStore, LetterQuery
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def row(n: int, *, connection: str = "c1", reason: str = "mapping_error", hours: float = 0) -> dict:
+    return {
+        "letter_id": f"{n:012x}",
+        "message_id": f"m-{n}",
+        "connection_id": connection,
+        "resource": "invoices" if n % 2 else "customers",
+        "reason": reason,
+        "exception": "ValueError: x",
+        "attempts": 1,
+        "original_routing_key": "ar.invoices.update",
+        "original_queue": "sync.ar",
+        "failed_at": NOW - timedelta(hours=hours),
+        "stored_at": NOW,
+        "body": b"{}",
+        "headers": "{}",
+        "properties": "{}",
+        "state": "stored",
+    }
+
+
+def test_a_letter_is_stored_once_and_filters_select_it(engine):
+    store = DeadLetterStore(engine)
+    rows = [
+        row(1),
+        row(2, connection="c2"),
+        row(3, reason="flexpoint_unavailable:attempts_exhausted", hours=3),
+        row(4, hours=5),
+    ]
+    assert store.add_many(rows) == 4
+    assert store.add_many([row(1), row(5)]) == 1  # a redelivery of letter 1 is skipped
+    ids = lambda **f: [r.message_id for r in store.find(LetterQuery(**f))]  # noqa: E731
+    assert ids() == ["m-1", "m-2", "m-3", "m-4", "m-5"]
+    assert ids(connection="c2") == ["m-2"]
+    assert ids(reason="flexpoint_unavailable") == ["m-3"]
+    assert ids(resource="customers") == ["m-2", "m-4"]
+    assert ids(since=NOW - timedelta(hours=4), until=NOW - timedelta(hours=1)) == ["m-3"]
+    assert ids(ids=("00000000000",)) == ["m-1", "m-2", "m-3", "m-4", "m-5"][:5]
+    counts = store.counts()
+    assert counts.total == 5 and counts.by_reason["mapping_error"] == 4
+    assert counts.by_resource == {"invoices": 3, "customers": 2}
+
+
+def test_a_letter_is_settled_once(engine):
+    store = DeadLetterStore(engine)
+    store.add_many([row(1), row(2)])
+    assert store.settle([f"{1:012x}"], REPLAYED, now=NOW) == 1
+    assert store.settle([f"{1:012x}", f"{2:012x}"], PURGED, now=NOW) == 1  # 1 is replayed already
+    [replayed] = store.find(LetterQuery(state=REPLAYED))
+    assert replayed.message_id == "m-1" and replayed.replayed_at == NOW
+    assert [r.message_id for r in store.find(LetterQuery(state=PURGED))] == ["m-2"]
+    assert store.count(LetterQuery()) == 0
