@@ -195,12 +195,13 @@ def send_webhook(
 def _mount_commands() -> None:
     """The processes and tools that live in modules of their own."""
     from cli.backfill import backfill
+    from cli.console import console
     from cli.ops import COMMANDS as OPS_COMMANDS
     from cli.provisioning import provisioning
     from cli.reconcile import reconcile
     from sandbox.cli import sandbox
 
-    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, sandbox):
+    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, console, sandbox):
         main.add_command(command)
 
 

@@ -74,6 +74,13 @@ def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower):
     return parse
 
 
+def _console_token(value: str) -> str:
+    if len(value) < 16:
+        # Never echoed: it is a password.
+        raise ValueError("expected at least 16 characters (make one with `flexsync keygen`)")
+    return value
+
+
 def _max_age(value: str) -> str:
     if not _MAX_AGE.match(value):
         raise ValueError(f"expected a duration like 7D, 12h or 30m (units Y M D h m s), got {value!r}")
@@ -129,6 +136,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     port: int = 8000
+    # The operations console's sign-in token (required by `flexsync console`).
+    flexsync_console_token: str | None = field(default=None, repr=False)
 
     # Tunables with safe defaults; not environment contracts, overridable in code and tests.
     webhook_max_body_bytes: int = 256 * 1024
@@ -175,6 +184,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "LOG_LEVEL": _choice(LOG_LEVELS, fold=str.upper),
     "LOG_FORMAT": _choice(("json", "console")),
     "PORT": _port,
+    "FLEXSYNC_CONSOLE_TOKEN": _console_token,
 }
 
 ENVIRONMENT_VARIABLES = tuple(_PARSERS)

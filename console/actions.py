@@ -1,0 +1,95 @@
+"""What the console's buttons do, as background-job work: each one reuses the ``ops/`` function the
+CLI uses and answers with the same exact accounting."""
+
+from __future__ import annotations
+
+from config import Settings
+from console.jobs import Job
+from ops import dead as dead_ops
+from ops.archive import ArchiveReplay
+from ops.broker import start_publisher
+from ops.selection import Selection
+from store.deadletters import DeadLetterStore
+
+
+def _dead_letters(
+    settings: Settings, store: DeadLetterStore, job: Job, publisher=None
+) -> dead_ops.DeadLetters:
+    def started(total: int) -> None:
+        job.total = total
+
+    def stepped(*_: object) -> None:
+        job.done += 1
+
+    return dead_ops.DeadLetters(store, settings.amqp_url, publisher, on_start=started, on_step=stepped)
+
+
+def replay_dead(settings: Settings, store: DeadLetterStore, selection: Selection):
+    def work(job: Job) -> str:
+        publisher = start_publisher(settings.amqp_url)
+        try:
+            outcome = dead_ops.replay(_dead_letters(settings, store, job, publisher), selection)
+        finally:
+            publisher.close()
+        tally = outcome.tally
+        selected = tally.moved + outcome.failed
+        job.counts = {
+            "selected": selected,
+            "moved": tally.moved,
+            "failed": outcome.failed,
+            "not selected": tally.scanned - selected,
+        }
+        job.errors.update(tally.errors)
+        return f"moved {tally.moved}, failed {outcome.failed} of {selected} selected; {tally.scanned} stored before"
+
+    return work
+
+
+def purge_dead(settings: Settings, store: DeadLetterStore, selection: Selection):
+    def work(job: Job) -> str:
+        tally = dead_ops.purge(_dead_letters(settings, store, job), selection).tally
+        job.counts = {"purged": tally.dropped, "kept": tally.kept}
+        return f"purged {tally.dropped}; {tally.kept} still stored"
+
+    return work
+
+
+def replay_archive(settings: Settings, selection: Selection):
+    def work(job: Job) -> str:
+        def stepped(selected: bool) -> None:
+            job.done += 1
+
+        publisher = start_publisher(settings.amqp_url)
+        try:
+            tally = ArchiveReplay(settings.amqp_url, publisher, on_step=stepped).run(selection)
+        finally:
+            publisher.close()
+        job.total = tally.read
+        job.counts = {
+            "read": tally.read,
+            "moved": tally.moved,
+            "skipped": tally.skipped,
+            "failed": tally.failed,
+        }
+        job.errors.update(tally.errors)
+        return f"moved {tally.moved}, skipped {tally.skipped}, failed {tally.failed}; read {tally.read}"
+
+    return work
+
+
+def reconcile_now(settings: Settings, connection_id: str):
+    def work(job: Job) -> str:
+        from workers.reconcile import open_reconciler
+
+        with open_reconciler(settings) as reconciler:
+            results = reconciler.sweep(connection_id=connection_id)
+        job.total = job.done = len(results)
+        failed = sum(1 for r in results if r.kind == "failed")
+        published = sum(r.published for r in results)
+        job.counts = {"resources swept": len(results), "published": published, "failed": failed}
+        for r in results:
+            if r.error:
+                job.errors[f"{r.resource}: {r.error}"] += 1
+        return f"swept {len(results)} resources: published {published}, failed {failed}"
+
+    return work

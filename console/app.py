@@ -1,0 +1,100 @@
+"""The console's Flask application: its own app and port, never mounted in the receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Flask, render_template
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from config import Settings
+from console import pages, security, selections
+from console.parts import ConsoleParts, build_parts
+from observability.logging import register_secret
+
+
+def _session_key(token: str) -> bytes:
+    # Derived from the sign-in token: every process of the console agrees, and changing the
+    # token signs everyone out.
+    return hmac.new(token.encode(), b"flexsync-console-session", hashlib.sha256).digest()
+
+
+def _when(value: datetime | float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value, UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds} s"
+
+
+def create_app(settings: Settings, *, parts: ConsoleParts | None = None, background: bool = False) -> Flask:
+    """The console app; ``background`` starts the dead-letter storer and the queue sampler."""
+    settings.require("FLEXSYNC_CONSOLE_TOKEN", process="console")
+    token = settings.flexsync_console_token or ""
+    register_secret(token)
+    parts = parts or build_parts(settings)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_session_key(token),
+        FLEXSYNC_CONSOLE_TOKEN=token,
+        SESSION_COOKIE_NAME="flexsync_console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.flexsync_env not in ("development", "test"),
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        WTF_CSRF_SSL_STRICT=False,  # the Origin check in console/security.py covers the referrer's job
+        MAX_CONTENT_LENGTH=1024 * 1024,
+    )
+    app.extensions["flexsync.console"] = parts
+    security.install(app)
+    CSRFProtect(app)
+    app.register_blueprint(security.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(selections.bp)
+    app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["age"] = _age
+
+    @app.get("/healthz")
+    def healthz() -> tuple[str, int]:
+        return "ok", 200
+
+    @app.errorhandler(CSRFError)
+    def _csrf_refused(error: CSRFError) -> Any:
+        return render_template("refused.html", code=403, message=f"Refused: {error.description}"), 403
+
+    @app.errorhandler(403)
+    @app.errorhandler(401)
+    @app.errorhandler(404)
+    def _refused(error: Any) -> Any:
+        return render_template("refused.html", code=error.code, message=error.description), error.code
+
+    @app.after_request
+    def _headers(response: Any) -> Any:
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        )
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    if background:
+        parts.start_background()
+    return app

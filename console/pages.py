@@ -1,0 +1,192 @@
+"""The console's pages other than dead letters and the archive: overview, connections, payment
+postings, audit and jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import MetaData, Table, func, inspect, select
+
+from console import actions
+from console.parts import ConsoleParts
+from console.security import actor
+from ops.connections import disconnect_message, publish_message
+from ops.status import connection_status
+from schemas.connection_messages import DISCONNECT_ROUTING_KEY
+from store.deadletters import LetterQuery
+from store.models import DeadLetterRecord
+
+bp = Blueprint("pages", __name__)
+POSTINGS_TABLE = "payment_postings"
+# Shown first when the write-back branch's table has them; never a column that may hold a secret.
+_POSTING_COLUMNS = (
+    "id",
+    "posting_id",
+    "connection_id",
+    "state",
+    "reason",
+    "attempts",
+    "intacct_key",
+    "updated_at",
+)
+_NEVER_SHOWN = ("secret", "token", "password", "payload", "body")
+
+
+def parts() -> ConsoleParts:
+    return current_app.extensions["flexsync.console"]
+
+
+def _overview_data() -> dict[str, Any]:
+    p = parts()
+    counts = p.dead.counts()
+    queues = p.sampler.latest()
+    pending = next((q["depth"] for q in queues if q["name"] == "dead-letter"), 0)
+    return {
+        "queues": queues,
+        "sampler_error": p.sampler.error,
+        "dead": counts,
+        "pending": pending,
+        "connections": len(connection_status(p.engine)),
+        "jobs": [job for job in p.jobs.recent() if job.state == "running"],
+        "now": datetime.now(UTC),
+    }
+
+
+@bp.get("/")
+def overview():
+    return render_template("overview.html", page="overview", **_overview_data())
+
+
+@bp.get("/overview/live")
+def overview_live():
+    return render_template("_overview_live.html", **_overview_data())
+
+
+@bp.get("/overview/series.json")
+def overview_series():
+    return jsonify(parts().sampler.series())
+
+
+def _errors_by_connection() -> dict[str, list[tuple[str, int]]]:
+    table = DeadLetterRecord
+    statement = LetterQuery().apply(
+        select(table.connection_id, table.reason, func.count()).group_by(table.connection_id, table.reason)
+    )
+    found: dict[str, list[tuple[str, int]]] = {}
+    with parts().engine.connect() as conn:
+        for connection_id, reason, n in conn.execute(statement).all():
+            found.setdefault(connection_id or "-", []).append((reason, n))
+    return {key: sorted(value, key=lambda item: -item[1]) for key, value in found.items()}
+
+
+@bp.get("/connections")
+def connections():
+    rows = connection_status(parts().engine)
+    return render_template(
+        "connections.html",
+        page="connections",
+        rows=rows,
+        errors=_errors_by_connection(),
+        now=datetime.now(UTC),
+    )
+
+
+_CONNECTION_ACTIONS = {
+    "rerun-import": "Re-run the historical import of",
+    "reconcile": "Reconcile now",
+    "disconnect": "Disconnect (stops syncing and deletes its secrets)",
+}
+
+
+@bp.post("/connections/<connection_id>/<action>")
+def connection_action(connection_id: str, action: str):
+    if action not in _CONNECTION_ACTIONS:
+        abort(404)
+    p = parts()
+    row = next((r for r in connection_status(p.engine) if r.connection_id == connection_id), None)
+    if row is None:
+        abort(404, description=f"no connection {connection_id}")
+    what = f"connection {connection_id} (account {row.account_id}, company {row.company_id})"
+    if request.form.get("confirmed") != "yes":
+        return render_template(
+            "confirm.html",
+            page="connections",
+            question=f"{_CONNECTION_ACTIONS[action]} {what}?",
+            action=url_for("pages.connection_action", connection_id=connection_id, action=action),
+            fields={},
+            back=url_for("pages.connections"),
+        )
+    if action == "reconcile":
+        job = p.jobs.start(
+            "reconcile",
+            f"Reconcile {connection_id}",
+            what,
+            actor(),
+            actions.reconcile_now(p.settings, connection_id),
+        )
+        return redirect(url_for("pages.job", job_id=job.id))
+    entry = p.audit.record(actor(), action, what, "started")
+    try:
+        if action == "rerun-import":
+            from workers.backfill import request_backfill
+
+            request_backfill(p.engine, connection_id)
+            outcome = "import requested: the provisioning process runs it"
+        else:
+            message = disconnect_message(
+                account_id=row.account_id,
+                connection_id=connection_id,
+                reason="requested in the operations console",
+            )
+            publish_message(p.settings.amqp_url, DISCONNECT_ROUTING_KEY, message)
+            outcome = f"disconnect published (messageId {message['messageId']})"
+    except Exception as exc:
+        outcome = f"failed: {exc}"
+    p.audit.finish(entry, outcome)
+    return render_template(
+        "done.html",
+        page="connections",
+        title=_CONNECTION_ACTIONS[action],
+        outcome=outcome,
+        back=url_for("pages.connections"),
+    )
+
+
+@bp.get("/postings")
+def postings():
+    engine = parts().engine
+    if not inspect(engine).has_table(POSTINGS_TABLE):
+        return render_template("postings.html", page="postings", enabled=False, columns=[], rows=[])
+    table = Table(POSTINGS_TABLE, MetaData(), autoload_with=engine)
+    names = [c.name for c in table.columns if not any(word in c.name.lower() for word in _NEVER_SHOWN)]
+    columns = [c for c in _POSTING_COLUMNS if c in names] + [c for c in names if c not in _POSTING_COLUMNS][
+        :4
+    ]
+    order = table.c.get("updated_at", table.c.get("id", next(iter(table.columns))))
+    with engine.connect() as conn:
+        rows = conn.execute(select(*(table.c[c] for c in columns)).order_by(order.desc()).limit(200)).all()
+    return render_template("postings.html", page="postings", enabled=True, columns=columns, rows=rows)
+
+
+@bp.get("/audit")
+def audit():
+    return render_template("audit.html", page="audit", entries=parts().audit.recent())
+
+
+@bp.get("/jobs/<int:job_id>")
+def job(job_id: int):
+    found = parts().jobs.get(job_id)
+    if found is None:
+        abort(404, description="no such job in this console process (see the audit page)")
+    return render_template("job.html", page="jobs", job=found)
+
+
+@bp.get("/jobs/<int:job_id>/progress")
+def job_progress(job_id: int):
+    found = parts().jobs.get(job_id)
+    if found is None:
+        abort(404)
+    # 286 tells htmx to stop polling: the job is over.
+    return render_template("_job_progress.html", job=found), 200 if found.state == "running" else 286

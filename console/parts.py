@@ -1,0 +1,64 @@
+"""What the console holds while it runs: the database, the audit trail, jobs, and its two threads.
+
+The threads are the storing consumer of ``dead-letter`` (ops/storing.py: the console is the
+process that is up whenever someone looks at dead letters, and the CLI drains the queue itself
+when it is not) and the queue sampler behind the overview's charts.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from broker.topology import build_topology
+from config import Settings
+from console.audit import AuditLog
+from console.jobs import Jobs
+from console.sampler import QueueSampler
+from ops.storing import StoringConsumer
+from store.db import create_engine_for, upgrade
+from store.deadletters import DeadLetterStore
+
+
+@dataclass
+class ConsoleParts:
+    settings: Settings
+    engine: Engine
+    dead: DeadLetterStore
+    audit: AuditLog
+    jobs: Jobs
+    sampler: QueueSampler
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start_background(self) -> None:
+        """Start storing dead letters and sampling queues (idempotent)."""
+        if self.threads:
+            return
+        storer = StoringConsumer(self.settings.amqp_url, self.dead)
+        for name, target in (("dead-letter-storer", storer.run), ("queue-sampler", self.sampler.run)):
+            thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.engine.dispose()
+
+
+def build_parts(settings: Settings, *, sample_every: float = 10.0) -> ConsoleParts:
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    audit = AuditLog(engine)
+    return ConsoleParts(
+        settings=settings,
+        engine=engine,
+        dead=DeadLetterStore(engine),
+        audit=audit,
+        jobs=Jobs(audit),
+        sampler=QueueSampler(settings.amqp_url, build_topology(settings.archive_max_age), every=sample_every),
+    )

@@ -1,0 +1,87 @@
+"""Sign-in with FLEXSYNC_CONSOLE_TOKEN, the session every other page needs, and cross-site refusal.
+
+A state-changing request must carry the form's CSRF token (Flask-WTF) and, when the browser
+says where it comes from, come from this origin (``Sec-Fetch-Site``/``Origin``): either check
+alone refuses a forged cross-site POST.
+"""
+
+from __future__ import annotations
+
+import hmac
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session, url_for
+
+from console.audit import AuditLog
+
+bp = Blueprint("auth", __name__)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_OPEN_ENDPOINTS = frozenset({"auth.login", "static", "healthz"})
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison, so the answer's timing tells nothing about the token."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def actor() -> str:
+    """Who acts: the name given at sign-in and where the request came from."""
+    return f"{session.get('actor', 'operator')} ({request.remote_addr or '-'})"
+
+
+def _audit() -> AuditLog:
+    return current_app.extensions["flexsync.console"].audit
+
+
+def _same_origin() -> bool:
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != "null":
+        return urlsplit(origin).netloc == request.host
+    return origin != "null"
+
+
+def install(app: Flask) -> None:
+    """Refuse cross-site writes and unauthenticated requests before any view runs."""
+
+    @app.before_request
+    def _guard():
+        if request.method not in _SAFE_METHODS and not _same_origin():
+            abort(403, description="cross-site request refused")
+        if request.endpoint in _OPEN_ENDPOINTS or session.get("signed_in"):
+            return None
+        if request.method in _SAFE_METHODS and not request.path.endswith(".json"):
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        abort(401, description="sign in first")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error = None
+    if request.method == "POST":
+        given = request.form.get("token", "")
+        name = (request.form.get("name") or "operator").strip()[:60] or "operator"
+        expected = current_app.config["FLEXSYNC_CONSOLE_TOKEN"]
+        if given and token_matches(given, expected):
+            session.clear()
+            session.permanent = True
+            session["signed_in"] = True
+            session["actor"] = name
+            _audit().record(actor(), "sign-in", "-", "signed in")
+            target = request.args.get("next") or ""
+            # Only a path of this site: never an open redirect.
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("pages.overview")
+            return redirect(target)
+        _audit().record(f"{name} ({request.remote_addr or '-'})", "sign-in", "-", "refused: wrong token")
+        error = "Wrong token: that is not the console token."
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    _audit().record(actor(), "sign-out", "-", "signed out")
+    session.clear()
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,96 @@
+"""Nobody gets in without the token; no cross-site write gets through; the receiver serves no console."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from config import SettingsError, load_settings
+from console.app import create_app
+from console.security import token_matches
+from tests.console.conftest import TOKEN, csrf_of, sign_in
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/connections", "/dead", "/archive", "/postings", "/audit", "/dead/abc"]
+)
+def test_a_page_without_a_session_sends_to_the_sign_in(console, path):
+    response = console.test_client().get(path)
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
+
+
+def test_data_and_actions_without_a_session_are_refused(console):
+    client = console.test_client()
+    assert client.get("/overview/series.json").status_code == 401
+    refused = client.post("/dead/action", data={"verb": "purge", "scope": "selection"})
+    assert refused.status_code == 401
+
+
+def test_a_wrong_token_is_refused_and_audited(console, signed_in):
+    client = console.test_client()
+    response = sign_in(client, token="not-the-token-at-all")
+    assert response.status_code == 401 and "not the console token" in response.text
+    assert client.get("/").status_code == 302
+    audit = signed_in.get("/audit").text
+    assert "refused: wrong token" in audit and "signed in" in audit
+    assert TOKEN not in audit
+
+
+def test_the_session_cookie_is_httponly_and_strict_and_secure_in_production(console_settings):
+    for env, secure in (("test", False), ("production", True)):
+        app = create_app(console_settings.with_overrides(flexsync_env=env))
+        client = app.test_client()
+        cookie = sign_in(client).headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert ("Secure" in cookie) is secure
+        app.extensions["flexsync.console"].close()
+
+
+def test_a_cross_site_post_is_refused_even_with_a_session(signed_in):
+    token = csrf_of(signed_in.get("/dead").text)
+    form = {"verb": "purge", "scope": "selection", "csrf_token": token}
+    evil = signed_in.post("/dead/action", data=form, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and "cross-site" in evil.text
+    fetched = signed_in.post("/dead/action", data=form, headers={"Sec-Fetch-Site": "cross-site"})
+    assert fetched.status_code == 403
+    # Same origin but no CSRF token (a form posted from elsewhere without Origin): refused too.
+    tokenless = signed_in.post("/dead/action", data={"verb": "purge", "scope": "selection"})
+    assert tokenless.status_code == 403 and "CSRF" in tokenless.text
+    # The same request, from this origin and with its token, is let through (to the confirmation).
+    ours = signed_in.post(
+        "/dead/action", data=form, headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    )
+    assert ours.status_code == 200 and "Please confirm" in ours.text
+
+
+def test_the_token_is_compared_in_constant_time_and_never_rendered(signed_in):
+    assert token_matches(TOKEN, TOKEN) and not token_matches(TOKEN, TOKEN[:-1] + "x")
+    for path in ("/", "/connections", "/dead", "/archive", "/postings", "/audit"):
+        page = signed_in.get(path)
+        assert page.status_code == 200, path
+        assert TOKEN not in page.text
+
+
+def test_the_receiver_serves_no_console_and_the_console_no_webhooks(receiver, signed_in):
+    for path in ("/login", "/dead", "/audit", "/connections"):
+        assert receiver.client.get(path).status_code == 404, path
+    assert receiver.client.post("/login", data={"token": TOKEN}).status_code in (404, 405)
+    assert signed_in.post(receiver.url(), json={}).status_code in (403, 404)
+    assert signed_in.get(receiver.url()).status_code == 404
+
+
+def test_the_console_token_setting_is_required_and_checked():
+    with pytest.raises(SettingsError, match=r"^FLEXSYNC_CONSOLE_TOKEN is malformed: expected at least 16"):
+        load_settings({"FLEXSYNC_ENV": "development", "FLEXSYNC_CONSOLE_TOKEN": "short"})
+    settings = load_settings({"FLEXSYNC_ENV": "development", "FLEXSYNC_CONSOLE_TOKEN": "s" * 20})
+    assert settings.flexsync_console_token == "s" * 20 and "s" * 20 not in repr(settings)
+
+
+def test_flexsync_console_without_its_token_stops_with_one_line(monkeypatch):
+    monkeypatch.delenv("FLEXSYNC_CONSOLE_TOKEN", raising=False)
+    result = CliRunner().invoke(main, ["console"], env={"FLEXSYNC_ENV": "development"})
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "flexsync: FLEXSYNC_CONSOLE_TOKEN is required by the console process; set it in the environment"
+    )
