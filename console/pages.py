@@ -41,7 +41,11 @@ def parts() -> ConsoleParts:
 def _overview_data() -> dict[str, Any]:
     p = parts()
     counts = p.dead.counts()
-    queues = p.sampler.latest()
+    sampled = p.sampler.latest()
+    # A work queue's delay queues are shown as one "retrying" figure on its row.
+    queues = [dict(q, retrying=0) for q in sampled if ".retry." not in q["name"]]
+    for q in queues:
+        q["retrying"] = sum(r["depth"] for r in sampled if r["name"].startswith(q["name"] + ".retry."))
     pending = next((q["depth"] for q in queues if q["name"] == "dead-letter"), 0)
     return {
         "queues": queues,

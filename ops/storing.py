@@ -19,7 +19,7 @@ import structlog
 from pika.exceptions import AMQPError
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from ops.broker import connect
+from ops.broker import connect, queue_counts
 from ops.letters import DeadLetter, read_letter
 from store.deadletters import STORED, DeadLetterStore
 from store.models import DeadLetterRecord
@@ -146,7 +146,10 @@ class StoringConsumer:
         connection = connect(self._url)
         try:
             channel = connection.channel()
-            channel.basic_qos(prefetch_count=self._batch)
+            if stop is None and queue_counts(channel, DEAD_LETTER_QUEUE_NAME)[0] == 0:
+                return outcome  # a drain of an empty queue: nothing to wait for
+            # Twice the batch, so the next batch arrives while this one is being committed.
+            channel.basic_qos(prefetch_count=2 * self._batch)
             rows: list[dict[str, Any]] = []
             last_tag = 0
             for method, properties, body in channel.consume(

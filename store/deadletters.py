@@ -75,12 +75,12 @@ class DeadLetterStore:
         dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
         statement = (
             dialect.insert(DeadLetterRecord)
-            .values(list(rows))
             .on_conflict_do_nothing(index_elements=["letter_id"])
             .returning(DeadLetterRecord.letter_id)
         )
+        # One statement compiled once for the batch ("insertmanyvalues"): no per-row compile.
         with write_transaction(self._engine) as conn:
-            return len(conn.execute(statement).all())
+            return len(conn.execute(statement, list(rows)).all())
 
     def find(
         self, query: LetterQuery, *, limit: int | None = None, offset: int = 0, after_seq: int = 0

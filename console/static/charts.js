@@ -20,7 +20,10 @@
       charts[name] = new uPlot({
         width: 300, height: 110, legend: { show: false }, cursor: { show: false },
         scales: { y: { range: (u, min, max) => [0, Math.max(5, max)] } },
-        axes: [{ size: 24, font: "10px sans-serif" }, { size: 36, font: "10px sans-serif" }],
+        axes: [
+          { size: 24, font: "10px sans-serif", values: (u, ticks) => ticks.map((t) => new Date(t * 1000).toTimeString().slice(0, 5)) },
+          { size: 36, font: "10px sans-serif" },
+        ],
         series: [{}, { stroke: name === "dead-letter" ? "#c62f3b" : "#2459d6", fill: name === "dead-letter" ? "rgba(198,47,59,.08)" : "rgba(36,89,214,.08)", width: 1.5 }],
       }, data, box);
     }

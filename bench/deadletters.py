@@ -1,0 +1,131 @@
+"""`dead list` over 50,000 dead letters: the queue pass it used to be, then the table it reads now.
+
+Before: one DeadLetterPass over the dead-letter queue (every message consumed and re-published,
+the queue held exclusively). After: the storing consumer takes the queue into the dead_letters
+table once (timed apart: that is the console's background work), then `dead list` is a query.
+Prints one summary line for each on stdout; progress goes to stderr.
+
+    .venv/bin/python bench/deadletters.py [--letters 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kombu import Connection
+
+from bench.common import RunFailed, figure, progress, rabbitmqctl, run_guarded
+from bench.replay import envelope, publish_all
+from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology
+from config import Settings
+from observability.logging import configure_logging
+from ops.broker import start_publisher
+from ops.dead import DeadLetters, browse
+from ops.selection import Selection
+from ops.storing import StoringConsumer
+from ops.sweep import KEEP, DeadLetterPass
+from store.db import create_engine_for, upgrade
+from store.deadletters import DeadLetterStore
+from workers.failures import Failure, destination
+
+
+def park(url: str, letters: int, connection_id: str) -> None:
+    failure = Failure("mapping_error", ValueError("bench"), transient=False)
+    batch = []
+    for n in range(letters):
+        body = envelope(connection_id, n)
+        target = destination(failure, queue="sync.ar", routing_key="ar.invoices.update", headers=None)
+        batch.append((DEAD_LETTER_QUEUE_NAME, json.dumps(body).encode(), body["eventId"], target.headers))
+    publisher = start_publisher(url)
+    try:
+        progress(f"parking {letters} dead letters")
+        publish_all(publisher, batch)
+    finally:
+        publisher.close()
+
+
+def before(url: str, selection: Selection) -> tuple[float, int, int]:
+    """Today's old code path: a browse is one full pass over the queue, keeping every message."""
+    publisher = start_publisher(url)
+    matched = 0
+    try:
+
+        def decide(letter):
+            nonlocal matched
+            matched += selection.matches(letter)
+            return KEEP
+
+        started = time.monotonic()
+        tally = DeadLetterPass(url, publisher).run(decide)
+        return time.monotonic() - started, matched, tally.scanned
+    finally:
+        publisher.close()
+
+
+def after(url: str, store: DeadLetterStore, selection: Selection) -> tuple[float, float, int, int]:
+    started = time.monotonic()
+    stored = StoringConsumer(url, store).drain()
+    storing = time.monotonic() - started
+    started = time.monotonic()
+    found = browse(DeadLetters(store, url), selection)
+    return storing, time.monotonic() - started, found.matched, stored.stored
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--letters", type=int, default=50_000)
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    )
+    args = parser.parse_args()
+    configure_logging(Settings(flexsync_env="development", log_level="WARNING"), stream=sys.stderr)
+
+    def body(stack: contextlib.ExitStack) -> int:
+        parts = urlsplit(args.amqp_url)
+        vhost = f"flexsync-bench-{uuid.uuid4().hex[:8]}"
+        progress(f"creating RabbitMQ vhost {vhost}")
+        rabbitmqctl("add_vhost", vhost)
+        stack.callback(rabbitmqctl, "delete_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+        url = urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+        with Connection(url) as connection:
+            declare_topology(connection, build_topology("1h"))
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="flexsync-bench-"))
+        engine = create_engine_for(f"sqlite:///{scratch}/dead.db")
+        stack.callback(engine.dispose)
+        upgrade(engine)
+        connection_id = str(uuid.uuid4())
+        park(url, args.letters, connection_id)
+        # `dead list --limit 50` over one connection: the page the console and the CLI show.
+        selection = Selection(connection=connection_id, limit=50)
+        progress("dead list the old way: a pass over the queue")
+        seconds, matched, scanned = before(url, selection)
+        figure(
+            f"dead list before (queue pass): {scanned} letters scanned, {matched} matched in {seconds:.2f} s"
+        )
+        progress("storing the queue into the table, then dead list from the table")
+        storing, seconds, matched_after, stored = after(url, DeadLetterStore(engine), selection)
+        figure(
+            f"dead list after (table): {matched_after} matched in {seconds:.3f} s "
+            f"({stored} letters stored once beforehand by the storing consumer in {storing:.2f} s)"
+        )
+        if matched != args.letters or matched_after != args.letters or stored != args.letters:
+            raise RunFailed(f"matched {matched} / {matched_after}, stored {stored} of {args.letters}")
+        return 0
+
+    return run_guarded("bench/deadletters.py", body, cleaned="the run's vhost was deleted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
