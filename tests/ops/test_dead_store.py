@@ -41,7 +41,10 @@ def park_many(publisher, count: int) -> list[str]:
         )
         futures.append(
             publisher.publish(
-                DEAD_LETTER_QUEUE_NAME, json.dumps(body).encode(), message_id=body["eventId"], headers=target.headers
+                DEAD_LETTER_QUEUE_NAME,
+                json.dumps(body).encode(),
+                message_id=body["eventId"],
+                headers=target.headers,
             )
         )
         ids.append(body["eventId"])
@@ -71,7 +74,9 @@ def test_a_storing_consumer_killed_mid_way_loses_nothing_and_stores_each_letter_
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: dead_store.count(LetterQuery()) >= 300, timeout=60, message="the first letters stored")
+        wait_until(
+            lambda: dead_store.count(LetterQuery()) >= 300, timeout=60, message="the first letters stored"
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
