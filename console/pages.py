@@ -121,6 +121,7 @@ def connection_action(connection_id: str, action: str):
             action=url_for("pages.connection_action", connection_id=connection_id, action=action),
             fields={},
             back=url_for("pages.connections"),
+            danger=action == "disconnect",
         )
     if action == "reconcile":
         job = p.jobs.start(

@@ -139,6 +139,7 @@ def dead_action():
             ids=ids,
             back=url_for("selections.dead_list", **{k: v for k, v in filters.items() if v}),
             nothing=selected == 0,
+            danger=verb == "purge",
         )
     # No more than the operator confirmed, even if matching letters arrived since.
     confirmed = request.form.get("count", type=int)
