@@ -1,0 +1,107 @@
+"""The console's pages on real data: filters, a letter in full (secrets redacted), jobs, postings."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from console.app import create_app
+from console.parts import build_parts
+from observability.logging import register_secret
+from store.deadletters import LetterQuery
+from tests.conftest import wait_until
+from tests.console.conftest import TOKEN, csrf_of, sign_in
+from tests.ops.conftest import dead_store, parking  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def app(settings, declared_topology):
+    parts = build_parts(settings.with_overrides(flexsync_console_token=TOKEN))
+    yield create_app(parts.settings, parts=parts)
+    parts.close()
+
+
+@pytest.fixture
+def client(app):
+    client = app.test_client()
+    assert sign_in(client).status_code == 302
+    return client
+
+
+def test_filters_select_the_letters_and_a_letter_shows_in_full_without_secrets(client, parking):  # noqa: F811
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    register_secret("hunter2-very-secret-password")
+    for n, connection in enumerate([first, first, second]):
+        parking.park(connection, "invoices" if n else "customers", key=f"k{n}")
+    parking.wait_parked(3)
+    # The console page drains nothing itself: the CLI (or its storing thread) does.
+    from ops.storing import StoringConsumer
+
+    StoringConsumer(parking.broker.url, parking.store, idle_timeout=0.3).drain()
+    page = client.get(f"/dead?connection={first}").text
+    assert "2 stored matching" in page and "k0" in page and "k1" in page and "k2" not in page
+    page = client.get(f"/dead?connection={first}&resource=invoices").text
+    assert "1 stored matching" in page and "k1" in page and "k0" not in page
+    assert "ISO-8601" in client.get("/dead?since=yesterday").text
+
+    [row] = parking.store.find(LetterQuery(connection=second))
+    with parking.store._engine.begin() as conn:  # an exception that quotes a password
+        conn.execute(
+            text("UPDATE dead_letters SET exception = :e WHERE letter_id = :id"),
+            {"e": "ValueError: login hunter2-very-secret-password refused", "id": row.letter_id},
+        )
+    detail = client.get(f"/dead/{row.letter_id}").text
+    assert "ValueError: login [REDACTED] refused" in detail and "hunter2" not in detail
+    assert "ar.invoices.update" in detail and "sync.ar" in detail and "&#34;key&#34;: &#34;k2&#34;" in detail
+
+
+def test_purging_a_page_is_confirmed_then_runs_as_a_job_with_exact_accounting(client, app, parking):  # noqa: F811
+    connection = str(uuid.uuid4())
+    for n in range(5):
+        parking.park(connection, key=str(n))
+    parking.wait_parked(5)
+    form = {"verb": "purge", "scope": "selection", "connection": connection}
+    confirm = client.post("/dead/action", data={**form, "csrf_token": csrf_of(client.get("/dead").text)})
+    assert "Purge 5 dead letters for good?" in confirm.text
+    assert parking.store.count(LetterQuery(state="purged")) == 0  # asking changes nothing
+    # Two more arrive before the operator says yes: no more than the five confirmed go.
+    late = [parking.park(connection, key=f"late-{n}").message_id for n in range(2)]
+    parking.wait_parked(7)
+    done = client.post(
+        "/dead/action",
+        data={**form, "count": 5, "confirmed": "yes", "csrf_token": csrf_of(confirm.text)},
+    )
+    assert done.status_code == 302 and "/jobs/" in done.headers["Location"]
+    job = app.extensions["flexsync.console"].jobs.recent()[0]
+    wait_until(lambda: job.state != "running", message="the purge job")
+    assert job.state == "done" and job.counts == {"purged": 5, "kept": 2}
+    assert parking.store.count(LetterQuery(state="purged")) == 5
+    assert sorted(parking.still_dead()) == sorted(late)
+    assert "purged 5; 2 still stored" in client.get(done.headers["Location"]).text
+    assert "purged 5; 2 still stored" in client.get("/audit").text
+
+
+def test_payment_postings_show_once_the_write_back_table_exists(client, app):
+    assert "write-back not enabled" in client.get("/postings").text
+    engine = app.extensions["flexsync.console"].engine
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE payment_postings (id INTEGER PRIMARY KEY, state TEXT, reason TEXT, "
+                "attempts INTEGER, intacct_key TEXT, api_token TEXT)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO payment_postings VALUES (1, 'failed', 'intacct_rejected', 3, 'K-9', 'tok-secret')"
+            )
+        )
+    page = client.get("/postings").text
+    assert "write-back not enabled" not in page
+    for value in ("failed", "intacct_rejected", "K-9", "intacct key", "attempts"):
+        assert value in page
+    assert "tok-secret" not in page
