@@ -15,6 +15,7 @@ from cli.ops import status
 from ops.status import connection_status
 from store.backfill import BackfillStore, Checkpoint
 from store.db import create_engine_for
+from store.deadletters import LetterQuery
 from store.deliveries import DeliveryLedger
 from store.models import ReconcileWatermark
 
@@ -123,3 +124,24 @@ def test_a_failed_import_waiting_to_resume_says_when(settings):
         r for r in connection_status(engine, clock=lambda: 1000.0) if r.connection_id == record.connection_id
     ]
     assert row.backfill == "failed (40 records), resumes in 5 min"
+
+
+def test_status_counts_stored_letters_and_those_still_in_the_queue_once_each(
+    settings, parking, broker, dead_store
+):
+    from ops.storing import StoringConsumer
+
+    connection = str(uuid.uuid4())
+    for reason in ("mapping_error", "bad_key"):
+        parking.park(connection, "invoices", reason=reason)
+    parking.wait_parked(2)
+    StoringConsumer(settings.amqp_url, dead_store, idle_timeout=0.3).drain()
+    parking.park(connection, "deposits", reason="bad_key")
+    parking.wait_parked(3)
+
+    result = CliRunner().invoke(status, ["--interval", "0"], obj={"settings": settings})
+    assert result.exit_code == 0, result.output
+    assert "dead letters: 3 (1 not yet stored)" in result.stdout
+    assert "by reason: bad_key 2, mapping_error 1" in result.stdout
+    assert "by resource: invoices 2, deposits 1" in result.stdout
+    assert broker.depth("dead-letter") == 1 and dead_store.count(LetterQuery()) == 2
