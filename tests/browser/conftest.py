@@ -2,19 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
+import uuid
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
+from kombu import Connection
 from werkzeug.serving import make_server
 
+from broker.topology import build_topology, declare_topology
 from console.app import create_app
 from console.parts import build_parts
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 TOKEN = "browser-test-console-token-42"
+
+
+@pytest.fixture(scope="module")
+def amqp_url(broker_base_url: str):
+    """A vhost of this module's own: its live receiver archives real events, and the archive
+    tests elsewhere expect a stream holding only theirs within their time range."""
+    from tests.conftest import _local_node, _rabbitmqctl
+
+    if not _local_node(broker_base_url):
+        yield broker_base_url
+        return
+    vhost = f"flexsync-browser-{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(broker_base_url)
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+    finally:
+        with contextlib.suppress(Exception):
+            _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="module")
+def declared_topology(amqp_url: str):
+    topology = build_topology("7D")
+    with Connection(amqp_url) as connection:
+        declare_topology(connection, topology)
+    return topology
 
 
 @pytest.fixture(scope="session")
