@@ -114,7 +114,7 @@ def dead_list(ctx: click.Context, as_json: bool, **filters: Any) -> None:
         click.echo(json.dumps(letter.summary(), default=str) if as_json else _line(letter))
     click.echo(
         f"{len(found.letters)} shown, {found.matched} matched ({selection.describe()}), "
-        f"{found.tally.scanned} stored",
+        f"{found.tally.scanned} in dead-letter",
         err=True,
     )
 
@@ -192,7 +192,7 @@ def _accounting(verb: str, tally: Tally, outcome_failed: int, unroutable: int = 
         click.echo(f"  failed x{times}: {error}", err=True)
     if outcome_failed:
         click.echo(
-            "the failed letters are still stored; fix the cause and run the same command again",
+            "the failed messages are still in dead-letter; fix the cause and run the same command again",
             err=True,
         )
 
