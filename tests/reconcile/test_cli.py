@@ -123,14 +123,19 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
     reader.start()
     try:
         events = lambda: [json.loads(line).get("event") for line in lines if line.startswith("{")]  # noqa: E731
-        wait_until(lambda: events().count("reconcile_sweep_done") >= 2, timeout=60, message="two sweeps")
+        customers = lambda: [  # noqa: E731
+            line for line in list(lines) if '"reconcile_swept"' in line and '"customers"' in line
+        ]
+        wait_until(lambda: len(customers()) >= 2, timeout=60, message="two sweeps of customers")
+        assert events().count("reconcile_sweep_done") >= 2
         swept_before = sum(1 for line in list(lines) if '"reconcile_swept"' in line)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         company_id = live_receiver.connection.company_id
         counted = {
             line.split("purpose=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
-            if line.startswith("flexsync_reconcile_intacct_calls_total{") and f'company="{company_id}"' in line
+            if line.startswith("flexsync_reconcile_intacct_calls_total{")
+            and f'company="{company_id}"' in line
         }
         # One token for the process's life; at least one query per resource sweep logged so far.
         assert counted.get("token") == 1.0, counted
