@@ -27,8 +27,9 @@ Each sweep is one modified-since query from the resource's watermark minus the o
 page when idle), so the query of a gap's sweep always covers the gap's window, Intacct's
 retry span and the overlap: the watermark is where the previous sweep began. Tokens are
 cached for their lifetime by the process's client (12 h at Intacct: two or three a day).
-At defaults an idle company costs 10 x 8 quiet sweeps (one of them the key-set pass, one
-page per resource when small) + ~3 tokens ≈ 83 calls a day, against 250 (bench/budget.py).
+At defaults an idle company costs 10 resources x 8 sweeps a day (one of them the key-set
+pass, one page per resource when small) + 2 tokens: 82 calls measured by bench/budget.py
+(962 on the old schedule), against a budget of 250.
 
 ``fixed`` is the old schedule (every resource every ``interval``), for comparison and for an
 operator who prefers latency to budget. A resource whose sweep failed waits ``interval``
