@@ -72,12 +72,15 @@ class ConfirmingPublisher:
         reconnect_delays: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0),
         on_outcome: OutcomeHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
         self._url = amqp_url
         self._exchange = exchange
         self._max_in_flight = max_in_flight
         self._reconnect_delays = reconnect_delays
         self._on_outcome = on_outcome or (lambda outcome, seconds: None)
+        # Called (no I/O allowed) each time a connection is lost or cannot be made: a gap signal.
+        self._on_connection_lost = on_connection_lost or (lambda: None)
         self._clock = clock
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -209,6 +212,7 @@ class ConfirmingPublisher:
             self._channel = None
             if self._stopping.is_set():
                 break
+            self._on_connection_lost()
             if self._clock() - opened_at > 30:
                 # It was up for a while: start the back-off over.
                 delays = itertools.chain(self._reconnect_delays, itertools.repeat(self._reconnect_delays[-1]))

@@ -132,6 +132,10 @@ class Settings:
     public_base_url: str | None = None
     intacct_max_concurrency_per_company: int = 2
     reconcile_interval_seconds: int = 900
+    # The sweep's Intacct budget (docs/operations.md): "budget" sweeps a resource every
+    # quiet interval unless a gap is known; "fixed" is the old every-interval schedule.
+    reconcile_schedule: str = "budget"
+    reconcile_quiet_interval_seconds: int = 10_800
     archive_max_age: str = "7D"
     log_level: str = "INFO"
     log_format: str = "json"
@@ -180,6 +184,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "PUBLIC_BASE_URL": _url(("http", "https")),
     "INTACCT_MAX_CONCURRENCY_PER_COMPANY": _positive_int,
     "RECONCILE_INTERVAL_SECONDS": _positive_int,
+    "RECONCILE_SCHEDULE": _choice(("budget", "fixed")),
+    "RECONCILE_QUIET_INTERVAL_SECONDS": _positive_int,
     "ARCHIVE_MAX_AGE": _max_age,
     "LOG_LEVEL": _choice(LOG_LEVELS, fold=str.upper),
     "LOG_FORMAT": _choice(("json", "console")),

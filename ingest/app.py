@@ -6,7 +6,10 @@ verifiers, confirming publisher, metrics) once per process; tests pass their own
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -31,6 +34,7 @@ from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for
 from store.deliveries import BatchRecorder, DeliveryLedger
+from store.gaps import RECEIVER_5XX, GapReporter, GapStore
 
 log = get_logger(__name__)
 
@@ -59,6 +63,7 @@ class ReceiverParts:
     metrics: ReceiverMetrics
     intake: WebhookIntake
     stop: threading.Event = field(default_factory=threading.Event)
+    gaps: GapReporter | None = None  # reconciliation's gap signals (store/gaps.py)
 
     def close(self) -> None:
         self.stop.set()
@@ -73,9 +78,13 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
     ledger = DeliveryLedger(engine)
     recorder = BatchRecorder(ledger)
+    gaps = GapReporter(GapStore(engine), f"web:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     if publisher is None:
         publisher = ConfirmingPublisher(
-            settings.amqp_url, EVENTS_EXCHANGE.name, on_outcome=metrics.record_publish
+            settings.amqp_url,
+            EVENTS_EXCHANGE.name,
+            on_outcome=metrics.record_publish,
+            on_connection_lost=gaps.broker_lost,
         )
         publisher.start(wait=2.0)
     jwt_verifier = None
@@ -98,7 +107,7 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
         confirm_timeout=settings.publish_confirm_timeout,
         retry_after=settings.retry_after_seconds,
     )
-    return ReceiverParts(settings, engine, store, ledger, recorder, publisher, metrics, intake)
+    return ReceiverParts(settings, engine, store, ledger, recorder, publisher, metrics, intake, gaps=gaps)
 
 
 def create_app(
@@ -118,13 +127,15 @@ def create_app(
     app.extensions["flexsync.version"] = _package_version()
     app.register_blueprint(webhooks_blueprint)
     app.register_blueprint(ops_blueprint)
-    _register_hooks(app, parts.metrics)
+    _register_hooks(app, parts.metrics, parts.gaps)
+    if parts.gaps is not None:
+        parts.gaps.start(parts.stop)
     if housekeeping:
         threading.Thread(target=_housekeeping, args=(parts,), name="ledger-housekeeping", daemon=True).start()
     return app
 
 
-def _register_hooks(app: Flask, metrics: ReceiverMetrics) -> None:
+def _register_hooks(app: Flask, metrics: ReceiverMetrics, gaps: GapReporter | None) -> None:
     @app.before_request
     def _fresh_log_context() -> None:
         # Request threads are reused: drop the previous request's connection/event ids.
@@ -139,6 +150,9 @@ def _register_hooks(app: Flask, metrics: ReceiverMetrics) -> None:
     def _count(response: Response) -> Response:
         if request.endpoint == "webhooks.receive":
             metrics.requests.labels(str(response.status_code)).inc()
+            if response.status_code >= 500 and gaps is not None:
+                # Intacct may give up on this delivery: reconciliation sweeps the company soon.
+                gaps.report(RECEIVER_5XX, (request.view_args or {}).get("connection_id"))
         return response
 
     @app.errorhandler(WebhookRefused)

@@ -105,3 +105,32 @@ class SyncMetrics:
     def record_call(self, peer: str, status: int | str, seconds: float) -> None:
         self.calls.labels(peer, str(status)).inc()
         self.call_latency.labels(peer).observe(seconds)
+
+
+class ReconcileMetrics:
+    """The reconcile process's: Intacct calls by company and purpose, sweeps by reason and kind.
+
+    ``flexsync_reconcile_intacct_calls_total`` is what the sweep costs each customer; a day's
+    count is ``increase(...[1d])`` (the budget is QUALITY P7: at most 250 per idle company).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.intacct_calls = Counter(
+            "flexsync_reconcile_intacct_calls",
+            "Intacct calls made by reconciliation, by company and purpose (sweep, keyset, token)",
+            ["company", "purpose"],
+            registry=self.registry,
+        )
+        self.sweeps = Counter(
+            "flexsync_reconcile_sweeps",
+            "Resource sweeps run, by why they were due (gap, quiet, keyset, fixed, forced) and outcome kind",
+            ["reason", "kind"],
+            registry=self.registry,
+        )
+        self.gaps = Counter(
+            "flexsync_reconcile_gaps_seen",
+            "Gap signals the scheduler acted on, by kind",
+            ["kind"],
+            registry=self.registry,
+        )

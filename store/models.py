@@ -243,3 +243,28 @@ class ConsoleAudit(Base):
     action: Mapped[str] = mapped_column(String(64))
     selection: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)
+
+
+class ReconcileGap(Base):
+    """A time the service knew webhooks may have been lost: the next sweep must start after ``ended_at``.
+
+    ``connection_id`` None means every connection (the receiver was down, the broker away);
+    ``kind`` says which signal saw it (``receiver_5xx``, ``receiver_down``, ``broker_away``).
+    """
+
+    __tablename__ = "reconcile_gaps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    connection_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ReceiverHeartbeat(Base):
+    """The last sign of life of one receiver process: a silence longer than a bound is a gap."""
+
+    __tablename__ = "receiver_heartbeats"
+
+    holder: Mapped[str] = mapped_column(String(200), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

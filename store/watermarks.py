@@ -54,6 +54,12 @@ class WatermarkStore:
             ).first()
         return None if row is None else _watermark(row)
 
+    def all(self) -> dict[tuple[str, str], Watermark]:
+        """Every stored watermark by (connection, resource): what the scheduler decides from."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(_table)).all()
+        return {(row.connection_id, row.resource): _watermark(row) for row in rows}
+
     def claim(self, connection_id: str, resource: str, holder: str, ttl: float) -> Watermark | None:
         """Take the lease for ``ttl`` seconds and return the watermark; None if someone else holds it."""
         now = self._clock()

@@ -26,9 +26,12 @@ from schemas.mappings import MappingError, line_source, map_record
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for
+from store.gaps import GapStore
 from store.watermarks import WatermarkStore
 from tests.conftest import COMPANY
 from workers.reconcile import EventSender, Reconciler, ResourceSweeper, SweepOptions
+from workers.reconcile.meter import CallMeter
+from workers.reconcile.schedule import Schedule, ScheduleOptions
 from workers.sync.service import build_consumer
 
 
@@ -109,10 +112,19 @@ class Parts:
         self.publisher = ConfirmingPublisher(settings.amqp_url, EVENTS_EXCHANGE.name)
         self.publisher.start(wait=10)
         self.watermarks = WatermarkStore(self.engine)
+        self.gaps = GapStore(self.engine)
 
     def reconciler(
-        self, holder: str = "test-reconciler", *, should_stop: Any = lambda: False, **options: Any
+        self,
+        holder: str = "test-reconciler",
+        *,
+        should_stop: Any = lambda: False,
+        schedule: ScheduleOptions | None = None,
+        clock: Any = None,
+        **options: Any,
     ) -> Reconciler:
+        """A reconciler of the real parts; with ``schedule``, one that decides what is due
+        (``clock`` then times the sweeps too, as the process's clock would)."""
         sweeper = ResourceSweeper(
             intacct=self.intacct,
             flexpoint=self.flexpoint,
@@ -121,8 +133,11 @@ class Parts:
             holder=holder,
             options=SweepOptions(**options),
             should_stop=should_stop,
+            meter=CallMeter(),
+            **({"clock": clock} if clock is not None else {}),
         )
-        return Reconciler(self.store, sweeper)
+        planned = None if schedule is None else Schedule(schedule, self.watermarks, self.gaps)
+        return Reconciler(self.store, sweeper, schedule=planned)
 
     def close(self) -> None:
         self.publisher.close()

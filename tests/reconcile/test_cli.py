@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,12 @@ pytestmark = pytest.mark.broker
 
 CUSTOMERS = BY_RESOURCE["customers"].rest_path
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def invoke(settings, *args: str):
@@ -79,6 +86,7 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
     company, sandbox_settings, live_receiver, broker, intacct, flexpoint
 ):
     settings = sandbox_settings
+    port = free_port()
     company.webhooks(enabled=False)
     company.create(CUSTOMERS, {"id": "C-1", "name": "One", "status": "active"})
     secrets = [
@@ -97,6 +105,9 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
         "FLEXPOINT_API_URL": settings.flexpoint_api_url,
         "FLEXPOINT_API_TOKEN": settings.flexpoint_api_token,
         "RECONCILE_INTERVAL_SECONDS": "1",
+        # No gap is known (the webhooks were switched off in Intacct): the quiet cadence sweeps.
+        "RECONCILE_QUIET_INTERVAL_SECONDS": "1",
+        "PORT": str(port),
         "LOG_FORMAT": "json",
     }
     process = subprocess.Popen(
@@ -112,7 +123,23 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
     reader.start()
     try:
         events = lambda: [json.loads(line).get("event") for line in lines if line.startswith("{")]  # noqa: E731
-        wait_until(lambda: events().count("reconcile_sweep_done") >= 2, timeout=60, message="two sweeps")
+        customers = lambda: [  # noqa: E731
+            line for line in list(lines) if '"reconcile_swept"' in line and '"customers"' in line
+        ]
+        wait_until(lambda: len(customers()) >= 2, timeout=60, message="two sweeps of customers")
+        assert events().count("reconcile_sweep_done") >= 2
+        swept_before = sum(1 for line in list(lines) if '"reconcile_swept"' in line)
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        company_id = live_receiver.connection.company_id
+        counted = {
+            line.split("purpose=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("flexsync_reconcile_intacct_calls_total{")
+            and f'company="{company_id}"' in line
+        }
+        # One token for the process's life; at least one query per resource sweep logged so far.
+        assert counted.get("token") == 1.0, counted
+        assert counted.get("sweep", 0) >= max(swept_before, 10), (counted, swept_before)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

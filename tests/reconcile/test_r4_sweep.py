@@ -1,7 +1,9 @@
 """QUALITY R4: webhooks lost while Intacct changes; one sweep brings FlexPoint to Intacct's state.
 
 Through the real simulators, RabbitMQ and sync workers: the starting state arrives by webhook,
-then the company's triggers are switched off while records are added, changed and deleted.
+then the company's triggers are switched off while records are added, changed and deleted. The
+budget schedule decides when the sweeps run (its clock injected, never slept through): within
+one interval of a known gap, within the quiet interval when nobody knew of the loss.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from schemas.catalog import BY_RESOURCE
+from schemas.catalog import BY_RESOURCE, OBJECTS
+from store.gaps import RECEIVER_5XX, GapReporter
 from tests.conftest import wait_until
 from tests.reconcile.conftest import differences
 from workers.reconcile.compare import instant
+from workers.reconcile.schedule import ScheduleOptions
 
 pytestmark = pytest.mark.broker
 
@@ -90,9 +94,24 @@ def test_one_sweep_brings_adds_and_changes_and_the_key_set_pass_brings_deletions
     lost = differences(parts, connection)
     assert len(lost) == 7, lost
 
-    reconciler = parts.reconciler()
+    options = ScheduleOptions()
+    reconciler = parts.reconciler(schedule=options)
+    quiet = datetime.now(UTC) + options.gap_spacing
+    parts.gaps.beat("test-receiver", quiet)  # the receivers stay up in the injected time
+    assert reconciler.sweep_due(quiet) == [], "no gap known: not due"
+    # The receiver answered 5xx to this company's deliveries: its hook notes it, its thread flushes.
+    gap_at = datetime.now(UTC)
+    reporter = GapReporter(parts.gaps, "test-receiver")
+    reporter.report(RECEIVER_5XX, connection.connection_id)
+    reporter.flush()
     lists_before = flexpoint_list_reads(flexpoint, connection.account_id)
-    sweep = reconciler.sweep()
+    now, sweep = gap_at, []
+    while not sweep and now - gap_at <= options.interval:
+        now += timedelta(seconds=options.tick)
+        parts.gaps.beat("test-receiver", now)  # the receivers stay up in the injected time
+        sweep = reconciler.sweep_due(now)
+    assert sweep and now - gap_at <= options.interval, "a known gap is swept within one interval"
+    assert {r.resource for r in sweep} == {o.resource for o in OBJECTS}
     # A handful of changes is looked up one record at a time, never by listing the resource.
     assert flexpoint_list_reads(flexpoint, connection.account_id) == lists_before
     assert not [r for r in sweep if r.kind == "failed"], sweep
@@ -113,13 +132,67 @@ def test_one_sweep_brings_adds_and_changes_and_the_key_set_pass_brings_deletions
         parts.flexpoint.get_record(connection.account_id, "customers", added)["data"]["name"] == "Added Ltd"
     )
 
+    assert reconciler.sweep_due(now + timedelta(seconds=options.tick)) == [], "the gap is covered"
     again = reconciler.sweep()
     assert published(again) == {}, "nothing changed: a second sweep publishes nothing"
 
-    keyset = reconciler.sweep(keyset=True)
+    keyset = reconciler.sweep_due(connection.created_at + options.keyset_interval)
     assert {r.kind for r in keyset} == {"key-set"}
     assert published(keyset) == {"customers": (0, 1), "invoices": (0, 1)}
     wait_until(lambda: not differences(parts, connection), timeout=30, message="deletions as tombstones")
     for resource, key in (("customers", doomed), ("invoices", voided)):
         assert parts.flexpoint.get_record(connection.account_id, resource, key)["deleted"] is True
     assert published(reconciler.sweep(keyset=True)) == {}
+
+
+def test_a_loss_nobody_knew_of_is_found_within_the_quiet_interval_and_costs_one_query_per_resource(
+    company, worker, parts, live_receiver, intacct
+):
+    connection = live_receiver.connection
+    company.create(CUSTOMERS, {"id": "C-1", "name": "Known Ltd", "status": "active"})
+    wait_until(lambda: not differences(parts, connection), timeout=30, message="the webhook's state")
+    next_second(parts, connection)
+    company.webhooks(enabled=False)  # Intacct drops them on its side: no 5xx, no silence
+    lost = company.create(CUSTOMERS, {"id": "C-2", "name": "Lost Ltd", "status": "active"})
+
+    clock = Clock(datetime.now(UTC))
+    options = ScheduleOptions()
+    reconciler = parts.reconciler(schedule=options, clock=clock)
+    calls_before = intacct_calls(intacct, connection.company_id)
+    swept_at, sweep = None, []
+    while swept_at is None and clock.now - connection.created_at <= options.quiet_interval + timedelta(
+        minutes=2
+    ):
+        clock.now += timedelta(seconds=options.tick)
+        parts.gaps.beat("test-receiver", clock.now)
+        sweep = reconciler.sweep_due(clock.now)
+        if sweep:
+            swept_at = clock.now
+    assert swept_at is not None, "found within the documented bound"
+    bound = connection.created_at + options.quiet_interval + timedelta(seconds=options.tick)
+    assert connection.created_at + options.quiet_interval <= swept_at <= bound  # not sooner: the budget
+    assert {r.kind for r in sweep} == {"modified-since"}
+    assert published(sweep) == {"customers": (1, 0)}
+    # Every tick before was decided from our own database: the whole wait cost ten queries and
+    # no token (the client's cache holds one). The sync worker's fetch of C-2 is no query.
+    assert intacct_calls(intacct, connection.company_id) - calls_before == len(OBJECTS)
+    wait_until(lambda: not differences(parts, connection), timeout=30, message="the lost record in FlexPoint")
+    assert parts.flexpoint.get_record(connection.account_id, "customers", lost)["data"]["name"] == "Lost Ltd"
+
+
+class Clock:
+    """The injected time of the scheduler and the sweeper."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def intacct_calls(intacct, company_id: str) -> int:
+    """The simulator's count of the company's queries and token calls (what a sweep may make)."""
+    log = requests.get(
+        f"{intacct.base_url}/sandbox/requests", params={"companyId": company_id, "limit": 2000}, timeout=10
+    ).json()["requests"]
+    return sum(1 for r in log if r["path"].endswith(("/services/core/query", "/oauth2/token")))

@@ -1,8 +1,9 @@
-"""The ``reconcile`` process: a sweep of every connected company every interval, until SIGTERM.
+"""The ``reconcile`` process: every tick, sweep what the schedule says is due, until SIGTERM.
 
-Each sweep walks the connected connections and, for each, every synced resource (see
-:mod:`.sweep`). Several processes may run side by side: each (connection, resource) is swept
-by whichever process claims its lease first, the others skip it.
+What is due, and why it is cheap, is :mod:`.schedule`; one resource's sweep is :mod:`.sweep`.
+Several processes may run side by side: each (connection, resource) is swept by whichever
+process claims its lease first, the others skip it. ``/metrics`` on ``$PORT`` counts the
+Intacct calls per company and purpose.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import FrameType
+
+from prometheus_client import start_http_server
 
 from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
@@ -23,12 +27,16 @@ from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
 from observability.logging import get_logger
+from observability.metrics import ReconcileMetrics
 from schemas.catalog import BY_RESOURCE, OBJECTS, SyncedObject
 from store.connections import ConnectionRecord, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.gaps import GapStore
 from store.watermarks import WatermarkStore
 from workers.reconcile.events import EventSender
+from workers.reconcile.meter import CallMeter
+from workers.reconcile.schedule import Schedule, ScheduleOptions
 from workers.reconcile.sweep import ResourceSweep, ResourceSweeper, SweepOptions
 
 log = get_logger(__name__)
@@ -42,11 +50,28 @@ class ReconcileError(ValueError):
 
 @dataclass
 class Reconciler:
-    """Sweeps connections; ``should_stop`` is checked between resources."""
+    """Sweeps connections (all, or what ``schedule`` says is due); ``should_stop`` is checked between resources."""
 
     connections: ConnectionStore
     sweeper: ResourceSweeper
     should_stop: Callable[[], bool] = lambda: False
+    schedule: Schedule | None = None
+    metrics: ReconcileMetrics | None = None
+
+    def sweep_due(self, now: datetime) -> list[ResourceSweep]:
+        """One tick: sweep every (connection, resource) the schedule finds due at ``now``."""
+        if self.schedule is None:
+            raise ReconcileError("this reconciler has no schedule; sweep() sweeps everything")
+        results: list[ResourceSweep] = []
+        for due in self.schedule.due(self.connections.list("connected"), now):
+            if self.should_stop():
+                break
+            result = self.sweeper.sweep(due.connection, due.synced, keyset=due.reason == "keyset")
+            self.schedule.settle(result.connection_id, result.resource, result.kind, now)
+            if self.metrics is not None:
+                self.metrics.sweeps.labels(due.reason, result.kind).inc()
+            results.append(result)
+        return results
 
     def sweep(
         self,
@@ -100,26 +125,38 @@ def open_reconciler(
     *,
     options: SweepOptions | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    metrics: ReconcileMetrics | None = None,
 ) -> Iterator[Reconciler]:
     """A reconciler wired to the real store, clients and broker; closes them all on exit."""
     settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="reconcile")
+    options = options or SweepOptions()
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
-    intacct = create_client(settings, engine)
+    meter = CallMeter(metrics)
+    # One client for the process's life: its token cache spares a token call per sweep.
+    intacct = create_client(settings, engine, on_call=meter.on_call)
     flexpoint = FlexPointClient.from_settings(settings, process="reconcile")
     publisher = ConfirmingPublisher(settings.amqp_url, EVENTS_EXCHANGE.name)
     publisher.start(wait=_PUBLISHER_WAIT)
     try:
+        watermarks = WatermarkStore(engine)
         sweeper = ResourceSweeper(
             intacct=intacct,
             flexpoint=flexpoint,
-            watermarks=WatermarkStore(engine),
+            watermarks=watermarks,
             sender=EventSender(publisher),
             holder=holder_name(),
             options=options,
             should_stop=should_stop,
+            meter=meter,
         )
-        yield Reconciler(ConnectionStore(engine, SecretBox.for_settings(settings)), sweeper, should_stop)
+        schedule = Schedule(
+            ScheduleOptions.from_settings(settings, keyset_interval=options.keyset_interval),
+            watermarks,
+            GapStore(engine),
+        )
+        store = ConnectionStore(engine, SecretBox.for_settings(settings))
+        yield Reconciler(store, sweeper, should_stop, schedule, metrics)
     finally:
         publisher.close()
         flexpoint.close()
@@ -128,8 +165,8 @@ def open_reconciler(
 
 
 def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool = False) -> None:
-    """Sweep every ``RECONCILE_INTERVAL_SECONDS`` until SIGTERM/SIGINT; a sweep under way stops
-    at the next record, releases its lease and leaves its watermark where it was."""
+    """Sweep what is due every tick until SIGTERM/SIGINT (``keyset``: first a key-set pass of all);
+    a sweep under way stops at the next record, releases its lease and leaves its watermark."""
     stop = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -138,22 +175,37 @@ def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    interval = settings.reconcile_interval_seconds
-    with open_reconciler(settings, options=options, should_stop=stop.is_set) as reconciler:
-        log.info("reconcile_started", interval_seconds=interval)
+    metrics = ReconcileMetrics()
+    start_http_server(settings.port, registry=metrics.registry)
+    with open_reconciler(settings, options=options, should_stop=stop.is_set, metrics=metrics) as reconciler:
+        assert reconciler.schedule is not None
+        tick = reconciler.schedule.options.tick
+        log.info(
+            "reconcile_started",
+            interval_seconds=settings.reconcile_interval_seconds,
+            schedule=settings.reconcile_schedule,
+            quiet_interval_seconds=settings.reconcile_quiet_interval_seconds,
+            tick_seconds=tick,
+            metrics_port=settings.port,
+        )
+        if keyset:
+            reconciler.sweep(keyset=True)
         while not stop.is_set():
             try:
-                results = reconciler.sweep(keyset=keyset)
+                results = reconciler.sweep_due(datetime.now(UTC))
             except Exception as exc:
                 # The store itself failed (each resource's own failures are in its results): the
                 # watermarks stay, and the next interval tries again rather than the process dying.
                 log.error("reconcile_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
             else:
+                if not results:
+                    stop.wait(tick)
+                    continue
                 log.info(
                     "reconcile_sweep_done",
                     resources=len(results),
                     published=sum(r.published for r in results),
                     failed=sum(1 for r in results if r.kind == "failed"),
                 )
-            stop.wait(interval)
+            stop.wait(tick)
     log.info("reconcile_stopped")

@@ -28,6 +28,7 @@ from store.watermarks import Watermark, WatermarkStore
 from workers.reconcile.compare import Difference, IntacctRow, compare, intacct_row
 from workers.reconcile.events import Change, EventSender
 from workers.reconcile.lease import LeaseKeeper, SweepInterrupted
+from workers.reconcile.meter import CallMeter
 
 log = get_logger(__name__)
 
@@ -85,6 +86,7 @@ class ResourceSweeper:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         should_stop: Callable[[], bool] = lambda: False,
+        meter: CallMeter | None = None,
     ) -> None:
         self._intacct = intacct
         self._flexpoint = flexpoint
@@ -95,6 +97,7 @@ class ResourceSweeper:
         self._clock = clock
         self._monotonic = monotonic
         self._should_stop = should_stop
+        self._meter = meter or CallMeter()
 
     def sweep(
         self, connection: ConnectionRecord, synced: SyncedObject, *, keyset: bool = False
@@ -168,7 +171,9 @@ class ResourceSweeper:
             self._monotonic,
             self._should_stop,
         )
-        rows = self._intacct_rows(connection, synced, since, lease)
+        # The Intacct client reports each call to the meter: counted as this pass's purpose.
+        with self._meter.purpose("keyset" if full else "sweep"):
+            rows = self._intacct_rows(connection, synced, since, lease)
         checked = len(rows)
         difference = Difference()
         if rows or full:
