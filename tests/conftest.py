@@ -117,13 +117,13 @@ def _local_node(url: str) -> bool:
     )
 
 
-@pytest.fixture(scope="session")
-def amqp_url(broker_base_url: str) -> Iterator[str]:
-    """A vhost of our own on the broker, so tests never meet a running service's messages."""
+@contextlib.contextmanager
+def own_vhost(broker_base_url: str, prefix: str = "flexsync-test") -> Iterator[str]:
+    """The broker URL with a new vhost of its own, deleted afterwards (the base URL on a remote broker)."""
     if not _local_node(broker_base_url):
         yield broker_base_url
         return
-    vhost = f"flexsync-test-{uuid.uuid4().hex[:8]}"
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
     user = urlsplit(broker_base_url).username or "guest"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
@@ -133,6 +133,13 @@ def amqp_url(broker_base_url: str) -> Iterator[str]:
     finally:
         with contextlib.suppress(Exception):
             _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def amqp_url(broker_base_url: str) -> Iterator[str]:
+    """A vhost of our own on the broker, so tests never meet a running service's messages."""
+    with own_vhost(broker_base_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import threading
-import uuid
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from kombu import Connection
@@ -26,20 +23,10 @@ TOKEN = "browser-test-console-token-42"
 def amqp_url(broker_base_url: str):
     """A vhost of this module's own: its live receiver archives real events, and the archive
     tests elsewhere expect a stream holding only theirs within their time range."""
-    from tests.conftest import _local_node, _rabbitmqctl
+    from tests.conftest import own_vhost
 
-    if not _local_node(broker_base_url):
-        yield broker_base_url
-        return
-    vhost = f"flexsync-browser-{uuid.uuid4().hex[:8]}"
-    parts = urlsplit(broker_base_url)
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
-    try:
-        yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
-    finally:
-        with contextlib.suppress(Exception):
-            _rabbitmqctl("delete_vhost", vhost)
+    with own_vhost(broker_base_url, "flexsync-browser") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,30 @@ import uuid
 
 import pytest
 from click.testing import CliRunner
+from kombu import Connection
 
+from broker.topology import build_topology, declare_topology
 from cli.deadletters import replay
-from tests.conftest import wait_until
+from tests.conftest import own_vhost, wait_until
 from tests.ops.conftest import envelope
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def amqp_url(broker_base_url: str):
+    """A stream of this module's own: its events are back-dated by hours, and a replay stops at
+    the first event past --until, which another test's fresh events in a shared stream would be."""
+    with own_vhost(broker_base_url, "flexsync-archive") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def declared_topology(amqp_url: str):
+    topology = build_topology("7D")
+    with Connection(amqp_url) as connection:
+        declare_topology(connection, topology)
+    return topology
 
 
 @pytest.fixture
