@@ -428,7 +428,7 @@ class Benchmark:
                         "--duration",
                         str(max(1, round(duration))),
                     ]
-                    command += ["--rate", "200", "--format", "raw", "--output", str(path), "--nonblocking"]
+                    command += ["--rate", "200", "--format", "raw", "--output", str(path), "--nonblocking", "--gil"]
                     profilers.append(
                         (
                             subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),

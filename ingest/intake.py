@@ -31,6 +31,7 @@ from ingest.auth import (
     company_claim_matches,
     parse_bearer,
 )
+from ingest.body import BodyLoader
 from ingest.errors import WebhookRefused, unavailable
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import get_logger
@@ -111,7 +112,7 @@ class WebhookIntake:
         self._confirm_timeout = confirm_timeout
         self._retry_after = retry_after
         self._now = now
-        self._schema = WebhookBodySchema()
+        self._body = BodyLoader(WebhookBodySchema())
 
     # Size (413) and content type (415) are checked by the view before the body is read.
 
@@ -182,7 +183,7 @@ class WebhookIntake:
         if not isinstance(document, dict):
             raise WebhookRefused(400, "invalid_body", "The body must be a JSON object.")
         try:
-            body: dict[str, Any] = self._schema.load(document)
+            body: dict[str, Any] = self._body.load(document)
         except ValidationError as exc:
             raise WebhookRefused(
                 400,
