@@ -156,10 +156,18 @@ def _register_hooks(app: Flask, metrics: ReceiverMetrics) -> None:
         # And drop them after it too, so nothing else the thread logs is labelled with them.
         structlog.contextvars.clear_contextvars()
 
+    # One labelled child per status, looked up once: labels() takes a lock and builds a key.
+    by_status: dict[int, Any] = {}
+
     @app.after_request
     def _count(response: Response) -> Response:
         if request.endpoint == "webhooks.receive":
-            metrics.requests.labels(str(response.status_code)).inc()
+            counter = by_status.get(response.status_code)
+            if counter is None:
+                counter = by_status.setdefault(
+                    response.status_code, metrics.requests.labels(str(response.status_code))
+                )
+            counter.inc()
         return response
 
     @app.errorhandler(WebhookRefused)

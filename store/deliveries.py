@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -186,6 +185,7 @@ class BatchRecorder:
         self._ledger = ledger
         self._max_batch = max_batch
         self._linger = linger
+        self._urgent = threading.Event()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="ledger-recorder", daemon=True)
         self._thread.start()
@@ -198,23 +198,26 @@ class BatchRecorder:
         """Wait until everything queued before this call is committed (or given up)."""
         done = threading.Event()
         self._queue.put((_FLUSH, done))
+        self._urgent.set()
         return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Commit what is queued, then stop the writer."""
         self._queue.put(_STOP)
+        self._urgent.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            deadline = time.monotonic() + self._linger
-            while len(batch) < self._max_batch and not self._control(batch[-1]):
-                remaining = deadline - time.monotonic()
+            if not self._control(batch[0]):
+                # Sleep rather than wait on the queue: with no reader blocked on it, a request
+                # thread's put wakes no one, so a busy process pays no thread switch per record.
+                self._urgent.wait(self._linger)
+            self._urgent.clear()
+            while len(batch) < self._max_batch:
                 try:
-                    batch.append(
-                        self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                    )
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
             records = [item for item in batch if item is not _STOP and item[0] is not _FLUSH]
