@@ -633,6 +633,15 @@ def test_a_lookup_takes_nothing_from_the_pool_once_its_thread_is_warm(engine: En
     assert checkouts == [] and statements == []
 
 
+def test_a_lookup_whose_connection_broke_answers_on_a_fresh_one(engine: Engine):
+    ledger = DeliveryLedger(engine)
+    ledger.record("conn-1", "key-1", "event-1")
+    assert ledger.seen("conn-1", "key-1") == "event-1"
+    # As after a database restart: the thread's connection is dead underneath the ledger.
+    ledger._lookups._local.connection.dbapi_connection.close()
+    assert ledger.seen("conn-1", "key-1") == "event-1"
+
+
 def test_the_recorder_commits_in_batches_without_making_callers_wait(engine: Engine):
     ledger = DeliveryLedger(engine)
     recorder = BatchRecorder(ledger)
