@@ -134,20 +134,22 @@ class _ThreadConnections:
             with self._engine.connect() as conn:
                 return [tuple(row) for row in conn.execute(_SEEN, params).all()]
         for attempt in (1, 2):
-            connection = self._connection()
+            cursor = self._cursor()
             try:
-                cursor = connection.cursor()
-                try:
-                    cursor.execute(self._sql, params)
-                    # fetchall ends the statement, so no read snapshot stays open.
-                    return cursor.fetchall()
-                finally:
-                    cursor.close()
+                cursor.execute(self._sql, params)
+                # fetchall ends the statement, so no read snapshot stays open.
+                return cursor.fetchall()
             except self._dbapi_error as exc:
                 self._discard()
                 if attempt == 2:
                     raise OperationalError(self._sql, params, exc) from exc
         raise AssertionError("unreachable")
+
+    def _cursor(self) -> Any:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._local.cursor = self._connection().dbapi_connection.cursor()
+        return cursor
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
@@ -162,6 +164,7 @@ class _ThreadConnections:
 
     def _discard(self) -> None:
         connection, self._local.connection = getattr(self._local, "connection", None), None
+        self._local.cursor = None
         if connection is not None:
             # It is being thrown away because it failed; closing it may fail too.
             with contextlib.suppress(Exception):
