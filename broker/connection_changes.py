@@ -38,13 +38,19 @@ class ConnectionChanges:
         self._connection: Connection | None = None
 
     def announce(self, connection_id: str | None, change: str) -> bool:
-        """Tell every receiver; True when the broker took the message."""
+        """Tell every receiver; True when the broker confirmed the message."""
         body = change_message(connection_id, change)
         with self._lock:
             for attempt in (1, 2):
                 try:
                     if self._connection is None:
-                        self._connection = Connection(self._url, connect_timeout=self._timeout)
+                        # Confirmed: once announce returns, the broker has put the message in
+                        # every receiver's queue, so the next webhook meets an evicted cache.
+                        self._connection = Connection(
+                            self._url,
+                            connect_timeout=self._timeout,
+                            transport_options={"confirm_publish": True},
+                        )
                     producer = self._connection.Producer()
                     producer.publish(
                         body,

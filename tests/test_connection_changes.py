@@ -2,8 +2,9 @@
 
 Two real ``flexsync web`` processes share one database and broker; each has answered for the
 connection (so it is in both caches, whose TTL is 5 s). After a disconnect through the store and
-the announcing publisher, the very next webhook to each process is answered 410; a reconnect
-and a webhook secret rotation show just as fast.
+the announcing publisher, each process answers 410 within half a second (in practice the next
+webhook or the one after: the announcement reaches the processes through the broker while the
+request does not), and keeps doing so; a reconnect and a webhook secret rotation show as fast.
 """
 
 from __future__ import annotations
@@ -136,8 +137,27 @@ def _save(store, **kwargs):
     return store.save(CONNECTION, "acct-changes", COMPANY, None, "ws_user", "connected", **kwargs)
 
 
+# Well inside the cache's 5 s TTL and its 1 s fallback TTL (each entry was loaded just before
+# the change), so only the announcement can make a process answer differently this soon.
+PROPAGATION_DEADLINE = 0.5
+
+
+def _every_process_answers(ports: list[int], secret: str, expected: int) -> None:
+    """Each process answers ``expected`` within the deadline, then keeps answering it."""
+    for port in ports:
+        started = time.monotonic()
+        wait_until(
+            lambda port=port: _post(port, secret) == expected,
+            timeout=PROPAGATION_DEADLINE,
+            interval=0.005,
+            message=f"the receiver on {port} answering {expected}",
+        )
+        assert time.monotonic() - started < PROPAGATION_DEADLINE + 0.1
+        assert [_post(port, secret) for _ in range(3)] == [expected] * 3
+
+
 @pytest.mark.broker
-def test_a_disconnect_is_answered_410_by_every_process_from_the_next_webhook_on(settings, store, receivers):
+def test_a_disconnect_is_answered_410_by_every_process_at_once(settings, store, receivers):
     _save(store)
     secret = store.webhook_secret(CONNECTION)
     # Both caches now hold the connection as connected, for their 5 s TTL.
@@ -145,20 +165,20 @@ def test_a_disconnect_is_answered_410_by_every_process_from_the_next_webhook_on(
 
     announcing = AnnouncingStore(store, ConnectionChanges(settings.amqp_url))
     assert announcing.disconnect(CONNECTION)
-    assert [_post(port, secret) for port in receivers] == [410, 410]
+    _every_process_answers(receivers, secret, 410)
 
     # A reconnect (with a fresh secret) is taken at once as well.
     announcing.save(CONNECTION, "acct-changes", COMPANY, None, "ws_user", "connected")
     new_secret = store.webhook_secret(CONNECTION)
     assert new_secret != secret
-    assert [_post(port, new_secret) for port in receivers] == [202, 202]
+    _every_process_answers(receivers, new_secret, 202)
 
     # And so is a rotated webhook secret: the old one is refused, the new one accepted.
     announcing.save(
         CONNECTION, "acct-changes", COMPANY, None, "ws_user", "connected", rotate_webhook_secret=True
     )
     rotated = store.webhook_secret(CONNECTION)
-    assert [_post(port, new_secret) for port in receivers] == [401, 401]
+    _every_process_answers(receivers, new_secret, 401)
     assert [_post(port, rotated) for port in receivers] == [202, 202]
 
 
