@@ -1,15 +1,17 @@
-"""Receiver benchmark, QUALITY P1: the receiver against a bare Flask endpoint, in one run.
+"""Receiver benchmark, QUALITY P1: the receiver against the confirm floor and a bare endpoint.
 
     .venv/bin/python bench/receiver.py [--duration 10] [--connections 32] [--workers 2] [--threads 8]
 
-Both servers run under gunicorn with ReceiverServer's options (see bench/servers.py) and are
-loaded by wrk with the same requests: new Intacct-style deliveries (RS256 bearer JWT from a
+The three servers run under gunicorn with ReceiverServer's options (see bench/servers.py) and
+are loaded by wrk with the same requests: new Intacct-style deliveries (RS256 bearer JWT from a
 JWKS served here, X-Trusted-Context, unique Idempotency-Key, ~600-byte JSON body). The receiver
 publishes to a real RabbitMQ, in a vhost created for the run and deleted afterwards, and keeps
-its connections and idempotency ledger in a fresh SQLite database.
+its connections and idempotency ledger in a fresh SQLite database. The confirm floor
+(bench/floor.py) parses the JSON and publishes it with pipelined confirms to the same exchange of
+the same topology, and does nothing else: what any receiver keeping the brief's promise pays.
 
-Peak runs alternate (bare, receiver, bare, receiver, ...) and the best of each is reported, so
-both are measured under the same conditions of a shared, noisy machine. Then the receiver is
+Peak runs alternate (bare, floor, receiver, bare, ...) and the best of each is reported, so
+all are measured under the same conditions of a shared, noisy machine. Then the receiver is
 paced at half its own peak (wrk ``delay()``) for its latency. Progress goes to stderr; the
 summary, one line per figure, to stdout. Exit status 1 when the receiver answered anything but
 2xx or the queue holds fewer messages than the 2xx it gave (those are correctness problems, not
@@ -52,6 +54,8 @@ KID = "flexsync-bench-1"
 COMPANY = "BENCH-CO"
 BODY_BYTES = 600
 RATIO_TARGET = 0.8
+CPU_RATIO_TARGET = 1.3
+KINDS = ("bare", "floor", "receiver")
 P99_TARGET_MS = 50.0
 STOP_TIMEOUT = 30.0
 
@@ -99,6 +103,10 @@ class WrkResult:
         """2xx answers per second: a fast refusal must not count as throughput."""
         return self.ok / self.seconds if self.seconds else 0.0
 
+    def cpu_per_answer_us(self, name: str) -> float:
+        """CPU microseconds ``name``'s processes spent per answer during the run."""
+        return self.cpu.get(name, 0.0) / self.requests * 1e6 if self.requests else 0.0
+
     def ms(self, name: str) -> float:
         return self.latency_us[name] / 1000.0
 
@@ -131,8 +139,7 @@ class Benchmark:
         self.servers: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self.logs: dict[str, Path] = {}
-        self.receiver_results: list[WrkResult] = []
-        self.bare_results: list[WrkResult] = []
+        self.results: dict[str, list[WrkResult]] = {kind: [] for kind in KINDS}
         self.rabbitmq_version = "?"
         self._runs = 0
 
@@ -259,13 +266,14 @@ class Benchmark:
             intacct_webhook_jwks_url=self.jwks_url,
             intacct_webhook_issuer=ISSUER,
             port=port,
-            log_level="WARNING",
+            # The default level, as deployed: what the receiver logs per request is part of its cost.
+            log_level="INFO",
         )
 
     # servers -----------------------------------------------------------------------------
 
     def start_servers(self) -> None:
-        for kind in ("bare", "receiver"):
+        for kind in KINDS:
             port = free_port()
             settings = self.settings_for(port)
             log_path = self.workdir / f"{kind}.log"
@@ -292,8 +300,8 @@ class Benchmark:
             self.servers[kind], self.ports[kind], self.logs[kind] = process, port, log_path
             self.stack.callback(self._stop_server, kind)
             progress(f"started {kind} server pid {process.pid} on port {port}")
-        self._wait_healthy("bare", "/healthz")
-        self._wait_healthy("receiver", "/healthz")
+        for kind in KINDS:
+            self._wait_healthy(kind, "/healthz")
         # Readiness too: the publisher holds a confirming channel and the database answers.
         self._wait_healthy("receiver", "/readyz")
 
@@ -380,19 +388,18 @@ class Benchmark:
             str(LUA_SCRIPT),
             url,
         ]
+        profilers = self._start_profilers(kind, duration, label)
         before = self._cpu_seconds(kind)
         completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
         after = self._cpu_seconds(kind)
+        self._finish_profilers(profilers, label)
         if completed.returncode != 0 or not out.exists():
             raise BenchError(
                 f"wrk failed (exit {completed.returncode}):\n{completed.stdout}{completed.stderr}"
             )
         result = WrkResult.load(label, out)
         result.cpu = {name: after[name] - before.get(name, 0.0) for name in after}
-        if kind == "receiver":
-            self.receiver_results.append(result)
-        else:
-            self.bare_results.append(result)
+        self.results[kind].append(result)
         progress(result.describe())
         if kind == "receiver" and (result.not_ok or result.socket_errors):
             loud(
@@ -401,11 +408,90 @@ class Benchmark:
             )
         return result
 
+    def _start_profilers(self, kind: str, duration: float, label: str) -> list[tuple[subprocess.Popen, Path]]:
+        """With --profile, py-spy samples each gunicorn worker of ``kind`` during a peak run."""
+        if kind not in self.args.profile or "peak, round" not in label:
+            return []
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        master = self.servers[kind].pid
+        profilers = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(
+                    master
+                ):
+                    path = self.workdir / f"profile-{self._runs}-{entry.name}.txt"
+                    command = [
+                        py_spy,
+                        "record",
+                        "--pid",
+                        entry.name,
+                        "--duration",
+                        str(max(1, round(duration))),
+                    ]
+                    command += [
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--output",
+                        str(path),
+                        "--nonblocking",
+                        "--gil",
+                    ]
+                    profilers.append(
+                        (
+                            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                            path,
+                        )
+                    )
+            except (OSError, IndexError):
+                continue
+        return profilers
+
+    def _finish_profilers(self, profilers: list[tuple[subprocess.Popen, Path]], label: str) -> None:
+        if not profilers:
+            return
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for process, path in profilers:
+            process.wait(timeout=60)
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if not stack or not count.isdigit():
+                    continue
+                frames = [
+                    frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                    for frame in stack.split(";")
+                ]
+                # Idle threads (waiting in select, a lock, or the socket accept) are not CPU.
+                if frames[-1].startswith(("select ", "wait ", "_wait_for_tstate_lock", "poll ", "accept ")):
+                    continue
+                total += int(count)
+                own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+                for frame in set(frames):
+                    inclusive[frame] = inclusive.get(frame, 0) + int(count)
+        if not total:
+            progress(f"profile of '{label}': no samples")
+            return
+
+        def top(table: dict[str, int], n: int) -> str:
+            rows = sorted(table.items(), key=lambda item: -item[1])[:n]
+            return "\n".join(f"      {count / total:6.1%}  {name}" for name, count in rows)
+
+        progress(
+            f"profile of '{label}' ({total} busy samples); top by own time:\n{top(own, self.args.profile_top)}"
+        )
+        progress(f"profile of '{label}'; top by inclusive time:\n{top(inclusive, self.args.profile_top * 2)}")
+
     def _cpu_seconds(self, kind: str) -> dict[str, float]:
         """CPU time so far of the server's process group and of the broker (Linux /proc)."""
         tick = os.sysconf("SC_CLK_TCK")
         group = os.getpgid(self.servers[kind].pid)
-        totals = {kind: 0.0, "rabbitmq": 0.0}
+        totals = {kind: 0.0, "rabbitmq": 0.0, f"{kind} sys": 0.0}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -419,6 +505,7 @@ class Benchmark:
             seconds = (int(fields[11]) + int(fields[12])) / tick
             if int(fields[2]) == group:
                 totals[kind] += seconds
+                totals[f"{kind} sys"] += int(fields[12]) / tick
             elif name == "beam.smp":
                 totals["rabbitmq"] += seconds
         return totals
@@ -426,11 +513,11 @@ class Benchmark:
     def run(self) -> int:
         args = self.args
         progress(f"warm-up: {args.warmup:g} s each")
-        self.wrk_run("bare", args.warmup, label="bare warm-up")
-        self.wrk_run("receiver", args.warmup, label="receiver warm-up")
-        peaks: dict[str, list[WrkResult]] = {"bare": [], "receiver": []}
+        for kind in KINDS:
+            self.wrk_run(kind, args.warmup, label=f"{kind} warm-up")
+        peaks: dict[str, list[WrkResult]] = {kind: [] for kind in KINDS}
         for round_number in range(1, args.rounds + 1):
-            for kind in ("bare", "receiver"):
+            for kind in KINDS:
                 time.sleep(args.pause)
                 peaks[kind].append(
                     self.wrk_run(kind, args.duration, label=f"{kind} peak, round {round_number}")
@@ -448,7 +535,7 @@ class Benchmark:
             )
             paced = self.wrk_run("receiver", args.duration, delay_ms=delay_ms, label="receiver at half peak")
 
-        in_queue = self._queue_depth("sync.ar")
+        in_queue = {name: self._queue_depth(name) for name in ("sync.ar", "sync.gl")}
         return self._report(peaks, best, half, paced, in_queue)
 
     def _queue_depth(self, queue: str) -> int:
@@ -468,26 +555,38 @@ class Benchmark:
         best: dict[str, WrkResult],
         half: float,
         paced: WrkResult | None,
-        in_queue: int,
+        in_queue: dict[str, int],
     ) -> int:
         args = self.args
-        receiver, bare = best["receiver"], best["bare"]
+        receiver, floor, bare = best["receiver"], best["floor"], best["bare"]
         figure(
             f"P1 setup: gunicorn gthread, {args.workers} workers x {args.threads} threads, keepalive 5 "
-            f"(ReceiverServer options for both); wrk {min(args.wrk_threads, args.connections)} threads x "
+            f"(ReceiverServer options for all three); wrk {min(args.wrk_threads, args.connections)} threads x "
             f"{args.connections} connections, {BODY_BYTES}-byte JSON body, RS256 JWT + X-Trusted-Context, "
             f"unique Idempotency-Key; {args.rounds} alternating rounds x {args.duration:g} s; "
             f"RabbitMQ {self.rabbitmq_version} (vhost {self.vhost}); {os.cpu_count()} CPUs"
         )
 
-        ratio = receiver.ok_rate / bare.ok_rate if bare.ok_rate else 0.0
+        ratio = receiver.ok_rate / floor.ok_rate if floor.ok_rate else 0.0
+        to_bare = receiver.ok_rate / bare.ok_rate if bare.ok_rate else 0.0
         rounds = "; ".join(
             f"{kind} " + ", ".join(f"{r.ok_rate:,.0f}" for r in results) for kind, results in peaks.items()
         )
         figure(
-            f"P1 peak throughput: receiver {receiver.ok_rate:,.0f} req/s, bare {bare.ok_rate:,.0f} req/s, "
-            f"ratio {ratio:.2f} (target >= {RATIO_TARGET}: {'MET' if ratio >= RATIO_TARGET else 'NOT MET'}) "
-            f"[2xx/s, best of rounds: {rounds}]"
+            f"P1 peak throughput: receiver {receiver.ok_rate:,.0f} req/s, floor {floor.ok_rate:,.0f} req/s, "
+            f"bare {bare.ok_rate:,.0f} req/s; receiver/floor {ratio:.2f} "
+            f"(target >= {RATIO_TARGET}: {'MET' if ratio >= RATIO_TARGET else 'NOT MET'}), "
+            f"receiver/bare {to_bare:.2f} (not judged) [2xx/s, best of rounds: {rounds}]"
+        )
+
+        cpu = {kind: best[kind].cpu_per_answer_us(kind) for kind in KINDS}
+        cpu_ratio = cpu["receiver"] / cpu["floor"] if cpu["floor"] else float("inf")
+        broker = ", ".join(f"{kind} {best[kind].cpu_per_answer_us('rabbitmq'):,.0f} us" for kind in KINDS)
+        figure(
+            f"P1 CPU per answer (gunicorn workers, best peak run): receiver {cpu['receiver']:,.0f} us, "
+            f"floor {cpu['floor']:,.0f} us, bare {cpu['bare']:,.0f} us; receiver/floor {cpu_ratio:.2f} "
+            f"(target <= {CPU_RATIO_TARGET}: {'MET' if cpu_ratio <= CPU_RATIO_TARGET else 'NOT MET'}) "
+            f"[RabbitMQ's per answer: {broker}]"
         )
 
         if paced is not None:
@@ -501,26 +600,31 @@ class Benchmark:
             figure("P1 receiver latency at half peak: NOT MEASURED (the receiver gave no 2xx at peak)")
 
         figure(
-            f"P1 latency at peak: receiver p50 {receiver.ms('p50'):.1f} ms, p99 {receiver.ms('p99'):.1f} ms; "
-            f"bare p50 {bare.ms('p50'):.1f} ms, p99 {bare.ms('p99'):.1f} ms"
+            "P1 latency at peak: "
+            + "; ".join(
+                f"{kind} p50 {best[kind].ms('p50'):.1f} ms, p99 {best[kind].ms('p99'):.1f} ms"
+                for kind in KINDS
+            )
         )
 
         problems = 0
-        receiver_ok = sum(r.ok for r in self.receiver_results)
-        receiver_bad = sum(r.not_ok for r in self.receiver_results)
-        receiver_socket = sum(r.socket_errors for r in self.receiver_results)
+        ok = {kind: sum(r.ok for r in self.results[kind]) for kind in KINDS}
+        bad = {kind: sum(r.not_ok for r in self.results[kind]) for kind in KINDS}
+        receiver_socket = sum(r.socket_errors for r in self.results["receiver"])
         receiver_codes: dict[int, int] = {}
-        for result in self.receiver_results:
+        for result in self.results["receiver"]:
             for code, count in result.statuses.items():
                 receiver_codes[code] = receiver_codes.get(code, 0) + count
         duplicates = receiver_codes.get(200, 0)
-        bare_ok = sum(r.ok for r in self.bare_results)
-        bare_bad = sum(r.not_ok for r in self.bare_results) + sum(r.socket_errors for r in self.bare_results)
-        verdict = "OK" if receiver_bad == 0 and receiver_socket == 0 and duplicates == 0 else "FAILED"
+        others = ", ".join(
+            f"{kind} {bad[kind] + sum(r.socket_errors for r in self.results[kind]):,} of {ok[kind] + bad[kind]:,}"
+            for kind in ("floor", "bare")
+        )
+        verdict = "OK" if bad["receiver"] == 0 and receiver_socket == 0 and duplicates == 0 else "FAILED"
         figure(
-            f"P1 non-2xx answers: receiver {receiver_bad:,} of {receiver_ok + receiver_bad:,} "
+            f"P1 non-2xx answers: receiver {bad['receiver']:,} of {ok['receiver'] + bad['receiver']:,} "
             f"(statuses {dict(sorted(receiver_codes.items()))}, socket errors {receiver_socket}, "
-            f"200-duplicates {duplicates}), bare {bare_bad:,} of {bare_ok + bare_bad:,}, all runs: {verdict}"
+            f"200-duplicates {duplicates}), {others}, all runs: {verdict}"
         )
         if verdict != "OK":
             problems += 1
@@ -529,14 +633,17 @@ class Benchmark:
                 "Its log tail:\n" + self.log_tail("receiver")
             )
 
-        enough = in_queue >= receiver_ok
-        figure(
-            f"P1 broker check: sync.ar holds {in_queue:,} messages, receiver answered {receiver_ok:,} 2xx "
-            f"(all runs incl. warm-up): {'OK' if enough else 'FAILED, a 2xx without its message'}"
-        )
-        if not enough:
-            problems += 1
-            loud(f"sync.ar holds {in_queue} messages but the receiver answered {receiver_ok} 2xx")
+        checks = []
+        for kind, queue in (("receiver", "sync.ar"), ("floor", "sync.gl")):
+            enough = in_queue[queue] >= ok[kind]
+            checks.append(
+                f"{queue} holds {in_queue[queue]:,} messages, {kind} answered {ok[kind]:,} 2xx: "
+                + ("OK" if enough else "FAILED, a 2xx without its message")
+            )
+            if not enough:
+                problems += 1
+                loud(f"{queue} holds {in_queue[queue]} messages but the {kind} answered {ok[kind]} 2xx")
+        figure("P1 broker check (all runs incl. warm-up): " + "; ".join(checks))
         return 1 if problems else 0
 
 
@@ -589,6 +696,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per server")
     parser.add_argument("--pause", type=float, default=1, help="seconds of quiet before each run")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        choices=KINDS,
+        help="sample these servers' workers with py-spy during peak runs (figures are then disturbed)",
+    )
+    parser.add_argument("--profile-top", type=int, default=20, help="rows of each profile table")
     parser.add_argument(
         "--amqp-url",
         default=os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL,

@@ -1,6 +1,6 @@
-"""The two servers of the receiver benchmark (QUALITY P1), each run in its own process.
+"""The three servers of the receiver benchmark (QUALITY P1), each run in its own process.
 
-    python bench/servers.py receiver|bare
+    python bench/servers.py receiver|floor|bare
 
 reads ``BENCH_SETTINGS`` (a JSON object of :class:`config.Settings` fields), ``BENCH_WORKERS``
 and ``BENCH_THREADS`` from the environment and runs gunicorn until SIGTERM.
@@ -10,6 +10,7 @@ gunicorn configuration (gthread, workers, threads, keepalive, timeouts, hooks); 
 differs:
 
 - ``receiver``: the project's receiver, ``ingest.app.create_app`` (what ``flexsync web`` serves);
+- ``floor``: the confirm floor (``bench/floor.py``): parse, publish with a confirm, answer 202;
 - ``bare``: a Flask endpoint on the same path that parses the JSON body and answers 202.
 
 """
@@ -57,6 +58,17 @@ class BareServer(ReceiverServer):
         return create_bare_app()
 
 
+class FloorServer(ReceiverServer):
+    def load(self):
+        from bench.floor import create_floor_app
+        from broker.topology import EVENTS_EXCHANGE
+
+        return create_floor_app(self._settings.amqp_url, EVENTS_EXCHANGE.name)
+
+
+SERVERS = {"receiver": BenchReceiverServer, "floor": FloorServer, "bare": BareServer}
+
+
 def settings_from_json(text: str) -> Settings:
     values = json.loads(text)
     values["flexsync_secret_key"] = tuple(values.get("flexsync_secret_key") or ())
@@ -64,8 +76,8 @@ def settings_from_json(text: str) -> Settings:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[1] not in ("receiver", "bare"):
-        print("usage: servers.py receiver|bare (configured through BENCH_* variables)", file=sys.stderr)
+    if len(argv) != 2 or argv[1] not in SERVERS:
+        print("usage: servers.py receiver|floor|bare (configured through BENCH_* variables)", file=sys.stderr)
         return 2
     settings = settings_from_json(os.environ["BENCH_SETTINGS"])
     workers = int(os.environ.get("BENCH_WORKERS", "2"))
@@ -77,8 +89,7 @@ def main(argv: list[str]) -> int:
     # As ingest.server.serve does before gunicorn forks (metrics in multiprocess mode).
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=f"flexsync-bench-{argv[1]}-")
-    server_class = BenchReceiverServer if argv[1] == "receiver" else BareServer
-    server_class(settings, workers=workers, threads=threads).run()
+    SERVERS[argv[1]](settings, workers=workers, threads=threads).run()
     return 0
 
 

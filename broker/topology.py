@@ -2,7 +2,9 @@
 
 Names operations rely on (the brief): exchanges ``intacct.events`` and ``flexpoint.connections``;
 queues ``sync.gl``, ``sync.ar``, ``sync.cm``, ``sync.company``, ``provisioning``, ``dead-letter``
-and the stream ``intacct.events.archive``. Every other name derives from those by one
+and the stream ``intacct.events.archive``. ``flexsync.connections.changed`` is a fanout each
+receiver process binds its own exclusive, auto-deleted queue to, so a connection's change
+reaches every process's cache at once (it has no durable queue). Every other name derives from those by one
 convention: the delay queue for a work queue ``Q`` and a delay of ``N`` seconds is
 ``Q.retry.Ns``; when its TTL expires the message goes back to ``Q``.
 """
@@ -21,6 +23,7 @@ from schemas.catalog import MODULES
 EVENTS_EXCHANGE = Exchange("intacct.events", type="topic", durable=True)
 CONNECTIONS_EXCHANGE = Exchange("flexpoint.connections", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("flexsync.dead-letter", type="fanout", durable=True)
+CONNECTION_CHANGES_EXCHANGE = Exchange("flexsync.connections.changed", type="fanout", durable=True)
 
 DEAD_LETTER_QUEUE_NAME = "dead-letter"
 PROVISIONING_QUEUE_NAME = "provisioning"
@@ -141,7 +144,7 @@ def build_topology(archive_max_age: str = "7D") -> Topology:
         )
     )
     return Topology(
-        exchanges=(EVENTS_EXCHANGE, CONNECTIONS_EXCHANGE, DEAD_LETTER_EXCHANGE),
+        exchanges=(EVENTS_EXCHANGE, CONNECTIONS_EXCHANGE, DEAD_LETTER_EXCHANGE, CONNECTION_CHANGES_EXCHANGE),
         queues=tuple(queues),
     )
 

@@ -24,6 +24,7 @@ from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
 from config import Settings, load_settings
 from ingest.auth import HmacVerifier, JwksKeySource, JwtVerifier, TrustedContextVerifier
+from ingest.connection_changes import ConnectionChangeListener
 from ingest.errors import WebhookRefused, unavailable
 from ingest.intake import WebhookIntake
 from ingest.ops import blueprint as ops_blueprint
@@ -41,6 +42,8 @@ log = get_logger(__name__)
 # Intacct retries a refused delivery within minutes; a day of keys covers that many times over.
 DELIVERY_RETENTION = timedelta(days=3)
 HOUSEKEEPING_INTERVAL_SECONDS = 600.0
+# While the change listener is not consuming, a connection's change shows within this long.
+CHANGES_FALLBACK_TTL_SECONDS = 1.0
 
 
 def _package_version() -> str:
@@ -62,18 +65,27 @@ class ReceiverParts:
     publisher: Any
     metrics: ReceiverMetrics
     intake: WebhookIntake
+    listener: ConnectionChangeListener | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     gaps: GapReporter | None = None  # reconciliation's gap signals (store/gaps.py)
 
     def close(self) -> None:
         self.stop.set()
+        if self.listener is not None:
+            self.listener.close()
         self.publisher.close()
         # After the publisher: its last confirms queue records that must be committed.
         self.recorder.close()
 
 
-def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None) -> ReceiverParts:
+def build_parts(
+    settings: Settings, *, publisher: Any = None, engine: Any = None, listen_for_changes: bool | None = None
+) -> ReceiverParts:
+    """``listen_for_changes`` (default: when the publisher is the real one) starts the process's
+    listener on ``flexsync.connections.changed``."""
     metrics = ReceiverMetrics()
+    if listen_for_changes is None:
+        listen_for_changes = publisher is None
     engine = engine or create_engine_for(settings.database_url)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
     ledger = DeliveryLedger(engine)
@@ -96,8 +108,17 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
             issuer=settings.intacct_webhook_issuer,
             leeway_seconds=settings.jwt_leeway_seconds,
         )
+    connections = CachedConnectionLookup(
+        store,
+        ttl=settings.connection_cache_ttl,
+        fallback_ttl=CHANGES_FALLBACK_TTL_SECONDS if listen_for_changes else None,
+    )
+    listener = None
+    if listen_for_changes:
+        listener = ConnectionChangeListener(settings.amqp_url, connections)
+        listener.start(wait=2.0)
     intake = WebhookIntake(
-        connections=CachedConnectionLookup(store, ttl=settings.connection_cache_ttl),
+        connections=connections,
         ledger=ledger,
         recorder=recorder,
         publisher=publisher,
@@ -107,7 +128,9 @@ def build_parts(settings: Settings, *, publisher: Any = None, engine: Any = None
         confirm_timeout=settings.publish_confirm_timeout,
         retry_after=settings.retry_after_seconds,
     )
-    return ReceiverParts(settings, engine, store, ledger, recorder, publisher, metrics, intake, gaps=gaps)
+    return ReceiverParts(
+        settings, engine, store, ledger, recorder, publisher, metrics, intake, listener, gaps=gaps
+    )
 
 
 def create_app(
@@ -146,10 +169,18 @@ def _register_hooks(app: Flask, metrics: ReceiverMetrics, gaps: GapReporter | No
         # And drop them after it too, so nothing else the thread logs is labelled with them.
         structlog.contextvars.clear_contextvars()
 
+    # One labelled child per status, looked up once: labels() takes a lock and builds a key.
+    by_status: dict[int, Any] = {}
+
     @app.after_request
     def _count(response: Response) -> Response:
         if request.endpoint == "webhooks.receive":
-            metrics.requests.labels(str(response.status_code)).inc()
+            counter = by_status.get(response.status_code)
+            if counter is None:
+                counter = by_status.setdefault(
+                    response.status_code, metrics.requests.labels(str(response.status_code))
+                )
+            counter.inc()
             if response.status_code >= 500 and gaps is not None:
                 # Intacct may give up on this delivery: reconciliation sweeps the company soon.
                 gaps.report(RECEIVER_5XX, (request.view_args or {}).get("connection_id"))

@@ -34,38 +34,46 @@ class RecentDeliveries:
         self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
-        # identity -> (future of the event id, time it finished or None while in flight)
-        self._entries: OrderedDict[Identity, tuple[Future[str], float | None]] = OrderedDict()
+        # identity -> [future of the event id or None until a copy waits on it, time it
+        # finished or None while in flight, the event id once accepted]. The future is made only
+        # for a copy that waits: the first copy of almost every delivery is the only one.
+        self._entries: OrderedDict[Identity, list] = OrderedDict()
 
-    def begin(self, identity: Identity) -> tuple[bool, Future[str]]:
-        """Returns (True, future) for the first copy, which must call accepted or abandoned;
-        (False, the first copy's future) for a copy that must wait for that outcome."""
+    def begin(self, identity: Identity) -> tuple[bool, Future[str] | None]:
+        """Returns (True, None) for the first copy, which must call accepted or abandoned;
+        (False, a future of the first copy's outcome) for a copy that must wait for it."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(identity)
             if entry is not None:
-                future, finished = entry
+                future, finished, event_id = entry
                 if finished is None or now - finished < self._remember:
+                    if future is None:
+                        future = entry[0] = Future()
+                        if event_id is not None:
+                            future.set_result(event_id)
                     return False, future
                 del self._entries[identity]
-            future = Future()
-            self._entries[identity] = (future, None)
+            self._entries[identity] = [None, None, None]
             self._evict()
-            return True, future
+            return True, None
 
     def accepted(self, identity: Identity, event_id: str) -> None:
         with self._lock:
             entry = self._entries.get(identity)
             if entry is not None:
-                self._entries[identity] = (entry[0], self._clock())
+                entry[1], entry[2] = self._clock(), event_id
                 self._entries.move_to_end(identity)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(event_id)
+                future = entry[0]
+            else:
+                future = None
+        if future is not None and not future.done():
+            future.set_result(event_id)
 
     def abandoned(self, identity: Identity) -> None:
         with self._lock:
             entry = self._entries.pop(identity, None)
-        if entry is not None and not entry[0].done():
+        if entry is not None and entry[0] is not None and not entry[0].done():
             entry[0].set_exception(DeliveryAbandoned())
 
     def _evict(self) -> None:
@@ -73,7 +81,7 @@ class RecentDeliveries:
         for _ in range(len(self._entries)):
             if len(self._entries) <= self._max_entries:
                 return
-            oldest, (_future, finished) = next(iter(self._entries.items()))
+            oldest, (_future, finished, _event_id) = next(iter(self._entries.items()))
             if finished is None:
                 self._entries.move_to_end(oldest)
             else:

@@ -297,6 +297,9 @@ class CachedConnectionLookup:
     """A thread-safe, size-bounded TTL cache in front of :meth:`ConnectionStore.get`.
 
     Misses are cached too, so a flood of requests for unknown ids does not reach the database.
+    With a ``fallback_ttl``, changes are expected through :meth:`invalidate` (a listener on the
+    broker); until :meth:`set_listening` says the listener is up, and whenever it is down,
+    entries live only ``fallback_ttl`` seconds.
     """
 
     def __init__(
@@ -306,9 +309,12 @@ class CachedConnectionLookup:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_entries: int = 10_000,
+        fallback_ttl: float | None = None,
     ) -> None:
         self._store = store
-        self._ttl = ttl
+        self._full_ttl = ttl
+        self._fallback_ttl = fallback_ttl
+        self._ttl = ttl if fallback_ttl is None else min(ttl, fallback_ttl)
         self._clock = clock
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, ConnectionRecord | None]] = OrderedDict()
@@ -333,6 +339,15 @@ class CachedConnectionLookup:
                 while len(self._entries) > self._max_entries:
                     self._entries.popitem(last=False)
         return record
+
+    def set_listening(self, listening: bool) -> None:
+        """The change listener is up (full TTL) or down (fallback TTL); forgets everything,
+        since changes may have been missed meanwhile."""
+        if self._fallback_ttl is None:
+            return
+        with self._lock:
+            self._ttl = self._full_ttl if listening else min(self._full_ttl, self._fallback_ttl)
+        self.invalidate()
 
     def invalidate(self, connection_id: str | None = None) -> None:
         """Forget one connection, or everything when ``connection_id`` is None."""

@@ -327,7 +327,7 @@ def test_readyz_says_which_dependency_is_missing(receiver_without_broker):
 def test_log_lines_about_an_event_carry_its_ids(receiver, broker, capsys):
     from observability.logging import configure_logging
 
-    configure_logging(receiver.parts.settings.with_overrides(log_format="json"))
+    configure_logging(receiver.parts.settings.with_overrides(log_format="json", log_level="DEBUG"))
     answer = receiver.post_hmac(invoice_event(), key="ctx-1").get_json()
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
     accepted = [line for line in lines if line.get("event") == "webhook_accepted"]

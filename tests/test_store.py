@@ -620,12 +620,26 @@ def test_long_idempotency_keys_are_accepted(engine: Engine):
     assert ledger.seen("conn-1", long_key[:-1]) is None
 
 
-def test_a_lookup_is_one_statement(engine: Engine):
+def test_a_lookup_takes_nothing_from_the_pool_once_its_thread_is_warm(engine: Engine):
     ledger = DeliveryLedger(engine)
+    ledger.record("conn-1", "key-1", "event-1")
     ledger.seen("conn-1", "warm-up")
     statements = _count_statements(engine)
-    ledger.seen("conn-1", "key-1")
-    assert len(statements) == 1 and statements[0].lstrip().upper().startswith("SELECT")
+    checkouts: list[object] = []
+    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
+    assert ledger.seen("conn-1", "key-1") == "event-1"
+    assert ledger.seen("conn-1", "key-2") is None
+    # The thread's own DBAPI connection: no pool checkout, no statement through the engine.
+    assert checkouts == [] and statements == []
+
+
+def test_a_lookup_whose_connection_broke_answers_on_a_fresh_one(engine: Engine):
+    ledger = DeliveryLedger(engine)
+    ledger.record("conn-1", "key-1", "event-1")
+    assert ledger.seen("conn-1", "key-1") == "event-1"
+    # As after a database restart: the thread's connection is dead underneath the ledger.
+    ledger._lookups._local.connection.dbapi_connection.close()
+    assert ledger.seen("conn-1", "key-1") == "event-1"
 
 
 def test_the_recorder_commits_in_batches_without_making_callers_wait(engine: Engine):

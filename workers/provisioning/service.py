@@ -10,6 +10,7 @@ from typing import Any
 from kombu import Connection
 from sqlalchemy import Engine
 
+from broker.connection_changes import AnnouncingStore, ConnectionChanges
 from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
@@ -89,7 +90,8 @@ def build(
     flexpoint = FlexPointClient.from_settings(settings, process="provisioning")
     extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
     handler = ProvisioningHandler(
-        store=store,
+        # Every receiver process evicts a connection from its cache once its change commits.
+        store=AnnouncingStore(store, ConnectionChanges(settings.amqp_url)),
         marks=ProvisioningMarks(engine),
         intacct=intacct,
         flexpoint=flexpoint,
