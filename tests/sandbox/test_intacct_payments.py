@@ -4,6 +4,7 @@ commit-then-fail, and the concurrency cap on writes."""
 
 from __future__ import annotations
 
+import json
 import threading
 from decimal import Decimal
 
@@ -430,3 +431,34 @@ def test_money_stays_exact_across_many_small_applications(books):
         assert response.status_code == 201, response.text
     paid = books.get_invoice(invoice["key"])
     assert (paid["state"], paid["totalTxnAmountDue"], paid["totalTxnAmountPaid"]) == ("paid", "0.00", "0.30")
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def test_the_cli_sets_commit_faults_payment_rules_and_lists_payments(books):
+    from click.testing import CliRunner
+
+    from sandbox.intacct.cli import intacct
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(intacct, ["--url", books.server.base_url, *args])
+        assert result.exit_code == 0, result.output
+        # Webhook threads may log into the captured stdout meanwhile: keep the command's JSON.
+        lines = result.output.splitlines()
+        return "\n".join(lines[lines.index("{") : lines.index("}") + 1])
+
+    invoice = books.invoice("100.00")
+    assert json.loads(cli("faults", "--commit-error-rate", "1"))["commitErrorRate"] == 1.0
+    assert books.pay(body(invoice["key"], "40.00")).status_code == 500
+    cli("faults", "--reset")
+    shown = json.loads(cli("faults", "--company", COMPANY, "--commit-timeout-rate", "0.25"))
+    assert shown["writeFaults"] == {"commitErrorRate": 0.0, "commitTimeoutRate": 0.25}
+    assert json.loads(cli("faults", "--company", COMPANY, "--reset"))["writeFaults"] is None
+    rules = json.loads(
+        cli("payments", "rules", "--company", COMPANY, "--no-add", "--books-closed-through", "2026-10-31")
+    )
+    assert (rules["receivedPaymentsAdd"], rules["booksClosedThrough"]) == (False, "2026-10-31")
+    assert books.pay(body(invoice["key"], "10.00")).status_code == 403
+    listed = json.loads(cli("payments", "list", "--company", COMPANY, "--reference", "FP-pay-1"))
+    assert listed["count"] == 1 and listed["payments"][0]["totalTxnAmount"] == "40.00"
