@@ -33,6 +33,7 @@ class Report:
 
     found: bool  # the payment is known
     replayed: bool  # same Idempotency-Key and body as an earlier report
+    connection_id: str | None = None  # set when refused: the payment's connection, not the report's
 
 
 def _text(
@@ -138,10 +139,13 @@ class PaymentLedger:
         """Store one posting report (``posting``: canonical JSON) as the payment's current state."""
         with self._store.transaction() as conn:
             known = conn.execute(
-                "SELECT 1 FROM payments WHERE account_id = ? AND payment_id = ?", (account_id, payment_id)
+                "SELECT json_extract(body, '$.connectionId') FROM payments WHERE account_id = ? AND payment_id = ?",
+                (account_id, payment_id),
             ).fetchone()
             if known is None:
                 return Report(found=False, replayed=False)
+            if known[0] != json.loads(posting)["connectionId"]:
+                return Report(found=True, replayed=False, connection_id=known[0])
             last_seq, seen = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(idempotency_key = ? AND body = ?), 0) "
                 "FROM payment_postings WHERE account_id = ? AND payment_id = ?",

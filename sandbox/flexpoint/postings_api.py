@@ -2,7 +2,7 @@
 
 PUT stores a posting report (Idempotency-Key required, body a ``PaymentPosting``; the last report
 wins) and answers it back; GET answers the last one. A payment FlexPoint did not collect (see
-:mod:`payments`) is a 404 ``payment_not_found``; a body naming another payment is a 400.
+:mod:`payments`) is a 404 ``payment_not_found``; a body naming another payment, or a connection other than the payment's, is a 400.
 Authentication, injected faults and the request log come from the app's hooks, as for every
 Sync API call.
 """
@@ -46,6 +46,17 @@ def put_posting(account_id: str, payment_id: str) -> Response:
     report = sandbox.payments.report(account_id, payment_id, text, values["Idempotency-Key"])
     if not report.found:
         raise PaymentNotFound(f"FlexPoint collected no payment {payment_id!r} in account {account_id!r}")
+    if report.connection_id is not None:
+        raise contract_error(
+            [
+                Violation(
+                    "body",
+                    "/connectionId",
+                    f"must be the payment's connection ({report.connection_id!r})",
+                    None,
+                )
+            ]
+        )
     g.replayed = report.replayed
     return _json(text, {"Idempotent-Replayed": "true"} if report.replayed else None)
 

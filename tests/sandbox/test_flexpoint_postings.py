@@ -118,6 +118,7 @@ def test_an_unknown_payment_is_404(fp):
         (posting(extra=1), "posting-key-1", "extra"),
         ({k: v for k, v in posting().items() if k != "reportedAt"}, "posting-key-1", "reportedAt"),
         (posting(payment_id="pay-2"), "posting-key-1", "paymentId"),
+        (posting(connectionId="conn-2"), "posting-key-1", "connectionId"),
     ],
 )
 def test_a_report_that_breaks_the_contract_is_400_naming_the_field(fp, body, key, field):

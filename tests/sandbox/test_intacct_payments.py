@@ -462,3 +462,40 @@ def test_the_cli_sets_commit_faults_payment_rules_and_lists_payments(books):
     assert books.pay(body(invoice["key"], "10.00")).status_code == 403
     listed = json.loads(cli("payments", "list", "--company", COMPANY, "--reference", "FP-pay-1"))
     assert listed["count"] == 1 and listed["payments"][0]["totalTxnAmount"] == "40.00"
+
+
+def test_two_payments_racing_for_one_invoice_cannot_both_apply(books):
+    invoice = books.invoice("100.00")
+    books.company(concurrencyCap=4)
+    start = threading.Barrier(2)
+    answers: list[int] = []
+
+    def race(reference: str) -> None:
+        start.wait(5)
+        answers.append(books.pay(body(invoice["key"], "100.00", referenceNumber=reference)).status_code)
+
+    threads = [threading.Thread(target=race, args=(f"FP-race-{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(answers) == [201, 422]
+    stored = books.stored("FP-race-0") + books.stored("FP-race-1")
+    assert len(stored) == 1
+    assert books.get_invoice(invoice["key"])["totalTxnAmountPaid"] == "100.00"
+
+
+def test_a_data_dir_from_before_the_write_back_gains_its_columns(tmp_path):
+    import sqlite3
+
+    from sandbox.intacct.store import Store
+
+    path = tmp_path / "old" / "intacct.db"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        for column in ("referenceNumber", "overPaymentAmount", "reversedDate"):
+            conn.execute(f"ALTER TABLE o_accounts_receivable__payment DROP COLUMN {column}")
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(o_accounts_receivable__payment)")}
+    assert {"referenceNumber", "overPaymentAmount", "reversedDate"} <= columns
