@@ -1,6 +1,10 @@
 """The Intacct REST surface under ``/ia/api/v1``: token, object GETs, the query service, and the
 payment write-back (create ``POST /objects/accounts-receivable/payment``, reverse ``POST
-/workflows/accounts-receivable/payment/reverse``; rules in :mod:`payments`).
+/workflows/accounts-receivable/payment/reverse``; rules in :mod:`payments`). A write is admitted
+like a read (slot, injected latency/5xx/timeouts, area) and counted in the stats as
+``accounts-receivable/payment:create`` or ``:reverse``; then the Add permission (403), the body
+(400), the books (404/422) and the commit; then maybe a commit-then-fail fault, whose hold keeps
+the company's slot as a hung Intacct request would.
 
 Also the JWKS at ``/.well-known/jwks.json`` (outside the API prefix, as a publisher would host
 it). Responses for records and pages are spliced from JSON that SQLite rendered.
