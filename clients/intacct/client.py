@@ -97,6 +97,12 @@ class IntacctClient:
         """Drop the connection's cached tokens (on disconnect, and before re-validating a connect)."""
         self._tokens.forget(connection_id)
 
+    def write_once(
+        self, connection: IntacctConnection, method: str, path: str, object_path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One attempt of a write (no retry of any kind): a create Intacct cannot deduplicate."""
+        return self._transport.call(connection, method, path, object_path, body=body, once=True)
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, connection: IntacctConnection, rest_path: str, key: str) -> dict[str, Any] | None:
