@@ -258,11 +258,11 @@ class Transport:
             raise IntacctUnavailable(message, **facts)
         if status == 403:
             raise PermissionDenied(message, area=area_of(object_path), **facts)
+        details = ia_error.get("details")
         if status == 404:
             if missing_ok:
                 return None
-            raise RecordNotFound(message, **facts)
-        details = ia_error.get("details")
+            raise RecordNotFound(message, details=details if isinstance(details, list) else [], **facts)
         raise IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
 
     # -- reporting --------------------------------------------------------------------------
