@@ -81,7 +81,7 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         engine,
         timeouts=timing.timeouts,
         slot_timeout=timing.slot_timeout,
-        slot_lease=sum(timing.timeouts) + 10.0,
+        slot_lease=sum(timing.timeouts) + 2.0,
     )
     flexpoint = FlexPointClient.from_settings(settings, process="writeback")
     postings = PostingStore(engine)
