@@ -158,9 +158,18 @@ class PostingStore:
         changed = {"state": state, "changed_at": self._now()} if state != posting.state else {}
         return self._update(posting, **changed, **values)
 
-    def intend(self, posting: Posting, state: str) -> Posting:
-        """Record, committed, that a create (``creating``) or reverse (``reversing``) is about to be sent."""
-        return self.move(posting, state, intent_at=self._clock(), attempts=posting.attempts + 1)
+    def intend(self, posting: Posting, state: str, *, lease_seconds: float, **values: Any) -> Posting:
+        """Record, committed, that a create (``creating``) or reverse (``reversing``) is about to be sent,
+        renewing our claim to ``lease_seconds`` in the same write (no write outlives its claim)."""
+        now = self._clock()
+        return self.move(
+            posting,
+            state,
+            intent_at=now,
+            attempts=posting.attempts + 1,
+            claim_until=now + lease_seconds,
+            **values,
+        )
 
     def record_posted(self, posting: Posting, intacct_key: str) -> Posting:
         """The payment exists in Intacct as ``intacct_key``: recorded even if the claim was lost meanwhile,
@@ -199,8 +208,10 @@ class PostingStore:
                     reverse_requested_at=requested_at,
                 )
                 .on_conflict_do_nothing()
-            ).rowcount
-        return inserted == 1
+                # RETURNING, not rowcount: psycopg's rowcount for ON CONFLICT DO NOTHING is not reliable.
+                .returning(_c.payment_id)
+            ).first()
+        return inserted is not None
 
     # -- internals ----------------------------------------------------------------------------
 
