@@ -12,9 +12,12 @@ from store.models import POSTING_STATES
 @click.option("--metrics-port", type=int, default=None, help="serve /metrics here (default $PORT; 0: none)")
 @click.option("--request-timeout", type=float, default=30.0, show_default=True, hidden=True)
 @click.option("--slot-timeout", type=float, default=30.0, show_default=True, hidden=True)
+@click.option(
+    "--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="messages handled at once"
+)
 @click.pass_context
 def writeback(
-    ctx: click.Context, metrics_port: int | None, request_timeout: float, slot_timeout: float
+    ctx: click.Context, metrics_port: int | None, request_timeout: float, slot_timeout: float, threads: int
 ) -> None:
     """Run the write-back worker: FlexPoint's payments posted into Sage Intacct exactly once."""
     from workers.writeback.service import Timing, require_settings, run
@@ -23,7 +26,7 @@ def writeback(
     require_settings(settings)  # before the database and broker are touched
     prepare_database(settings)
     declare_topology_or_fail(settings, required=True)
-    run(settings, timing=Timing(request_timeout, slot_timeout), metrics_port=metrics_port)
+    run(settings, timing=Timing(request_timeout, slot_timeout), metrics_port=metrics_port, workers=threads)
 
 
 @click.group()

@@ -99,9 +99,11 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     return Parts(engine, postings, intacct, flexpoint, consumer, metrics)
 
 
-def run(settings: Settings, *, timing: Timing | None = None, metrics_port: int | None = None) -> None:
+def run(
+    settings: Settings, *, timing: Timing | None = None, metrics_port: int | None = None, workers: int = 4
+) -> None:
     """Consume payment messages until SIGTERM/SIGINT; the messages in hand finish and are settled."""
-    parts = build(settings, timing=timing)
+    parts = build(settings, timing=timing, workers=workers)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("writeback_stopping", signal=signal.Signals(signum).name)
