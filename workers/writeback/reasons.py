@@ -14,7 +14,7 @@ from clients.intacct import IntacctError, PermissionDenied
 
 SETUP_STEP = (
     "In Sage Intacct, give the FlexPoint Web Services user's role Accounts Receivable > Received "
-    'payments: Add (setup guide, step "Permissions"), then send the payment again from FlexPoint.'
+    "payments: Add (setup guide, step 1), then send the payment again from FlexPoint."
 )
 
 
