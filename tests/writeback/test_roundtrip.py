@@ -72,3 +72,38 @@ def test_a_posted_payment_lowers_its_invoices_amount_due_in_flexpoint_through_th
         timeout=30,
         message="the invoice's amount due falling to 40.00 in FlexPoint",
     )
+
+
+def test_the_demos_payment_step_shows_a_payment_posted_and_synced_back(
+    synced_books, live_receiver, sync_worker, start_writeback, fp, wb_settings, monkeypatch, capsys
+):
+    from cli.demo_payment import pay_one
+    from clients.flexpoint import FlexPointClient
+
+    connection = live_receiver.connection
+    invoice = synced_books.invoice("100.00")
+    flexpoint = FlexPointClient(wb_settings.flexpoint_api_url, wb_settings.flexpoint_api_token)
+    wait_until(
+        lambda: flexpoint.get_record(connection.account_id, "invoices", invoice),
+        timeout=30,
+        message="the invoice",
+    )
+    start_writeback()
+    # `flexsync sandbox flexpoint pay` reads the simulator and the broker from the environment.
+    monkeypatch.setenv("AMQP_URL", wb_settings.amqp_url)
+    monkeypatch.setenv("FLEXPOINT_API_URL", wb_settings.flexpoint_api_url)
+    monkeypatch.setenv("FLEXPOINT_API_TOKEN", wb_settings.flexpoint_api_token)
+    said: list[str] = []
+    pay_one(
+        said.append,
+        flexpoint,
+        intacct_admin=synced_books.base,
+        company=COMPANY,
+        account=connection.account_id,
+        connection_id=connection.connection_id,
+    )
+    flexpoint.close()
+    text = "\n".join(said)
+    assert "state posted" in text, text
+    assert "referenceNumber FP-demo-" in text, text
+    assert f"invoice {invoice} in FlexPoint: amount due 100.00 -> 50.00" in text, text
