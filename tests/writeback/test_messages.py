@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from marshmallow import ValidationError
@@ -174,3 +175,18 @@ def test_a_postable_payment_stays_on_the_longest_delay_instead_of_being_dead_let
     assert patient[ATTEMPTS] == 3
     bug = patient_headers(Failure("worker_error", RuntimeError(), transient=True), {ATTEMPTS: 9})
     assert bug[ATTEMPTS] == 9
+
+
+def test_the_posting_contract_checks_follow_the_yaml():
+    import yaml
+
+    from clients.flexpoint import postings
+
+    spec = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "sandbox/flexpoint/flexpoint-sync-api.yaml").read_text()
+    )
+    schema = spec["components"]["schemas"]["PaymentPosting"]
+    assert set(schema["properties"]) == postings.FIELDS
+    assert set(schema["required"]) == set(postings.REQUIRED)
+    assert set(schema["properties"]["state"]["enum"]) == postings.STATES
+    assert set(schema["properties"]["reason"]["enum"]) == postings.REASONS

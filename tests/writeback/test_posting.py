@@ -155,3 +155,15 @@ def test_a_malformed_message_is_dead_lettered_with_its_reason(make_account, star
     account.publish("payment.post", {"messageId": "m-1", "accountId": account.account_id, "amount": 12.5})
     message = wait_until(lambda: broker.get(DEAD_LETTER_QUEUE_NAME), timeout=30, message="the dead letter")
     assert message.headers[REASON] == "malformed_message"
+
+
+def test_a_role_that_cannot_read_receivables_is_reported_permission_denied(make_account, start_writeback):
+    account = make_account(
+        users=[{"userId": "ws_flexpoint", "areas": ["company", "general-ledger", "cash-management"]}]
+    )
+    start_writeback()
+    payment = account.payment({"1": "10.00"})
+    account.publish("payment.post", payment)
+    report = account.wait_for(payment, "failed")
+    assert report["reason"] == "permission_denied"
+    assert "read permissions" in report["message"]

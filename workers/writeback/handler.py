@@ -17,7 +17,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from clients.flexpoint import FlexPointError
-from clients.intacct import IntacctError, IntacctUnavailable, RateLimited, TokenInvalid
+from clients.intacct import IntacctError, IntacctUnavailable, PermissionDenied, RateLimited, TokenInvalid
 from clients.intacct.payments import REVERSED_PAYMENT_STATES, PaymentWrites, create_body
 from observability.logging import get_logger
 from schemas.payment_messages import POST_ROUTING_KEY, load_message
@@ -132,7 +132,11 @@ class WritebackHandler:
         verdict = checks.over_allocated(message)
         if verdict is None and message["allocations"]:
             keys = [a["invoiceExternalId"] for a in message["allocations"]]
-            verdict = checks.refusal(message, *self._intacct.invoices(connection, keys))
+            try:
+                verdict = checks.refusal(message, *self._intacct.invoices(connection, keys))
+            except PermissionDenied:
+                # The role cannot even read invoices: Accounts Receivable is missing altogether.
+                verdict = reasons.permission_denied(read=True)
         if verdict is not None:
             self._fail(posting, verdict)
             return

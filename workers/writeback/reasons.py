@@ -89,7 +89,14 @@ def period_closed(date: str) -> Verdict:
     )
 
 
-def permission_denied() -> Verdict:
+def permission_denied(*, read: bool = False) -> Verdict:
+    if read:
+        return Verdict(
+            "permission_denied",
+            "The FlexPoint role cannot read Accounts Receivable in Sage Intacct: give it Accounts "
+            "Receivable's read permissions and Received payments: Add (setup guide, step 1), then send "
+            "the payment again from FlexPoint.",
+        )
     return Verdict("permission_denied", SETUP_STEP)
 
 
