@@ -199,7 +199,9 @@ class PaymentPosting(Base):
     """One FlexPoint payment's posting into Intacct: the intent, the outcome, and who works on it.
 
     ``intent_at`` (unix seconds) is when the last create or reverse was about to be sent; while
-    the state is ``creating`` or ``reversing`` its outcome is unknown until Intacct is asked.
+    the state is ``creating`` or ``reversing`` its outcome is unknown until Intacct is asked, and
+    after ``settle_by`` (unix seconds; set by the writer from its own timeouts) that write can no
+    longer land, so Intacct not having it means it never happened.
     ``claim_holder``/``claim_until`` lease the row to one worker at a time, like an Intacct slot.
     ``changed_at`` is when the state last changed: the report's ``reportedAt``.
     """
@@ -218,6 +220,7 @@ class PaymentPosting(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     intent_at: Mapped[float | None] = mapped_column(Float)
+    settle_by: Mapped[float | None] = mapped_column(Float)
     posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reversed_on: Mapped[str | None] = mapped_column(String(10))
     reverse_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -52,6 +52,7 @@ class Posting:
     last_error: str | None
     requested_at: datetime | None
     intent_at: float | None
+    settle_by: float | None
     posted_at: datetime | None
     reversed_on: str | None
     reverse_requested_at: datetime | None
@@ -158,14 +159,18 @@ class PostingStore:
         changed = {"state": state, "changed_at": self._now()} if state != posting.state else {}
         return self._update(posting, **changed, **values)
 
-    def intend(self, posting: Posting, state: str, *, lease_seconds: float, **values: Any) -> Posting:
-        """Record, committed, that a create (``creating``) or reverse (``reversing``) is about to be sent,
-        renewing our claim to ``lease_seconds`` in the same write (no write outlives its claim)."""
+    def intend(
+        self, posting: Posting, state: str, *, lease_seconds: float, settle_seconds: float, **values: Any
+    ) -> Posting:
+        """Record, committed, that a create (``creating``) or reverse (``reversing``) is about to be sent
+        and can take at most ``settle_seconds``, renewing our claim to ``lease_seconds`` in the same
+        write (no write outlives its claim)."""
         now = self._clock()
         return self.move(
             posting,
             state,
             intent_at=now,
+            settle_by=now + settle_seconds,
             attempts=posting.attempts + 1,
             claim_until=now + lease_seconds,
             **values,

@@ -49,7 +49,7 @@ def test_one_claim_at_a_time_until_released_or_run_out(postings, clock):
     assert third is not None and third.claim_holder != second.claim_holder
     # The old holder's moves are refused: its claim went to another worker.
     with pytest.raises(LostClaim):
-        postings.intend(second, "creating", lease_seconds=60)
+        postings.intend(second, "creating", lease_seconds=60, settle_seconds=30)
 
 
 def test_concurrent_claims_have_exactly_one_winner(postings):
@@ -88,16 +88,20 @@ def test_a_claim_of_a_dead_process_on_this_node_is_taken_over_at_once(postings, 
 def test_the_intent_is_committed_with_a_renewed_claim(postings, clock):
     posting = postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=10)
     clock.now += 5
-    creating = postings.intend(posting, "creating", lease_seconds=100)
+    creating = postings.intend(posting, "creating", lease_seconds=100, settle_seconds=30)
     stored = postings.get("acct-1", "pay-1")
     assert stored.state == "creating" and stored.attempts == 1
     assert stored.intent_at == clock.now and stored.claim_until == clock.now + 100
+    assert stored.settle_by == clock.now + 30
     assert postings.lease_left(creating) == 100
 
 
 def test_the_key_is_recorded_even_after_the_claim_was_lost_and_never_replaced(postings, clock):
     posting = postings.intend(
-        postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=10), "creating", lease_seconds=10
+        postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=10),
+        "creating",
+        lease_seconds=10,
+        settle_seconds=5,
     )
     clock.now += 11
     other = postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=10)

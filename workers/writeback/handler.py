@@ -141,11 +141,15 @@ class WritebackHandler:
             self._fail(posting, verdict)
             return
         # Committed before the create is sent, the claim renewed to outlast it.
-        posting = self._postings.intend(posting, "creating", lease_seconds=self._lease)
+        posting = self._postings.intend(
+            posting, "creating", lease_seconds=self._lease, settle_seconds=self._span
+        )
         try:
             key = self._intacct.create(connection, create_body(message, posting.reference))
         except _NOT_SENT as exc:
-            self._postings.move(posting, "pending", intent_at=None, last_error=str(exc)[:2000])
+            self._postings.move(
+                posting, "pending", intent_at=None, settle_by=None, last_error=str(exc)[:2000]
+            )
             raise IntacctDown(str(exc)) from exc
         except IntacctUnavailable as exc:
             self._posted(self._after_lost_answer(connection, posting, exc), message)
@@ -168,7 +172,7 @@ class WritebackHandler:
             return found
         if exc.status is not None:
             # Intacct answered (a 5xx) and holds no payment with the reference: nothing was created.
-            self._postings.move(posting, "pending", intent_at=None)
+            self._postings.move(posting, "pending", intent_at=None, settle_by=None)
             raise IntacctDown(str(exc)) from exc
         raise OutcomeUnknown(f"create unanswered ({exc}); no payment with {posting.reference} yet") from exc
 
@@ -248,6 +252,7 @@ class WritebackHandler:
             posting,
             "reversing",
             lease_seconds=self._lease,
+            settle_seconds=self._span,
             reversed_on=message["reversedOn"].isoformat(),
             reverse_requested_at=message["requestedAt"],
         )
@@ -257,7 +262,7 @@ class WritebackHandler:
                 connection, posting.intacct_key, posting.reversed_on or "", message.get("memo")
             )
         except _NOT_SENT as exc:
-            self._postings.move(posting, "posted", intent_at=None, last_error=str(exc)[:2000])
+            self._postings.move(posting, "posted", intent_at=None, settle_by=None, last_error=str(exc)[:2000])
             raise IntacctDown(str(exc)) from exc
         except IntacctError as exc:
             if self._is_reversed(connection, posting):
@@ -265,7 +270,7 @@ class WritebackHandler:
                 return
             if exc.transient:
                 raise OutcomeUnknown(f"reverse of {posting.intacct_key} unanswered: {exc}") from exc
-            self._postings.move(posting, "posted", intent_at=None, last_error=str(exc)[:2000])
+            self._postings.move(posting, "posted", intent_at=None, settle_by=None, last_error=str(exc)[:2000])
             raise ReverseRefused(str(exc)) from exc
         self._reversed(posting)
 
@@ -273,7 +278,9 @@ class WritebackHandler:
         return self._intacct.state_of(connection, posting.intacct_key or "") in REVERSED_PAYMENT_STATES
 
     def _reversed(self, posting: Posting) -> None:
-        posting = self._postings.move(posting, "reversed", reversed_at=datetime.now(UTC), intent_at=None)
+        posting = self._postings.move(
+            posting, "reversed", reversed_at=datetime.now(UTC), intent_at=None, settle_by=None
+        )
         self._report(posting)
         self._count("reversed")
         log.info("payment_reversed", payment_id=posting.payment_id, intacct_key=posting.intacct_key)
@@ -315,7 +322,8 @@ class WritebackHandler:
         return connection
 
     def _settled(self, posting: Posting) -> bool:
-        return posting.intent_at is None or self._clock() >= posting.intent_at + self._span
+        # The writer's own bound, from its own timeouts: processes with other timeouts agree on it.
+        return posting.settle_by is None or self._clock() >= posting.settle_by
 
     def _fail(self, posting: Posting, verdict: Verdict, *, error: str | None = None) -> None:
         posting = self._postings.move(
@@ -324,6 +332,7 @@ class WritebackHandler:
             reason=verdict.reason,
             message=verdict.message,
             intent_at=None,
+            settle_by=None,
             last_error=error,
         )
         self._report(posting)

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("requested_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("intent_at", sa.Float(), nullable=True),
+        sa.Column("settle_by", sa.Float(), nullable=True),
         sa.Column("posted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("reversed_on", sa.String(10), nullable=True),
         sa.Column("reverse_requested_at", sa.DateTime(timezone=True), nullable=True),
