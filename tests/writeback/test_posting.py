@@ -167,3 +167,33 @@ def test_a_role_that_cannot_read_receivables_is_reported_permission_denied(make_
     report = account.wait_for(payment, "failed")
     assert report["reason"] == "permission_denied"
     assert "read permissions" in report["message"]
+
+
+def test_outages_wait_and_retry_and_are_never_reported_failed(
+    make_account, start_writeback, intacct, fp, broker
+):
+    import requests
+
+    account = make_account()
+    invoice = account.books.invoice("100.00")
+    requests.patch(
+        f"{intacct.base_url}/sandbox/faults", json={"errorRate": 1.0, "errorStatus": 503}, timeout=10
+    )
+    fp.faults(serverErrorRate=1.0)
+    start_writeback()
+    payment = account.payment({invoice: "100.00"})
+    account.publish("payment.post", payment)
+    wait_until(
+        lambda: broker.depth("writeback.retry.2s") + broker.depth("writeback.retry.10s") > 0,
+        timeout=30,
+        message="the payment waiting in a delay queue",
+    )
+    assert account.fp.posting(account.account_id, payment["paymentId"]) is None
+    requests.patch(f"{intacct.base_url}/sandbox/faults", json={"errorRate": 0.0}, timeout=10)
+    fp.faults(serverErrorRate=0.0)
+    report = account.wait_for(payment, "posted", timeout=60)
+    reports = account.fp.payment(account.account_id, payment["paymentId"])["reports"]
+    assert [r["state"] for r in reports if not r["replayed"]] == ["posted"]
+    assert len(account.books.payments(f"FP-{payment['paymentId']}")) == 1
+    assert report["intacctKey"]
+    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0
