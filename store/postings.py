@@ -199,7 +199,13 @@ class PostingStore:
         return current
 
     def cancel_if_new(
-        self, account_id: str, payment_id: str, connection_id: str, *, requested_at: datetime | None
+        self,
+        account_id: str,
+        payment_id: str,
+        connection_id: str,
+        *,
+        requested_at: datetime | None,
+        message: str | None = None,
     ) -> bool:
         """Record a payment withdrawn before any post was seen (``cancelled``); False if it has a row."""
         now = self._now()
@@ -210,6 +216,7 @@ class PostingStore:
                     **_new_row(account_id, payment_id, connection_id, now),
                     state="cancelled",
                     reason="cancelled",
+                    message=message,
                     reverse_requested_at=requested_at,
                 )
                 .on_conflict_do_nothing()

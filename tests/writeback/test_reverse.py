@@ -53,6 +53,7 @@ def test_a_reverse_before_the_post_cancels_it_and_nothing_is_ever_created(make_a
     account.publish("payment.reverse", account.reverse_of(payment))
     report = account.wait_for(payment, "failed")
     assert report["reason"] == "cancelled"
+    assert "nothing was posted" in report["message"]
 
     account.publish("payment.post", payment)  # the post, processed after its reverse
     wait_until(

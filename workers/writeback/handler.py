@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from clients.flexpoint import FlexPointError
 from clients.intacct import IntacctError, IntacctUnavailable, PermissionDenied, RateLimited, TokenInvalid
@@ -38,6 +39,7 @@ from workers.writeback.reasons import Verdict
 
 log = get_logger(__name__)
 
+DATABASE_UNAVAILABLE = "database_unavailable"
 SETTLED = ("posted", "reversing", "reversed", "cancelled")
 # Intacct refused before doing anything: the write did not happen, whatever else is true.
 _NOT_SENT = (RateLimited, TokenInvalid)
@@ -94,6 +96,9 @@ class WritebackHandler:
             return Failure(exc.reason, exc, transient=exc.transient)
         except LostClaim as exc:
             return Failure(PaymentBusy.reason, exc, transient=True)
+        except OperationalError as exc:
+            # The database (the postings' truth) is unreachable or busy: wait, as for Intacct.
+            return Failure(DATABASE_UNAVAILABLE, exc, transient=True)
         except IntacctError as exc:
             # A read (invoices, reference, state) that failed: nothing was sent that is not recorded.
             reason = "intacct_unavailable" if exc.transient else "intacct_refused"
@@ -213,7 +218,11 @@ class WritebackHandler:
         row = self._postings.get(account_id, payment_id)
         if row is None:
             if self._postings.cancel_if_new(
-                account_id, payment_id, message["connectionId"], requested_at=message["requestedAt"]
+                account_id,
+                payment_id,
+                message["connectionId"],
+                requested_at=message["requestedAt"],
+                message=reasons.cancelled().message,
             ):
                 cancelled = self._postings.get(account_id, payment_id)
                 assert cancelled is not None
