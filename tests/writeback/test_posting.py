@@ -16,7 +16,7 @@ pytestmark = pytest.mark.broker
 def test_a_payment_is_posted_applied_and_reported_with_its_key(make_account, start_writeback):
     account = make_account()
     first, second = account.books.invoice("1000.00"), account.books.invoice("250.00")
-    start_writeback()
+    worker = start_writeback()
     payment = account.payment({first: "600.00", second: "250.00"}, amount="900.00", method="check")
 
     account.publish("payment.post", payment)
@@ -30,6 +30,9 @@ def test_a_payment_is_posted_applied_and_reported_with_its_key(make_account, sta
     assert Decimal(stored[0]["totalTxnAmount"]) == Decimal("900.00")
     assert Decimal(account.books.get_invoice(first)["totalTxnAmountDue"]) == Decimal("400.00")
     assert Decimal(account.books.get_invoice(second)["totalTxnAmountDue"]) == Decimal("0.00")
+    registry = worker.parts.metrics.registry
+    assert registry.get_sample_value("flexsync_writeback_postings_total", {"outcome": "posted"}) == 1
+    assert registry.get_sample_value("flexsync_writeback_posted_seconds_count") == 1
 
 
 def test_a_replayed_post_re_reports_the_same_key_and_creates_nothing(make_account, start_writeback, intacct):
