@@ -92,3 +92,27 @@ def test_post_and_reverse_together_end_with_nothing_complete_in_intacct(make_acc
         assert len(stored) == (1 if posting["state"] == "reversed" else 0)
         assert all(s["state"] == "reversed" for s in stored)
         assert Decimal(account.books.get_invoice(invoice)["totalTxnAmountDue"]) == Decimal("10.00")
+
+
+def test_a_reverse_committed_then_failed_is_resolved_by_reading_the_payment(
+    make_account, start_writeback, intacct
+):
+    import requests
+
+    account = make_account()
+    invoice = account.books.invoice("40.00")
+    start_writeback()
+    payment = account.payment({invoice: "40.00"})
+    account.publish("payment.post", payment)
+    account.wait_for(payment, "posted")
+
+    account.books.configure(writeFaults={"commitErrorRate": 1.0})
+    account.publish("payment.reverse", account.reverse_of(payment))
+    account.wait_for(payment, "reversed")
+    stats = requests.get(
+        f"{intacct.base_url}/sandbox/stats", params={"companyId": account.books.company_id}, timeout=10
+    )
+    calls = stats.json()["calls"][account.books.company_id]
+    assert calls["accounts-receivable/payment:reverse"] == 1  # resolved by reading, not reversed again
+    (stored,) = account.books.payments(f"FP-{payment['paymentId']}")
+    assert stored["state"] == "reversed"
