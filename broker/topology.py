@@ -1,10 +1,11 @@
 """The RabbitMQ topology, as data, declared idempotently.
 
-Names operations rely on (the brief): exchanges ``intacct.events`` and ``flexpoint.connections``;
-queues ``sync.gl``, ``sync.ar``, ``sync.cm``, ``sync.company``, ``provisioning``, ``dead-letter``
-and the stream ``intacct.events.archive``. ``flexsync.connections.changed`` is a fanout each
-receiver process binds its own exclusive, auto-deleted queue to, so a connection's change
-reaches every process's cache at once (it has no durable queue). Every other name derives from those by one
+Names operations rely on (the brief): exchanges ``intacct.events``, ``flexpoint.connections`` and
+``flexpoint.payments``; queues ``sync.gl``, ``sync.ar``, ``sync.cm``, ``sync.company``,
+``provisioning``, ``writeback``, ``dead-letter`` and the stream ``intacct.events.archive``.
+``flexsync.connections.changed`` is a fanout each receiver process binds its own exclusive,
+auto-deleted queue to, so a connection's change reaches every process's cache at once (it has no
+durable queue). Every other name derives from those by one
 convention: the delay queue for a work queue ``Q`` and a delay of ``N`` seconds is
 ``Q.retry.Ns``; when its TTL expires the message goes back to ``Q``.
 """
@@ -22,11 +23,14 @@ from schemas.catalog import MODULES
 
 EVENTS_EXCHANGE = Exchange("intacct.events", type="topic", durable=True)
 CONNECTIONS_EXCHANGE = Exchange("flexpoint.connections", type="topic", durable=True)
+PAYMENTS_EXCHANGE = Exchange("flexpoint.payments", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("flexsync.dead-letter", type="fanout", durable=True)
 CONNECTION_CHANGES_EXCHANGE = Exchange("flexsync.connections.changed", type="fanout", durable=True)
 
 DEAD_LETTER_QUEUE_NAME = "dead-letter"
 PROVISIONING_QUEUE_NAME = "provisioning"
+WRITEBACK_QUEUE_NAME = "writeback"
+PAYMENT_ROUTING_KEYS = "payment.*"
 ARCHIVE_STREAM_NAME = "intacct.events.archive"
 CONNECT_ROUTING_KEY = "connection.connect"
 DISCONNECT_ROUTING_KEY = "connection.disconnect"
@@ -128,6 +132,10 @@ def build_topology(archive_max_age: str = "7D") -> Topology:
     )
     queues.extend(_retry_queues(PROVISIONING_QUEUE_NAME))
     queues.append(
+        _work_queue(WRITEBACK_QUEUE_NAME, [binding(PAYMENTS_EXCHANGE, routing_key=PAYMENT_ROUTING_KEYS)])
+    )
+    queues.extend(_retry_queues(WRITEBACK_QUEUE_NAME))
+    queues.append(
         Queue(
             DEAD_LETTER_QUEUE_NAME,
             bindings=[binding(DEAD_LETTER_EXCHANGE, routing_key="")],
@@ -144,7 +152,13 @@ def build_topology(archive_max_age: str = "7D") -> Topology:
         )
     )
     return Topology(
-        exchanges=(EVENTS_EXCHANGE, CONNECTIONS_EXCHANGE, DEAD_LETTER_EXCHANGE, CONNECTION_CHANGES_EXCHANGE),
+        exchanges=(
+            EVENTS_EXCHANGE,
+            CONNECTIONS_EXCHANGE,
+            PAYMENTS_EXCHANGE,
+            DEAD_LETTER_EXCHANGE,
+            CONNECTION_CHANGES_EXCHANGE,
+        ),
         queues=tuple(queues),
     )
 

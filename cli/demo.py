@@ -4,7 +4,9 @@ It starts the processes of ``Procfile.dev`` (the service and the sandbox), seeds
 in the Sage Intacct simulator whose Platform Triggers post to this receiver, publishes the
 connect message FlexPoint would send, follows the connection status and the historical import
 (backfill) as FlexPoint sees them, then changes a few records and shows each signed webhook
-accepted and the records arriving in the FlexPoint simulator. Then it keeps running until Ctrl-C.
+accepted and the records arriving in the FlexPoint simulator; then FlexPoint collects a payment,
+posted into Intacct by ``writeback`` and coming back through the sync (``cli/demo_payment.py``).
+Then it keeps running until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -287,6 +289,12 @@ def main() -> None:
         say("the sync workers fetched the latest state from Intacct and upserted it into FlexPoint:")
         for line in arrived(flexpoint, changes, changed_at):
             print(f"    {line}")
+        from cli.demo_payment import pay_one
+
+        pay_one(
+            say, flexpoint, intacct_admin=INTACCT_ADMIN, company=DEMO_COMPANY, account=DEMO_ACCOUNT,
+            connection_id=DEMO_CONNECTION_ID,
+        )  # fmt: skip
         say("FlexPoint now holds for the demo account:")
         print(f"    {account_totals(settings)}")
         say("work queues now (each 202 was confirmed by RabbitMQ before it was answered):")

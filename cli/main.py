@@ -199,9 +199,10 @@ def _mount_commands() -> None:
     from cli.ops import COMMANDS as OPS_COMMANDS
     from cli.provisioning import provisioning
     from cli.reconcile import reconcile
+    from cli.writeback import COMMANDS as WRITEBACK_COMMANDS
     from sandbox.cli import sandbox
 
-    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, console, sandbox):
+    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, *WRITEBACK_COMMANDS, console, sandbox):
         main.add_command(command)
 
 

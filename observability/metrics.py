@@ -1,4 +1,4 @@
-"""Prometheus metrics of the receiver.
+"""Prometheus metrics of the receiver, the sync workers and the write-back.
 
 Metrics live in a registry owned by the app (no import-time globals). Under gunicorn, where
 several processes serve one port, prometheus_client's multiprocess mode aggregates them:
@@ -134,3 +134,30 @@ class ReconcileMetrics:
             ["kind"],
             registry=self.registry,
         )
+
+
+class WritebackMetrics:
+    """The write-back's: postings by outcome, and the time from FlexPoint's request to the payment posted."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.postings = Counter(
+            "flexsync_writeback_postings",
+            "Payment messages settled, by outcome (posted, failed:<reason>, cancelled, reversed, "
+            "replayed:<state>, retried:<reason>, dead:<reason>)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.to_posted = Histogram(
+            "flexsync_writeback_posted_seconds",
+            "From the message's requestedAt to the payment posted in Intacct",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900),
+            registry=self.registry,
+        )
+
+    def record_outcome(self, outcome: str) -> None:
+        self.postings.labels(outcome).inc()
+
+    def record_posted(self, seconds: float) -> None:
+        self.postings.labels("posted").inc()
+        self.to_posted.observe(seconds)

@@ -1,4 +1,4 @@
-"""Tables of our database: connections, webhook ledger, slots, backfill and reconciliation state.
+"""Tables of our database: connections, webhook ledger, slots, backfill, reconciliation, postings.
 
 The schema itself is created by the Alembic migrations in ``store/migrations``; these models
 describe it for queries and must be kept in step with them.
@@ -16,6 +16,9 @@ from sqlalchemy.types import TypeDecorator
 CONNECTION_STATES = ("connecting", "connected", "degraded", "failed", "disconnected")
 DELIVERY_STATES = ("pending", "confirmed")
 BACKFILL_STATES = ("pending", "running", "completed", "failed", "cancelled")
+# A payment's write-back: pending (no create started), creating (intent recorded, outcome not yet
+# known), posted, failed (nothing in Intacct), cancelled (withdrawn before posting), reversing, reversed.
+POSTING_STATES = ("pending", "creating", "posted", "failed", "cancelled", "reversing", "reversed")
 
 # Stable constraint names, so later migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -268,3 +271,45 @@ class ReceiverHeartbeat(Base):
 
     holder: Mapped[str] = mapped_column(String(200), primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class PaymentPosting(Base):
+    """One FlexPoint payment's posting into Intacct: the intent, the outcome, and who works on it.
+
+    ``intent_at`` (unix seconds) is when the last create or reverse was about to be sent; while
+    the state is ``creating`` or ``reversing`` its outcome is unknown until Intacct is asked, and
+    after ``settle_by`` (unix seconds; set by the writer from its own timeouts) that write can no
+    longer land, so Intacct not having it means it never happened.
+    ``claim_holder``/``claim_until`` lease the row to one worker at a time, like an Intacct slot.
+    ``changed_at`` is when the state last changed: the report's ``reportedAt``.
+    """
+
+    __tablename__ = "payment_postings"
+
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connection_id: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    reference: Mapped[str] = mapped_column(String(80))
+    intacct_key: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    reason: Mapped[str | None] = mapped_column(String(40))
+    message: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    intent_at: Mapped[float | None] = mapped_column(Float)
+    settle_by: Mapped[float | None] = mapped_column(Float)
+    posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reversed_on: Mapped[str | None] = mapped_column(String(10))
+    reverse_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reversed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_holder: Mapped[str | None] = mapped_column(String(200))
+    claim_until: Mapped[float | None] = mapped_column(Float)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_payment_postings_connection_id_state", "connection_id", "state"),
+        Index("uq_payment_postings_reference", "account_id", "reference", unique=True),
+    )

@@ -1,4 +1,4 @@
-"""FlexPoint's Sync API over HTTP: batch upserts, connection status, and inspection reads.
+"""FlexPoint's Sync API over HTTP: batch upserts, connection status, payment postings, inspection reads.
 
 One client per process, shared by the worker threads: one ``requests.Session`` whose pool
 holds a connection per thread. The account is an argument of every call, never client state,
@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from clients.flexpoint.batches import batch_body, canonical_json, chunks, idempotency_key
 from clients.flexpoint.contract import check_account_id, check_resource, check_status
 from clients.flexpoint.errors import FlexPointError, FlexPointUnavailable
+from clients.flexpoint.postings import check_payment_id, check_posting, posting_key
 from clients.flexpoint.responses import error_from_response, scrub
 from clients.flexpoint.retry import RetryPolicy
 from observability.logging import get_logger, register_secret
@@ -146,6 +147,36 @@ class FlexPointClient:
             # one report still share it.
             key=str(uuid.uuid4()),
         )
+
+    def report_posting(self, account_id: str, payment_id: str, posting: Mapping[str, Any]) -> None:
+        """Tell FlexPoint the state of one payment's posting into Intacct (the last report wins).
+
+        The Idempotency-Key comes from the body, so re-reporting an unchanged state is a replay.
+        """
+        check_account_id(account_id)
+        check_payment_id(payment_id)
+        check_posting(posting)
+        self._call(
+            "PUT",
+            f"/v1/accounts/{account_id}/payment-postings/{payment_id}",
+            label="payment-postings",
+            action=f"PUT payment posting {payment_id} for account {account_id}",
+            body=dict(posting),
+            key=posting_key(account_id, payment_id, posting),
+        )
+
+    def get_posting(self, account_id: str, payment_id: str) -> dict[str, Any] | None:
+        """The last posting state reported for the payment, or None when none was."""
+        check_account_id(account_id)
+        check_payment_id(payment_id)
+        response = self._call(
+            "GET",
+            f"/v1/accounts/{account_id}/payment-postings/{payment_id}",
+            label="payment-postings",
+            action=f"GET payment posting {payment_id} of account {account_id}",
+            missing_ok=True,
+        )
+        return None if response is None else self._json(response, "GET posting")
 
     # -- reads (tests, reconciliation, the sandbox summary) --------------------------------
 

@@ -97,6 +97,12 @@ class IntacctClient:
         """Drop the connection's cached tokens (on disconnect, and before re-validating a connect)."""
         self._tokens.forget(connection_id)
 
+    def write_once(
+        self, connection: IntacctConnection, method: str, path: str, object_path: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One attempt of a write (no retry of any kind): a create Intacct cannot deduplicate."""
+        return self._transport.call(connection, method, path, object_path, body=body, once=True)
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, connection: IntacctConnection, rest_path: str, key: str) -> dict[str, Any] | None:
@@ -229,17 +235,18 @@ class IntacctClient:
 
 
 def create_client(
-    settings: Settings, engine: Engine, *, pool_size: int = 16, **options: Any
+    settings: Settings, engine: Engine, *, pool_size: int = 16, slot_lease: float = 45.0, **options: Any
 ) -> IntacctClient:
     """A client wired the usual way: one pooled session, a token provider, the company slots in ``engine``.
 
-    The cap is ``INTACCT_MAX_CONCURRENCY_PER_COMPANY``; ``options`` go to :class:`IntacctClient`.
+    The cap is ``INTACCT_MAX_CONCURRENCY_PER_COMPANY``; ``slot_lease`` must outlast a request;
+    ``options`` go to :class:`IntacctClient`.
     """
     session = build_session(pool_size)
     tokens = TokenProvider(
         settings, session, timeout=options.get("timeouts", (5.0, 30.0)), on_call=options.get("on_call")
     )
-    slots = CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company)
+    slots = CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company, lease_seconds=slot_lease)
     return IntacctClient(settings, tokens=tokens, slots=slots, session=session, **options)
 
 

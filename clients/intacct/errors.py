@@ -76,7 +76,11 @@ class PermissionDenied(IntacctError):
 
 
 class RecordNotFound(IntacctError):
-    """The record (or object) does not exist (404)."""
+    """The record (or object) does not exist (404); ``details`` are ia::error's (which field, when said)."""
+
+    def __init__(self, message: str, *, details: list[Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.details = details or []
 
 
 class IntacctRejected(IntacctError):

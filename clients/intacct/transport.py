@@ -120,9 +120,16 @@ class Transport:
         *,
         body: dict[str, Any] | None = None,
         missing_ok: bool = False,
+        once: bool = False,
     ) -> Any:
         """``method`` ``path`` (under INTACCT_API_URL) for ``connection``: the JSON answer, or None
-        for a 404 when ``missing_ok``. ``object_path`` names the object for errors and metrics."""
+        for a 404 when ``missing_ok``. ``object_path`` names the object for errors and metrics.
+
+        ``once``: a single attempt, every failure raised at once; for writes that must never be
+        sent twice before the caller knows whether the first one happened.
+        """
+        if once:
+            return self._attempt(connection, method, path, object_path, body, missing_ok)
         renewed = False
         rate_limited = unavailable = 0
         policy = self._retry
@@ -251,11 +258,11 @@ class Transport:
             raise IntacctUnavailable(message, **facts)
         if status == 403:
             raise PermissionDenied(message, area=area_of(object_path), **facts)
+        details = ia_error.get("details")
         if status == 404:
             if missing_ok:
                 return None
-            raise RecordNotFound(message, **facts)
-        details = ia_error.get("details")
+            raise RecordNotFound(message, details=details if isinstance(details, list) else [], **facts)
         raise IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
 
     # -- reporting --------------------------------------------------------------------------

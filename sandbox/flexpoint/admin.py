@@ -2,6 +2,14 @@
 
 Not part of FlexPoint's contract; it exists so tests, benchmarks and people can see and steer
 the simulator. Everything but ``/sandbox/health`` needs the same bearer token as the Sync API.
+
+Payments FlexPoint collected (the write-back's source): ``POST /sandbox/accounts/<id>/payments``
+records one (the ``payment.post`` message's fields: paymentId, connectionId, customerId,
+receivedOn, amount, currency, method, depositBankAccountId | undepositedGLAccountId, allocations,
+memo; 201 new, 200 the same again, 409 a different one under that paymentId);
+``POST .../payments/<paymentId>/reverse`` ({reversedOn, memo}) notes a reversal request;
+``GET .../payments`` and ``GET .../payments/<paymentId>`` show them with their current posting
+``state``, ``lastPosting`` and every report received (``reports``).
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from sandbox.flexpoint.errors import AccountNotFound, InvalidRequest
+from sandbox.flexpoint.errors import AccountNotFound, IdempotencyConflict, InvalidRequest, NotFound
 from sandbox.flexpoint.faults import parse_settings
+from sandbox.flexpoint.payments import PaymentInvalid, validate_payment
 from sandbox.flexpoint.runtime import current_sandbox
 
 blueprint = Blueprint("flexpoint_sandbox_admin", __name__, url_prefix="/sandbox")
@@ -114,3 +123,46 @@ def delete_account(account_id: str) -> Response:
     if not current_sandbox().store.delete_account(account_id):
         raise AccountNotFound(f"account {account_id!r} does not exist")
     return Response(status=204)
+
+
+# -- collected payments ---------------------------------------------------------------------------
+
+
+@blueprint.post("/accounts/<account_id>/payments")
+def create_payment(account_id: str) -> Response:
+    """Record a payment FlexPoint collected (the account is created if new)."""
+    try:
+        payment = validate_payment(_body())
+    except PaymentInvalid as exc:
+        raise InvalidRequest(f"invalid payment: {exc}") from None
+    created = current_sandbox().payments.record(account_id, payment)
+    if created is None:
+        raise IdempotencyConflict(f"payment {payment['paymentId']!r} was already recorded with other details")
+    return _json({"accountId": account_id, "payment": payment, "created": created}, 201 if created else 200)
+
+
+@blueprint.post("/accounts/<account_id>/payments/<payment_id>/reverse")
+def reverse_payment(account_id: str, payment_id: str) -> Response:
+    """Note that FlexPoint asked for a collected payment to be reversed."""
+    body = _body()
+    if not isinstance(body, dict) or not isinstance(body.get("reversedOn"), str):
+        raise InvalidRequest("invalid reversal: reversedOn (YYYY-MM-DD) is required")
+    reversal = {"reversedOn": body["reversedOn"], "memo": body.get("memo")}
+    if not current_sandbox().payments.request_reverse(account_id, payment_id, reversal):
+        raise NotFound(f"no payment {payment_id!r} in account {account_id!r}")
+    return _json({"accountId": account_id, "paymentId": payment_id, "reverseRequested": reversal})
+
+
+@blueprint.get("/accounts/<account_id>/payments")
+def list_payments(account_id: str) -> Response:
+    """Collected payments with their posting state and report history."""
+    return _json({"accountId": account_id, "payments": current_sandbox().payments.payments(account_id)})
+
+
+@blueprint.get("/accounts/<account_id>/payments/<payment_id>")
+def show_payment(account_id: str, payment_id: str) -> Response:
+    """One collected payment with its posting state and report history."""
+    found = current_sandbox().payments.payments(account_id, payment_id)
+    if not found:
+        raise NotFound(f"no payment {payment_id!r} in account {account_id!r}")
+    return _json(found[0])

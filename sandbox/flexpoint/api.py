@@ -81,7 +81,10 @@ def contract_error(violations: list[Violation]) -> InvalidRequest:
     )
 
 
-def _check(sandbox: Sandbox, method: str, path: str, path_params: dict[str, str], *, body: bool = False):
+def check_request(
+    sandbox: Sandbox, method: str, path: str, path_params: dict[str, str], *, body: bool = False
+):
+    """Check the request against one operation of the YAML: (operation, values, body, violations)."""
     operation = sandbox.contract.operation(method, path)
     values, violations = operation.check_parameters(path_params, request.args, request.headers)
     parsed = None
@@ -95,7 +98,7 @@ def _check(sandbox: Sandbox, method: str, path: str, path_params: dict[str, str]
 def upsert_batch(account_id: str, resource: str) -> Response:
     """Upsert or delete up to 500 records of one resource (sourceVersion rules in versions.py)."""
     sandbox = current_sandbox()
-    _, values, body, violations = _check(
+    _, values, body, violations = check_request(
         sandbox, "post", BATCH_PATH, {"accountId": account_id, "resource": resource}, body=True
     )
     if isinstance(body, dict) and isinstance(body.get("items"), list):
@@ -172,7 +175,7 @@ def _require_account(sandbox: Sandbox, account_id: str) -> None:
 def list_records(account_id: str, resource: str) -> Response:
     """A page of stored records in externalId order; tombstones only with includeDeleted=true."""
     sandbox = current_sandbox()
-    _, values, _, violations = _check(
+    _, values, _, violations = check_request(
         sandbox, "get", LIST_PATH, {"accountId": account_id, "resource": resource}
     )
     after = None
@@ -200,7 +203,7 @@ def list_records(account_id: str, resource: str) -> Response:
 def get_record(account_id: str, resource: str, external_id: str) -> Response:
     """One stored record, tombstones included (``deleted: true``, ``data: null``)."""
     sandbox = current_sandbox()
-    _, _, _, violations = _check(
+    _, _, _, violations = check_request(
         sandbox,
         "get",
         RECORD_PATH,
@@ -219,7 +222,7 @@ def get_record(account_id: str, resource: str, external_id: str) -> Response:
 def put_status(account_id: str) -> Response:
     """Store the reported connection state; the last report wins, whatever its key."""
     sandbox = current_sandbox()
-    _, _, body, violations = _check(sandbox, "put", STATUS_PATH, {"accountId": account_id}, body=True)
+    _, _, body, violations = check_request(sandbox, "put", STATUS_PATH, {"accountId": account_id}, body=True)
     if violations:
         raise contract_error(violations)
     text = json_text(body)
@@ -232,7 +235,7 @@ def put_status(account_id: str) -> Response:
 def get_status(account_id: str) -> Response:
     """The last reported connection state."""
     sandbox = current_sandbox()
-    _, _, _, violations = _check(sandbox, "get", STATUS_PATH, {"accountId": account_id})
+    _, _, _, violations = check_request(sandbox, "get", STATUS_PATH, {"accountId": account_id})
     if violations:
         raise contract_error(violations)
     _require_account(sandbox, account_id)

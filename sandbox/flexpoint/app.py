@@ -19,7 +19,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from observability.logging import get_logger, register_secret
-from sandbox.flexpoint import admin, api
+from sandbox.flexpoint import admin, api, postings_api
 from sandbox.flexpoint.config import FlexPointConfig
 from sandbox.flexpoint.contract import load_contract
 from sandbox.flexpoint.errors import (
@@ -31,6 +31,7 @@ from sandbox.flexpoint.errors import (
     Unauthorized,
 )
 from sandbox.flexpoint.faults import FaultInjector, FaultSettings
+from sandbox.flexpoint.payments import PaymentLedger
 from sandbox.flexpoint.requestlog import RequestLog
 from sandbox.flexpoint.runtime import EXTENSION, Sandbox, current_sandbox
 from sandbox.flexpoint.store import Store, utc_text
@@ -52,18 +53,21 @@ def create_app(
     config = config or FlexPointConfig()
     clock = clock or (lambda: datetime.now(UTC))
     register_secret(config.token)
+    store = Store(config.db_path, clock=clock, idempotency_ttl=config.idempotency_ttl_seconds)
     sandbox = Sandbox(
         config=config,
         contract=load_contract(),
-        store=Store(config.db_path, clock=clock, idempotency_ttl=config.idempotency_ttl_seconds),
+        store=store,
         faults=FaultInjector(FaultSettings.from_config(config), sleep=sleep),
         requests=RequestLog(config.request_log_size, secrets=(config.token,)),
         clock=clock,
+        payments=PaymentLedger(store),
     )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions[EXTENSION] = sandbox
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(postings_api.blueprint)
     app.register_blueprint(admin.blueprint)
     app.before_request(_authenticate_and_inject)
     app.after_request(_record)
@@ -128,6 +132,7 @@ def _record(response: Response) -> Response:
             "status": response.status_code,
             "accountId": view_args.get("account_id"),
             "resource": view_args.get("resource"),
+            "paymentId": view_args.get("payment_id"),
             "idempotencyKey": request.headers.get("Idempotency-Key"),
             "items": g.get("items"),
             "outcomes": g.get("outcomes"),

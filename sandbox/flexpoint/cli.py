@@ -7,54 +7,13 @@ settings the service's workers use, so pointing both at the sandbox is one envir
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-DEFAULT_URL = "http://127.0.0.1:8090"
-
-
-def _client_options(command: Any) -> Any:
-    command = click.option(
-        "--token",
-        envvar="FLEXPOINT_API_TOKEN",
-        default="sandbox-token",
-        show_default=True,
-        help="bearer token (FLEXPOINT_API_TOKEN)",
-    )(command)
-    return click.option(
-        "--url",
-        envvar="FLEXPOINT_API_URL",
-        default=DEFAULT_URL,
-        show_default=True,
-        help="the simulator's base URL (FLEXPOINT_API_URL)",
-    )(command)
-
-
-def _call(method: str, url: str, token: str, path: str, **kwargs: Any) -> Any:
-    import requests
-
-    try:
-        response = requests.request(
-            method, url.rstrip("/") + path, timeout=30, headers={"Authorization": f"Bearer {token}"}, **kwargs
-        )
-    except requests.ConnectionError:
-        raise click.ClickException(
-            f"no FlexPoint sandbox answers at {url} (start it: flexsync sandbox flexpoint serve)"
-        ) from None
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
-        raise click.ClickException(f"{method} {path}: {response.status_code} {message}")
-    return response.json() if response.content else None
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+from sandbox.flexpoint.admin_client import call_admin, client_options, echo_json
+from sandbox.flexpoint.payments_cli import pay_command, postings_command
 
 
 @click.group("flexpoint")
@@ -157,25 +116,25 @@ def serve_command(
 
 
 @flexpoint.command("summary")
-@_client_options
+@client_options
 def summary_command(url: str, token: str) -> None:
     """Records per account and resource (live and tombstones), request and fault counters."""
-    _echo_json(_call("GET", url, token, "/sandbox/summary"))
+    echo_json(call_admin("GET", url, token, "/sandbox/summary"))
 
 
 @flexpoint.command("requests")
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--account", default=None, help="only this FlexPoint account")
 @click.option("--json", "as_json", is_flag=True, help="print the entries as JSON")
-@_client_options
+@client_options
 def requests_command(limit: int, account: str | None, as_json: bool, url: str, token: str) -> None:
     """The last Sync API requests, newest first, with the reason of any refusal."""
     params: dict[str, Any] = {"limit": limit}
     if account:
         params["accountId"] = account
-    entries = _call("GET", url, token, "/sandbox/requests", params=params)["requests"]
+    entries = call_admin("GET", url, token, "/sandbox/requests", params=params)["requests"]
     if as_json:
-        _echo_json(entries)
+        echo_json(entries)
         return
     for entry in entries:
         line = f"{entry['at']} {entry['status']} {entry['method']} {entry['path']}"
@@ -197,7 +156,7 @@ def requests_command(limit: int, account: str | None, as_json: bool, url: str, t
 @click.option(
     "--fail-next", default=None, help="comma-separated statuses for the next requests, e.g. 503,429"
 )
-@_client_options
+@client_options
 def faults_command(
     latency_ms: int | None,
     server_error_rate: float | None,
@@ -228,19 +187,19 @@ def faults_command(
                 "statuses must be numbers, e.g. 503,429", param_hint="--fail-next"
             ) from None
     if changes:
-        _echo_json(_call("PUT", url, token, "/sandbox/faults", json=changes))
+        echo_json(call_admin("PUT", url, token, "/sandbox/faults", json=changes))
     else:
-        _echo_json(_call("GET", url, token, "/sandbox/faults"))
+        echo_json(call_admin("GET", url, token, "/sandbox/faults"))
 
 
 @flexpoint.command("reset")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
-@_client_options
+@client_options
 def reset_command(yes: bool, url: str, token: str) -> None:
     """Wipe every record, tombstone, key and status the simulator holds."""
     if not yes:
         click.confirm(f"Wipe all data of the FlexPoint sandbox at {url}?", abort=True)
-    _call("POST", url, token, "/sandbox/reset")
+    call_admin("POST", url, token, "/sandbox/reset")
     click.echo("FlexPoint sandbox wiped")
 
 
@@ -249,24 +208,28 @@ def reset_command(yes: bool, url: str, token: str) -> None:
 @click.argument("resource")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--include-deleted", is_flag=True)
-@_client_options
+@client_options
 def records_command(
     account: str, resource: str, limit: int, include_deleted: bool, url: str, token: str
 ) -> None:
     """The first records of one resource in one account (the Sync API's list)."""
-    page = _call(
+    page = call_admin(
         "GET",
         url,
         token,
         f"/v1/accounts/{account}/accounting/{resource}",
         params={"limit": limit, "includeDeleted": str(include_deleted).lower()},
     )
-    _echo_json(page)
+    echo_json(page)
 
 
 @flexpoint.command("status")
 @click.argument("account")
-@_client_options
+@client_options
 def status_command(account: str, url: str, token: str) -> None:
     """The last Sage Intacct connection status reported for an account."""
-    _echo_json(_call("GET", url, token, f"/v1/accounts/{account}/integrations/sage-intacct"))
+    echo_json(call_admin("GET", url, token, f"/v1/accounts/{account}/integrations/sage-intacct"))
+
+
+flexpoint.add_command(pay_command)
+flexpoint.add_command(postings_command)

@@ -38,6 +38,7 @@ BATCH_PATH = "/v1/accounts/{accountId}/accounting/{resource}/batch"
 LIST_PATH = "/v1/accounts/{accountId}/accounting/{resource}"
 RECORD_PATH = "/v1/accounts/{accountId}/accounting/{resource}/{externalId}"
 STATUS_PATH = "/v1/accounts/{accountId}/integrations/sage-intacct"
+POSTING_PATH = "/v1/accounts/{accountId}/payment-postings/{paymentId}"
 
 # The YAML says each item's data follows "the schema named after the resource" without a
 # machine-readable link; this table is that link, checked against the YAML's enum at load.

@@ -13,6 +13,7 @@ from flask import current_app
 from sandbox.flexpoint.config import FlexPointConfig
 from sandbox.flexpoint.contract import Contract
 from sandbox.flexpoint.faults import FaultInjector
+from sandbox.flexpoint.payments import PaymentLedger
 from sandbox.flexpoint.requestlog import RequestLog
 from sandbox.flexpoint.store import Store
 
@@ -21,7 +22,7 @@ EXTENSION = "flexpoint.sandbox"
 
 @dataclass
 class Sandbox:
-    """Config, contract, store, fault injector and request log of one app."""
+    """Config, contract, store, fault injector, request log and payment ledger of one app."""
 
     config: FlexPointConfig
     contract: Contract
@@ -29,6 +30,7 @@ class Sandbox:
     faults: FaultInjector
     requests: RequestLog
     clock: Callable[[], datetime]
+    payments: PaymentLedger
     _inflight: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition)
 

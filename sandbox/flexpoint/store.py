@@ -1,4 +1,5 @@
-"""The simulator's state in SQLite: records, tombstones, idempotency keys, connection statuses.
+"""The simulator's state in SQLite: records, tombstones, idempotency keys, connection statuses,
+and the payments FlexPoint collected with every posting report on them (see :mod:`payments`).
 
 The standard library's sqlite3 rather than SQLAlchemy: a batch is one ``BEGIN IMMEDIATE``
 transaction with one SELECT for the batch's keys and one ``executemany`` upsert, and the
@@ -58,6 +59,24 @@ CREATE TABLE IF NOT EXISTS statuses (
     body TEXT NOT NULL,
     reported_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS payments (
+    account_id TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    body TEXT NOT NULL,              -- the payment as FlexPoint collected it (JSON)
+    reverse TEXT,                    -- the reversal FlexPoint requested, if any (JSON)
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (account_id, payment_id)
+);
+CREATE TABLE IF NOT EXISTS payment_postings (
+    account_id TEXT NOT NULL,
+    payment_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,            -- arrival order; the highest is the current state
+    idempotency_key TEXT NOT NULL,
+    body TEXT NOT NULL,              -- the PaymentPosting as reported (JSON)
+    replayed INTEGER NOT NULL,       -- same key and body as an earlier report
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (account_id, payment_id, seq)
+);
 CREATE TABLE IF NOT EXISTS connections (
     account_id TEXT NOT NULL,
     connection_id TEXT NOT NULL,
@@ -66,6 +85,7 @@ CREATE TABLE IF NOT EXISTS connections (
     PRIMARY KEY (account_id, connection_id)
 );
 """
+PAYMENT_TABLES = ("payments", "payment_postings")
 _PRUNE_EVERY_SECONDS = 600.0
 _UPSERT = """
 INSERT INTO records (account_id, resource, external_id, version_key, source_version, deleted, data, updated_at)
@@ -186,6 +206,22 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), for the store's companions such as payments."""
+        return self._transaction()
+
+    def connection(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A pooled connection for reads."""
+        return self._connection()
+
+    def ensure_account(self, conn: sqlite3.Connection, account_id: str, *, create: bool) -> bool:
+        """Inside a transaction: whether the account exists (created first when ``create``)."""
+        return self._ensure_account(conn, account_id, create=create)[0]
+
+    def now(self) -> str:
+        """The store clock's time as the Sync API shows it."""
+        return self._now()
+
     def close(self) -> None:
         """Close every pooled connection (folding the WAL back into the database file)."""
         with self._write_lock, self._pool_lock:
@@ -216,7 +252,7 @@ class Store:
     def delete_account(self, account_id: str) -> bool:
         """Remove an account and everything stored for it; False if there was none."""
         with self._transaction() as conn:
-            for table in ("records", "idempotency", "statuses", "connections"):
+            for table in ("records", "idempotency", "statuses", "connections", *PAYMENT_TABLES):
                 conn.execute(f"DELETE FROM {table} WHERE account_id = ?", (account_id,))  # noqa: S608
             return conn.execute("DELETE FROM accounts WHERE account_id = ?", (account_id,)).rowcount > 0
 
@@ -389,7 +425,7 @@ class Store:
     def reset(self) -> None:
         """Wipe everything (tests and demos start from nothing)."""
         with self._transaction() as conn:
-            for table in ("records", "idempotency", "statuses", "connections", "accounts"):
+            for table in ("records", "idempotency", "statuses", "connections", *PAYMENT_TABLES, "accounts"):
                 conn.execute(f"DELETE FROM {table}")  # noqa: S608
 
     def _maybe_prune(self) -> None:

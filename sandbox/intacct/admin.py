@@ -1,5 +1,12 @@
 """The admin HTTP API under ``/sandbox``: companies, records, seeding, faults, limits, inspection.
 
+For the payment write-back: ``PATCH /sandbox/companies/<id>`` takes ``receivedPaymentsAdd``
+(false: creates answer 403), ``booksClosedThrough`` ("2026-10-31": receipts on or before it are
+refused) and ``writeFaults`` ({"commitErrorRate", "commitTimeoutRate"}, this company's own
+commit-then-fail rates; null: the global ones of ``/sandbox/faults``);
+``GET /sandbox/companies/<id>/payments?referenceNumber=FP-1`` lists the stored payments carrying a
+reference (an oracle's "exactly once" count, not through any client).
+
 Bodies and answers are camelCase JSON; errors are ``{"error": {"code", "message"}}``. When the
 config sets an admin token, every call needs it as a bearer token.
 """
@@ -242,6 +249,14 @@ def delete_record(company_id: str, area: str, name: str, key: int) -> Any:
     return "", 204
 
 
+@admin.get("/companies/<company_id>/payments")
+def list_payments(company_id: str) -> Any:
+    """Stored payments (with details), all or those with ``referenceNumber``."""
+    _company(company_id)
+    payments = simulator().payments.by_reference(company_id, request.args.get("referenceNumber"))
+    return {"payments": payments, "count": len(payments)}
+
+
 # -- faults, limits, stats, logs --------------------------------------------------------------
 
 
@@ -253,7 +268,8 @@ def show_faults() -> Any:
 
 @admin.patch("/faults")
 def update_faults() -> Any:
-    """Change some fault settings (latencyMs, errorRate, errorStatus, timeoutRate, timeoutHoldSeconds, seed)."""
+    """Change some fault settings (latencyMs, errorRate, errorStatus, timeoutRate, timeoutHoldSeconds,
+    commitErrorRate, commitTimeoutRate, seed)."""
     faults = simulator().faults
     faults.configure(faults.settings.merged(_body()))
     return faults.settings.to_json()

@@ -1,4 +1,10 @@
-"""The Intacct REST surface under ``/ia/api/v1``: token, object GETs and the query service.
+"""The Intacct REST surface under ``/ia/api/v1``: token, object GETs, the query service, and the
+payment write-back (create ``POST /objects/accounts-receivable/payment``, reverse ``POST
+/workflows/accounts-receivable/payment/reverse``; rules in :mod:`payments`). A write is admitted
+like a read (slot, injected latency/5xx/timeouts, area) and counted in the stats as
+``accounts-receivable/payment:create`` or ``:reverse``; then the Add permission (403), the body
+(400), the books (404/422) and the commit; then maybe a commit-then-fail fault, whose hold keeps
+the company's slot as a hung Intacct request would.
 
 Also the JWKS at ``/.well-known/jwks.json`` (outside the API prefix, as a publisher would host
 it). Responses for records and pages are spliced from JSON that SQLite rendered.
@@ -16,6 +22,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .errors import IntacctError, OAuthError, bad_request
 from .objects import ObjectType, lookup
+from .payment_requests import parse_create, parse_reverse
+from .payments import PAYMENT, result_body
 from .query import DEFAULT_FIELDS, MAX_PAGE_SIZE, Condition, Query, parse_object, parse_query, run
 from .render import nested_record_sql
 from .simulator import Simulator
@@ -183,6 +191,45 @@ def get_records(area: str, name: str, keys: str) -> Response:
     rows = [found[k] for k in dict.fromkeys(numeric) if k in found]
     meta = f'{{"totalCount": {len(wanted)}, "totalSuccess": {len(rows)}, "totalError": {len(wanted) - len(rows)}}}'
     return _json_text('{"ia::result": [' + ",".join(rows) + '], "ia::meta": ' + meta + "}")
+
+
+# -- payment write-back ------------------------------------------------------------------------
+
+
+def _admit_write(operation: str) -> Principal:
+    """A write's admission: counted as ``<object>:<operation>``, slot, faults, area, Add permission."""
+    principal = _principal()
+    g.object_path = f"{PAYMENT.path}:{operation}"
+    if simulator().admit(principal, g.object_path, PAYMENT):
+        g.slot = principal.company_id
+    if not principal.company.received_payments_add:
+        raise IntacctError(
+            403,
+            "permissionDenied",
+            "The user's role lacks Accounts Receivable's Add permission on received payments",
+            details=[{"area": PAYMENT.permission_area, "object": PAYMENT.path, "permission": "add"}],
+        )
+    return principal
+
+
+@api.post(f"/objects/{PAYMENT.path}")
+def create_payment() -> Response:
+    """Create an applied payment; 201 ``{"ia::result": {"key", "id", "href"}}``."""
+    principal = _admit_write("create")
+    payment = parse_create(request.get_json(silent=True))
+    key = simulator().payments.create(principal.company, payment)
+    simulator().fail_after_commit(principal.company)
+    return _json_text(result_body(key), 201)
+
+
+@api.post(f"/workflows/{PAYMENT.path}/reverse")
+def reverse_payment() -> Response:
+    """Reverse a complete payment; a reversed one is a 422."""
+    principal = _admit_write("reverse")
+    reversal = parse_reverse(request.get_json(silent=True))
+    key = simulator().payments.reverse(principal.company, reversal)
+    simulator().fail_after_commit(principal.company)
+    return _json_text(result_body(key))
 
 
 # -- query ----------------------------------------------------------------------------------

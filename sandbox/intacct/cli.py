@@ -18,6 +18,7 @@ import requests
 
 from .config import DEFAULT_CLIENT_SECRET, DEFAULT_ISSUER, SimulatorConfig
 from .objects import AREAS, OBJECT_TYPES
+from .payments_cli import payments
 
 _DEFAULT_URL = "http://127.0.0.1:8091"
 _DATA_DIR = click.option(
@@ -522,13 +523,47 @@ def requests_log(ctx: click.Context, company: str | None, limit: int) -> None:
 @click.option("--error-status", type=int, default=None)
 @click.option("--timeout-rate", type=float, default=None)
 @click.option("--timeout-hold", type=float, default=None, help="seconds")
+@click.option(
+    "--commit-error-rate",
+    type=float,
+    default=None,
+    help="share of payment writes committed, then answered 500",
+)
+@click.option(
+    "--commit-timeout-rate",
+    type=float,
+    default=None,
+    help="share of payment writes committed, then held past the client's timeout (504)",
+)
+@click.option(
+    "--company", default=None, help="set the commit rates for this company only (with --reset: drop them)"
+)
 @click.option("--seed", type=int, default=None)
 @click.option("--reset", is_flag=True, help="back to the settings the simulator started with")
 @click.pass_context
 def faults(
-    ctx: click.Context, latency_ms, error_rate, error_status, timeout_rate, timeout_hold, seed, reset: bool
+    ctx: click.Context,
+    latency_ms,
+    error_rate,
+    error_status,
+    timeout_rate,
+    timeout_hold,
+    commit_error_rate,
+    commit_timeout_rate,
+    company: str | None,
+    seed,
+    reset: bool,
 ) -> None:
     """Show or change injected faults (no option: show)."""
+    commit = {"commitErrorRate": commit_error_rate, "commitTimeoutRate": commit_timeout_rate}
+    commit = {k: v for k, v in commit.items() if v is not None}
+    if company is not None:
+        write_faults = None if reset else commit
+        if write_faults == {}:
+            raise click.UsageError("--company takes --commit-error-rate, --commit-timeout-rate or --reset")
+        answer = _admin(ctx).call("PATCH", f"/companies/{company}", {"writeFaults": write_faults})
+        _echo({"companyId": company, "writeFaults": answer["writeFaults"]})
+        return
     if reset:
         _echo(_admin(ctx).call("DELETE", "/faults"))
         return
@@ -539,6 +574,7 @@ def faults(
         "timeoutRate": timeout_rate,
         "timeoutHoldSeconds": timeout_hold,
         "seed": seed,
+        **commit,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     _echo(_admin(ctx).call("PATCH", "/faults", changes) if changes else _admin(ctx).call("GET", "/faults"))
@@ -559,6 +595,8 @@ def limits(ctx: click.Context, concurrency_cap, retry_after, token_ttl) -> None:
     changes = {k: v for k, v in changes.items() if v is not None}
     _echo(_admin(ctx).call("PATCH", "/limits", changes) if changes else _admin(ctx).call("GET", "/limits"))
 
+
+intacct.add_command(payments)
 
 if __name__ == "__main__":
     intacct()

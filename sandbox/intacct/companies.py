@@ -1,5 +1,7 @@
 """A simulated company's setup: its Web Services users and their role areas, whether it authorized
-FlexPoint's sender, its webhook triggers, and its own concurrency cap.
+FlexPoint's sender, its webhook triggers, its own concurrency cap, and for the payment write-back
+whether the role may add received payments, the date its books are closed through, and its own
+commit-then-fail fault rates (``writeFaults``: ``commitErrorRate``, ``commitTimeoutRate``).
 
 Each field stands for one step of the customer's setup in the brief, so each can be got wrong
 on purpose. Stored as JSON in the ``companies`` table, in the admin API's camelCase shape.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,6 +102,9 @@ class Company:
     sender_authorized: bool = True
     webhooks: Webhooks = field(default_factory=Webhooks)
     concurrency_cap: int | None = None
+    received_payments_add: bool = True
+    books_closed_through: str | None = None  # YYYY-MM-DD: receipts on or before it are refused
+    write_faults: tuple[tuple[str, float], ...] | None = None  # None: the global rates apply
 
     def user(self, user_id: str) -> User | None:
         # Intacct user IDs are case-insensitive.
@@ -113,6 +119,9 @@ class Company:
             "senderAuthorized": self.sender_authorized,
             "webhooks": self.webhooks.to_json(),
             "concurrencyCap": self.concurrency_cap,
+            "receivedPaymentsAdd": self.received_payments_add,
+            "booksClosedThrough": self.books_closed_through,
+            "writeFaults": dict(self.write_faults) if self.write_faults is not None else None,
         }
 
     @classmethod
@@ -124,7 +133,17 @@ class Company:
 
     def merged(self, data: dict[str, Any]) -> Company:
         """A copy with the given (camelCase) settings changed; unknown settings are refused."""
-        known = {"companyId", "users", "senderAuthorized", "webhooks", "concurrencyCap", "entities"}
+        known = {
+            "companyId",
+            "users",
+            "senderAuthorized",
+            "webhooks",
+            "concurrencyCap",
+            "entities",
+            "receivedPaymentsAdd",
+            "booksClosedThrough",
+            "writeFaults",
+        }
         unknown = set(data) - known
         if unknown:
             raise _invalid(f"unknown company setting(s): {', '.join(sorted(unknown))}")
@@ -142,7 +161,39 @@ class Company:
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise _invalid("concurrencyCap must be a whole number of at least 1, or null")
             result = replace(result, concurrency_cap=cap)
+        if "receivedPaymentsAdd" in data:
+            result = replace(result, received_payments_add=bool(data["receivedPaymentsAdd"]))
+        if "booksClosedThrough" in data:
+            result = replace(result, books_closed_through=_closed_through(data["booksClosedThrough"]))
+        if "writeFaults" in data:
+            result = replace(result, write_faults=_write_faults(data["writeFaults"]))
         return result
+
+
+def _closed_through(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(str(value)).isoformat()
+    except ValueError:
+        raise _invalid("booksClosedThrough must be a date (YYYY-MM-DD) or null") from None
+
+
+WRITE_FAULTS = ("commitErrorRate", "commitTimeoutRate")
+
+
+def _write_faults(value: Any) -> tuple[tuple[str, float], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not set(value) <= set(WRITE_FAULTS):
+        raise _invalid(f"writeFaults must be an object with {', '.join(WRITE_FAULTS)}, or null")
+    rates = {name: value.get(name, 0.0) for name in WRITE_FAULTS}
+    for name, rate in rates.items():
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise _invalid(f"writeFaults.{name} must lie between 0 and 1")
+    if sum(rates.values()) > 1:
+        raise _invalid("writeFaults rates cannot add up to more than 1")
+    return tuple((name, float(rate)) for name, rate in rates.items())
 
 
 def load(stored: dict[str, Any] | None) -> Company | None:

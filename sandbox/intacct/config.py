@@ -36,6 +36,9 @@ class SimulatorConfig:
     timeout_rate: float = 0.0
     # How long a "timed out" request is held before its 504: longer than any client waits.
     timeout_hold_seconds: float = 30.0
+    # Shares of committed writes (payment create/reverse) whose answer is then lost.
+    commit_error_rate: float = 0.0
+    commit_timeout_rate: float = 0.0
     fault_seed: int | None = None
     webhook_workers: int = 4
     webhook_timeout_seconds: float = 10.0

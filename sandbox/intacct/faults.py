@@ -1,4 +1,6 @@
-"""Injected faults: latency per call, a rate of 5xx answers, a rate of timeouts.
+"""Injected faults: latency per call, a rate of 5xx answers, a rate of timeouts, and for writes
+a rate of "committed, then failed" answers (``commitErrorRate``: a 500 after the write,
+``commitTimeoutRate``: the answer held past any client's timeout, then a 504).
 
 One random draw per call from a seedable RNG, so a seeded run injects the same faults in the
 same order. Holds (latency, timeouts) wait on an event that any settings change sets, so
@@ -18,6 +20,8 @@ _CAMEL = {
     "error_status": "errorStatus",
     "timeout_rate": "timeoutRate",
     "timeout_hold_seconds": "timeoutHoldSeconds",
+    "commit_error_rate": "commitErrorRate",
+    "commit_timeout_rate": "commitTimeoutRate",
     "seed": "seed",
 }
 
@@ -31,15 +35,19 @@ class FaultSettings:
     error_status: int = 503
     timeout_rate: float = 0.0
     timeout_hold_seconds: float = 30.0
+    commit_error_rate: float = 0.0
+    commit_timeout_rate: float = 0.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "timeout_rate"):
+        for name in ("error_rate", "timeout_rate", "commit_error_rate", "commit_timeout_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{_CAMEL[name]} must lie between 0 and 1")
         if self.error_rate + self.timeout_rate > 1.0:
             raise ValueError("errorRate + timeoutRate cannot exceed 1")
+        if self.commit_error_rate + self.commit_timeout_rate > 1.0:
+            raise ValueError("commitErrorRate + commitTimeoutRate cannot exceed 1")
         if not 500 <= self.error_status <= 599:
             raise ValueError("errorStatus must be a 5xx status")
         if self.latency_ms < 0 or self.timeout_hold_seconds < 0:
@@ -111,6 +119,24 @@ class FaultInjector:
         return Decision(
             settings.latency_ms / 1000.0, outcome, settings.error_status, settings.timeout_hold_seconds
         )
+
+    def decide_after_commit(self, company_rates: dict[str, float] | None = None) -> str | None:
+        """After a committed write: None, "error" or "timeout"; a company's own rates win."""
+        with self._lock:
+            settings = self._settings
+            if company_rates is None:
+                company_rates = {
+                    "commitErrorRate": settings.commit_error_rate,
+                    "commitTimeoutRate": settings.commit_timeout_rate,
+                }
+            timeout_rate = company_rates.get("commitTimeoutRate", 0.0)
+            error_rate = company_rates.get("commitErrorRate", 0.0)
+            if not (timeout_rate or error_rate):
+                return None
+            draw = self._rng.random()
+        if draw < timeout_rate:
+            return "timeout"
+        return "error" if draw < timeout_rate + error_rate else None
 
     def hold(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the settings change meanwhile."""

@@ -85,6 +85,8 @@ class ObjectType:
 
 
 K, R, T, D, N, DAY, TS = Kind.KEY, Kind.REF, Kind.TEXT, Kind.DECIMAL, Kind.INT, Kind.DATE, Kind.DATETIME
+# Dates a new record leaves empty unless given (every other date defaults to today).
+OPTIONAL_DATES = frozenset({"dueDate", "reversedDate"})
 AREAS = ("company", "general-ledger", "accounts-receivable", "cash-management")
 SYSTEM_FIELDS = frozenset(
     {"key", "href", "audit.createdDateTime", "audit.modifiedDateTime", "audit.createdBy", "audit.modifiedBy"}
@@ -193,6 +195,12 @@ _SPECS: dict[str, tuple[tuple[tuple[str, Kind], ...], dict[str, object]]] = {
             ("documentNumber", T),
             ("currency.txnCurrency", T),
             ("description", T),
+            # The write-back's fields (intacct-rest.md "Writing payments").
+            ("referenceNumber", T),
+            ("undepositedGLAccount.id", T),
+            ("overPaymentAmount", D),
+            ("reversedDate", DAY),
+            ("reversalMemo", T),
         ),
         {"children_payload": "details", "defaults": {"state": "complete", "paymentMethod": "eft", **_USD}},
     ),

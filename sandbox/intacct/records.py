@@ -20,7 +20,16 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .errors import AdminError
-from .objects import LINES_OF, OBJECT_TYPES, REF_TARGETS, SYSTEM_FIELDS, Field, Kind, ObjectType
+from .objects import (
+    LINES_OF,
+    OBJECT_TYPES,
+    OPTIONAL_DATES,
+    REF_TARGETS,
+    SYSTEM_FIELDS,
+    Field,
+    Kind,
+    ObjectType,
+)
 from .render import nested_record_sql
 from .store import Store
 
@@ -177,6 +186,32 @@ class RecordService:
                 changes.append(self._change(company_id, obj, key, current["id"], "delete"))
         self._publish(changes)
 
+    def insert_in(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, payload: dict[str, Any]
+    ) -> tuple[int, list[Change]]:
+        """Create a record inside the caller's write transaction; :meth:`publish` the changes after it."""
+        changes: list[Change] = []
+        key = self._insert(conn, company_id, obj, payload, changes)
+        return key, changes
+
+    def set_in(
+        self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, key: int, values: dict[str, Any]
+    ) -> list[Change]:
+        """Set stored fields (dotted names) inside the caller's transaction; invoices follow."""
+        current = self._existing(conn, company_id, obj, key)
+        invoices = self._affected_invoices(conn, company_id, obj, key)
+        self._store.update(
+            conn, obj, company_id, key, {**values, **self._stamp(current["audit.modifiedDateTime"])}
+        )
+        self._refresh_invoices(conn, company_id, invoices)
+        changes: list[Change] = []
+        self._changed(conn, company_id, obj, key, "set", changes)
+        return changes
+
+    def publish(self, changes: list[Change]) -> None:
+        """Fire the triggers of changes made by :meth:`insert_in` or :meth:`set_in`, once committed."""
+        self._publish(changes)
+
     # -- steps ------------------------------------------------------------------------------
 
     def _insert(
@@ -196,7 +231,7 @@ class RecordService:
         values.update(flatten(obj, payload))
         today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
         for field in obj.fields:
-            if field.kind is Kind.DATE and field.name != "dueDate":
+            if field.kind is Kind.DATE and field.name not in OPTIONAL_DATES:
                 values.setdefault(field.name, today)
         if obj.parent_field and "lineNumber" in obj.by_name and values.get("lineNumber") is None:
             values["lineNumber"] = position or self._next_line_number(conn, company_id, obj, values)

@@ -19,6 +19,7 @@ from .faults import FaultInjector, FaultSettings
 from .keys import SigningKey
 from .limits import ConcurrencyLimiter
 from .objects import ObjectType
+from .payments import PaymentService
 from .records import Change, RecordService
 from .stats import CallStats
 from .store import Store
@@ -43,6 +44,8 @@ def fault_settings(config: SimulatorConfig) -> FaultSettings:
         error_status=config.error_status,
         timeout_rate=config.timeout_rate,
         timeout_hold_seconds=config.timeout_hold_seconds,
+        commit_error_rate=config.commit_error_rate,
+        commit_timeout_rate=config.commit_timeout_rate,
         seed=config.fault_seed,
     )
 
@@ -79,6 +82,7 @@ class Simulator:
             clock=clock,
         )
         self.records = RecordService(self.store, clock=clock, notify=self.fire)
+        self.payments = PaymentService(self.store, self.records)
 
     def close(self) -> None:
         """Stop webhook delivery, release held requests, close the store."""
@@ -130,6 +134,16 @@ class Simulator:
             raise IntacctError(
                 status, _FAULT_STATUS_CODES.get(status, "internalError"), "Injected server error"
             )
+
+    def fail_after_commit(self, company: companies.Company) -> None:
+        """After a committed write, maybe lose the answer: a 500, or a hold past the client's timeout."""
+        rates = dict(company.write_faults) if company.write_faults is not None else None
+        outcome = self.faults.decide_after_commit(rates)
+        if outcome == "timeout":
+            self.faults.hold(self.faults.settings.timeout_hold_seconds)
+            raise IntacctError(504, "gatewayTimeout", "The request timed out")
+        if outcome == "error":
+            raise IntacctError(500, "internalError", "Injected server error after the write")
 
     def release(self, company_id: str) -> None:
         """Give back the concurrency slot an admitted call took."""

@@ -82,6 +82,17 @@ class Store:
         with self.write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            self._add_new_columns(conn)
+
+    @staticmethod
+    def _add_new_columns(conn: sqlite3.Connection) -> None:
+        # A data dir made before an object gained fields keeps working: new columns start NULL.
+        for obj in OBJECT_TYPES.values():
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({obj.table})")}
+            for field in obj.stored_fields:
+                if field.column not in present:
+                    sql_type = _SQL_TYPES.get(field.kind, "TEXT").replace(" NOT NULL", "")
+                    conn.execute(f"ALTER TABLE {obj.table} ADD COLUMN {field.column} {sql_type}")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)

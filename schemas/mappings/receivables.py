@@ -90,7 +90,10 @@ class PaymentSchema(SourceSchema):
     currency = Text(data_key="currency.txnCurrency", required=True)
     # Intacct's own words (eft, printedCheck, ...): FlexPoint's method is free text.
     method = Text(data_key="paymentMethod", load_default=None)
-    referenceNumber = Text(data_key="documentNumber", load_default=None)
+    # intacct-rest.md: FlexPoint's referenceNumber is Intacct's referenceNumber when set (a
+    # written-back payment's FP-<paymentId>), else its documentNumber (e.g. a check number).
+    referenceNumber = Text(data_key="referenceNumber", load_default=None)
+    documentNumber = Text(data_key="documentNumber", load_default=None)
     state = Choice(PAYMENT_STATES, data_key="state", required=True)
     depositBankAccountId = Text(data_key="financialEntity.entityId", load_default=None)
     appliedTo = Lines(
@@ -100,6 +103,8 @@ class PaymentSchema(SourceSchema):
     @post_load
     def _invoices_only(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
         # FlexPoint's appliedTo names invoices; sorted so an unchanged payment maps identically.
+        document = data.pop("documentNumber", None)
+        data["referenceNumber"] = data.get("referenceNumber") or document
         applied = [detail for detail in data["appliedTo"] if detail["invoiceExternalId"] is not None]
         data["appliedTo"] = sorted(
             applied,

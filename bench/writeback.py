@@ -1,0 +1,221 @@
+"""Write-back benchmark, QUALITY P6: 1,000 payments over 20 companies at cap 2 with 20 ms latency.
+
+    .venv/bin/python bench/writeback.py [--payments 1000] [--companies 20] [--processes 2] [--threads 20]
+
+Both simulators run in processes of their own (Intacct with its cap of 2 concurrent requests per
+company and 20 ms of latency per call); each company gets one customer, a bank account and one
+open invoice per payment. The run makes its own vhost, records each payment in FlexPoint, starts
+``flexsync writeback`` processes, publishes every ``payment.post`` and times them from the first
+publish to the last ``posted`` report. Intacct's own call counters give the calls per posting.
+One summary line per figure on stdout; progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from bench.backfill import CLIENT_SECRET, TOKEN, Simulators, _clean_env, _stop, met  # noqa: E402
+from bench.common import RunFailed, figure, free_port, progress, rabbitmqctl, run_guarded  # noqa: E402
+
+CALLS_TARGET = 3.0
+RATE_TARGET = 0.5  # of the cap's limit
+
+
+def _vhost(stack: contextlib.ExitStack, base_url: str) -> str:
+    vhost = f"flexsync-bench-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    stack.callback(rabbitmqctl, "delete_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    return f"{base_url.rstrip('/').rsplit('/', 1)[0]}/{vhost}"
+
+
+def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+    from kombu import Connection, Producer
+
+    from broker.topology import build_topology, declare_topology
+    from store.connections import ConnectionStore
+    from store.crypto import SecretBox
+    from store.db import create_engine_for, upgrade
+
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-writeback-")))
+    sims = Simulators(workdir, stack)
+    amqp_url = _vhost(stack, args.amqp_url)
+    with Connection(amqp_url) as connection:
+        declare_topology(connection, build_topology())
+    key = Fernet.generate_key().decode()
+    database_url = args.database_url or f"sqlite:///{workdir}/flexsync.db"
+    engine = create_engine_for(database_url)
+    upgrade(engine)
+    store = ConnectionStore(engine, SecretBox([key]))
+    requests.patch(
+        f"{sims.intacct}/sandbox/faults", json={"latencyMs": args.latency_ms}, timeout=10
+    ).raise_for_status()
+    fp_headers = {"Authorization": f"Bearer {TOKEN}"}
+    messages = []
+    progress(f"setting up {args.companies} companies, {args.payments} payments")
+    for number in range(args.companies):
+        company = f"BENCH-{number}"
+        admin = f"{sims.intacct}/sandbox/companies"
+        requests.post(
+            admin, json={"companyId": company, "webhooks": {"enabled": False}}, timeout=10
+        ).raise_for_status()
+        objects = f"{admin}/{company}/objects"
+        requests.post(
+            f"{objects}/accounts-receivable/customer", json={"id": "C-1", "name": "Acme"}, timeout=10
+        )
+        requests.post(
+            f"{objects}/cash-management/checking-account", json={"id": "BANK-01", "name": "Op"}, timeout=10
+        )
+        record = store.save(
+            connection_id=f"conn-{number}", account_id=f"acct-{number}", company_id=company,
+            entity_id=None, user_id="ws_flexpoint", state="connected",
+        )  # fmt: skip
+        for index in range(number, args.payments, args.companies):
+            invoice = requests.post(
+                f"{objects}/accounts-receivable/invoice",
+                json={
+                    "customer": {"id": "C-1"},
+                    "lines": [{"txnAmount": "100.00", "glAccount": {"id": "4000"}}],
+                },
+                timeout=10,
+            ).json()
+            payment = {
+                "paymentId": f"bench-{index}", "connectionId": record.connection_id, "customerId": "C-1",
+                "receivedOn": "2026-12-01", "amount": "100.00", "currency": "USD", "method": "ach",
+                "depositBankAccountId": "BANK-01",
+                "allocations": [{"invoiceExternalId": str(invoice["key"]), "amount": "100.00"}], "memo": None,
+            }  # fmt: skip
+            requests.post(
+                f"{sims.flexpoint}/sandbox/accounts/{record.account_id}/payments",
+                json=payment,
+                headers=fp_headers,
+                timeout=10,
+            ).raise_for_status()
+            messages.append({**payment, "accountId": record.account_id, "messageId": str(uuid.uuid4())})
+    engine.dispose()
+    requests.delete(f"{sims.intacct}/sandbox/stats", timeout=10)
+    env = {
+        **_clean_env(),
+        "AMQP_URL": amqp_url, "DATABASE_URL": database_url, "FLEXSYNC_ENV": "test", "FLEXSYNC_SECRET_KEY": key,
+        "INTACCT_API_URL": f"{sims.intacct}/ia/api/v1", "INTACCT_CLIENT_SECRET": CLIENT_SECRET,
+        "FLEXPOINT_API_URL": sims.flexpoint, "FLEXPOINT_API_TOKEN": TOKEN, "LOG_LEVEL": "WARNING",
+    }  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "writeback",
+        "--metrics-port",
+        "0",
+        "--threads",
+        str(args.threads),
+    ]
+    workers = []
+    for number in range(args.processes):
+        log = open(workdir / f"writeback-{number}.log", "wb")  # noqa: SIM115 - closed by the stack
+        stack.callback(log.close)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**env, "PORT": str(free_port())}, stdout=log, stderr=subprocess.STDOUT
+        )
+        stack.callback(_stop, process)
+        workers.append(process)
+    time.sleep(3)  # the processes connect and start consuming
+    progress(f"publishing {len(messages)} payment.post messages")
+    started = time.monotonic()
+    with Connection(amqp_url, transport_options={"confirm_publish": True}) as connection:
+        producer = Producer(connection.channel())
+        for message in messages:
+            body = {**message, "requestedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            producer.publish(json.dumps(body).encode(), exchange="flexpoint.payments", routing_key="payment.post",
+                             delivery_mode=2, content_type="application/json")  # fmt: skip
+    # Progress from our own table (cheap), so polling FlexPoint's listings does not eat the CPU
+    # being measured; FlexPoint's reports are checked once at the end.
+    from store.postings import PostingStore
+
+    engine = create_engine_for(database_url)
+    stack.callback(engine.dispose)
+    postings = PostingStore(engine)
+    posted, deadline, last_note = 0, started + args.timeout, 0.0
+    while time.monotonic() < deadline:
+        if any(w.poll() is not None for w in workers):
+            raise RunFailed(f"a writeback process exited; see {workdir}")
+        posted = len(postings.list(state="posted", limit=len(messages) + 1))
+        if posted == len(messages):
+            break
+        if time.monotonic() - last_note > 2:
+            progress(f"{posted} of {len(messages)} posted")
+            last_note = time.monotonic()
+        time.sleep(0.1)
+    elapsed = time.monotonic() - started
+    if posted < len(messages):
+        raise RunFailed(f"only {posted} of {len(messages)} payments posted within {args.timeout:.0f} s")
+    reported: dict[str, str] = {}
+    for _ in range(60):
+        for number in range(args.companies):
+            listing = requests.get(
+                f"{sims.flexpoint}/sandbox/accounts/acct-{number}/payments", headers=fp_headers, timeout=30
+            ).json()
+            reported.update((item["payment"]["paymentId"], item["state"]) for item in listing["payments"])
+        if sum(state == "posted" for state in reported.values()) == len(messages):
+            break
+        time.sleep(0.5)
+    else:
+        raise RunFailed("FlexPoint was not told `posted` for every payment")
+    stats = requests.get(f"{sims.intacct}/sandbox/stats", timeout=10).json()
+    calls = stats["totalCalls"]
+    per_posting = calls / len(messages)
+    rate = len(messages) / elapsed
+    # The cap's limit: every company with 2 calls in flight, each as long as the injected latency.
+    limit = args.companies * 2 / (per_posting * args.latency_ms / 1000.0)
+    figure(
+        f"P6 setup: {len(messages)} payments, {args.companies} companies, cap 2, {args.latency_ms} ms latency, "
+        f"{args.processes} writeback processes x {args.threads} threads, {database_url.split(':')[0]}"
+    )
+    figure(
+        f"P6 Intacct calls per posting: {per_posting:.2f} ({calls} calls; target <= {CALLS_TARGET:g}: {met(per_posting <= CALLS_TARGET)})"
+    )
+    figure(
+        f"P6 postings/s: {rate:.1f} in {elapsed:.1f} s, the cap's limit {limit:.0f}/s, ratio {rate / limit:.2f} "
+        f"(target >= {RATE_TARGET}: {met(rate >= RATE_TARGET * limit)}); 429s {stats['tooManyRequests']}"
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payments", type=int, default=1000)
+    parser.add_argument("--companies", type=int, default=20)
+    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in the run's temp dir")
+    parser.add_argument(
+        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    )
+    args = parser.parse_args()
+    if args.payments < 1 or args.companies < 1:
+        raise SystemExit("--payments and --companies must be at least 1")
+    return run_guarded(
+        "bench/writeback.py", lambda stack: run(stack, args), cleaned="simulators, vhost, temp dir"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``flexsync writeback`` (the Procfile's ``writeback`` process) and ``flexsync payments list|show``."""
+
+from __future__ import annotations
+
+import click
+
+from cli.context import declare_topology_or_fail, prepare_database, settings_of
+from store.models import POSTING_STATES
+
+
+@click.command()
+@click.option("--metrics-port", type=int, default=None, help="serve /metrics here (default $PORT; 0: none)")
+@click.option("--request-timeout", type=float, default=30.0, show_default=True, hidden=True)
+@click.option("--slot-timeout", type=float, default=30.0, show_default=True, hidden=True)
+@click.option(
+    "--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="messages handled at once"
+)
+@click.pass_context
+def writeback(
+    ctx: click.Context, metrics_port: int | None, request_timeout: float, slot_timeout: float, threads: int
+) -> None:
+    """Run the write-back worker: FlexPoint's payments posted into Sage Intacct exactly once."""
+    from workers.writeback.service import Timing, require_settings, run
+
+    settings = settings_of(ctx)
+    require_settings(settings)  # before the database and broker are touched
+    prepare_database(settings)
+    declare_topology_or_fail(settings, required=True)
+    run(settings, timing=Timing(request_timeout, slot_timeout), metrics_port=metrics_port, workers=threads)
+
+
+@click.group()
+def payments() -> None:
+    """The payments FlexPoint asked to post into Sage Intacct, and how each one went."""
+
+
+def _postings(ctx: click.Context):
+    from store.db import create_engine_for, upgrade
+    from store.postings import PostingStore
+
+    engine = create_engine_for(settings_of(ctx).database_url)
+    upgrade(engine)
+    return PostingStore(engine)
+
+
+@payments.command("list")
+@click.option("--connection", "connection_id", default=None, help="only this connection's payments")
+@click.option("--state", type=click.Choice(POSTING_STATES), default=None, help="only payments in this state")
+@click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="payment ids only, one a line")
+@click.pass_context
+def payments_list(
+    ctx: click.Context, connection_id: str | None, state: str | None, limit: int, quiet: bool
+) -> None:
+    """The most recently changed postings first."""
+    rows = _postings(ctx).list(connection_id=connection_id, state=state, limit=limit)
+    if quiet:
+        for row in rows:
+            click.echo(row.payment_id)
+        return
+    if not rows:
+        click.echo("no payments")
+        return
+    click.echo(f"{'PAYMENT':<24} {'ACCOUNT':<16} {'STATE':<10} {'REASON':<22} {'TRIES':>5} INTACCT KEY")
+    for row in rows:
+        click.echo(
+            f"{row.payment_id:<24} {row.account_id:<16} {row.state:<10} {row.reason or '-':<22} "
+            f"{row.attempts:>5} {row.intacct_key or '-'}"
+        )
+
+
+@payments.command("show")
+@click.argument("payment_id")
+@click.option("--account", "account_id", default=None, help="the FlexPoint account (when ids repeat)")
+@click.pass_context
+def payments_show(ctx: click.Context, payment_id: str, account_id: str | None) -> None:
+    """Everything known about one payment's posting."""
+    store = _postings(ctx)
+    rows = [r for r in store.list(limit=10000) if r.payment_id == payment_id]
+    rows = [r for r in rows if account_id is None or r.account_id == account_id]
+    if not rows:
+        raise click.ClickException(f"no posting for payment {payment_id}")
+    for row in rows:
+        for label, value in (
+            ("payment", row.payment_id),
+            ("account", row.account_id),
+            ("connection", row.connection_id),
+            ("state", row.state),
+            ("reference", row.reference),
+            ("intacct key", row.intacct_key),
+            ("attempts", row.attempts),
+            ("reason", row.reason),
+            ("message", row.message),
+            ("last error", row.last_error),
+            ("requested at", row.requested_at),
+            ("posted at", row.posted_at),
+            ("reversed on", row.reversed_on),
+            ("reversed at", row.reversed_at),
+            ("updated at", row.updated_at),
+        ):
+            click.echo(f"{label:>13}: {'-' if value is None else value}")
+        click.echo("")
+
+
+COMMANDS = (writeback, payments)

@@ -1,0 +1,111 @@
+"""FlexPoint's payment messages (exchange ``flexpoint.payments``): ``payment.post`` and ``payment.reverse``.
+
+The writeback worker loads every message through these schemas; amounts are loaded as Decimal
+from strings (a float would not be exact), and a post's allocations may not exceed its amount.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+POST_ROUTING_KEY = "payment.post"
+REVERSE_ROUTING_KEY = "payment.reverse"
+METHODS = ("ach", "card", "check", "wire", "cash")
+
+_ID = validate.Length(min=1, max=64)
+# The API's accountId/paymentId path pattern: the id goes into FlexPoint's URL as it is.
+_PATH_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}\Z")
+
+
+class MoneyField(fields.Field):
+    """A decimal amount with at most two places, given as a string ("1250.00"); a number is refused."""
+
+    default_error_messages = {"invalid": 'Not a money amount: give a string such as "1250.00".'}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            amount = Decimal(value.strip())
+        except ArithmeticError:
+            raise self.make_error("invalid") from None
+        if not amount.is_finite() or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise self.make_error("invalid")
+        return amount
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else f"{Decimal(value):.2f}"
+
+
+class _Message(Schema):
+    class Meta:
+        # A field FlexPoint adds later must not dead-letter every payment: ignore what we don't use.
+        unknown = EXCLUDE
+
+    messageId = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    accountId = fields.String(required=True, validate=_PATH_ID)
+    connectionId = fields.String(required=True, validate=_ID)
+    paymentId = fields.String(required=True, validate=_PATH_ID)
+    requestedAt = fields.AwareDateTime(required=True, format="iso", default_timezone=None)
+
+
+class AllocationSchema(Schema):
+    """One invoice the payment pays: its Intacct key and the amount applied."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    invoiceExternalId = fields.String(required=True, validate=validate.Regexp(r"^[^,/\s]{1,64}\Z"))
+    amount = MoneyField(required=True, validate=validate.Range(min=Decimal("0.01")))
+
+
+class PostMessageSchema(_Message):
+    """Post one collected payment into Intacct, applied to the invoices it pays."""
+
+    customerId = fields.String(required=True, validate=_ID)
+    receivedOn = fields.Date(required=True)
+    amount = MoneyField(required=True, validate=validate.Range(min=Decimal("0.01")))
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}\Z"))
+    method = fields.String(required=True, validate=validate.OneOf(METHODS))
+    depositBankAccountId = fields.String(load_default=None, allow_none=True, validate=_ID)
+    undepositedGLAccountId = fields.String(load_default=None, allow_none=True, validate=_ID)
+    allocations = fields.List(fields.Nested(AllocationSchema), required=True)
+    memo = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+    @validates_schema
+    def _one_destination_and_allocations_within_amount(self, data: dict[str, Any], **_: Any) -> None:
+        bank, gl = data.get("depositBankAccountId"), data.get("undepositedGLAccountId")
+        if (bank is None) == (gl is None):
+            raise ValidationError(
+                "give exactly one of depositBankAccountId and undepositedGLAccountId", "depositBankAccountId"
+            )
+        keys = [a["invoiceExternalId"] for a in data.get("allocations", [])]
+        if len(keys) != len(set(keys)):
+            raise ValidationError("an invoice appears twice in allocations", "allocations")
+
+
+class ReverseMessageSchema(_Message):
+    """Undo a payment: reverse it in Intacct if posted, else withdraw it before it is."""
+
+    reversedOn = fields.Date(required=True)
+    memo = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+
+SCHEMAS: dict[str, type[_Message]] = {
+    POST_ROUTING_KEY: PostMessageSchema,
+    REVERSE_ROUTING_KEY: ReverseMessageSchema,
+}
+
+
+def load_message(routing_key: str, body: Any) -> dict[str, Any]:
+    """The validated message for ``routing_key``; raises marshmallow's ValidationError (or KeyError
+    for a routing key that is not a payment message)."""
+    return SCHEMAS[routing_key]().load(body)
+
+
+def allocated(message: dict[str, Any]) -> Decimal:
+    """The sum applied to invoices (the rest of ``amount`` is an overpayment)."""
+    return sum((a["amount"] for a in message["allocations"]), Decimal("0"))

@@ -1,0 +1,298 @@
+"""The payment postings table: one row per FlexPoint payment, the truth of its write-back.
+
+Every change of state is a compare-and-set ``UPDATE`` on the claim holder, so only the worker
+holding a payment's claim moves it on; the claim is a lease (holder + expiry) taken over after
+it runs out, or at once when its holder was a process on this node that is gone (SIGKILL).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from store.db import write_transaction
+from store.models import POSTING_STATES, PaymentPosting
+
+# The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
+# one notion of "a holder on this node that is gone" for every lease in the service.
+from store.slots import _dead_local_holder, _holder_id, _node
+
+_table = PaymentPosting.__table__
+_c = _table.c
+
+
+def reference_for(payment_id: str) -> str:
+    """The Intacct ``referenceNumber`` a FlexPoint payment is posted under (intacct-rest.md)."""
+    return f"FP-{payment_id}"
+
+
+class LostClaim(RuntimeError):
+    """The payment's claim is no longer ours (it ran out and another worker took it)."""
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One row of ``payment_postings``."""
+
+    account_id: str
+    payment_id: str
+    connection_id: str
+    state: str
+    reference: str
+    intacct_key: str | None
+    attempts: int
+    reason: str | None
+    message: str | None
+    last_error: str | None
+    requested_at: datetime | None
+    intent_at: float | None
+    settle_by: float | None
+    posted_at: datetime | None
+    reversed_on: str | None
+    reverse_requested_at: datetime | None
+    reversed_at: datetime | None
+    claim_holder: str | None
+    claim_until: float | None
+    changed_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PostingStore:
+    """Reads and moves payment postings; ``clock`` is unix seconds (leases), ``now`` timestamps."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.time,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._now = now
+        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._node = _node()
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, account_id: str, payment_id: str) -> Posting | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_table).where(*_key(account_id, payment_id))).mappings().first()
+        return None if row is None else Posting(**row)
+
+    def list(
+        self, *, connection_id: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Posting]:
+        """The most recently changed postings first, filtered by connection and state."""
+        query = select(_table).order_by(_c.updated_at.desc(), _c.payment_id).limit(limit)
+        if connection_id:
+            query = query.where(_c.connection_id == connection_id)
+        if state:
+            _check_state(state)
+            query = query.where(_c.state == state)
+        with self._engine.connect() as conn:
+            return [Posting(**row) for row in conn.execute(query).mappings()]
+
+    # -- the claim ----------------------------------------------------------------------------
+
+    def claim(
+        self,
+        account_id: str,
+        payment_id: str,
+        connection_id: str,
+        *,
+        lease_seconds: float,
+        requested_at: datetime | None = None,
+    ) -> Posting | None:
+        """Take the payment's claim (creating its row, ``pending``, if new): the row, or None while
+        another live worker holds it."""
+        self._ensure_row(account_id, payment_id, connection_id, requested_at)
+        holder = _holder_id()
+        now = self._clock()
+        free = or_(_c.claim_holder.is_(None), _c.claim_until <= now)
+        if self._take(account_id, payment_id, free, holder, now + lease_seconds):
+            return self._claimed(account_id, payment_id, holder)
+        current = self.get(account_id, payment_id)
+        if current is None or current.claim_holder is None:
+            return None  # released in between: the caller comes back later, nothing lost
+        if _dead_local_holder(current.claim_holder, self._node):
+            taken = self._take(
+                account_id, payment_id, _c.claim_holder == current.claim_holder, holder, now + lease_seconds
+            )
+            if taken:
+                return self._claimed(account_id, payment_id, holder)
+        return None
+
+    def renew(self, posting: Posting, lease_seconds: float) -> Posting:
+        """Extend our claim to ``lease_seconds`` from now; :class:`LostClaim` if it is not ours."""
+        return self._update(posting, claim_until=self._clock() + lease_seconds)
+
+    def lease_left(self, posting: Posting) -> float:
+        """Seconds before our claim on ``posting`` runs out."""
+        return (posting.claim_until or 0.0) - self._clock()
+
+    def release(self, posting: Posting) -> None:
+        """Give the claim back (only if still ours)."""
+        with write_transaction(self._engine) as conn:
+            conn.execute(
+                update(_table)
+                .where(*_key(posting.account_id, posting.payment_id), _c.claim_holder == posting.claim_holder)
+                .values(claim_holder=None, claim_until=None)
+            )
+
+    # -- state changes (under our claim) ------------------------------------------------------
+
+    def move(self, posting: Posting, state: str, **values: Any) -> Posting:
+        """Set ``state`` (and columns ``values``) on our claimed row; the state's time is now."""
+        _check_state(state)
+        changed = {"state": state, "changed_at": self._now()} if state != posting.state else {}
+        return self._update(posting, **changed, **values)
+
+    def intend(
+        self, posting: Posting, state: str, *, lease_seconds: float, settle_seconds: float, **values: Any
+    ) -> Posting:
+        """Record, committed, that a create (``creating``) or reverse (``reversing``) is about to be sent
+        and can take at most ``settle_seconds``, renewing our claim to ``lease_seconds`` in the same
+        write (no write outlives its claim)."""
+        now = self._clock()
+        return self.move(
+            posting,
+            state,
+            intent_at=now,
+            settle_by=now + settle_seconds,
+            attempts=posting.attempts + 1,
+            claim_until=now + lease_seconds,
+            **values,
+        )
+
+    def record_posted(self, posting: Posting, intacct_key: str) -> Posting:
+        """The payment exists in Intacct as ``intacct_key``: recorded even if the claim was lost meanwhile,
+        since Intacct's answer is the truth (an earlier key recorded is kept and returned)."""
+        now = self._now()
+        with write_transaction(self._engine) as conn:
+            conn.execute(
+                update(_table)
+                .where(*_key(posting.account_id, posting.payment_id), _c.intacct_key.is_(None))
+                .values(
+                    state="posted",
+                    intacct_key=intacct_key,
+                    posted_at=now,
+                    changed_at=now,
+                    updated_at=now,
+                    reason=None,
+                    message=None,
+                )
+            )
+        current = self.get(posting.account_id, posting.payment_id)
+        assert current is not None, "a claimed posting row is never deleted"
+        return current
+
+    def cancel_if_new(
+        self,
+        account_id: str,
+        payment_id: str,
+        connection_id: str,
+        *,
+        requested_at: datetime | None,
+        message: str | None = None,
+    ) -> bool:
+        """Record a payment withdrawn before any post was seen (``cancelled``); False if it has a row."""
+        now = self._now()
+        with write_transaction(self._engine) as conn:
+            inserted = conn.execute(
+                self._insert(_table)
+                .values(
+                    **_new_row(account_id, payment_id, connection_id, now),
+                    state="cancelled",
+                    reason="cancelled",
+                    message=message,
+                    reverse_requested_at=requested_at,
+                )
+                .on_conflict_do_nothing()
+                # RETURNING, not rowcount: psycopg's rowcount for ON CONFLICT DO NOTHING is not reliable.
+                .returning(_c.payment_id)
+            ).first()
+        return inserted is not None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _ensure_row(
+        self, account_id: str, payment_id: str, connection_id: str, requested_at: datetime | None
+    ) -> None:
+        now = self._now()
+        with write_transaction(self._engine) as conn:
+            conn.execute(
+                self._insert(_table)
+                .values(
+                    **_new_row(account_id, payment_id, connection_id, now),
+                    state="pending",
+                    requested_at=requested_at,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    def _take(self, account_id: str, payment_id: str, condition: Any, holder: str, until: float) -> bool:
+        with write_transaction(self._engine) as conn:
+            return (
+                conn.execute(
+                    update(_table)
+                    .where(and_(*_key(account_id, payment_id), condition))
+                    .values(claim_holder=holder, claim_until=until)
+                ).rowcount
+                == 1
+            )
+
+    def _claimed(self, account_id: str, payment_id: str, holder: str) -> Posting:
+        current = self.get(account_id, payment_id)
+        if current is None or current.claim_holder != holder:
+            raise LostClaim(f"the claim on payment {payment_id} went to another worker at once")
+        return current
+
+    def _update(self, posting: Posting, **values: Any) -> Posting:
+        values["updated_at"] = self._now()
+        with write_transaction(self._engine) as conn:
+            updated = conn.execute(
+                update(_table)
+                .where(*_key(posting.account_id, posting.payment_id), _c.claim_holder == posting.claim_holder)
+                .values(**values)
+            ).rowcount
+        if updated != 1:
+            raise LostClaim(f"the claim on payment {posting.payment_id} is no longer ours")
+        return _replace(posting, values)
+
+
+def _key(account_id: str, payment_id: str) -> Iterable[Any]:
+    return (_c.account_id == account_id, _c.payment_id == payment_id)
+
+
+def _new_row(account_id: str, payment_id: str, connection_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "payment_id": payment_id,
+        "connection_id": connection_id,
+        "reference": reference_for(payment_id),
+        "attempts": 0,
+        "changed_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _replace(posting: Posting, values: dict[str, Any]) -> Posting:
+    return Posting(**{**posting.__dict__, **values})
+
+
+def _check_state(state: str) -> None:
+    if state not in POSTING_STATES:
+        raise ValueError(f"unknown posting state {state!r} (known: {', '.join(POSTING_STATES)})")

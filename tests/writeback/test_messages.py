@@ -1,0 +1,192 @@
+"""The payment messages' schema, the create body's mapping, and Intacct's refusals mapped to reasons."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from marshmallow import ValidationError
+
+from clients.flexpoint.postings import check_posting, posting_key
+from clients.intacct import IntacctRejected, PermissionDenied, RecordNotFound
+from clients.intacct.payments import create_body
+from schemas.payment_messages import load_message
+from workers.failures import ATTEMPTS, Failure
+from workers.writeback.consumer import patient_headers
+from workers.writeback.reasons import for_refusal
+
+
+def post(**changes):
+    message = {
+        "messageId": "m-1",
+        "accountId": "acct-1",
+        "connectionId": "conn-1",
+        "paymentId": "pay-1",
+        "customerId": "C-00042",
+        "receivedOn": "2026-12-01",
+        "amount": "1250.00",
+        "currency": "USD",
+        "method": "ach",
+        "depositBankAccountId": "BANK-01",
+        "allocations": [{"invoiceExternalId": "1234", "amount": "1000.00"}],
+        "memo": "thanks",
+        "requestedAt": "2026-12-01T10:00:00Z",
+    }
+    message.update(changes)
+    return message
+
+
+def test_amounts_load_as_exact_decimals_from_strings():
+    loaded = load_message("payment.post", post(amount="0.10"))
+    assert loaded["amount"] == Decimal("0.10") and isinstance(loaded["amount"], Decimal)
+    assert loaded["receivedOn"] == date(2026, 12, 1)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount": 1250.0},
+        {"amount": "12.345"},
+        {"amount": "0.00"},
+        {"amount": "NaN"},
+        {"method": "bitcoin"},
+        {"depositBankAccountId": None},
+        {"undepositedGLAccountId": "1499"},
+        {"paymentId": "has space"},
+        {"allocations": [{"invoiceExternalId": "1,2", "amount": "1.00"}]},
+        {
+            "allocations": [
+                {"invoiceExternalId": "7", "amount": "1.00"},
+                {"invoiceExternalId": "7", "amount": "2.00"},
+            ]
+        },
+        {"requestedAt": "2026-12-01T10:00:00"},
+    ],
+)
+def test_malformed_posts_are_refused_naming_the_field(changes):
+    with pytest.raises(ValidationError):
+        load_message("payment.post", post(**changes))
+
+
+def test_the_create_body_follows_intacct_rest_md():
+    body = create_body(load_message("payment.post", post()), "FP-pay-1")
+    assert body == {
+        "customer": {"id": "C-00042"},
+        "paymentMethod": "eft",
+        "receiptDate": "2026-12-01",
+        "financialEntity": {"entityId": "BANK-01"},
+        "txnCurrency": {"currency": "USD", "amountToPay": "1250.00"},
+        "referenceNumber": "FP-pay-1",
+        "description": "thanks",
+        "paymentDetails": [{"arInvoice": {"key": "1234"}, "txnCurrency": {"paymentAmount": "1000.00"}}],
+    }
+    undeposited = create_body(
+        load_message(
+            "payment.post", post(depositBankAccountId=None, undepositedGLAccountId="1499", method="card")
+        ),
+        "FP-pay-1",
+    )
+    assert undeposited["undepositedGLAccount"] == {"id": "1499"} and "financialEntity" not in undeposited
+    assert undeposited["paymentMethod"] == "creditCard"
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("ach", "eft"), ("card", "creditCard"), ("check", "printedCheck"), ("wire", "eft"), ("cash", "cash")],
+)
+def test_each_method_maps_to_intacts_payment_method(method, expected):
+    assert create_body(load_message("payment.post", post(method=method)), "FP-x")["paymentMethod"] == expected
+
+
+def _detail(code, target):
+    return [{"code": code, "target": target, "message": "..."}]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (PermissionDenied("403", area="accounts-receivable", status=403), "permission_denied"),
+        (RecordNotFound("404", status=404, details=_detail("notFound", "customer.id")), "customer_not_found"),
+        (
+            RecordNotFound("404", status=404, details=_detail("notFound", "financialEntity.entityId")),
+            "bank_account_not_found",
+        ),
+        (
+            RecordNotFound("404", status=404, details=_detail("notFound", "undepositedGLAccount.id")),
+            "bank_account_not_found",
+        ),
+        (
+            RecordNotFound("404", status=404, details=_detail("notFound", "paymentDetails[0].arInvoice.key")),
+            "invoice_not_found",
+        ),
+        (IntacctRejected("422", status=422, details=_detail("invoiceNotOpen", "x")), "invoice_not_open"),
+        (IntacctRejected("422", status=422, details=_detail("overApplication", "x")), "over_application"),
+        (IntacctRejected("422", status=422, details=_detail("currencyMismatch", "x")), "currency_mismatch"),
+        (IntacctRejected("422", status=422, details=_detail("periodClosed", "receiptDate")), "period_closed"),
+        (
+            IntacctRejected("422", status=422, details=_detail("invoiceCustomerMismatch", "x")),
+            "invoice_not_found",
+        ),
+        (IntacctRejected("HTTP 422: the receipt date is in a closed period", status=422), "period_closed"),
+        (
+            IntacctRejected("HTTP 400 invalidRequest: bad", status=400, code="invalidRequest"),
+            "invalid_request",
+        ),
+    ],
+)
+def test_intaccts_refusals_map_to_the_postings_reasons(error, reason):
+    verdict = for_refusal(error, load_message("payment.post", post()))
+    assert verdict.reason == reason
+    assert verdict.message
+
+
+def test_the_permission_message_names_the_setup_step():
+    verdict = for_refusal(
+        PermissionDenied("403", area="accounts-receivable", status=403), load_message("payment.post", post())
+    )
+    assert "Accounts Receivable > Received payments: Add" in verdict.message
+
+
+def test_posting_reports_are_checked_against_the_yaml_and_keyed_by_content():
+    report = {
+        "connectionId": "c",
+        "paymentId": "p",
+        "state": "posted",
+        "intacctKey": "1",
+        "reportedAt": "2026-12-01T10:00:00.000000Z",
+    }
+    check_posting(report)
+    for wrong in (
+        {**report, "state": "done"},
+        {**report, "reason": "oops"},
+        {**report, "extra": 1},
+        {**report, "reportedAt": None},
+    ):
+        with pytest.raises(ValueError):
+            check_posting(wrong)
+    assert posting_key("a", "p", report) == posting_key("a", "p", dict(reversed(list(report.items()))))
+    assert posting_key("a", "p", report) != posting_key("a", "p", {**report, "intacctKey": "2"})
+
+
+def test_a_postable_payment_stays_on_the_longest_delay_instead_of_being_dead_lettered():
+    patient = patient_headers(Failure("outcome_unknown", RuntimeError(), transient=True), {ATTEMPTS: 9})
+    assert patient[ATTEMPTS] == 3
+    bug = patient_headers(Failure("worker_error", RuntimeError(), transient=True), {ATTEMPTS: 9})
+    assert bug[ATTEMPTS] == 9
+
+
+def test_the_posting_contract_checks_follow_the_yaml():
+    import yaml
+
+    from clients.flexpoint import postings
+
+    spec = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "sandbox/flexpoint/flexpoint-sync-api.yaml").read_text()
+    )
+    schema = spec["components"]["schemas"]["PaymentPosting"]
+    assert set(schema["properties"]) == postings.FIELDS
+    assert set(schema["required"]) == set(postings.REQUIRED)
+    assert set(schema["properties"]["state"]["enum"]) == postings.STATES
+    assert set(schema["properties"]["reason"]["enum"]) == postings.REASONS

@@ -1,0 +1,109 @@
+"""A posted payment comes back through the ordinary sync: its ARPYMT webhook, the payment in
+FlexPoint with reference ``FP-<paymentId>``, and its invoice's amount due falling there."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+import requests
+
+from observability.metrics import SyncMetrics
+from tests.conftest import COMPANY, wait_until
+from tests.writeback.conftest import Account, Books
+from workers.sync.service import build_consumer
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def synced_books(intacct, live_receiver):
+    """The receiver's company, its triggers posting to the live receiver."""
+    url = f"{live_receiver.base_url}/webhooks/intacct/{live_receiver.connection.connection_id}"
+    requests.post(
+        f"{intacct.base_url}/sandbox/companies",
+        json={"companyId": COMPANY, "webhooks": {"url": url}},
+        timeout=10,
+    ).raise_for_status()
+    books = Books(intacct, COMPANY)
+    books.record("accounts-receivable/customer", {"id": "C-1", "name": "Acme Retail"})
+    books.record("cash-management/checking-account", {"id": "BANK-01", "name": "Operating"})
+    return books
+
+
+@pytest.fixture
+def sync_worker(wb_settings):
+    import threading
+
+    consumer = build_consumer(wb_settings, SyncMetrics(), window=0.05)
+    thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.05}, daemon=True)
+    thread.start()
+    yield consumer
+    consumer.stop()
+    thread.join(30)
+    consumer.close()
+
+
+def test_a_posted_payment_lowers_its_invoices_amount_due_in_flexpoint_through_the_sync(
+    synced_books, live_receiver, sync_worker, start_writeback, fp, broker
+):
+    connection = live_receiver.connection
+    account = Account(synced_books, fp, broker, connection.connection_id, connection.account_id)
+    invoice = synced_books.invoice("100.00")
+
+    def in_flexpoint(resource: str, key: str) -> dict | None:
+        response = requests.get(
+            f"{fp.url}/v1/accounts/{account.account_id}/accounting/{resource}/{key}",
+            headers=fp.headers,
+            timeout=10,
+        )
+        return response.json() if response.status_code == 200 else None
+
+    wait_until(lambda: in_flexpoint("invoices", invoice), timeout=30, message="the invoice in FlexPoint")
+    start_writeback()
+    payment = account.payment({invoice: "60.00"})
+    account.publish("payment.post", payment)
+    key = account.wait_for(payment, "posted")["intacctKey"]
+
+    synced = wait_until(lambda: in_flexpoint("payments", key), timeout=30, message="the payment synced back")
+    assert synced["data"]["referenceNumber"] == f"FP-{payment['paymentId']}"
+    wait_until(
+        lambda: Decimal(in_flexpoint("invoices", invoice)["data"]["amountDue"]) == Decimal("40.00"),
+        timeout=30,
+        message="the invoice's amount due falling to 40.00 in FlexPoint",
+    )
+
+
+def test_the_demos_payment_step_shows_a_payment_posted_and_synced_back(
+    synced_books, live_receiver, sync_worker, start_writeback, fp, wb_settings, monkeypatch, capsys
+):
+    from cli.demo_payment import pay_one
+    from clients.flexpoint import FlexPointClient
+
+    connection = live_receiver.connection
+    invoice = synced_books.invoice("100.00")
+    flexpoint = FlexPointClient(wb_settings.flexpoint_api_url, wb_settings.flexpoint_api_token)
+    wait_until(
+        lambda: flexpoint.get_record(connection.account_id, "invoices", invoice),
+        timeout=30,
+        message="the invoice",
+    )
+    start_writeback()
+    # `flexsync sandbox flexpoint pay` reads the simulator and the broker from the environment.
+    monkeypatch.setenv("AMQP_URL", wb_settings.amqp_url)
+    monkeypatch.setenv("FLEXPOINT_API_URL", wb_settings.flexpoint_api_url)
+    monkeypatch.setenv("FLEXPOINT_API_TOKEN", wb_settings.flexpoint_api_token)
+    said: list[str] = []
+    pay_one(
+        said.append,
+        flexpoint,
+        intacct_admin=synced_books.base,
+        company=COMPANY,
+        account=connection.account_id,
+        connection_id=connection.connection_id,
+    )
+    flexpoint.close()
+    text = "\n".join(said)
+    assert "state posted" in text, text
+    assert "referenceNumber FP-demo-" in text, text
+    assert f"invoice {invoice} in FlexPoint: amount due 100.00 -> 50.00" in text, text

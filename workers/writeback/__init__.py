@@ -1,0 +1,1 @@
+"""The write-back: payments FlexPoint collects, posted into Sage Intacct exactly once."""

@@ -1,0 +1,67 @@
+"""Why a payment message could not be finished now: each error has a ``reason`` and a ``transient`` flag.
+
+Transient ones go back through the delay queues (the payment can still be posted: they are never
+dead-lettered for it); the others are dead-lettered with their reason. They map one to one onto
+the worker runtime's coming ``Transient``/``Permanent`` bases.
+"""
+
+from __future__ import annotations
+
+
+class WritebackError(Exception):
+    """Root of the write-back's errors."""
+
+    reason: str = "internal_error"
+    transient: bool = False
+
+
+class MalformedMessage(WritebackError):
+    """The body is not a valid payment message (or the routing key is not one)."""
+
+    reason = "malformed_message"
+
+
+class PaymentBusy(WritebackError):
+    """Another live worker holds the payment's claim; this copy of the message waits its turn."""
+
+    reason = "payment_busy"
+    transient = True
+
+
+class OutcomeUnknown(WritebackError):
+    """A create or reverse was sent and its outcome is not known yet: looked up again later, never resent."""
+
+    reason = "outcome_unknown"
+    transient = True
+
+
+class IntacctDown(WritebackError):
+    """Intacct answered 5xx or 429, timed out, or its slots stayed busy; nothing was created."""
+
+    reason = "intacct_unavailable"
+    transient = True
+
+
+class FlexPointDown(WritebackError):
+    """FlexPoint's posting endpoint failed transiently; the state is in the database, re-reported later."""
+
+    reason = "flexpoint_unavailable"
+    transient = True
+
+
+class FlexPointRefused(WritebackError):
+    """FlexPoint refused the posting report itself (400/404): a bug or an unknown payment there."""
+
+    reason = "flexpoint_rejected"
+
+
+class ConnectionGone(WritebackError):
+    """The connection is gone while Intacct holds (or may hold) the payment: an operator decides."""
+
+    reason = "connection_inactive"
+
+
+class ReverseRefused(WritebackError):
+    """Intacct refused to reverse a posted payment (e.g. a closed period); it stays posted."""
+
+    reason = "reverse_refused"

@@ -1,0 +1,153 @@
+"""The failure reasons of a posting and what each tells the customer's admin to do.
+
+Intacct's refusals (intacct-rest.md "Writing payments") are mapped by the field they name
+(``ia::error.details[].target``) and their precise code, then by their text when Intacct says
+neither; the service's own checks before the create use the same reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clients.intacct import IntacctError, PermissionDenied
+
+SETUP_STEP = (
+    "In Sage Intacct, give the FlexPoint Web Services user's role Accounts Receivable > Received "
+    "payments: Add (setup guide, step 1), then send the payment again from FlexPoint."
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A posting refused: the reason code FlexPoint shows and the sentence telling what to fix."""
+
+    reason: str
+    message: str
+
+
+def connection_inactive() -> Verdict:
+    return Verdict(
+        "connection_inactive",
+        "FlexPoint is not connected to Sage Intacct for this account: reconnect it, then send the payment again.",
+    )
+
+
+def cancelled() -> Verdict:
+    return Verdict(
+        "cancelled", "The payment was reversed in FlexPoint before it was posted: nothing was posted."
+    )
+
+
+def customer_not_found(customer_id: str) -> Verdict:
+    return Verdict(
+        "customer_not_found",
+        f"Customer {customer_id} does not exist in Sage Intacct: check the customer ID in FlexPoint.",
+    )
+
+
+def invoice_not_found(key: str, detail: str = "does not exist in Sage Intacct") -> Verdict:
+    return Verdict(
+        "invoice_not_found",
+        f"Invoice {key} {detail}: apply the payment to the customer's open invoices.",
+    )
+
+
+def invoice_not_open(key: str, state: str | None = None) -> Verdict:
+    said = f" (it is {state})" if state else ""
+    return Verdict(
+        "invoice_not_open",
+        f"Invoice {key} is not open{said}: apply the payment to open invoices or leave it unapplied.",
+    )
+
+
+def over_application(what: str) -> Verdict:
+    return Verdict("over_application", f"{what}: lower the amounts applied.")
+
+
+def currency_mismatch(key: str, invoice_currency: str, currency: str) -> Verdict:
+    return Verdict(
+        "currency_mismatch",
+        f"Invoice {key} is in {invoice_currency} but the payment is in {currency}: "
+        "pay it in the invoice's currency.",
+    )
+
+
+def bank_account_not_found(account: str) -> Verdict:
+    return Verdict(
+        "bank_account_not_found",
+        f"Account {account} does not exist in Sage Intacct: choose another deposit account in FlexPoint's "
+        "payment settings.",
+    )
+
+
+def period_closed(date: str) -> Verdict:
+    return Verdict(
+        "period_closed",
+        f"The books are closed for {date} in Sage Intacct: reopen the period or ask FlexPoint to post "
+        "the payment on an open date.",
+    )
+
+
+def permission_denied(*, read: bool = False) -> Verdict:
+    if read:
+        return Verdict(
+            "permission_denied",
+            "The FlexPoint role cannot read Accounts Receivable in Sage Intacct: give it Accounts "
+            "Receivable's read permissions and Received payments: Add (setup guide, step 1), then send "
+            "the payment again from FlexPoint.",
+        )
+    return Verdict("permission_denied", SETUP_STEP)
+
+
+def invalid_request(said: str) -> Verdict:
+    return Verdict(
+        "invalid_request",
+        f"Sage Intacct refused the payment as malformed ({said[:200]}); FlexPoint support has been told.",
+    )
+
+
+def for_refusal(exc: IntacctError, post: dict[str, Any]) -> Verdict:
+    """The verdict for Intacct's own refusal of a create (403, 404, 422, 400)."""
+    if isinstance(exc, PermissionDenied) or exc.status == 403:
+        return permission_denied()
+    detail = _first_detail(exc)
+    target = str(detail.get("target") or "")
+    code = str(detail.get("code") or "")
+    text = f"{detail.get('message') or ''} {exc.message}".lower()
+    date = post["receivedOn"].isoformat()
+    account = post.get("depositBankAccountId") or post.get("undepositedGLAccountId") or "?"
+    invoice = _invoice_of(target, post)
+    if code == "periodClosed" or ("closed" in text and "period" in text):
+        return period_closed(date)
+    if code == "invoiceNotOpen" or "not open" in text:
+        return invoice_not_open(invoice)
+    if code == "currencyMismatch" or ("currency" in text and exc.status == 422):
+        return currency_mismatch(invoice, "another currency", post["currency"])
+    if code == "overApplication" or "amount due" in text or "exceed" in text:
+        return over_application(f"Sage Intacct refused an amount applied to invoice {invoice}")
+    if code == "invoiceCustomerMismatch":
+        return invoice_not_found(invoice, f"belongs to another customer than {post['customerId']}")
+    if exc.status in (404, 422):
+        if target.startswith("customer") or ("customer" in text and "invoice" not in text):
+            return customer_not_found(post["customerId"])
+        if target.startswith(("financialEntity", "undepositedGLAccount")) or "account" in text:
+            return bank_account_not_found(account)
+        if target.startswith("paymentDetails") or "invoice" in text:
+            return invoice_not_found(invoice)
+    return invalid_request(exc.message)
+
+
+def _first_detail(exc: IntacctError) -> dict[str, Any]:
+    details = getattr(exc, "details", None) or []
+    return details[0] if details and isinstance(details[0], dict) else {}
+
+
+def _invoice_of(target: str, post: dict[str, Any]) -> str:
+    """The invoice key a target like ``paymentDetails[1].arInvoice.key`` points at (else the first)."""
+    allocations = post["allocations"]
+    if target.startswith("paymentDetails["):
+        index = target[len("paymentDetails[") :].split("]", 1)[0]
+        if index.isdigit() and int(index) < len(allocations):
+            return allocations[int(index)]["invoiceExternalId"]
+    return allocations[0]["invoiceExternalId"] if allocations else "?"

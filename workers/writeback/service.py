@@ -1,0 +1,122 @@
+"""The ``writeback`` process: the payment-message consumer, until SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from kombu import Connection
+from prometheus_client import start_http_server
+from sqlalchemy import Engine
+
+from broker.topology import WRITEBACK_QUEUE_NAME, build_topology
+from clients.flexpoint import FlexPointClient
+from clients.intacct.client import IntacctClient, create_client
+from clients.intacct.payments import PaymentWrites
+from config import Settings
+from observability.logging import get_logger
+from observability.metrics import WritebackMetrics
+from store.connections import ConnectionStore
+from store.crypto import SecretBox
+from store.db import create_engine_for, upgrade
+from store.postings import PostingStore
+from workers.writeback.consumer import WritebackConsumer
+from workers.writeback.handler import WritebackHandler
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long one Intacct call may take: the read timeout, the wait for a company slot."""
+
+    request_timeout: float = 30.0
+    slot_timeout: float = 30.0
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        return (min(5.0, self.request_timeout), self.request_timeout)
+
+    @property
+    def write_span(self) -> float:
+        """The longest a create may take from its intent to its end: a token, a slot, the request."""
+        return self.slot_timeout + 2 * sum(self.timeouts) + 2.0
+
+
+def require_settings(settings: Settings) -> None:
+    """Stop with one line naming any setting the writeback process cannot run without."""
+    settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="writeback")
+
+
+@dataclass
+class Parts:
+    """What the process is made of, so tests and ``run`` wire it the same way."""
+
+    engine: Engine
+    postings: PostingStore
+    intacct: IntacctClient
+    flexpoint: FlexPointClient
+    consumer: WritebackConsumer
+    metrics: WritebackMetrics
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.intacct.close()
+        self.flexpoint.close()
+        self.engine.dispose()
+
+
+def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -> Parts:
+    """The consumer with the real store and clients; ``options`` go to the consumer."""
+    require_settings(settings)
+    timing = timing or Timing()
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    metrics = WritebackMetrics()
+    connections = ConnectionStore(engine, SecretBox.for_settings(settings))
+    intacct = create_client(
+        settings,
+        engine,
+        timeouts=timing.timeouts,
+        slot_timeout=timing.slot_timeout,
+        slot_lease=sum(timing.timeouts) + 2.0,
+    )
+    flexpoint = FlexPointClient.from_settings(settings, process="writeback")
+    postings = PostingStore(engine)
+    handler = WritebackHandler(
+        connections=connections,
+        postings=postings,
+        intacct=PaymentWrites(intacct),
+        flexpoint=flexpoint,
+        write_span=timing.write_span,
+        metrics=metrics,
+    )
+    connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
+    queue = build_topology(settings.archive_max_age).queue(WRITEBACK_QUEUE_NAME)
+    consumer = WritebackConsumer(connection, queue, handler, **options)
+    return Parts(engine, postings, intacct, flexpoint, consumer, metrics)
+
+
+def run(
+    settings: Settings, *, timing: Timing | None = None, metrics_port: int | None = None, workers: int = 4
+) -> None:
+    """Consume payment messages until SIGTERM/SIGINT; the messages in hand finish and are settled."""
+    parts = build(settings, timing=timing, workers=workers)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("writeback_stopping", signal=signal.Signals(signum).name)
+        parts.consumer.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    port = settings.port if metrics_port is None else metrics_port
+    if port:
+        start_http_server(port, registry=parts.metrics.registry)
+    log.info("writeback_started", metrics_port=port or None)
+    try:
+        parts.consumer.run(safety_interval=0.05)
+    finally:
+        parts.close()
+        log.info("writeback_stopped")
