@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
-from sqlalchemy import MetaData, Table, func, inspect, select
+from sqlalchemy import func, select
 
 from console import actions
 from console.parts import ConsoleParts
@@ -16,22 +16,10 @@ from ops.connections import disconnect_message, publish_message
 from ops.status import connection_status
 from schemas.connection_messages import DISCONNECT_ROUTING_KEY
 from store.deadletters import LetterQuery
-from store.models import DeadLetterRecord
+from store.models import POSTING_STATES, DeadLetterRecord
+from store.postings import PostingStore
 
 bp = Blueprint("pages", __name__)
-POSTINGS_TABLE = "payment_postings"
-# Shown first when the write-back branch's table has them; never a column that may hold a secret.
-_POSTING_COLUMNS = (
-    "id",
-    "posting_id",
-    "connection_id",
-    "state",
-    "reason",
-    "attempts",
-    "intacct_key",
-    "updated_at",
-)
-_NEVER_SHOWN = ("secret", "token", "password", "payload", "body")
 
 
 def parts() -> ConsoleParts:
@@ -161,18 +149,15 @@ def connection_action(connection_id: str, action: str):
 
 @bp.get("/postings")
 def postings():
-    engine = parts().engine
-    if not inspect(engine).has_table(POSTINGS_TABLE):
-        return render_template("postings.html", page="postings", enabled=False, columns=[], rows=[])
-    table = Table(POSTINGS_TABLE, MetaData(), autoload_with=engine)
-    names = [c.name for c in table.columns if not any(word in c.name.lower() for word in _NEVER_SHOWN)]
-    columns = [c for c in _POSTING_COLUMNS if c in names] + [c for c in names if c not in _POSTING_COLUMNS][
-        :4
-    ]
-    order = table.c.get("updated_at", table.c.get("id", next(iter(table.columns))))
-    with engine.connect() as conn:
-        rows = conn.execute(select(*(table.c[c] for c in columns)).order_by(order.desc()).limit(200)).all()
-    return render_template("postings.html", page="postings", enabled=True, columns=columns, rows=rows)
+    """The write-back's postings, newest change first, filtered by state and connection."""
+    state = request.args.get("state") or None
+    connection = (request.args.get("connection") or "").strip() or None
+    if state not in (None, *POSTING_STATES):
+        state = None
+    rows = PostingStore(parts().engine).list(connection_id=connection, state=state, limit=200)
+    return render_template(
+        "postings.html", page="postings", rows=rows, states=POSTING_STATES, state=state, connection=connection
+    )
 
 
 @bp.get("/audit")

@@ -11,6 +11,7 @@ from console.app import create_app
 from console.parts import build_parts
 from observability.logging import register_secret
 from store.deadletters import LetterQuery
+from store.postings import PostingStore
 from tests.conftest import wait_until
 from tests.console.conftest import TOKEN, csrf_of, sign_in
 from tests.ops.conftest import dead_store, parking  # noqa: F401  (fixtures)
@@ -85,23 +86,23 @@ def test_purging_a_page_is_confirmed_then_runs_as_a_job_with_exact_accounting(cl
     assert "purged 5; 2 still stored" in client.get("/audit").text
 
 
-def test_payment_postings_show_once_the_write_back_table_exists(client, app):
-    assert "write-back not enabled" in client.get("/postings").text
+def test_payment_postings_show_state_reason_attempts_and_key_filtered_by_state(client, app):
     engine = app.extensions["flexsync.console"].engine
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE TABLE payment_postings (id INTEGER PRIMARY KEY, state TEXT, reason TEXT, "
-                "attempts INTEGER, intacct_key TEXT, api_token TEXT)"
-            )
-        )
-        conn.execute(
-            text(
-                "INSERT INTO payment_postings VALUES (1, 'failed', 'intacct_rejected', 3, 'K-9', 'tok-secret')"
-            )
-        )
+    store = PostingStore(engine)
+    posted = store.claim("acct-1", "PAY-1", "conn-1", lease_seconds=60)
+    store.record_posted(store.intend(posted, "creating", lease_seconds=60, settle_seconds=30), "K-9")
+    failed = store.claim("acct-1", "PAY-2", "conn-1", lease_seconds=60)
+    store.move(failed, "failed", reason="invoice_not_open", message="Invoice 7 is paid already.", attempts=3)
     page = client.get("/postings").text
-    assert "write-back not enabled" not in page
-    for value in ("failed", "intacct_rejected", "K-9", "intacct key", "attempts"):
+    for value in (
+        "PAY-1",
+        "posted",
+        "K-9",
+        "FP-PAY-1",
+        "PAY-2",
+        "invoice_not_open",
+        "Invoice 7 is paid already.",
+    ):
         assert value in page
-    assert "tok-secret" not in page
+    only_failed = client.get("/postings?state=failed").text
+    assert "PAY-2" in only_failed and "PAY-1" not in only_failed
