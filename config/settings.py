@@ -129,6 +129,11 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"
     port: int = 8000
+    # Conventions of the platform rather than of the brief: gunicorn's worker processes for
+    # `flexsync web`, and prometheus_client's directory for metrics shared across them (unset:
+    # `web` makes a temporary one; prometheus_client itself reads the variable in each worker).
+    web_concurrency: int = 2
+    prometheus_multiproc_dir: str | None = None
 
     # Tunables with safe defaults; not environment contracts, overridable in code and tests.
     webhook_max_body_bytes: int = 256 * 1024
@@ -175,6 +180,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "LOG_LEVEL": _choice(LOG_LEVELS, fold=str.upper),
     "LOG_FORMAT": _choice(("json", "console")),
     "PORT": _port,
+    "WEB_CONCURRENCY": _positive_int,
+    "PROMETHEUS_MULTIPROC_DIR": _text,
 }
 
 ENVIRONMENT_VARIABLES = tuple(_PARSERS)

@@ -68,6 +68,15 @@ def test_every_variable_of_the_brief_is_read():
     assert settings.public_base_url == "https://sync.example"
 
 
+def test_platform_variables_are_read_here_too():
+    defaults = load_settings({"FLEXSYNC_SECRET_KEY": KEY})
+    assert (defaults.web_concurrency, defaults.prometheus_multiproc_dir) == (2, None)
+    settings = load_settings(
+        {"FLEXSYNC_SECRET_KEY": KEY, "WEB_CONCURRENCY": "5", "PROMETHEUS_MULTIPROC_DIR": "/run/metrics"}
+    )
+    assert (settings.web_concurrency, settings.prometheus_multiproc_dir) == (5, "/run/metrics")
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -81,6 +90,7 @@ def test_every_variable_of_the_brief_is_read():
         ("LOG_LEVEL", "LOUD"),
         ("LOG_FORMAT", "xml"),
         ("PORT", "70000"),
+        ("WEB_CONCURRENCY", "0"),
     ],
 )
 def test_a_malformed_value_is_one_line_naming_it(name, value):
