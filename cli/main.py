@@ -79,8 +79,14 @@ def _load_lazy(name: str) -> click.Command:
 
 
 @click.group(cls=FlexsyncGroup)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Tools log at INFO (-v) or DEBUG (-vv), not WARNING; the processes follow LOG_LEVEL.",
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, verbose: int) -> None:
     """flexsync: keeps FlexPoint in sync with Sage Intacct."""
     ctx.ensure_object(dict)
 
