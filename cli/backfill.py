@@ -88,7 +88,7 @@ def backfill(ctx: click.Context, connection_id: str, restart: bool, page_size: i
             if not holder_is_dead(busy.holder if busy else None):
                 raise click.ClickException(f"{exc}; wait for it, or use --restart to take it over") from None
             # Its holder was killed on this host: no need to wait for the lease to run out.
-            store.claim(connection_id, holder, options.lease_seconds, replacing=busy.holder)
+            store.claim(connection_id, holder, options.lease_seconds, replacing=busy.holder if busy else None)
         intacct = create_client(settings, engine)
         flexpoint = FlexPointClient.from_settings(settings, process="backfill")
         runner = BackfillRunner(

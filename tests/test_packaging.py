@@ -10,6 +10,10 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
 ROOT = Path(__file__).resolve().parent.parent
 NOT_SHIPPED = {"tests", "bench"}
 
@@ -92,3 +96,41 @@ def test_sandbox_without_its_extra_says_what_to_install():
     assert "pip install -e '.[sandbox]'" in result.stderr
     assert "'yaml'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the lock file ------------------------------------------------------------------------
+
+
+def _locked() -> dict[str, tuple[Version, list[str]]]:
+    """requirements.lock as {name: (version, hashes)}."""
+    entries: dict[str, tuple[Version, list[str]]] = {}
+    text = (ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement, *options = line.split()
+        name, _, version = requirement.partition("==")
+        assert version, f"not an exact pin: {requirement}"
+        hashes = [option.removeprefix("--hash=") for option in options if option.startswith("--hash=")]
+        entries[canonicalize_name(name)] = (Version(version), hashes)
+    return entries
+
+
+def test_the_lock_pins_every_dependency_within_pyproject_ranges():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["sandbox"],
+        *project["optional-dependencies"]["dev"],
+    ]
+    locked = _locked()
+    stale = []
+    for spec in wanted:
+        requirement = Requirement(spec)
+        pin = locked.get(canonicalize_name(requirement.name))
+        if pin is None or not requirement.specifier.contains(pin[0], prereleases=True):
+            stale.append(spec)
+    assert stale == [], f"requirements.lock is stale for {stale}: run ./dev lock"
+    unhashed = sorted(name for name, (_, hashes) in locked.items() if not hashes)
+    assert unhashed == []
