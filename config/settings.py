@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "FLEXSYNC_SECRET_KEY is required outside development; make one with `flexsync keygen`"
         )
     return settings
+
+
+def export_metrics_directory(settings: Settings, environ: MutableMapping[str, str] | None = None) -> Settings:
+    """Settings with a PROMETHEUS_MULTIPROC_DIR (a new temporary folder if unset), exported.
+
+    prometheus_client reads the variable itself in every gunicorn worker, so `flexsync web`
+    puts it in the environment the workers inherit before they fork.
+    """
+    environ = os.environ if environ is None else environ
+    directory = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="flexsync-metrics-")
+    environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return settings.with_overrides(prometheus_multiproc_dir=directory)
 
 
 def sqlite_path(database_url: str) -> Path | None:
