@@ -25,10 +25,13 @@ def logging_settings(settings: Settings, command: str | None, verbosity: int) ->
 
 
 def command_name(ctx: click.Context) -> str | None:
-    """The top-level command being run (``connections`` for ``flexsync connections list``)."""
+    """The top-level command being run (``connections`` for ``flexsync connections list``).
+
+    A command invoked on its own (``provisioning(obj={})``, as tests do) is its own top level.
+    """
     while ctx.parent is not None and ctx.parent.parent is not None:
         ctx = ctx.parent
-    return ctx.info_name if ctx.parent is not None else None
+    return ctx.command.name
 
 
 def settings_of(ctx: click.Context) -> Settings:

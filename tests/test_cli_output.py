@@ -8,10 +8,12 @@ import sys
 import uuid
 from pathlib import Path
 
+import click
 import pytest
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME, work_queue_name
-from cli.context import PROCESS_COMMANDS, logging_settings
+from cli.context import PROCESS_COMMANDS, command_name, logging_settings
+from cli.provisioning import provisioning
 from config import load_settings
 from schemas.catalog import BY_RESOURCE
 from tests.conftest import wait_until
@@ -110,3 +112,16 @@ def test_verbose_shows_info_lines_in_console_format(amqp_url, broker, tmp_path):
     assert _json_lines(result.stdout) == []
     assert "removed 1" in result.stdout
     wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 0, message="the purged dead letter gone")
+
+
+def test_the_command_is_named_however_it_is_invoked():
+    seen: list[str | None] = []
+    probe = click.Command("list", callback=lambda: seen.append(command_name(click.get_current_context())))
+    root = click.Group(
+        "flexsync", commands={"connections": click.Group("connections", commands={"list": probe})}
+    )
+    root(["connections", "list"], standalone_mode=False)
+    assert seen == ["connections"]
+    # Invoked on its own, as `python -c "...provisioning(obj={})"` does: info_name is then "-c".
+    with click.Context(provisioning, info_name="-c") as ctx:
+        assert command_name(ctx) == "provisioning"
