@@ -8,14 +8,12 @@ by whichever process claims its lease first, the others skip it.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
 
 from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
@@ -30,6 +28,7 @@ from store.db import create_engine_for, upgrade
 from store.watermarks import WatermarkStore
 from workers.reconcile.events import EventSender
 from workers.reconcile.sweep import ResourceSweep, ResourceSweeper, SweepOptions
+from workers.runtime.process import require_settings, run_worker
 
 log = get_logger(__name__)
 
@@ -102,7 +101,7 @@ def open_reconciler(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[Reconciler]:
     """A reconciler wired to the real store, clients and broker; closes them all on exit."""
-    settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="reconcile")
+    require_settings(settings, "reconcile")
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
     intacct = create_client(settings, engine)
@@ -127,33 +126,51 @@ def open_reconciler(
         engine.dispose()
 
 
+class SweepLoop:
+    """A sweep every ``interval`` seconds until ``stop()``; a sweep under way stops at the next record."""
+
+    def __init__(
+        self, settings: Settings, *, options: SweepOptions | None = None, keyset: bool = False
+    ) -> None:
+        self._settings = settings
+        self._options = options
+        self._keyset = keyset
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        interval = self._settings.reconcile_interval_seconds
+        with open_reconciler(
+            self._settings, options=self._options, should_stop=self._stop.is_set
+        ) as reconciler:
+            while not self._stop.is_set():
+                self._sweep(reconciler)
+                self._stop.wait(interval)
+
+    def _sweep(self, reconciler: Reconciler) -> None:
+        try:
+            results = reconciler.sweep(keyset=self._keyset)
+        except Exception as exc:
+            # The store itself failed (each resource's own failures are in its results): the
+            # watermarks stay, and the next interval tries again rather than the process dying.
+            log.error("reconcile_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+        else:
+            log.info(
+                "reconcile_sweep_done",
+                resources=len(results),
+                published=sum(r.published for r in results),
+                failed=sum(1 for r in results if r.kind == "failed"),
+            )
+
+    def stop(self) -> None:
+        self._stop.set()  # an Event: safe to set from a signal handler
+
+    def close(self) -> None:
+        """Nothing to close: ``run`` closes what it opened."""
+
+
 def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool = False) -> None:
     """Sweep every ``RECONCILE_INTERVAL_SECONDS`` until SIGTERM/SIGINT; a sweep under way stops
     at the next record, releases its lease and leaves its watermark where it was."""
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("reconcile_stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
-    interval = settings.reconcile_interval_seconds
-    with open_reconciler(settings, options=options, should_stop=stop.is_set) as reconciler:
-        log.info("reconcile_started", interval_seconds=interval)
-        while not stop.is_set():
-            try:
-                results = reconciler.sweep(keyset=keyset)
-            except Exception as exc:
-                # The store itself failed (each resource's own failures are in its results): the
-                # watermarks stay, and the next interval tries again rather than the process dying.
-                log.error("reconcile_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
-            else:
-                log.info(
-                    "reconcile_sweep_done",
-                    resources=len(results),
-                    published=sum(r.published for r in results),
-                    failed=sum(1 for r in results if r.kind == "failed"),
-                )
-            stop.wait(interval)
-    log.info("reconcile_stopped")
+    require_settings(settings, "reconcile")
+    loop = SweepLoop(settings, options=options, keyset=keyset)
+    run_worker("reconcile", loop, interval_seconds=settings.reconcile_interval_seconds)
