@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -10,14 +13,20 @@ from typing import Any
 
 import amqp.exceptions
 import pytest
+import requests
 import structlog
+import structlog.testing
 from kombu import Connection, Exchange, Producer, Queue
+from prometheus_client import CollectorRegistry, Counter
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+from config import Settings
+from config.settings import SettingsError
 from tests.conftest import wait_until
 from workers.failures import ATTEMPTS, ORIGINAL_ROUTING_KEY, REASON, RECHECK, Failure
 from workers.runtime.consumer import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext, Middleware, MiddlewareChain, Rejected
+from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer
 from workers.sync.groups import Group
 from workers.sync.handler import Outcome
@@ -365,3 +374,66 @@ def test_sync_groups_send_a_recheck_copy_before_the_ack_and_dead_letter_bad_enve
     [dead] = messages_in(broker, DEAD_LETTER_QUEUE_NAME)
     assert dead.headers[REASON] == "malformed_message"
     assert depth(broker, queue_name) == 0
+
+
+class Sleeper:
+    """A worker that runs until stopped and notes what the process helper asked of it."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.running = threading.Event()
+        self.steps: list[str] = []
+
+    def run(self) -> None:
+        self.running.set()
+        self.steps.append("run")
+        assert self.stopped.wait(10), "no stop() came"
+
+    def stop(self) -> None:
+        self.steps.append("stop")
+        self.stopped.set()
+
+    def close(self) -> None:
+        self.steps.append("close")
+
+
+def test_run_worker_serves_metrics_stops_on_sigterm_closes_and_gives_the_signal_handlers_back():
+    registry = CollectorRegistry()
+    Counter("flexsync_test_ticks", "A counter of this test", registry=registry).inc(3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = Sleeper()
+    before = signal.getsignal(signal.SIGTERM)
+    scraped: list[str] = []
+
+    def scrape_then_terminate() -> None:
+        worker.running.wait(10)
+        scraped.append(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=scrape_then_terminate, daemon=True).start()
+    with structlog.testing.capture_logs() as logs:
+        run_worker("writeback", worker, registry=registry, port=port, queue="writeback")
+    assert worker.steps == ["run", "stop", "close"]
+    assert "flexsync_test_ticks_total 3.0" in scraped[0]
+    assert [(entry["event"], entry.get("metrics_port")) for entry in logs] == [
+        ("writeback_started", port),
+        ("writeback_stopping", None),
+        ("writeback_stopped", None),
+    ]
+    assert logs[0]["queue"] == "writeback" and logs[1]["signal"] == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)  # the port is free again
+
+
+def test_a_worker_process_without_its_settings_stops_naming_the_missing_one(tmp_path):
+    settings = Settings(
+        flexsync_env="test",
+        database_url=f"sqlite:///{tmp_path}/flexsync.db",
+        intacct_client_secret="s",
+        flexpoint_api_url="http://127.0.0.1:1",
+    )
+    with pytest.raises(SettingsError, match="FLEXPOINT_API_TOKEN is required by the writeback process"):
+        require_settings(settings, "writeback")

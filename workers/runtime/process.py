@@ -50,15 +50,23 @@ def run_worker(
         log.info(f"{process}_stopping", signal=signal.Signals(signum).name)
         worker.stop()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = None
     if registry is not None:
         # Opened right before the work starts: a scraper (and bench/sync.py) reads "up" as "consuming".
-        start_http_server(port if port is not None else 0, registry=registry)
+        server, _thread = start_http_server(port if port is not None else 0, registry=registry)
         started.setdefault("metrics_port", port)
     log.info(f"{process}_started", **started)
     try:
         worker.run()
     finally:
-        worker.close()
-        log.info(f"{process}_stopped")
+        try:
+            worker.close()
+        finally:
+            # Whoever called us (a test, the CLI) gets its own handlers back.
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            log.info(f"{process}_stopped")
