@@ -437,3 +437,53 @@ def test_a_worker_process_without_its_settings_stops_naming_the_missing_one(tmp_
     )
     with pytest.raises(SettingsError, match="FLEXPOINT_API_TOKEN is required by the writeback process"):
         require_settings(settings, "writeback")
+
+
+def held(consumer: SyncConsumer) -> int:
+    """Events waiting in the coalescer (read from another thread: a count taken mid-change is retried)."""
+    try:
+        return consumer.draining_state()["events_not_started"]
+    except RuntimeError:
+        return -1
+
+
+def test_sync_hands_groups_to_idle_threads_only_so_a_busy_pool_lets_the_next_group_grow(broker):
+    queue_name = "sync.gl"
+    exchange = Exchange("intacct.events", "topic")
+    channel = broker.default_channel
+    Queue(queue_name, exchange, routing_key="gl.#", channel=channel).declare()
+    Queue(queue_name, channel=channel).purge()
+    release = threading.Event()
+    processed: list[list[str]] = []
+
+    class SlowFirstGroup:
+        def process(self, group: Group) -> Outcome:
+            processed.append(group.keys)
+            if len(processed) == 1:
+                release.wait(10)
+            return Outcome(done=list(group.events))
+
+    consumer = SyncConsumer(
+        broker.clone(),
+        [Queue(queue_name, exchange, routing_key="gl.#")],
+        SlowFirstGroup(),
+        window=0.01,
+        workers=1,
+    )
+    producer = Producer(channel)
+
+    def send(key: str) -> None:
+        envelope = {"connectionId": "c-2", "resource": "gl-accounts", "key": key, "action": "update"}
+        producer.publish(envelope, exchange=exchange, routing_key="gl.gl-accounts.update")
+
+    with running(consumer) as worker:
+        send("1")
+        wait_until(lambda: processed == [["1"]], timeout=10)
+        for key in ("2", "3", "4"):
+            send(key)
+        # Well past the window, yet the only thread is busy: the events wait together.
+        wait_until(lambda: held(consumer) == 3, timeout=10, message="three events held back")
+        release.set()
+        wait_until(lambda: len(processed) == 2 and depth(broker, queue_name) == 0, timeout=10)
+        worker.stop()
+    assert processed == [["1"], ["2", "3", "4"]]
