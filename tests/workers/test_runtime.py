@@ -24,7 +24,7 @@ from config import Settings
 from config.settings import SettingsError
 from tests.conftest import wait_until
 from workers.failures import ATTEMPTS, ORIGINAL_ROUTING_KEY, REASON, RECHECK, Failure
-from workers.runtime.consumer import Delivery, MessageConsumer
+from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext, Middleware, MiddlewareChain, Rejected
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer

@@ -16,7 +16,7 @@ from store.crypto import SecretBox
 from workers.failures import Failure
 from workers.provisioning.handler import ProvisioningHandler
 from workers.provisioning.sealing import PasswordSeal
-from workers.runtime.consumer import Delivery, MessageConsumer
+from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext
 
 

@@ -10,8 +10,9 @@ units finish and settles them on the still-open channel (``on_consume_end``).
 
 A new worker plugs in one of two ways:
 
-* one message in, ``Failure | None`` out (provisioning, writeback): a :class:`MessageConsumer`
-  with a ``handle(delivery)`` callable; e.g. the writeback worker::
+* one message in, ``Failure | None`` out (provisioning, writeback): a
+  :class:`workers.runtime.messages.MessageConsumer` with a ``handle(delivery)`` callable; e.g.
+  the writeback worker::
 
       queue = Queue("writeback", Exchange("flexpoint.payments", "topic"), routing_key="#")
 
@@ -27,14 +28,13 @@ A new worker plugs in one of two ways:
   and its process is ``run_worker("writeback", consumer, ...)`` (``workers.runtime.process``).
 * any other shape (sync's coalesced groups): subclass :class:`WorkerConsumer` and define
   ``accept`` (message -> unit, or hold it back and submit later from ``dispatch``), ``handle``
-  (worker thread), ``crashed`` and ``settle`` (consumer thread, with ``ack`` and ``route``).
+  (worker thread), ``crashed`` and ``settle`` (consumer thread: ``message.ack()`` or ``route``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -42,13 +42,13 @@ from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 
 from observability.logging import get_logger
-from workers.failures import ORIGINAL_ROUTING_KEY, Destination, Failure, attempts_of, destination, reroute
+from workers.failures import ORIGINAL_ROUTING_KEY, Destination, Failure, destination, reroute
 from workers.runtime.middleware import Middleware, MiddlewareChain, Rejected
 
 log = get_logger(__name__)
 
 U = TypeVar("U")
-O = TypeVar("O")  # noqa: E741
+R = TypeVar("R")  # a unit's outcome
 
 
 def routing_key_of(message: Any) -> str:
@@ -57,7 +57,7 @@ def routing_key_of(message: Any) -> str:
     return headers.get(ORIGINAL_ROUTING_KEY) or message.delivery_info.get("routing_key", "")
 
 
-class WorkerConsumer(ConsumerMixin, Generic[U, O]):
+class WorkerConsumer(ConsumerMixin, Generic[U, R]):
     """Consumes ``queues``; subclasses say how messages become units and how outcomes settle."""
 
     dead_lettered_event = "message_dead_lettered"
@@ -84,7 +84,7 @@ class WorkerConsumer(ConsumerMixin, Generic[U, O]):
         self._prefetch = prefetch if prefetch is not None else workers
         self._stop_timeout = stop_timeout
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
-        self._running: dict[Future[O], tuple[U, int]] = {}
+        self._running: dict[Future[R], tuple[U, int]] = {}
         self.generation = 0
         self.producer: Producer | None = None
 
@@ -97,15 +97,15 @@ class WorkerConsumer(ConsumerMixin, Generic[U, O]):
     def dispatch(self) -> None:
         """Each iteration on the consumer thread: submit units held back by ``accept``."""
 
-    def handle(self, unit: U) -> O:
+    def handle(self, unit: U) -> R:
         """Process one unit (on a worker thread, never touching the broker)."""
         raise NotImplementedError
 
-    def crashed(self, unit: U, exc: Exception) -> O:
+    def crashed(self, unit: U, exc: Exception) -> R:
         """The outcome of a unit whose handler raised (called inside the ``except``)."""
         raise NotImplementedError
 
-    def settle(self, unit: U, outcome: O) -> None:
+    def settle(self, unit: U, outcome: R) -> None:
         """Ack or ``route`` each of the unit's messages (consumer thread)."""
         raise NotImplementedError
 
@@ -202,68 +202,3 @@ class WorkerConsumer(ConsumerMixin, Generic[U, O]):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-@dataclass
-class Delivery:
-    """One message as a unit of work: its queue, original routing key and (decoded) body."""
-
-    queue: str
-    routing_key: str
-    body: Any
-    message: Any  # acked or routed by the consumer thread only
-
-    @property
-    def attempts(self) -> int:
-        """How many times this message already failed."""
-        return attempts_of(self.message.headers)
-
-    def log_context(self) -> dict[str, Any]:
-        return {"routing_key": self.routing_key, "message_id": self.message.properties.get("message_id")}
-
-
-class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
-    """One message per unit, handled by ``handle(delivery) -> Failure | None`` (None: done, ack)."""
-
-    def __init__(
-        self,
-        connection: Connection,
-        queues: Sequence[Queue],
-        handle: Callable[[Delivery], Failure | None],
-        *,
-        name: str,
-        workers: int = 4,
-        stop_timeout: float = 60.0,
-        poll_interval: float = 1.0,
-        middleware: Sequence[Middleware] = (),
-    ) -> None:
-        # As many messages in hand as threads to run them: the rest stay available to others.
-        super().__init__(
-            connection,
-            queues,
-            name=name,
-            workers=workers,
-            prefetch=workers,
-            stop_timeout=stop_timeout,
-            poll_interval=poll_interval,
-            middleware=middleware,
-        )
-        self._handle = handle
-        self.dead_lettered_event = f"{name}_dead_lettered"
-        self.retry_event = f"{name}_retry_scheduled"
-
-    def accept(self, queue: str, body: Any, message: Any) -> None:
-        self.submit(Delivery(queue, routing_key_of(message), body, message))
-
-    def handle(self, unit: Delivery) -> Failure | None:
-        return self._handle(unit)
-
-    def crashed(self, unit: Delivery, exc: Exception) -> Failure | None:
-        log.exception(f"{self.name}_handler_crashed")
-        return Failure("worker_error", exc, transient=True)  # retried a bounded number of times
-
-    def settle(self, unit: Delivery, outcome: Failure | None) -> None:
-        if outcome is None:
-            unit.message.ack()
-        else:
-            self.route(unit.message, unit.queue, outcome)
