@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,7 +34,7 @@ log = get_logger(__name__)
 _table = IntacctSlot.__table__
 _c = _table.c
 
-__all__ = ["CompanySlots", "Lease", "SlotTimeout"]
+__all__ = ["CompanySlots", "Lease", "SlotTimeout", "company_slots"]
 
 
 @dataclass
@@ -249,3 +250,8 @@ class CompanySlots:
     def _releases_of(self, company_id: str) -> _Releases:
         with self._guard:
             return self._releases.setdefault(company_id, _Releases())
+
+
+def company_slots(settings: Any, engine: Engine) -> CompanySlots:
+    """The Intacct cap of ``INTACCT_MAX_CONCURRENCY_PER_COMPANY`` per company, kept in ``engine``."""
+    return CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company)

@@ -14,10 +14,9 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from sqlalchemy import Engine
 
 from config.settings import Settings
-from store.slots import CompanySlots
+from reliability.limiter import CompanyLimiter
 
 from .errors import AREAS
 from .tokens import IntacctConnection, OnCall, TokenProvider
@@ -58,7 +57,7 @@ class IntacctClient:
         settings: Settings,
         *,
         tokens: TokenProvider,
-        slots: CompanySlots,
+        slots: CompanyLimiter,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -229,17 +228,15 @@ class IntacctClient:
 
 
 def create_client(
-    settings: Settings, engine: Engine, *, pool_size: int = 16, **options: Any
+    settings: Settings, slots: CompanyLimiter, *, pool_size: int = 16, **options: Any
 ) -> IntacctClient:
-    """A client wired the usual way: one pooled session, a token provider, the company slots in ``engine``.
-
-    The cap is ``INTACCT_MAX_CONCURRENCY_PER_COMPANY``; ``options`` go to :class:`IntacctClient`.
+    """A client wired the usual way: one pooled session, a token provider, and the company cap
+    ``slots`` (``store.slots.company_slots(settings, engine)``); ``options`` go to :class:`IntacctClient`.
     """
     session = build_session(pool_size)
     tokens = TokenProvider(
         settings, session, timeout=options.get("timeouts", (5.0, 30.0)), on_call=options.get("on_call")
     )
-    slots = CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company)
     return IntacctClient(settings, tokens=tokens, slots=slots, session=session, **options)
 
 

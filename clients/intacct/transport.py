@@ -1,6 +1,7 @@
 """One HTTP call to Intacct for a connection: token, concurrency slot, request, retries, typed errors.
 
-Every request runs inside one of the company's slots (``store.slots``), held for the request
+Every request runs inside one of the company's slots (a ``reliability.limiter.CompanyLimiter``;
+``store.slots`` keeps them in the database), held for the request
 alone and never through a backoff sleep, so the per-company cap holds across every worker
 process. Retries are our own loop rather than urllib3's ``Retry``: the sleeps must happen
 outside the slot, and a 401 needs a fresh token before the retry.
@@ -19,9 +20,10 @@ from requests.adapters import HTTPAdapter
 
 from config.settings import Settings
 from observability.logging import get_logger, redactor
-from store.slots import CompanySlots, SlotTimeout
+from reliability.backoff import Backoff
+from reliability.limiter import CompanyLimiter, SlotTimeout
+from reliability.retry_after import hint
 
-from .backoff import full_jitter, retry_after
 from .errors import (
     CompanyBusy,
     IntacctError,
@@ -56,6 +58,16 @@ class RetryPolicy:
     unavailable_base: float = 0.2
     unavailable_cap: float = 2.0
 
+    @property
+    def rate_limited(self) -> Backoff:
+        """The backoff of a 429 that named no wait."""
+        return Backoff(self.rate_limited_base, self.rate_limited_cap)
+
+    @property
+    def unavailable(self) -> Backoff:
+        """The backoff of a 5xx, a timeout or a connection error."""
+        return Backoff(self.unavailable_base, self.unavailable_cap)
+
 
 def build_session(pool_size: int = 16) -> requests.Session:
     """A session whose connection pool has room for ``pool_size`` threads calling at once."""
@@ -84,7 +96,7 @@ class Transport:
         settings: Settings,
         *,
         tokens: TokenProvider,
-        slots: CompanySlots,
+        slots: CompanyLimiter,
         session: requests.Session,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -140,12 +152,7 @@ class Transport:
                 rate_limited += 1
                 delay = exc.retry_after
                 if delay is None:
-                    delay = full_jitter(
-                        rate_limited,
-                        base=policy.rate_limited_base,
-                        cap=policy.rate_limited_cap,
-                        rng=self._rng,
-                    )
+                    delay = policy.rate_limited.delay(rate_limited, self._rng)
                 else:
                     # A little jitter, so the waiters Intacct turned away do not return in a herd.
                     delay += self._rng.uniform(0.0, min(1.0, delay * 0.1))
@@ -169,9 +176,7 @@ class Transport:
                         code=exc.code,
                         error_id=exc.error_id,
                     ) from exc
-                delay = full_jitter(
-                    unavailable, base=policy.unavailable_base, cap=policy.unavailable_cap, rng=self._rng
-                )
+                delay = policy.unavailable.delay(unavailable, self._rng)
                 self._pause(connection, object_path, exc, unavailable, delay)
 
     def _attempt(
@@ -246,7 +251,7 @@ class Transport:
             self._tokens.invalidate(connection, token)
             raise TokenInvalid(message, **facts)
         if status == 429:
-            raise RateLimited(message, retry_after=retry_after(response.headers), **facts)
+            raise RateLimited(message, retry_after=hint(response.headers), **facts)
         if status >= 500 or status == 408:
             raise IntacctUnavailable(message, **facts)
         if status == 403:

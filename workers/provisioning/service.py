@@ -15,6 +15,7 @@ from config import Settings
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.slots import company_slots
 from workers.provisioning.consumer import ProvisioningConsumer
 from workers.provisioning.handler import Backfills, ProvisioningHandler
 from workers.provisioning.marks import ProvisioningMarks
@@ -75,7 +76,7 @@ def build(
     upgrade(engine)
     box = SecretBox.for_settings(settings)
     store = ConnectionStore(engine, box)
-    intacct = intacct if intacct is not None else create_client(settings, engine)
+    intacct = intacct if intacct is not None else create_client(settings, company_slots(settings, engine))
     flexpoint = FlexPointClient.from_settings(settings, process="provisioning")
     extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
     handler = ProvisioningHandler(

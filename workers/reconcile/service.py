@@ -25,6 +25,7 @@ from schemas.catalog import BY_RESOURCE, OBJECTS, SyncedObject
 from store.connections import ConnectionRecord, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.slots import company_slots
 from store.watermarks import WatermarkStore
 from workers.reconcile.events import EventSender
 from workers.reconcile.sweep import ResourceSweep, ResourceSweeper, SweepOptions
@@ -104,7 +105,7 @@ def open_reconciler(
     require_settings(settings, "reconcile")
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
-    intacct = create_client(settings, engine)
+    intacct = create_client(settings, company_slots(settings, engine))
     flexpoint = FlexPointClient.from_settings(settings, process="reconcile")
     publisher = ConfirmingPublisher(settings.amqp_url, EVENTS_EXCHANGE.name)
     publisher.start(wait=_PUBLISHER_WAIT)

@@ -14,6 +14,7 @@ from observability.metrics import SyncMetrics
 from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.slots import company_slots
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer
 from workers.sync.handler import SyncHandler
@@ -27,7 +28,7 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
     intacct = create_client(
         settings,
-        engine,
+        company_slots(settings, engine),
         on_call=lambda company, path, status, seconds: metrics.record_call("intacct", status, seconds),
     )
     flexpoint = FlexPointClient.from_settings(
