@@ -7,10 +7,7 @@ by whichever process claims its lease first, the others skip it.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
 from observability.logging import get_logger
+from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, OBJECTS, SyncedObject
 from store.connections import ConnectionRecord, ConnectionStore
 from store.crypto import SecretBox
@@ -90,8 +88,8 @@ class Reconciler:
 
 
 def holder_name() -> str:
-    """Who holds a lease: host and process, plus a nonce so a reused pid is someone else."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Who holds a lease: the one holder format of ``reliability.leases`` (a dead one is taken over)."""
+    return new_holder()
 
 
 @contextmanager
