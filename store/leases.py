@@ -82,12 +82,9 @@ class LeaseColumns:
         where: Iterable[ColumnElement[bool]] = (),
     ) -> bool:
         """Extend ``holder``'s lease to ``seconds`` from now; False when the row is not its any more."""
-        changed = conn.execute(
-            update(self.table)
-            .where(self._key(key), self.held(holder, live=live), *where)
-            .values({self.until.name: self.clock() + seconds})
-        ).rowcount
-        return changed == 1
+        return self.write(
+            conn, key, holder, {self.until.name: self.clock() + seconds}, live=live, where=where
+        )
 
     def write(
         self,

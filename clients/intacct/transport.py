@@ -157,25 +157,12 @@ class Transport:
                     # A little jitter, so the waiters Intacct turned away do not return in a herd.
                     delay += self._rng.uniform(0.0, min(1.0, delay * 0.1))
                 if rate_limited >= policy.rate_limited_attempts or delay > policy.max_retry_after:
-                    self._give_up(connection, object_path, exc, rate_limited)
-                    raise RateLimited(
-                        f"{exc.message}; gave up after {rate_limited} attempt(s)",
-                        retry_after=exc.retry_after,
-                        status=exc.status,
-                        code=exc.code,
-                        error_id=exc.error_id,
-                    ) from exc
+                    raise self._give_up(connection, object_path, exc, rate_limited) from exc
                 self._pause(connection, object_path, exc, rate_limited, delay)
             except IntacctUnavailable as exc:
                 unavailable += 1
                 if unavailable >= policy.unavailable_attempts:
-                    self._give_up(connection, object_path, exc, unavailable)
-                    raise IntacctUnavailable(
-                        f"{exc.message}; gave up after {unavailable} attempt(s)",
-                        status=exc.status,
-                        code=exc.code,
-                        error_id=exc.error_id,
-                    ) from exc
+                    raise self._give_up(connection, object_path, exc, unavailable) from exc
                 delay = policy.unavailable.delay(unavailable, self._rng)
                 self._pause(connection, object_path, exc, unavailable, delay)
 
@@ -275,26 +262,27 @@ class Transport:
     def _pause(
         self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempt: int, delay: float
     ) -> None:
-        log.info(
-            "intacct_retry",
-            company_id=connection.company_id,
-            object=object_path,
-            status=exc.status,
-            code=exc.code,
-            attempt=attempt,
-            delay=round(delay, 3),
-        )
+        facts = _facts(connection, object_path, exc)
+        log.info("intacct_retry", **facts, attempt=attempt, delay=round(delay, 3))
         self._sleep(delay)
 
     def _give_up(
         self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempts: int
-    ) -> None:
-        log.warning(
-            "intacct_gave_up",
-            company_id=connection.company_id,
-            object=object_path,
-            status=exc.status,
-            code=exc.code,
-            attempts=attempts,
-            error=type(exc).__name__,
-        )
+    ) -> IntacctError:
+        """Log the end of the retries; the error to raise, saying how hard the call was tried."""
+        facts = _facts(connection, object_path, exc)
+        log.warning("intacct_gave_up", **facts, attempts=attempts, error=type(exc).__name__)
+        said = f"{exc.message}; gave up after {attempts} attempt(s)"
+        answer = {"status": exc.status, "code": exc.code, "error_id": exc.error_id}
+        if isinstance(exc, RateLimited):
+            return RateLimited(said, retry_after=exc.retry_after, **answer)
+        return type(exc)(said, **answer)
+
+
+def _facts(connection: IntacctConnection, object_path: str, exc: IntacctError) -> dict[str, Any]:
+    return {
+        "company_id": connection.company_id,
+        "object": object_path,
+        "status": exc.status,
+        "code": exc.code,
+    }

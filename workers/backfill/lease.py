@@ -30,12 +30,15 @@ class Heartbeat:
         holder: str,
         lease_seconds: float,
     ) -> None:
-        self._store = store
-        self._connections = connections
-        self._connection_id = connection_id
-        self._holder = holder
-        self._lease_seconds = lease_seconds
-        self._renewal = Renewal(self._renew, lease_seconds, name=f"backfill {connection_id}")
+        def renew() -> bool:
+            connection = connections.get(connection_id)
+            if connection is None or not connection.is_active:
+                raise LeaseLost("connection disconnected")
+            if not store.renew(connection_id, holder, lease_seconds):
+                raise LeaseLost("run cancelled, restarted or taken over")
+            return True
+
+        self._renewal = Renewal(renew, lease_seconds, name=f"backfill {connection_id}")
         self.lost = self._renewal.lost
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -58,11 +61,3 @@ class Heartbeat:
     def __exit__(self, *_exc: object) -> None:
         self._stopped.set()
         self._thread.join()
-
-    def _renew(self) -> bool:
-        connection = self._connections.get(self._connection_id)
-        if connection is None or not connection.is_active:
-            raise LeaseLost("connection disconnected")
-        if not self._store.renew(self._connection_id, self._holder, self._lease_seconds):
-            raise LeaseLost("run cancelled, restarted or taken over")
-        return True
