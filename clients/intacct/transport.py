@@ -41,32 +41,22 @@ from .tokens import IntacctConnection, OnCall, TokenProvider
 log = get_logger(__name__)
 
 ENTITY_HEADER = "X-IA-API-Param-Entity"
+RATE_LIMITED_BACKOFF = Backoff(0.5, 8.0)
+UNAVAILABLE_BACKOFF = Backoff(0.2, 2.0)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard a call is tried before the failure goes to the workers' delay queues."""
 
-    # 429: honour Retry-After, else full-jitter backoff from base doubling up to cap.
+    # 429: honour Retry-After, else back off; a Retry-After longer than ``max_retry_after`` is not
+    # slept through: RateLimited goes to the caller at once.
     rate_limited_attempts: int = 5
-    rate_limited_base: float = 0.5
-    rate_limited_cap: float = 8.0
-    # A Retry-After longer than this is not slept through: RateLimited goes to the caller at once.
+    rate_limited: Backoff = RATE_LIMITED_BACKOFF
     max_retry_after: float = 30.0
     # 5xx, timeouts, connection errors: a few quick tries only.
     unavailable_attempts: int = 3
-    unavailable_base: float = 0.2
-    unavailable_cap: float = 2.0
-
-    @property
-    def rate_limited(self) -> Backoff:
-        """The backoff of a 429 that named no wait."""
-        return Backoff(self.rate_limited_base, self.rate_limited_cap)
-
-    @property
-    def unavailable(self) -> Backoff:
-        """The backoff of a 5xx, a timeout or a connection error."""
-        return Backoff(self.unavailable_base, self.unavailable_cap)
+    unavailable: Backoff = UNAVAILABLE_BACKOFF
 
 
 def build_session(pool_size: int = 16) -> requests.Session:
@@ -273,7 +263,7 @@ class Transport:
         facts = _facts(connection, object_path, exc)
         log.warning("intacct_gave_up", **facts, attempts=attempts, error=type(exc).__name__)
         said = f"{exc.message}; gave up after {attempts} attempt(s)"
-        answer = {"status": exc.status, "code": exc.code, "error_id": exc.error_id}
+        answer: dict[str, Any] = {"status": exc.status, "code": exc.code, "error_id": exc.error_id}
         if isinstance(exc, RateLimited):
             return RateLimited(said, retry_after=exc.retry_after, **answer)
         return type(exc)(said, **answer)
