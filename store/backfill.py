@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
@@ -311,15 +311,5 @@ _running = (_r.state == "running",)
 
 
 def _run(row) -> RunState:
-    return RunState(
-        connection_id=row.connection_id,
-        state=row.state,
-        holder=row.holder,
-        leased_until=row.leased_until,
-        attempts=row.attempts,
-        error=row.error,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        resume_at=row.resume_at,
-        resumes=row.resumes,
-    )
+    # The dataclass's fields are columns of the row, by name.
+    return RunState(**{field.name: row._mapping[field.name] for field in fields(RunState)})

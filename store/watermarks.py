@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from sqlalchemy import Engine, select
@@ -117,10 +117,5 @@ class WatermarkStore:
 
 
 def _watermark(row) -> Watermark:
-    return Watermark(
-        connection_id=row.connection_id,
-        resource=row.resource,
-        modified_since=row.modified_since,
-        swept_at=row.swept_at,
-        keyset_checked_at=row.keyset_checked_at,
-    )
+    # The dataclass's fields are columns of the row, by name.
+    return Watermark(**{field.name: row._mapping[field.name] for field in fields(Watermark)})
