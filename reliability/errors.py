@@ -7,6 +7,8 @@ dead-letter headers carry); an instance may name a more precise one.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FlexsyncError(Exception):
     """Root of the project's exceptions; ``reason`` is a short snake_case code for machines."""
@@ -20,6 +22,16 @@ class Transient(FlexsyncError):
 
     reason = "transient"
     transient = True
+
+
+class Throttled(Transient):
+    """A peer asked us to slow down (HTTP 429); ``retry_after`` is the wait it named, in seconds."""
+
+    reason = "rate_limited"
+
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
 
 
 class Permanent(FlexsyncError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reliability.errors import FlexsyncError, Permanent, Transient
+from reliability.errors import FlexsyncError, Permanent, Throttled, Transient
 
 
 class FlexPointError(FlexsyncError):
@@ -43,14 +43,10 @@ class FlexPointUnavailable(FlexPointError, Transient):
     reason = "flex_point_unavailable"
 
 
-class FlexPointRateLimited(FlexPointError, Transient):
+class FlexPointRateLimited(Throttled, FlexPointError):
     """FlexPoint answered 429; ``retry_after`` is the wait it asked for in seconds (None if unsaid)."""
 
     reason = "flex_point_rate_limited"
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
 
 
 class FlexPointRejected(FlexPointError, Permanent):

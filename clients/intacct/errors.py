@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reliability.errors import FlexsyncError, Permanent, Transient
+from reliability.errors import FlexsyncError, Permanent, Throttled, Transient
 
 # intacct-rest.md, "Failure signals": what each token endpoint answer means for the connection.
 REASON_INTERNAL = "internal_error"
@@ -48,14 +48,10 @@ class IntacctUnavailable(IntacctError, Transient):
     reason = "intacct_unavailable"
 
 
-class RateLimited(IntacctError, Transient):
+class RateLimited(Throttled, IntacctError):
     """Intacct kept answering 429; ``retry_after`` is its last hint in seconds (None: none given)."""
 
     reason = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
 
 
 class CompanyBusy(RateLimited):
