@@ -24,18 +24,7 @@ from reliability.backoff import Backoff
 from reliability.limiter import CompanyLimiter, SlotTimeout
 from reliability.retry_after import hint
 
-from .errors import (
-    CompanyBusy,
-    IntacctError,
-    IntacctRejected,
-    IntacctUnavailable,
-    PermissionDenied,
-    RateLimited,
-    RecordNotFound,
-    TokenInvalid,
-    area_of,
-    parse_ia_error,
-)
+from . import errors
 from .tokens import IntacctConnection, OnCall, TokenProvider
 
 log = get_logger(__name__)
@@ -131,14 +120,14 @@ class Transport:
         while True:
             try:
                 return self._attempt(connection, method, path, object_path, body, missing_ok)
-            except TokenInvalid:
+            except errors.TokenInvalid:
                 # The token expired or was revoked early: renew once (the attempt dropped it).
                 if renewed:
                     raise
                 renewed = True
-            except CompanyBusy:
+            except errors.CompanyBusy:
                 raise
-            except RateLimited as exc:
+            except errors.RateLimited as exc:
                 rate_limited += 1
                 delay = exc.retry_after
                 if delay is None:
@@ -149,7 +138,7 @@ class Transport:
                 if rate_limited >= policy.rate_limited_attempts or delay > policy.max_retry_after:
                     raise self._give_up(connection, object_path, exc, rate_limited) from exc
                 self._pause(connection, object_path, exc, rate_limited, delay)
-            except IntacctUnavailable as exc:
+            except errors.IntacctUnavailable as exc:
                 unavailable += 1
                 if unavailable >= policy.unavailable_attempts:
                     raise self._give_up(connection, object_path, exc, unavailable) from exc
@@ -188,13 +177,13 @@ class Transport:
                     failure = exc
                 elapsed = self._clock() - started
         except SlotTimeout as exc:
-            raise CompanyBusy(str(exc)) from exc
+            raise errors.CompanyBusy(str(exc)) from exc
         self._report(
             connection.company_id, object_path, 0 if response is None else response.status_code, elapsed
         )
         where = f"{method} {object_path} for company {connection.company_id}"
         if response is None:
-            raise IntacctUnavailable(f"{where} failed: {type(failure).__name__}") from failure
+            raise errors.IntacctUnavailable(f"{where} failed: {type(failure).__name__}") from failure
         return self._interpret(connection, token, where, object_path, response, missing_ok)
 
     def _interpret(
@@ -213,9 +202,11 @@ class Transport:
             body = None
         if 200 <= status < 300:
             if not isinstance(body, dict):
-                raise IntacctUnavailable(f"{where}: answered {status} without a JSON object", status=status)
+                raise errors.IntacctUnavailable(
+                    f"{where}: answered {status} without a JSON object", status=status
+                )
             return body
-        ia_error = parse_ia_error(body)
+        ia_error = errors.parse_ia_error(body)
         code = ia_error.get("code") if isinstance(ia_error.get("code"), str) else None
         error_id = ia_error.get("errorId") if isinstance(ia_error.get("errorId"), str) else None
         said = ia_error.get("message")
@@ -226,19 +217,19 @@ class Transport:
         facts: dict[str, Any] = {"status": status, "code": code, "error_id": error_id}
         if status == 401:
             self._tokens.invalidate(connection, token)
-            raise TokenInvalid(message, **facts)
+            raise errors.TokenInvalid(message, **facts)
         if status == 429:
-            raise RateLimited(message, retry_after=hint(response.headers), **facts)
+            raise errors.RateLimited(message, retry_after=hint(response.headers), **facts)
         if status >= 500 or status == 408:
-            raise IntacctUnavailable(message, **facts)
+            raise errors.IntacctUnavailable(message, **facts)
         if status == 403:
-            raise PermissionDenied(message, area=area_of(object_path), **facts)
+            raise errors.PermissionDenied(message, area=errors.area_of(object_path), **facts)
         if status == 404:
             if missing_ok:
                 return None
-            raise RecordNotFound(message, **facts)
+            raise errors.RecordNotFound(message, **facts)
         details = ia_error.get("details")
-        raise IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
+        raise errors.IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -250,26 +241,31 @@ class Transport:
             log.exception("intacct_on_call_hook_failed", company_id=company_id)
 
     def _pause(
-        self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempt: int, delay: float
+        self,
+        connection: IntacctConnection,
+        object_path: str,
+        exc: errors.IntacctError,
+        attempt: int,
+        delay: float,
     ) -> None:
         facts = _facts(connection, object_path, exc)
         log.info("intacct_retry", **facts, attempt=attempt, delay=round(delay, 3))
         self._sleep(delay)
 
     def _give_up(
-        self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempts: int
-    ) -> IntacctError:
+        self, connection: IntacctConnection, object_path: str, exc: errors.IntacctError, attempts: int
+    ) -> errors.IntacctError:
         """Log the end of the retries; the error to raise, saying how hard the call was tried."""
         facts = _facts(connection, object_path, exc)
         log.warning("intacct_gave_up", **facts, attempts=attempts, error=type(exc).__name__)
         said = f"{exc.message}; gave up after {attempts} attempt(s)"
         answer: dict[str, Any] = {"status": exc.status, "code": exc.code, "error_id": exc.error_id}
-        if isinstance(exc, RateLimited):
-            return RateLimited(said, retry_after=exc.retry_after, **answer)
+        if isinstance(exc, errors.RateLimited):
+            return errors.RateLimited(said, retry_after=exc.retry_after, **answer)
         return type(exc)(said, **answer)
 
 
-def _facts(connection: IntacctConnection, object_path: str, exc: IntacctError) -> dict[str, Any]:
+def _facts(connection: IntacctConnection, object_path: str, exc: errors.IntacctError) -> dict[str, Any]:
     return {
         "company_id": connection.company_id,
         "object": object_path,
