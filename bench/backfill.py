@@ -233,6 +233,7 @@ def child(connection_id: str, page_size: int) -> int:
     from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for
+    from store.slots import company_slots
     from workers.backfill.lease import new_holder
     from workers.backfill.runner import BackfillRunner, RunOptions
 
@@ -244,7 +245,7 @@ def child(connection_id: str, page_size: int) -> int:
     runner = BackfillRunner(
         settings,
         store,
-        intacct=create_client(settings, engine),
+        intacct=create_client(settings, company_slots(settings, engine)),
         flexpoint=FlexPointClient.from_settings(settings, process="bench"),
         connections=ConnectionStore(engine, SecretBox.for_settings(settings)),
         options=options,

@@ -992,6 +992,7 @@ class Benchmark:
         from clients.intacct.client import create_client
         from store.connections import ConnectionStore
         from store.crypto import SecretBox
+        from store.slots import company_slots
 
         self._reset_simulators()
         settings = self.settings()
@@ -1005,7 +1006,7 @@ class Benchmark:
                 session=session,
             )
         else:
-            intacct = create_client(settings, self.engine, pool_size=handlers)
+            intacct = create_client(settings, company_slots(settings, self.engine), pool_size=handlers)
         label = "reference (cap in memory)" if cap_in_memory else "reference"
         flexpoint = FlexPointClient(self.flexpoint_url, self.flexpoint_token, pool_size=handlers)
         store = ConnectionStore(self.engine, SecretBox([self.fernet_key]))

@@ -109,7 +109,7 @@ class Topology:
         for exchange in self.exchanges:
             yield f"exchange {exchange.name} ({exchange.type})"
         for queue in self.queues:
-            kind = (queue.queue_arguments or {}).get("x-queue-type", "classic")
+            kind = (queue.queue_arguments or {}).get("x-queue-type", "classic")  # type: ignore[attr-defined]
             keys = ", ".join(f"{b.exchange.name}:{b.routing_key}" for b in queue.bindings) or "-"
             yield f"queue {queue.name} ({kind}) <- {keys}"
 
@@ -181,7 +181,7 @@ def declare_topology(connection: Connection, topology: Topology) -> None:
             except Exception as exc:
                 if getattr(exc, "code", None) != 406:
                     raise
-                args = queue.queue_arguments or {}
+                args = queue.queue_arguments or {}  # type: ignore[attr-defined]
                 raise TopologyMismatch(
                     f"queue {queue.name} exists with other arguments than {args}: RabbitMQ "
                     "cannot change them on a declared queue; change them with a policy "

@@ -59,6 +59,7 @@ def backfill(ctx: click.Context, connection_id: str, restart: bool, page_size: i
     from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
+    from store.slots import company_slots
     from workers.backfill.lease import holder_is_dead, new_holder
     from workers.backfill.runner import BackfillRunner, RunOptions
 
@@ -88,8 +89,8 @@ def backfill(ctx: click.Context, connection_id: str, restart: bool, page_size: i
             if not holder_is_dead(busy.holder if busy else None):
                 raise click.ClickException(f"{exc}; wait for it, or use --restart to take it over") from None
             # Its holder was killed on this host: no need to wait for the lease to run out.
-            store.claim(connection_id, holder, options.lease_seconds, replacing=busy.holder)
-        intacct = create_client(settings, engine)
+            store.claim(connection_id, holder, options.lease_seconds, replacing=busy.holder if busy else None)
+        intacct = create_client(settings, company_slots(settings, engine))
         flexpoint = FlexPointClient.from_settings(settings, process="backfill")
         runner = BackfillRunner(
             settings, store, intacct=intacct, flexpoint=flexpoint, connections=connections, options=options

@@ -10,6 +10,29 @@ import click
 
 from config import Settings, load_settings
 
+# The Procfile's processes (and those to come) log as LOG_LEVEL and LOG_FORMAT say. Every other
+# command speaks to a person: its prompts and reports must not drown in JSON log lines.
+PROCESS_COMMANDS = frozenset({"web", "sync", "provisioning", "reconcile", "writeback", "console"})
+_LEVEL_BY_VERBOSITY = ("WARNING", "INFO", "DEBUG")
+
+
+def logging_settings(settings: Settings, command: str | None, verbosity: int) -> Settings:
+    """The settings logging is configured with: a process's own, or a tool's quieter console ones."""
+    if command in PROCESS_COMMANDS:
+        return settings
+    level = _LEVEL_BY_VERBOSITY[min(max(verbosity, 0), len(_LEVEL_BY_VERBOSITY) - 1)]
+    return settings.with_overrides(log_level=level, log_format="console")
+
+
+def command_name(ctx: click.Context) -> str | None:
+    """The top-level command being run (``connections`` for ``flexsync connections list``).
+
+    A command invoked on its own (``provisioning(obj={})``, as tests do) is its own top level.
+    """
+    while ctx.parent is not None and ctx.parent.parent is not None:
+        ctx = ctx.parent
+    return ctx.command.name
+
 
 def settings_of(ctx: click.Context) -> Settings:
     """The validated settings, read once per invocation; logging is configured with them."""
@@ -18,7 +41,8 @@ def settings_of(ctx: click.Context) -> Settings:
         settings = load_settings()
         from observability.logging import configure_logging
 
-        configure_logging(settings)
+        verbosity = ctx.find_root().params.get("verbose") or 0
+        configure_logging(logging_settings(settings, command_name(ctx), verbosity))
         ctx.ensure_object(dict)["settings"] = settings
     return settings
 

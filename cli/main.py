@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 import uuid
 from typing import Any
@@ -12,9 +12,23 @@ import click
 from cli.context import declare_topology_or_fail, open_store, prepare_database, settings_of
 from config import SettingsError
 
+# Commands loaded only when invoked: name -> (module, attribute, the line `flexsync --help` shows).
+# The sandbox and its dependencies are an extra; no other command may import them.
+LAZY_COMMANDS = {
+    "sandbox": (
+        "sandbox.cli",
+        "sandbox",
+        "Run the Sage Intacct and FlexPoint simulators (needs the sandbox extra).",
+    ),
+}
+SANDBOX_INSTALL_HINT = "pip install -e '.[sandbox]'"
+
 
 class FlexsyncGroup(click.Group):
-    """Turns a configuration problem into the one line that names it, not a traceback."""
+    """Turns a configuration problem into the one line that names it, not a traceback.
+
+    It also mounts the commands of :data:`LAZY_COMMANDS` on first use.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -23,10 +37,56 @@ class FlexsyncGroup(click.Group):
             click.echo(f"flexsync: {exc}", err=True)
             sys.exit(2)
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            command = _load_lazy(cmd_name)
+            self.add_command(command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Written from LAZY_COMMANDS for the lazy ones, so `--help` does not import them.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name in LAZY_COMMANDS and name not in self.commands:
+                rows.append((name, LAZY_COMMANDS[name][2]))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _load_lazy(name: str) -> click.Command:
+    module_name, attribute, _help = LAZY_COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == module_name.split(".")[0]:
+            raise  # our own module is missing: a packaging bug, not a missing extra
+        raise click.ClickException(
+            f"`flexsync {name}` needs the sandbox extra (module {exc.name!r} is not installed); "
+            f"install it with: {SANDBOX_INSTALL_HINT}"
+        ) from None
+    return getattr(module, attribute)
+
 
 @click.group(cls=FlexsyncGroup)
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Tools log at INFO (-v) or DEBUG (-vv), not WARNING; the processes follow LOG_LEVEL.",
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, verbose: int) -> None:
     """flexsync: keeps FlexPoint in sync with Sage Intacct."""
     ctx.ensure_object(dict)
 
@@ -34,14 +94,14 @@ def main(ctx: click.Context) -> None:
 @main.command()
 @click.option(
     "--workers",
-    type=int,
-    default=lambda: int(os.environ.get("WEB_CONCURRENCY", "2")),
+    type=click.IntRange(min=1),
+    default=None,
     show_default="WEB_CONCURRENCY or 2",
     help="gunicorn worker processes",
 )
 @click.option("--threads", type=int, default=8, show_default=True, help="request threads per worker")
 @click.pass_context
-def web(ctx: click.Context, workers: int, threads: int) -> None:
+def web(ctx: click.Context, workers: int | None, threads: int) -> None:
     """Run the webhook receiver on $PORT (the Procfile's `web`)."""
     settings = settings_of(ctx)
     if settings.is_production:
@@ -50,7 +110,7 @@ def web(ctx: click.Context, workers: int, threads: int) -> None:
     declare_topology_or_fail(settings, required=False)
     from ingest.server import serve
 
-    serve(settings, workers=workers, threads=threads)
+    serve(settings, workers=workers or settings.web_concurrency, threads=threads)
 
 
 @main.command()
@@ -200,9 +260,8 @@ def _mount_commands() -> None:
     from cli.provisioning import provisioning
     from cli.reconcile import reconcile
     from cli.writeback import COMMANDS as WRITEBACK_COMMANDS
-    from sandbox.cli import sandbox
 
-    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, *WRITEBACK_COMMANDS, console, sandbox):
+    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, *WRITEBACK_COMMANDS, console):
         main.add_command(command)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,11 @@ class Settings:
     port: int = 8000
     # The operations console's sign-in token (required by `flexsync console`).
     flexsync_console_token: str | None = field(default=None, repr=False)
+    # Conventions of the platform rather than of the brief: gunicorn's worker processes for
+    # `flexsync web`, and prometheus_client's directory for metrics shared across them (unset:
+    # `web` makes a temporary one; prometheus_client itself reads the variable in each worker).
+    web_concurrency: int = 2
+    prometheus_multiproc_dir: str | None = None
 
     # Tunables with safe defaults; not environment contracts, overridable in code and tests.
     webhook_max_body_bytes: int = 256 * 1024
@@ -191,6 +197,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "LOG_FORMAT": _choice(("json", "console")),
     "PORT": _port,
     "FLEXSYNC_CONSOLE_TOKEN": _console_token,
+    "WEB_CONCURRENCY": _positive_int,
+    "PROMETHEUS_MULTIPROC_DIR": _text,
 }
 
 ENVIRONMENT_VARIABLES = tuple(_PARSERS)
@@ -218,6 +226,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "FLEXSYNC_SECRET_KEY is required outside development; make one with `flexsync keygen`"
         )
     return settings
+
+
+def export_metrics_directory(settings: Settings, environ: MutableMapping[str, str] | None = None) -> Settings:
+    """Settings with a PROMETHEUS_MULTIPROC_DIR (a new temporary folder if unset), exported.
+
+    prometheus_client reads the variable itself in every gunicorn worker, so `flexsync web`
+    puts it in the environment the workers inherit before they fork.
+    """
+    environ = os.environ if environ is None else environ
+    directory = settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="flexsync-metrics-")
+    environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return settings.with_overrides(prometheus_multiproc_dir=directory)
 
 
 def sqlite_path(database_url: str) -> Path | None:

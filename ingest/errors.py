@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from reliability.errors import FlexsyncError
 
-class WebhookRefused(Exception):
-    """A webhook delivery is refused with ``status``; nothing was published."""
+
+class WebhookRefused(FlexsyncError):
+    """A webhook delivery is refused with ``status``; nothing was published (``reason`` is its code)."""
 
     def __init__(
         self,
@@ -25,6 +27,7 @@ class WebhookRefused(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.reason = code
         self.message = message
         self.fields = dict(fields) if fields else None
         self.headers = dict(headers or {})

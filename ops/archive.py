@@ -21,6 +21,7 @@ from typing import Any
 
 from pika.exceptions import AMQPError
 
+from broker import headers as dead_letter
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import ARCHIVE_STREAM_NAME, work_queue_name
 from ops.broker import connect
@@ -29,7 +30,6 @@ from ops.errors import OpsError
 from ops.letters import parse_instant, text
 from ops.selection import Selection
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers import failures
 
 MARKER = "x-flexsync-archive-marker"
 # Receivers stamp events with their own clocks, so the stream is ordered only roughly in time.
@@ -206,8 +206,8 @@ class ArchiveReplay:
             return None, {}
         tally.selected += 1
         headers = {
-            failures.ORIGINAL_ROUTING_KEY: routing_key,
-            failures.ORIGINAL_QUEUE: queue,
+            dead_letter.ORIGINAL_ROUTING_KEY: routing_key,
+            dead_letter.ORIGINAL_QUEUE: queue,
             REPLAYED_FROM: "archive",
             REPLAYED_AT: stamp,
         }

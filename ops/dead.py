@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from broker import headers as dead_letter
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import PROVISIONING_QUEUE_NAME, work_queue_name
 from ops.errors import OpsError
@@ -26,16 +27,15 @@ from ops.storing import StoringConsumer, letter_of
 from ops.sweep import Tally
 from schemas.catalog import BY_RESOURCE, MODULES
 from store.deadletters import PURGED, REPLAYED, DeadLetterStore, LetterQuery
-from workers import failures
 
 REPLAYED_AT = "x-flexsync-replayed-at"
 REPLAYED_FROM = "x-flexsync-replayed-from"
 _RESET_HEADERS = (
-    failures.ATTEMPTS,
-    failures.REASON,
-    failures.EXCEPTION,
-    failures.FAILED_AT,
-    failures.RECHECK,
+    dead_letter.ATTEMPTS,
+    dead_letter.REASON,
+    dead_letter.EXCEPTION,
+    dead_letter.FAILED_AT,
+    dead_letter.RECHECK,
     *BROKER_HEADERS,
 )
 _KNOWN_QUEUES = frozenset([*(work_queue_name(m) for m in MODULES), PROVISIONING_QUEUE_NAME])
@@ -58,7 +58,7 @@ def replay_headers(letter: DeadLetter, source: str, now: datetime) -> dict[str, 
     """The headers of a replayed copy: attempts reset, failure details dropped, origin kept."""
     headers = {k: v for k, v in letter.headers.items() if k not in _RESET_HEADERS}
     if letter.original_routing_key:
-        headers[failures.ORIGINAL_ROUTING_KEY] = letter.original_routing_key
+        headers[dead_letter.ORIGINAL_ROUTING_KEY] = letter.original_routing_key
     headers[REPLAYED_FROM] = source
     headers[REPLAYED_AT] = now.isoformat().replace("+00:00", "Z")
     return headers

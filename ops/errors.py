@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from reliability.errors import FlexsyncError
 
-class OpsError(RuntimeError):
+
+class OpsError(FlexsyncError, RuntimeError):
     """An operation could not run; the message is meant for the operator, as is."""
+
+    reason = "ops_error"

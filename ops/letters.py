@@ -1,7 +1,7 @@
 """A dead letter as operations see it: the envelope, why it failed, where it came from, its id.
 
 Messages reach ``dead-letter`` two ways: a worker parks them with the ``x-flexsync-*`` headers
-(workers/failures.py), or the broker dead-letters one that hit a queue's delivery limit (then
+(``broker.headers``), or the broker dead-letters one that hit a queue's delivery limit (then
 only its ``x-death`` headers tell the story). Both are read here into one shape.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from workers import failures
+from broker import headers as dead_letter
 
 # Headers the broker adds on delivery or dead-lettering; a copy we publish must not carry them.
 BROKER_HEADERS = (
@@ -114,13 +114,13 @@ def read_letter(properties: Any, body: bytes) -> DeadLetter:
     headers = dict(properties.headers or {})
     death = _first_death(headers)
     routing_keys = death.get("routing-keys") or []
-    reason = text(headers.get(failures.REASON)) or text(headers.get("x-first-death-reason")) or "unknown"
-    attempts = headers.get(failures.ATTEMPTS, headers.get("x-delivery-count"))
-    failed_at = parse_instant(headers.get(failures.FAILED_AT)) or parse_instant(death.get("time"))
-    original_queue = text(headers.get(failures.ORIGINAL_QUEUE)) or text(
+    reason = text(headers.get(dead_letter.REASON)) or text(headers.get("x-first-death-reason")) or "unknown"
+    attempts = headers.get(dead_letter.ATTEMPTS, headers.get("x-delivery-count"))
+    failed_at = parse_instant(headers.get(dead_letter.FAILED_AT)) or parse_instant(death.get("time"))
+    original_queue = text(headers.get(dead_letter.ORIGINAL_QUEUE)) or text(
         headers.get("x-first-death-queue") or death.get("queue")
     )
-    original_key = text(headers.get(failures.ORIGINAL_ROUTING_KEY)) or (
+    original_key = text(headers.get(dead_letter.ORIGINAL_ROUTING_KEY)) or (
         text(routing_keys[0]) if routing_keys else None
     )
     try:
@@ -148,7 +148,7 @@ def read_letter(properties: Any, body: bytes) -> DeadLetter:
         headers=headers,
         envelope=envelope,
         reason=reason,
-        exception=text(headers.get(failures.EXCEPTION)),
+        exception=text(headers.get(dead_letter.EXCEPTION)),
         attempts=attempts if isinstance(attempts, int) else None,
         original_routing_key=original_key,
         original_queue=original_queue,

@@ -1,8 +1,8 @@
 """Backfill runs and their checkpoints: what is scheduled, who runs it (a lease), how far it came.
 
-A run is leased like an Intacct slot (see ``store.slots``): taking it is a compare-and-set
+A run is leased through ``store.leases`` like an Intacct slot: taking it is a compare-and-set
 ``UPDATE`` whose ``WHERE`` is the "is it free?" check, so two workers never run one import at
-once, and a holder killed mid-run is replaced once its lease runs out. Every checkpoint write
+once, and a holder killed mid-run is replaced once its lease runs out (at once on its node). Every checkpoint write
 checks the lease in the same transaction, so a holder that lost its run cannot move it.
 """
 
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from reliability.errors import FlexsyncError
 from store.db import write_transaction
+from store.leases import LeaseColumns
 from store.models import BackfillCheckpoint, BackfillRun
 
 _runs = BackfillRun.__table__
@@ -26,8 +28,10 @@ _p = _points.c
 LIVE_STATES = ("pending", "running")
 
 
-class RunBusy(RuntimeError):
+class RunBusy(FlexsyncError, RuntimeError):
     """Another live holder runs this backfill now."""
+
+    reason = "backfill_running_elsewhere"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class BackfillStore:
         self._now = now
         self._sqlite = engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._leases = LeaseColumns(_runs, clock=clock)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -156,16 +161,18 @@ class BackfillStore:
         time to resume has come; its connection id."""
         now = self._clock()
         with self._engine.connect() as conn:
+            # A run whose holder died on this node is taken at once, not when its lease runs out.
+            dead = self._leases.dead_holders(conn, {"state": "running"})
             candidates = list(
                 conn.execute(
                     select(_r.connection_id)
-                    .where(self._claimable(now))
+                    .where(self._claimable(now, dead))
                     .order_by(_r.updated_at, _r.connection_id)
                     .limit(20)
                 ).scalars()
             )
         for connection_id in candidates:
-            if self._take(connection_id, holder, lease_seconds, self._claimable(now)):
+            if self._take(connection_id, holder, lease_seconds, self._claimable(now, dead)):
                 return connection_id
         return None
 
@@ -178,13 +185,11 @@ class BackfillStore:
         :meth:`request` first to schedule a re-import). ``replacing`` names a holder known to be
         dead whose live lease may be taken. Raises :class:`RunBusy` or LookupError.
         """
-        now = self._clock()
+        with self._engine.connect() as conn:
+            dead = self._leases.dead_holders(conn, {"connection_id": connection_id})
         free = or_(
             _r.state != "running",
-            _r.holder.is_(None),
-            _r.leased_until <= now,
-            _r.holder == holder,
-            _r.holder == (replacing or holder),
+            self._leases.free(self._clock(), [*dead, holder, replacing or holder]),
         )
         if self._take(connection_id, holder, lease_seconds, free):
             return
@@ -216,7 +221,7 @@ class BackfillStore:
         after that time, from its checkpoints; that counts one more of its ``resumes``.
         """
         now = self._now()
-        values: dict = {"state": state, "holder": None, "leased_until": None, "updated_at": now}
+        values: dict = {"state": state, "updated_at": now}
         if state in ("completed", "failed"):
             values["finished_at"] = now
             values["error"] = error
@@ -228,19 +233,15 @@ class BackfillStore:
             values["resume_at"] = self._clock() + resume_in
             values["resumes"] = _r.resumes + 1
         with write_transaction(self._engine) as conn:
-            changed = conn.execute(
-                update(_runs).where(*self._ours(connection_id, holder)).values(values)
-            ).rowcount
-        return changed == 1
+            return self._leases.release(
+                conn, {"connection_id": connection_id}, holder, values=values, where=_running
+            )
 
     def note_error(self, connection_id: str, holder: str, error: str) -> None:
         """Record a transient failure the holder is about to retry (shown while it waits)."""
+        values = {"error": error, "attempts": _r.attempts + 1, "updated_at": self._now()}
         with write_transaction(self._engine) as conn:
-            conn.execute(
-                update(_runs)
-                .where(*self._ours(connection_id, holder))
-                .values(error=error, attempts=_r.attempts + 1, updated_at=self._now())
-            )
+            self._leases.write(conn, {"connection_id": connection_id}, holder, values, where=_running)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -287,49 +288,28 @@ class BackfillStore:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _claimable(self, now: float):
-        abandoned = and_(_r.state == "running", or_(_r.leased_until.is_(None), _r.leased_until <= now))
+    def _claimable(self, now: float, dead: list[str]):
+        abandoned = and_(_r.state == "running", self._leases.free(now, dead))
         due = and_(_r.state == "failed", _r.resume_at <= now)
         return or_(_r.state == "pending", abandoned, due)
 
-    def _ours(self, connection_id: str, holder: str) -> tuple:
-        return (_r.connection_id == connection_id, _r.state == "running", _r.holder == holder)
-
     def _take(self, connection_id: str, holder: str, lease_seconds: float, free) -> bool:
+        started = {"state": "running", "updated_at": self._now(), "finished_at": None, "resume_at": None}
         with write_transaction(self._engine) as conn:
-            taken = conn.execute(
-                update(_runs)
-                .where(_r.connection_id == connection_id, free)
-                .values(
-                    state="running",
-                    holder=holder,
-                    leased_until=self._clock() + lease_seconds,
-                    updated_at=self._now(),
-                    finished_at=None,
-                    resume_at=None,
-                )
-            ).rowcount
-        return taken == 1
+            return self._leases.claim(
+                conn, {"connection_id": connection_id}, holder, lease_seconds, free=free, values=started
+            )
 
     def _renewed(self, conn: Connection, connection_id: str, holder: str, lease_seconds: float) -> bool:
-        changed = conn.execute(
-            update(_runs)
-            .where(*self._ours(connection_id, holder))
-            .values(leased_until=self._clock() + lease_seconds)
-        ).rowcount
-        return changed == 1
+        return self._leases.renew(
+            conn, {"connection_id": connection_id}, holder, lease_seconds, where=_running
+        )
+
+
+# A lease write touches a run only while it runs: a cancelled or finished run is nobody's.
+_running = (_r.state == "running",)
 
 
 def _run(row) -> RunState:
-    return RunState(
-        connection_id=row.connection_id,
-        state=row.state,
-        holder=row.holder,
-        leased_until=row.leased_until,
-        attempts=row.attempts,
-        error=row.error,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        resume_at=row.resume_at,
-        resumes=row.resumes,
-    )
+    # The dataclass's fields are columns of the row, by name.
+    return RunState(**{field.name: row._mapping[field.name] for field in fields(RunState)})

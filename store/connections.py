@@ -15,6 +15,7 @@ from sqlalchemy import Engine, case, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from reliability.errors import FlexsyncError
 from store.crypto import SecretBox
 from store.models import CONNECTION_STATES, Connection
 
@@ -23,16 +24,22 @@ _table = Connection.__table__
 _c = _table.c
 
 
-class ConnectionNotFound(LookupError):
+class ConnectionNotFound(FlexsyncError, LookupError):
     """No connection has the given id."""
 
+    reason = "connection_not_found"
 
-class AccountInUseError(ValueError):
+
+class AccountInUseError(FlexsyncError, ValueError):
     """The account already has another live (not disconnected) connection."""
 
+    reason = "account_in_use"
 
-class ConnectionStateError(ValueError):
+
+class ConnectionStateError(FlexsyncError, ValueError):
     """The state change is not allowed (a disconnected connection is revived only by ``save``)."""
+
+    reason = "connection_state"
 
 
 @dataclass(frozen=True)

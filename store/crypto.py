@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from config.settings import SettingsError, sqlite_path
 from observability.logging import register_secret
+from reliability.errors import FlexsyncError
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -20,8 +21,10 @@ if TYPE_CHECKING:
 DEV_KEY_FILENAME = "dev-secret.key"
 
 
-class SecretDecryptError(Exception):
+class SecretDecryptError(FlexsyncError):
     """A stored secret cannot be decrypted with the configured keys."""
+
+    reason = "secret_unreadable"
 
 
 def generate_key() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any fixed 64-bit number; all processes migrating one PostgreSQL database must agree on it.
 _ADVISORY_LOCK_ID = 0x666C_6578_7379_6E63 & 0x7FFF_FFFF_FFFF_FFFF  # "flexsync"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+# Databases this process has migrated (see upgrade); the lock also keeps two threads from both
+# migrating one.
+_migrated: set[str] = set()
+_migrated_lock = threading.Lock()
 
 
 def create_engine_for(database_url: str) -> Engine:
@@ -76,12 +81,37 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Migrate the schema to the latest revision; safe when several processes start at once.
+    """Migrate the schema to the latest revision, once per process and database.
 
-    Migrations run under a lock (a PostgreSQL advisory lock, or a file lock next to the
-    SQLite database) inside one transaction, so a process that waited finds the schema
-    current and does nothing.
+    The entry point and the wiring of a worker both ask for it; only the first call migrates,
+    the others return at once. Migrations run under a lock (a PostgreSQL advisory lock, or a
+    file lock next to the SQLite database) inside one transaction, so a process that waited
+    for another finds the schema current and does nothing.
     """
+    identity = _database_identity(engine)
+    with _migrated_lock:
+        if identity is not None and identity in _migrated:
+            return
+        _migrate(engine)
+        if identity is not None:
+            _migrated.add(identity)
+
+
+def _database_identity(engine: Engine) -> str | None:
+    """What names the database across engines (None: an in-memory one, its engine's own)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ":memory:"
+        if (
+            database == ":memory:"
+            or database.startswith("file::memory:")
+            or url.query.get("mode") == "memory"
+        ):
+            return None
+    return url.render_as_string(hide_password=False)
+
+
+def _migrate(engine: Engine) -> None:
     config = alembic_config()
     with _migration_lock(engine), engine.connect() as connection:
         if connection.dialect.name == "postgresql":

@@ -10,21 +10,23 @@ what frees it.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from observability.logging import get_logger
+from reliability.backoff import Backoff
+from reliability.leases import new_holder
+from reliability.limiter import SlotTimeout
 from store.db import write_transaction
+from store.leases import LeaseColumns
 from store.models import IntacctSlot
 
 log = get_logger(__name__)
@@ -32,11 +34,7 @@ log = get_logger(__name__)
 _table = IntacctSlot.__table__
 _c = _table.c
 
-
-class SlotTimeout(TimeoutError):
-    """No slot of the company came free before the timeout; transient (try again later)."""
-
-    transient = True
+__all__ = ["CompanySlots", "Lease", "SlotTimeout", "company_slots"]
 
 
 @dataclass
@@ -84,36 +82,6 @@ class _Releases:
                 self._changed.wait(seconds)
 
 
-def _node() -> str:
-    """This host and PID namespace: where a holder's pid means the same process as ours."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = "?"
-    return f"{socket.gethostname()[:80]}/{namespace}"
-
-
-def _holder_id() -> str:
-    # Unique per acquisition, so a late release can never free a slot someone else took since.
-    return f"{_node()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex}"
-
-
-def _dead_local_holder(holder: str, node: str) -> bool:
-    """True only when the holder ran on this node and its process is gone (a SIGKILLed worker)."""
-    # node:pid:thread:uuid, parsed from the right (the node holds colons of its own).
-    parts = holder.rsplit(":", 3)
-    if len(parts) != 4 or parts[0] != node or not parts[1].isdigit():
-        return False
-    pid = parts[1]
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # alive, someone else's
-    return False
-
-
 class CompanySlots:
     """At most ``cap`` holders per company at once, across threads, processes and hosts.
 
@@ -147,12 +115,13 @@ class CompanySlots:
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._sleep = sleep
-        self._poll_first, self._poll_max = poll
+        # Equal jitter: a poller never spins, and pollers in many processes do not keep step.
+        self._poll = Backoff(poll[0], poll[1], floor=0.5)
+        self._leases = LeaseColumns(_table, clock=clock)
         self._rng = rng or random.Random()
         self._sqlite = engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if self._sqlite else postgresql.insert
         self._ensured: set[str] = set()
-        self._node = _node()
         self._releases: dict[str, _Releases] = {}
         self._guard = threading.Lock()
 
@@ -198,9 +167,7 @@ class CompanySlots:
                 raise SlotTimeout(
                     f"all {self.cap} Intacct slots of company {company_id} stayed busy for {timeout:g} s{cause}"
                 ) from trouble
-            ceiling = min(self._poll_max, self._poll_first * (2**polls))
-            # Jitter, so waiters in many processes do not poll in lockstep.
-            delay = min(remaining, self._rng.uniform(ceiling / 2, ceiling))
+            delay = min(remaining, self._poll.delay(polls + 1, self._rng))
             if self._sleep is not None:
                 self._sleep(delay)
             else:
@@ -219,31 +186,19 @@ class CompanySlots:
         A holder on another host (or in another PID namespace) cannot be checked, so its slot
         waits for the lease, as before.
         """
-        node = self._node
+        key = {"company_id": company_id}
         with self._engine.connect() as conn:
-            held = conn.execute(
-                select(_c.slot, _c.holder).where(_c.company_id == company_id, _c.holder.is_not(None))
-            ).all()
+            dead = self._leases.dead_holders(conn, key)
         freed = False
-        for slot, holder in held:
-            if _dead_local_holder(holder, node):
-                with write_transaction(self._engine) as conn:
-                    freed |= (
-                        conn.execute(
-                            update(_table)
-                            .where(_c.company_id == company_id, _c.slot == slot, _c.holder == holder)
-                            .values(holder=None, leased_until=None)
-                        ).rowcount
-                        == 1
-                    )
-                log.info(
-                    "intacct_slot_reclaimed", company_id=company_id, slot=slot, reason="holder_process_gone"
-                )
+        for holder in dead:
+            with write_transaction(self._engine) as conn:
+                freed |= self._leases.release(conn, key, holder)
+            log.info("intacct_slot_reclaimed", company_id=company_id, reason="holder_process_gone")
         return freed
 
     def _claim_free(self, company_id: str) -> Lease | None:
         now = self._clock()
-        free = or_(_c.holder.is_(None), _c.leased_until <= now)
+        free = self._leases.free(now)
         with self._engine.connect() as conn:
             candidates = list(
                 conn.execute(
@@ -253,17 +208,16 @@ class CompanySlots:
         # Trying the free slots in random order keeps simultaneous claimants off one row.
         self._rng.shuffle(candidates)
         for slot in candidates:
-            holder, until = _holder_id(), now + self.lease_seconds
+            # Unique per acquisition, so a late release can never free a slot someone else took since.
+            holder = new_holder()
             with write_transaction(self._engine) as conn:
                 # The WHERE repeats the "free" check: the row is taken only if still free now
                 # (PostgreSQL re-checks it after a concurrent update; SQLite writes one at a time).
-                claimed = conn.execute(
-                    update(_table)
-                    .where(and_(_c.company_id == company_id, _c.slot == slot, free))
-                    .values(holder=holder, leased_until=until)
-                ).rowcount
-            if claimed == 1:
-                return Lease(company_id, slot, holder, until)
+                claimed = self._leases.claim(
+                    conn, {"company_id": company_id, "slot": slot}, holder, self.lease_seconds, free=free
+                )
+            if claimed:
+                return Lease(company_id, slot, holder, now + self.lease_seconds)
         return None
 
     def _release(self, lease: Lease) -> None:
@@ -272,13 +226,7 @@ class CompanySlots:
         try:
             with write_transaction(self._engine) as conn:
                 # Only if still ours: after the lease ran out someone else may hold the slot.
-                conn.execute(
-                    update(_table)
-                    .where(
-                        _c.company_id == lease.company_id, _c.slot == lease.slot, _c.holder == lease.holder
-                    )
-                    .values(holder=None, leased_until=None)
-                )
+                self._leases.release(conn, {"company_id": lease.company_id, "slot": lease.slot}, lease.holder)
         except SQLAlchemyError as exc:
             # The request itself is done; the slot frees itself when the lease runs out.
             log.warning(
@@ -302,3 +250,11 @@ class CompanySlots:
     def _releases_of(self, company_id: str) -> _Releases:
         with self._guard:
             return self._releases.setdefault(company_id, _Releases())
+
+
+def company_slots(settings: Any, engine: Engine, *, lease_seconds: float | None = None) -> CompanySlots:
+    """The Intacct cap of ``INTACCT_MAX_CONCURRENCY_PER_COMPANY`` per company, kept in ``engine``;
+    ``lease_seconds`` (when given) must outlast the longest request made under a slot."""
+    if lease_seconds is None:
+        return CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company)
+    return CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company, lease_seconds=lease_seconds)

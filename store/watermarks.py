@@ -1,7 +1,8 @@
 """Reconciliation watermarks per connection and resource, with the lease that guards each sweep.
 
-A reconcile process *claims* a (connection, resource) before sweeping it: the claim succeeds
-when nobody holds the lease or the holder's lease ran out (it crashed). While sweeping it renews
+A reconcile process *claims* a (connection, resource) before sweeping it, through
+``store.leases``: the claim succeeds when nobody holds the lease, the holder's lease ran out, or
+the holder died on this node. While sweeping it renews
 the lease; it *advances* the watermark only while still the holder, and releases at the end.
 Every write is one statement, so two processes racing for a claim get one winner on SQLite and
 PostgreSQL alike.
@@ -11,20 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from reliability.errors import LeaseLost
+from store.leases import LeaseColumns
 from store.models import ReconcileWatermark
 
 _table = ReconcileWatermark.__table__
 _c = _table.c
 
-
-class LeaseLost(RuntimeError):
-    """Another process holds the lease now (ours ran out): stop without writing anything."""
+__all__ = ["LeaseLost", "Watermark", "WatermarkStore"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class WatermarkStore:
         self._engine = engine
         self._clock = clock
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._leases = LeaseColumns(_table, holder="lease_holder", clock=clock)
 
     def get(self, connection_id: str, resource: str) -> Watermark | None:
         """The stored watermark, or None when the resource was never swept nor claimed."""
@@ -62,23 +64,17 @@ class WatermarkStore:
 
     def claim(self, connection_id: str, resource: str, holder: str, ttl: float) -> Watermark | None:
         """Take the lease for ``ttl`` seconds and return the watermark; None if someone else holds it."""
-        now = self._clock()
+        key = {"connection_id": connection_id, "resource": resource}
         with self._engine.begin() as conn:
             conn.execute(
                 self._insert(_table)
                 .values(connection_id=connection_id, resource=resource)
                 .on_conflict_do_nothing(index_elements=[_c.connection_id, _c.resource])
             )
-            taken = conn.execute(
-                update(_table)
-                .where(
-                    _c.connection_id == connection_id,
-                    _c.resource == resource,
-                    or_(_c.lease_holder.is_(None), _c.lease_holder == holder, _c.leased_until < now),
-                )
-                .values(lease_holder=holder, leased_until=now + ttl)
-            ).rowcount
-            if not taken:
+            # A claim again by the holder itself renews it; a dead local holder's is taken at once.
+            ours_or_dead = [holder, *self._leases.dead_holders(conn, key)]
+            free = self._leases.free(self._clock(), ours_or_dead)
+            if not self._leases.claim(conn, key, holder, ttl, free=free):
                 return None
             row = conn.execute(
                 select(_table).where(_c.connection_id == connection_id, _c.resource == resource)
@@ -114,35 +110,18 @@ class WatermarkStore:
     def release(self, connection_id: str, resource: str, holder: str) -> None:
         """Give the lease up (nothing happens when it is not ours)."""
         with self._engine.begin() as conn:
-            conn.execute(
-                update(_table)
-                .where(_c.connection_id == connection_id, _c.resource == resource, _c.lease_holder == holder)
-                .values(lease_holder=None, leased_until=None)
-            )
+            self._leases.release(conn, {"connection_id": connection_id, "resource": resource}, holder)
 
     def _update_held(self, connection_id: str, resource: str, holder: str, **values: object) -> None:
         # Still ours only while unexpired: a holder that stalled past its lease may have been
         # replaced, and must not write over its successor.
+        key = {"connection_id": connection_id, "resource": resource}
         with self._engine.begin() as conn:
-            changed = conn.execute(
-                update(_table)
-                .where(
-                    _c.connection_id == connection_id,
-                    _c.resource == resource,
-                    _c.lease_holder == holder,
-                    _c.leased_until >= self._clock(),
-                )
-                .values(**values)
-            ).rowcount
+            changed = self._leases.write(conn, key, holder, values, live=True)
         if not changed:
             raise LeaseLost(f"the reconcile lease on {connection_id}/{resource} is no longer held by us")
 
 
 def _watermark(row) -> Watermark:
-    return Watermark(
-        connection_id=row.connection_id,
-        resource=row.resource,
-        modified_since=row.modified_since,
-        swept_at=row.swept_at,
-        keyset_checked_at=row.keyset_checked_at,
-    )
+    # The dataclass's fields are columns of the row, by name.
+    return Watermark(**{field.name: row._mapping[field.name] for field in fields(Watermark)})

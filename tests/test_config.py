@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
-from config import ENVIRONMENT_VARIABLES, SettingsError, load_settings
+from config import ENVIRONMENT_VARIABLES, SettingsError, export_metrics_directory, load_settings
 
 KEY = Fernet.generate_key().decode()
 
@@ -68,6 +70,27 @@ def test_every_variable_of_the_brief_is_read():
     assert settings.public_base_url == "https://sync.example"
 
 
+def test_platform_variables_are_read_here_too():
+    defaults = load_settings({"FLEXSYNC_SECRET_KEY": KEY})
+    assert (defaults.web_concurrency, defaults.prometheus_multiproc_dir) == (2, None)
+    settings = load_settings(
+        {"FLEXSYNC_SECRET_KEY": KEY, "WEB_CONCURRENCY": "5", "PROMETHEUS_MULTIPROC_DIR": "/run/metrics"}
+    )
+    assert (settings.web_concurrency, settings.prometheus_multiproc_dir) == (5, "/run/metrics")
+
+
+def test_web_exports_a_metrics_directory_for_its_workers(tmp_path):
+    given = load_settings({"FLEXSYNC_SECRET_KEY": KEY, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)})
+    environ: dict[str, str] = {}
+    assert export_metrics_directory(given, environ).prometheus_multiproc_dir == str(tmp_path)
+    assert environ == {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    unset = load_settings({"FLEXSYNC_SECRET_KEY": KEY})
+    made = export_metrics_directory(unset, environ).prometheus_multiproc_dir
+    assert made is not None and made != str(tmp_path) and Path(made).is_dir()
+    assert environ == {"PROMETHEUS_MULTIPROC_DIR": made}
+    Path(made).rmdir()
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -81,6 +104,7 @@ def test_every_variable_of_the_brief_is_read():
         ("LOG_LEVEL", "LOUD"),
         ("LOG_FORMAT", "xml"),
         ("PORT", "70000"),
+        ("WEB_CONCURRENCY", "0"),
     ],
 )
 def test_a_malformed_value_is_one_line_naming_it(name, value):
@@ -137,3 +161,49 @@ def test_the_cli_stops_with_one_line_on_a_bad_setting(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "flexsync: PORT is malformed: expected a whole number, got 'eighty'"
     ]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT_PACKAGES = (
+    "broker",
+    "cli",
+    "clients",
+    "config",
+    "ingest",
+    "observability",
+    "ops",
+    "schemas",
+    "store",
+    "workers",
+)
+# TEMPORARY: their owners move these readings to Settings; remove each entry once it is done.
+NOT_YET_MOVED = {"ingest/server.py", "observability/metrics.py"}
+
+
+def _reads_the_environment(path: Path) -> bool:
+    names = ("environ", "getenv", "environb")
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        by_attribute = (
+            isinstance(node, ast.Attribute)
+            and node.attr in names
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+        by_import = (
+            isinstance(node, ast.ImportFrom)
+            and node.module == "os"
+            and any(alias.name in names for alias in node.names)
+        )
+        if by_attribute or by_import:
+            return True
+    return False
+
+
+def test_nothing_reads_the_environment_outside_config():
+    readers = {
+        path.relative_to(ROOT).as_posix()
+        for package in PRODUCT_PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if _reads_the_environment(path)
+    }
+    assert readers - NOT_YET_MOVED == {"config/settings.py"}

@@ -34,9 +34,9 @@ from clients.flexpoint import (
 )
 from clients.flexpoint.batches import idempotency_key
 from clients.flexpoint.contract import MAX_BATCH_ITEMS, REASONS, RESOURCES, STATES, STATUS_FIELDS
-from clients.flexpoint.retry import parse_retry_after
 from config import Settings, SettingsError
 from observability.logging import REDACTED, configure_logging, get_logger, redactor
+from reliability.retry_after import parse_retry_after
 from sandbox.flexpoint import FlexPointConfig, FlexPointServer
 from tests.conftest import wait_until
 
@@ -560,8 +560,12 @@ def test_from_settings_names_the_missing_variable():
 def test_retry_after_is_read_as_seconds_or_an_http_date():
     now = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
     assert parse_retry_after("3") == 3.0
-    assert parse_retry_after(format_datetime(now + timedelta(seconds=7), usegmt=True), now=now) == 7.0
-    assert parse_retry_after(format_datetime(now - timedelta(seconds=7), usegmt=True), now=now) == 0.0
+    assert (
+        parse_retry_after(format_datetime(now + timedelta(seconds=7), usegmt=True), now=now.timestamp) == 7.0
+    )
+    assert (
+        parse_retry_after(format_datetime(now - timedelta(seconds=7), usegmt=True), now=now.timestamp) == 0.0
+    )
     assert parse_retry_after(None) is parse_retry_after("soon") is parse_retry_after("nan") is None
 
 

@@ -37,17 +37,18 @@ from clients.intacct import (
     build_session,
     create_client,
 )
-from clients.intacct.backoff import full_jitter, retry_after
 from clients.intacct.errors import area_of, parse_ia_error
 from clients.intacct.tokens import refresh_margin
 from config.settings import Settings
 from observability.logging import configure_logging, redactor
+from reliability.backoff import Backoff
+from reliability.retry_after import hint as retry_after
 from sandbox.intacct.faults import FaultSettings
 from sandbox.intacct.seed import SeedOptions, seed_company
 from sandbox.intacct.server import SimulatorServer
 from store import ConnectionRecord, create_engine_for, upgrade
 from store.models import IntacctSlot
-from store.slots import CompanySlots
+from store.slots import CompanySlots, company_slots
 from tests.sandbox.conftest_intacct import AS_OF, COMPANY, SECRET, USER, FakeClock, make_config
 
 INVOICES = "accounts-receivable/invoice"
@@ -596,7 +597,9 @@ def test_create_client_wires_session_tokens_and_the_cap_from_settings(tmp_path: 
         engine = create_engine_for(f"sqlite:///{tmp_path / 'db' / 'flexsync.db'}")
         upgrade(engine)
         calls: list[tuple[str, str, int, float]] = []
-        client = create_client(settings, engine, on_call=lambda *call: calls.append(call))
+        client = create_client(
+            settings, company_slots(settings, engine), on_call=lambda *call: calls.append(call)
+        )
         try:
             assert client.get(connection(), CUSTOMERS, "2")["key"] == "2"
             with engine.connect() as conn:
@@ -681,6 +684,6 @@ def test_retry_after_is_read_from_either_header_and_in_either_form():
 
 def test_full_jitter_stays_under_the_growing_ceiling():
     rng = random.Random(1)
-    draws = [full_jitter(n, base=0.5, cap=4.0, rng=rng) for n in (1, 2, 3, 4, 5, 6)]
+    draws = [Backoff(0.5, 4.0).delay(n, rng) for n in (1, 2, 3, 4, 5, 6)]
     assert all(0 <= d <= c for d, c in zip(draws, (0.5, 1, 2, 4, 4, 4), strict=True))
     assert RetryPolicy().rate_limited_attempts == 5

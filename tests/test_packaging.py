@@ -1,10 +1,18 @@
-"""The installed project must ship every top-level package (an editable install imports only those)."""
+"""Packaging: every top-level package ships, and the sandbox with its dependencies is an extra."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_SHIPPED = {"tests", "bench"}
@@ -21,3 +29,108 @@ def test_every_top_level_package_is_in_the_distribution():
     assert packages, "no packages found next to pyproject.toml"
     missing = sorted(name for name in packages if not any(fnmatch(name, p) for p in patterns))
     assert missing == [], f"add these to [tool.setuptools.packages.find] include: {missing}"
+
+
+# --- the sandbox is an extra --------------------------------------------------------------
+
+# Not yaml: kombu imports it when present (to offer a YAML serializer) and does without it.
+SANDBOX_ONLY_MODULES = ("jsonschema", "rfc3339_validator", "honcho")
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def _loaded_after(code: str) -> list[str]:
+    """The sandbox (and sandbox-only) modules loaded in a fresh interpreter after running ``code``."""
+    report = "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = _python(code + report)
+    assert result.returncode == 0, result.stderr
+    modules = json.loads(result.stdout.strip().splitlines()[-1])
+    return [m for m in modules if m.split(".")[0] in ("sandbox", *SANDBOX_ONLY_MODULES)]
+
+
+def test_product_dependencies_leave_the_sandbox_to_its_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower() for spec in project["dependencies"]}
+    sandbox = {
+        re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower()
+        for spec in project["optional-dependencies"]["sandbox"]
+    }
+    assert {"pyyaml", "jsonschema", "rfc3339-validator", "honcho"} <= sandbox
+    assert names.isdisjoint(sandbox)
+
+
+def test_web_imports_no_sandbox_module():
+    # What `flexsync web` loads: the CLI, the receiver's app factory and its gunicorn runner.
+    loaded = _loaded_after(
+        "from cli.main import main\n"
+        "main.get_command(None, 'web')\n"
+        "from ingest.app import create_app\n"
+        "from ingest.server import serve\n"
+    )
+    assert loaded == []
+
+
+def test_help_lists_the_sandbox_without_importing_it():
+    result = _python("from cli.main import main\nmain(['--help'], standalone_mode=False)")
+    assert result.returncode == 0, result.stderr
+    assert "sandbox" in result.stdout
+    assert _loaded_after("from cli.main import main\nmain(['--help'], standalone_mode=False)") == []
+
+
+def test_sandbox_command_loads_when_invoked():
+    result = _python("from cli.main import main\nmain(['sandbox', '--help'])")
+    assert result.returncode == 0, result.stderr
+    assert "--intacct-port" in result.stdout
+
+
+def test_sandbox_without_its_extra_says_what_to_install():
+    # A None entry in sys.modules makes `import yaml` fail as when the package is absent.
+    result = _python(
+        "import sys\nsys.modules['yaml'] = None\nfrom cli.main import main\nmain(['sandbox', '--help'])"
+    )
+    assert result.returncode == 1
+    assert "pip install -e '.[sandbox]'" in result.stderr
+    assert "'yaml'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- the lock file ------------------------------------------------------------------------
+
+
+def _locked() -> dict[str, tuple[Version, list[str]]]:
+    """requirements.lock as {name: (version, hashes)}."""
+    entries: dict[str, tuple[Version, list[str]]] = {}
+    text = (ROOT / "requirements.lock").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement, *options = line.split()
+        name, _, version = requirement.partition("==")
+        assert version, f"not an exact pin: {requirement}"
+        hashes = [option.removeprefix("--hash=") for option in options if option.startswith("--hash=")]
+        entries[canonicalize_name(name)] = (Version(version), hashes)
+    return entries
+
+
+def test_the_lock_pins_every_dependency_within_pyproject_ranges():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [
+        *project["dependencies"],
+        *project["optional-dependencies"]["sandbox"],
+        *project["optional-dependencies"]["dev"],
+    ]
+    locked = _locked()
+    stale = []
+    for spec in wanted:
+        requirement = Requirement(spec)
+        pin = locked.get(canonicalize_name(requirement.name))
+        if pin is None or not requirement.specifier.contains(pin[0], prereleases=True):
+            stale.append(spec)
+    assert stale == [], f"requirements.lock is stale for {stale}: run ./dev lock"
+    unhashed = sorted(name for name, (_, hashes) in locked.items() if not hashes)
+    assert unhashed == []

@@ -13,17 +13,36 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+from sqlalchemy.exc import OperationalError
 
-# Header names operations read (flexsync dead list/show, replay filters).
-REASON = "x-flexsync-reason"
-EXCEPTION = "x-flexsync-exception"
-ATTEMPTS = "x-flexsync-attempts"
-ORIGINAL_ROUTING_KEY = "x-flexsync-original-routing-key"
-ORIGINAL_QUEUE = "x-flexsync-original-queue"
-FAILED_AT = "x-flexsync-failed-at"
-# Marks the second look at a record that was still changing when first read (not a failure).
-RECHECK = "x-flexsync-recheck"
+# The header names are the broker contract operations read; re-exported for the workers.
+from broker.headers import (
+    ATTEMPTS,
+    EXCEPTION,
+    FAILED_AT,
+    ORIGINAL_QUEUE,
+    ORIGINAL_ROUTING_KEY,
+    REASON,
+    RECHECK,
+)
+from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+from reliability.errors import Permanent, Transient
+
+__all__ = [
+    "ATTEMPTS",
+    "EXCEPTION",
+    "FAILED_AT",
+    "ORIGINAL_QUEUE",
+    "ORIGINAL_ROUTING_KEY",
+    "REASON",
+    "RECHECK",
+    "Destination",
+    "Failure",
+    "attempts_of",
+    "destination",
+    "failure_of",
+    "reroute",
+]
 
 MAX_EXCEPTION_TEXT = 2000
 
@@ -44,6 +63,21 @@ class Destination:
     queue: str
     headers: dict[str, Any]
     dead: bool
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """Classify by type: Transient retries, Permanent dead-letters with its reason.
+
+    A database that cannot be reached is transient (``database_unavailable``); anything else is
+    a bug or a surprise, retried a few times as ``worker_error`` before it is parked.
+    """
+    if isinstance(exc, Transient):
+        return Failure(exc.reason, exc, transient=True)
+    if isinstance(exc, Permanent):
+        return Failure(exc.reason, exc, transient=False)
+    if isinstance(exc, OperationalError):
+        return Failure("database_unavailable", exc, transient=True)
+    return Failure("worker_error", exc, transient=True)
 
 
 def attempts_of(headers: dict[str, Any] | None) -> int:

@@ -3,6 +3,7 @@
 from clients.flexpoint.client import FlexPointClient
 from clients.flexpoint.contract import MAX_BATCH_ITEMS, RESOURCES
 from clients.flexpoint.errors import (
+    FlexPointCallFailed,
     FlexPointError,
     FlexPointRateLimited,
     FlexPointRejected,
@@ -14,6 +15,7 @@ from clients.flexpoint.retry import RetryPolicy
 __all__ = [
     "MAX_BATCH_ITEMS",
     "RESOURCES",
+    "FlexPointCallFailed",
     "FlexPointClient",
     "FlexPointError",
     "FlexPointRateLimited",

@@ -20,7 +20,7 @@ from requests.adapters import HTTPAdapter
 
 from clients.flexpoint.batches import batch_body, canonical_json, chunks, idempotency_key
 from clients.flexpoint.contract import check_account_id, check_resource, check_status
-from clients.flexpoint.errors import FlexPointError, FlexPointUnavailable
+from clients.flexpoint.errors import FlexPointCallFailed, FlexPointError, FlexPointUnavailable
 from clients.flexpoint.postings import check_payment_id, check_posting, posting_key
 from clients.flexpoint.responses import error_from_response, scrub
 from clients.flexpoint.retry import RetryPolicy
@@ -228,7 +228,7 @@ class FlexPointClient:
             if not cursor:
                 return
             if cursor in seen:
-                raise FlexPointError(
+                raise FlexPointCallFailed(
                     f"FlexPoint returned the cursor {cursor!r} twice while listing {resource}"
                 )
             seen.add(cursor)
@@ -287,7 +287,7 @@ class FlexPointClient:
                 )
             except requests.RequestException as exc:
                 # Anything else (a malformed URL, too many redirects) will not heal by waiting.
-                raise FlexPointError(
+                raise FlexPointCallFailed(
                     f"could not call FlexPoint for {action}: {scrub(str(exc), self._token)}"
                 ) from None
             else:
@@ -324,7 +324,7 @@ class FlexPointClient:
         try:
             return response.json()
         except ValueError:
-            raise FlexPointError(
+            raise FlexPointCallFailed(
                 f"FlexPoint answered {what} with {response.status_code} but no JSON body"
             ) from None
 
@@ -336,7 +336,7 @@ class FlexPointClient:
         if not isinstance(results, list) or len(results) != len(batch):
             # Results pair with items by position; a short list cannot be matched safely.
             got = len(results) if isinstance(results, list) else "no"
-            raise FlexPointError(
+            raise FlexPointCallFailed(
                 f"FlexPoint answered a {resource} batch of {len(batch)} items for account {account_id}"
                 f" with {got} results"
             )

@@ -1,7 +1,8 @@
 """The FlexPoint client's one exception hierarchy, split by what the caller should do next.
 
-``transient`` is the only thing a worker needs to look at: transient errors go back through the
-delay queues, permanent ones go to the dead-letter queue with ``str(error)`` as the reason.
+Each concrete error is :class:`~reliability.errors.Transient` (back through the delay queues) or
+:class:`~reliability.errors.Permanent` (to the dead-letter queue, ``reason`` and ``str(error)``
+in its headers); the worker looks at nothing else.
 No message ever holds the bearer token: the client scrubs what FlexPoint echoes before raising.
 """
 
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from reliability.errors import FlexsyncError, Permanent, Throttled, Transient
 
-class FlexPointError(Exception):
-    """A call to FlexPoint's Sync API failed; permanent unless a subclass says otherwise."""
 
-    transient = False
+class FlexPointError(FlexsyncError):
+    """A call to FlexPoint's Sync API failed (root of the client's errors)."""
 
     def __init__(
         self, message: str, *, status: int | None = None, code: str | None = None, details: Any = None
@@ -30,23 +31,25 @@ class FlexPointError(Exception):
         return self.message if self.attempts <= 1 else f"{self.message} (after {self.attempts} attempts)"
 
 
-class FlexPointUnavailable(FlexPointError):
+class FlexPointCallFailed(FlexPointError, Permanent):
+    """The call could not be made (a malformed URL), or FlexPoint's 2xx answer cannot be used."""
+
+    reason = "flex_point_error"
+
+
+class FlexPointUnavailable(FlexPointError, Transient):
     """FlexPoint answered 5xx, timed out or could not be reached; retrying later may succeed."""
 
-    transient = True
+    reason = "flex_point_unavailable"
 
 
-class FlexPointRateLimited(FlexPointError):
+class FlexPointRateLimited(Throttled, FlexPointError):
     """FlexPoint answered 429; ``retry_after`` is the wait it asked for in seconds (None if unsaid)."""
 
-    transient = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
+    reason = "flex_point_rate_limited"
 
 
-class FlexPointRejected(FlexPointError):
+class FlexPointRejected(FlexPointError, Permanent):
     """FlexPoint refused the request itself (400, 404, 409, 413, ...): sending it again cannot help.
 
     ``code``, ``message`` and ``details`` are FlexPoint's Error body; for a batch,
@@ -54,10 +57,14 @@ class FlexPointRejected(FlexPointError):
     which record and which field broke the contract.
     """
 
+    reason = "flex_point_rejected"
+
     def __init__(self, message: str, *, external_ids: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.external_ids = external_ids
 
 
-class FlexPointUnauthorized(FlexPointError):
+class FlexPointUnauthorized(FlexPointError, Permanent):
     """FlexPoint refused our bearer token (401): our configuration, not the data, is wrong."""
+
+    reason = "flex_point_unauthorized"

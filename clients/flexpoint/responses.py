@@ -21,7 +21,7 @@ from clients.flexpoint.errors import (
     FlexPointUnauthorized,
     FlexPointUnavailable,
 )
-from clients.flexpoint.retry import parse_retry_after
+from reliability.retry_after import parse_retry_after
 
 REDACTED = "[REDACTED]"
 _ITEM_POINTER = re.compile(r"^/items/(\d+)(/|$)")

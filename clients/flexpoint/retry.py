@@ -4,17 +4,18 @@ Retries in the client are short and bounded on purpose: they absorb FlexPoint's 
 hiccups (QUALITY R1's 500s and 429s) within one message's handling; anything longer is the
 workers' delay queues' job, which do not hold a thread or a prefetched message meanwhile.
 urllib3's Retry is not used because it sleeps with ``time.sleep`` (tests could not record the
-waits) and does not let the caller see each attempt for metrics.
+waits) and does not let the caller see each attempt for metrics. The backoff and the reading
+of ``Retry-After`` are the shared ones of ``reliability``.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 from clients.flexpoint.errors import FlexPointError, FlexPointRateLimited
+from reliability.backoff import Backoff
+from reliability.errors import Transient
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,8 @@ class RetryPolicy:
     """Up to ``max_attempts`` attempts; full-jitter exponential backoff capped at ``cap`` seconds.
 
     A 429 waits the ``Retry-After`` FlexPoint asked for, unless that exceeds
-    ``max_retry_after``: then the call gives up at once and the caller waits outside.
+    ``max_retry_after``: then the call gives up at once and the caller waits outside. A
+    ``Retry-After: 0`` is no wait asked for, so the backoff decides (see ``reliability.retry_after``).
     """
 
     max_attempts: int = 4
@@ -36,33 +38,12 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))], so retrying workers spread out."""
-        return rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+        return Backoff(self.base, self.cap).delay(attempt, rng)
 
     def delay(self, error: FlexPointError, attempt: int, rng: random.Random) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up and raise ``error``."""
-        if not error.transient or attempt >= self.max_attempts:
+        if not isinstance(error, Transient) or attempt >= self.max_attempts:
             return None
-        if isinstance(error, FlexPointRateLimited) and error.retry_after is not None:
+        if isinstance(error, FlexPointRateLimited) and error.retry_after:
             return error.retry_after if error.retry_after <= self.max_retry_after else None
         return self.backoff(attempt, rng)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110); None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    # NaN and inf are floats too; neither is a wait anyone can honour.
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return None
-    return max(0.0, seconds)

@@ -6,22 +6,19 @@ concurrency slot, renews tokens and retries; this module knows Intacct's read en
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import requests
-from sqlalchemy import Engine
 
 from config.settings import Settings
-from store.slots import CompanySlots
+from reliability.limiter import CompanyLimiter
 
 from .errors import AREAS
-from .tokens import IntacctConnection, OnCall, TokenProvider
-from .transport import RetryPolicy, Transport, build_session
+from .tokens import IntacctConnection, TokenProvider
+from .transport import Transport, build_session
 
 MAX_BATCH_KEYS = 500  # intacct-rest.md: a batch GET takes at most 500 keys
 QUERY_PATH = "services/core/query"
@@ -46,11 +43,11 @@ class Page:
 class IntacctClient:
     """Reads Intacct records for a connection, under the company's cap, with retries and typed errors.
 
-    Failures are :class:`errors.IntacctError`; ``transient`` says whether to retry later.
+    Failures are :class:`errors.IntacctError`, each Transient (retry later) or Permanent.
     ``on_call(company_id, object_path, status, seconds)`` is called after every HTTP request
     (status 0 when no answer came) so workers can count calls and latencies. ``clock``,
     ``sleep`` and ``rng`` drive the backoff (tests inject them); ``timeouts`` are (connect,
-    read) seconds and must stay below the slots' lease.
+    read) seconds and must stay below the slots' lease. These go to :class:`Transport`.
     """
 
     def __init__(
@@ -58,33 +55,16 @@ class IntacctClient:
         settings: Settings,
         *,
         tokens: TokenProvider,
-        slots: CompanySlots,
+        slots: CompanyLimiter,
         session: requests.Session | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
-        on_call: OnCall | None = None,
-        timeouts: tuple[float, float] = (5.0, 30.0),
-        slot_timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
         batch_size: int = MAX_BATCH_KEYS,
+        **transport: Any,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH_KEYS:
             raise ValueError(f"batch_size must lie between 1 and {MAX_BATCH_KEYS}")
         self._session = session if session is not None else build_session()
-        self._transport = Transport(
-            settings,
-            tokens=tokens,
-            slots=slots,
-            session=self._session,
-            clock=clock,
-            sleep=sleep,
-            rng=rng,
-            on_call=on_call,
-            timeouts=timeouts,
-            slot_timeout=slot_timeout,
-            retry=retry,
-        )
+        # clock, sleep, rng, on_call, timeouts, slot_timeout, retry: the transport's own options.
+        self._transport = Transport(settings, tokens=tokens, slots=slots, session=self._session, **transport)
         self._call = self._transport.call
         self._batch_size = batch_size
         self._tokens = tokens
@@ -235,18 +215,15 @@ class IntacctClient:
 
 
 def create_client(
-    settings: Settings, engine: Engine, *, pool_size: int = 16, slot_lease: float = 45.0, **options: Any
+    settings: Settings, slots: CompanyLimiter, *, pool_size: int = 16, **options: Any
 ) -> IntacctClient:
-    """A client wired the usual way: one pooled session, a token provider, the company slots in ``engine``.
-
-    The cap is ``INTACCT_MAX_CONCURRENCY_PER_COMPANY``; ``slot_lease`` must outlast a request;
-    ``options`` go to :class:`IntacctClient`.
+    """A client wired the usual way: one pooled session, a token provider, and the company cap
+    ``slots`` (``store.slots.company_slots(settings, engine)``); ``options`` go to :class:`IntacctClient`.
     """
     session = build_session(pool_size)
     tokens = TokenProvider(
         settings, session, timeout=options.get("timeouts", (5.0, 30.0)), on_call=options.get("on_call")
     )
-    slots = CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company, lease_seconds=slot_lease)
     return IntacctClient(settings, tokens=tokens, slots=slots, session=session, **options)
 
 

@@ -1,13 +1,16 @@
 """Every failure the Intacct client raises: one hierarchy rooted at :class:`IntacctError`.
 
-``transient`` tells a worker what to do: retry later through the delay queues (True) or
-dead-letter / report to the customer (False). Messages name the call, the status and Intacct's
+Each concrete error is also :class:`~reliability.errors.Transient` (retry later through the
+delay queues) or :class:`~reliability.errors.Permanent` (dead-letter / report to the customer),
+with the ``reason`` code the dead-letter headers carry. Messages name the call, the status and Intacct's
 error code and text, never a token, secret or password.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from reliability.errors import FlexsyncError, Permanent, Throttled, Transient
 
 # intacct-rest.md, "Failure signals": what each token endpoint answer means for the connection.
 REASON_INTERNAL = "internal_error"
@@ -26,10 +29,8 @@ def area_of(object_path: str) -> str:
     return "company" if head == "company-config" else head
 
 
-class IntacctError(Exception):
+class IntacctError(FlexsyncError):
     """Root of the client's errors; ``status``, ``code`` and ``error_id`` come from Intacct's answer."""
-
-    transient: bool = False
 
     def __init__(
         self, message: str, *, status: int | None = None, code: str | None = None, error_id: str | None = None
@@ -41,58 +42,63 @@ class IntacctError(Exception):
         self.error_id = error_id
 
 
-class IntacctUnavailable(IntacctError):
+class IntacctUnavailable(IntacctError, Transient):
     """Intacct answered 5xx, timed out or could not be reached, after the client's quick retries."""
 
-    transient = True
+    reason = "intacct_unavailable"
 
 
-class RateLimited(IntacctError):
+class RateLimited(Throttled, IntacctError):
     """Intacct kept answering 429; ``retry_after`` is its last hint in seconds (None: none given)."""
 
-    transient = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
+    reason = "rate_limited"
 
 
 class CompanyBusy(RateLimited):
     """No slot of the company's concurrency cap came free in time (every slot held by others)."""
 
+    reason = "company_busy"
 
-class TokenInvalid(IntacctError):
+
+class TokenInvalid(IntacctError, Transient):
     """The API refused the access token (401) even after one renewal; renew and retry later."""
 
-    transient = True
+    reason = "token_invalid"
 
 
-class PermissionDenied(IntacctError):
+class PermissionDenied(IntacctError, Permanent):
     """The Web Services user's role lacks ``area`` (403 ``permissionDenied``)."""
+
+    reason = "permission_denied"
 
     def __init__(self, message: str, *, area: str, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.area = area
 
 
-class RecordNotFound(IntacctError):
+class RecordNotFound(IntacctError, Permanent):
     """The record (or object) does not exist (404); ``details`` are ia::error's (which field, when said)."""
 
     def __init__(self, message: str, *, details: list[Any] | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.details = details or []
 
+    reason = "record_not_found"
 
-class IntacctRejected(IntacctError):
+
+class IntacctRejected(IntacctError, Permanent):
     """Intacct refused the request as wrong (400, 409, 422, other 4xx); ``details`` are ia::error's."""
+
+    reason = "intacct_rejected"
 
     def __init__(self, message: str, *, details: list[Any] | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.details = details or []
 
 
-class TokenRefused(IntacctError):
-    """The token endpoint refused the credentials; ``reason`` is FlexPoint's ConnectionStatus reason.
+class TokenRefused(IntacctError, Permanent):
+    """The token endpoint refused the credentials; ``reason`` is FlexPoint's ConnectionStatus reason
+    (so a dead-lettered message names it too).
 
     ``error`` and ``description`` are the OAuth2 answer (RFC 6749 §5.2), for the admin's message.
     """

@@ -13,8 +13,8 @@ import requests
 
 from config.settings import Settings
 from observability.logging import get_logger, redactor, register_secret
+from reliability.retry_after import hint as retry_after
 
-from .backoff import retry_after
 from .errors import IntacctUnavailable, RateLimited, TokenRefused, parse_ia_error, token_refusal_reason
 
 log = get_logger(__name__)

@@ -1,6 +1,7 @@
 """One HTTP call to Intacct for a connection: token, concurrency slot, request, retries, typed errors.
 
-Every request runs inside one of the company's slots (``store.slots``), held for the request
+Every request runs inside one of the company's slots (a ``reliability.limiter.CompanyLimiter``;
+``store.slots`` keeps them in the database), held for the request
 alone and never through a backoff sleep, so the per-company cap holds across every worker
 process. Retries are our own loop rather than urllib3's ``Retry``: the sleeps must happen
 outside the slot, and a 401 needs a fresh token before the retry.
@@ -19,42 +20,32 @@ from requests.adapters import HTTPAdapter
 
 from config.settings import Settings
 from observability.logging import get_logger, redactor
-from store.slots import CompanySlots, SlotTimeout
+from reliability.backoff import Backoff
+from reliability.limiter import CompanyLimiter, SlotTimeout
+from reliability.retry_after import hint
 
-from .backoff import full_jitter, retry_after
-from .errors import (
-    CompanyBusy,
-    IntacctError,
-    IntacctRejected,
-    IntacctUnavailable,
-    PermissionDenied,
-    RateLimited,
-    RecordNotFound,
-    TokenInvalid,
-    area_of,
-    parse_ia_error,
-)
+from . import errors
 from .tokens import IntacctConnection, OnCall, TokenProvider
 
 log = get_logger(__name__)
 
 ENTITY_HEADER = "X-IA-API-Param-Entity"
+RATE_LIMITED_BACKOFF = Backoff(0.5, 8.0)
+UNAVAILABLE_BACKOFF = Backoff(0.2, 2.0)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How hard a call is tried before the failure goes to the workers' delay queues."""
 
-    # 429: honour Retry-After, else full-jitter backoff from base doubling up to cap.
+    # 429: honour Retry-After, else back off; a Retry-After longer than ``max_retry_after`` is not
+    # slept through: RateLimited goes to the caller at once.
     rate_limited_attempts: int = 5
-    rate_limited_base: float = 0.5
-    rate_limited_cap: float = 8.0
-    # A Retry-After longer than this is not slept through: RateLimited goes to the caller at once.
+    rate_limited: Backoff = RATE_LIMITED_BACKOFF
     max_retry_after: float = 30.0
     # 5xx, timeouts, connection errors: a few quick tries only.
     unavailable_attempts: int = 3
-    unavailable_base: float = 0.2
-    unavailable_cap: float = 2.0
+    unavailable: Backoff = UNAVAILABLE_BACKOFF
 
 
 def build_session(pool_size: int = 16) -> requests.Session:
@@ -84,7 +75,7 @@ class Transport:
         settings: Settings,
         *,
         tokens: TokenProvider,
-        slots: CompanySlots,
+        slots: CompanyLimiter,
         session: requests.Session,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -136,49 +127,29 @@ class Transport:
         while True:
             try:
                 return self._attempt(connection, method, path, object_path, body, missing_ok)
-            except TokenInvalid:
+            except errors.TokenInvalid:
                 # The token expired or was revoked early: renew once (the attempt dropped it).
                 if renewed:
                     raise
                 renewed = True
-            except CompanyBusy:
+            except errors.CompanyBusy:
                 raise
-            except RateLimited as exc:
+            except errors.RateLimited as exc:
                 rate_limited += 1
                 delay = exc.retry_after
                 if delay is None:
-                    delay = full_jitter(
-                        rate_limited,
-                        base=policy.rate_limited_base,
-                        cap=policy.rate_limited_cap,
-                        rng=self._rng,
-                    )
+                    delay = policy.rate_limited.delay(rate_limited, self._rng)
                 else:
                     # A little jitter, so the waiters Intacct turned away do not return in a herd.
                     delay += self._rng.uniform(0.0, min(1.0, delay * 0.1))
                 if rate_limited >= policy.rate_limited_attempts or delay > policy.max_retry_after:
-                    self._give_up(connection, object_path, exc, rate_limited)
-                    raise RateLimited(
-                        f"{exc.message}; gave up after {rate_limited} attempt(s)",
-                        retry_after=exc.retry_after,
-                        status=exc.status,
-                        code=exc.code,
-                        error_id=exc.error_id,
-                    ) from exc
+                    raise self._give_up(connection, object_path, exc, rate_limited) from exc
                 self._pause(connection, object_path, exc, rate_limited, delay)
-            except IntacctUnavailable as exc:
+            except errors.IntacctUnavailable as exc:
                 unavailable += 1
                 if unavailable >= policy.unavailable_attempts:
-                    self._give_up(connection, object_path, exc, unavailable)
-                    raise IntacctUnavailable(
-                        f"{exc.message}; gave up after {unavailable} attempt(s)",
-                        status=exc.status,
-                        code=exc.code,
-                        error_id=exc.error_id,
-                    ) from exc
-                delay = full_jitter(
-                    unavailable, base=policy.unavailable_base, cap=policy.unavailable_cap, rng=self._rng
-                )
+                    raise self._give_up(connection, object_path, exc, unavailable) from exc
+                delay = policy.unavailable.delay(unavailable, self._rng)
                 self._pause(connection, object_path, exc, unavailable, delay)
 
     def _attempt(
@@ -213,13 +184,13 @@ class Transport:
                     failure = exc
                 elapsed = self._clock() - started
         except SlotTimeout as exc:
-            raise CompanyBusy(str(exc)) from exc
+            raise errors.CompanyBusy(str(exc)) from exc
         self._report(
             connection.company_id, object_path, 0 if response is None else response.status_code, elapsed
         )
         where = f"{method} {object_path} for company {connection.company_id}"
         if response is None:
-            raise IntacctUnavailable(f"{where} failed: {type(failure).__name__}") from failure
+            raise errors.IntacctUnavailable(f"{where} failed: {type(failure).__name__}") from failure
         return self._interpret(connection, token, where, object_path, response, missing_ok)
 
     def _interpret(
@@ -238,9 +209,11 @@ class Transport:
             body = None
         if 200 <= status < 300:
             if not isinstance(body, dict):
-                raise IntacctUnavailable(f"{where}: answered {status} without a JSON object", status=status)
+                raise errors.IntacctUnavailable(
+                    f"{where}: answered {status} without a JSON object", status=status
+                )
             return body
-        ia_error = parse_ia_error(body)
+        ia_error = errors.parse_ia_error(body)
         code = ia_error.get("code") if isinstance(ia_error.get("code"), str) else None
         error_id = ia_error.get("errorId") if isinstance(ia_error.get("errorId"), str) else None
         said = ia_error.get("message")
@@ -251,19 +224,21 @@ class Transport:
         facts: dict[str, Any] = {"status": status, "code": code, "error_id": error_id}
         if status == 401:
             self._tokens.invalidate(connection, token)
-            raise TokenInvalid(message, **facts)
+            raise errors.TokenInvalid(message, **facts)
         if status == 429:
-            raise RateLimited(message, retry_after=retry_after(response.headers), **facts)
+            raise errors.RateLimited(message, retry_after=hint(response.headers), **facts)
         if status >= 500 or status == 408:
-            raise IntacctUnavailable(message, **facts)
+            raise errors.IntacctUnavailable(message, **facts)
         if status == 403:
-            raise PermissionDenied(message, area=area_of(object_path), **facts)
+            raise errors.PermissionDenied(message, area=errors.area_of(object_path), **facts)
         details = ia_error.get("details")
         if status == 404:
             if missing_ok:
                 return None
-            raise RecordNotFound(message, details=details if isinstance(details, list) else [], **facts)
-        raise IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
+            raise errors.RecordNotFound(
+                message, details=details if isinstance(details, list) else [], **facts
+            )
+        raise errors.IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -275,28 +250,34 @@ class Transport:
             log.exception("intacct_on_call_hook_failed", company_id=company_id)
 
     def _pause(
-        self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempt: int, delay: float
+        self,
+        connection: IntacctConnection,
+        object_path: str,
+        exc: errors.IntacctError,
+        attempt: int,
+        delay: float,
     ) -> None:
-        log.info(
-            "intacct_retry",
-            company_id=connection.company_id,
-            object=object_path,
-            status=exc.status,
-            code=exc.code,
-            attempt=attempt,
-            delay=round(delay, 3),
-        )
+        facts = _facts(connection, object_path, exc)
+        log.info("intacct_retry", **facts, attempt=attempt, delay=round(delay, 3))
         self._sleep(delay)
 
     def _give_up(
-        self, connection: IntacctConnection, object_path: str, exc: IntacctError, attempts: int
-    ) -> None:
-        log.warning(
-            "intacct_gave_up",
-            company_id=connection.company_id,
-            object=object_path,
-            status=exc.status,
-            code=exc.code,
-            attempts=attempts,
-            error=type(exc).__name__,
-        )
+        self, connection: IntacctConnection, object_path: str, exc: errors.IntacctError, attempts: int
+    ) -> errors.IntacctError:
+        """Log the end of the retries; the error to raise, saying how hard the call was tried."""
+        facts = _facts(connection, object_path, exc)
+        log.warning("intacct_gave_up", **facts, attempts=attempts, error=type(exc).__name__)
+        said = f"{exc.message}; gave up after {attempts} attempt(s)"
+        answer: dict[str, Any] = {"status": exc.status, "code": exc.code, "error_id": exc.error_id}
+        if isinstance(exc, errors.RateLimited):
+            return errors.RateLimited(said, retry_after=exc.retry_after, **answer)
+        return type(exc)(said, **answer)
+
+
+def _facts(connection: IntacctConnection, object_path: str, exc: errors.IntacctError) -> dict[str, Any]:
+    return {
+        "company_id": connection.company_id,
+        "object": object_path,
+        "status": exc.status,
+        "code": exc.code,
+    }

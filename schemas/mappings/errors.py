@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from reliability.errors import Permanent
 
-class MappingError(Exception):
+
+class MappingError(Permanent):
     """An Intacct record that cannot be mapped; permanent, so the worker dead-letters it.
 
     ``errors`` maps each offending Intacct field (dotted, as Intacct names it; line fields
     as ``invoice-line[key=45].txnAmount``) to what is wrong with it.
     """
+
+    reason = "mapping_error"
 
     def __init__(self, resource: str, key: str | None, errors: Mapping[str, Sequence[str]]) -> None:
         self.resource = resource

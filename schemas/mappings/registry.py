@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from marshmallow import ValidationError
@@ -111,7 +111,7 @@ def _load(
     schema_class: type[SourceSchema],
     flat: dict[str, Any],
     errors: dict[str, list[str]],
-    labels: list[str] = (),
+    labels: Sequence[str] = (),
 ) -> dict[str, Any]:
     try:
         return _schema(schema_class).load(flat)
@@ -146,7 +146,7 @@ def _line_records(
     return flat_lines, labels
 
 
-def _field_errors(messages: Any, labels: list[str]) -> dict[str, list[str]]:
+def _field_errors(messages: Any, labels: Sequence[str]) -> dict[str, list[str]]:
     """marshmallow's nested messages -> {Intacct field: messages}, lines labelled by key."""
     if not isinstance(messages, Mapping):
         return {"record": _texts(messages)}

@@ -20,6 +20,7 @@ from store.backfill import BackfillStore
 from store.connections import ConnectionRecord, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.slots import company_slots
 from workers.backfill.plan import resources
 
 COMPANY = "BACKFILL-CO"
@@ -71,7 +72,7 @@ def build_parts(settings: Settings, intacct, flexpoint, database_url: str | None
         engine=engine,
         connections=connections,
         backfills=BackfillStore(engine),
-        intacct=create_client(settings, engine),
+        intacct=create_client(settings, company_slots(settings, engine)),
         flexpoint=FlexPointClient.from_settings(settings, process="backfill-test"),
         connection=connection,
     )

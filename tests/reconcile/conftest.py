@@ -27,6 +27,7 @@ from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for
 from store.gaps import GapStore
+from store.slots import company_slots
 from store.watermarks import WatermarkStore
 from tests.conftest import COMPANY
 from workers.reconcile import EventSender, Reconciler, ResourceSweeper, SweepOptions
@@ -104,7 +105,7 @@ class Parts:
         self.settings = settings
         self.engine = create_engine_for(settings.database_url)
         self.store = ConnectionStore(self.engine, SecretBox.for_settings(settings))
-        self.intacct = create_client(settings, self.engine)
+        self.intacct = create_client(settings, company_slots(settings, self.engine))
         # One attempt: a test that injects FlexPoint faults need not wait through the backoff.
         self.flexpoint = FlexPointClient(
             settings.flexpoint_api_url, settings.flexpoint_api_token, max_attempts=1

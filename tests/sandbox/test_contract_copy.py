@@ -15,4 +15,6 @@ def test_the_shipped_contract_is_the_published_one():
     if not PUBLISHED.exists():
         pytest.skip(f"no published contract at {PUBLISHED} to compare with")
     shipped = files("sandbox.flexpoint").joinpath("flexpoint-sync-api.yaml").read_bytes()
-    assert shipped == PUBLISHED.read_bytes(), "sandbox/flexpoint/flexpoint-sync-api.yaml drifted from FlexPoint's"
+    assert shipped == PUBLISHED.read_bytes(), (
+        "sandbox/flexpoint/flexpoint-sync-api.yaml drifted from FlexPoint's"
+    )

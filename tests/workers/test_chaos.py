@@ -32,6 +32,7 @@ from schemas.catalog import BY_RESOURCE
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.slots import CompanySlots
 from tests.conftest import BrokerProbe, wait_until
 from tests.workers.chaos_support import (
     FLEXPOINT_TOKEN,
@@ -263,7 +264,7 @@ def test_workers_killed_broker_restarted_faults_on_and_flexpoint_ends_equal_to_i
                 intacct_api_url=sandbox.intacct_api_url,
                 intacct_client_secret=INTACCT_SECRET,
             ),
-            oracle_engine,
+            CompanySlots(oracle_engine, cap=2),
         )
         problems: list[str] = []
         compared: Counter[str] = Counter()

@@ -41,7 +41,9 @@ class RecordingIntacct:
         found = [self.records[rest_path][k] for k in keys if k in self.records[rest_path]]
         return found, [k for k in keys if k not in self.records[rest_path]]
 
-    def query_all(self, connection: Any, rest_path: str, *, fields: list[str], filters: list[dict], size: int):
+    def query_all(
+        self, connection: Any, rest_path: str, *, fields: list[str], filters: list[dict], size: int
+    ):
         [(parent_field, keys)] = filters[0]["$in"].items()
         self.calls.append((rest_path, tuple(keys)))
         parent = parent_field.split(".")[0]

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from reliability.errors import LeaseLost
 from schemas.catalog import BY_RESOURCE
 from schemas.mappings import query_fields
 from store.backfill import Checkpoint
@@ -24,9 +25,7 @@ from workers.backfill.pages import PageImporter, PageOutcome
 DEFAULT_PAGE_SIZE = 2000
 
 
-class LeaseLost(RuntimeError):
-    """The run is no longer ours (cancelled, restarted or taken over): stop without saving."""
-
+__all__ = ["DEFAULT_PAGE_SIZE", "LeaseLost", "ResourceImporter", "SaveCheckpoint"]
 
 SaveCheckpoint = Callable[[Checkpoint], bool]
 

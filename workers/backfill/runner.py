@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from observability.logging import get_logger
+from reliability.backoff import Backoff
+from reliability.errors import Transient
 from store.backfill import BackfillStore, Checkpoint
 from workers.backfill.importer import DEFAULT_PAGE_SIZE, LeaseLost, ResourceImporter
 from workers.backfill.lease import Heartbeat
@@ -42,6 +44,17 @@ class RunOptions:
     # After a run gives up on a transient error (Intacct or FlexPoint down for longer than the
     # retries above), it resumes by itself after each of these delays in turn; then it stays failed.
     resume_delays: tuple[float, ...] = (60.0, 300.0, 900.0, 3600.0, 3600.0, 3600.0)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """Why a run ends before its last resource: ``kind`` is lost, stopped, failed or transient."""
+
+    kind: str
+    reason: str | None = None
+
+
+_LOST, _STOPPED = _Ending("lost"), _Ending("stopped")
 
 
 class BackfillRunner:
@@ -117,7 +130,7 @@ class BackfillRunner:
         log.info("backfill_completed", connection_id=connection_id, **_totals(points))
         return "completed"
 
-    def _resource(self, connection, holder, points, name, importer, save, should_stop) -> str | None:
+    def _resource(self, connection, holder, points, name, importer, save, should_stop) -> _Ending | None:
         """Import one resource with retries: None when it is done, else why the run ends."""
         failures = 0
         while True:
@@ -125,12 +138,13 @@ class BackfillRunner:
             try:
                 point = importer.run(connection, before, save=save, should_stop=should_stop)
             except LeaseLost:
-                return "lost"
+                return _LOST
             except Exception as exc:
                 failures = 0 if points[name].imported > before.imported else failures
                 failures += 1
                 reason = f"{name}: {type(exc).__name__}: {str(exc)[:300]}"
-                transient = _transient(exc)
+                # A database hiccup heals like a peer's outage: retried from the checkpoint.
+                transient = isinstance(exc, (Transient, SQLAlchemyError))
                 if not transient or failures >= self._options.max_attempts:
                     log.error(
                         "backfill_failed",
@@ -138,10 +152,10 @@ class BackfillRunner:
                         reason=reason,
                         transient=transient,
                     )
-                    return f"{'transient' if transient else 'failed'}:{reason}"
-                delay = self._rng.uniform(
-                    0, min(self._options.backoff_cap, self._options.backoff_base * 2**failures)
-                )
+                    return _Ending("transient" if transient else "failed", reason)
+                backoff = Backoff(self._options.backoff_base, self._options.backoff_cap)
+                # Counted from the second step: the first retry already waits up to twice the base.
+                delay = backoff.delay(failures + 1, self._rng)
                 log.warning(
                     "backfill_retry",
                     connection_id=connection.connection_id,
@@ -151,20 +165,20 @@ class BackfillRunner:
                 )
                 self._store.note_error(connection.connection_id, holder, reason)
                 if _wait(should_stop, delay):
-                    return "stopped"
+                    return _STOPPED
                 continue
             if should_stop():
-                return "stopped"
+                return _STOPPED
             if point.done:
                 return None
 
-    def _ended(self, connection_id, holder, outcome, beat, reporter, points) -> str:
-        if beat.lost.is_set() or outcome == "lost":
+    def _ended(self, connection_id, holder, outcome: _Ending, beat, reporter, points) -> str:
+        if beat.lost.is_set() or outcome.kind == "lost":
             # Disconnected: the run ends here. Cancelled or taken over: the row is no longer ours.
             self._store.release(connection_id, holder, "cancelled", error=beat.reason)
             log.info("backfill_cancelled", connection_id=connection_id, reason=beat.reason)
             return "cancelled"
-        kind, _, reason = outcome.partition(":")
+        kind, reason = outcome.kind, outcome.reason
         if kind in ("failed", "transient"):
             resume_in = self._resume_in(connection_id) if kind == "transient" else None
             self._store.release(
@@ -199,10 +213,6 @@ def _still_connected(connections: Any, connection_id: str) -> bool:
     # Only "connected": a failed re-check or a disconnect is what the customer must keep seeing.
     record = connections.get(connection_id)
     return record is not None and record.state == "connected"
-
-
-def _transient(exc: BaseException) -> bool:
-    return bool(getattr(exc, "transient", False)) or isinstance(exc, SQLAlchemyError)
 
 
 def _in_words(seconds: float) -> str:

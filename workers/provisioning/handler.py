@@ -16,9 +16,10 @@ from broker.topology import RETRY_DELAYS_SECONDS
 from clients.flexpoint import FlexPointError
 from clients.intacct import AREAS, IntacctError, PermissionDenied, TokenRefused
 from observability.logging import get_logger
+from reliability.errors import Permanent, Transient
 from schemas.connection_messages import CONNECT_ROUTING_KEY, load_message
 from store.connections import AccountInUseError, ConnectionRecord, ConnectionStore
-from workers.failures import Failure
+from workers.failures import Failure, failure_of
 from workers.provisioning import reasons, status
 from workers.provisioning.marks import ProvisioningMarks
 from workers.provisioning.reasons import Verdict
@@ -36,16 +37,22 @@ class Backfills(Protocol):
         """Stop the connection's import at its next page."""
 
 
-class AccountMismatch(ValueError):
+class AccountMismatch(Permanent, ValueError):
     """The message names another FlexPoint account than the stored connection's."""
 
+    reason = "account_mismatch"
 
-class _AccountBeingFreed(Exception):
+
+class _AccountBeingFreed(Transient):
     """The account's other connection has a disconnect under way; the connect waits for it."""
 
+    reason = "account_in_use"
 
-class _IntacctDown(Exception):
+
+class _IntacctDown(Transient):
     """Intacct failed transiently; the message goes through a delay queue."""
+
+    reason = "intacct_unavailable"
 
     def __init__(self, cause: IntacctError) -> None:
         super().__init__(str(cause))
@@ -108,7 +115,7 @@ class ProvisioningHandler:
             # Before the mark: a message we reject must not make the owner's own requests stale.
             existing = self._owned(connection_id, message["accountId"])
         except AccountMismatch as exc:
-            return Failure("account_mismatch", exc, transient=False)
+            return failure_of(exc)
         if not self._marks.claim(connection_id, message["requestedAt"], kind, message["messageId"]):
             log.info(
                 "stale_message_ignored",
@@ -123,12 +130,14 @@ class ProvisioningHandler:
             else:
                 self._disconnect(message, existing)
         except FlexPointError as exc:
-            reason = "flexpoint_unavailable" if exc.transient else "flexpoint_rejected"
-            return Failure(reason, exc, transient=exc.transient)
+            # Provisioning's dead letters name FlexPoint's failures in two words, whatever the kind.
+            transient = isinstance(exc, Transient)
+            return Failure("flexpoint_unavailable" if transient else "flexpoint_rejected", exc, transient)
         except _IntacctDown as exc:
-            return Failure("intacct_unavailable", exc.cause, transient=True)
+            # The dead letter shows Intacct's own error, not the wrapper.
+            return Failure(exc.reason, exc.cause, transient=True)
         except _AccountBeingFreed as exc:
-            return Failure("account_in_use", exc, transient=True)
+            return failure_of(exc)
         return None
 
     # -- connect ------------------------------------------------------------------------------
@@ -223,7 +232,7 @@ class ProvisioningHandler:
                 exc, company_id=candidate.company_id, user_id=candidate.user_id, entity_id=candidate.entity_id
             )
         except IntacctError as exc:
-            if not exc.transient:
+            if not isinstance(exc, Transient):
                 log.error("connect_check_failed", connection_id=candidate.connection_id, error=str(exc))
                 return reasons.internal_error()
             if attempts < self._unavailable_retries:

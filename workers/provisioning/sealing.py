@@ -13,6 +13,8 @@ import json
 from typing import Any
 
 from store.crypto import SecretBox, SecretDecryptError
+from workers.failures import Destination, Failure
+from workers.runtime.middleware import Middleware, Rejected
 
 PASSWORD_FIELD = "userPassword"  # noqa: S105 (a field name, not a password)
 SEALED_FIELD = "userPasswordSealed"
@@ -79,3 +81,20 @@ def opened(body: Any, box: SecretBox) -> Any:
             "FLEXSYNC_SECRET_KEY (was a key removed?); publish the connect again"
         ) from None
     return document
+
+
+class PasswordSeal(Middleware):
+    """The worker runtime's step for the password: opened on receipt, sealed or removed on the way out."""
+
+    def __init__(self, box: SecretBox) -> None:
+        self._box = box
+
+    def before_receive(self, message: Any, body: Any) -> Any:
+        try:
+            return opened(body, self._box)  # back from a delay queue: the password as FlexPoint sent it
+        except UnreadableSeal as exc:
+            raise Rejected(Failure("malformed_message", exc, transient=False)) from None
+
+    def before_route(self, message: Any, target: Destination, body: Any) -> Any:
+        # Never the password in clear: dead letters are kept and shown; delay queues are on disk.
+        return without_password(body) if target.dead else sealed(body, self._box)

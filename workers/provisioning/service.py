@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from kombu import Connection
@@ -15,15 +13,14 @@ from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
-from observability.logging import get_logger
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from store.slots import company_slots
 from workers.provisioning.consumer import ProvisioningConsumer
 from workers.provisioning.handler import Backfills, ProvisioningHandler
 from workers.provisioning.marks import ProvisioningMarks
-
-log = get_logger(__name__)
+from workers.runtime import process
 
 
 class ScheduledBackfills:
@@ -46,13 +43,7 @@ class ScheduledBackfills:
 
 def require_settings(settings: Settings) -> None:
     """Stop with one line naming any setting the provisioning process cannot run without."""
-    settings.require(
-        "INTACCT_CLIENT_SECRET",
-        "FLEXPOINT_API_URL",
-        "FLEXPOINT_API_TOKEN",
-        "PUBLIC_BASE_URL",
-        process="provisioning",
-    )
+    process.require_settings(settings, "provisioning", "PUBLIC_BASE_URL")
 
 
 @dataclass
@@ -86,7 +77,7 @@ def build(
     upgrade(engine)
     box = SecretBox.for_settings(settings)
     store = ConnectionStore(engine, box)
-    intacct = intacct if intacct is not None else create_client(settings, engine)
+    intacct = intacct if intacct is not None else create_client(settings, company_slots(settings, engine))
     flexpoint = FlexPointClient.from_settings(settings, process="provisioning")
     extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
     handler = ProvisioningHandler(
@@ -105,6 +96,30 @@ def build(
     return Parts(engine, store, intacct, flexpoint, consumer)
 
 
+class ProvisioningProcess:
+    """The consumer and the backfill worker, started, stopped and closed together."""
+
+    def __init__(self, parts: Parts, backfill: Any) -> None:
+        self._parts = parts
+        self._backfill = backfill
+
+    def run(self) -> None:
+        self._backfill.start()
+        self._parts.consumer.run()
+
+    def stop(self) -> None:
+        self._parts.consumer.stop()
+        # The import pauses at its next page now, not after the consumer drained: a supervisor's
+        # grace period before SIGKILL is often shorter than both together.
+        self._backfill.request_stop()
+
+    def close(self) -> None:
+        try:
+            self._backfill.stop(timeout=30.0)
+        finally:
+            self._parts.close()
+
+
 def run(settings: Settings) -> None:
     """Consume connection messages and run scheduled backfills until SIGTERM/SIGINT.
 
@@ -121,21 +136,4 @@ def run(settings: Settings) -> None:
         flexpoint=parts.flexpoint,
         connections=parts.store,
     )
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("provisioning_stopping", signal=signal.Signals(signum).name)
-        parts.consumer.stop()
-        # The import pauses at its next page now, not after the consumer drained: a supervisor's
-        # grace period before SIGKILL is often shorter than both together.
-        backfill.request_stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
-    backfill.start()
-    log.info("provisioning_started")
-    try:
-        parts.consumer.run()
-    finally:
-        backfill.stop(timeout=30.0)
-        parts.close()
-        log.info("provisioning_stopped")
+    process.run_worker("provisioning", ProvisioningProcess(parts, backfill))

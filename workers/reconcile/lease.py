@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from reliability.errors import FlexsyncError
+from reliability.leases import Renewal
 from store.watermarks import WatermarkStore
 
 T = TypeVar("T")
 
 
-class SweepInterrupted(Exception):
+class SweepInterrupted(FlexsyncError):
     """The process is stopping (SIGTERM): the pass ends early and its watermark stays."""
+
+    reason = "interrupted"
 
 
 class LeaseKeeper:
@@ -27,21 +31,22 @@ class LeaseKeeper:
         monotonic: Callable[[], float],
         should_stop: Callable[[], bool],
     ) -> None:
-        self._renew = lambda: watermarks.renew(connection_id, resource, holder, lease)
+        def renew() -> bool:
+            watermarks.renew(connection_id, resource, holder, lease)
+            return True
+
+        self._renewal = Renewal(
+            renew, lease, name=f"reconcile {connection_id}/{resource}", monotonic=monotonic
+        )
         self._should_stop = should_stop
-        self._every = lease / 3
-        self._monotonic = monotonic
-        self._due = monotonic() + self._every
 
     def stream(self, items: Iterable[T]) -> Iterator[T]:
         for item in items:
             if self._should_stop():
                 raise SweepInterrupted("stopping: the sweep ends without advancing its watermark")
             yield item
-            if self._monotonic() >= self._due:
-                self.renew()
+            self._renewal.tick()
 
     def renew(self) -> None:
         """Extend the lease now; :class:`store.watermarks.LeaseLost` when it is not ours any more."""
-        self._renew()
-        self._due = self._monotonic() + self._every
+        self._renewal.renew()

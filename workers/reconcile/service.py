@@ -8,18 +8,11 @@ Intacct calls per company and purpose.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
-
-from prometheus_client import start_http_server
 
 from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
@@ -28,16 +21,19 @@ from clients.intacct.client import create_client
 from config import Settings
 from observability.logging import get_logger
 from observability.metrics import ReconcileMetrics
+from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, OBJECTS, SyncedObject
 from store.connections import ConnectionRecord, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.gaps import GapStore
+from store.slots import company_slots
 from store.watermarks import WatermarkStore
 from workers.reconcile.events import EventSender
 from workers.reconcile.meter import CallMeter
 from workers.reconcile.schedule import Schedule, ScheduleOptions
 from workers.reconcile.sweep import ResourceSweep, ResourceSweeper, SweepOptions
+from workers.runtime.process import require_settings, run_worker
 
 log = get_logger(__name__)
 
@@ -115,8 +111,8 @@ class Reconciler:
 
 
 def holder_name() -> str:
-    """Who holds a lease: host and process, plus a nonce so a reused pid is someone else."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Who holds a lease: the one holder format of ``reliability.leases`` (a dead one is taken over)."""
+    return new_holder()
 
 
 @contextmanager
@@ -128,13 +124,13 @@ def open_reconciler(
     metrics: ReconcileMetrics | None = None,
 ) -> Iterator[Reconciler]:
     """A reconciler wired to the real store, clients and broker; closes them all on exit."""
-    settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="reconcile")
+    require_settings(settings, "reconcile")
     options = options or SweepOptions()
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
     meter = CallMeter(metrics)
     # One client for the process's life: its token cache spares a token call per sweep.
-    intacct = create_client(settings, engine, on_call=meter.on_call)
+    intacct = create_client(settings, company_slots(settings, engine), on_call=meter.on_call)
     flexpoint = FlexPointClient.from_settings(settings, process="reconcile")
     publisher = ConfirmingPublisher(settings.amqp_url, EVENTS_EXCHANGE.name)
     publisher.start(wait=_PUBLISHER_WAIT)
@@ -164,48 +160,71 @@ def open_reconciler(
         engine.dispose()
 
 
+class SweepLoop:
+    """Every tick, the sweeps the schedule says are due, until ``stop()`` (``keyset``: first a key-set
+    pass of everything); a sweep under way stops at the next record."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        options: SweepOptions | None = None,
+        keyset: bool = False,
+        metrics: ReconcileMetrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._options = options
+        self._keyset = keyset
+        self._metrics = metrics
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        with open_reconciler(
+            self._settings, options=self._options, should_stop=self._stop.is_set, metrics=self._metrics
+        ) as reconciler:
+            assert reconciler.schedule is not None
+            tick = reconciler.schedule.options.tick
+            if self._keyset:
+                reconciler.sweep(keyset=True)
+            while not self._stop.is_set():
+                self._sweep_due(reconciler)
+                self._stop.wait(tick)
+
+    def _sweep_due(self, reconciler: Reconciler) -> None:
+        try:
+            results = reconciler.sweep_due(datetime.now(UTC))
+        except Exception as exc:
+            # The store itself failed (each resource's own failures are in its results): the
+            # watermarks stay, and the next tick tries again rather than the process dying.
+            log.error("reconcile_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+            return
+        if results:
+            log.info(
+                "reconcile_sweep_done",
+                resources=len(results),
+                published=sum(r.published for r in results),
+                failed=sum(1 for r in results if r.kind == "failed"),
+            )
+
+    def stop(self) -> None:
+        self._stop.set()  # an Event: safe to set from a signal handler
+
+    def close(self) -> None:
+        """Nothing to close: ``run`` closes what it opened."""
+
+
 def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool = False) -> None:
     """Sweep what is due every tick until SIGTERM/SIGINT (``keyset``: first a key-set pass of all);
     a sweep under way stops at the next record, releases its lease and leaves its watermark."""
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("reconcile_stopping", signal=signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
+    require_settings(settings, "reconcile")
     metrics = ReconcileMetrics()
-    start_http_server(settings.port, registry=metrics.registry)
-    with open_reconciler(settings, options=options, should_stop=stop.is_set, metrics=metrics) as reconciler:
-        assert reconciler.schedule is not None
-        tick = reconciler.schedule.options.tick
-        log.info(
-            "reconcile_started",
-            interval_seconds=settings.reconcile_interval_seconds,
-            schedule=settings.reconcile_schedule,
-            quiet_interval_seconds=settings.reconcile_quiet_interval_seconds,
-            tick_seconds=tick,
-            metrics_port=settings.port,
-        )
-        if keyset:
-            reconciler.sweep(keyset=True)
-        while not stop.is_set():
-            try:
-                results = reconciler.sweep_due(datetime.now(UTC))
-            except Exception as exc:
-                # The store itself failed (each resource's own failures are in its results): the
-                # watermarks stay, and the next interval tries again rather than the process dying.
-                log.error("reconcile_sweep_failed", error_type=type(exc).__name__, error=str(exc)[:300])
-            else:
-                if not results:
-                    stop.wait(tick)
-                    continue
-                log.info(
-                    "reconcile_sweep_done",
-                    resources=len(results),
-                    published=sum(r.published for r in results),
-                    failed=sum(1 for r in results if r.kind == "failed"),
-                )
-            stop.wait(tick)
-    log.info("reconcile_stopped")
+    loop = SweepLoop(settings, options=options, keyset=keyset, metrics=metrics)
+    run_worker(
+        "reconcile",
+        loop,
+        registry=metrics.registry,
+        port=settings.port,
+        interval_seconds=settings.reconcile_interval_seconds,
+        schedule=settings.reconcile_schedule,
+        quiet_interval_seconds=settings.reconcile_quiet_interval_seconds,
+    )

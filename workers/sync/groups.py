@@ -51,6 +51,14 @@ class Group:
         """Distinct record keys, in order of first appearance."""
         return list(dict.fromkeys(str(e.envelope["key"]) for e in self.events))
 
+    def log_context(self) -> dict[str, Any]:
+        """What the handler's log lines for this group are bound to."""
+        return {
+            "connection_id": self.connection_id,
+            "resource": self.resource,
+            "events": len(self.all_events),
+        }
+
     def observed_at(self, key: str) -> str | None:
         """The latest ``occurredAt`` among the key's events: a deletion's version."""
         times = [e.envelope.get("occurredAt") for e in self.events if str(e.envelope["key"]) == key]

@@ -18,7 +18,7 @@ from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE
 from schemas.mappings import MappingError, applied_invoice_keys, map_record, tombstone
 from store.connections import ConnectionRecord
-from workers.failures import Failure
+from workers.failures import Failure, failure_of
 from workers.lines import read_lines
 from workers.sync.groups import RIDERS, Event, Group
 
@@ -47,16 +47,6 @@ class Outcome:
     # Done, but to be looked at once more after a short delay (see SETTLE_SECONDS).
     recheck: list[Event] = field(default_factory=list)
     upserted: int = 0
-
-
-def failure_of(exc: BaseException) -> Failure:
-    """Classify an exception: clients mark theirs ``transient``; anything else is permanent."""
-    reason = getattr(exc, "reason_code", None) or _snake(type(exc).__name__)
-    return Failure(reason=reason, exception=exc, transient=bool(getattr(exc, "transient", False)))
-
-
-def _snake(name: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 class SyncHandler:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 from kombu import Connection
-from prometheus_client import start_http_server
 from sqlalchemy import Engine
 
 from broker.topology import WRITEBACK_QUEUE_NAME, build_topology
@@ -22,6 +19,9 @@ from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.postings import PostingStore
+from store.slots import company_slots
+from workers.runtime.process import require_settings as require_worker_settings
+from workers.runtime.process import run_worker
 from workers.writeback.consumer import WritebackConsumer
 from workers.writeback.handler import WritebackHandler
 
@@ -47,7 +47,7 @@ class Timing:
 
 def require_settings(settings: Settings) -> None:
     """Stop with one line naming any setting the writeback process cannot run without."""
-    settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="writeback")
+    require_worker_settings(settings, "writeback")
 
 
 @dataclass
@@ -78,10 +78,9 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     connections = ConnectionStore(engine, SecretBox.for_settings(settings))
     intacct = create_client(
         settings,
-        engine,
+        company_slots(settings, engine, lease_seconds=sum(timing.timeouts) + 2.0),
         timeouts=timing.timeouts,
         slot_timeout=timing.slot_timeout,
-        slot_lease=sum(timing.timeouts) + 2.0,
     )
     flexpoint = FlexPointClient.from_settings(settings, process="writeback")
     postings = PostingStore(engine)
@@ -104,19 +103,8 @@ def run(
 ) -> None:
     """Consume payment messages until SIGTERM/SIGINT; the messages in hand finish and are settled."""
     parts = build(settings, timing=timing, workers=workers)
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("writeback_stopping", signal=signal.Signals(signum).name)
-        parts.consumer.stop()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
     port = settings.port if metrics_port is None else metrics_port
-    if port:
-        start_http_server(port, registry=parts.metrics.registry)
-    log.info("writeback_started", metrics_port=port or None)
     try:
-        parts.consumer.run(safety_interval=0.05)
+        run_worker("writeback", parts.consumer, registry=parts.metrics.registry if port else None, port=port)
     finally:
         parts.close()
-        log.info("writeback_stopped")

@@ -1,0 +1,13 @@
+"""The ``x-flexsync-*`` headers of a failed message: a contract between the workers that write
+them and the operations tools (``flexsync dead``, replay filters) that read them."""
+
+from __future__ import annotations
+
+REASON = "x-flexsync-reason"
+EXCEPTION = "x-flexsync-exception"
+ATTEMPTS = "x-flexsync-attempts"
+ORIGINAL_ROUTING_KEY = "x-flexsync-original-routing-key"
+ORIGINAL_QUEUE = "x-flexsync-original-queue"
+FAILED_AT = "x-flexsync-failed-at"
+# Marks the second look at a record that was still changing when first read (not a failure).
+RECHECK = "x-flexsync-recheck"

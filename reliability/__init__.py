@@ -1,0 +1,1 @@
+"""The reliability machinery every layer shares: rooted errors, backoff, Retry-After, leases."""

@@ -1,0 +1,210 @@
+"""The one worker runtime: kombu's ConsumerMixin, units of work in a thread pool, settled on the consumer thread.
+
+The consumer thread alone touches the broker. It receives messages (through the middleware's
+``before_receive``), turns them into units of work (``accept``), hands units to the pool, and
+settles finished ones: ack, or publish a copy to a delay queue or the dead-letter queue with the
+broker's confirm and then ack (``route``). Nothing is acknowledged before it is done or safely
+re-routed. A reconnect bumps the generation: outcomes of units received on the dead channel are
+moot (the broker gave their messages back). On ``stop()`` it takes no more messages, lets running
+units finish and settles them on the still-open channel (``on_consume_end``).
+
+A new worker plugs in one of two ways:
+
+* one message in, ``Failure | None`` out (provisioning, writeback): a
+  :class:`workers.runtime.messages.MessageConsumer` with a ``handle(delivery)`` callable; e.g.
+  the writeback worker::
+
+      queue = Queue("writeback", Exchange("flexpoint.payments", "topic"), routing_key="#")
+
+      def build_writeback_consumer(connection, handler):
+          return MessageConsumer(
+              connection,
+              [queue],
+              lambda delivery: handler.handle(delivery.body, attempts=delivery.attempts),
+              name="writeback",
+              middleware=[LogContext()],
+          )
+
+  and its process is ``run_worker("writeback", consumer, ...)`` (``workers.runtime.process``).
+* any other shape (sync's coalesced groups): subclass :class:`WorkerConsumer` and define
+  ``accept`` (message -> unit, or hold it back and submit later from ``dispatch``), ``handle``
+  (worker thread), ``crashed`` and ``settle`` (consumer thread: ``message.ack()`` or ``route``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from kombu import Connection, Producer, Queue
+from kombu.mixins import ConsumerMixin
+
+from observability.logging import get_logger
+from workers.failures import ORIGINAL_ROUTING_KEY, Destination, Failure, destination, reroute
+from workers.runtime.middleware import Middleware, MiddlewareChain, Rejected
+
+log = get_logger(__name__)
+
+U = TypeVar("U")
+R = TypeVar("R")  # a unit's outcome
+
+
+def routing_key_of(message: Any) -> str:
+    """The message's routing key as first published (back from a delay queue it is the queue's name)."""
+    headers = message.headers or {}
+    return headers.get(ORIGINAL_ROUTING_KEY) or message.delivery_info.get("routing_key", "")
+
+
+class WorkerConsumer(ConsumerMixin, Generic[U, R]):
+    """Consumes ``queues``; subclasses say how messages become units and how outcomes settle."""
+
+    dead_lettered_event = "message_dead_lettered"
+    retry_event: str | None = None  # logged when a message goes to a delay queue
+
+    def __init__(
+        self,
+        connection: Connection,
+        queues: Sequence[Queue],
+        *,
+        name: str,
+        workers: int,
+        prefetch: int | None = None,
+        stop_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.connection = connection
+        self.name = name
+        self.poll_interval = poll_interval
+        self.queues = list(queues)
+        self.workers = workers
+        self.middleware = MiddlewareChain(middleware)
+        self._prefetch = prefetch if prefetch is not None else workers
+        self._stop_timeout = stop_timeout
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        self._running: dict[Future[R], tuple[U, int]] = {}
+        self.generation = 0
+        self.producer: Producer | None = None
+
+    # -- what a worker defines -------------------------------------------------------------------
+
+    def accept(self, queue: str, body: Any, message: Any) -> None:
+        """Turn a received message into work: ``submit`` a unit now, or keep it for ``dispatch``."""
+        raise NotImplementedError
+
+    def dispatch(self) -> None:
+        """Each iteration on the consumer thread: submit units held back by ``accept``."""
+
+    def handle(self, unit: U) -> R:
+        """Process one unit (on a worker thread, never touching the broker)."""
+        raise NotImplementedError
+
+    def crashed(self, unit: U, exc: Exception) -> R:
+        """The outcome of a unit whose handler raised (called inside the ``except``)."""
+        raise NotImplementedError
+
+    def settle(self, unit: U, outcome: R) -> None:
+        """Ack or ``route`` each of the unit's messages (consumer thread)."""
+        raise NotImplementedError
+
+    def route_headers(self, message: Any, failure: Failure) -> dict[str, Any]:
+        """The headers a failed message's next destination is chosen from (its own, by default)."""
+        return dict(message.headers or {})
+
+    def queue_of(self, message: Any) -> str:
+        """The queue a message that could not even be decoded came from."""
+        return self.queues[0].name if len(self.queues) == 1 else "unknown"
+
+    def draining_state(self) -> dict[str, Any]:
+        """Fields of the ``<name>_draining`` log line."""
+        return {"in_flight": len(self._running)}
+
+    # -- kombu hooks -------------------------------------------------------------------------------
+
+    def get_consumers(self, consumer_class: Any, channel: Any) -> list[Any]:
+        channel.basic_qos(0, self._prefetch, False)
+        # Retries and dead letters go out on the consuming channel, which the mixin renews on
+        # every reconnect; with confirm_publish each publish waits for the broker's ack.
+        self.producer = Producer(channel)
+        return [
+            consumer_class(queues=[queue], callbacks=[partial(self._receive, queue.name)], accept=["json"])
+            for queue in self.queues
+        ]
+
+    def on_connection_revived(self) -> None:
+        self.generation += 1
+        self.producer = None
+
+    def on_iteration(self) -> None:
+        self.dispatch()
+        self._settle(block=False)
+
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        # Graceful stop: finish what runs, settle it on this still-open channel.
+        log.info(f"{self.name}_draining", **self.draining_state())
+        self._settle(block=True)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self.route(message, self.queue_of(message), Failure("malformed_message", exc, transient=False))
+
+    # -- receiving, dispatching, settling ------------------------------------------------------------
+
+    def _receive(self, queue: str, body: Any, message: Any) -> None:
+        try:
+            self.accept(queue, self.middleware.receive(message, body), message)
+        except Rejected as rejected:
+            self.route(message, queue, rejected.failure)
+
+    @property
+    def idle(self) -> int:
+        """Threads with nothing to do right now."""
+        return self.workers - sum(1 for future in self._running if not future.done())
+
+    def submit(self, unit: U) -> None:
+        """Hand ``unit`` to the pool; its outcome is settled by a later iteration."""
+        future = self._pool.submit(self.middleware.process, unit, self.handle, self.crashed)
+        self._running[future] = (unit, self.generation)
+
+    def _settle(self, *, block: bool) -> None:
+        if block and self._running:
+            wait(list(self._running), timeout=self._stop_timeout)
+        for future in [f for f in self._running if f.done()]:
+            unit, generation = self._running.pop(future)
+            if generation != self.generation:
+                continue
+            try:
+                outcome = future.result()
+            except Exception as exc:  # an after_process hook failed: settled like a handler crash
+                outcome = self.crashed(unit, exc)
+            self.middleware.settle(unit, outcome, self.producer, self.settle)
+
+    def route(self, message: Any, queue: str, failure: Failure) -> None:
+        """Publish the message to its delay queue or the dead-letter queue (confirmed), then ack."""
+        routing_key = routing_key_of(message)
+        target = destination(
+            failure, queue=queue, routing_key=routing_key, headers=self.route_headers(message, failure)
+        )
+        assert self.producer is not None, "messages arrive only after get_consumers"
+        body = self.middleware.route(message, target, message.body)
+        reroute(self.producer, message, target, body=body)
+        self._log_routed(failure, target, queue, routing_key)
+
+    def _log_routed(self, failure: Failure, target: Destination, queue: str, routing_key: str) -> None:
+        if target.dead:
+            log.warning(self.dead_lettered_event, reason=failure.reason, queue=queue, routing_key=routing_key)
+        elif self.retry_event is not None:
+            log.warning(self.retry_event, reason=failure.reason, queue=target.queue, routing_key=routing_key)
+
+    def run(self, _tokens: int = 1, **kwargs: Any) -> None:
+        """Consume until ``stop()``; finished units are settled at least every ``poll_interval`` seconds."""
+        kwargs.setdefault("safety_interval", self.poll_interval)
+        super().run(_tokens, **kwargs)
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the current iteration (safe from a signal handler)."""
+        self.should_stop = True
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

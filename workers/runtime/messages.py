@@ -1,0 +1,81 @@
+"""One message per unit of work, ``Failure | None`` per outcome: the shape of provisioning and writeback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Connection, Queue
+
+from observability.logging import get_logger
+from workers.failures import Failure, attempts_of
+from workers.runtime.consumer import WorkerConsumer, routing_key_of
+from workers.runtime.middleware import Middleware
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Delivery:
+    """One message as a unit of work: its queue, original routing key and (decoded) body."""
+
+    queue: str
+    routing_key: str
+    body: Any
+    message: Any  # acked or routed by the consumer thread only
+
+    @property
+    def attempts(self) -> int:
+        """How many times this message already failed."""
+        return attempts_of(self.message.headers)
+
+    def log_context(self) -> dict[str, Any]:
+        return {"routing_key": self.routing_key, "message_id": self.message.properties.get("message_id")}
+
+
+class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
+    """One message per unit, handled by ``handle(delivery) -> Failure | None`` (None: done, ack)."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        queues: Sequence[Queue],
+        handle: Callable[[Delivery], Failure | None],
+        *,
+        name: str,
+        workers: int = 4,
+        stop_timeout: float = 60.0,
+        poll_interval: float = 1.0,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        # As many messages in hand as threads to run them: the rest stay available to others.
+        super().__init__(
+            connection,
+            queues,
+            name=name,
+            workers=workers,
+            prefetch=workers,
+            stop_timeout=stop_timeout,
+            poll_interval=poll_interval,
+            middleware=middleware,
+        )
+        self._handle = handle
+        self.dead_lettered_event = f"{name}_dead_lettered"
+        self.retry_event = f"{name}_retry_scheduled"
+
+    def accept(self, queue: str, body: Any, message: Any) -> None:
+        self.submit(Delivery(queue, routing_key_of(message), body, message))
+
+    def handle(self, unit: Delivery) -> Failure | None:
+        return self._handle(unit)
+
+    def crashed(self, unit: Delivery, exc: Exception) -> Failure | None:
+        log.exception(f"{self.name}_handler_crashed")
+        return Failure("worker_error", exc, transient=True)  # retried a bounded number of times
+
+    def settle(self, unit: Delivery, outcome: Failure | None) -> None:
+        if outcome is None:
+            unit.message.ack()
+        else:
+            self.route(unit.message, unit.queue, outcome)

@@ -1,0 +1,72 @@
+"""How a worker process runs: settings checked, SIGTERM/SIGINT wired to ``stop()``, metrics served, run, close.
+
+Every worker process (``sync``, ``provisioning``, ``reconcile``, ``writeback``) goes through
+:func:`run_worker`, so each logs the same ``<name>_started`` / ``<name>_stopping`` /
+``<name>_stopped`` lines and stops the same way: the signal handler only asks the worker to
+stop; ``run()`` then returns once in-flight work is finished and settled, and ``close()`` runs.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from config import Settings
+from observability.logging import get_logger
+
+log = get_logger(__name__)
+
+# What every worker needs to talk to Intacct and FlexPoint.
+WORKER_SETTINGS = ("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN")
+
+
+class Worker(Protocol):
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def require_settings(settings: Settings, process: str, *extra: str) -> None:
+    """Stop with one line naming any setting the worker process cannot run without."""
+    settings.require(*WORKER_SETTINGS, *extra, process=process)
+
+
+def run_worker(
+    process: str,
+    worker: Worker,
+    *,
+    registry: CollectorRegistry | None = None,
+    port: int | None = None,
+    **started: Any,
+) -> None:
+    """Run ``worker`` until SIGTERM/SIGINT, serving ``registry`` on ``port`` when given, then close it."""
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info(f"{process}_stopping", signal=signal.Signals(signum).name)
+        worker.stop()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = None
+    if registry is not None:
+        # Opened right before the work starts: a scraper (and bench/sync.py) reads "up" as "consuming".
+        server, _thread = start_http_server(port if port is not None else 0, registry=registry)
+        started.setdefault("metrics_port", port)
+    log.info(f"{process}_started", **started)
+    try:
+        worker.run()
+    finally:
+        try:
+            worker.close()
+        finally:
+            # Whoever called us (a test, the CLI) gets its own handlers back.
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            log.info(f"{process}_stopped")
