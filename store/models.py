@@ -313,3 +313,27 @@ class PaymentPosting(Base):
         Index("ix_payment_postings_connection_id_state", "connection_id", "state"),
         Index("uq_payment_postings_reference", "account_id", "reference", unique=True),
     )
+
+
+class PeerBreaker(Base):
+    """The circuit breaker of one peer (FlexPoint, or one connection's Intacct company), shared by every process.
+
+    ``failures`` counts consecutive transient failures while closed; once open, nobody calls the
+    peer until ``probe_at`` (unix seconds), when one process at a time (``probe_holder`` until
+    ``probe_until``) may try it; ``openings`` counts the failed probes in a row, which spaces the
+    next ones further apart.
+    """
+
+    __tablename__ = "peer_breakers"
+
+    peer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    openings: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[float | None] = mapped_column(Float)
+    probe_at: Mapped[float | None] = mapped_column(Float)
+    probe_holder: Mapped[str | None] = mapped_column(String(200))
+    probe_until: Mapped[float | None] = mapped_column(Float)
+    last_reason: Mapped[str | None] = mapped_column(String(200))
+    probes: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[float] = mapped_column(Float)

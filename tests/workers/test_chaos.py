@@ -3,7 +3,7 @@ every few seconds and restarted, RabbitMQ is restarted once, FlexPoint answers 5
 429 to 5 % of calls and Intacct 503 to 5 %. Afterwards FlexPoint's state equals Intacct's for
 every record, no queue holds anything, and nothing was dead-lettered (every fault was transient).
 
-Short by default (3 companies, 1,500 events, 15 s of chaos); the full size of QUALITY R1 with
+It runs on SQLite and on PostgreSQL. Short by default (3 companies, 1,500 events, 15 s of chaos); the full size of QUALITY R1 with
 ``FLEXSYNC_CHAOS_EVENTS=10000`` (10 companies; ``FLEXSYNC_CHAOS_SECONDS`` sets the chaos's length).
 The simulators run in a process of their own and the workers are real ``flexsync sync``
 processes, so they can be killed; the test publishes each event itself right after the change
@@ -13,6 +13,7 @@ in Intacct it reports, as the receiver would have.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import random
 import shutil
@@ -132,8 +133,10 @@ def _drained(amqp_url: str) -> bool:
 
 
 def test_workers_killed_broker_restarted_faults_on_and_flexpoint_ends_equal_to_intacct(
-    settings, amqp_url, broker, local_broker, tmp_path
+    settings, database_url, amqp_url, broker, local_broker, tmp_path
 ):
+    # Twice: on SQLite (one machine) and on PostgreSQL (what several hosts share), QUALITY R1.
+    settings = dataclasses.replace(settings, database_url=database_url)
     began = time.monotonic()
     rng = random.Random(PLAN.seed)
     sandbox = Sandbox(tmp_path / "sandbox", tmp_path / "sandbox.log")

@@ -1,0 +1,138 @@
+"""Circuit breakers per peer: stop calling a peer that keeps failing, probe it, close on recovery.
+
+A peer is FlexPoint (``flexpoint``) or one connection's Sage Intacct company
+(``intacct:<connectionId>``). After ``threshold`` transient failures in a row the breaker opens;
+from then on the workers do not call that peer: its work waits in the broker's delay queues.
+Once the probe is due, one process at a time (across hosts: the claim is in the database) lets a
+single unit of work through; its success closes the breaker for everyone, its failure schedules
+the next probe further away (``probe_delays``, with jitter so hosts do not probe in step).
+
+Reads are cached for ``cache_seconds`` per process so a busy worker asks the database about a
+peer at most about once a second; a closed breaker with no failures costs no write at all.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from store.breakers import BreakerState, BreakerStore, closed_state
+
+FLEXPOINT = "flexpoint"
+
+
+def intacct_peer(connection_id: str) -> str:
+    """The breaker name of one connection's Intacct company."""
+    return f"intacct:{connection_id}"
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a breaker opens and how often an open peer is probed."""
+
+    threshold: int = 5
+    probe_delays: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+    probe_claim_seconds: float = 120.0
+    cache_seconds: float = 1.0
+
+    def probe_delay(self, openings: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds until the next probe after ``openings`` failed attempts in a row (50-100 % jitter)."""
+        base = self.probe_delays[min(openings, len(self.probe_delays)) - 1]
+        return base * (0.5 + 0.5 * rand())
+
+
+@dataclass(frozen=True)
+class Permit:
+    """The answer for one unit of work: go ahead (maybe as the probe), or wait ``wait`` seconds."""
+
+    peer: str
+    allowed: bool
+    probe: bool = False
+    wait: float = 0.0
+
+
+class Breakers:
+    """The breakers of every peer, as one process sees them."""
+
+    def __init__(
+        self,
+        store: BreakerStore,
+        policy: BreakerPolicy | None = None,
+        *,
+        holder: str,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        on_change: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._policy = policy or BreakerPolicy()
+        self._holder = holder
+        self._clock = clock
+        self._rand = rand
+        self._on_change = on_change or (lambda peer, old, new: None)
+        self._cache: dict[str, tuple[BreakerState, float]] = {}
+        self._lock = threading.Lock()
+
+    def permit(self, peer: str) -> Permit:
+        """May this process call ``peer`` now?"""
+        now = self._clock()
+        state = self._state(peer, now)
+        if not state.open:
+            return Permit(peer, allowed=True)
+        due = state.probe_at or now
+        if now >= due and self._store.claim_probe(
+            peer, self._holder, now, now + self._policy.probe_claim_seconds
+        ):
+            self._forget(peer)
+            return Permit(peer, allowed=True, probe=True)
+        return Permit(peer, allowed=False, wait=max(due - now, 1.0))
+
+    def succeeded(self, permit: Permit) -> None:
+        """The peer answered: close its breaker if anything was counted against it."""
+        now = self._clock()
+        state = self._state(permit.peer, now)
+        if not permit.probe and not state.open and state.failures == 0:
+            return
+        before = self._store.record_success(permit.peer, now)
+        self._forget(permit.peer)
+        if before is not None and before.open:
+            self._on_change(permit.peer, "open", "closed")
+
+    def failed(self, permit: Permit, reason: str) -> None:
+        """The peer failed transiently: count it, open or push the next probe back."""
+        now = self._clock()
+        before = self._state(permit.peer, now)
+        after = self._store.record_failure(
+            permit.peer,
+            reason,
+            now,
+            probe=permit.probe,
+            threshold=self._policy.threshold,
+            next_probe=lambda openings: self._policy.probe_delay(openings, self._rand),
+        )
+        self._forget(permit.peer)
+        if after.open and not before.open:
+            self._on_change(permit.peer, "closed", "open")
+
+    def states(self) -> list[BreakerState]:
+        """Every peer that ever failed, as stored (for status pages and metrics)."""
+        return self._store.all()
+
+    # -- the per-process cache -------------------------------------------------------------------
+
+    def _state(self, peer: str, now: float) -> BreakerState:
+        with self._lock:
+            cached = self._cache.get(peer)
+        if cached is not None and now - cached[1] < self._policy.cache_seconds:
+            return cached[0]
+        state = self._store.get(peer) or closed_state(peer, now)
+        with self._lock:
+            self._cache[peer] = (state, now)
+        return state
+
+    def _forget(self, peer: str) -> None:
+        with self._lock:
+            self._cache.pop(peer, None)

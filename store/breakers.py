@@ -1,0 +1,173 @@
+"""The rows behind the circuit breakers: one per peer, changed by single short transactions.
+
+The policy (when to open, when to probe) is ``reliability.breaker``'s; this module only reads
+and writes the state so that every process on every host sees the same breaker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, or_, select, update
+
+from store.db import write_transaction
+from store.models import PeerBreaker
+
+_table = PeerBreaker.__table__
+_c = _table.c
+
+CLOSED = "closed"
+OPEN = "open"
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What is stored for one peer."""
+
+    peer: str
+    state: str
+    failures: int
+    openings: int
+    opened_at: float | None
+    probe_at: float | None
+    probe_holder: str | None
+    probe_until: float | None
+    last_reason: str | None
+    probes: int
+    updated_at: float
+
+    @property
+    def open(self) -> bool:
+        return self.state == OPEN
+
+
+def closed_state(peer: str, now: float) -> BreakerState:
+    """The state of a peer that never failed (no row yet)."""
+    return BreakerState(peer, CLOSED, 0, 0, None, None, None, None, None, 0, now)
+
+
+class BreakerStore:
+    """Reads and changes breaker rows; every change is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self, peer: str) -> BreakerState | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(select(_table).where(_c.peer == peer)).first()
+        return None if row is None else _state(row)
+
+    def all(self) -> list[BreakerState]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(_table).order_by(_c.peer)).all()
+        return [_state(row) for row in rows]
+
+    def claim_probe(self, peer: str, holder: str, now: float, until: float) -> bool:
+        """Become the one process allowed to try an open peer now; False if it is not due or taken."""
+        with write_transaction(self._engine) as conn:
+            result = conn.execute(
+                update(_table)
+                .where(
+                    _c.peer == peer,
+                    _c.state == OPEN,
+                    _c.probe_at <= now,
+                    or_(_c.probe_holder.is_(None), _c.probe_until < now),
+                )
+                .values(probe_holder=holder, probe_until=until, probes=_c.probes + 1, updated_at=now)
+            )
+            return result.rowcount == 1
+
+    def record_failure(
+        self,
+        peer: str,
+        reason: str,
+        now: float,
+        *,
+        probe: bool,
+        threshold: int,
+        next_probe: Callable[[int], float],
+    ) -> BreakerState:
+        """Count a transient failure; open (or keep open, probing later) as the policy says.
+
+        ``next_probe(openings)`` gives the seconds until the next probe after that many openings.
+        """
+        with write_transaction(self._engine) as conn:
+            row = conn.execute(select(_table).where(_c.peer == peer)).first()
+            current = closed_state(peer, now) if row is None else _state(row)
+            if current.open:
+                if not probe:
+                    return current  # a call that started before the breaker opened: already counted
+                openings = current.openings + 1
+                values = dict(
+                    state=OPEN,
+                    failures=current.failures + 1,
+                    openings=openings,
+                    opened_at=current.opened_at,
+                    probe_at=now + next_probe(openings),
+                    probe_holder=None,
+                    probe_until=None,
+                )
+            elif current.failures + 1 >= threshold:
+                values = dict(
+                    state=OPEN,
+                    failures=current.failures + 1,
+                    openings=1,
+                    opened_at=now,
+                    probe_at=now + next_probe(1),
+                    probe_holder=None,
+                    probe_until=None,
+                )
+            else:
+                values = dict(state=CLOSED, failures=current.failures + 1)
+            values.update(last_reason=reason[:200], updated_at=now)
+            if row is None:
+                conn.execute(
+                    _table.insert().values(peer=peer, openings=0, probes=0, **{**_defaults(), **values})
+                )
+            else:
+                conn.execute(update(_table).where(_c.peer == peer).values(**values))
+            row = conn.execute(select(_table).where(_c.peer == peer)).one()
+            return _state(row)
+
+    def record_success(self, peer: str, now: float) -> BreakerState | None:
+        """Close the breaker and forget its failures; returns the state it had (None: no row)."""
+        with write_transaction(self._engine) as conn:
+            row = conn.execute(select(_table).where(_c.peer == peer)).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(_table)
+                .where(_c.peer == peer)
+                .values(
+                    state=CLOSED,
+                    failures=0,
+                    openings=0,
+                    opened_at=None,
+                    probe_at=None,
+                    probe_holder=None,
+                    probe_until=None,
+                    updated_at=now,
+                )
+            )
+            return _state(row)
+
+
+def _defaults() -> dict:
+    return dict(opened_at=None, probe_at=None, probe_holder=None, probe_until=None)
+
+
+def _state(row) -> BreakerState:
+    return BreakerState(
+        peer=row.peer,
+        state=row.state,
+        failures=row.failures or 0,
+        openings=row.openings or 0,
+        opened_at=row.opened_at,
+        probe_at=row.probe_at,
+        probe_holder=row.probe_holder,
+        probe_until=row.probe_until,
+        last_reason=row.last_reason,
+        probes=row.probes or 0,
+        updated_at=row.updated_at,
+    )
