@@ -16,12 +16,11 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from store.db import write_transaction
-from store.models import POSTING_STATES, PaymentPosting
-
 # The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
 # one notion of "a holder on this node that is gone" for every lease in the service.
-from store.slots import _dead_local_holder, _holder_id, _node
+from reliability.leases import holder_is_dead, new_holder, node
+from store.db import write_transaction
+from store.models import POSTING_STATES, PaymentPosting
 
 _table = PaymentPosting.__table__
 _c = _table.c
@@ -82,7 +81,7 @@ class PostingStore:
         self._clock = clock
         self._now = now
         self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
-        self._node = _node()
+        self._node = node()
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -118,7 +117,7 @@ class PostingStore:
         """Take the payment's claim (creating its row, ``pending``, if new): the row, or None while
         another live worker holds it."""
         self._ensure_row(account_id, payment_id, connection_id, requested_at)
-        holder = _holder_id()
+        holder = new_holder()
         now = self._clock()
         free = or_(_c.claim_holder.is_(None), _c.claim_until <= now)
         if self._take(account_id, payment_id, free, holder, now + lease_seconds):
@@ -126,7 +125,7 @@ class PostingStore:
         current = self.get(account_id, payment_id)
         if current is None or current.claim_holder is None:
             return None  # released in between: the caller comes back later, nothing lost
-        if _dead_local_holder(current.claim_holder, self._node):
+        if holder_is_dead(current.claim_holder, here=self._node):
             taken = self._take(
                 account_id, payment_id, _c.claim_holder == current.claim_holder, holder, now + lease_seconds
             )
