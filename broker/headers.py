@@ -11,3 +11,5 @@ ORIGINAL_QUEUE = "x-flexsync-original-queue"
 FAILED_AT = "x-flexsync-failed-at"
 # Marks the second look at a record that was still changing when first read (not a failure).
 RECHECK = "x-flexsync-recheck"
+# When the message first failed: a transient failure is retried until this is ARCHIVE_MAX_AGE old.
+FIRST_FAILED_AT = "x-flexsync-first-failed-at"

@@ -71,7 +71,7 @@ def _work_queue(name: str, bindings: list[binding]) -> Queue:
     )
 
 
-def _retry_queues(queue_name: str) -> list[Queue]:
+def _retry_queues(queue_name: str, delays: tuple[int, ...]) -> list[Queue]:
     return [
         Queue(
             retry_queue_name(queue_name, delay),
@@ -84,7 +84,7 @@ def _retry_queues(queue_name: str) -> list[Queue]:
                 "x-dead-letter-routing-key": queue_name,
             },
         )
-        for delay in RETRY_DELAYS_SECONDS
+        for delay in delays
     ]
 
 
@@ -114,13 +114,16 @@ class Topology:
             yield f"queue {queue.name} ({kind}) <- {keys}"
 
 
-def build_topology(archive_max_age: str = "7D") -> Topology:
-    """The topology for the given archive retention (``ARCHIVE_MAX_AGE``)."""
+def build_topology(
+    archive_max_age: str = "7D", retry_delays: tuple[int, ...] = RETRY_DELAYS_SECONDS
+) -> Topology:
+    """The topology for the given archive retention (``ARCHIVE_MAX_AGE``) and delay queues
+    (``FLEXSYNC_RETRY_DELAYS``: each delay is a queue of its own name, so schedules never clash)."""
     queues: list[Queue] = []
     for module in MODULES:
         name = work_queue_name(module)
         queues.append(_work_queue(name, [binding(EVENTS_EXCHANGE, routing_key=f"{module}.#")]))
-        queues.extend(_retry_queues(name))
+        queues.extend(_retry_queues(name, retry_delays))
     queues.append(
         _work_queue(
             PROVISIONING_QUEUE_NAME,
@@ -130,11 +133,11 @@ def build_topology(archive_max_age: str = "7D") -> Topology:
             ],
         )
     )
-    queues.extend(_retry_queues(PROVISIONING_QUEUE_NAME))
+    queues.extend(_retry_queues(PROVISIONING_QUEUE_NAME, retry_delays))
     queues.append(
         _work_queue(WRITEBACK_QUEUE_NAME, [binding(PAYMENTS_EXCHANGE, routing_key=PAYMENT_ROUTING_KEYS)])
     )
-    queues.extend(_retry_queues(WRITEBACK_QUEUE_NAME))
+    queues.extend(_retry_queues(WRITEBACK_QUEUE_NAME, retry_delays))
     queues.append(
         Queue(
             DEAD_LETTER_QUEUE_NAME,

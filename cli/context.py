@@ -75,7 +75,7 @@ def declare_topology_or_fail(settings: Settings, *, required: bool) -> list[str]
 
     from broker.topology import build_topology, declare_topology
 
-    topology = build_topology(settings.archive_max_age)
+    topology = build_topology(settings.archive_max_age, settings.flexsync_retry_delays)
     try:
         with Connection(settings.amqp_url, connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=2)

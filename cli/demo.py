@@ -240,7 +240,7 @@ def queue_depths(settings: Any) -> dict[str, int]:
     depths = {}
     with Connection(settings.amqp_url) as connection:
         channel = connection.channel()
-        for queue in build_topology(settings.archive_max_age).work_queues:
+        for queue in build_topology(settings.archive_max_age, settings.flexsync_retry_delays).work_queues:
             depths[queue.name] = channel.queue_declare(queue=queue.name, passive=True).message_count
     return depths
 

@@ -139,7 +139,7 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
     from store.db import create_engine_for, upgrade
 
     settings = settings_of(ctx)
-    topology = build_topology(settings.archive_max_age)
+    topology = build_topology(settings.archive_max_age, settings.flexsync_retry_delays)
     queues = queue_status(settings.amqp_url, topology, interval=interval)
     click.echo(f"queues{f' (rate over {interval:g} s)' if interval else ''}:")
     for queue in queues:

@@ -75,6 +75,26 @@ def _choice(options: tuple[str, ...], fold: Callable[[str], str] = str.lower):
     return parse
 
 
+def _seconds_list(value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError(
+            f"expected whole seconds separated by commas, like 2,10,60,300, got {value!r}"
+        ) from None
+    if not numbers or any(n <= 0 for n in numbers) or list(numbers) != sorted(set(numbers)):
+        raise ValueError(f"expected growing positive seconds, like 2,10,60,300, got {value!r}")
+    return numbers
+
+
+_UNIT_SECONDS = {"Y": 365 * 86_400, "M": 30 * 86_400, "D": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def max_age_seconds(value: str) -> int:
+    """``ARCHIVE_MAX_AGE`` (``7D``, ``12h``...) in seconds."""
+    return int(value[:-1]) * _UNIT_SECONDS[value[-1]]
+
+
 def _console_token(value: str) -> str:
     if len(value) < 16:
         # Never echoed: it is a password.
@@ -148,6 +168,12 @@ class Settings:
     # `web` makes a temporary one; prometheus_client itself reads the variable in each worker).
     web_concurrency: int = 2
     prometheus_multiproc_dir: str | None = None
+    # How a transient failure waits (docs/operations.md, "Outages"): the delay queues' schedule,
+    # its last step repeated for as long as the archive keeps the event (ARCHIVE_MAX_AGE); and the
+    # circuit breaker per peer: open after this many failures in a row, then probed at these spacings.
+    flexsync_retry_delays: tuple[int, ...] = (2, 10, 60, 300)
+    flexsync_breaker_threshold: int = 5
+    flexsync_breaker_probe_seconds: tuple[int, ...] = (5, 15, 30, 60, 120, 300)
 
     # Tunables with safe defaults; not environment contracts, overridable in code and tests.
     webhook_max_body_bytes: int = 256 * 1024
@@ -157,6 +183,11 @@ class Settings:
     jwt_leeway_seconds: int = 60
     jwks_min_refetch_seconds: float = 30.0
     hmac_tolerance_seconds: int = 300
+
+    @property
+    def retry_window_seconds(self) -> int:
+        """How long a transiently failing event keeps being retried: as long as the archive keeps it."""
+        return max_age_seconds(self.archive_max_age)
 
     @property
     def is_production(self) -> bool:
@@ -199,6 +230,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "FLEXSYNC_CONSOLE_TOKEN": _console_token,
     "WEB_CONCURRENCY": _positive_int,
     "PROMETHEUS_MULTIPROC_DIR": _text,
+    "FLEXSYNC_RETRY_DELAYS": _seconds_list,
+    "FLEXSYNC_BREAKER_THRESHOLD": _positive_int,
+    "FLEXSYNC_BREAKER_PROBE_SECONDS": _seconds_list,
 }
 
 ENVIRONMENT_VARIABLES = tuple(_PARSERS)

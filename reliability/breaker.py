@@ -1,7 +1,7 @@
 """Circuit breakers per peer: stop calling a peer that keeps failing, probe it, close on recovery.
 
 A peer is FlexPoint (``flexpoint``) or one connection's Sage Intacct company
-(``intacct:<connectionId>``). After ``threshold`` transient failures in a row the breaker opens;
+(``intacct:<companyId>``). After ``threshold`` transient failures in a row the breaker opens;
 from then on the workers do not call that peer: its work waits in the broker's delay queues.
 Once the probe is due, one process at a time (across hosts: the claim is in the database) lets a
 single unit of work through; its success closes the breaker for everyone, its failure schedules
@@ -18,15 +18,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from reliability.leases import new_holder
 from store.breakers import BreakerState, BreakerStore, closed_state
 
 FLEXPOINT = "flexpoint"
 
 
-def intacct_peer(connection_id: str) -> str:
-    """The breaker name of one connection's Intacct company."""
-    return f"intacct:{connection_id}"
+def intacct_peer(company_id: str) -> str:
+    """The breaker name of one Sage Intacct company."""
+    return f"intacct:{company_id}"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,16 @@ class Permit:
     wait: float = 0.0
 
 
+class PeerGuard(Protocol):
+    """What an HTTP client asks before and tells after each call to a peer (``Breakers`` is one)."""
+
+    def permit(self, peer: str) -> Permit: ...
+
+    def succeeded(self, permit: Permit) -> None: ...
+
+    def failed(self, permit: Permit, reason: str) -> None: ...
+
+
 class Breakers:
     """The breakers of every peer, as one process sees them."""
 
@@ -75,6 +87,15 @@ class Breakers:
         self._on_change = on_change or (lambda peer, old, new: None)
         self._cache: dict[str, tuple[BreakerState, float]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Any, engine: Any, **options: Any) -> Breakers:
+        """The breakers kept in ``engine`` with ``FLEXSYNC_BREAKER_*``'s policy, held as this process."""
+        policy = BreakerPolicy(
+            threshold=settings.flexsync_breaker_threshold,
+            probe_delays=tuple(float(s) for s in settings.flexsync_breaker_probe_seconds),
+        )
+        return cls(BreakerStore(engine), policy, holder=new_holder(), **options)
 
     def permit(self, peer: str) -> Permit:
         """May this process call ``peer`` now?"""

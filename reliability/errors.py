@@ -34,6 +34,14 @@ class Throttled(Transient):
         self.retry_after = retry_after
 
 
+class BreakerOpen(Transient):
+    """Not even tried: the peer failed repeatedly and its circuit breaker holds calls back until its
+    next probe, ``retry_after`` seconds from now (mixed into each client's own unavailable error)."""
+
+    reason = "breaker_open"
+    retry_after: float = 0.0
+
+
 class Permanent(FlexsyncError):
     """A failure that trying again cannot heal (bad data, a refusal): dead-letter it with its reason."""
 

@@ -42,7 +42,7 @@ from tests.workers.chaos_support import (
     compare,
     queue_totals,
 )
-from tests.workers.test_chaos import DRAINED_QUEUES, _inherited_environment
+from tests.workers.test_chaos import _drained, _inherited_environment
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.disruptive, pytest.mark.timeout(300)]
 
@@ -92,14 +92,6 @@ def postgres_schema():
             wait_until(lambda: _pg_answers(admin_url), timeout=60, message="PostgreSQL back")
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-def _drained(amqp_url: str) -> bool:
-    try:
-        totals = queue_totals(amqp_url)
-    except Exception:
-        return False
-    return all(totals.get(queue, {"messages": 0})["messages"] == 0 for queue in DRAINED_QUEUES)
 
 
 def test_postgres_restarted_mid_run_gives_503s_and_nothing_is_lost(

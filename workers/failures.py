@@ -1,10 +1,14 @@
 """What happens to a message that could not be processed: retried later, or parked.
 
-Transient failures (Intacct or FlexPoint unavailable, rate limits, a broker hiccup) go to the
-work queue's delay queues with growing delays, a bounded number of times; everything else,
-and whatever outlives its attempts, goes to the ``dead-letter`` queue with headers naming the
-reason, the exception, the attempts, the original routing key and queue. Nothing is retried
-forever and nothing is dropped silently.
+Transient failures (Intacct or FlexPoint unavailable, rate limits, a broker or database hiccup)
+go to the work queue's delay queues with growing delays, then keep coming back through the
+longest one for as long as the archive keeps the event (``ARCHIVE_MAX_AGE``, counted from the
+first failure): an outage of any shorter length loses nothing and needs nobody. When a peer's
+circuit breaker is open the wait is at least the time to its next probe, so the event waits in
+the broker rather than calling a peer that is down. A handler bug (``worker_error``) is retried
+only as many times as there are delays. Everything else goes to the ``dead-letter`` queue at
+once, with headers naming the reason, the exception, the attempts, the original routing key and
+queue. Nothing is retried forever and nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -20,24 +24,27 @@ from broker.headers import (
     ATTEMPTS,
     EXCEPTION,
     FAILED_AT,
+    FIRST_FAILED_AT,
     ORIGINAL_QUEUE,
     ORIGINAL_ROUTING_KEY,
     REASON,
     RECHECK,
 )
 from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
-from reliability.errors import Permanent, Transient
+from reliability.errors import BreakerOpen, Permanent, Throttled, Transient
 
 __all__ = [
     "ATTEMPTS",
     "EXCEPTION",
     "FAILED_AT",
+    "FIRST_FAILED_AT",
     "ORIGINAL_QUEUE",
     "ORIGINAL_ROUTING_KEY",
     "REASON",
     "RECHECK",
     "Destination",
     "Failure",
+    "RetryPolicy",
     "attempts_of",
     "destination",
     "failure_of",
@@ -54,6 +61,29 @@ class Failure:
     reason: str
     exception: BaseException
     transient: bool
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The delay queues' schedule and how long a transient failure may keep using it."""
+
+    delays: tuple[int, ...] = RETRY_DELAYS_SECONDS
+    window_seconds: float = 7 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RetryPolicy:
+        return cls(tuple(settings.flexsync_retry_delays), float(settings.retry_window_seconds))
+
+    def delay(self, attempts: int, wait_hint: float | None = None) -> int:
+        """The delay queue for the ``attempts``-th failure; at least ``wait_hint`` when one is known."""
+        delay = self.delays[min(attempts, len(self.delays)) - 1]
+        if wait_hint is not None and wait_hint > delay:
+            delay = next((d for d in self.delays if d >= wait_hint), self.delays[-1])
+        return delay
+
+
+DEFAULT_RETRY = RetryPolicy()
+BOUNDED_REASONS = frozenset({"worker_error"})
 
 
 @dataclass(frozen=True)
@@ -93,26 +123,58 @@ def destination(
     routing_key: str,
     headers: dict[str, Any] | None,
     now: datetime | None = None,
+    policy: RetryPolicy = DEFAULT_RETRY,
 ) -> Destination:
     """The delay queue for the next attempt, or the dead-letter queue when it is over."""
+    now = now or datetime.now(UTC)
     headers = dict(headers or {})
     attempts = attempts_of(headers) + 1
     headers[ATTEMPTS] = attempts
     headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
     headers.setdefault(ORIGINAL_QUEUE, queue)
-    if failure.transient and attempts <= len(RETRY_DELAYS_SECONDS):
-        delay = RETRY_DELAYS_SECONDS[attempts - 1]
-        return Destination(retry_queue_name(headers[ORIGINAL_QUEUE], delay), headers, dead=False)
-    reason = failure.reason if not failure.transient else f"{failure.reason}:attempts_exhausted"
+    first = _instant(headers.get(FIRST_FAILED_AT)) or now
+    headers.setdefault(FIRST_FAILED_AT, _stamp(first))
+    exhausted = ""
+    if failure.transient:
+        if failure.reason in BOUNDED_REASONS:
+            if attempts <= len(policy.delays):
+                return _retry(headers, policy.delays[attempts - 1])
+            exhausted = "attempts_exhausted"
+        elif (now - first).total_seconds() < policy.window_seconds:
+            return _retry(headers, policy.delay(attempts, _wait_hint(failure.exception)))
+        else:
+            exhausted = "retry_window_exhausted"
+    reason = f"{failure.reason}:{exhausted}" if exhausted else failure.reason
     text = f"{type(failure.exception).__name__}: {failure.exception}"
-    headers.update(
-        {
-            REASON: reason,
-            EXCEPTION: text[:MAX_EXCEPTION_TEXT],
-            FAILED_AT: (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
-        }
-    )
+    headers.update({REASON: reason, EXCEPTION: text[:MAX_EXCEPTION_TEXT], FAILED_AT: _stamp(now)})
     return Destination(DEAD_LETTER_QUEUE_NAME, headers, dead=True)
+
+
+def _wait_hint(exc: BaseException) -> float | None:
+    """The wait the peer named (Retry-After) or its breaker holds calls back for, when known."""
+    if isinstance(exc, (Throttled, BreakerOpen)):
+        return exc.retry_after
+    return None
+
+
+def _retry(headers: dict[str, Any], delay: int) -> Destination:
+    return Destination(retry_queue_name(headers[ORIGINAL_QUEUE], delay), headers, dead=False)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _instant(value: Any) -> datetime | None:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def reroute(producer: Any, message: Any, target: Destination, *, body: bytes | None = None) -> None:

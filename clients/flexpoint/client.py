@@ -20,11 +20,17 @@ from requests.adapters import HTTPAdapter
 
 from clients.flexpoint.batches import batch_body, canonical_json, chunks, idempotency_key
 from clients.flexpoint.contract import check_account_id, check_resource, check_status
-from clients.flexpoint.errors import FlexPointCallFailed, FlexPointError, FlexPointUnavailable
+from clients.flexpoint.errors import (
+    FlexPointBreakerOpen,
+    FlexPointCallFailed,
+    FlexPointError,
+    FlexPointUnavailable,
+)
 from clients.flexpoint.postings import check_payment_id, check_posting, posting_key
 from clients.flexpoint.responses import error_from_response, scrub
 from clients.flexpoint.retry import RetryPolicy
 from observability.logging import get_logger, register_secret
+from reliability.breaker import FLEXPOINT, PeerGuard
 
 # on_call(resource, status, seconds): status is the HTTP status, or "timeout" / "connection_error"
 # when no answer came; resource is the YAML's resource, or "integration-status".
@@ -57,6 +63,7 @@ class FlexPointClient:
         on_call: OnCall | None = None,
         pool_size: int = 16,
         retry: RetryPolicy | None = None,
+        guard: PeerGuard | None = None,
     ) -> None:
         if not token:
             raise ValueError("FlexPoint needs a bearer token: set FLEXPOINT_API_TOKEN")
@@ -68,6 +75,7 @@ class FlexPointClient:
         self._rng = rng or random.Random()
         self._retry = retry or RetryPolicy(max_attempts=max_attempts)
         self._on_call = on_call
+        self._guard = guard
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -248,7 +256,29 @@ class FlexPointClient:
 
     # -- one call, with bounded retries -----------------------------------------------------
 
-    def _call(
+    def _call(self, method: str, path: str, *, action: str, **options: Any) -> requests.Response | None:
+        """``_send`` behind FlexPoint's circuit breaker (when there is a ``guard``): while FlexPoint
+        keeps failing it is not called at all until its next probe."""
+        if self._guard is None:
+            return self._send(method, path, action=action, **options)
+        permit = self._guard.permit(FLEXPOINT)
+        if not permit.allowed:
+            raise FlexPointBreakerOpen(
+                f"{action} not sent: FlexPoint failed repeatedly and is probed again in {permit.wait:.0f} s",
+                retry_after=permit.wait,
+            )
+        try:
+            response = self._send(method, path, action=action, **options)
+        except FlexPointUnavailable as exc:
+            self._guard.failed(permit, exc.reason)
+            raise
+        except FlexPointError:
+            self._guard.succeeded(permit)  # it answered: a refusal is not an outage
+            raise
+        self._guard.succeeded(permit)
+        return response
+
+    def _send(
         self,
         method: str,
         path: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reliability.errors import FlexsyncError, Permanent, Throttled, Transient
+from reliability.errors import BreakerOpen, FlexsyncError, Permanent, Throttled, Transient
 
 
 class FlexPointError(FlexsyncError):
@@ -41,6 +41,17 @@ class FlexPointUnavailable(FlexPointError, Transient):
     """FlexPoint answered 5xx, timed out or could not be reached; retrying later may succeed."""
 
     reason = "flex_point_unavailable"
+
+
+class FlexPointBreakerOpen(FlexPointUnavailable, BreakerOpen):
+    """Not called: FlexPoint failed repeatedly and its breaker is open until the next probe, in
+    ``retry_after`` seconds."""
+
+    reason = FlexPointUnavailable.reason
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        FlexPointUnavailable.__init__(self, message)
+        self.retry_after = retry_after
 
 
 class FlexPointRateLimited(Throttled, FlexPointError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reliability.errors import FlexsyncError, Permanent, Throttled, Transient
+from reliability.errors import BreakerOpen, FlexsyncError, Permanent, Throttled, Transient
 
 # intacct-rest.md, "Failure signals": what each token endpoint answer means for the connection.
 REASON_INTERNAL = "internal_error"
@@ -46,6 +46,17 @@ class IntacctUnavailable(IntacctError, Transient):
     """Intacct answered 5xx, timed out or could not be reached, after the client's quick retries."""
 
     reason = "intacct_unavailable"
+
+
+class IntacctBreakerOpen(IntacctUnavailable, BreakerOpen):
+    """Not called: the company's Intacct failed repeatedly and its breaker is open until the next
+    probe, in ``retry_after`` seconds (nothing was sent, so a write's outcome is known: not made)."""
+
+    reason = IntacctUnavailable.reason
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        IntacctUnavailable.__init__(self, message)
+        self.retry_after = retry_after
 
 
 class RateLimited(Throttled, IntacctError):

@@ -21,6 +21,7 @@ from requests.adapters import HTTPAdapter
 from config.settings import Settings
 from observability.logging import get_logger, redactor
 from reliability.backoff import Backoff
+from reliability.breaker import PeerGuard, intacct_peer
 from reliability.limiter import CompanyLimiter, SlotTimeout
 from reliability.retry_after import hint
 
@@ -84,6 +85,7 @@ class Transport:
         timeouts: tuple[float, float] = (5.0, 30.0),
         slot_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
+        guard: PeerGuard | None = None,
     ) -> None:
         if slots.lease_seconds <= sum(timeouts):
             raise ValueError(
@@ -101,6 +103,7 @@ class Transport:
         self._timeouts = timeouts
         self._slot_timeout = slot_timeout
         self._retry = retry or RetryPolicy()
+        self._guard = guard
 
     def call(
         self,
@@ -118,7 +121,42 @@ class Transport:
 
         ``once``: a single attempt, every failure raised at once; for writes that must never be
         sent twice before the caller knows whether the first one happened.
+
+        With a ``guard`` (the peers' circuit breakers), a company whose Intacct keeps failing is
+        not called at all until its next probe: :class:`errors.IntacctBreakerOpen` at once.
         """
+        if self._guard is None:
+            return self._call(connection, method, path, object_path, body, missing_ok, once)
+        permit = self._guard.permit(intacct_peer(connection.company_id))
+        if not permit.allowed:
+            raise errors.IntacctBreakerOpen(
+                f"{method} {object_path} for company {connection.company_id} not sent: its Intacct "
+                f"failed repeatedly and is probed again in {permit.wait:.0f} s",
+                retry_after=permit.wait,
+            )
+        try:
+            answer = self._call(connection, method, path, object_path, body, missing_ok, once)
+        except errors.CompanyBusy:
+            raise  # our own cap, not Intacct's health
+        except errors.IntacctUnavailable as exc:
+            self._guard.failed(permit, exc.reason)
+            raise
+        except errors.IntacctError:
+            self._guard.succeeded(permit)  # it answered: a refusal is not an outage
+            raise
+        self._guard.succeeded(permit)
+        return answer
+
+    def _call(
+        self,
+        connection: IntacctConnection,
+        method: str,
+        path: str,
+        object_path: str,
+        body: dict[str, Any] | None,
+        missing_ok: bool,
+        once: bool,
+    ) -> Any:
         if once:
             return self._attempt(connection, method, path, object_path, body, missing_ok)
         renewed = False

@@ -3,7 +3,8 @@
 For the payment write-back: ``PATCH /sandbox/companies/<id>`` takes ``receivedPaymentsAdd``
 (false: creates answer 403), ``booksClosedThrough`` ("2026-10-31": receipts on or before it are
 refused) and ``writeFaults`` ({"commitErrorRate", "commitTimeoutRate"}, this company's own
-commit-then-fail rates; null: the global ones of ``/sandbox/faults``);
+commit-then-fail rates; null: the global ones of ``/sandbox/faults``) and ``outage`` (true: every
+API call of the company answers 503, as when one customer's Intacct is down);
 ``GET /sandbox/companies/<id>/payments?referenceNumber=FP-1`` lists the stored payments carrying a
 reference (an oracle's "exactly once" count, not through any client).
 

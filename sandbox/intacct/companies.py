@@ -105,6 +105,7 @@ class Company:
     received_payments_add: bool = True
     books_closed_through: str | None = None  # YYYY-MM-DD: receipts on or before it are refused
     write_faults: tuple[tuple[str, float], ...] | None = None  # None: the global rates apply
+    outage: bool = False  # every API call of this company answers 503 (its Intacct is down)
 
     def user(self, user_id: str) -> User | None:
         # Intacct user IDs are case-insensitive.
@@ -122,6 +123,7 @@ class Company:
             "receivedPaymentsAdd": self.received_payments_add,
             "booksClosedThrough": self.books_closed_through,
             "writeFaults": dict(self.write_faults) if self.write_faults is not None else None,
+            "outage": self.outage,
         }
 
     @classmethod
@@ -143,6 +145,7 @@ class Company:
             "receivedPaymentsAdd",
             "booksClosedThrough",
             "writeFaults",
+            "outage",
         }
         unknown = set(data) - known
         if unknown:
@@ -167,6 +170,8 @@ class Company:
             result = replace(result, books_closed_through=_closed_through(data["booksClosedThrough"]))
         if "writeFaults" in data:
             result = replace(result, write_faults=_write_faults(data["writeFaults"]))
+        if "outage" in data:
+            result = replace(result, outage=bool(data["outage"]))
         return result
 
 

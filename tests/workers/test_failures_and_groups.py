@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from broker.topology import RETRY_DELAYS_SECONDS
+from clients.flexpoint.errors import FlexPointBreakerOpen, FlexPointRateLimited
 from workers.failures import (
     ATTEMPTS,
     EXCEPTION,
     FAILED_AT,
+    FIRST_FAILED_AT,
     ORIGINAL_QUEUE,
     ORIGINAL_ROUTING_KEY,
     REASON,
     Failure,
+    RetryPolicy,
     destination,
 )
 from workers.sync.groups import Coalescer, Event
@@ -20,27 +23,70 @@ from workers.sync.groups import Coalescer, Event
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
-def test_a_transient_failure_walks_the_delay_queues_then_parks_with_its_story():
+def test_a_transient_failure_walks_the_delay_queues_then_stays_on_the_longest_until_the_window_ends():
     failure = Failure("intacct_unavailable", RuntimeError("503 from Intacct"), transient=True)
+    policy = RetryPolicy(RETRY_DELAYS_SECONDS, window_seconds=3600)
     headers: dict = {}
     seen = []
-    for _ in RETRY_DELAYS_SECONDS:
+    moment = NOW
+    for _ in range(len(RETRY_DELAYS_SECONDS) + 3):
         target = destination(
-            failure, queue="sync.ar", routing_key="ar.invoices.update", headers=headers, now=NOW
+            failure,
+            queue="sync.ar",
+            routing_key="ar.invoices.update",
+            headers=headers,
+            now=moment,
+            policy=policy,
         )
-        assert not target.dead
+        assert not target.dead, "a transient failure inside the window is never parked"
         seen.append(target.queue)
         headers = target.headers
-    assert seen == [f"sync.ar.retry.{d}s" for d in RETRY_DELAYS_SECONDS]
-    last = destination(failure, queue="sync.ar.retry.300s", routing_key="sync.ar", headers=headers, now=NOW)
+        moment += timedelta(minutes=5)
+    assert seen == [f"sync.ar.retry.{d}s" for d in RETRY_DELAYS_SECONDS] + ["sync.ar.retry.300s"] * 3
+    assert headers[FIRST_FAILED_AT] == "2026-11-24T10:00:00Z"
+    late = NOW + timedelta(seconds=3600)
+    last = destination(
+        failure, queue="sync.ar.retry.300s", routing_key="sync.ar", headers=headers, now=late, policy=policy
+    )
     assert last.dead and last.queue == "dead-letter"
-    assert last.headers[ATTEMPTS] == len(RETRY_DELAYS_SECONDS) + 1
-    assert last.headers[REASON] == "intacct_unavailable:attempts_exhausted"
+    assert last.headers[ATTEMPTS] == len(RETRY_DELAYS_SECONDS) + 4
+    assert last.headers[REASON] == "intacct_unavailable:retry_window_exhausted"
     # The origin is the first one, not the delay queue it came back through.
     assert last.headers[ORIGINAL_QUEUE] == "sync.ar"
     assert last.headers[ORIGINAL_ROUTING_KEY] == "ar.invoices.update"
     assert last.headers[EXCEPTION] == "RuntimeError: 503 from Intacct"
-    assert last.headers[FAILED_AT] == "2026-11-24T10:00:00Z"
+    assert last.headers[FAILED_AT] == "2026-11-24T11:00:00Z"
+    assert last.headers[FIRST_FAILED_AT] == "2026-11-24T10:00:00Z"
+
+
+def test_a_handler_bug_is_retried_only_as_often_as_there_are_delays():
+    failure = Failure("worker_error", KeyError("customer"), transient=True)
+    headers: dict = {}
+    for delay in RETRY_DELAYS_SECONDS:
+        target = destination(
+            failure, queue="sync.ar", routing_key="ar.invoices.update", headers=headers, now=NOW
+        )
+        assert target.queue == f"sync.ar.retry.{delay}s"
+        headers = target.headers
+    last = destination(failure, queue="sync.ar", routing_key="ar.invoices.update", headers=headers, now=NOW)
+    assert last.dead and last.headers[REASON] == "worker_error:attempts_exhausted"
+
+
+def test_an_open_breaker_or_a_retry_after_waits_at_least_as_long_as_the_peer_said():
+    policy = RetryPolicy((1, 5, 30), window_seconds=3600)
+    held = Failure(
+        "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=12.0), transient=True
+    )
+    target = destination(held, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
+    assert target.queue == "sync.ar.retry.30s", "the first delay (1 s) would come back before the probe"
+    throttled = Failure("rate_limited", FlexPointRateLimited("429", retry_after=3.0), transient=True)
+    target = destination(throttled, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
+    assert target.queue == "sync.ar.retry.5s"
+    beyond = Failure(
+        "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=999.0), transient=True
+    )
+    target = destination(beyond, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
+    assert target.queue == "sync.ar.retry.30s", "never a delay queue that does not exist"
 
 
 def test_a_permanent_failure_is_parked_at_once():

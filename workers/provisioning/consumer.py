@@ -13,7 +13,7 @@ from __future__ import annotations
 from kombu import Connection, Queue
 
 from store.crypto import SecretBox
-from workers.failures import Failure
+from workers.failures import DEFAULT_RETRY, Failure, RetryPolicy
 from workers.provisioning.handler import ProvisioningHandler
 from workers.provisioning.sealing import PasswordSeal
 from workers.runtime.messages import Delivery, MessageConsumer
@@ -32,6 +32,7 @@ class ProvisioningConsumer(MessageConsumer):
         *,
         workers: int = 4,
         stop_timeout: float = 60.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         super().__init__(
             connection,
@@ -40,6 +41,7 @@ class ProvisioningConsumer(MessageConsumer):
             name="provisioning",
             workers=workers,
             stop_timeout=stop_timeout,
+            retry=retry,
             middleware=[LogContext(), PasswordSeal(box)],
         )
         self.handler = handler

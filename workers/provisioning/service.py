@@ -13,10 +13,12 @@ from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
+from reliability.breaker import Breakers
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import company_slots
+from workers.failures import RetryPolicy
 from workers.provisioning.consumer import ProvisioningConsumer
 from workers.provisioning.handler import Backfills, ProvisioningHandler
 from workers.provisioning.marks import ProvisioningMarks
@@ -77,8 +79,10 @@ def build(
     upgrade(engine)
     box = SecretBox.for_settings(settings)
     store = ConnectionStore(engine, box)
-    intacct = intacct if intacct is not None else create_client(settings, company_slots(settings, engine))
-    flexpoint = FlexPointClient.from_settings(settings, process="provisioning")
+    breakers = Breakers.for_settings(settings, engine)
+    if intacct is None:
+        intacct = create_client(settings, company_slots(settings, engine), guard=breakers)
+    flexpoint = FlexPointClient.from_settings(settings, process="provisioning", guard=breakers)
     extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
     handler = ProvisioningHandler(
         # Every receiver process evicts a connection from its cache once its change commits.
@@ -91,7 +95,10 @@ def build(
         **extra,
     )
     connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
-    queue = build_topology(settings.archive_max_age).queue(PROVISIONING_QUEUE_NAME)
+    queue = build_topology(settings.archive_max_age, settings.flexsync_retry_delays).queue(
+        PROVISIONING_QUEUE_NAME
+    )
+    options.setdefault("retry", RetryPolicy.from_settings(settings))
     consumer = ProvisioningConsumer(connection, queue, handler, box, **options)
     return Parts(engine, store, intacct, flexpoint, consumer)
 

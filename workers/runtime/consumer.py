@@ -42,7 +42,15 @@ from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 
 from observability.logging import get_logger
-from workers.failures import ORIGINAL_ROUTING_KEY, Destination, Failure, destination, reroute
+from workers.failures import (
+    DEFAULT_RETRY,
+    ORIGINAL_ROUTING_KEY,
+    Destination,
+    Failure,
+    RetryPolicy,
+    destination,
+    reroute,
+)
 from workers.runtime.middleware import Middleware, MiddlewareChain, Rejected
 
 log = get_logger(__name__)
@@ -74,8 +82,10 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         stop_timeout: float = 30.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.connection = connection
+        self.retry = retry
         self.name = name
         self.poll_interval = poll_interval
         self.queues = list(queues)
@@ -184,7 +194,11 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         """Publish the message to its delay queue or the dead-letter queue (confirmed), then ack."""
         routing_key = routing_key_of(message)
         target = destination(
-            failure, queue=queue, routing_key=routing_key, headers=self.route_headers(message, failure)
+            failure,
+            queue=queue,
+            routing_key=routing_key,
+            headers=self.route_headers(message, failure),
+            policy=self.retry,
         )
         assert self.producer is not None, "messages arrive only after get_consumers"
         body = self.middleware.route(message, target, message.body)

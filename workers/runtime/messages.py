@@ -9,7 +9,7 @@ from typing import Any
 from kombu import Connection, Queue
 
 from observability.logging import get_logger
-from workers.failures import Failure, attempts_of
+from workers.failures import DEFAULT_RETRY, Failure, RetryPolicy, attempts_of
 from workers.runtime.consumer import WorkerConsumer, routing_key_of
 from workers.runtime.middleware import Middleware
 
@@ -48,6 +48,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         # As many messages in hand as threads to run them: the rest stay available to others.
         super().__init__(
@@ -59,6 +60,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
             middleware=middleware,
+            retry=retry,
         )
         self._handle = handle
         self.dead_lettered_event = f"{name}_dead_lettered"

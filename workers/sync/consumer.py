@@ -19,7 +19,7 @@ from kombu import Connection, Queue
 from broker.topology import work_queue_name
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers.failures import RECHECK, Failure
+from workers.failures import DEFAULT_RETRY, RECHECK, Failure, RetryPolicy
 from workers.runtime.consumer import WorkerConsumer
 from workers.runtime.middleware import LogContext, Middleware, Rejected
 from workers.sync.groups import Coalescer, Event, Group
@@ -48,6 +48,7 @@ class SyncConsumer(WorkerConsumer[Group, Outcome]):
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
         monotonic: Callable[[], float] = time.monotonic,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         # A deep prefetch is what lets groups grow while every thread is busy: a backlog then
         # costs one batch read per few hundred events. Envelopes are small (~1 KB each).
@@ -59,7 +60,8 @@ class SyncConsumer(WorkerConsumer[Group, Outcome]):
             prefetch=prefetch,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
-            middleware=[LogContext(), Recheck(), *middleware],
+            middleware=[LogContext(), Recheck(retry.delays[0]), *middleware],
+            retry=retry,
         )
         self._handler = handler
         self._coalescer = Coalescer(window=window, max_keys=max_keys, clock=monotonic)

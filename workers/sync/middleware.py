@@ -20,13 +20,16 @@ class Recheck(Middleware):
     record read while its modification second was still open is read once more when it is final.
     """
 
+    def __init__(self, delay: int = RETRY_DELAYS_SECONDS[0]) -> None:
+        self.delay = delay
+
     def before_settle(self, unit: Group, outcome: Outcome, producer: Any) -> None:
         for event in outcome.recheck:
             message = event.message
             producer.publish(
                 message.body,
                 exchange="",
-                routing_key=retry_queue_name(event.queue, RETRY_DELAYS_SECONDS[0]),
+                routing_key=retry_queue_name(event.queue, self.delay),
                 headers={**(message.headers or {}), RECHECK: 1},
                 delivery_mode=2,
                 content_type=message.content_type,

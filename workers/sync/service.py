@@ -11,10 +11,12 @@ from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
 from observability.metrics import SyncMetrics
+from reliability.breaker import Breakers
 from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import company_slots
+from workers.failures import RetryPolicy
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer
 from workers.sync.handler import SyncHandler
@@ -26,15 +28,18 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
+    breakers = Breakers.for_settings(settings, engine)
     intacct = create_client(
         settings,
         company_slots(settings, engine),
         on_call=lambda company, path, status, seconds: metrics.record_call("intacct", status, seconds),
+        guard=breakers,
     )
     flexpoint = FlexPointClient.from_settings(
         settings,
         process="sync",
         on_call=lambda resource, status, seconds: metrics.record_call("flexpoint", status, seconds),
+        guard=breakers,
     )
     handler = SyncHandler(
         connections=CachedConnectionLookup(store, ttl=settings.connection_cache_ttl),
@@ -42,8 +47,9 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
         flexpoint=flexpoint,
     )
     connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
-    queues = list(build_topology(settings.archive_max_age).work_queues)
+    queues = list(build_topology(settings.archive_max_age, settings.flexsync_retry_delays).work_queues)
     middleware = [SyncMetricsRecorder(metrics), *options.pop("middleware", ())]
+    options.setdefault("retry", RetryPolicy.from_settings(settings))
     return SyncConsumer(connection, queues, handler, middleware=middleware, **options)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from kombu import Connection, Queue
 
 from broker.topology import RETRY_DELAYS_SECONDS
-from workers.failures import ATTEMPTS, Failure, attempts_of
+from workers.failures import ATTEMPTS, DEFAULT_RETRY, Failure, RetryPolicy, attempts_of
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext
 from workers.writeback.errors import FlexPointDown, IntacctDown, OutcomeUnknown, PaymentBusy
@@ -49,6 +49,7 @@ class WritebackConsumer(MessageConsumer):
         *,
         workers: int = 4,
         stop_timeout: float = 60.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         super().__init__(
             connection,
@@ -57,6 +58,7 @@ class WritebackConsumer(MessageConsumer):
             name="writeback",
             workers=workers,
             stop_timeout=stop_timeout,
+            retry=retry,
             poll_interval=0.05,
             middleware=[LogContext()],
         )

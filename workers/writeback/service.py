@@ -15,11 +15,13 @@ from clients.intacct.payments import PaymentWrites
 from config import Settings
 from observability.logging import get_logger
 from observability.metrics import WritebackMetrics
+from reliability.breaker import Breakers
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.postings import PostingStore
 from store.slots import company_slots
+from workers.failures import RetryPolicy
 from workers.runtime.process import require_settings as require_worker_settings
 from workers.runtime.process import run_worker
 from workers.writeback.consumer import WritebackConsumer
@@ -76,13 +78,15 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     upgrade(engine)
     metrics = WritebackMetrics()
     connections = ConnectionStore(engine, SecretBox.for_settings(settings))
+    breakers = Breakers.for_settings(settings, engine)
     intacct = create_client(
         settings,
         company_slots(settings, engine, lease_seconds=sum(timing.timeouts) + 2.0),
         timeouts=timing.timeouts,
         slot_timeout=timing.slot_timeout,
+        guard=breakers,
     )
-    flexpoint = FlexPointClient.from_settings(settings, process="writeback")
+    flexpoint = FlexPointClient.from_settings(settings, process="writeback", guard=breakers)
     postings = PostingStore(engine)
     handler = WritebackHandler(
         connections=connections,
@@ -93,7 +97,10 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         metrics=metrics,
     )
     connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
-    queue = build_topology(settings.archive_max_age).queue(WRITEBACK_QUEUE_NAME)
+    queue = build_topology(settings.archive_max_age, settings.flexsync_retry_delays).queue(
+        WRITEBACK_QUEUE_NAME
+    )
+    options.setdefault("retry", RetryPolicy.from_settings(settings))
     consumer = WritebackConsumer(connection, queue, handler, **options)
     return Parts(engine, postings, intacct, flexpoint, consumer, metrics)
 
