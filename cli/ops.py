@@ -21,6 +21,7 @@ from ops.errors import OpsError
 from ops.status import connection_status, dead_counts, queue_status
 from ops.sweep import DeadLetterPass
 from schemas.connection_messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
+from store.breakers import BreakerState, BreakerStore
 
 # -- connection messages -------------------------------------------------------------------
 
@@ -170,9 +171,11 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
     try:
         upgrade(engine)
         connections = connection_status(engine)
+        breakers = BreakerStore(engine).all()
     finally:
         engine.dispose()
     now = datetime.now(UTC)
+    _echo_breakers(breakers, now.timestamp())
     click.echo(f"connections: {len(connections)}")
     for row in connections:
         last = row.last_event.strftime("%Y-%m-%dT%H:%M:%SZ") if row.last_event else "never"
@@ -180,6 +183,22 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
             f"  {row.connection_id}  {row.state:<12} account={row.account_id} company={row.company_id}  "
             f"last event {last}  lag {_age(row.lag(now))}  backfill {row.backfill}"
         )
+
+
+def _echo_breakers(breakers: list[BreakerState], now: float) -> None:
+    """Each peer that ever failed: open (not called until its next probe) or closed again."""
+    open_ones = [b for b in breakers if b.open]
+    click.echo(f"breakers: {len(open_ones)} open" + (f" of {len(breakers)} known" if breakers else ""))
+    for b in breakers:
+        if b.open:
+            probe = max(0.0, (b.probe_at or now) - now)
+            since = _age(timedelta(seconds=max(0.0, now - (b.opened_at or now))))
+            click.echo(
+                f"  {b.peer:<40} open for {since}, next probe in {probe:.0f} s, "
+                f"{b.probes} probes, last {b.last_reason or '-'}"
+            )
+        elif b.failures:
+            click.echo(f"  {b.peer:<40} closed, {b.failures} failures in a row, last {b.last_reason or '-'}")
 
 
 COMMANDS = (status, dead, replay, purge, connect, disconnect)

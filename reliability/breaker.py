@@ -157,3 +157,34 @@ class Breakers:
     def _forget(self, peer: str) -> None:
         with self._lock:
             self._cache.pop(peer, None)
+
+
+class BreakerCollector:
+    """``/metrics`` of the breakers, read from the shared table when scraped (every process agrees).
+
+    ``flexsync_breaker_open{peer}`` is 1 while the peer is not called, ``flexsync_breaker_failures``
+    the failures in a row, ``flexsync_breaker_probes_total`` the probes made since it last opened.
+    """
+
+    def __init__(self, store: BreakerStore) -> None:
+        self._store = store
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        opened = GaugeMetricFamily(
+            "flexsync_breaker_open", "1 while the peer's breaker is open", labels=["peer"]
+        )
+        failures = GaugeMetricFamily(
+            "flexsync_breaker_failures", "Transient failures in a row of the peer", labels=["peer"]
+        )
+        probes = CounterMetricFamily("flexsync_breaker_probes", "Probes of the peer", labels=["peer"])
+        try:
+            states = self._store.all()
+        except Exception:  # the database away: no breaker figures this scrape, the rest still served
+            states = []
+        for state in states:
+            opened.add_metric([state.peer], 1.0 if state.open else 0.0)
+            failures.add_metric([state.peer], float(state.failures))
+            probes.add_metric([state.peer], float(state.probes))
+        return [opened, failures, probes]

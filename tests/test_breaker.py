@@ -149,3 +149,18 @@ def test_the_cache_spares_the_database_but_not_for_long(engine, clock):
     assert cached.permit(PEER).allowed, "within the cache's second the old answer stands"
     clock.advance(1.5)
     assert not cached.permit(PEER).allowed
+
+
+def test_the_breakers_show_on_metrics_as_every_process_sees_them(engine, clock):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from reliability.breaker import BreakerCollector
+
+    b = breakers(engine, clock)
+    fail(b, 3)
+    b.permit("flexpoint")
+    registry = CollectorRegistry()
+    registry.register(BreakerCollector(BreakerStore(engine)))
+    text = generate_latest(registry).decode()
+    assert f'flexsync_breaker_open{{peer="{PEER}"}} 1.0' in text
+    assert f'flexsync_breaker_failures{{peer="{PEER}"}} 3.0' in text

@@ -16,6 +16,8 @@ from cli.context import PROCESS_COMMANDS, command_name, logging_settings
 from cli.provisioning import provisioning
 from config import load_settings
 from schemas.catalog import BY_RESOURCE
+from store.db import create_engine_for
+from store.deadletters import DeadLetterStore, LetterQuery
 from tests.conftest import wait_until
 from workers.failures import Failure, destination
 
@@ -100,7 +102,15 @@ def test_the_purge_prompt_is_not_interleaved_with_log_lines(amqp_url, broker, tm
     assert "Delete 1 dead letters for good? [y/N]" in result.stdout, result.stdout
     assert _json_lines(result.stdout) == []
     assert "publisher_ready" not in result.stdout
-    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 1  # declined: nothing was deleted
+    # Declined: nothing was deleted. The letter was moved from the queue into the table (as every
+    # dead-letter command does first) and is still there, not purged.
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'flexsync.db'}")
+    try:
+        stored = DeadLetterStore(engine).count(LetterQuery(connection=connection_id))
+        purged = DeadLetterStore(engine).count(LetterQuery(connection=connection_id, state="purged"))
+    finally:
+        engine.dispose()
+    assert broker.depth(DEAD_LETTER_QUEUE_NAME) + stored == 1 and purged == 0
 
 
 @pytest.mark.broker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,8 @@ from cli.context import open_store
 from cli.ops import status
 from ops.status import connection_status
 from store.backfill import BackfillStore, Checkpoint
-from store.db import create_engine_for
+from store.breakers import BreakerStore
+from store.db import create_engine_for, upgrade
 from store.deadletters import LetterQuery
 from store.deliveries import DeliveryLedger
 from store.models import ReconcileWatermark
@@ -145,3 +147,31 @@ def test_status_counts_stored_letters_and_those_still_in_the_queue_once_each(
     assert "by reason: bad_key 2, mapping_error 1" in result.stdout
     assert "by resource: invoices 2, deposits 1" in result.stdout
     assert broker.depth("dead-letter") == 1 and dead_store.count(LetterQuery()) == 2
+
+
+def test_status_shows_each_open_breaker_and_when_it_is_probed_next(settings, broker):
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    try:
+        store = BreakerStore(engine)
+        now = time.time()
+        for _ in range(5):
+            store.record_failure(
+                "intacct:ACME-CO",
+                "intacct_unavailable",
+                now,
+                probe=False,
+                threshold=5,
+                next_probe=lambda n: 40.0,
+            )
+        store.record_failure(
+            "flexpoint", "flex_point_unavailable", now, probe=False, threshold=5, next_probe=lambda n: 5.0
+        )
+    finally:
+        engine.dispose()
+    result = CliRunner().invoke(status, ["--interval", "0"], obj={"settings": settings})
+    assert result.exit_code == 0, result.output
+    assert "breakers: 1 open of 2 known" in result.output
+    [line] = [line for line in result.output.splitlines() if "intacct:ACME-CO" in line]
+    assert "open for" in line and "next probe in 40 s" in line and "intacct_unavailable" in line
+    assert "flexpoint" in result.output and "1 failures in a row" in result.output

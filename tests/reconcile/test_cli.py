@@ -126,8 +126,12 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
         customers = lambda: [  # noqa: E731
             line for line in list(lines) if '"reconcile_swept"' in line and '"customers"' in line
         ]
-        wait_until(lambda: len(customers()) >= 2, timeout=60, message="two sweeps of customers")
-        assert events().count("reconcile_sweep_done") >= 2
+        # A sweep's per-resource lines come before its closing line: wait for both.
+        wait_until(
+            lambda: len(customers()) >= 2 and events().count("reconcile_sweep_done") >= 2,
+            timeout=60,
+            message="two whole sweeps, customers included",
+        )
         swept_before = sum(1 for line in list(lines) if '"reconcile_swept"' in line)
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         company_id = live_receiver.connection.company_id

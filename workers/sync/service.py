@@ -11,7 +11,8 @@ from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
 from observability.metrics import SyncMetrics
-from reliability.breaker import Breakers
+from reliability.breaker import BreakerCollector, Breakers
+from store.breakers import BreakerStore
 from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
@@ -29,6 +30,7 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
     upgrade(engine)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
     breakers = Breakers.for_settings(settings, engine)
+    metrics.registry.register(BreakerCollector(BreakerStore(engine)))
     intacct = create_client(
         settings,
         company_slots(settings, engine),
