@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kombu import Connection, Exchange, Queue, binding
 from kombu.exceptions import OperationalError
@@ -47,6 +48,13 @@ _QUORUM = {"x-queue-type": "quorum"}
 # At-least-once dead-lettering (RabbitMQ >= 3.10) so a message is never lost on its way to the
 # dead-letter or back from a delay queue; it requires overflow reject-publish.
 _SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def queue_kind(queue: Queue) -> str:
+    """The queue's ``x-queue-type`` (``quorum``, ``stream``) or ``classic`` when it has none."""
+    # kombu sets queue_arguments at run time from its attrs table, so it has no static type.
+    arguments: dict[str, Any] | None = getattr(queue, "queue_arguments", None)
+    return (arguments or {}).get("x-queue-type", "classic")
 
 
 def work_queue_name(module: str) -> str:
@@ -109,7 +117,7 @@ class Topology:
         for exchange in self.exchanges:
             yield f"exchange {exchange.name} ({exchange.type})"
         for queue in self.queues:
-            kind = (queue.queue_arguments or {}).get("x-queue-type", "classic")  # type: ignore[attr-defined]
+            kind = queue_kind(queue)
             keys = ", ".join(f"{b.exchange.name}:{b.routing_key}" for b in queue.bindings) or "-"
             yield f"queue {queue.name} ({kind}) <- {keys}"
 

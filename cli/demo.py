@@ -181,10 +181,11 @@ def change_some_records() -> list[tuple[str, str, str]]:
 def deliveries_answered(expected: int, timeout: float = 30.0) -> list[dict]:
     deadline = time.monotonic() + timeout
     answered: list[dict] = []
+    params: dict[str, str | int] = {"companyId": DEMO_COMPANY, "limit": expected}
     while time.monotonic() < deadline:
         log = requests.get(
             f"{INTACCT_ADMIN}/webhooks/deliveries",
-            params={"companyId": DEMO_COMPANY, "limit": expected},
+            params=params,
             timeout=10,
         ).json()
         answered = [d for d in log["deliveries"] if d.get("status")]

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from broker.topology import Topology
+from broker.topology import Topology, queue_kind
 from ops.status import queue_status
 
 log = structlog.get_logger(__name__)
@@ -32,9 +32,7 @@ class QueueSampler:
         self._topology = topology
         self._every = every
         self._samples: collections.deque[Sample] = collections.deque(maxlen=max(2, int(keep / every) + 1))
-        self._kinds = {
-            q.name: (q.queue_arguments or {}).get("x-queue-type", "classic") for q in topology.queues
-        }
+        self._kinds = {q.name: queue_kind(q) for q in topology.queues}
         self.error: str | None = None
 
     def sample(self) -> None:

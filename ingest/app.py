@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
@@ -133,6 +134,12 @@ def build_parts(
     )
 
 
+class _InOrderJSON(DefaultJSONProvider):
+    """Answers keep their fields in the order the code wrote them, not sorted."""
+
+    sort_keys = False
+
+
 def create_app(
     settings: Settings | None = None, *, parts: ReceiverParts | None = None, housekeeping: bool = False
 ) -> Flask:
@@ -141,7 +148,7 @@ def create_app(
     parts = parts or build_parts(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
-    app.json.sort_keys = False
+    app.json = _InOrderJSON(app)
     # A webhook URL with "//" must get a JSON 404, not an HTML redirect Intacct would not follow.
     app.url_map.merge_slashes = False
     app.extensions["flexsync.settings"] = settings

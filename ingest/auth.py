@@ -17,10 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 import requests
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 Clock = Callable[[], float]
 
@@ -327,7 +330,7 @@ class JwtVerifier:
             self._verified[token] = dict(claims)
 
     def _decode(self, token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
-        options = {
+        options: Options = {
             # Time claims are checked below against the injected clock, not the wall clock.
             "verify_exp": False,
             "verify_nbf": False,

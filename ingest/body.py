@@ -71,7 +71,7 @@ class BodyLoader:
 
     def load(self, document: dict[str, Any]) -> dict[str, Any]:
         if self._rules is not None:
-            body = self._fast(document)
+            body = self._fast(document, self._rules)
             if body is not None:
                 return body
         return self._schema.load(document)
@@ -81,18 +81,19 @@ class BodyLoader:
         hooks = {kind: {name for name, *_ in entries} for kind, entries in schema._hooks.items() if entries}
         if hooks != _KNOWN_HOOKS or schema.many or schema.partial or schema.only or schema.exclude:
             return None
-        rules = tuple(_rule(name, field) for name, field in schema.load_fields.items())
-        if any(rule is None for rule in rules) or not {"object", "action"} <= {r.name for r in rules}:
+        found = [_rule(name, field) for name, field in schema.load_fields.items()]
+        rules = tuple(rule for rule in found if rule is not None)
+        if len(rules) < len(found) or not {"object", "action"} <= {r.name for r in rules}:
             return None
-        return rules  # type: ignore[return-value]
+        return rules
 
-    def _fast(self, document: dict[str, Any]) -> dict[str, Any] | None:
+    def _fast(self, document: dict[str, Any], rules: tuple[_Rule, ...]) -> dict[str, Any] | None:
         """The loaded body, or None when marshmallow must decide."""
         body = dict(document)  # unknown fields are kept as they are (INCLUDE)
         action = body.get("action")
         if isinstance(action, str):
             body["action"] = action.strip().lower()  # the schema's pre_load
-        for rule in self._rules:  # type: ignore[union-attr]
+        for rule in rules:
             if rule.name not in body:
                 if rule.required:
                     return None

@@ -226,8 +226,8 @@ class WebhookIntake:
         structlog.contextvars.bind_contextvars(event_id=event_id, routing_key=routing_key)
 
         identity = (connection.connection_id, key)
-        first, outcome = self._recent.begin(identity)
-        if not first:
+        outcome = self._recent.begin(identity)
+        if outcome is not None:
             return self._await_first_copy(outcome)
         try:
             stored = self._ledger.seen(connection.connection_id, key)

@@ -39,9 +39,9 @@ class RecentDeliveries:
         # for a copy that waits: the first copy of almost every delivery is the only one.
         self._entries: OrderedDict[Identity, list] = OrderedDict()
 
-    def begin(self, identity: Identity) -> tuple[bool, Future[str] | None]:
-        """Returns (True, None) for the first copy, which must call accepted or abandoned;
-        (False, a future of the first copy's outcome) for a copy that must wait for it."""
+    def begin(self, identity: Identity) -> Future[str] | None:
+        """None for the first copy, which must call accepted or abandoned; for a later copy, a
+        future of the first copy's outcome, which it must wait for."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(identity)
@@ -52,11 +52,11 @@ class RecentDeliveries:
                         future = entry[0] = Future()
                         if event_id is not None:
                             future.set_result(event_id)
-                    return False, future
+                    return future
                 del self._entries[identity]
             self._entries[identity] = [None, None, None]
             self._evict()
-            return True, None
+            return None
 
     def accepted(self, identity: Identity, event_id: str) -> None:
         with self._lock:

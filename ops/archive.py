@@ -159,10 +159,10 @@ class ArchiveReplay:
                 self._on_step(True)
                 continue
             if self._rate:
-                moment = self._clock()
-                if next_move > moment:
-                    connection.sleep(next_move - moment)
-                next_move = max(moment, next_move) + 1.0 / self._rate
+                instant = self._clock()
+                if next_move > instant:
+                    connection.sleep(next_move - instant)
+                next_move = max(instant, next_move) + 1.0 / self._rate
             pending.append(
                 self._publisher.publish(
                     queue,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, case, func, select
 
-from broker.topology import Topology
+from broker.topology import Topology, queue_kind
 from ops.broker import connect, queue_counts
 from ops.letters import DeadLetter
 from ops.sweep import KEEP, DeadLetterPass, Decision
@@ -73,7 +73,7 @@ def queue_status(amqp_url: str, topology: Topology, *, interval: float) -> list[
     return [
         QueueStatus(
             name=queue.name,
-            kind=(queue.queue_arguments or {}).get("x-queue-type", "classic"),
+            kind=queue_kind(queue),
             depth=second[queue.name][0],
             consumers=second[queue.name][1],
             rate=(second[queue.name][0] - first[queue.name][0]) / interval if interval > 0 else None,

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import FlexsyncError
@@ -21,9 +22,10 @@ from store.db import write_transaction
 from store.leases import LeaseColumns
 from store.models import BackfillCheckpoint, BackfillRun
 
-_runs = BackfillRun.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_runs = cast(Table, BackfillRun.__table__)
 _r = _runs.c
-_points = BackfillCheckpoint.__table__
+_points = cast(Table, BackfillCheckpoint.__table__)
 _p = _points.c
 LIVE_STATES = ("pending", "running")
 

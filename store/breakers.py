@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, Table, or_, select, update
 
 from store.db import write_transaction
 from store.models import PeerBreaker
 
-_table = PeerBreaker.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_table = cast(Table, PeerBreaker.__table__)
 _c = _table.c
 
 CLOSED = "closed"

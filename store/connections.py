@@ -9,9 +9,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, case, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Table, case, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -20,7 +20,8 @@ from store.crypto import SecretBox
 from store.models import CONNECTION_STATES, Connection
 
 _ROTATION_BATCH = 500
-_table = Connection.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_table = cast(Table, Connection.__table__)
 _c = _table.c
 
 
@@ -146,6 +147,7 @@ class ConnectionStore:
         }
         statement = self._insert(_table).values(values)
         excluded = statement.excluded
+        secret: ColumnElement[Any]
         if rotate_webhook_secret:
             secret = excluded.webhook_secret_enc
         else:
@@ -163,12 +165,10 @@ class ConnectionStore:
         }
         if user_password is not None:
             changes["user_password_enc"] = excluded.user_password_enc
-        statement = statement.on_conflict_do_update(
-            index_elements=[_c.connection_id], set_=changes
-        ).returning(*_c)
+        upsert = statement.on_conflict_do_update(index_elements=[_c.connection_id], set_=changes)
         try:
             with self._engine.begin() as conn:
-                row = conn.execute(statement).one()
+                row = conn.execute(upsert.returning(*_c)).one()
         except IntegrityError:
             if self._account_taken(account_id, connection_id):
                 raise AccountInUseError(

@@ -11,7 +11,7 @@ import collections
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +21,10 @@ from store.db import write_transaction
 from store.models import DeadLetterRecord
 
 STORED, REPLAYED, PURGED = "stored", "replayed", "purged"
+
+
+# Any select, whatever its columns: apply keeps the columns' types for the caller.
+_Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class LetterQuery:
     ids: tuple[str, ...] = ()
     state: str | None = STORED
 
-    def apply(self, query: Select[Any]) -> Select[Any]:
+    def apply(self, query: _Query) -> _Query:
         table = DeadLetterRecord
         if self.state is not None:
             query = query.where(table.state == self.state)

@@ -126,8 +126,8 @@ class _ThreadConnections:
             self._sql = _SEEN_SQL.format(**{n: f"%({n})s" for n in names})
         else:  # a driver we do not tune for: the statement through the pool
             self._sql = None
-        self._dbapi_error = getattr(engine.dialect, "loaded_dbapi", None)
-        self._dbapi_error = getattr(self._dbapi_error, "Error", Exception)
+        dbapi = getattr(engine.dialect, "loaded_dbapi", None)
+        self._dbapi_error: type[Exception] = getattr(dbapi, "Error", Exception)
 
     def fetch(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         if self._sql is None:
@@ -158,7 +158,9 @@ class _ThreadConnections:
             fairy.detach()
             if self._engine.dialect.name == "postgresql":
                 # A lone SELECT needs no transaction; one left open would hold back vacuum.
-                fairy.dbapi_connection.autocommit = True
+                dbapi_connection = fairy.dbapi_connection
+                assert dbapi_connection is not None  # only an invalidated one has none
+                dbapi_connection.autocommit = True
             connection = self._local.connection = fairy
         return connection
 

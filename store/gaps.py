@@ -16,16 +16,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, delete, func, insert, or_, select, update
 
 from observability.logging import get_logger
 from store.models import ReceiverHeartbeat, ReconcileGap
 
 log = get_logger(__name__)
 
-_gaps = ReconcileGap.__table__
-_beats = ReceiverHeartbeat.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_gaps = cast(Table, ReconcileGap.__table__)
+_beats = cast(Table, ReceiverHeartbeat.__table__)
 
 RECEIVER_5XX = "receiver_5xx"
 RECEIVER_DOWN = "receiver_down"

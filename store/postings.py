@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Engine, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 # The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
@@ -22,7 +22,8 @@ from reliability.leases import holder_is_dead, new_holder, node
 from store.db import write_transaction
 from store.models import POSTING_STATES, PaymentPosting
 
-_table = PaymentPosting.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_table = cast(Table, PaymentPosting.__table__)
 _c = _table.c
 
 

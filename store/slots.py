@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -31,7 +31,8 @@ from store.models import IntacctSlot
 
 log = get_logger(__name__)
 
-_table = IntacctSlot.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_table = cast(Table, IntacctSlot.__table__)
 _c = _table.c
 
 __all__ = ["CompanySlots", "Lease", "SlotTimeout", "company_slots"]

@@ -14,15 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import LeaseLost
 from store.leases import LeaseColumns
 from store.models import ReconcileWatermark
 
-_table = ReconcileWatermark.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_table = cast(Table, ReconcileWatermark.__table__)
 _c = _table.c
 
 __all__ = ["LeaseLost", "Watermark", "WatermarkStore"]

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote
 
 import requests
@@ -255,6 +255,37 @@ class FlexPointClient:
         return None if response is None else self._json(response, "GET status")
 
     # -- one call, with bounded retries -----------------------------------------------------
+
+    # Only a call with missing_ok=True can answer None: the overloads let mypy know it.
+    @overload
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        action: str,
+        body: Any = ...,
+        params: Mapping[str, Any] | None = ...,
+        key: str | None = ...,
+        items: Sequence[Mapping[str, Any]] | None = ...,
+        missing_ok: Literal[False] = ...,
+    ) -> requests.Response: ...
+
+    @overload
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        label: str,
+        action: str,
+        body: Any = ...,
+        params: Mapping[str, Any] | None = ...,
+        key: str | None = ...,
+        items: Sequence[Mapping[str, Any]] | None = ...,
+        missing_ok: bool,
+    ) -> requests.Response | None: ...
 
     def _call(self, method: str, path: str, *, action: str, **options: Any) -> requests.Response | None:
         """``_send`` behind FlexPoint's circuit breaker (when there is a ``guard``): while FlexPoint

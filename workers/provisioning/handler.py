@@ -18,7 +18,7 @@ from clients.intacct import AREAS, IntacctError, PermissionDenied, TokenRefused
 from observability.logging import get_logger
 from reliability.errors import Permanent, Transient
 from schemas.connection_messages import CONNECT_ROUTING_KEY, load_message
-from store.connections import AccountInUseError, ConnectionRecord, ConnectionStore
+from store.connections import AccountInUseError, ConnectionRecord
 from workers.failures import Failure, failure_of
 from workers.provisioning import reasons, status
 from workers.provisioning.marks import ProvisioningMarks
@@ -35,6 +35,29 @@ class Backfills(Protocol):
 
     def cancel(self, connection_id: str) -> None:
         """Stop the connection's import at its next page."""
+
+
+class Connections(Protocol):
+    """What provisioning needs of the connection store (a ConnectionStore, or one announcing its changes)."""
+
+    def get(self, connection_id: str) -> ConnectionRecord | None: ...
+
+    def live_for_account(self, account_id: str) -> ConnectionRecord | None: ...
+
+    def save(
+        self,
+        connection_id: str,
+        account_id: str,
+        company_id: str,
+        entity_id: str | None,
+        user_id: str,
+        state: str,
+        user_password: str | None = None,
+    ) -> ConnectionRecord: ...
+
+    def set_state(self, connection_id: str, state: str) -> None: ...
+
+    def disconnect(self, connection_id: str) -> bool: ...
 
 
 class AccountMismatch(Permanent, ValueError):
@@ -79,7 +102,7 @@ class ProvisioningHandler:
     def __init__(
         self,
         *,
-        store: ConnectionStore,
+        store: Connections,
         marks: ProvisioningMarks,
         intacct: Any,
         flexpoint: Any,

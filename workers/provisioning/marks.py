@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from store.models import ProvisioningMark
 
-_table = ProvisioningMark.__table__
+# SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
+_table = cast(Table, ProvisioningMark.__table__)
 _c = _table.c
 
 
@@ -60,7 +62,7 @@ class ProvisioningMarks:
                 or_(_c.message_id == new.message_id, new.kind == "disconnect"),
             ),
         )
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             index_elements=[_c.connection_id],
             set_={
                 "requested_at": new.requested_at,
@@ -71,7 +73,7 @@ class ProvisioningMarks:
             where=newer_or_same,
         ).returning(_c.message_id)
         with self._engine.begin() as conn:
-            return conn.execute(statement).first() is not None
+            return conn.execute(upsert).first() is not None
 
     def current(self, connection_id: str) -> Mark | None:
         """The newest request taken on for the connection, or None."""

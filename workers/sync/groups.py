@@ -61,8 +61,9 @@ class Group:
 
     def observed_at(self, key: str) -> str | None:
         """The latest ``occurredAt`` among the key's events: a deletion's version."""
-        times = [e.envelope.get("occurredAt") for e in self.events if str(e.envelope["key"]) == key]
-        times = [t for t in times if t]
+        times = [
+            t for e in self.events if str(e.envelope["key"]) == key and (t := e.envelope.get("occurredAt"))
+        ]
         return max(times) if times else None
 
 
