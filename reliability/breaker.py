@@ -18,12 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from reliability.errors import FlexsyncError
 from reliability.leases import new_holder
 from store.breakers import BreakerState, BreakerStore, closed_state
 
 FLEXPOINT = "flexpoint"
+T = TypeVar("T")
 
 
 def intacct_peer(company_id: str) -> str:
@@ -188,3 +190,35 @@ class BreakerCollector:
             failures.add_metric([state.peer], float(state.failures))
             probes.add_metric([state.peer], float(state.probes))
         return [opened, failures, probes]
+
+
+def through_breaker(
+    guard: PeerGuard | None,
+    peer: str,
+    call: Callable[[], T],
+    *,
+    outage: type[BaseException],
+    answered: type[BaseException],
+    held_back: Callable[[float], BaseException],
+    not_counted: tuple[type[BaseException], ...] = (),
+) -> T:
+    """``call()`` as ``guard`` allows for ``peer``: ``held_back(wait)`` is raised without calling while
+    the breaker is open; an ``outage`` error counts against the peer, any other ``answered`` error
+    or a result for it (the peer answered), and ``not_counted`` errors (our own limits) neither."""
+    if guard is None:
+        return call()
+    permit = guard.permit(peer)
+    if not permit.allowed:
+        raise held_back(permit.wait)
+    try:
+        result = call()
+    except not_counted:
+        raise
+    except outage as exc:
+        guard.failed(permit, exc.reason if isinstance(exc, FlexsyncError) else type(exc).__name__)
+        raise
+    except answered:
+        guard.succeeded(permit)  # a refusal is an answer, not an outage
+        raise
+    guard.succeeded(permit)
+    return result

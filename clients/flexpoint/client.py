@@ -30,7 +30,7 @@ from clients.flexpoint.postings import check_payment_id, check_posting, posting_
 from clients.flexpoint.responses import error_from_response, scrub
 from clients.flexpoint.retry import RetryPolicy
 from observability.logging import get_logger, register_secret
-from reliability.breaker import FLEXPOINT, PeerGuard
+from reliability.breaker import FLEXPOINT, PeerGuard, through_breaker
 
 # on_call(resource, status, seconds): status is the HTTP status, or "timeout" / "connection_error"
 # when no answer came; resource is the YAML's resource, or "integration-status".
@@ -290,24 +290,17 @@ class FlexPointClient:
     def _call(self, method: str, path: str, *, action: str, **options: Any) -> requests.Response | None:
         """``_send`` behind FlexPoint's circuit breaker (when there is a ``guard``): while FlexPoint
         keeps failing it is not called at all until its next probe."""
-        if self._guard is None:
-            return self._send(method, path, action=action, **options)
-        permit = self._guard.permit(FLEXPOINT)
-        if not permit.allowed:
-            raise FlexPointBreakerOpen(
-                f"{action} not sent: FlexPoint failed repeatedly and is probed again in {permit.wait:.0f} s",
-                retry_after=permit.wait,
-            )
-        try:
-            response = self._send(method, path, action=action, **options)
-        except FlexPointUnavailable as exc:
-            self._guard.failed(permit, exc.reason)
-            raise
-        except FlexPointError:
-            self._guard.succeeded(permit)  # it answered: a refusal is not an outage
-            raise
-        self._guard.succeeded(permit)
-        return response
+        return through_breaker(
+            self._guard,
+            FLEXPOINT,
+            lambda: self._send(method, path, action=action, **options),
+            outage=FlexPointUnavailable,
+            answered=FlexPointError,
+            held_back=lambda wait: FlexPointBreakerOpen(
+                f"{action} not sent: FlexPoint failed repeatedly and is probed again in {wait:.0f} s",
+                retry_after=wait,
+            ),
+        )
 
     def _send(
         self,

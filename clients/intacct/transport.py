@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from config.settings import Settings
 from observability.logging import get_logger, redactor
 from reliability.backoff import Backoff
-from reliability.breaker import PeerGuard, intacct_peer
+from reliability.breaker import PeerGuard, intacct_peer, through_breaker
 from reliability.limiter import CompanyLimiter, SlotTimeout
 from reliability.retry_after import hint
 
@@ -125,27 +125,20 @@ class Transport:
         With a ``guard`` (the peers' circuit breakers), a company whose Intacct keeps failing is
         not called at all until its next probe: :class:`errors.IntacctBreakerOpen` at once.
         """
-        if self._guard is None:
-            return self._call(connection, method, path, object_path, body, missing_ok, once)
-        permit = self._guard.permit(intacct_peer(connection.company_id))
-        if not permit.allowed:
-            raise errors.IntacctBreakerOpen(
-                f"{method} {object_path} for company {connection.company_id} not sent: its Intacct "
-                f"failed repeatedly and is probed again in {permit.wait:.0f} s",
-                retry_after=permit.wait,
-            )
-        try:
-            answer = self._call(connection, method, path, object_path, body, missing_ok, once)
-        except errors.CompanyBusy:
-            raise  # our own cap, not Intacct's health
-        except errors.IntacctUnavailable as exc:
-            self._guard.failed(permit, exc.reason)
-            raise
-        except errors.IntacctError:
-            self._guard.succeeded(permit)  # it answered: a refusal is not an outage
-            raise
-        self._guard.succeeded(permit)
-        return answer
+        company = connection.company_id
+        return through_breaker(
+            self._guard,
+            intacct_peer(company),
+            lambda: self._call(connection, method, path, object_path, body, missing_ok, once),
+            outage=errors.IntacctUnavailable,
+            answered=errors.IntacctError,
+            held_back=lambda wait: errors.IntacctBreakerOpen(
+                f"{method} {object_path} for company {company} not sent: its Intacct failed "
+                f"repeatedly and is probed again in {wait:.0f} s",
+                retry_after=wait,
+            ),
+            not_counted=(errors.CompanyBusy,),  # our own cap, not Intacct's health
+        )
 
     def _call(
         self,

@@ -76,7 +76,13 @@ class Parking:
         synced = BY_RESOURCE[resource]
         routing_key = synced.routing_key("update")
         queue = work_queue_name(synced.module)
-        headers = {"x-flexsync-attempts": 4} if transient else None
+        # A transient failure is parked only once it kept failing for the whole retry window.
+        first = (failed_at or datetime.now(UTC)) - timedelta(days=8)
+        headers = (
+            {"x-flexsync-attempts": 40, "x-flexsync-first-failed-at": first.isoformat().replace("+00:00", "Z")}
+            if transient
+            else None
+        )
         target = destination(
             Failure(reason, ValueError(f"cannot map {resource} {key}"), transient=transient),
             queue=queue,

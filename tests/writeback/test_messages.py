@@ -13,8 +13,7 @@ from clients.flexpoint.postings import check_posting, posting_key
 from clients.intacct import IntacctRejected, PermissionDenied, RecordNotFound
 from clients.intacct.payments import create_body
 from schemas.payment_messages import load_message
-from workers.failures import ATTEMPTS, Failure
-from workers.writeback.consumer import patient_headers
+from workers.failures import ATTEMPTS, ORIGINAL_QUEUE, Failure, destination
 from workers.writeback.reasons import for_refusal
 
 
@@ -171,10 +170,21 @@ def test_posting_reports_are_checked_against_the_yaml_and_keyed_by_content():
 
 
 def test_a_postable_payment_stays_on_the_longest_delay_instead_of_being_dead_lettered():
-    patient = patient_headers(Failure("outcome_unknown", RuntimeError(), transient=True), {ATTEMPTS: 9})
-    assert patient[ATTEMPTS] == 3
-    bug = patient_headers(Failure("worker_error", RuntimeError(), transient=True), {ATTEMPTS: 9})
-    assert bug[ATTEMPTS] == 9
+    headers = {ATTEMPTS: 9, ORIGINAL_QUEUE: "writeback"}
+    patient = destination(
+        Failure("outcome_unknown", RuntimeError(), transient=True),
+        queue="writeback",
+        routing_key="payment.post",
+        headers=headers,
+    )
+    assert not patient.dead and patient.queue == "writeback.retry.300s"
+    bug = destination(
+        Failure("worker_error", RuntimeError(), transient=True),
+        queue="writeback",
+        routing_key="payment.post",
+        headers=headers,
+    )
+    assert bug.dead, "a handler bug stays bounded"
 
 
 def test_the_posting_contract_checks_follow_the_yaml():
