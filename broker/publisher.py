@@ -24,12 +24,15 @@ from pika.exceptions import AMQPError
 from pika.spec import Basic
 
 from observability.logging import get_logger
+from reliability.errors import Transient
 
 log = get_logger(__name__)
 
 
-class PublishError(Exception):
+class PublishError(Transient):
     """The broker did not confirm a message; the caller must not report it as accepted."""
+
+    reason = "broker_unavailable"
 
     outcome = "error"
 

@@ -20,6 +20,7 @@ from typing import Any
 from kombu import Connection, Exchange, Queue, binding
 from kombu.exceptions import OperationalError
 
+from reliability.errors import FlexsyncError
 from schemas.catalog import MODULES
 
 EVENTS_EXCHANGE = Exchange("intacct.events", type="topic", durable=True)
@@ -174,7 +175,7 @@ def build_topology(
     )
 
 
-class TopologyMismatch(RuntimeError):
+class TopologyMismatch(FlexsyncError, RuntimeError):
     """A queue already exists with other arguments than ours (RabbitMQ answers 406)."""
 
 

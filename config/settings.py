@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 
+from reliability.errors import FlexsyncError
+
 DEFAULT_CLIENT_ID = "4d02d25de337869dfecd.app.sage.com"
 DEFAULT_SENDER_ID = "LendARR"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -25,7 +27,7 @@ ENVIRONMENTS = ("production", "development", "test")
 _MAX_AGE = re.compile(r"^[1-9][0-9]*(Y|M|D|h|m|s)$")
 
 
-class SettingsError(ValueError):
+class SettingsError(FlexsyncError, ValueError):
     """A setting is missing or malformed; the message is one line naming the variable."""
 
 

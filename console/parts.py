@@ -60,5 +60,9 @@ def build_parts(settings: Settings, *, sample_every: float = 10.0) -> ConsolePar
         dead=DeadLetterStore(engine),
         audit=audit,
         jobs=Jobs(audit),
-        sampler=QueueSampler(settings.amqp_url, build_topology(settings.archive_max_age, settings.flexsync_retry_delays), every=sample_every),
+        sampler=QueueSampler(
+            settings.amqp_url,
+            build_topology(settings.archive_max_age, settings.flexsync_retry_delays),
+            every=sample_every,
+        ),
     )

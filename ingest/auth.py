@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import jwt
 import requests
 
+from reliability.errors import FlexsyncError
+
 if TYPE_CHECKING:
     from jwt.types import Options
 
@@ -40,7 +42,7 @@ _MAX_TIMESTAMP_DIGITS = 12
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-class AuthenticationError(Exception):
+class AuthenticationError(FlexsyncError):
     """The request is not authentic; ``code`` is machine-readable, ``message`` safe to return.
 
     Messages never contain the token, a secret or a signature, because they end up in the
@@ -56,7 +58,7 @@ class AuthenticationError(Exception):
         return f"AuthenticationError({self.code!r}, {self.message!r})"
 
 
-class KeySourceUnavailable(Exception):
+class KeySourceUnavailable(FlexsyncError):
     """The JWKS could not be fetched and no cached key fits: our side's problem (answer 503)."""
 
 

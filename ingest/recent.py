@@ -13,10 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from reliability.errors import FlexsyncError
+
 Identity = tuple[str, str]
 
 
-class DeliveryAbandoned(Exception):
+class DeliveryAbandoned(FlexsyncError):
     """The copy that was publishing this delivery did not get it accepted."""
 
 

@@ -16,6 +16,8 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from reliability.errors import LeaseLost
+
 # The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
 # one notion of "a holder on this node that is gone" for every lease in the service.
 from reliability.leases import holder_is_dead, new_holder, node
@@ -32,7 +34,7 @@ def reference_for(payment_id: str) -> str:
     return f"FP-{payment_id}"
 
 
-class LostClaim(RuntimeError):
+class LostClaim(LeaseLost):
     """The payment's claim is no longer ours (it ran out and another worker took it)."""
 
 

@@ -105,7 +105,9 @@ class Simulator:
             )
         try:
             if company.outage:
-                raise IntacctError(503, "serviceUnavailable", "This company's Intacct is down (sandbox outage)")
+                raise IntacctError(
+                    503, "serviceUnavailable", "This company's Intacct is down (sandbox outage)"
+                )
             self.inject_faults()
             if obj is not None and obj.permission_area not in principal.user.areas:
                 raise IntacctError(

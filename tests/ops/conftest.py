@@ -79,7 +79,10 @@ class Parking:
         # A transient failure is parked only once it kept failing for the whole retry window.
         first = (failed_at or datetime.now(UTC)) - timedelta(days=8)
         headers = (
-            {"x-flexsync-attempts": 40, "x-flexsync-first-failed-at": first.isoformat().replace("+00:00", "Z")}
+            {
+                "x-flexsync-attempts": 40,
+                "x-flexsync-first-failed-at": first.isoformat().replace("+00:00", "Z"),
+            }
             if transient
             else None
         )

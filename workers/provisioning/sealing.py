@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from reliability.errors import Permanent
 from store.crypto import SecretBox, SecretDecryptError
 from workers.failures import Destination, Failure
 from workers.runtime.middleware import Middleware, Rejected
@@ -20,8 +21,10 @@ PASSWORD_FIELD = "userPassword"  # noqa: S105 (a field name, not a password)
 SEALED_FIELD = "userPasswordSealed"
 
 
-class UnreadableSeal(ValueError):
+class UnreadableSeal(Permanent, ValueError):
     """A sealed password that none of the configured keys opens."""
+
+    reason = "malformed_message"
 
 
 def _document(body: Any) -> dict[str, Any] | None:

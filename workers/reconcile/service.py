@@ -21,6 +21,7 @@ from clients.intacct.client import create_client
 from config import Settings
 from observability.logging import get_logger
 from observability.metrics import ReconcileMetrics
+from reliability.errors import FlexsyncError
 from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, OBJECTS, SyncedObject
 from store.connections import ConnectionRecord, ConnectionStore
@@ -40,7 +41,7 @@ log = get_logger(__name__)
 _PUBLISHER_WAIT = 10.0
 
 
-class ReconcileError(ValueError):
+class ReconcileError(FlexsyncError, ValueError):
     """A sweep cannot start as asked (an unknown connection or resource); the message says why."""
 
 

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from reliability.errors import FlexsyncError
+
 if TYPE_CHECKING:
     from workers.failures import Destination, Failure
 
 
-class Rejected(Exception):
+class Rejected(FlexsyncError):
     """Raised by ``before_receive`` (or a worker's ``accept``): route the message for ``failure`` now."""
 
     def __init__(self, failure: Failure) -> None:

@@ -2,66 +2,63 @@
 
 Transient ones go back through the delay queues (the payment can still be posted: they are never
 dead-lettered for it); the others are dead-lettered with their reason. They map one to one onto
-the worker runtime's coming ``Transient``/``Permanent`` bases.
+``reliability.errors``' ``Transient``/``Permanent`` bases.
 """
 
 from __future__ import annotations
 
-
-class WritebackError(Exception):
-    """Root of the write-back's errors."""
-
-    reason: str = "internal_error"
-    transient: bool = False
+from reliability.errors import FlexsyncError, Permanent, Transient
 
 
-class MalformedMessage(WritebackError):
+class WritebackError(FlexsyncError):
+    """Root of the write-back's errors (transient ones are also :class:`Transient`, the rest :class:`Permanent`)."""
+
+    reason = "internal_error"
+
+
+class MalformedMessage(WritebackError, Permanent):
     """The body is not a valid payment message (or the routing key is not one)."""
 
     reason = "malformed_message"
 
 
-class PaymentBusy(WritebackError):
+class PaymentBusy(WritebackError, Transient):
     """Another live worker holds the payment's claim; this copy of the message waits its turn."""
 
     reason = "payment_busy"
-    transient = True
 
 
-class OutcomeUnknown(WritebackError):
+class OutcomeUnknown(WritebackError, Transient):
     """A create or reverse was sent and its outcome is not known yet: looked up again later, never resent."""
 
     reason = "outcome_unknown"
-    transient = True
 
 
-class IntacctDown(WritebackError):
+class IntacctDown(WritebackError, Transient):
     """Intacct answered 5xx or 429, timed out, or its slots stayed busy; nothing was created."""
 
     reason = "intacct_unavailable"
-    transient = True
 
 
-class FlexPointDown(WritebackError):
+class FlexPointDown(WritebackError, Transient):
     """FlexPoint's posting endpoint failed transiently; the state is in the database, re-reported later."""
 
     reason = "flexpoint_unavailable"
-    transient = True
 
 
-class FlexPointRefused(WritebackError):
+class FlexPointRefused(WritebackError, Permanent):
     """FlexPoint refused the posting report itself (400/404): a bug or an unknown payment there."""
 
     reason = "flexpoint_rejected"
 
 
-class ConnectionGone(WritebackError):
+class ConnectionGone(WritebackError, Permanent):
     """The connection is gone while Intacct holds (or may hold) the payment: an operator decides."""
 
     reason = "connection_inactive"
 
 
-class ReverseRefused(WritebackError):
+class ReverseRefused(WritebackError, Permanent):
     """Intacct refused to reverse a posted payment (e.g. a closed period); it stays posted."""
 
     reason = "reverse_refused"
