@@ -95,3 +95,21 @@ def test_close_waits_for_outstanding_confirms(publisher, broker):
     publisher.close()
     assert all(f.done() and f.exception() is None for f in futures)
     assert broker.depth("sync.gl") == 500
+
+
+def test_moves_to_the_next_node_when_the_first_is_unreachable(amqp_url, declared_topology, broker):
+    """AMQP_URL naming two nodes, the first a closed port: the publisher connects to the second."""
+    closed = amqp_url.replace("127.0.0.1:5672", "127.0.0.1:1")
+    assert closed != amqp_url, "the test expects the broker on 127.0.0.1:5672"
+    # A back-off far longer than the deadline: only trying the next node at once can pass.
+    publisher = ConfirmingPublisher(f"{closed},{amqp_url}", EVENTS_EXCHANGE.name, reconnect_delays=(30.0,))
+    started = time.monotonic()
+    publisher.start(wait=5)
+    try:
+        assert publisher.ready, "never connected to the second node"
+        assert time.monotonic() - started < 5
+        assert publisher.node == "127.0.0.1:5672"
+        publisher.publish_and_wait("ar.invoices.update", b"{}", timeout=5, message_id="via-second")
+        assert broker.depth("sync.ar") == 1
+    finally:
+        publisher.close()
