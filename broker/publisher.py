@@ -61,6 +61,8 @@ class _Pending:
 
 OutcomeHook = Callable[[str, float], None]
 
+REFUSALS_BEFORE_RECONNECT_SECONDS = 1.0
+
 
 class ConfirmingPublisher:
     """Publishes persistent messages to one exchange and resolves a future per broker confirm."""
@@ -103,6 +105,8 @@ class ConfirmingPublisher:
         self._wake_scheduled = False
         self._returned: set[str] = set()
         self._tags = itertools.count(1)
+        # When the broker started refusing (nack) with no ack since; None while it acks.
+        self._refusing_since: float | None = None
         self._node = describe(amqp_url).split(", ")[0]
 
     # -- public API (any thread) ---------------------------------------------------------
@@ -252,6 +256,7 @@ class ConfirmingPublisher:
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
         self._tags = itertools.count(1)
+        self._refusing_since = None
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
@@ -317,6 +322,7 @@ class ConfirmingPublisher:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
+        self._note_refusal(isinstance(method, Basic.Nack))
         if method.multiple:
             # Tags are inserted in increasing order, so the acked ones are a prefix.
             tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._pending))
@@ -339,6 +345,22 @@ class ConfirmingPublisher:
                 self._on_outcome("ack", elapsed)
                 if not pending.future.done():
                     pending.future.set_result(None)
+
+    def _note_refusal(self, refused: bool) -> None:
+        # After a cluster node is lost, a channel opened while its queues were changing leader
+        # can be refused for good (seen on RabbitMQ 3.10); refusals lasting this long therefore
+        # get a new connection, to the next node, whose channel sees the current leaders.
+        now = self._clock()
+        if not refused:
+            self._refusing_since = None
+        elif self._refusing_since is None:
+            self._refusing_since = now
+        elif now - self._refusing_since >= REFUSALS_BEFORE_RECONNECT_SECONDS:
+            log.warning("publisher_refused_reconnecting", node=self._node)
+            self._refusing_since = None
+            connection = self._connection
+            if connection is not None and connection.is_open:
+                connection.close()
 
     def _fail(self, future: Future[None], error: PublishError, elapsed: float) -> None:
         self._on_outcome(error.outcome, elapsed)
