@@ -175,7 +175,7 @@ def test_losing_the_leading_node_loses_nothing_and_flexpoint_equals_intacct(clus
             "INTACCT_CLIENT_SECRET": INTACCT_SECRET,
             "FLEXPOINT_API_URL": sandbox.flexpoint_url,
             "FLEXPOINT_API_TOKEN": FLEXPOINT_TOKEN,
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",  # a worker's failover (or its exit) is then in its log
             "LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
         }
@@ -269,7 +269,9 @@ def test_losing_the_leading_node_loses_nothing_and_flexpoint_equals_intacct(clus
             )
             for pool in pools:
                 pool.keep(1)
-                assert not pool.exits, f"a sync worker exited instead of failing over: {pool.exits}"
+                assert not pool.exits, (
+                    f"a sync worker exited instead of failing over: {pool.exits}\n{pool.log_tails(30)}"
+                )
             rows = {row["name"]: row for row in rabbit.list_queues(VHOST, via=others[0])}
             assert int(rows["dead-letter"]["messages"]) == 0, (
                 "a node's loss is transient: nothing dead-lettered"
