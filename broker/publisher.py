@@ -3,7 +3,8 @@
 One pika ``SelectConnection`` per process runs on its own I/O thread. Request threads hand it
 messages and wait on a future; the broker's acks (often ``multiple``) resolve many futures at
 once, so requests never queue behind each other's round trip and disk flush. When the broker
-is down, blocked or slow, futures fail fast and the I/O thread reconnects by itself.
+is down, blocked or slow, futures fail fast and the I/O thread reconnects by itself, to the
+next node of the cluster when AMQP_URL names several.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pika
 from pika.exceptions import AMQPError
 from pika.spec import Basic
 
+from broker.urls import describe, pika_parameters
 from observability.logging import get_logger
 from reliability.errors import Transient
 
@@ -62,6 +64,8 @@ class _Pending:
 
 OutcomeHook = Callable[[str, float], None]
 
+REFUSALS_BEFORE_RECONNECT_SECONDS = 1.0
+
 
 class ConfirmingPublisher:
     """Publishes persistent messages to one exchange and resolves a future per broker confirm."""
@@ -77,7 +81,11 @@ class ConfirmingPublisher:
         clock: Callable[[], float] = time.monotonic,
         on_connection_lost: Callable[[], None] | None = None,
     ) -> None:
-        self._url = amqp_url
+        # One parameters object per node: each (re)connect attempt takes the next one, so a
+        # lost node is replaced by another without waiting for it to come back.
+        self._nodes = pika_parameters(amqp_url)
+        if not self._nodes:
+            raise ValueError("AMQP_URL names no node")
         self._exchange = exchange
         self._max_in_flight = max_in_flight
         self._reconnect_delays = reconnect_delays
@@ -100,6 +108,9 @@ class ConfirmingPublisher:
         self._wake_scheduled = False
         self._returned: set[str] = set()
         self._tags = itertools.count(1)
+        # When the broker started refusing (nack) with no ack since; None while it acks.
+        self._refusing_since: float | None = None
+        self._node = describe(amqp_url).split(", ")[0]
 
     # -- public API (any thread) ---------------------------------------------------------
 
@@ -115,6 +126,11 @@ class ConfirmingPublisher:
     def ready(self) -> bool:
         """True while connected, with a confirming channel, and not blocked by the broker."""
         return self._connected.is_set() and not self._blocked
+
+    @property
+    def node(self) -> str:
+        """``host:port`` of the node connected to, or being tried (never the credentials)."""
+        return self._node
 
     def publish(
         self,
@@ -188,14 +204,17 @@ class ConfirmingPublisher:
 
     def _run(self) -> None:
         delays = itertools.chain(self._reconnect_delays, itertools.repeat(self._reconnect_delays[-1]))
+        nodes = itertools.cycle(self._nodes)
+        failed_in_a_row = 0
         while not self._stopping.is_set():
-            params = pika.URLParameters(self._url)
+            params = next(nodes)
             params.connection_attempts = 1
             params.socket_timeout = 2.0
             params.stack_timeout = 3.0
             # A broker that blocks publishers (memory/disk alarm) for this long is treated as
             # down: the connection is dropped and re-established.
             params.blocked_connection_timeout = 10.0
+            self._node = f"{params.host}:{params.port}"
             opened_at = self._clock()
             try:
                 self._connection = pika.SelectConnection(
@@ -208,7 +227,8 @@ class ConfirmingPublisher:
                 self._connection.add_on_connection_unblocked_callback(self._on_unblocked)
                 self._connection.ioloop.start()
             except Exception:
-                log.exception("publisher_io_loop_failed")
+                log.exception("publisher_io_loop_failed", node=self._node)
+            was_ready = self._connected.is_set()
             self._connected.clear()
             self._fail_all(BrokerUnavailable("connection to RabbitMQ lost"))
             self._connection = None
@@ -219,23 +239,27 @@ class ConfirmingPublisher:
             if self._clock() - opened_at > 30:
                 # It was up for a while: start the back-off over.
                 delays = itertools.chain(self._reconnect_delays, itertools.repeat(self._reconnect_delays[-1]))
-            self._stopping.wait(next(delays))
+            failed_in_a_row = 0 if was_ready else failed_in_a_row + 1
+            if failed_in_a_row % len(self._nodes) == 0 or len(self._nodes) == 1:
+                # Every node was tried since the last success (or the one there is): back off.
+                self._stopping.wait(next(delays))
 
     def _on_connection_open(self, connection: pika.SelectConnection) -> None:
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_connection_open_error(self, connection: pika.SelectConnection, error: Exception) -> None:
-        log.warning("publisher_connect_failed", error=str(error))
+        log.warning("publisher_connect_failed", node=self._node, error=str(error))
         connection.ioloop.stop()
 
     def _on_connection_closed(self, connection: pika.SelectConnection, reason: Exception) -> None:
         if not self._stopping.is_set():
-            log.warning("publisher_connection_closed", reason=str(reason))
+            log.warning("publisher_connection_closed", node=self._node, reason=str(reason))
         connection.ioloop.stop()
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
         self._tags = itertools.count(1)
+        self._refusing_since = None
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
@@ -243,7 +267,7 @@ class ConfirmingPublisher:
     def _on_confirm_mode(self, _frame: Any) -> None:
         self._blocked = False
         self._connected.set()
-        log.info("publisher_ready", exchange=self._exchange)
+        log.info("publisher_ready", exchange=self._exchange, node=self._node)
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         # A channel error (e.g. the exchange is missing) fails what is pending; a fresh
@@ -301,6 +325,7 @@ class ConfirmingPublisher:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
+        self._note_refusal(isinstance(method, Basic.Nack))
         if method.multiple:
             # Tags are inserted in increasing order, so the acked ones are a prefix.
             tags = list(itertools.takewhile(lambda t: t <= method.delivery_tag, self._pending))
@@ -323,6 +348,22 @@ class ConfirmingPublisher:
                 self._on_outcome("ack", elapsed)
                 if not pending.future.done():
                     pending.future.set_result(None)
+
+    def _note_refusal(self, refused: bool) -> None:
+        # After a cluster node is lost, a channel opened while its queues were changing leader
+        # can be refused for good (seen on RabbitMQ 3.10); refusals lasting this long therefore
+        # get a new connection, to the next node, whose channel sees the current leaders.
+        now = self._clock()
+        if not refused:
+            self._refusing_since = None
+        elif self._refusing_since is None:
+            self._refusing_since = now
+        elif now - self._refusing_since >= REFUSALS_BEFORE_RECONNECT_SECONDS:
+            log.warning("publisher_refused_reconnecting", node=self._node)
+            self._refusing_since = None
+            connection = self._connection
+            if connection is not None and connection.is_open:
+                connection.close()
 
     def _fail(self, future: Future[None], error: PublishError, elapsed: float) -> None:
         self._on_outcome(error.outcome, elapsed)

@@ -74,10 +74,11 @@ def declare_topology_or_fail(settings: Settings, *, required: bool) -> list[str]
     from kombu import Connection
 
     from broker.topology import build_topology, declare_topology
+    from broker.urls import kombu_url
 
     topology = build_topology(settings.archive_max_age, settings.flexsync_retry_delays)
     try:
-        with Connection(settings.amqp_url, connect_timeout=5) as connection:
+        with Connection(kombu_url(settings.amqp_url), connect_timeout=5) as connection:
             connection.ensure_connection(max_retries=2)
             declare_topology(connection, topology)
     except Exception as exc:

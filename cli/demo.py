@@ -23,6 +23,7 @@ import requests
 from kombu import Connection
 
 from broker.topology import build_topology
+from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from config import load_settings
 from ops.connections import connect_message, disconnect_message, publish_message
@@ -239,7 +240,7 @@ def account_totals(settings: Any) -> str:
 
 def queue_depths(settings: Any) -> dict[str, int]:
     depths = {}
-    with Connection(settings.amqp_url) as connection:
+    with Connection(kombu_url(settings.amqp_url)) as connection:
         channel = connection.channel()
         for queue in build_topology(settings.archive_max_age, settings.flexsync_retry_delays).work_queues:
             depths[queue.name] = channel.queue_declare(queue=queue.name, passive=True).message_count

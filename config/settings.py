@@ -46,6 +46,24 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _amqp_urls(value: str) -> str:
+    """One amqp(s) URL, or several comma-separated ones naming a cluster's nodes (kept a string)."""
+    urls = [part.strip() for part in value.split(",")]
+    if not all(urls):
+        raise ValueError("expected comma-separated amqp:// URLs, found an empty one")
+    check = _url(("amqp", "amqps"))
+    cleaned = []
+    for position, url in enumerate(urls, start=1):
+        try:
+            cleaned.append(check(url))
+        except ValueError as exc:
+            if len(urls) == 1:
+                raise
+            # Named by position and host only: the URL itself holds a password.
+            raise ValueError(f"URL {position} ({urlsplit(url).hostname or 'no host'}): {exc}") from None
+    return ",".join(cleaned)
+
+
 def _int(value: str) -> int:
     try:
         return int(value)
@@ -208,7 +226,7 @@ class Settings:
 # Environment variable → parser. Order is the brief's, so the first problem reported is stable.
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "FLEXSYNC_ENV": _choice(ENVIRONMENTS),
-    "AMQP_URL": _url(("amqp", "amqps")),
+    "AMQP_URL": _amqp_urls,
     "DATABASE_URL": _database_url,
     "FLEXSYNC_SECRET_KEY": _fernet_keys,
     "INTACCT_API_URL": _url(("http", "https")),

@@ -19,6 +19,7 @@ from typing import Any
 from kombu import Connection, Queue
 
 from broker.topology import CONNECTION_CHANGES_EXCHANGE
+from broker.urls import kombu_url
 from observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -78,7 +79,9 @@ class ConnectionChangeListener:
             exclusive=True,
             auto_delete=True,
         )
-        with Connection(self._url, connect_timeout=2, heartbeat=10) as connection:
+        with Connection(
+            kombu_url(self._url), connect_timeout=2, heartbeat=10, failover_strategy="round-robin"
+        ) as connection:
             connection.ensure_connection(max_retries=1)
             with connection.Consumer(queue, callbacks=[self._on_message], accept=["json"], no_ack=True):
                 # Consuming now: whatever changed before this point is read afresh from the store.

@@ -9,11 +9,15 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from broker.publisher import ConfirmingPublisher
+from broker.urls import node_urls, pika_parameters
 from ops.errors import OpsError
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL (each node's, when AMQP_URL names several) without its password, for messages."""
+    nodes = node_urls(url)
+    if len(nodes) > 1:
+        return ", ".join(redacted(node) for node in nodes)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -29,13 +33,15 @@ def unreachable(url: str, detail: object) -> OpsError:
 
 
 def connect(url: str) -> pika.BlockingConnection:
-    """A blocking connection for consuming and passive declares."""
-    params = pika.URLParameters(url)
-    params.connection_attempts = 1
-    params.socket_timeout = 5.0
-    params.heartbeat = 30
+    """A blocking connection for consuming and passive declares, to the first node that answers."""
+    nodes = pika_parameters(url)
+    for params in nodes:
+        params.connection_attempts = 1
+        params.socket_timeout = 5.0
+        params.heartbeat = 30
     try:
-        return pika.BlockingConnection(params)
+        # pika tries a sequence of parameters in order and returns the first that connects.
+        return pika.BlockingConnection(nodes)
     except (AMQPError, OSError) as exc:
         raise unreachable(url, exc) from None
 

@@ -207,3 +207,28 @@ def test_nothing_reads_the_environment_outside_config():
         if _reads_the_environment(path)
     }
     assert readers - NOT_YET_MOVED == {"config/settings.py"}
+
+
+def test_amqp_url_may_name_the_nodes_of_a_cluster():
+    settings = load_settings(
+        {"FLEXSYNC_SECRET_KEY": KEY, "AMQP_URL": " amqp://u:p@n1:5701/%2F , amqps://u:p@n2:5702/%2F/"}
+    )
+    # Still one string, each URL trimmed, in the order given (the order nodes are tried in).
+    assert settings.amqp_url == "amqp://u:p@n1:5701/%2F,amqps://u:p@n2:5702/%2F"
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("amqp://u:p@n1/%2F,http://u:node-password@n2/%2F", "URL 2 (n2)"),
+        ("amqp://u:p@n1/%2F,amqp://", "URL 2 (no host)"),
+        ("amqp://u:p@n1/%2F,,amqp://u:p@n3/%2F", "an empty one"),
+        ("amqp://u:p@n1/%2F,", "an empty one"),
+    ],
+)
+def test_a_bad_node_in_amqp_url_is_named_in_one_line(value, named):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"FLEXSYNC_SECRET_KEY": KEY, "AMQP_URL": value})
+    message = str(caught.value)
+    assert message.startswith("AMQP_URL is malformed") and named in message
+    assert "\n" not in message and "node-password" not in message

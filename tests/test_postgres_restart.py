@@ -30,6 +30,7 @@ from clients.intacct.client import create_client
 from config import Settings
 from schemas.catalog import BY_RESOURCE
 from store.db import create_engine_for, upgrade
+from store.slots import CompanySlots
 from tests.conftest import COMPANY, running_receiver, wait_until
 from tests.databases import _postgres_admin_url, _require_postgres
 from tests.workers.chaos_support import (
@@ -203,7 +204,7 @@ def test_postgres_restarted_mid_run_gives_503s_and_nothing_is_lost(
                     intacct_api_url=sandbox.intacct_api_url,
                     intacct_client_secret=INTACCT_SECRET,
                 ),
-                engine,
+                CompanySlots(engine, cap=2),
             )
             try:
                 problems, seen = compare(sandbox, intacct, receiver.connection, company)

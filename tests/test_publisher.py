@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 from kombu import Exchange, Queue
 
-from broker.publisher import BrokerUnavailable, ConfirmingPublisher, PublishUnroutable
+from broker.publisher import (
+    BrokerUnavailable,
+    ConfirmingPublisher,
+    PublishError,
+    PublishRejected,
+    PublishUnroutable,
+)
 from broker.topology import EVENTS_EXCHANGE
 from tests.conftest import wait_until
 
@@ -95,3 +102,54 @@ def test_close_waits_for_outstanding_confirms(publisher, broker):
     publisher.close()
     assert all(f.done() and f.exception() is None for f in futures)
     assert broker.depth("sync.gl") == 500
+
+
+def test_moves_to_the_next_node_when_the_first_is_unreachable(amqp_url, declared_topology, broker):
+    """AMQP_URL naming two nodes, the first a closed port: the publisher connects to the second."""
+    closed = amqp_url.replace("127.0.0.1:5672", "127.0.0.1:1")
+    assert closed != amqp_url, "the test expects the broker on 127.0.0.1:5672"
+    # A back-off far longer than the deadline: only trying the next node at once can pass.
+    publisher = ConfirmingPublisher(f"{closed},{amqp_url}", EVENTS_EXCHANGE.name, reconnect_delays=(30.0,))
+    started = time.monotonic()
+    publisher.start(wait=5)
+    try:
+        assert publisher.ready, "never connected to the second node"
+        assert time.monotonic() - started < 5
+        assert publisher.node == "127.0.0.1:5672"
+        publisher.publish_and_wait("ar.invoices.update", b"{}", timeout=5, message_id="via-second")
+        assert broker.depth("sync.ar") == 1
+    finally:
+        publisher.close()
+
+
+def test_refusals_lasting_a_second_get_a_new_connection(amqp_url, broker):
+    """A queue that rejects every publish (nacks): after a second of them the publisher reconnects."""
+    name = "flexsync.test.refusing"
+    with broker.connection.channel() as channel:
+        exchange = Exchange(name, "topic", durable=False, auto_delete=True)
+        exchange(channel).declare()
+        arguments = {"x-max-length": 0, "x-overflow": "reject-publish"}
+        Queue(f"{name}.full", exchange, routing_key="#", auto_delete=True, queue_arguments=arguments)(
+            channel
+        ).declare()
+    lost: list[float] = []
+    publisher = ConfirmingPublisher(
+        amqp_url, name, reconnect_delays=(0.05,), on_connection_lost=lambda: lost.append(time.monotonic())
+    )
+    publisher.start(wait=5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(PublishRejected):
+            publisher.publish_and_wait("k", b"{}", timeout=5, message_id="refused-0")
+        assert not lost, "one refusal is the caller's answer, not a reason to reconnect"
+
+        def refused_then_reconnected() -> bool:
+            with contextlib.suppress(PublishError):
+                publisher.publish_and_wait("k", b"{}", timeout=2, message_id="refused")
+            return bool(lost)
+
+        wait_until(refused_then_reconnected, timeout=10, interval=0.1, message="a reconnect after refusals")
+        assert lost[0] - started >= 1.0
+        wait_until(lambda: publisher.ready, timeout=5, message="connected again")
+    finally:
+        publisher.close()

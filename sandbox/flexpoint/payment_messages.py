@@ -16,6 +16,7 @@ from typing import Any
 from kombu import Connection, Exchange
 
 from broker.publisher import ConfirmingPublisher, PublishError, PublishUnroutable
+from broker.urls import kombu_url
 
 PAYMENTS_EXCHANGE = Exchange("flexpoint.payments", type="topic", durable=True)
 POST_ROUTING_KEY = "payment.post"
@@ -75,7 +76,7 @@ def reverse_message(
 def publish(amqp_url: str, routing_key: str, message: dict[str, Any], *, timeout: float = 10.0) -> None:
     """Publish one message persistently and wait for RabbitMQ's confirm; PaymentPublishError if not."""
     try:
-        with Connection(amqp_url, connect_timeout=timeout) as connection:
+        with Connection(kombu_url(amqp_url), connect_timeout=timeout) as connection:
             connection.ensure_connection(max_retries=1)
             PAYMENTS_EXCHANGE(connection.default_channel).declare()
     except Exception as exc:  # kombu, amqp and socket errors alike: one line for a person

@@ -107,7 +107,10 @@ class RabbitCluster:
         if not (self.base / "home").exists():
             return
         pid_file = node.directory / "pid"
-        result = self._run([str(CTL), "-q", "-n", node.name, "stop", str(pid_file)], timeout=timeout)
+        # With a pid file, `stop` also waits for that VM to exit; without one (the node never
+        # started, or stopped already) it would wait for the file forever, so it is left out.
+        wait_for = [str(pid_file)] if pid_file.exists() else []
+        result = self._run([str(CTL), "-q", "-n", node.name, "stop", *wait_for], timeout=timeout)
         if result.returncode not in (0, 69):  # 69: the node was not running
             raise ClusterError(f"{node.name} did not stop: {result.stderr.strip()[:300]}")
 

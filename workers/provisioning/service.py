@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from broker.connection_changes import AnnouncingStore, ConnectionChanges
 from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
+from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
@@ -94,7 +95,12 @@ def build(
         public_base_url=settings.public_base_url or "",
         **extra,
     )
-    connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
+    connection = Connection(
+        kombu_url(settings.amqp_url),
+        transport_options={"confirm_publish": True},
+        heartbeat=30,
+        failover_strategy="round-robin",
+    )
     queue = build_topology(settings.archive_max_age, settings.flexsync_retry_delays).queue(
         PROVISIONING_QUEUE_NAME
     )

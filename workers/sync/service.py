@@ -7,6 +7,7 @@ from typing import Any
 from kombu import Connection
 
 from broker.topology import build_topology
+from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
@@ -48,7 +49,12 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
         intacct=intacct,
         flexpoint=flexpoint,
     )
-    connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
+    connection = Connection(
+        kombu_url(settings.amqp_url),
+        transport_options={"confirm_publish": True},
+        heartbeat=30,
+        failover_strategy="round-robin",
+    )
     queues = list(build_topology(settings.archive_max_age, settings.flexsync_retry_delays).work_queues)
     middleware = [SyncMetricsRecorder(metrics), *options.pop("middleware", ())]
     options.setdefault("retry", RetryPolicy.from_settings(settings))

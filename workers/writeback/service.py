@@ -9,6 +9,7 @@ from kombu import Connection
 from sqlalchemy import Engine
 
 from broker.topology import WRITEBACK_QUEUE_NAME, build_topology
+from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import IntacctClient, create_client
 from clients.intacct.payments import PaymentWrites
@@ -96,7 +97,12 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         write_span=timing.write_span,
         metrics=metrics,
     )
-    connection = Connection(settings.amqp_url, transport_options={"confirm_publish": True}, heartbeat=30)
+    connection = Connection(
+        kombu_url(settings.amqp_url),
+        transport_options={"confirm_publish": True},
+        heartbeat=30,
+        failover_strategy="round-robin",
+    )
     queue = build_topology(settings.archive_max_age, settings.flexsync_retry_delays).queue(
         WRITEBACK_QUEUE_NAME
     )
