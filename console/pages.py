@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, jsonify, redirect, render_templ
 from sqlalchemy import func, select
 
 from console import actions
+from console.breakers import breaker_views, by_connection
 from console.parts import ConsoleParts
 from console.security import actor
 from ops.connections import disconnect_message, publish_message
@@ -35,6 +36,7 @@ def _overview_data() -> dict[str, Any]:
     for q in queues:
         q["retrying"] = sum(r["depth"] for r in sampled if r["name"].startswith(q["name"] + ".retry."))
     pending = next((q["depth"] for q in queues if q["name"] == "dead-letter"), 0)
+    now = datetime.now(UTC)
     return {
         "queues": queues,
         "sampler_error": p.sampler.error,
@@ -42,7 +44,8 @@ def _overview_data() -> dict[str, Any]:
         "pending": pending,
         "connections": len(connection_status(p.engine)),
         "jobs": [job for job in p.jobs.recent() if job.state == "running"],
-        "now": datetime.now(UTC),
+        "breakers": breaker_views(p.engine, now.timestamp()),
+        "now": now,
     }
 
 
@@ -75,13 +78,16 @@ def _errors_by_connection() -> dict[str, list[tuple[str, int]]]:
 
 @bp.get("/connections")
 def connections():
-    rows = connection_status(parts().engine)
+    engine = parts().engine
+    rows = connection_status(engine)
+    now = datetime.now(UTC)
     return render_template(
         "connections.html",
         page="connections",
         rows=rows,
         errors=_errors_by_connection(),
-        now=datetime.now(UTC),
+        breakers=by_connection(breaker_views(engine, now.timestamp()), rows),
+        now=now,
     )
 
 
