@@ -134,8 +134,8 @@ class _ThreadConnections:
             with self._engine.connect() as conn:
                 return [tuple(row) for row in conn.execute(_SEEN, params).all()]
         for attempt in (1, 2):
-            cursor = self._cursor()
             try:
+                cursor = self._cursor()
                 cursor.execute(self._sql, params)
                 # fetchall ends the statement, so no read snapshot stays open.
                 return cursor.fetchall()
@@ -154,7 +154,9 @@ class _ThreadConnections:
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            fairy = self._engine.raw_connection()  # a SQLAlchemy error when the database is away
+            # The pool hands the driver's own error up when the database is away (no SQLAlchemy
+            # wrapping on this path): fetch() turns it into OperationalError, answered 503.
+            fairy = self._engine.raw_connection()
             fairy.detach()
             if self._engine.dialect.name == "postgresql":
                 # A lone SELECT needs no transaction; one left open would hold back vacuum.

@@ -43,7 +43,7 @@ from tests.workers.chaos_support import (
     compare,
     queue_totals,
 )
-from tests.workers.test_chaos import _drained, _inherited_environment
+from tests.workers.test_chaos import _consumers, _drained, _inherited_environment
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.disruptive, pytest.mark.timeout(300)]
 
@@ -140,6 +140,14 @@ def test_postgres_restarted_mid_run_gives_503s_and_nothing_is_lost(
             changes = IntacctChanges(sandbox, random.Random(8))
             changes.load(company)
             workers.keep(1)
+            # The worker consumes before the outage: its start-up (migrations, topology) is not
+            # what this test is about.
+            wait_until(
+                lambda: all(count >= 1 for count in _consumers(amqp_url).values()),
+                timeout=60,
+                interval=0.2,
+                message="the sync worker consuming every work queue",
+            )
             webhooks = [
                 {
                     "object": BY_RESOURCE[resource].intacct_object,

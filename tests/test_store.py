@@ -584,6 +584,17 @@ def test_a_recorded_delivery_is_seen_with_its_first_event_id(engine: Engine):
     assert ledger.seen("conn-2", "key-1") is None
 
 
+@pytest.mark.postgres
+def test_a_lookup_when_postgresql_cannot_be_reached_raises_sqlalchemys_error_for_the_503():
+    # Nothing listens on port 1: the driver's own error must not escape (the receiver would 500).
+    unreachable = create_engine_for("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")
+    try:
+        with pytest.raises(OperationalError):
+            DeliveryLedger(unreachable).seen("conn-1", "key-1")
+    finally:
+        unreachable.dispose()
+
+
 def test_record_many_is_one_transaction_and_idempotent(engine: Engine):
     ledger = DeliveryLedger(engine, clock=WallClock())
     ledger.record("conn-1", "k-0", "first")
