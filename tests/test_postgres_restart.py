@@ -42,8 +42,9 @@ from tests.workers.chaos_support import (
     Workers,
     compare,
     queue_totals,
+    worker_environment,
 )
-from tests.workers.test_chaos import _consumers, _drained, _inherited_environment
+from tests.workers.test_chaos import _consumers, _drained
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.disruptive, pytest.mark.timeout(300)]
 
@@ -112,20 +113,12 @@ def test_postgres_restarted_mid_run_gives_503s_and_nothing_is_lost(
         flexpoint_api_token=FLEXPOINT_TOKEN,
     )
     workers = Workers(
-        {
-            **_inherited_environment(),
-            "AMQP_URL": amqp_url,
-            "DATABASE_URL": database_url,
-            "FLEXSYNC_ENV": "test",
-            "FLEXSYNC_SECRET_KEY": ",".join(settings.flexsync_secret_key),
-            "INTACCT_API_URL": sandbox.intacct_api_url,
-            "INTACCT_CLIENT_SECRET": INTACCT_SECRET,
-            "FLEXPOINT_API_URL": sandbox.flexpoint_url,
-            "FLEXPOINT_API_TOKEN": FLEXPOINT_TOKEN,
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        },
+        worker_environment(
+            sandbox,
+            amqp_url=amqp_url,
+            database_url=database_url,
+            secret_key=",".join(settings.flexsync_secret_key),
+        ),
         tmp_path / "logs",
     )
     statuses: Counter[int] = Counter()

@@ -17,7 +17,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,22 +213,18 @@ class RabbitCluster:
             raise ClusterError(
                 f"{node.name} did not come up within {timeout:.0f} s: {result.stderr.strip()[:300]}"
             )
-        deadline = time.monotonic() + timeout
-        while not self.running(node):
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{node.name} runs but port {node.amqp_port} does not answer")
-            time.sleep(0.2)
+        _poll(
+            lambda: self.running(node), timeout, f"{node.name} runs but port {node.amqp_port} does not answer"
+        )
 
     def _wait_members(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         wanted = {node.name for node in self.nodes}
-        while True:
+
+        def joined() -> bool:
             out = self.ctl(self.nodes[0], "cluster_status", "--formatter", "json")
-            if set(json.loads(out).get("running_nodes", [])) >= wanted:
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(f"the nodes did not all join within {timeout:.0f} s")
-            time.sleep(0.5)
+            return set(json.loads(out).get("running_nodes", [])) >= wanted
+
+        _poll(joined, timeout, f"the nodes did not all join within {timeout:.0f} s")
 
     def _a_running_node(self) -> Node:
         for node in self.nodes:
@@ -243,6 +241,15 @@ class RabbitCluster:
         return subprocess.run(
             argv, env=self._env(), capture_output=True, text=True, timeout=timeout, check=False
         )
+
+
+def _poll(condition: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Until ``condition()`` holds, or ClusterError(``failure``) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise ClusterError(failure)
+        threading.Event().wait(0.2)
 
 
 def main(argv: list[str]) -> int:

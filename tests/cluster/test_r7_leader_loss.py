@@ -42,8 +42,9 @@ from tests.workers.chaos_support import (
     Workers,
     compare,
     utc_now,
+    worker_environment,
 )
-from tests.workers.test_chaos import DRAINED_QUEUES, _inherited_environment
+from tests.workers.test_chaos import DRAINED_QUEUES
 
 pytestmark = [pytest.mark.broker, pytest.mark.disruptive, pytest.mark.timeout(180)]
 
@@ -165,20 +166,13 @@ def test_losing_the_leading_node_loses_nothing_and_flexpoint_equals_intacct(clus
     pools = []
     for number, url in enumerate(worker_urls, start=1):
         (tmp_path / f"logs-{number}").mkdir()
-        environment = {
-            **_inherited_environment(),
-            "AMQP_URL": url,
-            "DATABASE_URL": database_url,
-            "FLEXSYNC_ENV": "test",
-            "FLEXSYNC_SECRET_KEY": SECRET_KEY,
-            "INTACCT_API_URL": sandbox.intacct_api_url,
-            "INTACCT_CLIENT_SECRET": INTACCT_SECRET,
-            "FLEXPOINT_API_URL": sandbox.flexpoint_url,
-            "FLEXPOINT_API_TOKEN": FLEXPOINT_TOKEN,
-            "LOG_LEVEL": "INFO",  # a worker's failover (or its exit) is then in its log
-            "LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        }
+        environment = worker_environment(
+            sandbox,
+            amqp_url=url,
+            database_url=database_url,
+            secret_key=SECRET_KEY,
+            log_level="INFO",  # a worker's failover (or its exit) is then in its log
+        )
         pools.append(Workers(environment, tmp_path / f"logs-{number}"))
     statuses: Counter[int] = Counter()
     unexpected: list[str] = []

@@ -39,6 +39,7 @@ from kombu import Connection, Producer
 
 from broker.topology import EVENTS_EXCHANGE
 from clients.intacct.client import IntacctClient
+from config.settings import ENVIRONMENT_VARIABLES
 from sandbox.flexpoint.versions import parse_timestamp
 from schemas.catalog import BY_RESOURCE, SyncedObject
 from schemas.mappings import MappingError, line_source, map_record
@@ -225,6 +226,35 @@ class Sandbox:
             if not page.get("nextCursor"):
                 return records
             params["cursor"] = page["nextCursor"]
+
+
+def worker_environment(
+    sandbox: Sandbox,
+    *,
+    amqp_url: str,
+    database_url: str,
+    secret_key: str,
+    log_level: str = "WARNING",
+    **extra: str,
+) -> dict[str, str]:
+    """What a real worker process of these tests runs with: this process's environment without
+    flexsync's own variables, pointed at ``sandbox``'s simulators; ``extra`` adds settings."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
+    return {
+        **inherited,
+        "AMQP_URL": amqp_url,
+        "DATABASE_URL": database_url,
+        "FLEXSYNC_ENV": "test",
+        "FLEXSYNC_SECRET_KEY": secret_key,
+        "INTACCT_API_URL": sandbox.intacct_api_url,
+        "INTACCT_CLIENT_SECRET": INTACCT_SECRET,
+        "FLEXPOINT_API_URL": sandbox.flexpoint_url,
+        "FLEXPOINT_API_TOKEN": FLEXPOINT_TOKEN,
+        "LOG_LEVEL": log_level,
+        "LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 # -- the workers -----------------------------------------------------------------------------

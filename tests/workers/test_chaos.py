@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import random
 import shutil
 import threading
@@ -28,7 +27,6 @@ import pytest
 from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, build_topology, retry_queue_name
 from clients.intacct.client import create_client
 from config import Settings
-from config.settings import ENVIRONMENT_VARIABLES
 from schemas.catalog import BY_RESOURCE
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
@@ -36,7 +34,6 @@ from store.db import create_engine_for, upgrade
 from store.slots import CompanySlots
 from tests.conftest import BrokerProbe, wait_until
 from tests.workers.chaos_support import (
-    FLEXPOINT_TOKEN,
     INTACCT_SECRET,
     ChaosPlan,
     CompanyRecords,
@@ -48,6 +45,7 @@ from tests.workers.chaos_support import (
     envelope,
     queue_totals,
     rabbitmqctl,
+    worker_environment,
 )
 
 PLAN = ChaosPlan.from_environment()
@@ -143,20 +141,12 @@ def test_workers_killed_broker_restarted_faults_on_and_flexpoint_ends_equal_to_i
     (tmp_path / "sandbox").mkdir()
     (tmp_path / "logs").mkdir()
     workers = Workers(
-        {
-            **_inherited_environment(),
-            "AMQP_URL": amqp_url,
-            "DATABASE_URL": settings.database_url,
-            "FLEXSYNC_ENV": "test",
-            "FLEXSYNC_SECRET_KEY": ",".join(settings.flexsync_secret_key),
-            "INTACCT_API_URL": f"http://127.0.0.1:{sandbox.intacct_port}/ia/api/v1",
-            "INTACCT_CLIENT_SECRET": INTACCT_SECRET,
-            "FLEXPOINT_API_URL": f"http://127.0.0.1:{sandbox.flexpoint_port}",
-            "FLEXPOINT_API_TOKEN": FLEXPOINT_TOKEN,
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        },
+        worker_environment(
+            sandbox,
+            amqp_url=amqp_url,
+            database_url=settings.database_url,
+            secret_key=",".join(settings.flexsync_secret_key),
+        ),
         tmp_path / "logs",
     )
     publisher = EventPublisher(amqp_url)
@@ -303,11 +293,6 @@ def test_workers_killed_broker_restarted_faults_on_and_flexpoint_ends_equal_to_i
         workers.stop_all()
         sandbox.stop()
         engine.dispose()
-
-
-def _inherited_environment() -> dict[str, str]:
-    """The test process's environment without flexsync's own variables (set explicitly)."""
-    return {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
 
 
 def _fault_counts(sandbox: Sandbox) -> dict[str, int]:

@@ -29,7 +29,6 @@ from kombu import Connection
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology, retry_queue_name
 from clients.intacct.client import create_client
 from config import Settings
-from config.settings import ENVIRONMENT_VARIABLES
 from schemas.catalog import BY_RESOURCE
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
@@ -37,7 +36,6 @@ from store.db import create_engine_for, upgrade
 from store.slots import CompanySlots
 from tests.conftest import BrokerProbe, own_vhost, wait_until
 from tests.workers.chaos_support import (
-    FLEXPOINT_TOKEN,
     INTACCT_SECRET,
     CompanyRecords,
     EventPublisher,
@@ -47,6 +45,7 @@ from tests.workers.chaos_support import (
     compare,
     envelope,
     queue_totals,
+    worker_environment,
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
@@ -179,26 +178,17 @@ def world(settings, amqp_url, tmp_path) -> Iterator[World]:
     sandbox = Sandbox(tmp_path / "sandbox", tmp_path / "sandbox.log")
     (tmp_path / "sandbox").mkdir()
     (tmp_path / "logs").mkdir()
-    inherited = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT_VARIABLES}
     workers = Workers(
-        {
-            **inherited,
-            "AMQP_URL": amqp_url,
-            "DATABASE_URL": settings.database_url,
-            "FLEXSYNC_ENV": "test",
-            "FLEXSYNC_SECRET_KEY": ",".join(settings.flexsync_secret_key),
-            "INTACCT_API_URL": f"http://127.0.0.1:{sandbox.intacct_port}/ia/api/v1",
-            "INTACCT_CLIENT_SECRET": INTACCT_SECRET,
-            "FLEXPOINT_API_URL": f"http://127.0.0.1:{sandbox.flexpoint_port}",
-            "FLEXPOINT_API_TOKEN": FLEXPOINT_TOKEN,
-            "FLEXSYNC_RETRY_DELAYS": ",".join(map(str, DELAYS)),
-            "FLEXSYNC_BREAKER_THRESHOLD": str(THRESHOLD),
-            "FLEXSYNC_BREAKER_PROBE_SECONDS": ",".join(map(str, PROBES)),
-            "ARCHIVE_MAX_AGE": ARCHIVE,
-            "LOG_LEVEL": "WARNING",
-            "LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        },
+        worker_environment(
+            sandbox,
+            amqp_url=amqp_url,
+            database_url=settings.database_url,
+            secret_key=",".join(settings.flexsync_secret_key),
+            FLEXSYNC_RETRY_DELAYS=",".join(map(str, DELAYS)),
+            FLEXSYNC_BREAKER_THRESHOLD=str(THRESHOLD),
+            FLEXSYNC_BREAKER_PROBE_SECONDS=",".join(map(str, PROBES)),
+            ARCHIVE_MAX_AGE=ARCHIVE,
+        ),
         tmp_path / "logs",
     )
     publisher = EventPublisher(amqp_url)

@@ -217,7 +217,7 @@ def test_every_payment_is_in_intacct_exactly_once_through_kills_lost_answers_and
                 workers.kill_one(rng)
                 next_kill = time.monotonic() + KILL_EVERY
             workers.keep(WORKERS)
-            time.sleep(0.2)
+            time.sleep(0.2)  # the pace of publishing and killing, not a wait for anything
         chaos_seconds = time.monotonic() - began
 
         # -- drain ----------------------------------------------------------------------------

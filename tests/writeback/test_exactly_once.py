@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -120,7 +119,13 @@ def test_a_worker_killed_between_intent_and_answer_leaves_one_payment(
             interval=0.02,
             message="the create's intent recorded",
         )
-        time.sleep(0.3)  # the create is on the wire (1.5 s of latency in Intacct)
+        # The create has reached Intacct (counted on arrival), which holds it 1.5 s before answering.
+        wait_until(
+            lambda: creates(intacct, account.books.company_id) == 1,
+            timeout=10,
+            interval=0.02,
+            message="the create to reach Intacct",
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         intacct_faults(intacct, latencyMs=0)
