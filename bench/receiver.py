@@ -454,11 +454,17 @@ class Benchmark:
             return
         own: dict[str, int] = {}
         inclusive: dict[str, int] = {}
+        by_thread: dict[str, int] = {}
         total = 0
         for process, path in profilers:
             process.wait(timeout=60)
             if not path.exists():
                 continue
+            if self.args.profile_dir:
+                self.args.profile_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy(
+                    path, self.args.profile_dir / f"{label.replace(' ', '-').replace(',', '')}-{path.name}"
+                )
             for line in path.read_text().splitlines():
                 stack, _, count = line.rpartition(" ")
                 if not stack or not count.isdigit():
@@ -472,6 +478,9 @@ class Benchmark:
                     continue
                 total += int(count)
                 own[frames[-1]] = own.get(frames[-1], 0) + int(count)
+                # What the thread runs: its first frame below threading's own bootstrap.
+                root = next((f for f in frames if not f.endswith("(threading.py)")), frames[0])
+                by_thread[root] = by_thread.get(root, 0) + int(count)
                 for frame in set(frames):
                     inclusive[frame] = inclusive.get(frame, 0) + int(count)
         if not total:
@@ -486,6 +495,7 @@ class Benchmark:
             f"profile of '{label}' ({total} busy samples); top by own time:\n{top(own, self.args.profile_top)}"
         )
         progress(f"profile of '{label}'; top by inclusive time:\n{top(inclusive, self.args.profile_top * 2)}")
+        progress(f"profile of '{label}'; by what the thread runs:\n{top(by_thread, 8)}")
 
     def _cpu_seconds(self, kind: str) -> dict[str, float]:
         """CPU time so far of the server's process group and of the broker (Linux /proc)."""
@@ -704,6 +714,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sample these servers' workers with py-spy during peak runs (figures are then disturbed)",
     )
     parser.add_argument("--profile-top", type=int, default=20, help="rows of each profile table")
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=None,
+        help="also keep py-spy's raw profiles here (one file per worker and run, for flame graphs)",
+    )
     parser.add_argument(
         "--amqp-url",
         default=os.environ.get("AMQP_URL") or DEFAULT_AMQP_URL,

@@ -166,14 +166,11 @@ def create_app(
 
 
 def _register_hooks(app: Flask, metrics: ReceiverMetrics, gaps: GapReporter | None) -> None:
-    @app.before_request
-    def _fresh_log_context() -> None:
-        # Request threads are reused: drop the previous request's connection/event ids.
-        structlog.contextvars.clear_contextvars()
-
     @app.teardown_request
     def _drop_log_context(_error: BaseException | None) -> None:
-        # And drop them after it too, so nothing else the thread logs is labelled with them.
+        # Request threads are reused: the connection/event ids bound during a request go with
+        # it (teardown runs after every request, error handlers included), so the next request
+        # starts clean and nothing else the thread logs is labelled with them.
         structlog.contextvars.clear_contextvars()
 
     # One labelled child per status, looked up once: labels() takes a lock and builds a key.

@@ -405,13 +405,33 @@ class TrustedContextVerifier:
     Comparisons run in constant time; the configured client ID is fixed at construction.
     """
 
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, client_id: str, *, cache_size: int = 1024) -> None:
         if not client_id:
             raise ValueError("TrustedContextVerifier needs the client ID")
         self._client_id = client_id
+        # Header value -> its decoded context. Intacct sends one value per company over and over,
+        # so the base64 and JSON decoding is done once per value; the comparisons, which depend
+        # on the connection, run on every call. Only well-formed values are kept; bounded.
+        self._decoded: dict[str, dict[str, Any]] = {}
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
 
     def verify(self, header_value: str | None, company_id: str) -> dict[str, Any]:
         """Return the decoded context, or raise :class:`AuthenticationError`."""
+        context = self._decoded.get(header_value) if header_value else None
+        if context is None:
+            context = self._decode(header_value)
+        if not _same(context["clientId"], self._client_id):
+            raise AuthenticationError(
+                "client_mismatch", "X-Trusted-Context names another application's client ID."
+            )
+        if not _same(context["companyId"], company_id):
+            raise AuthenticationError(
+                "company_mismatch", "The webhook's company is not this connection's company."
+            )
+        return dict(context)
+
+    def _decode(self, header_value: str | None) -> dict[str, Any]:
         invalid = AuthenticationError(
             "trusted_context_invalid",
             "X-Trusted-Context is missing or is not base64 JSON with clientId and companyId.",
@@ -424,17 +444,13 @@ class TrustedContextVerifier:
             raise invalid from None
         if not isinstance(context, dict):
             raise invalid
-        client, company = context.get("clientId"), context.get("companyId")
-        if not isinstance(client, str) or not isinstance(company, str):
+        if not isinstance(context.get("clientId"), str) or not isinstance(context.get("companyId"), str):
             raise invalid
-        if not _same(client, self._client_id):
-            raise AuthenticationError(
-                "client_mismatch", "X-Trusted-Context names another application's client ID."
-            )
-        if not _same(company, company_id):
-            raise AuthenticationError(
-                "company_mismatch", "The webhook's company is not this connection's company."
-            )
+        if self._cache_size > 0:
+            with self._cache_lock:  # readers need no lock: a dict lookup is atomic
+                while len(self._decoded) >= self._cache_size:
+                    self._decoded.pop(next(iter(self._decoded)))
+                self._decoded[header_value] = context
         return context
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -38,8 +39,10 @@ from observability.logging import get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
 from schemas.webhook import WebhookBodySchema, envelope_body
 from store.connections import ConnectionRecord
+from store.deliveries import DeliveryLookup
 
 log = get_logger(__name__)
+_DEBUG = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADERS = ("Idempotency-Key", "X-Idempotency-Key")
 SIGNATURE_HEADER = "X-FlexPoint-Signature"
@@ -53,9 +56,37 @@ _EVENT_NAMESPACE = uuid.UUID("5b0e7b8e-3c1d-4a57-9a43-8f6f1f9e2a10")
 class ConnectionLookup(Protocol):
     def get(self, connection_id: str) -> ConnectionRecord | None: ...
 
+    def refresh(self, connection_id: str) -> ConnectionRecord | None: ...
+
+
+# Refusals that rest on what the receiver holds of the connection (that it exists, is live,
+# its webhook secret, its company): given only once the database confirms the connection has
+# not changed since it was cached, so a change is never answered with its old state.
+_CONNECTION_REFUSALS = frozenset(
+    {
+        "unknown_connection",
+        "connection_disconnected",
+        "bad_signature",
+        "signing_not_configured",
+        "company_mismatch",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A delivery that passed the checks against one version of its connection."""
+
+    connection: ConnectionRecord
+    scheme: str
+    document: dict[str, Any]
+    body: dict[str, Any]
+
 
 class Ledger(Protocol):
-    def seen(self, connection_id: str, key: str) -> str | None: ...
+    def lookup(self, connection_id: str, key: str) -> DeliveryLookup: ...
+
+    def version(self, updated_at: datetime | None) -> Any: ...
 
 
 class Recorder(Protocol):
@@ -82,6 +113,11 @@ class Accepted:
 
     def body(self) -> dict[str, str]:
         return {"status": "duplicate" if self.duplicate else "accepted", "eventId": self.event_id}
+
+    def body_json(self) -> bytes:
+        """:meth:`body` as compact JSON, written directly (the answer on the hot path)."""
+        status = b'{"status":"duplicate","eventId":' if self.duplicate else b'{"status":"accepted","eventId":'
+        return status + json.dumps(self.event_id).encode() + b"}"
 
 
 class WebhookIntake:
@@ -117,21 +153,42 @@ class WebhookIntake:
     # Size (413) and content type (415) are checked by the view before the body is read.
 
     def accept(self, connection_id: str, headers: Mapping[str, str], raw_body: bytes) -> Accepted:
-        """Run the checks after size and content type; raises :class:`WebhookRefused`."""
+        """Run the checks after size and content type; raises :class:`WebhookRefused`.
+
+        The checks run against the cached connection; the ledger's lookup, made anyway, tells
+        whether it is still current, and a delivery is checked again against the stored one
+        when it is not (likewise before a refusal that rests on the connection).
+        """
         structlog.contextvars.bind_contextvars(connection_id=connection_id)
-        connection = self._connection(connection_id)
-        scheme = self._authenticate(connection, headers, raw_body)
-        document, body = self._parse(raw_body, connection)
-        return self._enqueue(connection, headers, raw_body, document, body, scheme)
+        if not _CONNECTION_ID.match(connection_id):
+            raise _unknown_connection()
+        cached = self._connections.get(connection_id)
+        try:
+            checked = self._check(cached, headers, raw_body)
+        except WebhookRefused as refusal:
+            if refusal.code not in _CONNECTION_REFUSALS and not (
+                refusal.fields and "companyId" in refusal.fields
+            ):
+                raise
+            current = self._ledger.lookup(connection_id, "").connection_version
+            if current == self._ledger.version(None if cached is None else cached.updated_at):
+                raise
+            checked = self._check(self._connections.refresh(connection_id), headers, raw_body)
+        return self._enqueue(connection_id, checked, headers, raw_body)
 
     # -- checks, in the brief's order ----------------------------------------------------
 
-    def _connection(self, connection_id: str) -> ConnectionRecord:
-        record = self._connections.get(connection_id) if _CONNECTION_ID.match(connection_id) else None
+    def _check(
+        self, record: ConnectionRecord | None, headers: Mapping[str, str], raw_body: bytes
+    ) -> _Checked:
+        connection = self._connection(record)
+        scheme = self._authenticate(connection, headers, raw_body)
+        document, body = self._parse(raw_body, connection)
+        return _Checked(connection, scheme, document, body)
+
+    def _connection(self, record: ConnectionRecord | None) -> ConnectionRecord:
         if record is None:
-            raise WebhookRefused(
-                404, "unknown_connection", "No connection has this id; check the webhook URL."
-            )
+            raise _unknown_connection()
         if not record.is_active:
             raise WebhookRefused(
                 410,
@@ -209,42 +266,47 @@ class WebhookIntake:
     # -- idempotency and publishing -----------------------------------------------------
 
     def _enqueue(
-        self,
-        connection: ConnectionRecord,
-        headers: Mapping[str, str],
-        raw_body: bytes,
-        document: dict[str, Any],
-        body: dict[str, Any],
-        scheme: str,
+        self, connection_id: str, checked: _Checked, headers: Mapping[str, str], raw_body: bytes
     ) -> Accepted:
-        key = idempotency_key(connection.connection_id, headers, body, raw_body)
-        event_id = body["eventId"] or event_uuid(f"{connection.connection_id}/{key}")
+        body = checked.body
+        key = idempotency_key(connection_id, headers, body, raw_body)
+        event_id = body["eventId"] or event_uuid(f"{connection_id}/{key}")
         synced = lookup(body["object"])
         assert synced is not None
         action = ACTIONS[body["action"]]
         routing_key = synced.routing_key(action)
         structlog.contextvars.bind_contextvars(event_id=event_id, routing_key=routing_key)
 
-        identity = (connection.connection_id, key)
+        identity = (connection_id, key)
         outcome = self._recent.begin(identity)
         if outcome is not None:
             return self._await_first_copy(outcome)
         try:
-            stored = self._ledger.seen(connection.connection_id, key)
-            if stored is not None:
-                self._recent.accepted(identity, stored)
-                log.debug("webhook_duplicate")
-                return Accepted(stored, duplicate=True)
-            envelope = self._envelope(connection, synced, action, key, event_id, body, document, scheme)
+            found = self._ledger.lookup(connection_id, key)
+            if found.connection_version != self._ledger.version(checked.connection.updated_at):
+                # Changed since it was cached: the delivery is judged by the connection as it is.
+                checked = self._check(self._connections.refresh(connection_id), headers, raw_body)
+            if found.event_id is not None:
+                self._recent.accepted(identity, found.event_id)
+                if _DEBUG.isEnabledFor(logging.DEBUG):
+                    log.debug("webhook_duplicate")
+                return Accepted(found.event_id, duplicate=True)
+            connection = checked.connection
+            envelope = self._envelope(
+                connection, synced, action, key, event_id, body, checked.document, raw_body, checked.scheme
+            )
             self._publish(connection, synced, action, key, event_id, routing_key, envelope)
         except BaseException:
             self._recent.abandoned(identity)
             raise
-        self._recorder.record(connection.connection_id, key, event_id)
+        self._recorder.record(connection_id, key, event_id)
         self._recent.accepted(identity, event_id)
         # Debug, not info: a line per accepted webhook cost as much CPU as all the checks; every
         # accepted event is in the archive stream with its ids, and the metrics count them.
-        log.debug("webhook_accepted", auth=scheme)
+        # Asked of the standard library first: it caches the answer, while a structlog call
+        # builds a bound logger even when the level then drops it.
+        if _DEBUG.isEnabledFor(logging.DEBUG):
+            log.debug("webhook_accepted", auth=checked.scheme)
         return Accepted(event_id, duplicate=False, routing_key=routing_key)
 
     def _envelope(
@@ -256,6 +318,7 @@ class WebhookIntake:
         event_id: str,
         body: dict[str, Any],
         document: dict[str, Any],
+        raw_body: bytes,
         scheme: str,
     ) -> bytes:
         return envelope_body(
@@ -271,6 +334,8 @@ class WebhookIntake:
             idempotency_key=key,
             auth_scheme=scheme,
             payload=document,
+            # Parsed from these very bytes a moment ago: not encoded again.
+            payload_json=raw_body,
         )
 
     def _publish(
@@ -327,6 +392,10 @@ class WebhookIntake:
             ) from None
         log.debug("webhook_duplicate")
         return Accepted(event_id, duplicate=True)
+
+
+def _unknown_connection() -> WebhookRefused:
+    return WebhookRefused(404, "unknown_connection", "No connection has this id; check the webhook URL.")
 
 
 def event_uuid(name: str) -> str:

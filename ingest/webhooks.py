@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 
 from ingest.errors import WebhookRefused
 
@@ -26,4 +26,4 @@ def receive(connection_id: str):
         )
     raw_body = request.get_data(cache=False)
     accepted = intake.accept(connection_id, request.headers, raw_body)
-    return jsonify(accepted.body()), accepted.status
+    return Response(accepted.body_json(), accepted.status, mimetype="application/json")

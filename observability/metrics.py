@@ -8,6 +8,7 @@ several processes serve one port, prometheus_client's multiprocess mode aggregat
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -44,9 +45,15 @@ class ReceiverMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        # Called on the publisher's I/O thread for every confirm: labels() takes a lock and
+        # builds a key each time, so the child of each outcome is looked up once.
+        self._confirms_by_outcome: dict[str, Any] = {}
 
     def record_publish(self, outcome: str, seconds: float) -> None:
-        self.confirms.labels(outcome).inc()
+        counter = self._confirms_by_outcome.get(outcome)
+        if counter is None:
+            counter = self._confirms_by_outcome.setdefault(outcome, self.confirms.labels(outcome))
+        counter.inc()
         if outcome == "ack":
             self.publish_latency.observe(seconds)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
@@ -89,26 +90,61 @@ def envelope_body(
     idempotency_key: str,
     auth_scheme: str,
     payload: dict[str, Any],
+    payload_json: bytes | None = None,
 ) -> bytes:
-    """The JSON of an event envelope (:class:`EnvelopeSchema`) for a record of a connection."""
-    envelope = {
-        "envelopeVersion": ENVELOPE_VERSION,
-        "eventId": event_id,
-        "connectionId": connection_id,
-        "companyId": company_id,
-        "object": synced.intacct_object,
-        "module": synced.module,
-        "resource": synced.resource,
-        "action": action,
-        "key": key,
-        "id": record_id,
-        "occurredAt": occurred_at,
-        "receivedAt": received_at,
-        "idempotencyKey": idempotency_key,
-        "authScheme": auth_scheme,
-        "payload": payload,
-    }
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    """The JSON of an event envelope (:class:`EnvelopeSchema`) for a record of a connection.
+
+    Written field by field (the receiver builds one per webhook): the same bytes as
+    ``json.dumps`` of the envelope with compact separators. ``payload_json``, when given, is
+    ``payload`` as it arrived (the receiver's raw body): it is placed in the envelope as it is
+    instead of being encoded again, if it is UTF-8 JSON text; any JSON parser reads the same
+    ``payload`` from either form.
+    """
+    head = "".join(
+        (
+            '{"envelopeVersion":',
+            str(ENVELOPE_VERSION),
+            ',"eventId":',
+            _json_value(event_id),
+            ',"connectionId":',
+            _json_value(connection_id),
+            ',"companyId":',
+            _json_value(company_id),
+            ',"object":',
+            _json_value(synced.intacct_object),
+            ',"module":',
+            _json_value(synced.module),
+            ',"resource":',
+            _json_value(synced.resource),
+            ',"action":',
+            _json_value(action),
+            ',"key":',
+            _json_value(key),
+            ',"id":',
+            _json_value(record_id),
+            ',"occurredAt":',
+            _json_value(occurred_at),
+            ',"receivedAt":',
+            _json_value(received_at),
+            ',"idempotencyKey":',
+            _json_value(idempotency_key),
+            ',"authScheme":',
+            _json_value(auth_scheme),
+            ',"payload":',
+        )
+    ).encode()
+    if payload_json is not None and json.detect_encoding(payload_json) == "utf-8":
+        return b"".join((head, payload_json, b"}"))
+    return b"".join((head, json.dumps(payload, separators=(",", ":")).encode(), b"}"))
+
+
+def _json_value(value: Any) -> str:
+    """``json.dumps(value)`` for the envelope's fields, with the common cases done directly."""
+    if isinstance(value, str):
+        return _quote(value)
+    if value is None:
+        return "null"
+    return json.dumps(value, separators=(",", ":"))
 
 
 class EnvelopeSchema(Schema):

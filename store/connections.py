@@ -347,6 +347,11 @@ class CachedConnectionLookup:
                     self._entries.popitem(last=False)
         return record
 
+    def refresh(self, connection_id: str) -> ConnectionRecord | None:
+        """The connection as stored now (or None), replacing what the cache held for it."""
+        self.invalidate(connection_id)
+        return self.get(connection_id)
+
     def set_listening(self, listening: bool) -> None:
         """The change listener is up (full TTL) or down (fallback TTL); forgets everything,
         since changes may have been missed meanwhile."""

@@ -6,7 +6,9 @@ process finds the record and is answered "duplicate".
 
 The lookup is the one database statement on the request path, so it is made as cheap as a
 statement can be: plain SQL on a DBAPI connection each request thread keeps (no pool checkout,
-no result machinery), answered from the primary key. Recording is off the request path:
+no result machinery), answered from two primary keys. It also reads the connection's version,
+so a receiver notices a connection changed (disconnected, reconnected, its secret rotated) on
+the very next webhook, whatever its cache holds. Recording is off the request path:
 :class:`BatchRecorder` commits the records of all of a process's request threads together on one
 writer thread, within a few tens of milliseconds of the answer.
 Intacct retries a delivery no sooner than 10 s after a failed answer, so the record is always
@@ -19,12 +21,13 @@ delivery arriving at the same moment are collapsed in memory by the receiver
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, bindparam, delete, text
 from sqlalchemy.exc import OperationalError
@@ -36,25 +39,38 @@ log = get_logger(__name__)
 
 _MAX_KEY_LENGTH = 200
 
-# Plain SQL that SQLite and PostgreSQL both accept, built once so the request path does not
-# build and compile statements on every call.
-_SEEN = text(
-    "SELECT event_id FROM webhook_deliveries "
-    "WHERE connection_id = :connection_id AND idempotency_key = :key AND state = 'confirmed'"
+# Plain SQL that SQLite and PostgreSQL both accept, written once with {placeholders}: the
+# request path and the recorder run them on DBAPI cursors in the driver's own parameter style
+# (sqlite3 :name, psycopg %(name)s); other drivers get them through SQLAlchemy.
+
+# The request path's one statement: the delivery's record and the connection's version
+# (``updated_at``, which every change of a connection moves), so a receiver whose cached
+# connection is stale finds out on the very next webhook, not when its cache entry expires.
+_LOOKUP_SQL = (
+    "SELECT (SELECT event_id FROM webhook_deliveries "
+    "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'), "
+    "(SELECT updated_at FROM connections WHERE connection_id = {connection_id})"
 )
-_RECORD = text(
+_RECORD_SQL = (
     "INSERT INTO webhook_deliveries "
     "(connection_id, idempotency_key, event_id, state, claimed_at, confirmed_at) "
-    "VALUES (:connection_id, :key, :event_id, 'confirmed', :now, :now) "
+    "VALUES ({connection_id}, {key}, {event_id}, 'confirmed', {now}, {now}) "
     "ON CONFLICT (connection_id, idempotency_key) DO NOTHING"
-).bindparams(bindparam("now", type_=UTCDateTime()))
-
-
-# The same lookup for a DBAPI cursor: sqlite3 takes :name, psycopg %(name)s.
-_SEEN_SQL = (
-    "SELECT event_id FROM webhook_deliveries "
-    "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'"
 )
+_NAMES = ("connection_id", "key", "event_id", "now")
+_LOOKUP = text(_LOOKUP_SQL.format(**{n: f":{n}" for n in _NAMES}))
+_RECORD = text(_RECORD_SQL.format(**{n: f":{n}" for n in _NAMES})).bindparams(
+    bindparam("now", type_=UTCDateTime())
+)
+
+
+class DeliveryLookup(NamedTuple):
+    """What :meth:`DeliveryLedger.lookup` read: the delivery's event id (None: never accepted)
+    and the connection's ``updated_at`` as the database holds it (None: no such connection),
+    to compare with :meth:`DeliveryLedger.version` of a record's ``updated_at``."""
+
+    event_id: str | None
+    connection_version: Any
 
 
 def _utcnow() -> datetime:
@@ -76,12 +92,37 @@ class DeliveryLedger:
         # checkout, and a lookup is a lone SELECT that needs no transaction of its own.
         self._engine = engine
         self._clock = clock
-        self._lookups = _ThreadConnections(engine)
+        self._lookups = _ThreadConnections(engine, _LOOKUP_SQL, autocommit=True)
+        # Records go the same way, on the recorder thread's own connection, one executemany
+        # and one commit per batch: SQLAlchemy's per-row parameter handling cost more than the
+        # insert itself. The timestamp is converted once per batch by the column's own type.
+        self._writes = _ThreadConnections(engine, _RECORD_SQL, autocommit=False)
+        dialect = engine.dialect
+        bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert bind is not None  # a TypeDecorator with process_bind_param always has one
+        self._bind_now: Callable[[datetime], Any] = bind
+        # A record's updated_at in the form the database keeps (SQLite: the column's text,
+        # PostgreSQL: an aware datetime), so a lookup's version is compared without parsing it.
+        # Few connections, each asked about on every webhook: remembered.
+        self._stored_form: Callable[[datetime], Any] = functools.lru_cache(maxsize=4096)(bind)
 
     def seen(self, connection_id: str, key: str) -> str | None:
         """The event id a delivery was accepted under, or None if it never was."""
-        rows = self._lookups.fetch({"connection_id": connection_id, "key": storage_key(key)})
-        return rows[0][0] if rows else None
+        return self.lookup(connection_id, key).event_id
+
+    def lookup(self, connection_id: str, key: str) -> DeliveryLookup:
+        """The delivery's event id and the connection's current version, in one statement."""
+        params = {"connection_id": connection_id, "key": storage_key(key)}
+        if self._lookups.sql is None:
+            with self._engine.connect() as conn:
+                row = tuple(conn.execute(_LOOKUP, params).one())
+                # Through SQLAlchemy the column arrives parsed: back to the stored form.
+                return DeliveryLookup(row[0], None if row[1] is None else self.version(row[1]))
+        return DeliveryLookup._make(self._lookups.fetch(params)[0])
+
+    def version(self, updated_at: datetime | None) -> Any:
+        """A connection record's ``updated_at`` as :meth:`lookup` reports the version."""
+        return None if updated_at is None else self._stored_form(updated_at)
 
     def record(self, connection_id: str, key: str, event_id: str) -> None:
         """Record one accepted delivery (a repeat keeps the first event id)."""
@@ -89,7 +130,10 @@ class DeliveryLedger:
 
     def record_many(self, deliveries: Iterable[tuple[str, str, str]]) -> None:
         """Record many accepted deliveries in one transaction."""
-        now = self._clock()
+        now: Any = self._clock()
+        if self._writes.sql is not None:
+            # What SQLAlchemy would bind for the column (UTC; SQLite's text form); refuses naive.
+            now = self._bind_now(now)
         rows = []
         for connection_id, key, event_id in deliveries:
             if len(event_id) > _MAX_KEY_LENGTH:
@@ -97,9 +141,13 @@ class DeliveryLedger:
             rows.append(
                 {"connection_id": connection_id, "key": storage_key(key), "event_id": event_id, "now": now}
             )
-        if rows:
+        if not rows:
+            return
+        if self._writes.sql is None:
             with self._engine.begin() as conn:
                 conn.execute(_RECORD, rows)
+        else:
+            self._writes.execute_many(rows)
 
     def purge_older_than(self, cutoff: datetime) -> int:
         """Delete deliveries recorded before ``cutoff``; return how many were removed."""
@@ -108,42 +156,63 @@ class DeliveryLedger:
 
 
 class _ThreadConnections:
-    """One autocommitting DBAPI connection per thread, outside the pool, for the lookup alone.
+    """One DBAPI connection per thread, outside the pool, for one statement of the ledger.
 
-    A failed statement drops the thread's connection and tries once more on a fresh one (a
-    restarted database is then answered at once); a second failure is raised as SQLAlchemy's
-    :class:`OperationalError`, which the receiver answers 503.
+    ``sql`` is the statement in the driver's own parameter style, or None for a driver we do
+    not tune for (the caller then goes through SQLAlchemy). Lookups run on autocommitting
+    connections; writes commit each batch. A failed statement drops the thread's connection
+    and tries once more on a fresh one (a restarted database is then answered at once); a
+    second failure is raised as SQLAlchemy's :class:`OperationalError`, which the receiver
+    answers 503.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, template: str, *, autocommit: bool) -> None:
         self._engine = engine
+        self._autocommit = autocommit
         self._local = threading.local()
-        names = ("connection_id", "key")
         driver = engine.dialect.driver
+        self.sql: str | None
         if driver == "pysqlite":  # sqlite3 takes named parameters whatever SQLAlchemy uses
-            self._sql: str | None = _SEEN_SQL.format(**{n: f":{n}" for n in names})
+            self.sql = template.format(**{n: f":{n}" for n in _NAMES})
         elif driver in ("psycopg", "psycopg2"):
-            self._sql = _SEEN_SQL.format(**{n: f"%({n})s" for n in names})
-        else:  # a driver we do not tune for: the statement through the pool
-            self._sql = None
+            self.sql = template.format(**{n: f"%({n})s" for n in _NAMES})
+        else:
+            self.sql = None
         dbapi = getattr(engine.dialect, "loaded_dbapi", None)
         self._dbapi_error: type[Exception] = getattr(dbapi, "Error", Exception)
 
     def fetch(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        if self._sql is None:
-            with self._engine.connect() as conn:
-                return [tuple(row) for row in conn.execute(_SEEN, params).all()]
+        assert self.sql is not None
         for attempt in (1, 2):
             try:
                 cursor = self._cursor()
-                cursor.execute(self._sql, params)
+                cursor.execute(self.sql, params)
                 # fetchall ends the statement, so no read snapshot stays open.
                 return cursor.fetchall()
             except self._dbapi_error as exc:
                 self._discard()
                 if attempt == 2:
-                    raise OperationalError(self._sql, params, exc) from exc
+                    raise OperationalError(self.sql, params, exc) from exc
         raise AssertionError("unreachable")
+
+    def execute_many(self, rows: list[dict[str, Any]]) -> None:
+        """All ``rows`` in one transaction: committed together, or not at all."""
+        assert self.sql is not None
+        for attempt in (1, 2):
+            try:
+                cursor = self._cursor()
+                try:
+                    cursor.executemany(self.sql, rows)
+                    self._local.connection.dbapi_connection.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        self._local.connection.dbapi_connection.rollback()
+                    raise
+                return
+            except self._dbapi_error as exc:
+                self._discard()
+                if attempt == 2:
+                    raise OperationalError(self.sql, rows[0], exc) from exc
 
     def _cursor(self) -> Any:
         cursor = getattr(self._local, "cursor", None)
@@ -158,7 +227,7 @@ class _ThreadConnections:
             # wrapping on this path): fetch() turns it into OperationalError, answered 503.
             fairy = self._engine.raw_connection()
             fairy.detach()
-            if self._engine.dialect.name == "postgresql":
+            if self._autocommit and self._engine.dialect.name == "postgresql":
                 # A lone SELECT needs no transaction; one left open would hold back vacuum.
                 dbapi_connection = fairy.dbapi_connection
                 assert dbapi_connection is not None  # only an invalidated one has none
