@@ -279,7 +279,8 @@ class JwtVerifier:
         # Tokens whose signature already verified: the same bytes verify the same way, so a
         # token Intacct reuses across deliveries pays for parsing and RSA once. Time claims
         # are still checked on every use. Bounded; oldest entries go first.
-        self._verified: dict[str, dict[str, Any]] = {}
+        # token -> (claims, first and last moment its time claims accept, leeway included)
+        self._verified: dict[str, tuple[dict[str, Any], float, float]] = {}
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._audience = audience
@@ -293,8 +294,10 @@ class JwtVerifier:
             raise AuthenticationError("missing_credentials", "The request carries no bearer token.")
         cached = self._verified.get(token)
         if cached is not None:
-            self._check_claims(cached)
-            return dict(cached)
+            claims, valid_from, valid_until = cached
+            if not valid_from <= self._clock() <= valid_until:
+                self._check_claims(claims)  # says which time claim fails
+            return dict(claims)
         if len(token) > _MAX_TOKEN_CHARS or not token.isascii():
             raise AuthenticationError("malformed_token", "The bearer token is not a valid JWT.")
         try:
@@ -326,10 +329,17 @@ class JwtVerifier:
     def _remember(self, token: str, claims: dict[str, Any]) -> None:
         if self._cache_size <= 0:
             return
+        # Only tokens that just passed _check_claims get here: exp is a number, nbf/iat are
+        # numbers or absent.
+        expires = _numeric_date(claims, "exp")
+        assert expires is not None
+        starts = [m for m in (_numeric_date(claims, "nbf"), _numeric_date(claims, "iat")) if m is not None]
+        valid_from = max(starts, default=-math.inf) - self._leeway
+        entry = (dict(claims), valid_from, expires + self._leeway)
         with self._cache_lock:
             while len(self._verified) >= self._cache_size:
                 self._verified.pop(next(iter(self._verified)))
-            self._verified[token] = dict(claims)
+            self._verified[token] = entry
 
     def _decode(self, token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
         options: Options = {

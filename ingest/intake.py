@@ -295,7 +295,7 @@ class WebhookIntake:
             envelope = self._envelope(
                 connection, synced, action, key, event_id, body, checked.document, raw_body, checked.scheme
             )
-            self._publish(connection, synced, action, key, event_id, routing_key, envelope)
+            self._publish(connection_id, key, event_id, routing_key, envelope)
         except BaseException:
             self._recent.abandoned(identity)
             raise
@@ -339,35 +339,22 @@ class WebhookIntake:
         )
 
     def _publish(
-        self,
-        connection: ConnectionRecord,
-        synced: SyncedObject,
-        action: str,
-        key: str,
-        event_id: str,
-        routing_key: str,
-        envelope: bytes,
+        self, connection_id: str, key: str, event_id: str, routing_key: str, envelope: bytes
     ) -> None:
         """Publish and wait for the confirm; a broker that cannot confirm in time is a 503."""
         try:
+            # No AMQP headers: the envelope says what the message is (connection, object,
+            # action), and nothing reads headers that would repeat it; each message costs the
+            # publisher and the broker less without them.
             self._publisher.publish_and_wait(
-                routing_key,
-                envelope,
-                timeout=self._confirm_timeout,
-                message_id=event_id,
-                headers={
-                    "connection-id": connection.connection_id,
-                    "resource": synced.resource,
-                    "object": synced.intacct_object,
-                    "action": action,
-                },
+                routing_key, envelope, timeout=self._confirm_timeout, message_id=event_id
             )
         except PublishTimeout as exc:
 
             def record_if_confirmed_late(future: Future[None]) -> None:
                 # Then Intacct's retry of this 503 is answered "duplicate", not published again.
                 if future.exception() is None:
-                    self._recorder.record(connection.connection_id, key, event_id)
+                    self._recorder.record(connection_id, key, event_id)
 
             exc.future.add_done_callback(record_if_confirmed_late)  # type: ignore[attr-defined]
             log.warning("webhook_publish_timeout")

@@ -245,6 +245,18 @@ def test_a_token_seen_before_skips_the_key_lookup_but_not_the_clock(verifier, ke
     _rejected("token_expired", verifier.verify, token)
 
 
+def test_a_cached_token_keeps_every_time_bound_to_the_second(verifier, keys, clock, rsa_key):
+    token = _token(rsa_key, nbf=NOW + 60, iat=NOW, exp=NOW + 100)
+    assert verifier.verify(token)  # nbf within the leeway: accepted, and now cached
+    clock.now = NOW + 160
+    assert verifier.verify(token)  # exp + leeway, to the second
+    clock.now = NOW + 161
+    _rejected("token_expired", verifier.verify, token)
+    clock.now = NOW - 1  # a clock set back: nbf is now beyond the leeway
+    _rejected("token_not_yet_valid", verifier.verify, token)
+    assert keys.asked == ["rsa-1"]  # all of it from the cache
+
+
 def test_a_tampered_copy_of_a_verified_token_is_not_served_from_the_cache(verifier, rsa_key):
     token = _token(rsa_key)
     verifier.verify(token)

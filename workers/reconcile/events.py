@@ -116,14 +116,5 @@ class EventSender:
 
     def _publish(self, connection: ConnectionRecord, synced: SyncedObject, change: Change) -> Future[None]:
         event_id, body = envelope(connection, synced, change, self._clock())
-        return self._publisher.publish(
-            synced.routing_key(change.action),
-            body,
-            message_id=event_id,
-            headers={
-                "connection-id": connection.connection_id,
-                "resource": synced.resource,
-                "object": synced.intacct_object,
-                "action": change.action,
-            },
-        )
+        # Like the receiver's events: the envelope alone describes the message.
+        return self._publisher.publish(synced.routing_key(change.action), body, message_id=event_id)
