@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -545,8 +546,24 @@ class Benchmark:
             )
             paced = self.wrk_run("receiver", args.duration, delay_ms=delay_ms, label="receiver at half peak")
 
+        # CPU per answer is also compared at one common paced rate, floor and receiver in
+        # adjacent runs: at peak the two run at different rates, and this machine's noise moves
+        # each peak figure by more than the difference being measured.
+        pairs: list[tuple[WrkResult, WrkResult]] = []
+        if half > 0:
+            for pair in range(1, args.paced_pairs + 1):
+                runs = []
+                for kind in ("floor", "receiver"):
+                    time.sleep(args.pause)
+                    runs.append(
+                        self.wrk_run(
+                            kind, args.duration, delay_ms=delay_ms, label=f"{kind} paced, pair {pair}"
+                        )
+                    )
+                pairs.append((runs[0], runs[1]))
+
         in_queue = {name: self._queue_depth(name) for name in ("sync.ar", "sync.gl")}
-        return self._report(peaks, best, half, paced, in_queue)
+        return self._report(peaks, best, half, paced, pairs, in_queue)
 
     def _queue_depth(self, queue: str) -> int:
         from kombu import Connection
@@ -565,6 +582,7 @@ class Benchmark:
         best: dict[str, WrkResult],
         half: float,
         paced: WrkResult | None,
+        pairs: list[tuple[WrkResult, WrkResult]],
         in_queue: dict[str, int],
     ) -> int:
         args = self.args
@@ -598,6 +616,20 @@ class Benchmark:
             f"(target <= {CPU_RATIO_TARGET}: {'MET' if cpu_ratio <= CPU_RATIO_TARGET else 'NOT MET'}) "
             f"[RabbitMQ's per answer: {broker}]"
         )
+
+        if pairs:
+            ratios = sorted(r.cpu_per_answer_us("receiver") / f.cpu_per_answer_us("floor") for f, r in pairs)
+            median = statistics.median(ratios)
+            listed = "; ".join(
+                f"floor {f.cpu_per_answer_us('floor'):,.0f} us / receiver {r.cpu_per_answer_us('receiver'):,.0f} us"
+                for f, r in pairs
+            )
+            figure(
+                f"P1 CPU per answer at a common paced rate ({half:,.0f} req/s offered to each, "
+                f"{len(pairs)} adjacent pairs): receiver/floor median {median:.2f} "
+                f"(target <= {CPU_RATIO_TARGET}: {'MET' if median <= CPU_RATIO_TARGET else 'NOT MET'}), "
+                f"range {ratios[0]:.2f}-{ratios[-1]:.2f} [{listed}]"
+            )
 
         if paced is not None:
             p99 = paced.ms("p99")
@@ -706,6 +738,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per server")
     parser.add_argument("--pause", type=float, default=1, help="seconds of quiet before each run")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--paced-pairs",
+        type=int,
+        default=3,
+        help="adjacent floor/receiver runs at half the receiver's peak, for CPU per answer (0: none)",
+    )
     parser.add_argument(
         "--profile",
         nargs="*",
