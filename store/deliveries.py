@@ -24,6 +24,7 @@ import contextlib
 import functools
 import hashlib
 import queue
+import string
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -51,12 +52,16 @@ _LOOKUP_SQL = (
     "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'), "
     "(SELECT updated_at FROM connections WHERE connection_id = {connection_id})"
 )
-_RECORD_SQL = (
+_RECORD_PARTS = (
     "INSERT INTO webhook_deliveries "
-    "(connection_id, idempotency_key, event_id, state, claimed_at, confirmed_at) "
-    "VALUES ({connection_id}, {key}, {event_id}, 'confirmed', {now}, {now}) "
-    "ON CONFLICT (connection_id, idempotency_key) DO NOTHING"
+    "(connection_id, idempotency_key, event_id, state, claimed_at, confirmed_at) VALUES ",
+    "({connection_id}, {key}, {event_id}, 'confirmed', {now}, {now})",
+    " ON CONFLICT (connection_id, idempotency_key) DO NOTHING",
 )
+_RECORD_SQL = "".join(_RECORD_PARTS)
+# sqlite3 lets go of the GIL for every row of an executemany, and each time a request thread
+# takes it: many rows in one statement cost one hand-off. Well below SQLite's parameter limit.
+_ROWS_PER_STATEMENT = 100
 _NAMES = ("connection_id", "key", "event_id", "now")
 _LOOKUP = text(_LOOKUP_SQL.format(**{n: f":{n}" for n in _NAMES}))
 _RECORD = text(_RECORD_SQL.format(**{n: f":{n}" for n in _NAMES})).bindparams(
@@ -96,7 +101,7 @@ class DeliveryLedger:
         # Records go the same way, on the recorder thread's own connection, one executemany
         # and one commit per batch: SQLAlchemy's per-row parameter handling cost more than the
         # insert itself. The timestamp is converted once per batch by the column's own type.
-        self._writes = _ThreadConnections(engine, _RECORD_SQL, autocommit=False)
+        self._writes = _ThreadConnections(engine, _RECORD_SQL, autocommit=False, rows=_RECORD_PARTS)
         dialect = engine.dialect
         bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         assert bind is not None  # a TypeDecorator with process_bind_param always has one
@@ -166,11 +171,19 @@ class _ThreadConnections:
     answers 503.
     """
 
-    def __init__(self, engine: Engine, template: str, *, autocommit: bool) -> None:
+    def __init__(
+        self, engine: Engine, template: str, *, autocommit: bool, rows: tuple[str, str, str] | None = None
+    ) -> None:
+        """``rows``: the statement as head, one row's VALUES and tail, for many rows per statement."""
         self._engine = engine
         self._autocommit = autocommit
         self._local = threading.local()
         driver = engine.dialect.driver
+        self._multirow: tuple[str, str, str, tuple[str, ...]] | None = None
+        if rows is not None and driver == "pysqlite":
+            head, row, tail = rows
+            order = tuple(name for _, name, _, _ in string.Formatter().parse(row) if name)
+            self._multirow = (head, row.format(**{n: "?" for n in _NAMES}), tail, order)
         self.sql: str | None
         if driver == "pysqlite":  # sqlite3 takes named parameters whatever SQLAlchemy uses
             self.sql = template.format(**{n: f":{n}" for n in _NAMES})
@@ -202,7 +215,16 @@ class _ThreadConnections:
             try:
                 cursor = self._cursor()
                 try:
-                    cursor.executemany(self.sql, rows)
+                    if self._multirow is None:
+                        cursor.executemany(self.sql, rows)
+                    else:
+                        head, row, tail, order = self._multirow
+                        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                            cursor.execute(
+                                head + ", ".join([row] * len(chunk)) + tail,
+                                [values[name] for values in chunk for name in order],
+                            )
                     self._local.connection.dbapi_connection.commit()
                 except BaseException:
                     with contextlib.suppress(Exception):

@@ -620,6 +620,20 @@ def test_record_many_is_one_transaction_and_idempotent(engine: Engine):
     assert ledger.seen("conn-1", "k-0") == "first" and ledger.seen("conn-1", "k-49") == "event-49"
 
 
+def test_a_large_batch_with_repeats_keeps_each_first_event_id(engine: Engine):
+    ledger = DeliveryLedger(engine, clock=WallClock())
+    ledger.record("conn-1", "k-7", "recorded-before")
+    batch = [("conn-1", f"k-{n}", f"event-{n}") for n in range(250)]  # several statements' worth
+    batch += [("conn-1", "k-3", "repeat-in-batch"), ("conn-2", "k-3", "other-connection")]
+    ledger.record_many(batch)
+    assert ledger.seen("conn-1", "k-7") == "recorded-before"
+    assert ledger.seen("conn-1", "k-3") == "event-3"
+    assert ledger.seen("conn-2", "k-3") == "other-connection"
+    assert all(ledger.seen("conn-1", f"k-{n}") == f"event-{n}" for n in (0, 99, 100, 101, 199, 200, 249))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 251
+
+
 def test_records_are_stored_as_the_orm_stores_timestamps(engine: Engine):
     ledger = DeliveryLedger(engine, clock=WallClock())
     ledger.record("conn-1", "k-raw", "event-1")
