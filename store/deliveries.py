@@ -98,9 +98,10 @@ class DeliveryLedger:
         self._engine = engine
         self._clock = clock
         self._lookups = _ThreadConnections(engine, _LOOKUP_SQL, autocommit=True)
-        # Records go the same way, on the recorder thread's own connection, one executemany
-        # and one commit per batch: SQLAlchemy's per-row parameter handling cost more than the
-        # insert itself. The timestamp is converted once per batch by the column's own type.
+        # Records go the same way, on the recorder thread's own connection, one commit per batch
+        # (SQLite: a statement per 100 rows; PostgreSQL: one executemany): SQLAlchemy's per-row
+        # parameter handling cost more than the insert itself. The timestamp is converted once
+        # per batch by the column's own type.
         self._writes = _ThreadConnections(engine, _RECORD_SQL, autocommit=False, rows=_RECORD_PARTS)
         dialect = engine.dialect
         bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
