@@ -74,6 +74,9 @@ class WrkResult:
     latency_us: dict[str, int]
     # CPU seconds spent during the run by the server's processes and by RabbitMQ.
     cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    # wrk's connections held by each gunicorn worker, and the starts it took to get that split.
+    split: list[int] = dataclasses.field(default_factory=list)
+    attempts: int = 1
 
     @classmethod
     def load(cls, label: str, path: Path) -> WrkResult:
@@ -120,6 +123,10 @@ class WrkResult:
         )
         if self.socket_errors:
             text += f"; socket errors {self.errors}"
+        if self.split:
+            text += f"; connections per worker {'/'.join(map(str, self.split))}"
+            if self.attempts > 1:
+                text += f" (start {self.attempts})"
         if self.cpu and self.requests:
             text += "; CPU per answer: " + ", ".join(
                 f"{name} {seconds / self.requests * 1e6:,.0f} us" for name, seconds in self.cpu.items()
@@ -370,7 +377,6 @@ class Benchmark:
             "BENCH_CONTEXT": self.context,
             "BENCH_BODY_PREFIX": self.body_prefix,
             "BENCH_BODY_SUFFIX": self.body_suffix,
-            "BENCH_TAG": f"bench-{self.run_tag}-{self._runs}",
             "BENCH_DELAY_MS": f"{delay_ms:.3f}",
             "BENCH_OUT": str(out),
         }
@@ -389,17 +395,37 @@ class Benchmark:
             str(LUA_SCRIPT),
             url,
         ]
+        split: list[int] = []
+        for attempt in range(1, self.args.balance_attempts + 1):
+            out.unlink(missing_ok=True)
+            # New keys for every start: a restarted wrk must not resend a killed one's deliveries.
+            env["BENCH_TAG"] = f"bench-{self.run_tag}-{self._runs}-{attempt}"
+            before = self._cpu_seconds(kind)
+            wrk = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            split = self._connection_split(kind, connections)
+            if max(split) - min(split) <= self.args.balance_slack or attempt == self.args.balance_attempts:
+                break
+            # The workers hold unequal shares of wrk's connections: the busier one pays more per
+            # request (its threads contend for one GIL), so the run would measure the split, not
+            # the server. Start again with new connections.
+            wrk.kill()
+            wrk.communicate()
         profilers = self._start_profilers(kind, duration, label)
-        before = self._cpu_seconds(kind)
-        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration + 60)
+        try:
+            stdout, stderr = wrk.communicate(timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            wrk.kill()
+            stdout, stderr = wrk.communicate()
         after = self._cpu_seconds(kind)
         self._finish_profilers(profilers, label)
-        if completed.returncode != 0 or not out.exists():
-            raise BenchError(
-                f"wrk failed (exit {completed.returncode}):\n{completed.stdout}{completed.stderr}"
-            )
+        if wrk.returncode != 0 or not out.exists():
+            raise BenchError(f"wrk failed (exit {wrk.returncode}):\n{stdout}{stderr}")
         result = WrkResult.load(label, out)
         result.cpu = {name: after[name] - before.get(name, 0.0) for name in after}
+        result.split = split
+        result.attempts = attempt
         self.results[kind].append(result)
         progress(result.describe())
         if kind == "receiver" and (result.not_ok or result.socket_errors):
@@ -409,45 +435,64 @@ class Benchmark:
             )
         return result
 
+    def _workers(self, kind: str) -> list[str]:
+        """The pids of the gunicorn workers of ``kind`` (the children of its master)."""
+        master = str(self.servers[kind].pid)
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if (
+                    entry.name.isdigit()
+                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == master
+                ):
+                    pids.append(entry.name)
+            except (OSError, IndexError):
+                continue
+        return sorted(pids)
+
+    def _connection_split(self, kind: str, connections: int, timeout: float = 5.0) -> list[int]:
+        """How many of wrk's connections each worker of ``kind`` holds, once all are open.
+
+        Read from /proc: the established sockets on the server's port, matched by inode to the
+        workers' file descriptors. Gives what it saw at ``timeout`` if not all are open by then.
+        """
+        port = self.ports[kind]
+        workers = self._workers(kind)
+        deadline = time.monotonic() + timeout
+        while True:
+            inodes = set()
+            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+                with contextlib.suppress(OSError), open(table) as lines:
+                    for line in list(lines)[1:]:
+                        fields = line.split()
+                        # fields: sl, local address, remote address, state (01: established), ..., inode
+                        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                            inodes.add(f"socket:[{fields[9]}]")
+            split = []
+            for pid in workers:
+                held = 0
+                with contextlib.suppress(OSError):
+                    for fd in os.scandir(f"/proc/{pid}/fd"):
+                        with contextlib.suppress(OSError):
+                            held += os.readlink(fd.path) in inodes
+                split.append(held)
+            if sum(split) >= connections or time.monotonic() >= deadline:
+                return split
+            time.sleep(0.01)
+
     def _start_profilers(self, kind: str, duration: float, label: str) -> list[tuple[subprocess.Popen, Path]]:
         """With --profile, py-spy samples each gunicorn worker of ``kind`` during a peak run."""
         if kind not in self.args.profile or "peak, round" not in label:
             return []
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        master = self.servers[kind].pid
         profilers = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(
-                    master
-                ):
-                    path = self.workdir / f"profile-{self._runs}-{entry.name}.txt"
-                    command = [
-                        py_spy,
-                        "record",
-                        "--pid",
-                        entry.name,
-                        "--duration",
-                        str(max(1, round(duration))),
-                    ]
-                    command += [
-                        "--rate",
-                        "200",
-                        "--format",
-                        "raw",
-                        "--output",
-                        str(path),
-                        "--nonblocking",
-                        "--gil",
-                    ]
-                    profilers.append(
-                        (
-                            subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                            path,
-                        )
-                    )
-            except (OSError, IndexError):
-                continue
+        for pid in self._workers(kind):
+            path = self.workdir / f"profile-{self._runs}-{pid}.txt"
+            command = [py_spy, "record", "--pid", pid, "--duration", str(max(1, round(duration)))]
+            command += ["--rate", "200", "--format", "raw", "--output", str(path), "--nonblocking", "--gil"]
+            profilers.append(
+                (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
+            )
         return profilers
 
     def _finish_profilers(self, profilers: list[tuple[subprocess.Popen, Path]], label: str) -> None:
@@ -591,7 +636,8 @@ class Benchmark:
             f"P1 setup: gunicorn gthread, {args.workers} workers x {args.threads} threads, keepalive 5 "
             f"(ReceiverServer options for all three); wrk {min(args.wrk_threads, args.connections)} threads x "
             f"{args.connections} connections, {BODY_BYTES}-byte JSON body, RS256 JWT + X-Trusted-Context, "
-            f"unique Idempotency-Key; {args.rounds} alternating rounds x {args.duration:g} s; "
+            f"unique Idempotency-Key; wrk started again until no worker holds more than "
+            f"{args.balance_slack} connections above another; {args.rounds} alternating rounds x {args.duration:g} s; "
             f"RabbitMQ {self.rabbitmq_version} (vhost {self.vhost}); {os.cpu_count()} CPUs"
         )
 
@@ -738,6 +784,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load per server")
     parser.add_argument("--pause", type=float, default=1, help="seconds of quiet before each run")
     parser.add_argument("--wrk-threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--balance-slack",
+        type=int,
+        default=2,
+        help="most connections one worker may hold above another; wrk starts again when exceeded",
+    )
+    parser.add_argument(
+        "--balance-attempts",
+        type=int,
+        default=30,
+        help="starts of wrk per run to get a balanced split (the last is kept whatever its split)",
+    )
     parser.add_argument(
         "--paced-pairs",
         type=int,
