@@ -143,10 +143,14 @@ def _parse_jwks(document: Any) -> _KeySet:
 
 
 class JwksKeySource:
-    """Keys fetched lazily from a JWKS URL, cached, and refetched (rate-limited) on an unknown kid.
+    """Keys fetched lazily from a JWKS URL, cached, and refetched (rate-limited) on an unknown kid
+    and once the key set is ``max_age_seconds`` old, so a key the publisher withdrew stops
+    verifying tokens within that time even when no new kid ever comes.
 
-    Shared by request threads: lookups of cached keys never wait for HTTP, and at most one thread
-    fetches at a time, so a burst of tokens with a freshly rotated kid causes a single request.
+    Shared by request threads: lookups of cached keys never wait for HTTP (while one thread
+    refreshes an old key set, the others go on with it), and at most one thread fetches at a
+    time, so a burst of tokens with a freshly rotated kid causes a single request. When a
+    refresh fails, the cached keys stay in use: an outage of the publisher refuses no token.
     """
 
     def __init__(
@@ -156,28 +160,33 @@ class JwksKeySource:
         session: requests.Session | None = None,
         timeout: float = 2.0,
         min_refetch_seconds: float = 30.0,
+        max_age_seconds: float = 900.0,
         clock: Clock = time.monotonic,
     ) -> None:
         self._url = url
         self._session = session if session is not None else requests.Session()
         self._timeout = timeout
         self._min_refetch_seconds = min_refetch_seconds
+        self._max_age_seconds = max_age_seconds
         self._clock = clock
         self._fetch_lock = threading.Lock()
         # Written only under _fetch_lock; _keys is read without it (a single reference swap).
         self._keys: _KeySet | None = None
+        self._fetched_at = -math.inf  # clock() of the last successful fetch
         self._last_attempt: float | None = None
         self._last_failure: str | None = None
 
     def get_signing_key(self, kid: str | None) -> jwt.PyJWK:
-        """Return the key for ``kid``, fetching the JWKS when it is not cached.
+        """Return the key for ``kid``, fetching the JWKS when it is not cached (or is old).
 
         Raises ``AuthenticationError("unknown_key")`` when the key set does not hold it and
         :class:`KeySourceUnavailable` when the JWKS cannot be fetched and nothing cached fits.
         """
         key = self._find(kid)
         if key is not None:
-            return key
+            if self._clock() - self._fetched_at < self._max_age_seconds:
+                return key
+            return self._refreshed(kid, key)
         with self._fetch_lock:
             # Another thread may have fetched while this one waited for the lock.
             key = self._find(kid)
@@ -193,6 +202,25 @@ class JwksKeySource:
             if self._last_failure is not None:
                 raise KeySourceUnavailable(self._last_failure)
             raise _unknown_key(kid)
+
+    def _refreshed(self, kid: str | None, cached: jwt.PyJWK) -> jwt.PyJWK:
+        """``kid``'s key after refreshing an old key set; ``cached`` if another thread is at it."""
+        if not self._fetch_lock.acquire(blocking=False):
+            return cached
+        try:
+            now = self._clock()
+            if now - self._fetched_at >= self._max_age_seconds and (
+                self._last_attempt is None or now - self._last_attempt >= self._min_refetch_seconds
+            ):
+                self._last_attempt = now
+                self._refresh()
+        finally:
+            self._fetch_lock.release()
+        key = self._find(kid)
+        if key is None:
+            # The publisher no longer lists it: tokens it signed are refused from now on.
+            raise _unknown_key(kid)
+        return key
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         keys = self._keys
@@ -215,6 +243,7 @@ class JwksKeySource:
             self._last_failure = f"the JWKS endpoint served an unusable key set: {exc}"
             return
         self._keys = keys
+        self._fetched_at = self._clock()
         self._last_failure = None
 
 
@@ -279,8 +308,11 @@ class JwtVerifier:
         # Tokens whose signature already verified: the same bytes verify the same way, so a
         # token Intacct reuses across deliveries pays for parsing and RSA once. Time claims
         # are still checked on every use. Bounded; oldest entries go first.
-        # token -> (claims, first and last moment its time claims accept, leeway included)
-        self._verified: dict[str, tuple[dict[str, Any], float, float]] = {}
+        # The key it verified with is asked for again on every use, so a token stops verifying
+        # once the key source no longer holds that key (withdrawn from the JWKS).
+        # token -> (claims, first and last moment its time claims accept, leeway included,
+        # the header's kid, the key)
+        self._verified: dict[str, tuple[dict[str, Any], float, float, str | None, jwt.PyJWK]] = {}
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._audience = audience
@@ -294,10 +326,14 @@ class JwtVerifier:
             raise AuthenticationError("missing_credentials", "The request carries no bearer token.")
         cached = self._verified.get(token)
         if cached is not None:
-            claims, valid_from, valid_until = cached
-            if not valid_from <= self._clock() <= valid_until:
-                self._check_claims(claims)  # says which time claim fails
-            return dict(claims)
+            claims, valid_from, valid_until, kid, key = cached
+            if self._key_source.get_signing_key(kid) is key:
+                if not valid_from <= self._clock() <= valid_until:
+                    self._check_claims(claims)  # says which time claim fails
+                return dict(claims)
+            # The kid now names other key material: verify the token afresh against it.
+            with self._cache_lock:
+                self._verified.pop(token, None)
         if len(token) > _MAX_TOKEN_CHARS or not token.isascii():
             raise AuthenticationError("malformed_token", "The bearer token is not a valid JWT.")
         try:
@@ -323,10 +359,10 @@ class JwtVerifier:
             )
         claims = self._decode(token, key, alg)
         self._check_claims(claims)
-        self._remember(token, claims)
+        self._remember(token, claims, kid, key)
         return claims
 
-    def _remember(self, token: str, claims: dict[str, Any]) -> None:
+    def _remember(self, token: str, claims: dict[str, Any], kid: str | None, key: jwt.PyJWK) -> None:
         if self._cache_size <= 0:
             return
         # Only tokens that just passed _check_claims get here: exp is a number, nbf/iat are
@@ -335,7 +371,7 @@ class JwtVerifier:
         assert expires is not None
         starts = [m for m in (_numeric_date(claims, "nbf"), _numeric_date(claims, "iat")) if m is not None]
         valid_from = max(starts, default=-math.inf) - self._leeway
-        entry = (dict(claims), valid_from, expires + self._leeway)
+        entry = (dict(claims), valid_from, expires + self._leeway, kid, key)
         with self._cache_lock:
             while len(self._verified) >= self._cache_size:
                 self._verified.pop(next(iter(self._verified)))

@@ -235,17 +235,69 @@ def test_expiry_leeway_holds_to_the_second(verifier, clock, rsa_key):
     _rejected("token_expired", verifier.verify, token)
 
 
-def test_a_token_seen_before_skips_the_key_lookup_but_not_the_clock(verifier, keys, clock, rsa_key):
+def _count_signature_checks(verifier: JwtVerifier) -> list[str]:
+    """The tokens whose signature ``verifier`` checks from now on."""
+    checked: list[str] = []
+    decode = verifier._decode
+
+    def counted(token, key, alg):
+        checked.append(token)
+        return decode(token, key, alg)
+
+    verifier._decode = counted  # type: ignore[method-assign]
+    return checked
+
+
+def test_a_token_seen_before_skips_the_signature_but_not_its_key_or_the_clock(verifier, keys, clock, rsa_key):
+    checked = _count_signature_checks(verifier)
     token = _token(rsa_key, exp=NOW + 100)
     first = verifier.verify(token)
     first["iss"] = "mutated by a caller"
     assert verifier.verify(token)["iss"] == ISSUER  # callers get copies
-    assert keys.asked == ["rsa-1"]  # verified once
+    assert checked == [token]  # the signature was checked once
+    assert keys.asked == ["rsa-1", "rsa-1"]  # whether its key is still published: every time
     clock.now = NOW + 161
     _rejected("token_expired", verifier.verify, token)
 
 
+def test_a_cached_token_stops_verifying_once_its_key_is_withdrawn(
+    jwks_server, session, rsa_key, other_rsa_key
+):
+    monotonic = FakeClock(0)
+    jwks_server.publish(_public_jwk(rsa_key, "rsa-1"), _public_jwk(other_rsa_key, "rsa-2"))
+    verifier = _jwks_verifier(jwks_server, session, monotonic)
+    old, new = _token(rsa_key, kid="rsa-1"), _token(other_rsa_key, kid="rsa-2")
+    assert verifier.verify(old) and verifier.verify(new)
+    # The publisher withdraws rsa-1. Until the key set is refreshed, both still verify...
+    jwks_server.publish(_public_jwk(other_rsa_key, "rsa-2"))
+    monotonic.now = 899
+    assert verifier.verify(old)
+    assert jwks_server.requests == 1
+    # ...and once it is 15 minutes old, the next use refreshes it: the cached token is refused.
+    monotonic.now = 900
+    _rejected("unknown_key", verifier.verify, old)
+    assert jwks_server.requests == 2
+    assert verifier.verify(new)["iss"] == ISSUER
+
+
+def test_an_old_key_set_is_kept_when_its_refresh_fails(jwks_server, session, rsa_key):
+    monotonic = FakeClock(0)
+    jwks_server.publish(_public_jwk(rsa_key, "rsa-1"))
+    source = JwksKeySource(jwks_server.url, session=session, clock=monotonic)
+    assert source.get_signing_key("rsa-1").key_id == "rsa-1"
+    jwks_server.status = 500
+    monotonic.now = 1000
+    assert source.get_signing_key("rsa-1").key_id == "rsa-1"  # refresh failed: cached key
+    monotonic.now = 1010
+    assert source.get_signing_key("rsa-1").key_id == "rsa-1"  # within 30 s: no new attempt
+    assert jwks_server.requests == 2
+    monotonic.now = 1030
+    assert source.get_signing_key("rsa-1").key_id == "rsa-1"
+    assert jwks_server.requests == 3
+
+
 def test_a_cached_token_keeps_every_time_bound_to_the_second(verifier, keys, clock, rsa_key):
+    checked = _count_signature_checks(verifier)
     token = _token(rsa_key, nbf=NOW + 60, iat=NOW, exp=NOW + 100)
     assert verifier.verify(token)  # nbf within the leeway: accepted, and now cached
     clock.now = NOW + 160
@@ -254,7 +306,7 @@ def test_a_cached_token_keeps_every_time_bound_to_the_second(verifier, keys, clo
     _rejected("token_expired", verifier.verify, token)
     clock.now = NOW - 1  # a clock set back: nbf is now beyond the leeway
     _rejected("token_not_yet_valid", verifier.verify, token)
-    assert keys.asked == ["rsa-1"]  # all of it from the cache
+    assert checked == [token]  # all of it from the cache
 
 
 def test_a_tampered_copy_of_a_verified_token_is_not_served_from_the_cache(verifier, rsa_key):
