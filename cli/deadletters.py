@@ -182,12 +182,18 @@ def dead_show(ctx: click.Context, letter_id: str) -> None:
 # -- replay and purge ----------------------------------------------------------------------
 
 
-def _accounting(verb: str, tally: Tally, outcome_failed: int, unroutable: int = 0) -> None:
-    skipped = tally.kept - unroutable
+def _accounting(verb: str, tally: Tally, outcome_failed: int, unroutable: int = 0, busy: int = 0) -> None:
+    skipped = tally.kept - unroutable - busy
     click.echo(
         f"{verb}: moved {tally.moved}, skipped {skipped} (not selected), failed {outcome_failed}; "
         f"scanned {tally.scanned}, exact duplicates removed {tally.duplicates}"
     )
+    if busy:
+        click.echo(
+            f"  left alone {busy}: another replay running at the same time took them "
+            "(run `flexsync dead list` once it is done to see what is still stored)",
+            err=True,
+        )
     for error, times in tally.errors.most_common(10):
         click.echo(f"  failed x{times}: {error}", err=True)
     if outcome_failed:
@@ -248,7 +254,7 @@ def replay(
     finally:
         progress.close()
         publisher.close()
-    _accounting("replayed from dead-letter", outcome.tally, outcome.failed, outcome.unroutable)
+    _accounting("replayed from dead-letter", outcome.tally, outcome.failed, outcome.unroutable, outcome.busy)
     if outcome.failed:
         ctx.exit(1)
 

@@ -34,13 +34,18 @@ def replay_dead(settings: Settings, store: DeadLetterStore, selection: Selection
         tally = outcome.tally
         selected = tally.moved + outcome.failed
         job.counts = {
-            "selected": selected,
+            "selected": selected + outcome.busy,
             "moved": tally.moved,
             "failed": outcome.failed,
-            "not selected": tally.scanned - selected,
+            "left to another replay": outcome.busy,
+            "not selected": tally.scanned - selected - outcome.busy,
         }
         job.errors.update(tally.errors)
-        return f"moved {tally.moved}, failed {outcome.failed} of {selected} selected; {tally.scanned} stored before"
+        busy = f", {outcome.busy} left to another replay running now" if outcome.busy else ""
+        return (
+            f"moved {tally.moved}, failed {outcome.failed} of {selected + outcome.busy} selected{busy}; "
+            f"{tally.scanned} stored before"
+        )
 
     return work
 

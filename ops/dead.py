@@ -1,14 +1,16 @@
 """Dead-letter operations on the ``dead_letters`` table: browse, replay to the work queues, purge.
 
 Each operation first drains the ``dead-letter`` queue into the table (ops/storing.py), so it
-sees every letter whether or not the console's storing thread runs. A replay publishes each
-copy with a confirm and only then marks its row replayed, so a replay interrupted and run
-again moves each letter once (a process killed between a confirm and the commit that follows
-can repeat at most that one chunk; events are idempotent downstream).
+sees every letter whether or not the console's storing thread runs. A replay claims each
+chunk of letters, publishes each copy with a confirm and only then marks its row replayed, so a
+replay interrupted and run again moves each letter once (a process killed between a confirm and
+the commit that follows can repeat at most that one chunk; events are idempotent downstream),
+and two replays run at once leave each other's letters alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from ops.letters import BROKER_HEADERS, SYNTHETIC_ID_PREFIX, DeadLetter
 from ops.selection import Selection
 from ops.storing import StoringConsumer, letter_of
 from ops.sweep import Tally
+from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, MODULES
 from store.deadletters import PURGED, REPLAYED, DeadLetterStore, LetterQuery
 
@@ -186,10 +189,12 @@ def browse(letters: DeadLetters, selection: Selection) -> Browsed:
 
 @dataclass
 class Outcome:
-    """A replay or purge: its tally plus what could not even be attempted."""
+    """A replay or purge: its tally plus what could not even be attempted, and what it left to
+    another replay running at the same time (``busy``: that one is moving them)."""
 
     tally: Tally
     unroutable: int = 0
+    busy: int = 0
 
     @property
     def failed(self) -> int:
@@ -197,39 +202,57 @@ class Outcome:
 
 
 def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> Outcome:
-    """Publish the selected letters to their work queues; each row is marked once confirmed."""
+    """Publish the selected letters to their work queues; each row is marked once confirmed.
+
+    Each chunk is claimed first: letters another replay holds right now are left to it (counted
+    as ``busy``), so replays run at once never publish a letter twice.
+    """
     moment = now or datetime.now(UTC)
     tally = Tally(duplicates=letters.drain())
     tally.scanned = letters.stored()
     outcome = Outcome(tally)
     chunks = letters.selected(selection, letters.batch)
     letters.started(sum(len(chunk) for chunk in chunks))
+    holder = new_holder()
+    held: list[str] = []
     next_at = time.monotonic()
     try:
         for chunk in chunks:
             if letters.stopped:
                 break
-            sent: list[tuple[DeadLetter, str, Future[None]]] = []
+            routable = []
             for letter in chunk:
-                queue = work_queue_of(letter)
-                if queue is None:
+                if work_queue_of(letter) is None:
                     outcome.unroutable += 1
                     tally.errors[f"no work queue known for {letter.id} (queue {letter.original_queue})"] += 1
-                    continue
-                next_at = letters.pace(next_at)
-                sent.append((letter, queue, letters.publish(letter, queue, moment)))
+                else:
+                    routable.append(letter)
+            held = letters.store.claim([letter.id for letter in routable], holder)
+            claimed = set(held)
+            outcome.busy += len(routable) - len(claimed)
+            sent: list[tuple[DeadLetter, Future[None]]] = []
+            for letter in routable:
+                if letter.id in claimed:
+                    next_at = letters.pace(next_at)
+                    sent.append((letter, letters.publish(letter, work_queue_of(letter) or "", moment)))
             confirmed = []
-            for letter, _queue, future in sent:
+            for letter, future in sent:
                 error = letters.wait(future)
                 if error is None:
                     confirmed.append(letter.id)
                 else:
                     tally.failed += 1
                     tally.errors[error] += 1
-            tally.moved += letters.store.settle(confirmed, REPLAYED, now=moment)
+            tally.moved += letters.store.settle(confirmed, REPLAYED, now=moment, holder=holder)
+            letters.store.release(held, holder)
+            held = []
             for letter in chunk:
                 letters.stepped(letter, work_queue_of(letter))
     finally:
+        # Stopped by an error between a claim and its settling: the next run may take them at once.
+        if held:
+            with contextlib.suppress(Exception):
+                letters.store.release(held, holder)
         tally.kept = tally.scanned - tally.moved - tally.failed
     return outcome
 

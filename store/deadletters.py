@@ -2,7 +2,9 @@
 
 A letter is ``stored`` until it is ``replayed`` (its copy confirmed in a work queue) or
 ``purged``; rows are kept afterwards, so an interrupted replay run again never moves a letter
-twice and the console can show what happened to each one.
+twice and the console can show what happened to each one. A replay claims the letters it is
+about to publish (a lease, store/leases.py), so two replays run at once (two operators, the CLI
+and the console) never publish one letter twice, and a purge leaves them alone meanwhile.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ from sqlalchemy import Engine, Select, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from reliability.leases import holder_is_dead
 from store.db import write_transaction
+from store.leases import LeaseColumns
 from store.models import DeadLetterRecord
 
 STORED, REPLAYED, PURGED = "stored", "replayed", "purged"
+# How long a replay holds the letters it claimed: publishing a chunk and waiting for its
+# confirms (30 s at most) fits well inside. A replay that dies holding letters frees them when
+# this runs out, or at once for the next run on its own host (its process is gone).
+CLAIM_SECONDS = 120.0
 
 
 # Any select, whatever its columns: apply keeps the columns' types for the caller.
@@ -71,6 +79,7 @@ class DeadLetterStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._leases = LeaseColumns(DeadLetterRecord.__table__)  # type: ignore[arg-type]
 
     def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert letters in one transaction; one already stored is skipped. Returns how many were new."""
@@ -121,17 +130,69 @@ class DeadLetterStore:
                 by_resource[resource or "(no envelope)"] = n
         return Counts(sum(by_reason.values()), by_reason, by_resource)
 
-    def settle(self, letter_ids: Iterable[str], state: str, *, now: datetime | None = None) -> int:
-        """Mark stored letters replayed or purged; a letter already settled is left alone."""
+    def claim(self, letter_ids: Iterable[str], holder: str, *, seconds: float = CLAIM_SECONDS) -> list[str]:
+        """Claim for ``holder`` the stored letters among ``letter_ids`` that no other live replay
+        holds; returns the ids it now holds (in no particular order)."""
+        ids = list(letter_ids)
+        if not ids:
+            return []
+        table = DeadLetterRecord
+        with write_transaction(self._engine) as conn:
+            free = self._free(conn, ids)
+            conn.execute(
+                update(table)
+                .where(table.letter_id.in_(ids), table.state == STORED, free)
+                .values(holder=holder, leased_until=self._leases.clock() + seconds)
+            )
+            return list(
+                conn.execute(
+                    select(table.letter_id).where(
+                        table.letter_id.in_(ids), table.state == STORED, table.holder == holder
+                    )
+                ).scalars()
+            )
+
+    def release(self, letter_ids: Iterable[str], holder: str) -> int:
+        """Give up ``holder``'s claim on letters it did not settle (their copies failed)."""
+        ids = list(letter_ids)
+        if not ids:
+            return 0
+        table = DeadLetterRecord
+        with write_transaction(self._engine) as conn:
+            return conn.execute(
+                update(table)
+                .where(table.letter_id.in_(ids), table.holder == holder)
+                .values(holder=None, leased_until=None)
+            ).rowcount
+
+    def settle(
+        self, letter_ids: Iterable[str], state: str, *, now: datetime | None = None, holder: str | None = None
+    ) -> int:
+        """Mark stored letters replayed or purged; a letter already settled is left alone.
+
+        With ``holder``, only the letters it claimed (a replay settling its confirmed copies);
+        without, only letters no live replay holds (a purge leaves those to their replay).
+        """
         ids = list(letter_ids)
         if not ids:
             return 0
         moment = now or datetime.now(UTC)
         stamp = {"replayed_at": moment} if state == REPLAYED else {"purged_at": moment}
+        table = DeadLetterRecord
         with write_transaction(self._engine) as conn:
+            ours = table.holder == holder if holder is not None else self._free(conn, ids)
             result = conn.execute(
-                update(DeadLetterRecord)
-                .where(DeadLetterRecord.letter_id.in_(ids), DeadLetterRecord.state == STORED)
-                .values(state=state, **stamp)
+                update(table)
+                .where(table.letter_id.in_(ids), table.state == STORED, ours)
+                .values(state=state, holder=None, leased_until=None, **stamp)
             )
         return result.rowcount
+
+    def _free(self, conn: Any, ids: list[str]) -> Any:
+        """The condition "no live replay holds it" for rows among ``ids``."""
+        held = conn.execute(
+            select(DeadLetterRecord.holder)
+            .distinct()
+            .where(DeadLetterRecord.letter_id.in_(ids), DeadLetterRecord.holder.is_not(None))
+        ).scalars()
+        return self._leases.free(self._leases.clock(), [h for h in held if holder_is_dead(h)])

@@ -226,6 +226,10 @@ class DeadLetterRecord(Base):
     state: Mapped[str] = mapped_column(String(16))
     replayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The replay moving it (store/leases.py): claimed before its copy is published, so a second
+    # replay running at the same time leaves it alone; free again when the lease runs out.
+    holder: Mapped[str | None] = mapped_column(String(200))
+    leased_until: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         Index("ix_dead_letters_state_seq", "state", "seq"),

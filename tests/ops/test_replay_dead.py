@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from broker.publisher import PublishRejected
 from cli.deadletters import purge, replay
 from ops.dead import DeadLetters
+from ops.dead import purge as purge_dead
 from ops.dead import replay as replay_dead
 from ops.selection import Selection
 from store.deadletters import LetterQuery
@@ -259,3 +260,59 @@ def test_purge_removes_no_more_than_was_confirmed(two_accounts, settings, broker
     assert f"removed {len(selected)}," in result.stdout
     remaining = set(parking.still_dead())
     assert remaining == set(ids(others)) | set(ids(late))
+
+
+class SecondReplayMidway:
+    """The real publisher; before the first copy of its run goes out, a second replay of the
+    same selection runs from start to end, as an operator in the console would meanwhile."""
+
+    def __init__(self, publisher, second) -> None:
+        self._publisher = publisher
+        self._second = second
+        self.outcome = None
+
+    def publish(self, *args, **kwargs):
+        if self.outcome is None:
+            self.outcome = self._second()
+        return self._publisher.publish(*args, **kwargs)
+
+
+def test_two_replays_at_once_publish_each_letter_once(
+    two_accounts, amqp_url, publisher, broker, dead_store, parking
+):
+    a, selected, others = two_accounts
+    second = SecondReplayMidway(
+        publisher,
+        lambda: replay_dead(DeadLetters(dead_store, amqp_url, publisher, batch=10), Selection(connection=a)),
+    )
+    first = replay_dead(DeadLetters(dead_store, amqp_url, second, batch=10), Selection(connection=a))
+
+    arrived = Counter(m.properties["message_id"] for m in broker.take_all("sync.ar"))
+    assert arrived == Counter(ids(selected))  # every selected letter, each exactly once
+    # The first run had claimed its first chunk of 10: the second left those to it and moved the rest.
+    assert (first.tally.moved, second.outcome.busy) == (10, 10)
+    assert (second.outcome.tally.moved, first.busy) == (len(selected) - 10, len(selected) - 10)
+    assert first.failed == second.outcome.failed == 0
+    assert dead_store.count(LetterQuery(state="replayed")) == len(selected)
+    assert sorted(parking.still_dead()) == sorted(ids(others))
+
+
+def test_a_purge_leaves_alone_the_letters_a_replay_holds(two_accounts, amqp_url, publisher, dead_store):
+    a, selected, _ = two_accounts
+    DeadLetters(dead_store, amqp_url, publisher).drain()  # the queue's letters into the table
+    first_three = [row.letter_id for row in dead_store.find(LetterQuery(connection=a), limit=3)]
+    assert len(first_three) == 3
+    # A replay on another host holds three of them (its process cannot be checked from here).
+    assert sorted(dead_store.claim(first_three, "elsewhere:1:1:replay", seconds=60)) == sorted(first_three)
+    tally = purge_dead(DeadLetters(dead_store, amqp_url, publisher), Selection(connection=a)).tally
+    assert tally.dropped == len(selected) - 3
+    assert [row.letter_id for row in dead_store.find(LetterQuery(connection=a))] == first_three
+    assert dead_store.claim(first_three, "here:2:2:replay") == []  # nor can another replay take them
+
+
+def test_a_claim_whose_lease_ran_out_is_anyones(two_accounts, amqp_url, publisher, dead_store):
+    a, _, _ = two_accounts
+    DeadLetters(dead_store, amqp_url, publisher).drain()
+    ids = [row.letter_id for row in dead_store.find(LetterQuery(connection=a), limit=2)]
+    assert len(dead_store.claim(ids, "elsewhere:1:1:replay", seconds=0)) == 2  # runs out at once
+    assert sorted(dead_store.claim(ids, "here:2:2:replay")) == sorted(ids)
