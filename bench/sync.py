@@ -651,8 +651,9 @@ class Benchmark:
 
     # events ------------------------------------------------------------------------------
 
-    def envelope(self, target: Target, moment: float) -> tuple[str, bytes, str, dict[str, str]]:
-        """Routing key, body, message id and headers, as the receiver publishes them (ingest.intake)."""
+    def envelope(self, target: Target, moment: float) -> tuple[str, bytes, str]:
+        """Routing key, body and message id, as the receiver publishes them (ingest.intake): no
+        AMQP headers, the envelope says what the message is."""
         from schemas.catalog import BY_RESOURCE
         from schemas.webhook import envelope_body
 
@@ -682,23 +683,15 @@ class Benchmark:
             auth_scheme="jwt",
             payload=payload,
         )
-        headers = {
-            "connection-id": connection.connection_id,
-            "resource": synced.resource,
-            "object": synced.intacct_object,
-            "action": "update",
-        }
-        return synced.routing_key("update"), body, event_id, headers
+        return synced.routing_key("update"), body, event_id
 
-    def publish_all(self, messages: Sequence[tuple[str, bytes, str, dict[str, str]]], label: str) -> None:
+    def publish_all(self, messages: Sequence[tuple[str, bytes, str]], label: str) -> None:
         """Publish persistently with confirms pipelined (at most 2,000 awaiting), all confirmed."""
         started = time.monotonic()
         pending: collections.deque[Future[None]] = collections.deque()
         try:
-            for routing_key, body, event_id, headers in messages:
-                pending.append(
-                    self.publisher.publish(routing_key, body, message_id=event_id, headers=headers)
-                )
+            for routing_key, body, event_id in messages:
+                pending.append(self.publisher.publish(routing_key, body, message_id=event_id))
                 if len(pending) >= 2000:
                     pending.popleft().result(timeout=30)
             while pending:
@@ -1106,8 +1099,8 @@ class Benchmark:
             if delay > 0:
                 time.sleep(delay)
             moment = time.time()
-            routing_key, body, event_id, headers = self.envelope(target, moment)
-            futures.append(self.publisher.publish(routing_key, body, message_id=event_id, headers=headers))
+            routing_key, body, event_id = self.envelope(target, moment)
+            futures.append(self.publisher.publish(routing_key, body, message_id=event_id))
             published.append(moment)
         for future in futures:
             future.result(timeout=30)

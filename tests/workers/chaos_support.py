@@ -395,7 +395,7 @@ class EventPublisher:
         self.published = 0
         self.reconnects = 0
 
-    def publish(self, routing_key: str, body: bytes, *, message_id: str, headers: dict[str, str]) -> None:
+    def publish(self, routing_key: str, body: bytes, *, message_id: str) -> None:
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -412,7 +412,6 @@ class EventPublisher:
                     delivery_mode=2,
                     content_type="application/json",
                     message_id=message_id,
-                    headers=headers,
                     retry=False,
                 )
                 self.published += 1
@@ -435,7 +434,8 @@ class EventPublisher:
 def envelope(
     *, connection_id: str, company_id: str, synced: SyncedObject, action: str, key: str, record_id: Any
 ) -> tuple[str, bytes, str, dict[str, str]]:
-    """What the receiver publishes for a webhook (ingest/intake.py): routing key, body, id, headers."""
+    """What the receiver publishes for a webhook (ingest/intake.py): routing key, body and message
+    id; like the receiver, no AMQP headers (the envelope says what the message is)."""
     event_id = str(uuid.uuid4())
     occurred = utc_now()
     trigger = {"create": "add", "update": "set", "delete": "delete"}[action]
@@ -461,13 +461,7 @@ def envelope(
         auth_scheme="hmac",
         payload=document,
     )
-    headers = {
-        "connection-id": connection_id,
-        "resource": synced.resource,
-        "object": synced.intacct_object,
-        "action": action,
-    }
-    return synced.routing_key(action), body, event_id, headers
+    return synced.routing_key(action), body, event_id
 
 
 # -- record changes in Intacct ---------------------------------------------------------------

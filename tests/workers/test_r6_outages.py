@@ -93,7 +93,7 @@ class World:
         return steps
 
     def _publish(self, company: CompanyRecords, resource: str, key: str, action: str, record_id: Any) -> None:
-        routing_key, body, event_id, headers = envelope(
+        routing_key, body, event_id = envelope(
             connection_id=company.connection_id,
             company_id=company.company_id,
             synced=BY_RESOURCE[resource],
@@ -101,7 +101,7 @@ class World:
             key=key,
             record_id=record_id,
         )
-        self.publisher.publish(routing_key, body, message_id=event_id, headers=headers)
+        self.publisher.publish(routing_key, body, message_id=event_id)
 
     def drained(self) -> bool:
         """Nothing ready in any work or delay queue (read at once), then nothing unacknowledged
