@@ -192,10 +192,7 @@ class JwksKeySource:
             key = self._find(kid)
             if key is not None:
                 return key
-            now = self._clock()
-            if self._last_attempt is None or now - self._last_attempt >= self._min_refetch_seconds:
-                self._last_attempt = now
-                self._refresh()
+            if self._refresh_unless_recently_tried():
                 key = self._find(kid)
                 if key is not None:
                     return key
@@ -208,12 +205,9 @@ class JwksKeySource:
         if not self._fetch_lock.acquire(blocking=False):
             return cached
         try:
-            now = self._clock()
-            if now - self._fetched_at >= self._max_age_seconds and (
-                self._last_attempt is None or now - self._last_attempt >= self._min_refetch_seconds
-            ):
-                self._last_attempt = now
-                self._refresh()
+            # Another thread may have refreshed it since this one looked.
+            if self._clock() - self._fetched_at >= self._max_age_seconds:
+                self._refresh_unless_recently_tried()
         finally:
             self._fetch_lock.release()
         key = self._find(kid)
@@ -221,6 +215,16 @@ class JwksKeySource:
             # The publisher no longer lists it: tokens it signed are refused from now on.
             raise _unknown_key(kid)
         return key
+
+    def _refresh_unless_recently_tried(self) -> bool:
+        """Fetch the JWKS unless the last try was under ``min_refetch_seconds`` ago; True if it
+        tried. Called holding ``_fetch_lock``."""
+        now = self._clock()
+        if self._last_attempt is not None and now - self._last_attempt < self._min_refetch_seconds:
+            return False
+        self._last_attempt = now
+        self._refresh()
+        return True
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         keys = self._keys

@@ -220,22 +220,23 @@ def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None =
         for chunk in chunks:
             if letters.stopped:
                 break
-            routable = []
+            queues: dict[str, str] = {}
             for letter in chunk:
-                if work_queue_of(letter) is None:
+                queue = work_queue_of(letter)
+                if queue is None:
                     outcome.unroutable += 1
                     tally.errors[f"no work queue known for {letter.id} (queue {letter.original_queue})"] += 1
                 else:
-                    routable.append(letter)
-            held = letters.store.claim([letter.id for letter in routable], holder)
+                    queues[letter.id] = queue
+            held = letters.store.claim(list(queues), holder)
             claimed = set(held)
-            outcome.busy += len(routable) - len(claimed)
+            outcome.busy += len(queues) - len(claimed)
             sent: list[tuple[DeadLetter, Future[None]]] = []
-            for letter in routable:
+            for letter in chunk:
                 if letter.id in claimed:
                     next_at = letters.pace(next_at)
-                    sent.append((letter, letters.publish(letter, work_queue_of(letter) or "", moment)))
-            confirmed = []
+                    sent.append((letter, letters.publish(letter, queues[letter.id], moment)))
+            confirmed: list[str] = []
             for letter, future in sent:
                 error = letters.wait(future)
                 if error is None:
@@ -244,10 +245,11 @@ def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None =
                     tally.failed += 1
                     tally.errors[error] += 1
             tally.moved += letters.store.settle(confirmed, REPLAYED, now=moment, holder=holder)
-            letters.store.release(held, holder)
+            # Settling gave up the claim on the confirmed ones; the failed ones are free for a retry.
+            letters.store.release(claimed.difference(confirmed), holder)
             held = []
             for letter in chunk:
-                letters.stepped(letter, work_queue_of(letter))
+                letters.stepped(letter, queues.get(letter.id))
     finally:
         # Stopped by an error between a claim and its settling: the next run may take them at once.
         if held:

@@ -139,16 +139,12 @@ class DeadLetterStore:
         table = DeadLetterRecord
         with write_transaction(self._engine) as conn:
             free = self._free(conn, ids)
-            conn.execute(
-                update(table)
-                .where(table.letter_id.in_(ids), table.state == STORED, free)
-                .values(holder=holder, leased_until=self._leases.clock() + seconds)
-            )
             return list(
                 conn.execute(
-                    select(table.letter_id).where(
-                        table.letter_id.in_(ids), table.state == STORED, table.holder == holder
-                    )
+                    update(table)
+                    .where(table.letter_id.in_(ids), table.state == STORED, free)
+                    .values(holder=holder, leased_until=self._leases.clock() + seconds)
+                    .returning(table.letter_id)
                 ).scalars()
             )
 
