@@ -47,6 +47,8 @@ _DEBUG = logging.getLogger(__name__)
 IDEMPOTENCY_HEADERS = ("Idempotency-Key", "X-Idempotency-Key")
 SIGNATURE_HEADER = "X-FlexPoint-Signature"
 TRUSTED_CONTEXT_HEADER = "X-Trusted-Context"
+# Every request header the checks read; :meth:`WebhookIntake.accept` is given these, by name.
+REQUEST_HEADERS = ("Authorization", TRUSTED_CONTEXT_HEADER, SIGNATURE_HEADER, *IDEMPOTENCY_HEADERS)
 _CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_KEY_LENGTH = 200
 # Event ids derived from idempotency keys live in their own UUID namespace.

@@ -13,12 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -28,19 +23,11 @@ from ingest.auth import sign_hmac
 from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
-from tests.conftest import invoice_event, wait_until
+from tests.conftest import invoice_event
+from tests.web_processes import running_receivers
 
-ROOT = Path(__file__).resolve().parent.parent
 CONNECTION = "conn-changes-1"
 COMPANY = "CHANGES-CO"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 _deliveries = iter(range(1, 1_000_000))
@@ -61,15 +48,6 @@ def _post(port: int, secret: str) -> int:
         connection.close()
 
 
-def _ready(port: int) -> bool:
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        connection.request("GET", "/readyz")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def store(settings):
     engine = create_engine_for(settings.database_url)
@@ -81,59 +59,8 @@ def store(settings):
 @pytest.fixture
 def receivers(settings, store, tmp_path, broker):
     """Two receiver processes, each ready and listening for changes; yields their ports."""
-    processes, ports, logs = [], [], []
-    for n in range(2):
-        port = _free_port()
-        log = tmp_path / f"web-{n}.log"
-        env = {
-            **os.environ,
-            "FLEXSYNC_ENV": "test",
-            "AMQP_URL": settings.amqp_url,
-            "DATABASE_URL": settings.database_url,
-            "FLEXSYNC_SECRET_KEY": ",".join(settings.flexsync_secret_key),
-            "PORT": str(port),
-            "LOG_FORMAT": "console",
-            "LOG_LEVEL": "INFO",
-        }
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        with open(log, "wb") as out:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        str(Path(sys.executable).parent / "flexsync"),
-                        "web",
-                        "--workers",
-                        "1",
-                        "--threads",
-                        "4",
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        ports.append(port)
-        logs.append(log)
-    try:
-        for port, log in zip(ports, logs, strict=True):
-            wait_until(lambda port=port: _ready(port), timeout=60, message=f"receiver on {port} ready")
-            wait_until(
-                lambda log=log: "connection_changes_listening" in log.read_text(errors="replace"),
-                timeout=30,
-                message="the receiver's change listener consuming",
-            )
+    with running_receivers(settings, tmp_path, 2) as ports:
         yield ports
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
 
 
 def _save(store, **kwargs):
