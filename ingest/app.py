@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import structlog
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,7 +29,7 @@ from ingest.errors import WebhookRefused, unavailable
 from ingest.intake import WebhookIntake
 from ingest.ops import blueprint as ops_blueprint
 from ingest.webhooks import blueprint as webhooks_blueprint
-from observability.logging import get_logger
+from observability.logging import clear_request_context, get_logger
 from observability.metrics import ReceiverMetrics
 from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
@@ -171,7 +170,7 @@ def _register_hooks(app: Flask, metrics: ReceiverMetrics, gaps: GapReporter | No
         # Request threads are reused: the connection/event ids bound during a request go with
         # it (teardown runs after every request, error handlers included), so the next request
         # starts clean and nothing else the thread logs is labelled with them.
-        structlog.contextvars.clear_contextvars()
+        clear_request_context()
 
     # One labelled child per status, looked up once: labels() takes a lock and builds a key.
     by_status: dict[int, Any] = {}

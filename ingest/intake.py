@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
 from marshmallow import ValidationError
 
 from broker.publisher import PublishError, PublishTimeout
@@ -35,7 +34,7 @@ from ingest.auth import (
 from ingest.body import BodyLoader
 from ingest.errors import WebhookRefused, unavailable
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
-from observability.logging import get_logger
+from observability.logging import bind_request_context, get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
 from schemas.webhook import WebhookBodySchema, envelope_body
 from store.connections import ConnectionRecord
@@ -158,7 +157,7 @@ class WebhookIntake:
         whether it is still current, and a delivery is checked again against the stored one
         when it is not (likewise before a refusal that rests on the connection).
         """
-        structlog.contextvars.bind_contextvars(connection_id=connection_id)
+        bind_request_context(connection_id=connection_id)
         if not _CONNECTION_ID.match(connection_id):
             raise _unknown_connection()
         cached = self._connections.get(connection_id)
@@ -274,7 +273,7 @@ class WebhookIntake:
         assert synced is not None
         action = ACTIONS[body["action"]]
         routing_key = synced.routing_key(action)
-        structlog.contextvars.bind_contextvars(event_id=event_id, routing_key=routing_key)
+        bind_request_context(event_id=event_id, routing_key=routing_key)
 
         identity = (connection_id, key)
         outcome = self._recent.begin(identity)

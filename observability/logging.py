@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -124,6 +125,41 @@ def redactor() -> Redactor:
     return _redactor
 
 
+# What the lines logged during one webhook carry (its connection and event ids): one context
+# variable holding a dict, set on the request's first bind and filled in place after. Binding
+# with structlog.contextvars costs a variable per key, and clearing walks the whole context;
+# on every webhook that cost as much as the idempotency ledger's database lookup.
+_REQUEST_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar("flexsync_request_log_context", default=None)
+
+
+def bind_request_context(**values: Any) -> None:
+    """Label every line this request logs from now on, on any logger, with ``values``."""
+    context = _REQUEST_CONTEXT.get()
+    if context is None:
+        _REQUEST_CONTEXT.set(values)
+    else:
+        context.update(values)
+
+
+def clear_request_context() -> None:
+    """End the request's labels (its thread serves other requests next)."""
+    _REQUEST_CONTEXT.set(None)
+
+
+def request_context() -> dict[str, Any]:
+    """A copy of the labels bound so far in this request."""
+    return dict(_REQUEST_CONTEXT.get() or {})
+
+
+def _merge_request_context(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    context = _REQUEST_CONTEXT.get()
+    if context:
+        # As structlog's merge_contextvars: what the call itself names wins.
+        for key, value in context.items():
+            event_dict.setdefault(key, value)
+    return event_dict
+
+
 def configure_logging(settings: Any, *, stream: Any = None) -> None:
     """Route structlog and the standard library's logging through one redacting chain.
 
@@ -137,6 +173,7 @@ def configure_logging(settings: Any, *, stream: Any = None) -> None:
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _merge_request_context,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

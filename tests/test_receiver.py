@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from ingest.auth import sign_hmac
+from observability.logging import get_logger, request_context
 from tests.conftest import COMPANY, invoice_event, running_receiver, trusted_context
 
 pytestmark = pytest.mark.broker
@@ -161,6 +162,7 @@ def test_410_for_a_disconnected_connection(receiver, broker):
 def test_a_requests_log_context_ends_with_it(receiver, broker):
     assert receiver.post_hmac(invoice_event(), key="context-1").status_code == 202
     # The test client runs the request on this thread: nothing of it may label later lines.
+    assert request_context() == {}
     assert structlog.contextvars.get_contextvars() == {}
 
 
@@ -335,3 +337,13 @@ def test_log_lines_about_an_event_carry_its_ids(receiver, broker, capsys):
     assert accepted[0]["connection_id"] == receiver.connection.connection_id
     assert accepted[0]["event_id"] == answer["eventId"]
     assert accepted[0]["routing_key"] == "ar.invoices.update"
+
+    # A refusal's line carries the connection; a line after the request carries none of it.
+    receiver.post_hmac(invoice_event(), secret="not-the-secret")
+    get_logger("tests").info("after_the_requests")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    refused = [line for line in lines if line.get("event") == "webhook_unauthenticated"]
+    assert refused and refused[0]["connection_id"] == receiver.connection.connection_id
+    assert "event_id" not in refused[0]
+    (after,) = [line for line in lines if line.get("event") == "after_the_requests"]
+    assert "connection_id" not in after and "event_id" not in after

@@ -95,7 +95,7 @@ def test_a_chunked_body_is_read_whole(port, secret, broker):
 
 @pytest.mark.broker
 def test_a_chunked_body_over_the_limit_is_refused_413(port, secret, broker):
-    _event_, body = _event("4103", padding=LIMIT)
+    body = _event("4103", padding=LIMIT)[1]
     assert len(body) > LIMIT
     pieces = [body[i : i + 16_384] for i in range(0, len(body), 16_384)]
     status, answer = _post(port, secret, body, chunks=pieces)
