@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import json
 import threading
+from typing import Any
 
 import pika
 from flask import Flask, request
@@ -99,10 +100,14 @@ class FloorPublisher:
                 waiter.done.set()
 
 
-def create_floor_app(amqp_url: str, exchange: str) -> Flask:
-    """Parse, publish with a confirm, answer 202 (503 when the broker did not confirm)."""
+def create_floor_app(amqp_url: str, exchange: str, publisher: Any = None) -> Flask:
+    """Parse, publish with a confirm, answer 202 (503 when the broker did not confirm).
+
+    ``publisher``: anything with FloorPublisher's ``publish(body) -> bool`` (bench/receiver_cost.py
+    passes one whose confirm is already there); by default a FloorPublisher.
+    """
     app = Flask("floor")
-    publisher = FloorPublisher(amqp_url, exchange)
+    publisher = publisher or FloorPublisher(amqp_url, exchange)
 
     @app.post("/webhooks/intacct/<connection_id>")
     def receive(connection_id: str):

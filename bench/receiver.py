@@ -10,8 +10,9 @@ its connections and idempotency ledger in a fresh SQLite database. The confirm f
 (bench/floor.py) parses the JSON and publishes it with pipelined confirms to the same exchange of
 the same topology, and does nothing else: what any receiver keeping the brief's promise pays.
 
-Peak runs alternate (bare, floor, receiver, bare, ...) and the best of each is reported, so
-all are measured under the same conditions of a shared, noisy machine. Then the receiver is
+Peak runs go in rounds (bare, floor, receiver; the floor and the receiver swap places each
+round), and receiver/floor is judged within each round, the median of the rounds being the
+figure, so the two are compared at one moment of a shared, noisy machine. Then the receiver is
 paced at half its own peak (wrk ``delay()``) for its latency. Progress goes to stderr; the
 summary, one line per figure, to stdout. Exit status 1 when the receiver answered anything but
 2xx or the queue holds fewer messages than the 2xx it gave (those are correctness problems, not
@@ -39,6 +40,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,13 +234,13 @@ class Benchmark:
             engine.dispose()
         return key
 
-    def _start_jwks(self) -> tuple[str, str]:
+    def _start_jwks(self, private_key: Any = None) -> tuple[str, str]:
         import jwt
         from cryptography.hazmat.primitives.asymmetric import rsa
         from werkzeug.serving import make_server
         from werkzeug.wrappers import Request, Response
 
-        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private_key = private_key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
         document = json.dumps({"keys": [{**public_jwk, "kid": KID, "use": "sig", "alg": "RS256"}]})
 
