@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,18 +16,12 @@ from click.testing import CliRunner
 
 from cli.reconcile import reconcile
 from schemas.catalog import BY_RESOURCE
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.broker
 
 CUSTOMERS = BY_RESOURCE["customers"].rest_path
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def invoke(settings, *args: str):

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 
 import requests
 
-from tests.conftest import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port, wait_until
 
 
 def _answers(url: str) -> bool:
@@ -26,7 +19,7 @@ def _answers(url: str) -> bool:
 
 
 def test_the_sandbox_command_serves_both_and_stops_cleanly(tmp_path):
-    intacct_port, flexpoint_port = _free_port(), _free_port()
+    intacct_port, flexpoint_port = free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -44,7 +43,7 @@ from sandbox.flexpoint.versions import parse_timestamp
 from schemas.catalog import BY_RESOURCE, SyncedObject
 from schemas.mappings import MappingError, line_source, map_record
 from schemas.webhook import envelope_body
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 INTACCT_SECRET = "sandbox-client-secret"  # the sandbox's public defaults (sandbox.env)
@@ -56,12 +55,6 @@ def _pause(seconds: float) -> None:
     """A timed wait (pacing, an outage's length): an Event nobody sets, never ``time.sleep``."""
     if seconds > 0:
         threading.Event().wait(seconds)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def utc_now() -> str:
