@@ -79,6 +79,8 @@ class WrkResult:
     # wrk's connections held by each gunicorn worker, and the starts it took to get that split.
     split: list[int] = dataclasses.field(default_factory=list)
     attempts: int = 1
+    # The share of the machine's CPU time the hypervisor gave to other guests during the run.
+    steal: float | None = None
 
     @classmethod
     def load(cls, label: str, path: Path) -> WrkResult:
@@ -129,6 +131,8 @@ class WrkResult:
             text += f"; connections per worker {'/'.join(map(str, self.split))}"
             if self.attempts > 1:
                 text += f" (start {self.attempts})"
+        if self.steal is not None:
+            text += f"; steal {self.steal:.1%}"
         if self.cpu and self.requests:
             text += "; CPU per answer: " + ", ".join(
                 f"{name} {seconds / self.requests * 1e6:,.0f} us" for name, seconds in self.cpu.items()
@@ -403,6 +407,7 @@ class Benchmark:
             # New keys for every start: a restarted wrk must not resend a killed one's deliveries.
             env["BENCH_TAG"] = f"bench-{self.run_tag}-{self._runs}-{attempt}"
             before = self._cpu_seconds(kind)
+            machine_before = _machine_ticks()
             wrk = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
@@ -421,6 +426,7 @@ class Benchmark:
             wrk.kill()
             stdout, stderr = wrk.communicate()
         after = self._cpu_seconds(kind)
+        machine_after = _machine_ticks()
         self._finish_profilers(profilers, label)
         if wrk.returncode != 0 or not out.exists():
             raise BenchError(f"wrk failed (exit {wrk.returncode}):\n{stdout}{stderr}")
@@ -428,6 +434,9 @@ class Benchmark:
         result.cpu = {name: after[name] - before.get(name, 0.0) for name in after}
         result.split = split
         result.attempts = attempt
+        if machine_before is not None and machine_after is not None:
+            total = machine_after[1] - machine_before[1]
+            result.steal = (machine_after[0] - machine_before[0]) / total if total > 0 else None
         self.results[kind].append(result)
         progress(result.describe())
         if kind == "receiver" and (result.not_ok or result.socket_errors):
@@ -715,6 +724,13 @@ class Benchmark:
             )
         )
 
+        stolen = [r.steal for results in peaks.values() for r in results if r.steal is not None]
+        if stolen:
+            figure(
+                f"P1 machine: the hypervisor took {min(stolen):.1%}-{max(stolen):.1%} of this machine's CPU "
+                f"time for other guests during the peak runs (each run's share is in its progress line)"
+            )
+
         problems = 0
         ok = {kind: sum(r.ok for r in self.results[kind]) for kind in KINDS}
         bad = {kind: sum(r.not_ok for r in self.results[kind]) for kind in KINDS}
@@ -756,6 +772,17 @@ class Benchmark:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _machine_ticks() -> tuple[int, int] | None:
+    """(steal, all) CPU ticks of the whole machine so far, from /proc/stat; None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is in user)
+    ticks = [int(value) for value in fields[1:9]]
+    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
 
 
 def webhook_body_template() -> tuple[str, str]:
