@@ -661,7 +661,9 @@ class Benchmark:
         paired = [
             (
                 r.ok_rate / f.ok_rate if f.ok_rate else 0.0,
-                r.cpu_per_answer_us("receiver") / f.cpu_per_answer_us("floor"),
+                r.cpu_per_answer_us("receiver") / f.cpu_per_answer_us("floor")
+                if f.cpu_per_answer_us("floor")
+                else float("inf"),
             )
             for f, r in zip(peaks["floor"], peaks["receiver"], strict=True)
         ]

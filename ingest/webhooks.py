@@ -32,7 +32,7 @@ def receive(connection_id: str):
     if length is not None:
         # Exactly the declared bytes, straight from the server's stream (werkzeug's wrapper
         # around it would give the same bytes, at several times the cost).
-        raw_body = environ["wsgi.input"].read(length) if length else b""
+        raw_body = environ["wsgi.input"].read(length)
     elif "wsgi.input_terminated" in environ:
         # Chunked, and the server ends the stream where the body ends (gunicorn does): one
         # byte more than the limit tells a body that is too large. (werkzeug's stream would

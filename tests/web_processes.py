@@ -28,7 +28,7 @@ def ready(port: int) -> bool:
 
 @contextlib.contextmanager
 def running_receivers(
-    settings: Settings, logs_dir: Path, count: int, *, threads: int = 4, env: dict[str, str] | None = None
+    settings: Settings, logs_dir: Path, count: int, *, threads: int = 4
 ) -> Iterator[list[int]]:
     """``count`` receiver processes on one database and broker, each ready and consuming
     connection changes; yields their ports, and stops them (SIGTERM, then SIGKILL) after."""
@@ -45,7 +45,6 @@ def running_receivers(
             "PORT": str(port),
             "LOG_FORMAT": "console",
             "LOG_LEVEL": "INFO",
-            **(env or {}),
         }
         environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
         command = [
