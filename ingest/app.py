@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
@@ -152,7 +152,6 @@ def create_app(
     app.url_map.merge_slashes = False
     app.extensions["flexsync.settings"] = settings
     app.extensions["flexsync.parts"] = parts
-    app.extensions["flexsync.intake"] = parts.intake
     app.extensions["flexsync.version"] = _package_version()
     app.register_blueprint(webhooks_blueprint)
     app.register_blueprint(ops_blueprint)
@@ -172,26 +171,17 @@ def _register_hooks(app: Flask, metrics: ReceiverMetrics, gaps: GapReporter | No
         # starts clean and nothing else the thread logs is labelled with them.
         clear_request_context()
 
-    # One labelled child per status, looked up once: labels() takes a lock and builds a key.
-    by_status: dict[int, Any] = {}
-
-    @app.after_request
-    def _count(response: Response) -> Response:
-        if request.endpoint == "webhooks.receive":
-            counter = by_status.get(response.status_code)
-            if counter is None:
-                counter = by_status.setdefault(
-                    response.status_code, metrics.requests.labels(str(response.status_code))
-                )
-            counter.inc()
-            if response.status_code >= 500 and gaps is not None:
-                # Intacct may give up on this delivery: reconciliation sweeps the company soon.
-                gaps.report(RECEIVER_5XX, (request.view_args or {}).get("connection_id"))
-        return response
-
     @app.errorhandler(WebhookRefused)
     def _refused(refusal: WebhookRefused):
         metrics.rejects.labels(refusal.code).inc()
+        # Every refusal of a webhook comes through here, whatever raised it; the view counts
+        # what it accepts. (No after_request hook: Flask's hook machinery cost more per webhook
+        # than the counting.)
+        if request.endpoint == "webhooks.receive":
+            metrics.answered(refusal.status)
+            if refusal.status >= 500 and gaps is not None:
+                # Intacct may give up on this delivery: reconciliation sweeps the company soon.
+                gaps.report(RECEIVER_5XX, (request.view_args or {}).get("connection_id"))
         response = jsonify(refusal.body())
         response.status_code = refusal.status
         response.headers.update(refusal.headers)

@@ -19,7 +19,8 @@ _ENVIRON_KEYS = tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name 
 def receive(connection_id: str):
     """Accept one webhook delivery: 202 when queued, 200 for a duplicate, 4xx/503 refused."""
     environ = request.environ
-    limit = current_app.extensions["flexsync.settings"].webhook_max_body_bytes
+    parts = current_app.extensions["flexsync.parts"]
+    limit = parts.settings.webhook_max_body_bytes
     # Size first, from the declared length, before a byte is read.
     length = get_content_length(environ)
     if length is not None and length > limit:
@@ -44,7 +45,8 @@ def receive(connection_id: str):
         # Chunked, from a server that does not end the stream: werkzeug reads nothing.
         raw_body = request.get_data(cache=False)
     headers = {name: environ[key] for name, key in _ENVIRON_KEYS if key in environ}
-    accepted = current_app.extensions["flexsync.intake"].accept(connection_id, headers, raw_body)
+    accepted = parts.intake.accept(connection_id, headers, raw_body)
+    parts.metrics.answered(accepted.status)  # refusals are counted by the app's error handler
     return Response(accepted.body_json(), accepted.status, content_type="application/json")
 
 

@@ -45,15 +45,18 @@ class ReceiverMetrics:
             ["outcome"],
             registry=self.registry,
         )
-        # Called on the publisher's I/O thread for every confirm: labels() takes a lock and
-        # builds a key each time, so the child of each outcome is looked up once.
+        # Both counted once per webhook: labels() takes a lock and builds a key each time, so
+        # the child of each status and each outcome is looked up once.
+        self._requests_by_status: dict[int, Any] = {}
         self._confirms_by_outcome: dict[str, Any] = {}
 
+    def answered(self, status: int) -> None:
+        """Count one webhook request by the HTTP status it was answered with."""
+        _child(self.requests, self._requests_by_status, status).inc()
+
     def record_publish(self, outcome: str, seconds: float) -> None:
-        counter = self._confirms_by_outcome.get(outcome)
-        if counter is None:
-            counter = self._confirms_by_outcome.setdefault(outcome, self.confirms.labels(outcome))
-        counter.inc()
+        """Count one publisher confirm (called on the publisher's I/O thread)."""
+        _child(self.confirms, self._confirms_by_outcome, outcome).inc()
         if outcome == "ack":
             self.publish_latency.observe(seconds)
 
@@ -64,6 +67,14 @@ class ReceiverMetrics:
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _child(metric: Any, children: dict[Any, Any], label: Any) -> Any:
+    """``metric.labels(str(label))``, remembered in ``children``."""
+    child = children.get(label)
+    if child is None:
+        child = children.setdefault(label, metric.labels(str(label)))
+    return child
 
 
 class SyncMetrics:

@@ -308,6 +308,7 @@ def test_healthz_readyz_metrics_and_openapi(receiver, broker):
     metrics = receiver.client.get("/metrics").get_data(as_text=True)
     assert 'flexsync_webhook_requests_total{status="202"} 1.0' in metrics
     assert 'flexsync_webhook_requests_total{status="200"} 1.0' in metrics
+    assert 'flexsync_webhook_requests_total{status="404"} 1.0' in metrics
     assert 'flexsync_webhook_rejects_total{reason="unknown_connection"} 1.0' in metrics
     assert 'flexsync_publish_confirms_total{outcome="ack"} 1.0' in metrics
     assert "flexsync_publish_confirm_seconds_bucket" in metrics
