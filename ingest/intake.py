@@ -36,7 +36,7 @@ from ingest.errors import WebhookRefused, unavailable
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import bind_request_context, get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
-from schemas.webhook import WebhookBodySchema, envelope_body
+from schemas.webhook import WebhookBodySchema, envelope_body, is_utf8_json
 from store.connections import ConnectionRecord
 from store.deliveries import DeliveryLookup
 
@@ -232,7 +232,9 @@ class WebhookIntake:
     def _parse(self, raw_body: bytes, connection: ConnectionRecord) -> tuple[dict[str, Any], dict[str, Any]]:
         """The body as received and as loaded by the schema."""
         try:
-            document = json.loads(raw_body)
+            # What json.loads(raw_body) does, without its encoding detection for a plain body.
+            text = raw_body.decode("utf-8", "surrogatepass") if is_utf8_json(raw_body) else raw_body
+            document = json.loads(text)
         except (ValueError, UnicodeDecodeError):
             raise WebhookRefused(400, "invalid_json", "The body is not valid JSON.") from None
         if not isinstance(document, dict):

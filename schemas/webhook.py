@@ -100,42 +100,54 @@ def envelope_body(
     instead of being encoded again, if it is UTF-8 JSON text; any JSON parser reads the same
     ``payload`` from either form.
     """
+    # The fields typed str are quoted directly; only the optional ones need _json_value.
     head = "".join(
         (
             '{"envelopeVersion":',
             str(ENVELOPE_VERSION),
             ',"eventId":',
-            _json_value(event_id),
+            _quote(event_id),
             ',"connectionId":',
-            _json_value(connection_id),
+            _quote(connection_id),
             ',"companyId":',
-            _json_value(company_id),
+            _quote(company_id),
             ',"object":',
-            _json_value(synced.intacct_object),
+            _quote(synced.intacct_object),
             ',"module":',
-            _json_value(synced.module),
+            _quote(synced.module),
             ',"resource":',
-            _json_value(synced.resource),
+            _quote(synced.resource),
             ',"action":',
-            _json_value(action),
+            _quote(action),
             ',"key":',
-            _json_value(key),
+            _quote(key),
             ',"id":',
             _json_value(record_id),
             ',"occurredAt":',
             _json_value(occurred_at),
             ',"receivedAt":',
-            _json_value(received_at),
+            _quote(received_at),
             ',"idempotencyKey":',
-            _json_value(idempotency_key),
+            _quote(idempotency_key),
             ',"authScheme":',
-            _json_value(auth_scheme),
+            _quote(auth_scheme),
             ',"payload":',
         )
     ).encode()
-    if payload_json is not None and json.detect_encoding(payload_json) == "utf-8":
+    if payload_json is not None and is_utf8_json(payload_json):
         return b"".join((head, payload_json, b"}"))
     return b"".join((head, json.dumps(payload, separators=(",", ":")).encode(), b"}"))
+
+
+def is_utf8_json(document: bytes) -> bool:
+    """``json.detect_encoding(document) == "utf-8"``, answered at once for a JSON object.
+
+    No byte-order mark starts with ``{``, and a NUL after it would be UTF-16 or UTF-32: a
+    document starting with ``{`` and then any other byte is UTF-8 to ``json.loads``.
+    """
+    if document[:1] == b"{" and document[1:2] != b"\x00":
+        return True
+    return json.detect_encoding(document) == "utf-8"
 
 
 def _json_value(value: Any) -> str:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.catalog import OBJECTS
-from schemas.webhook import ENVELOPE_VERSION, EnvelopeSchema, envelope_body
+from schemas.webhook import ENVELOPE_VERSION, EnvelopeSchema, envelope_body, is_utf8_json
 
 TEXT = st.text(max_size=40)  # any code point: quotes, backslashes, controls, astral, surrogates
 OPTIONAL = st.none() | TEXT
@@ -108,3 +108,24 @@ def test_a_body_in_utf16_is_encoded_again_not_spliced():
     assert written.decode("utf-8")  # one encoding throughout
     assert json.loads(written)["payload"] == payload
     assert EnvelopeSchema().load(json.loads(written))["payload"] == payload
+
+
+# Bytes as bodies start: "{" and then anything (NUL included), byte-order marks, or any bytes.
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
+BODY_STARTS = (
+    st.binary(max_size=6).map(lambda rest: b"{" + rest)
+    | st.tuples(st.sampled_from(_BOMS), st.binary(max_size=6)).map(b"".join)
+    | st.binary(max_size=8)
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(BODY_STARTS)
+def test_utf8_is_recognised_as_json_detect_encoding_recognises_it(document):
+    assert is_utf8_json(document) is (json.detect_encoding(document) == "utf-8")
+
+
+def test_a_utf16_object_is_not_taken_for_utf8():
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-16", "utf-8-sig"):
+        assert not is_utf8_json('{"a": 1}'.encode(encoding)), encoding
+    assert is_utf8_json('{"a": "Müller"}'.encode())
