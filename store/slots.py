@@ -58,24 +58,46 @@ class Lease:
 
 
 class _Releases:
-    """Releases of one company's slots in this process, so a waiter here can retry at once.
+    """One company's slots as this process uses them: how many of its threads are claiming or
+    holding one, and the releases, so a waiter here can retry at once.
 
-    A count rather than a bare notify: a release that lands between a waiter's failed claim and
-    its wait is still seen, instead of costing that waiter a whole poll interval.
+    At most ``cap`` threads of a process claim at once: the others wait here, without a query,
+    until one of those leaves. Otherwise every thread waiting for a busy company polls the
+    table: under a burst of one company's payments, all of a process's threads did, where only
+    ``cap`` of them could ever use what they found. A count of releases rather than a bare
+    notify: a release that lands between a waiter's failed claim and its wait is still seen,
+    instead of costing that waiter a whole poll interval.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int) -> None:
         self._changed = threading.Condition()
         self._count = 0
+        self._cap = cap
+        self._claiming = 0  # threads of this process claiming or holding a slot
 
     def seen(self) -> int:
         with self._changed:
             return self._count
 
-    def announce(self) -> None:
+    def enter(self) -> bool:
+        """Take one of the process's ``cap`` turns to claim; False when all are taken."""
         with self._changed:
-            self._count += 1
-            self._changed.notify()
+            if self._claiming >= self._cap:
+                return False
+            self._claiming += 1
+            return True
+
+    def leave(self, *, released: bool) -> None:
+        """Give the turn back; wake a waiter only when a slot was ``released``.
+
+        A failed claim wakes no one: the slots are as busy as they were, and a waiter woken to
+        claim again at once would only fail too, passing the wake-up on in a loop of claims.
+        """
+        with self._changed:
+            self._claiming -= 1
+            if released:
+                self._count += 1
+                self._changed.notify()
 
     def wait(self, seen: int, seconds: float) -> None:
         with self._changed:
@@ -153,15 +175,20 @@ class CompanySlots:
         trouble: OperationalError | None = None
         while True:
             seen = releases.seen()
-            try:
-                self._ensure_rows(company_id)
-                lease = self._try_claim(company_id)
-            except OperationalError as exc:
-                # SQLite busy past its timeout, a dropped connection: try again at the next poll,
-                # and say so if it lasts until the deadline.
-                trouble, lease = exc, None
+            lease = None
+            if releases.enter():
+                try:
+                    self._ensure_rows(company_id)
+                    lease = self._try_claim(company_id)
+                except OperationalError as exc:
+                    # SQLite busy past its timeout, a dropped connection: try again at the next
+                    # poll, and say so if it lasts until the deadline.
+                    trouble = exc
+                finally:
+                    if lease is None:
+                        releases.leave(released=False)
             if lease is not None:
-                return lease
+                return lease  # its turn is given back with the slot (_release)
             remaining = deadline - self._clock()
             if remaining <= 0:
                 cause = f" (last database error: {type(trouble).__name__})" if trouble else ""
@@ -222,8 +249,16 @@ class CompanySlots:
         return None
 
     def _release(self, lease: Lease) -> None:
+        freed = False
+        try:
+            freed = self._release_row(lease)
+        finally:
+            self._releases_of(lease.company_id).leave(released=freed)
+
+    def _release_row(self, lease: Lease) -> bool:
+        """Free the lease's row (unless it is kept); True when it was freed."""
         if lease.kept:
-            return
+            return False
         try:
             with write_transaction(self._engine) as conn:
                 # Only if still ours: after the lease ran out someone else may hold the slot.
@@ -236,8 +271,8 @@ class CompanySlots:
                 slot=lease.slot,
                 error=type(exc).__name__,
             )
-            return
-        self._releases_of(lease.company_id).announce()
+            return False
+        return True
 
     def _ensure_rows(self, company_id: str) -> None:
         if company_id in self._ensured:
@@ -250,7 +285,7 @@ class CompanySlots:
 
     def _releases_of(self, company_id: str) -> _Releases:
         with self._guard:
-            return self._releases.setdefault(company_id, _Releases())
+            return self._releases.setdefault(company_id, _Releases(self.cap))
 
 
 def company_slots(settings: Any, engine: Engine, *, lease_seconds: float | None = None) -> CompanySlots:

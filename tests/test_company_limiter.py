@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, event, select, text
 
 from store import create_engine_for
 from store.models import IntacctSlot
@@ -236,12 +236,14 @@ def test_acquire_waits_with_growing_jittered_polls_then_times_out(engine: Engine
 def test_a_late_release_never_frees_a_slot_someone_else_took(engine: Engine):
     fake = FakeTime(start=1_000_000.0)
     slots = CompanySlots(engine, cap=1, lease_seconds=30, clock=fake.clock, sleep=fake.advance)
+    # Another process's limiter: this process's own threads never claim past the cap anyway.
+    elsewhere = CompanySlots(engine, cap=1, lease_seconds=30, clock=fake.clock, sleep=fake.advance)
     with slots.acquire(COMPANY, timeout=1) as first:
         fake.now += 31  # first's lease ran out while its request was still running
-        with slots.acquire(COMPANY, timeout=1) as second:
+        with elsewhere.acquire(COMPANY, timeout=1) as second:
             assert second.slot == first.slot and second.holder != first.holder
         # second released its own claim; taking it again works
-        third = slots.acquire(COMPANY, timeout=1)
+        third = elsewhere.acquire(COMPANY, timeout=1)
         third.__enter__()
     # first's exit must not free third's claim
     with engine.connect() as conn:
@@ -252,6 +254,28 @@ def test_a_late_release_never_frees_a_slot_someone_else_took(engine: Engine):
     assert slots.holders(COMPANY) == 1
     third.__exit__(None, None, None)
     assert slots.holders(COMPANY) == 0
+
+
+def test_threads_past_the_cap_wait_in_the_process_without_querying(engine: Engine):
+    fake = FakeTime(start=1_000_000.0)
+    slots = CompanySlots(engine, cap=2, clock=fake.clock, sleep=fake.advance)
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    with slots.acquire(COMPANY, timeout=1), slots.acquire(COMPANY, timeout=1):
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            with pytest.raises(SlotTimeout), slots.acquire(COMPANY, timeout=2.0):
+                pass
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        # Both of the process's turns are held: the third waited out its timeout without a query.
+        assert statements == [] and sum(fake.sleeps) == pytest.approx(2.0)
+    # The turns came back with the slots, and a timed-out wait kept none: both can be held again.
+    with slots.acquire(COMPANY, timeout=1), slots.acquire(COMPANY, timeout=1):
+        assert slots.holders(COMPANY) == 2
 
 
 def test_caps_are_per_company_and_a_lower_cap_uses_only_its_slots(engine: Engine):
