@@ -49,6 +49,7 @@ class Simulators:
 
     def __init__(self, workdir: Path, stack: contextlib.ExitStack) -> None:
         self.intacct_port, self.flexpoint_port = free_port(), free_port()
+        self.processes: dict[str, subprocess.Popen] = {}
         flexsync = [sys.executable, "-c", "from cli.main import main; main()", "sandbox"]
         env = {**_clean_env(), "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console"}
         commands = {
@@ -62,6 +63,7 @@ class Simulators:
             stack.callback(log.close)
             process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             stack.callback(_stop, process)
+            self.processes[name] = process
             progress(f"started the {name} simulator, pid {process.pid}")
         self.intacct = f"http://127.0.0.1:{self.intacct_port}"
         self.flexpoint = f"http://127.0.0.1:{self.flexpoint_port}"

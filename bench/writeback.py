@@ -30,7 +30,16 @@ if str(ROOT) not in sys.path:
 import requests  # noqa: E402
 
 from bench.backfill import CLIENT_SECRET, TOKEN, Simulators, _clean_env, _stop, met  # noqa: E402
-from bench.common import RunFailed, figure, free_port, progress, rabbitmqctl, run_guarded  # noqa: E402
+from bench.common import (  # noqa: E402
+    RunFailed,
+    figure,
+    free_port,
+    machine_busy_seconds,
+    process_cpu_seconds,
+    progress,
+    rabbitmqctl,
+    run_guarded,
+)
 
 CALLS_TARGET = 3.0
 RATE_TARGET = 0.5  # of the cap's limit
@@ -137,6 +146,14 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
         workers.append(process)
     time.sleep(3)  # the processes connect and start consuming
     progress(f"publishing {len(messages)} payment.post messages")
+
+    def cpu() -> dict[str, float]:
+        spent = {"writeback": sum(process_cpu_seconds(w.pid) for w in workers)}
+        spent.update((name, process_cpu_seconds(p.pid)) for name, p in sims.processes.items())
+        spent["machine"] = machine_busy_seconds()
+        return spent
+
+    cpu_before = cpu()
     started = time.monotonic()
     with Connection(amqp_url, transport_options={"confirm_publish": True}) as connection:
         producer = Producer(connection.channel())
@@ -163,6 +180,7 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
             last_note = time.monotonic()
         time.sleep(0.1)
     elapsed = time.monotonic() - started
+    cpu_spent = {name: seconds - cpu_before[name] for name, seconds in cpu().items()}
     if posted < len(messages):
         raise RunFailed(f"only {posted} of {len(messages)} payments posted within {args.timeout:.0f} s")
     reported: dict[str, str] = {}
@@ -193,6 +211,14 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     figure(
         f"P6 postings/s: {rate:.1f} in {elapsed:.1f} s, the cap's limit {limit:.0f}/s, ratio {rate / limit:.2f} "
         f"(target >= {RATE_TARGET}: {met(rate >= RATE_TARGET * limit)}); 429s {stats['tooManyRequests']}"
+    )
+    # What bounds the rate on this machine: the CPU each posting costs, and how busy the CPUs were.
+    per = {name: seconds / len(messages) * 1000 for name, seconds in cpu_spent.items()}
+    figure(
+        f"P6 CPU per posting (from the first publish to the last posting): writeback processes "
+        f"{per['writeback']:.1f} ms, Intacct simulator {per['intacct']:.1f} ms, FlexPoint simulator "
+        f"{per['flexpoint']:.1f} ms, the whole machine {per['machine']:.1f} ms; the machine's "
+        f"{os.cpu_count()} CPUs were {cpu_spent['machine'] / elapsed / (os.cpu_count() or 1):.0%} busy"
     )
     return 0
 
