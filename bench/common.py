@@ -52,23 +52,45 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def process_stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """Process ``pid``'s command name and the fields of /proc/<pid>/stat after it (from the
+    state on: [2] is the process group, [11] and [12] utime and stime in clock ticks); None
+    once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            stat = handle.read()
+        return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+    except (OSError, ValueError):  # gone, or gone halfway through the read
+        return None
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds process ``pid`` has used so far (Linux /proc; 0 once gone)."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()  # noqa: SIM115 - one read
-    except OSError:
+    found = process_stat(pid)
+    if found is None:
         return 0.0
-    # After the command's closing parenthesis: fields 14 and 15 of stat(5), utime and stime.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = found[1]
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> list[int] | None:
+    """The whole machine's CPU ticks so far, all CPUs together (/proc/stat's first line):
+    user, nice, system, idle, iowait, irq, softirq, steal (guest time is inside user); None
+    where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:9]]
+    except OSError:
+        return None
+    return ticks if len(ticks) == 8 else None
+
+
 def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy so far, all CPUs together (/proc/stat)."""
-    with open("/proc/stat") as stat:
-        ticks = [int(value) for value in stat.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy.
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the whole machine has spent busy so far: all but idle and iowait."""
+    ticks = machine_ticks()
+    if ticks is None:
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:

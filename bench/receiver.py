@@ -48,7 +48,17 @@ BENCH = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import BenchError, figure, free_port, loud, progress, rabbitmqctl, run_guarded  # noqa: E402
+from bench.common import (  # noqa: E402
+    BenchError,
+    figure,
+    free_port,
+    loud,
+    machine_ticks,
+    process_stat,
+    progress,
+    rabbitmqctl,
+    run_guarded,
+)
 
 LUA_SCRIPT = BENCH / "wrk" / "webhook.lua"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -560,15 +570,10 @@ class Benchmark:
         group = os.getpgid(self.servers[kind].pid)
         totals = {kind: 0.0, "rabbitmq": 0.0, f"{kind} sys": 0.0}
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                name = stat[stat.index("(") + 1 : stat.rindex(")")]
-                fields = stat[stat.rindex(")") + 2 :].split()
-            except (OSError, ValueError):
-                continue  # the process ended meanwhile
-            # fields[2] is the process group; [11] and [12] are utime and stime in ticks.
+            found = process_stat(entry.name) if entry.name.isdigit() else None
+            if found is None:
+                continue  # not a process, or it ended meanwhile
+            name, fields = found
             seconds = (int(fields[11]) + int(fields[12])) / tick
             if int(fields[2]) == group:
                 totals[kind] += seconds
@@ -777,14 +782,9 @@ class Benchmark:
 
 
 def _machine_ticks() -> tuple[int, int] | None:
-    """(steal, all) CPU ticks of the whole machine so far, from /proc/stat; None elsewhere."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    # cpu user nice system idle iowait irq softirq steal guest guest_nice (guest is in user)
-    ticks = [int(value) for value in fields[1:9]]
-    return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+    """(steal, all) CPU ticks of the whole machine so far; None where there is no /proc/stat."""
+    ticks = machine_ticks()
+    return None if ticks is None else (ticks[7], sum(ticks))
 
 
 def webhook_body_template() -> tuple[str, str]:
