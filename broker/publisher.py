@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -55,14 +55,16 @@ class PublishUnroutable(PublishError):
     outcome = "unroutable"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     future: Future[None]
     message_id: str
     started: float
 
 
-OutcomeHook = Callable[[str, float], None]
+# Told each outcome with the seconds every message it settles waited: one call per confirm
+# frame for the acks (a busy broker acks many messages at once), one per message otherwise.
+OutcomeHook = Callable[[str, Sequence[float]], None]
 
 REFUSALS_BEFORE_RECONNECT_SECONDS = 1.0
 
@@ -89,7 +91,7 @@ class ConfirmingPublisher:
         self._exchange = exchange
         self._max_in_flight = max_in_flight
         self._reconnect_delays = reconnect_delays
-        self._on_outcome = on_outcome or (lambda outcome, seconds: None)
+        self._on_outcome = on_outcome or (lambda outcome, waits: None)
         # Called (no I/O allowed) each time a connection is lost or cannot be made: a gap signal.
         self._on_connection_lost = on_connection_lost or (lambda: None)
         self._clock = clock
@@ -155,7 +157,8 @@ class ConfirmingPublisher:
             content_type=content_type,
             message_id=message_id,
             timestamp=int(time.time()),
-            headers=dict(headers or {}),
+            # None, not {}: pika then leaves the field out instead of encoding an empty table.
+            headers=dict(headers) if headers else None,
         )
         self._outbox.append((future, routing_key, body, properties, self._clock()))
         with self._wake_lock:
@@ -183,7 +186,7 @@ class ConfirmingPublisher:
         except FutureTimeout:
             timeout_error = PublishTimeout(f"RabbitMQ did not confirm within {timeout:.1f} s")
             timeout_error.future = future  # type: ignore[attr-defined]
-            self._on_outcome("timeout", timeout)
+            self._on_outcome("timeout", (timeout,))
             raise timeout_error from None
         return future
 
@@ -332,6 +335,7 @@ class ConfirmingPublisher:
         else:
             tags = [method.delivery_tag]
         now = self._clock()
+        acked: list[float] = []
         for tag in tags:
             pending = self._pending.pop(tag, None)
             if pending is None:
@@ -345,9 +349,11 @@ class ConfirmingPublisher:
                     pending.future, PublishUnroutable("no queue is bound for this routing key"), elapsed
                 )
             else:
-                self._on_outcome("ack", elapsed)
+                acked.append(elapsed)
                 if not pending.future.done():
                     pending.future.set_result(None)
+        if acked:
+            self._on_outcome("ack", acked)
 
     def _note_refusal(self, refused: bool) -> None:
         # After a cluster node is lost, a channel opened while its queues were changing leader
@@ -366,7 +372,7 @@ class ConfirmingPublisher:
                 connection.close()
 
     def _fail(self, future: Future[None], error: PublishError, elapsed: float) -> None:
-        self._on_outcome(error.outcome, elapsed)
+        self._on_outcome(error.outcome, (elapsed,))
         if not future.done():
             future.set_exception(error)
 

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.broker
 def publisher(amqp_url, declared_topology):
     outcomes: list[str] = []
     publisher = ConfirmingPublisher(
-        amqp_url, EVENTS_EXCHANGE.name, on_outcome=lambda o, s: outcomes.append(o)
+        amqp_url, EVENTS_EXCHANGE.name, on_outcome=lambda o, waits: outcomes.extend([o] * len(waits))
     )
     publisher.outcomes = outcomes
     publisher.start(wait=5)
