@@ -6,7 +6,8 @@ process finds the record and is answered "duplicate".
 
 The lookup is the one database statement on the request path, so it is made as cheap as a
 statement can be: plain SQL on a DBAPI connection each request thread keeps (no pool checkout,
-no result machinery), answered from two primary keys. It also reads the connection's version,
+no result machinery), answered from two primary keys; on an SQLite file it runs keeping the
+GIL (``store.sqlite_held``), so no other request thread is switched in halfway. It also reads the connection's version,
 so a receiver notices a connection changed (disconnected, reconnected, its secret rotated) on
 the very next webhook, whatever its cache holds. Recording is off the request path:
 :class:`BatchRecorder` commits the records of all of a process's request threads together on one
@@ -34,7 +35,9 @@ from sqlalchemy import Engine, bindparam, delete, text
 from sqlalchemy.exc import OperationalError
 
 from observability.logging import get_logger
+from store import sqlite_held
 from store.models import UTCDateTime, WebhookDelivery
+from store.sqlite_held import HeldStatement
 
 log = get_logger(__name__)
 
@@ -92,12 +95,18 @@ def storage_key(key: str) -> str:
 class DeliveryLedger:
     """Records accepted deliveries, so retries are answered as duplicates by any process."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(
+        self, engine: Engine, clock: Callable[[], datetime] = _utcnow, *, hold_gil: bool = True
+    ) -> None:
+        """``hold_gil=False``: every lookup goes through the driver, the way a held lookup
+        that SQLite could not answer at once does."""
         # No per-call isolation options: changing them costs SQLAlchemy work on every pool
         # checkout, and a lookup is a lone SELECT that needs no transaction of its own.
         self._engine = engine
         self._clock = clock
         self._lookups = _ThreadConnections(engine, _LOOKUP_SQL, autocommit=True)
+        # On an SQLite file, the lookup first runs keeping the GIL (see store.sqlite_held).
+        self._held = _held_lookup(engine) if hold_gil else None
         # Records go the same way, on the recorder thread's own connection, one commit per batch
         # (SQLite: a statement per 100 rows; PostgreSQL: one executemany): SQLAlchemy's per-row
         # parameter handling cost more than the insert itself. The timestamp is converted once
@@ -124,6 +133,10 @@ class DeliveryLedger:
                 row = tuple(conn.execute(_LOOKUP, params).one())
                 # Through SQLAlchemy the column arrives parsed: back to the stored form.
                 return DeliveryLookup(row[0], None if row[1] is None else self.version(row[1]))
+        if self._held is not None:
+            held = self._held.fetch_row(connection_id, params["key"])
+            if held is not None:
+                return DeliveryLookup._make(held)
         return DeliveryLookup._make(self._lookups.fetch(params)[0])
 
     def version(self, updated_at: datetime | None) -> Any:
@@ -159,6 +172,17 @@ class DeliveryLedger:
         """Delete deliveries recorded before ``cutoff``; return how many were removed."""
         with self._engine.begin() as conn:
             return conn.execute(delete(WebhookDelivery).where(WebhookDelivery.claimed_at < cutoff)).rowcount
+
+
+def _held_lookup(engine: Engine) -> HeldStatement | None:
+    """The lookup as a :class:`HeldStatement`, where the database is an SQLite file and SQLite
+    can be called directly; else None."""
+    database = engine.url.database
+    if engine.dialect.driver != "pysqlite" or not sqlite_held.available():
+        return None
+    if not database or database == ":memory:" or database.startswith("file:") or engine.url.query:
+        return None
+    return HeldStatement(database, _LOOKUP_SQL.format(connection_id="?1", key="?2"), columns=2)
 
 
 class _ThreadConnections:

@@ -713,7 +713,7 @@ def test_a_lookup_takes_nothing_from_the_pool_once_its_thread_is_warm(engine: En
 
 
 def test_a_lookup_whose_connection_broke_answers_on_a_fresh_one(engine: Engine):
-    ledger = DeliveryLedger(engine)
+    ledger = DeliveryLedger(engine, hold_gil=False)
     ledger.record("conn-1", "key-1", "event-1")
     assert ledger.seen("conn-1", "key-1") == "event-1"
     # As after a database restart: the thread's connection is dead underneath the ledger.
