@@ -50,11 +50,14 @@ _MAX_KEY_LENGTH = 200
 # The request path's one statement: the delivery's record and the connection's version
 # (``updated_at``, which every change of a connection moves), so a receiver whose cached
 # connection is stale finds out on the very next webhook, not when its cache entry expires.
-_LOOKUP_SQL = (
-    "SELECT (SELECT event_id FROM webhook_deliveries "
-    "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'), "
-    "(SELECT updated_at FROM connections WHERE connection_id = {connection_id})"
+_LOOKUP_PARTS = (
+    "SELECT event_id FROM webhook_deliveries "
+    "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'",
+    "SELECT updated_at FROM connections WHERE connection_id = {connection_id}",
 )
+_LOOKUP_SQL = "SELECT ({}), ({})".format(*_LOOKUP_PARTS)
+# The same for store.sqlite_held, whose columns must be text (both are, on SQLite).
+_HELD_LOOKUP_SQL = "SELECT CAST(({}) AS TEXT), CAST(({}) AS TEXT)".format(*_LOOKUP_PARTS)
 _RECORD_PARTS = (
     "INSERT INTO webhook_deliveries "
     "(connection_id, idempotency_key, event_id, state, claimed_at, confirmed_at) VALUES ",
@@ -182,7 +185,7 @@ def _held_lookup(engine: Engine) -> HeldStatement | None:
         return None
     if not database or database == ":memory:" or database.startswith("file:") or engine.url.query:
         return None
-    return HeldStatement(database, _LOOKUP_SQL.format(connection_id="?1", key="?2"), columns=2)
+    return HeldStatement(database, _HELD_LOOKUP_SQL.format(connection_id="?1", key="?2"), columns=2)
 
 
 class _ThreadConnections:

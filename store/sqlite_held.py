@@ -27,8 +27,6 @@ _SQLITE_OK = 0
 _SQLITE_ROW = 100
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
-_TYPE_TEXT = 3  # sqlite3_column_type's answers
-_TYPE_NULL = 5
 _OPEN_READWRITE = 0x00000002
 _OPEN_NOMUTEX = 0x00008000
 # SQLITE_TRANSIENT: SQLite copies a bound value at once.
@@ -68,7 +66,6 @@ class _Prepared:
         self.library = library
         self.db = ctypes.c_void_p()
         self.statement = ctypes.c_void_p()
-        # The values bound last, per parameter: SQLite keeps bindings across resets.
         self.bound: list[str | None] = []
         if library.sqlite3_open_v2(path, ctypes.byref(self.db), _OPEN_READWRITE | _OPEN_NOMUTEX, None):
             self.close()
@@ -78,6 +75,8 @@ class _Prepared:
         ):
             self.close()
             raise OSError("could not prepare the statement")
+        # The values bound last, per parameter: SQLite keeps bindings across resets.
+        self.bound = [None] * library.sqlite3_bind_parameter_count(self.statement)
 
     def close(self) -> None:
         if self.statement:
@@ -93,8 +92,9 @@ class _Prepared:
 
 
 class HeldStatement:
-    """``sql`` (text parameters ?1, ?2 ...; a single row of text or NULL columns) on the SQLite
-    database at ``path``, run on a connection of the calling thread's own."""
+    """``sql`` on the SQLite database at ``path``, run on a connection of the calling thread's
+    own. Its parameters (?1, ?2 ...) are text; it gives one row, whose ``columns`` are text or
+    NULL (``CAST(... AS TEXT)`` them): each comes back as a str or None."""
 
     def __init__(self, path: str, sql: str, *, columns: int) -> None:
         library = _library()
@@ -108,18 +108,15 @@ class HeldStatement:
 
     def fetch_row(self, *params: str) -> tuple[str | None, ...] | None:
         """The statement's row; None when SQLite could not answer at once (busy, locked, an
-        error, a value that is not text): then ask the ``sqlite3`` module."""
+        error): then ask the ``sqlite3`` module."""
         prepared = getattr(self._local, "prepared", None)
         if prepared is None:
             try:
                 prepared = self._local.prepared = _Prepared(self._library, self._path, self._sql)
             except OSError:
                 return None
-        library, statement = self._library, prepared.statement
-        bound = prepared.bound
+        library, statement, bound = self._library, prepared.statement, prepared.bound
         for index, value in enumerate(params):
-            if index >= len(bound):
-                bound.append(None)
             if bound[index] != value:
                 encoded = value.encode()
                 if library.sqlite3_bind_text(statement, index + 1, encoded, len(encoded), _TRANSIENT):
@@ -129,17 +126,10 @@ class HeldStatement:
         code = library.sqlite3_step(statement)
         row: tuple[str | None, ...] | None = None
         if code == _SQLITE_ROW:
-            values: list[str | None] = []
-            for column in self._columns:
-                kind = library.sqlite3_column_type(statement, column)
-                if kind == _TYPE_NULL:
-                    values.append(None)
-                elif kind == _TYPE_TEXT:
-                    values.append(library.sqlite3_column_text(statement, column).decode())
-                else:
-                    break
-            else:
-                row = tuple(values)
+            text = library.sqlite3_column_text  # NULL comes back as None
+            row = tuple(
+                [None if (value := text(statement, n)) is None else value.decode() for n in self._columns]
+            )
         # Reset ends the read at once (no snapshot is kept between webhooks).
         library.sqlite3_reset(statement)
         if code != _SQLITE_ROW and code not in (_SQLITE_BUSY, _SQLITE_LOCKED):
