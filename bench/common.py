@@ -73,6 +73,26 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_switches(pid: int | str) -> int:
+    """How many times the threads of process ``pid`` alive now were switched out so far, by
+    choice (waiting on a lock, a socket) or not (/proc/<pid>/task/*/status; 0 once gone)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    name, _, value = line.partition(":")
+                    if name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                        total += int(value)
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+    return total
+
+
 def machine_ticks() -> list[int] | None:
     """The whole machine's CPU ticks so far, all CPUs together (/proc/stat's first line):
     user, nice, system, idle, iowait, irq, softirq, steal (guest time is inside user); None

@@ -58,6 +58,7 @@ from bench.common import (  # noqa: E402
     progress,
     rabbitmqctl,
     run_guarded,
+    thread_switches,
 )
 
 LUA_SCRIPT = BENCH / "wrk" / "webhook.lua"
@@ -91,6 +92,8 @@ class WrkResult:
     attempts: int = 1
     # The share of the machine's CPU time the hypervisor gave to other guests during the run.
     steal: float | None = None
+    # Thread switches of the server's gunicorn workers during the run (None: not counted).
+    switches: int | None = None
 
     @classmethod
     def load(cls, label: str, path: Path) -> WrkResult:
@@ -125,6 +128,9 @@ class WrkResult:
         """CPU microseconds ``name``'s processes spent per answer during the run."""
         return self.cpu.get(name, 0.0) / self.requests * 1e6 if self.requests else 0.0
 
+    def switches_per_answer(self) -> float | None:
+        return self.switches / self.requests if self.switches is not None and self.requests else None
+
     def ms(self, name: str) -> float:
         return self.latency_us[name] / 1000.0
 
@@ -147,6 +153,9 @@ class WrkResult:
             text += "; CPU per answer: " + ", ".join(
                 f"{name} {seconds / self.requests * 1e6:,.0f} us" for name, seconds in self.cpu.items()
             )
+        switches = self.switches_per_answer()
+        if switches is not None:
+            text += f"; thread switches per answer {switches:.1f}"
         return text
 
 
@@ -417,6 +426,7 @@ class Benchmark:
             # New keys for every start: a restarted wrk must not resend a killed one's deliveries.
             env["BENCH_TAG"] = f"bench-{self.run_tag}-{self._runs}-{attempt}"
             before = self._cpu_seconds(kind)
+            switches_before = self._switches(kind)
             machine_before = _machine_ticks()
             wrk = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -436,12 +446,18 @@ class Benchmark:
             wrk.kill()
             stdout, stderr = wrk.communicate()
         after = self._cpu_seconds(kind)
+        switches_after = self._switches(kind)
         machine_after = _machine_ticks()
         self._finish_profilers(profilers, label)
         if wrk.returncode != 0 or not out.exists():
             raise BenchError(f"wrk failed (exit {wrk.returncode}):\n{stdout}{stderr}")
         result = WrkResult.load(label, out)
         result.cpu = {name: after[name] - before.get(name, 0.0) for name in after}
+        # Only workers there at both ends count (a worker restarted meanwhile is left out).
+        counted = switches_before.keys() & switches_after.keys()
+        result.switches = (
+            sum(switches_after[pid] - switches_before[pid] for pid in counted) if counted else None
+        )
         result.split = split
         result.attempts = attempt
         if machine_before is not None and machine_after is not None:
@@ -563,6 +579,10 @@ class Benchmark:
         )
         progress(f"profile of '{label}'; top by inclusive time:\n{top(inclusive, self.args.profile_top * 2)}")
         progress(f"profile of '{label}'; by what the thread runs:\n{top(by_thread, 8)}")
+
+    def _switches(self, kind: str) -> dict[str, int]:
+        """Thread switches so far of each gunicorn worker of ``kind``, by pid."""
+        return {pid: thread_switches(pid) for pid in self._workers(kind)}
 
     def _cpu_seconds(self, kind: str) -> dict[str, float]:
         """CPU time so far of the server's process group and of the broker (Linux /proc)."""
@@ -690,13 +710,21 @@ class Benchmark:
         best_cpu_ratio = cpu["receiver"] / cpu["floor"] if cpu["floor"] else float("inf")
         cpu_ratio = statistics.median(c for _rate, c in paired)
         broker = ", ".join(f"{kind} {best[kind].cpu_per_answer_us('rabbitmq'):,.0f} us" for kind in KINDS)
+        per_answer = {kind: best[kind].switches_per_answer() for kind in KINDS}
+        switched = (
+            " [thread switches per answer: "
+            + ", ".join(f"{kind} {value:.1f}" for kind, value in per_answer.items() if value is not None)
+            + "]"
+            if any(value is not None for value in per_answer.values())
+            else ""
+        )
         figure(
             f"P1 CPU per answer (gunicorn workers, best peak run): receiver {cpu['receiver']:,.0f} us, "
             f"floor {cpu['floor']:,.0f} us, bare {cpu['bare']:,.0f} us; receiver/floor, median of the rounds' "
             f"adjacent runs, {cpu_ratio:.2f} "
             f"(target <= {CPU_RATIO_TARGET}: {'MET' if cpu_ratio <= CPU_RATIO_TARGET else 'NOT MET'}), "
             f"per round {', '.join(f'{c:.2f}' for _rate, c in paired)}, of the best runs {best_cpu_ratio:.2f} "
-            f"[RabbitMQ's per answer: {broker}]"
+            f"[RabbitMQ's per answer: {broker}]{switched}"
         )
 
         if pairs:
