@@ -8,9 +8,11 @@ switches, far more than the microseconds SQLite spends answering from its page c
 :class:`HeldStatement` runs one prepared, read-only statement by calling the SQLite library
 directly through ``ctypes.PyDLL``, whose calls keep the GIL. It uses the very copy of the
 library the ``sqlite3`` module loaded (two copies in one process would break each other's
-file locks), and never waits: its connections have no busy timeout, so a statement SQLite
+file locks), and does not wait: its connections have no busy timeout, so a statement SQLite
 cannot answer at once gives None, and the caller asks the ``sqlite3`` module instead, which
-waits with the GIL let go. Linux only (the library is found in ``/proc/self/maps``); elsewhere
+waits with the GIL let go. SQLite still sleeps briefly on its own when it races a writer for
+a WAL read lock; a read that took milliseconds therefore sends all reads to ``sqlite3`` for a
+while. Linux only (the library is found in ``/proc/self/maps``); elsewhere
 :func:`available` is False and nothing changes.
 """
 
@@ -21,7 +23,13 @@ import ctypes
 import functools
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
+
+from observability.logging import get_logger
+
+log = get_logger(__name__)
 
 _SQLITE_OK = 0
 _SQLITE_ROW = 100
@@ -96,7 +104,19 @@ class HeldStatement:
     own. Its parameters (?1, ?2 ...) are text; it gives one row, whose ``columns`` are text or
     NULL (``CAST(... AS TEXT)`` them): each comes back as a str or None."""
 
-    def __init__(self, path: str, sql: str, *, columns: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        sql: str,
+        *,
+        columns: int,
+        slow_seconds: float = 0.002,
+        pause_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """A statement that took longer than ``slow_seconds`` waited inside SQLite (its WAL
+        read retries sleep, busy timeout or not) with every thread of the process stopped:
+        then every thread asks the ``sqlite3`` module for ``pause_seconds``."""
         library = _library()
         if library is None:
             raise RuntimeError("SQLite cannot be called directly here; check available() first")
@@ -105,10 +125,17 @@ class HeldStatement:
         self._sql = sql.encode()
         self._columns = range(columns)
         self._local = threading.local()
+        self._slow = slow_seconds
+        self._pause = pause_seconds
+        self._clock = clock
+        self._paused_until = float("-inf")
 
     def fetch_row(self, *params: str) -> tuple[str | None, ...] | None:
         """The statement's row; None when SQLite could not answer at once (busy, locked, an
-        error): then ask the ``sqlite3`` module."""
+        error), or while paused after a slow one: then ask the ``sqlite3`` module."""
+        started = self._clock()
+        if started < self._paused_until:
+            return None
         prepared = getattr(self._local, "prepared", None)
         if prepared is None:
             try:
@@ -134,6 +161,15 @@ class HeldStatement:
         library.sqlite3_reset(statement)
         if code != _SQLITE_ROW and code not in (_SQLITE_BUSY, _SQLITE_LOCKED):
             self._discard(prepared)
+        elapsed = self._clock() - started
+        if elapsed > self._slow:
+            self._paused_until = started + elapsed + self._pause
+            log.warning(
+                "sqlite_held_read_slow",
+                ms=round(elapsed * 1000, 1),
+                paused_seconds=self._pause,
+                hint="SQLite waited for a lock; reads let go of the GIL meanwhile",
+            )
         return row
 
     def _discard(self, prepared: _Prepared) -> None:
