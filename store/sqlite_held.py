@@ -10,9 +10,9 @@ directly through ``ctypes.PyDLL``, whose calls keep the GIL. It uses the very co
 library the ``sqlite3`` module loaded (two copies in one process would break each other's
 file locks), and does not wait: its connections have no busy timeout, so a statement SQLite
 cannot answer at once gives None, and the caller asks the ``sqlite3`` module instead, which
-waits with the GIL let go. SQLite still sleeps briefly on its own when it races a writer for
-a WAL read lock; a read that took milliseconds therefore sends all reads to ``sqlite3`` for a
-while. Linux only (the library is found in ``/proc/self/maps``); elsewhere
+waits with the GIL let go. SQLite still sleeps on its own when it races a writer for a WAL
+read lock; a read that took tens of milliseconds therefore sends all reads to ``sqlite3`` for
+a while. Linux only (the library is found in ``/proc/self/maps``); elsewhere
 :func:`available` is False and nothing changes.
 """
 
@@ -110,13 +110,15 @@ class HeldStatement:
         sql: str,
         *,
         columns: int,
-        slow_seconds: float = 0.002,
+        slow_seconds: float = 0.05,
         pause_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """A statement that took longer than ``slow_seconds`` waited inside SQLite (its WAL
-        read retries sleep, busy timeout or not) with every thread of the process stopped:
-        then every thread asks the ``sqlite3`` module for ``pause_seconds``."""
+        """A statement that took longer than ``slow_seconds`` most likely waited inside SQLite
+        (its WAL read retries sleep, busy timeout or not) with every thread of the process
+        stopped: then every thread asks the ``sqlite3`` module for ``pause_seconds``. Reads of
+        2-20 ms are seen every few seconds at peak load on two CPUs: the thread was simply not
+        on a CPU, as can happen anywhere in the request's Python, so they do not count."""
         library = _library()
         if library is None:
             raise RuntimeError("SQLite cannot be called directly here; check available() first")
