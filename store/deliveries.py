@@ -7,11 +7,11 @@ process finds the record and is answered "duplicate".
 The lookup is the one database statement on the request path, so it is made as cheap as a
 statement can be: plain SQL on a DBAPI connection each request thread keeps (no pool checkout,
 no result machinery), answered from two primary keys; on an SQLite file it runs keeping the
-GIL (``store.sqlite_held``), so no other request thread is switched in halfway. It also reads the connection's version,
-so a receiver notices a connection changed (disconnected, reconnected, its secret rotated) on
-the very next webhook, whatever its cache holds. Recording is off the request path:
-:class:`BatchRecorder` commits the records of all of a process's request threads together on one
-writer thread, within a few tens of milliseconds of the answer.
+GIL (``store.sqlite_held``), so no other request thread is switched in halfway. It also reads
+the connection's version, so a receiver notices a connection changed (disconnected,
+reconnected, its secret rotated) on the very next webhook, whatever its cache holds. Recording
+is off the request path: :class:`BatchRecorder` commits the records of all of a process's
+request threads together on one writer thread, within a few tens of milliseconds of the answer.
 Intacct retries a delivery no sooner than 10 s after a failed answer, so the record is always
 there in time; only a process that dies inside those milliseconds leaves its delivery
 unrecorded, and its retry then publishes the (idempotent) event once more. Copies of one

@@ -31,7 +31,6 @@ from observability.logging import get_logger
 
 log = get_logger(__name__)
 
-_SQLITE_OK = 0
 _SQLITE_ROW = 100
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
