@@ -23,7 +23,15 @@ class DeliveryAbandoned(FlexsyncError):
 
 
 class RecentDeliveries:
-    """A bounded map from (connection, idempotency key) to the outcome of its first copy."""
+    """A bounded map from (connection, idempotency key) to the outcome of its first copy.
+
+    Deliveries in flight and accepted ones are kept apart. An accepted delivery is remembered as
+    a tuple of a time and a string, which Python's garbage collector stops tracking: a busy
+    process remembers up to ``max_entries`` of them, and a full collection that had to visit
+    each (a pause of every request thread of the process, 100-200 ms at 100,000) visits none.
+    Accepted deliveries are forgotten once ``remember_seconds`` old, or oldest first beyond
+    ``max_entries``; one in flight is never forgotten (its waiters need it).
+    """
 
     def __init__(
         self,
@@ -36,55 +44,55 @@ class RecentDeliveries:
         self._max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
-        # identity -> [future of the event id or None until a copy waits on it, time it
-        # finished or None while in flight, the event id once accepted]. The future is made only
-        # for a copy that waits: the first copy of almost every delivery is the only one.
-        self._entries: OrderedDict[Identity, list] = OrderedDict()
+        # identity -> the future later copies wait on; None until a copy waits (the first copy
+        # of almost every delivery is the only one).
+        self._in_flight: dict[Identity, Future[str] | None] = {}
+        # identity -> (when it was accepted, its event id), oldest first.
+        self._accepted: OrderedDict[Identity, tuple[float, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._in_flight) + len(self._accepted)
 
     def begin(self, identity: Identity) -> Future[str] | None:
         """None for the first copy, which must call accepted or abandoned; for a later copy, a
         future of the first copy's outcome, which it must wait for."""
         now = self._clock()
         with self._lock:
-            entry = self._entries.get(identity)
-            if entry is not None:
-                future, finished, event_id = entry
-                if finished is None or now - finished < self._remember:
-                    if future is None:
-                        future = entry[0] = Future()
-                        if event_id is not None:
-                            future.set_result(event_id)
-                    return future
-                del self._entries[identity]
-            self._entries[identity] = [None, None, None]
-            self._evict()
+            if identity in self._in_flight:
+                future = self._in_flight[identity]
+                if future is None:
+                    future = self._in_flight[identity] = Future()
+                return future
+            self._forget_older_than(now - self._remember)
+            accepted = self._accepted.get(identity)
+            if accepted is not None:
+                done: Future[str] = Future()
+                done.set_result(accepted[1])
+                return done
+            self._in_flight[identity] = None
             return None
 
     def accepted(self, identity: Identity, event_id: str) -> None:
         with self._lock:
-            entry = self._entries.get(identity)
-            if entry is not None:
-                entry[1], entry[2] = self._clock(), event_id
-                self._entries.move_to_end(identity)
-                future = entry[0]
-            else:
-                future = None
+            future = self._in_flight.pop(identity, None)
+            self._accepted.pop(identity, None)
+            self._accepted[identity] = (self._clock(), event_id)
+            while len(self._accepted) > self._max_entries:
+                self._accepted.popitem(last=False)
         if future is not None and not future.done():
             future.set_result(event_id)
 
     def abandoned(self, identity: Identity) -> None:
         with self._lock:
-            entry = self._entries.pop(identity, None)
-        if entry is not None and entry[0] is not None and not entry[0].done():
-            entry[0].set_exception(DeliveryAbandoned())
+            future = self._in_flight.pop(identity, None)
+        if future is not None and not future.done():
+            future.set_exception(DeliveryAbandoned())
 
-    def _evict(self) -> None:
-        # Oldest first; an in-flight entry is never dropped (its waiters need it), only passed.
-        for _ in range(len(self._entries)):
-            if len(self._entries) <= self._max_entries:
+    def _forget_older_than(self, cutoff: float) -> None:
+        # Oldest first, so the scan stops at the first one still young enough.
+        accepted = self._accepted
+        while accepted:
+            oldest = next(iter(accepted))
+            if accepted[oldest][0] >= cutoff:
                 return
-            oldest, (_future, finished, _event_id) = next(iter(self._entries.items()))
-            if finished is None:
-                self._entries.move_to_end(oldest)
-            else:
-                del self._entries[oldest]
+            del accepted[oldest]
