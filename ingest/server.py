@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import tempfile
@@ -32,6 +33,13 @@ def _worker_exit(_arbiter: Any, worker: Any) -> None:
         parts.close()
 
 
+def _post_worker_init(_worker: Any) -> None:
+    # The app is built: what it loaded (modules, the app, its parts; about 100,000 objects)
+    # lives as long as the worker. Out of the collector's sight, a full collection no longer
+    # visits them all, a pause of every request thread of 50-150 ms under load.
+    gc.freeze()
+
+
 def _child_exit(_arbiter: Any, worker: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
@@ -57,6 +65,7 @@ class ReceiverServer(BaseApplication):
             # gunicorn >= 27 opens ~/.gunicorn/gunicorn.ctl by default; two receivers on one
             # host would overwrite each other's, and we do not use it.
             "control_socket_disable": True,
+            "post_worker_init": _post_worker_init,
             "worker_exit": _worker_exit,
             "child_exit": _child_exit,
         }
