@@ -119,3 +119,35 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(por
     finally:
         connection.close()
     assert broker.take_all("sync.ar") == []
+
+
+@pytest.mark.broker
+def test_accepted_and_duplicate_answers_are_whole_json_on_one_kept_alive_connection(port, secret, broker):
+    body = _event("4104")[1]
+    headers = {
+        "Content-Type": "application/json",
+        "X-FlexPoint-Signature": sign_hmac(secret, body, int(time.time())),
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    answers = []
+    try:
+        for _ in range(2):
+            connection.request("POST", f"/webhooks/intacct/{CONNECTION}", body=body, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+            answers.append((response.status, response.reason, response.getheader("Content-Type"), raw))
+            # The length the answer declares is the body it sends, so the connection stays usable.
+            assert response.getheader("Content-Length") == str(len(raw))
+    finally:
+        connection.close()
+
+    (
+        (accepted_status, accepted_reason, accepted_type, accepted),
+        (duplicate_status, _, duplicate_type, duplicate),
+    ) = answers
+    assert (accepted_status, accepted_reason, accepted_type) == (202, "ACCEPTED", "application/json")
+    assert (duplicate_status, duplicate_type) == (200, "application/json")
+    event_id = json.loads(accepted)["eventId"]
+    assert json.loads(accepted) == {"status": "accepted", "eventId": event_id}
+    assert json.loads(duplicate) == {"status": "duplicate", "eventId": event_id}
+    assert len(broker.take_all("sync.ar")) == 1
