@@ -11,9 +11,9 @@ GIL (``store.sqlite_held``), so no other request thread is switched in halfway. 
 the connection's version, so a receiver notices a connection changed (disconnected,
 reconnected, its secret rotated) on the very next webhook, whatever its cache holds. Recording
 is off the request path: :class:`BatchRecorder` commits the records of all of a process's
-request threads together on one writer thread, within a few tens of milliseconds of the answer.
+request threads together on one writer thread, within a quarter of a second of the answer.
 Intacct retries a delivery no sooner than 10 s after a failed answer, so the record is always
-there in time; only a process that dies inside those milliseconds leaves its delivery
+there in time; only a process that dies inside that quarter second leaves its delivery
 unrecorded, and its retry then publishes the (idempotent) event once more. Copies of one
 delivery arriving at the same moment are collapsed in memory by the receiver
 (``ingest.recent``), not here.
@@ -303,11 +303,15 @@ class BatchRecorder:
 
     One transaction per batch instead of one per request keeps a busy receiver from queueing
     its processes behind SQLite's single write lock; lingering ``linger`` seconds after a
-    batch's first record lets a busy process commit tens of records per transaction, far
-    inside the 10 s before Intacct's first retry.
+    batch's first record lets a busy process commit a hundred records or more per transaction,
+    far inside the 10 s before Intacct's first retry. Each commit costs more than its own
+    write: on SQLite every other connection of every process (each request thread's lookup)
+    then finds the database changed and rereads its pages on its next lookup. At 50 ms, with
+    two busy processes, most lookups paid that; at 250 ms a lookup plus its record cost about
+    a fifth less CPU (bench/README.md, "the ledger's commits").
     """
 
-    def __init__(self, ledger: DeliveryLedger, *, max_batch: int = 500, linger: float = 0.05) -> None:
+    def __init__(self, ledger: DeliveryLedger, *, max_batch: int = 1000, linger: float = 0.25) -> None:
         self._ledger = ledger
         self._max_batch = max_batch
         self._linger = linger
@@ -317,7 +321,7 @@ class BatchRecorder:
         self._thread.start()
 
     def record(self, connection_id: str, key: str, event_id: str) -> None:
-        """Queue a record; it is committed with the next batch, within milliseconds."""
+        """Queue a record; it is committed with the next batch, within ``linger`` seconds."""
         self._queue.put((connection_id, key, event_id))
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -334,9 +338,11 @@ class BatchRecorder:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        behind = False
         while True:
             batch = [self._queue.get()]
-            if not self._control(batch[0]):
+            # Behind (the last batch was full): commit what waits at once, without lingering.
+            if not behind and not self._control(batch[0]):
                 # Sleep rather than wait on the queue: with no reader blocked on it, a request
                 # thread's put wakes no one, so a busy process pays no thread switch per record.
                 self._urgent.wait(self._linger)
@@ -346,6 +352,7 @@ class BatchRecorder:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            behind = len(batch) >= self._max_batch
             records = [item for item in batch if item is not _STOP and item[0] is not _FLUSH]
             if records:
                 self._commit(records)

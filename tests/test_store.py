@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import stat
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -737,6 +738,24 @@ def test_the_recorder_commits_in_batches_without_making_callers_wait(engine: Eng
     assert recorder.flush(timeout=10)
     assert all(ledger.seen("conn-1", f"w{w}-99") == f"event-{w}-99" for w in range(8))
     assert sum(batches) == 800 and 1 <= len(batches) < 800  # batched: far fewer than records
+    recorder.close()
+
+
+def test_a_recorder_that_is_behind_commits_full_batches_without_lingering(engine: Engine):
+    ledger = DeliveryLedger(engine)
+    recorder = BatchRecorder(ledger, max_batch=10, linger=2.0)
+    batches = _count_batches(ledger)
+    # 35 records before the writer's first linger ends: four batches, only the first lingers.
+    for n in range(35):
+        recorder.record("conn-1", f"k-{n}", f"event-{n}")
+    started = time.monotonic()
+    deadline = started + 30
+    while sum(batches) < 35 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Lingering before each of the four batches would take 8 s.
+    assert sum(batches) == 35 and time.monotonic() - started < 3.5
+    assert batches == [10, 10, 10, 5]
+    assert ledger.seen("conn-1", "k-34") == "event-34"
     recorder.close()
 
 
