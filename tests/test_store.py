@@ -745,15 +745,21 @@ def test_a_recorder_that_is_behind_commits_full_batches_without_lingering(engine
     ledger = DeliveryLedger(engine)
     recorder = BatchRecorder(ledger, max_batch=10, linger=2.0)
     batches = _count_batches(ledger)
+    all_written = threading.Event()
+    write = ledger._writes.execute_many
+
+    def counted(rows):
+        write(rows)
+        if sum(batches) == 35:
+            all_written.set()
+
+    ledger._writes.execute_many = counted  # type: ignore[method-assign]
     # 35 records before the writer's first linger ends: four batches, only the first lingers.
     for n in range(35):
         recorder.record("conn-1", f"k-{n}", f"event-{n}")
     started = time.monotonic()
-    deadline = started + 30
-    while sum(batches) < 35 and time.monotonic() < deadline:
-        time.sleep(0.01)
     # Lingering before each of the four batches would take 8 s.
-    assert sum(batches) == 35 and time.monotonic() - started < 3.5
+    assert all_written.wait(timeout=30) and time.monotonic() - started < 3.5
     assert batches == [10, 10, 10, 5]
     assert ledger.seen("conn-1", "k-34") == "event-34"
     recorder.close()
