@@ -119,9 +119,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 def _connection(database_url: str, key: str, company: str) -> tuple[str, str]:
-    from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
+    from workers.connections.store import ConnectionStore
 
     engine = create_engine_for(database_url)
     upgrade(engine)
@@ -231,13 +231,13 @@ def child(connection_id: str, page_size: int) -> int:
     from clients.intacct import create_client
     from config import load_settings
     from observability.logging import configure_logging
-    from store.backfill import BackfillStore
-    from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for
     from store.slots import company_slots
     from workers.backfill.lease import new_holder
     from workers.backfill.runner import BackfillRunner, RunOptions
+    from workers.backfill.store import BackfillStore
+    from workers.connections.store import ConnectionStore
 
     settings = load_settings()
     configure_logging(settings)

@@ -99,15 +99,15 @@ def simulate(mode: str, args: argparse.Namespace, intacct, flexpoint, workdir: P
     from clients.intacct.tokens import TokenProvider
     from clients.intacct.transport import build_session
     from config import Settings
-    from store.connections import ConnectionStore
+    from ingest.gaps import GapStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
-    from store.gaps import GapStore
     from store.slots import CompanySlots
-    from store.watermarks import WatermarkStore
+    from workers.connections.store import ConnectionStore
     from workers.reconcile import EventSender, Reconciler, ResourceSweeper
     from workers.reconcile.meter import CallMeter
     from workers.reconcile.schedule import Schedule, ScheduleOptions
+    from workers.reconcile.store import WatermarkStore
 
     settings = Settings(
         flexsync_env="test",

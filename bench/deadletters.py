@@ -27,17 +27,17 @@ from kombu import Connection
 
 from bench.common import RunFailed, figure, progress, rabbitmqctl, run_guarded
 from bench.replay import envelope, publish_all
+from broker.admin import start_publisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology
 from config import Settings
 from observability.logging import configure_logging
-from ops.broker import start_publisher
-from ops.dead import DeadLetters, browse
-from ops.selection import Selection
-from ops.storing import StoringConsumer
-from ops.sweep import KEEP, DeadLetterPass
 from store.db import create_engine_for, upgrade
-from store.deadletters import DeadLetterStore
-from workers.failures import Failure, destination
+from workers.deadletters.drain import KEEP, DeadLetterPass
+from workers.deadletters.operations import DeadLetters, browse
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import DeadLetterStore
+from workers.deadletters.storer import StoringConsumer
+from workers.runtime.failures import Failure, destination
 
 
 def park(url: str, letters: int, connection_id: str) -> None:

@@ -235,9 +235,9 @@ class Benchmark:
     def _prepare_database(self) -> str:
         from cryptography.fernet import Fernet
 
-        from store.connections import ConnectionStore
         from store.crypto import SecretBox
         from store.db import create_engine_for, upgrade
+        from workers.connections.store import ConnectionStore
 
         key = Fernet.generate_key().decode()
         self.database_url = f"sqlite:///{self.workdir}/flexsync.db"

@@ -1,8 +1,8 @@
 """P5: replay from the dead-letter queue and from the archive back to the work queues, confirmed.
 
 Runs in a RabbitMQ vhost of its own (deleted afterwards): parks ``--messages`` dead letters the
-way the workers do, times ``ops.dead.replay`` moving them all to ``sync.ar``; then archives as
-many events through ``intacct.events`` and times ``ops.archive.ArchiveReplay`` of that range.
+way the workers do, times ``workers.deadletters.operations.replay`` moving them all to ``sync.ar``; then archives as
+many events through ``intacct.events`` and times ``workers.deadletters.archive.ArchiveReplay`` of that range.
 Each figure is checked against the queues (every message arrived, nothing left behind).
 """
 
@@ -26,17 +26,17 @@ import pika
 from kombu import Connection
 
 from bench.common import BenchError, RunFailed, figure, progress, rabbitmqctl, run_guarded
+from broker.admin import start_publisher
 from broker.publisher import ConfirmingPublisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology
 from config import Settings
 from observability.logging import configure_logging
-from ops.archive import ArchiveReplay
-from ops.broker import start_publisher
-from ops.dead import DeadLetters, replay
-from ops.selection import Selection
 from store.db import create_engine_for, upgrade
-from store.deadletters import DeadLetterStore
-from workers.failures import Failure, destination
+from workers.deadletters.archive import ArchiveReplay
+from workers.deadletters.operations import DeadLetters, replay
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import DeadLetterStore
+from workers.runtime.failures import Failure, destination
 
 TARGET = 5000.0
 

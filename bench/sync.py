@@ -580,9 +580,9 @@ class Benchmark:
     def _prepare_database(self) -> None:
         from cryptography.fernet import Fernet
 
-        from store.connections import ConnectionStore
         from store.crypto import SecretBox
         from store.db import create_engine_for, upgrade
+        from workers.connections.store import ConnectionStore
 
         self.fernet_key = Fernet.generate_key().decode()
         self.database_url = f"sqlite:///{self.workdir}/flexsync.db"
@@ -654,8 +654,8 @@ class Benchmark:
     def envelope(self, target: Target, moment: float) -> tuple[str, bytes, str]:
         """Routing key, body and message id, as the receiver publishes them (ingest.intake): no
         AMQP headers, the envelope says what the message is."""
+        from ingest.messages import envelope_body
         from schemas.catalog import BY_RESOURCE
-        from schemas.webhook import envelope_body
 
         synced = BY_RESOURCE[target.resource]
         connection = self.connections[target.company]
@@ -798,7 +798,7 @@ class Benchmark:
         progress(
             f"started {len(self.workers)} `flexsync sync` processes: pids {', '.join(str(p.pid) for p, _ in self.workers)}"
         )
-        # The metrics endpoint opens right before the consumer starts (workers.sync.service.run).
+        # The metrics endpoint opens right before the consumer starts (processes.sync.run).
         first: float | None = None
         up: set[int] = set()
         deadline = spawned + 60
@@ -983,9 +983,9 @@ class Benchmark:
         from clients.flexpoint import FlexPointClient
         from clients.intacct import IntacctClient, TokenProvider, build_session
         from clients.intacct.client import create_client
-        from store.connections import ConnectionStore
         from store.crypto import SecretBox
         from store.slots import company_slots
+        from workers.connections.store import ConnectionStore
 
         self._reset_simulators()
         settings = self.settings()

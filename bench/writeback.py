@@ -58,9 +58,9 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     from kombu import Connection, Producer
 
     from broker.topology import build_topology, declare_topology
-    from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
+    from workers.connections.store import ConnectionStore
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-writeback-")))
     sims = Simulators(workdir, stack)
@@ -163,7 +163,7 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
                              delivery_mode=2, content_type="application/json")  # fmt: skip
     # Progress from our own table (cheap), so polling FlexPoint's listings does not eat the CPU
     # being measured; FlexPoint's reports are checked once at the end.
-    from store.postings import PostingStore
+    from workers.writeback.store import PostingStore
 
     engine = create_engine_for(database_url)
     stack.callback(engine.dispose)

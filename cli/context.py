@@ -49,9 +49,9 @@ def settings_of(ctx: click.Context) -> Settings:
 
 def open_store(settings: Settings):
     """The connection store, its schema brought up to date first."""
-    from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
+    from workers.connections.store import ConnectionStore
 
     engine = create_engine_for(settings.database_url)
     upgrade(engine)

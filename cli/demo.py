@@ -26,12 +26,12 @@ from broker.topology import build_topology
 from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from config import load_settings
-from ops.connections import connect_message, disconnect_message, publish_message
 from schemas.catalog import BY_INTACCT_OBJECT
-from schemas.connection_messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
+from workers.connections.messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
+from workers.connections.requests import connect_message, disconnect_message, publish_message
+from workers.connections.store import ConnectionStore
 
 DEMO_CONNECTION_ID = "00000000-0000-4000-8000-00000000d3e0"
 DEMO_COMPANY = "DEMO-CO"

@@ -92,40 +92,6 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 
 @main.command()
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    show_default="WEB_CONCURRENCY or 2",
-    help="gunicorn worker processes",
-)
-@click.option("--threads", type=int, default=8, show_default=True, help="request threads per worker")
-@click.pass_context
-def web(ctx: click.Context, workers: int | None, threads: int) -> None:
-    """Run the webhook receiver on $PORT (the Procfile's `web`)."""
-    settings = settings_of(ctx)
-    if settings.is_production:
-        settings.require("INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER", process="web")
-    prepare_database(settings)
-    declare_topology_or_fail(settings, required=False)
-    from ingest.server import serve
-
-    serve(settings, workers=workers or settings.web_concurrency, threads=threads)
-
-
-@main.command()
-@click.pass_context
-def sync(ctx: click.Context) -> None:
-    """Run the sync workers: work queues -> Intacct -> FlexPoint (the Procfile's `sync`)."""
-    settings = settings_of(ctx)
-    prepare_database(settings)
-    declare_topology_or_fail(settings, required=True)
-    from workers.sync.service import run
-
-    run(settings)
-
-
-@main.command()
 @click.pass_context
 def topology(ctx: click.Context) -> None:
     """Declare the exchanges, queues and bindings (idempotent)."""
@@ -253,15 +219,13 @@ def send_webhook(
 
 
 def _mount_commands() -> None:
-    """The processes and tools that live in modules of their own."""
-    from cli.backfill import backfill
-    from cli.console import console
+    """The Procfile's processes, then the tools each capability provides."""
     from cli.ops import COMMANDS as OPS_COMMANDS
-    from cli.provisioning import provisioning
-    from cli.reconcile import reconcile
-    from cli.writeback import COMMANDS as WRITEBACK_COMMANDS
+    from cli.processes import PROCESSES
+    from workers.backfill.commands import backfill
+    from workers.writeback.commands import COMMANDS as WRITEBACK_COMMANDS
 
-    for command in (provisioning, reconcile, backfill, *OPS_COMMANDS, *WRITEBACK_COMMANDS, console):
+    for command in (*PROCESSES, backfill, *OPS_COMMANDS, *WRITEBACK_COMMANDS):
         main.add_command(command)
 
 

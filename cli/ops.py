@@ -1,7 +1,7 @@
 """Operations commands: status, connect and disconnect, plus the list of every ops command.
 
 Plain click objects, mounted into ``flexsync`` by cli/main.py through ``COMMANDS``, which also
-carries the dead-letter commands of cli/deadletters.py. The work is done in ``ops/``; this module
+carries the dead-letter commands of workers/deadletters/commands.py. The work is done in ``ops/``; this module
 only reads options, asks for confirmation and prints.
 """
 
@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
+from broker.admin import start_publisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME
 from cli.context import open_store, settings_of
-from cli.deadletters import dead, dead_letter_store, purge, replay
 from cli.opsoptions import ops_errors
-from ops.broker import start_publisher
-from ops.connections import connect_message, disconnect_message, publish_message
-from ops.errors import OpsError
-from ops.status import connection_status, dead_counts, queue_status
-from ops.sweep import DeadLetterPass
-from schemas.connection_messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
+from processes.status import connection_status, dead_counts, queue_status
+from reliability.errors import OpsError
 from store.breakers import BreakerState, BreakerStore
+from workers.connections.messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
+from workers.connections.requests import connect_message, disconnect_message, publish_message
+from workers.deadletters.commands import dead, dead_letter_store, purge, replay
+from workers.deadletters.drain import DeadLetterPass
 
 # -- connection messages -------------------------------------------------------------------
 

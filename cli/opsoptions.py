@@ -1,7 +1,7 @@
-"""Helpers shared by the operations commands of cli/ops.py and cli/deadletters.py: the decorator
-that turns an :class:`~ops.errors.OpsError` into click's one-line error, the message-selection
+"""Helpers shared by the operations commands of cli/ops.py and workers/deadletters/commands.py: the decorator
+that turns an :class:`~reliability.errors.OpsError` into click's one-line error, the message-selection
 options (``--connection``, ``--resource``, ``--reason``, ``--since``, ``--until``, ``--limit``) and
-the function that reads them into a :class:`~ops.selection.Selection`; it imports no command
+the function that reads them into a :class:`~workers.deadletters.selection.Selection`; it imports no command
 module, so both command modules can import it without a cycle.
 """
 
@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from ops.errors import OpsError
-from ops.selection import Selection, parse_moment
+from reliability.errors import OpsError
 from schemas.catalog import BY_RESOURCE
+from workers.deadletters.selection import Selection, parse_moment
 
 
 def ops_errors(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -3,13 +3,13 @@ CLI uses and answers with the same exact accounting."""
 
 from __future__ import annotations
 
+from broker.admin import start_publisher
 from config import Settings
 from console.jobs import Job
-from ops import dead as dead_ops
-from ops.archive import ArchiveReplay
-from ops.broker import start_publisher
-from ops.selection import Selection
-from store.deadletters import DeadLetterStore
+from workers.deadletters import operations as dead_ops
+from workers.deadletters.archive import ArchiveReplay
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import DeadLetterStore
 
 
 def _dead_letters(
@@ -84,7 +84,7 @@ def replay_archive(settings: Settings, selection: Selection):
 
 def reconcile_now(settings: Settings, connection_id: str):
     def work(job: Job) -> str:
-        from workers.reconcile import open_reconciler
+        from processes.reconcile import open_reconciler
 
         with open_reconciler(settings) as reconciler:
             results = reconciler.sweep(connection_id=connection_id)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from ops.status import ConnectionStatus
+from processes.status import ConnectionStatus
 from reliability.breaker import intacct_peer
 from store.breakers import BreakerState, BreakerStore
 

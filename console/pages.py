@@ -13,12 +13,12 @@ from console import actions
 from console.breakers import breaker_views, by_connection
 from console.parts import ConsoleParts
 from console.security import actor
-from ops.connections import disconnect_message, publish_message
-from ops.status import connection_status
-from schemas.connection_messages import DISCONNECT_ROUTING_KEY
-from store.deadletters import LetterQuery
+from processes.status import connection_status
 from store.models import POSTING_STATES, DeadLetterRecord
-from store.postings import PostingStore
+from workers.connections.messages import DISCONNECT_ROUTING_KEY
+from workers.connections.requests import disconnect_message, publish_message
+from workers.deadletters.store import LetterQuery
+from workers.writeback.store import PostingStore
 
 bp = Blueprint("pages", __name__)
 

@@ -1,6 +1,6 @@
 """What the console holds while it runs: the database, the audit trail, jobs, and its two threads.
 
-The threads are the storing consumer of ``dead-letter`` (ops/storing.py: the console is the
+The threads are the storing consumer of ``dead-letter`` (workers/deadletters/storer.py: the console is the
 process that is up whenever someone looks at dead letters, and the CLI drains the queue itself
 when it is not) and the queue sampler behind the overview's charts.
 """
@@ -17,9 +17,9 @@ from config import Settings
 from console.audit import AuditLog
 from console.jobs import Jobs
 from console.sampler import QueueSampler
-from ops.storing import StoringConsumer
 from store.db import create_engine_for, upgrade
-from store.deadletters import DeadLetterStore
+from workers.deadletters.store import DeadLetterStore
+from workers.deadletters.storer import StoringConsumer
 
 
 @dataclass

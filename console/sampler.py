@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from broker.topology import Topology, queue_kind
-from ops.status import queue_status
+from processes.status import queue_status
 
 log = structlog.get_logger(__name__)
 

@@ -10,19 +10,19 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from broker.admin import start_publisher
 from console import actions
 from console.pages import parts
 from console.security import actor
 from observability.logging import redactor
-from ops.archive import ArchiveReplay
-from ops.broker import start_publisher
-from ops.dead import query_of
-from ops.errors import OpsError
-from ops.selection import Selection, parse_moment
-from ops.storing import StoringConsumer, letter_of
+from reliability.errors import OpsError
 from schemas.catalog import BY_RESOURCE
-from store.deadletters import LetterQuery
 from store.models import DeadLetterRecord
+from workers.deadletters.archive import ArchiveReplay
+from workers.deadletters.operations import query_of
+from workers.deadletters.selection import Selection, parse_moment
+from workers.deadletters.store import LetterQuery
+from workers.deadletters.storer import StoringConsumer, letter_of
 
 bp = Blueprint("selections", __name__)
 PAGE_SIZE = 50

@@ -26,16 +26,16 @@ from config import Settings, load_settings
 from ingest.auth import HmacVerifier, JwksKeySource, JwtVerifier, TrustedContextVerifier
 from ingest.connection_changes import ConnectionChangeListener
 from ingest.errors import WebhookRefused, unavailable
+from ingest.gaps import RECEIVER_5XX, GapReporter, GapStore
 from ingest.intake import WebhookIntake
+from ingest.ledger import BatchRecorder, DeliveryLedger
 from ingest.ops import blueprint as ops_blueprint
 from ingest.webhooks import blueprint as webhooks_blueprint
 from observability.logging import clear_request_context, get_logger
 from observability.metrics import ReceiverMetrics
-from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for
-from store.deliveries import BatchRecorder, DeliveryLedger
-from store.gaps import RECEIVER_5XX, GapReporter, GapStore
+from workers.connections.store import CachedConnectionLookup, ConnectionStore
 
 log = get_logger(__name__)
 
@@ -67,7 +67,7 @@ class ReceiverParts:
     intake: WebhookIntake
     listener: ConnectionChangeListener | None = None
     stop: threading.Event = field(default_factory=threading.Event)
-    gaps: GapReporter | None = None  # reconciliation's gap signals (store/gaps.py)
+    gaps: GapReporter | None = None  # reconciliation's gap signals (ingest/gaps.py)
 
     def close(self) -> None:
         self.stop.set()

@@ -1,4 +1,4 @@
-"""Loading a webhook body: :class:`~schemas.webhook.WebhookBodySchema`'s answer, made cheap for
+"""Loading a webhook body: :class:`~ingest.messages.WebhookBodySchema`'s answer, made cheap for
 the bodies Intacct sends.
 
 Marshmallow's ``load`` was the largest cost of an accepted request in the profile (~70 us). A
@@ -17,7 +17,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, missing, validate
 
-from schemas.webhook import RecordKey
+from ingest.messages import RecordKey
 
 # The schema's own hooks, whose effect is repeated below; any other hook turns the fast path off.
 _KNOWN_HOOKS = {"pre_load": {"_fold_case"}, "validates": {"_object_is_a_name"}}

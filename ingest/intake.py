@@ -33,12 +33,12 @@ from ingest.auth import (
 )
 from ingest.body import BodyLoader
 from ingest.errors import WebhookRefused, unavailable
+from ingest.ledger import DeliveryLookup
+from ingest.messages import WebhookBodySchema, envelope_body, is_utf8_json
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import bind_request_context, get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
-from schemas.webhook import WebhookBodySchema, envelope_body, is_utf8_json
-from store.connections import ConnectionRecord
-from store.deliveries import DeliveryLookup
+from workers.connections.store import ConnectionRecord
 
 log = get_logger(__name__)
 _DEBUG = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from schemas.webhook import AcceptedSchema, ErrorSchema, WebhookBodySchema
+from ingest.messages import AcceptedSchema, ErrorSchema, WebhookBodySchema
 
 _ERRORS = {
     "400": "Not JSON, or the body does not match the template (field errors listed)",

@@ -53,3 +53,9 @@ class LeaseLost(FlexsyncError, RuntimeError):
     """The lease is no longer ours (it ran out and was taken, or was cancelled): stop, write nothing."""
 
     reason = "lease_lost"
+
+
+class OpsError(FlexsyncError, RuntimeError):
+    """An operation could not run; the message is meant for the operator, as is."""
+
+    reason = "ops_error"

@@ -201,7 +201,7 @@ DEAD_LETTER_STATES = ("stored", "replayed", "purged")
 class DeadLetterRecord(Base):
     """One message of the ``dead-letter`` queue, kept so operations browse a table, not the queue.
 
-    ``letter_id`` is the letter's identity (ops/letters.py): a redelivery of the same message
+    ``letter_id`` is the letter's identity (workers/deadletters/letters.py): a redelivery of the same message
     after a crash maps to the same row. ``seq`` keeps the order the letters were stored in.
     """
 

@@ -13,13 +13,13 @@ import pytest
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME, work_queue_name
 from cli.context import PROCESS_COMMANDS, command_name, logging_settings
-from cli.provisioning import provisioning
+from cli.processes import provisioning
 from config import load_settings
 from schemas.catalog import BY_RESOURCE
 from store.db import create_engine_for
-from store.deadletters import DeadLetterStore, LetterQuery
 from tests.conftest import wait_until
-from workers.failures import Failure, destination
+from workers.deadletters.store import DeadLetterStore, LetterQuery
+from workers.runtime.failures import Failure, destination
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -318,8 +318,8 @@ def test_eight_threads_through_the_client_never_exceed_the_cap_at_intacct(engine
     from clients.intacct import IntacctClient, TokenProvider, build_session
     from config.settings import Settings
     from sandbox.intacct.faults import FaultSettings
-    from store import ConnectionRecord
     from tests.sandbox.conftest_intacct import SECRET, USER
+    from workers.connections.store import ConnectionRecord
 
     settings = Settings(flexsync_env="test", intacct_api_url=simulator.api_url, intacct_client_secret=SECRET)
     session = build_session(pool_size=8)

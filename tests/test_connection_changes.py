@@ -17,14 +17,14 @@ import time
 
 import pytest
 
-from broker.connection_changes import AnnouncingStore, ConnectionChanges
 from ingest.app import build_parts, create_app
 from ingest.auth import sign_hmac
-from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import invoice_event
 from tests.web_processes import running_receivers
+from workers.connections.changes import AnnouncingStore, ConnectionChanges
+from workers.connections.store import CachedConnectionLookup, ConnectionStore
 
 CONNECTION = "conn-changes-1"
 COMPANY = "CHANGES-CO"

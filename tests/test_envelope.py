@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ingest.messages import ENVELOPE_VERSION, EnvelopeSchema, envelope_body, is_utf8_json
 from schemas.catalog import OBJECTS
-from schemas.webhook import ENVELOPE_VERSION, EnvelopeSchema, envelope_body, is_utf8_json
 
 TEXT = st.text(max_size=40)  # any code point: quotes, backslashes, controls, astral, surrogates
 OPTIONAL = st.none() | TEXT

@@ -46,10 +46,11 @@ from reliability.retry_after import hint as retry_after
 from sandbox.intacct.faults import FaultSettings
 from sandbox.intacct.seed import SeedOptions, seed_company
 from sandbox.intacct.server import SimulatorServer
-from store import ConnectionRecord, create_engine_for, upgrade
+from store import create_engine_for, upgrade
 from store.models import IntacctSlot
 from store.slots import CompanySlots, company_slots
 from tests.sandbox.conftest_intacct import AS_OF, COMPANY, SECRET, USER, FakeClock, make_config
+from workers.connections.store import ConnectionRecord
 
 INVOICES = "accounts-receivable/invoice"
 CUSTOMERS = "accounts-receivable/customer"

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from marshmallow import ValidationError, fields
 
 from ingest.body import BodyLoader
-from schemas.webhook import WebhookBodySchema
+from ingest.messages import WebhookBodySchema
 
 _SCHEMA = WebhookBodySchema()
 _LOADER = BodyLoader(WebhookBodySchema())

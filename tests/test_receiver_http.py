@@ -15,11 +15,11 @@ from collections.abc import Iterable
 import pytest
 
 from ingest.auth import sign_hmac
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import invoice_event
 from tests.web_processes import running_receivers
+from workers.connections.store import ConnectionStore
 
 CONNECTION = "conn-http-1"
 COMPANY = "HTTP-CO"

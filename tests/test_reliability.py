@@ -22,7 +22,7 @@ from reliability.leases import Renewal, holder_is_dead, new_holder, node
 from reliability.retry_after import hint, parse_retry_after
 from store.leases import LeaseColumns
 from store.models import IntacctSlot
-from workers.failures import failure_of
+from workers.runtime.failures import failure_of
 
 # --- backoff -----------------------------------------------------------------------------------
 

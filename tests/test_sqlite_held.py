@@ -14,15 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from store import (
-    ConnectionStore,
-    DeliveryLedger,
-    SecretBox,
-    create_engine_for,
-    generate_key,
-    sqlite_held,
-    upgrade,
-)
+from ingest import sqlite_held
+from ingest.ledger import DeliveryLedger
+from store import SecretBox, create_engine_for, generate_key, upgrade
+from workers.connections.store import ConnectionStore
 
 pytestmark = pytest.mark.skipif(
     not sqlite_held.available(), reason="sqlite3 is not on a shared libsqlite3 here (Linux only)"

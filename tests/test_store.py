@@ -24,25 +24,19 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, SettingsError
-from store import (
+from ingest.ledger import BatchRecorder, DeliveryLedger
+from store import SecretBox, SecretDecryptError, check_ready, create_engine_for, generate_key, upgrade
+from store.crypto import dev_key_path
+from store.db import alembic_config
+from store.models import Base, WebhookDelivery
+from workers.connections.store import (
     AccountInUseError,
-    BatchRecorder,
     CachedConnectionLookup,
     ConnectionNotFound,
     ConnectionRecord,
     ConnectionStateError,
     ConnectionStore,
-    DeliveryLedger,
-    SecretBox,
-    SecretDecryptError,
-    check_ready,
-    create_engine_for,
-    generate_key,
-    upgrade,
 )
-from store.crypto import dev_key_path
-from store.db import alembic_config
-from store.models import Base, WebhookDelivery
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 PASSWORD = "Intacct-user-password-4711"

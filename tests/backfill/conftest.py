@@ -16,12 +16,12 @@ from clients.intacct import IntacctClient, create_client
 from config import Settings
 from schemas.mappings import line_source
 from schemas.mappings.values import utc_timestamp
-from store.backfill import BackfillStore
-from store.connections import ConnectionRecord, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import company_slots
 from workers.backfill.plan import resources
+from workers.backfill.store import BackfillStore
+from workers.connections.store import ConnectionRecord, ConnectionStore
 
 COMPANY = "BACKFILL-CO"
 # Small enough to run in a second, big enough for several pages at the tests' page size.

@@ -12,8 +12,8 @@ from pathlib import Path
 import requests
 from click.testing import CliRunner
 
-from cli.backfill import backfill
 from tests.conftest import wait_until
+from workers.backfill.commands import backfill
 
 from .conftest import assert_flexpoint_equals_intacct, query_calls
 
@@ -76,9 +76,7 @@ def test_a_killed_import_resumes_from_its_checkpoint_without_gaps(parts, intacct
         "LOG_FORMAT": "console",
         "PYTHONPATH": str(ROOT),
     }
-    script = (
-        "import sys; from cli.backfill import backfill; backfill.main(sys.argv[1:], prog_name='backfill')"
-    )
+    script = "import sys; from workers.backfill.commands import backfill; backfill.main(sys.argv[1:], prog_name='backfill')"
     with open(tmp_path / "killed.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-c", script, connection_id, "--page-size", "5"],

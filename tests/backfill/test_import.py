@@ -8,10 +8,10 @@ import time
 import pytest
 import requests
 
-from store.backfill import BackfillStore, Checkpoint
 from workers.backfill.lease import new_holder
 from workers.backfill.plan import resources
 from workers.backfill.runner import BackfillRunner, RunOptions
+from workers.backfill.store import BackfillStore, Checkpoint
 
 from .conftest import assert_flexpoint_equals_intacct, intacct_records, query_calls
 

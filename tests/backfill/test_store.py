@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from store.backfill import BackfillStore, Checkpoint, RunBusy
 from workers.backfill import cancel_backfill, request_backfill
+from workers.backfill.store import BackfillStore, Checkpoint, RunBusy
 
 CID = "c0ffee00-0000-4000-8000-000000000001"
 

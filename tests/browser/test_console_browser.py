@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import requests
 
-from store.deadletters import LetterQuery
 from tests.browser.conftest import TOKEN, serve, shot
 from tests.conftest import COMPANY, wait_until
 from tests.workers.test_sync_flow import company, stored, worker  # noqa: F401  (fixtures)
+from workers.deadletters.store import LetterQuery
 
 pytestmark = pytest.mark.broker
 CUSTOMERS = "accounts-receivable/customer"

@@ -10,11 +10,11 @@ from sqlalchemy import text
 from console.app import create_app
 from console.parts import build_parts
 from observability.logging import register_secret
-from store.deadletters import LetterQuery
-from store.postings import PostingStore
 from tests.conftest import wait_until
 from tests.console.conftest import TOKEN, csrf_of, sign_in
 from tests.ops.conftest import dead_store, parking  # noqa: F401  (fixtures)
+from workers.deadletters.store import LetterQuery
+from workers.writeback.store import PostingStore
 
 pytestmark = pytest.mark.broker
 
@@ -41,7 +41,7 @@ def test_filters_select_the_letters_and_a_letter_shows_in_full_without_secrets(c
         parking.park(connection, "invoices" if n else "customers", key=f"key-number-{n}")
     parking.wait_parked(3)
     # The console page drains nothing itself: the CLI (or its storing thread) does.
-    from ops.storing import StoringConsumer
+    from workers.deadletters.storer import StoringConsumer
 
     StoringConsumer(parking.broker.url, parking.store, idle_timeout=0.3).drain()
     page = client.get(f"/dead?connection={first}").text

@@ -11,21 +11,21 @@ from typing import Any
 import pytest
 import structlog
 
+from broker.admin import start_publisher
 from broker.publisher import ConfirmingPublisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME, work_queue_name
-from ops.broker import start_publisher
-from ops.dead import DeadLetters
 from schemas.catalog import BY_RESOURCE
 from store.db import create_engine_for, upgrade
-from store.deadletters import DeadLetterStore, LetterQuery
 from tests.conftest import wait_until
-from workers.failures import Failure, destination
+from workers.deadletters.operations import DeadLetters
+from workers.deadletters.store import DeadLetterStore, LetterQuery
+from workers.runtime.failures import Failure, destination
 
 pytestmark = pytest.mark.broker
 
 
 def envelope(connection_id: str, resource: str = "invoices", key: str = "1", **extra: Any) -> dict[str, Any]:
-    """An event envelope as the receiver publishes it (schemas/webhook.py EnvelopeSchema)."""
+    """An event envelope as the receiver publishes it (ingest/messages.py EnvelopeSchema)."""
     synced = BY_RESOURCE[resource]
     event_id = str(uuid.uuid4())
     return {
@@ -56,7 +56,7 @@ class Parked:
 
 
 class Parking:
-    """Parks dead letters with the workers' own header convention (workers.failures.destination)."""
+    """Parks dead letters with the workers' own header convention (workers.runtime.failures.destination)."""
 
     def __init__(self, broker, store: DeadLetterStore) -> None:
         self.broker = broker

@@ -11,8 +11,8 @@ from kombu import Exchange, Queue
 
 from cli.context import open_store
 from cli.ops import connect, disconnect
-from schemas.connection_messages import load_message
 from tests.conftest import wait_until
+from workers.connections.messages import load_message
 
 pytestmark = pytest.mark.broker
 

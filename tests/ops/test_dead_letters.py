@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from cli.deadletters import dead
-from ops.dead import DeadLetters, browse
-from ops.selection import Selection
-from store.deadletters import LetterQuery
 from tests.conftest import wait_until
+from workers.deadletters.commands import dead
+from workers.deadletters.operations import DeadLetters, browse
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import LetterQuery
 
 pytestmark = pytest.mark.broker
 

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from cli.deadletters import dead
-from ops.letters import read_letter
-from ops.storing import StoringConsumer, row_of
-from store.deadletters import LetterQuery
 from tests.conftest import wait_until
 from tests.ops.conftest import envelope
-from workers.failures import Failure, destination
+from workers.deadletters.commands import dead
+from workers.deadletters.letters import read_letter
+from workers.deadletters.store import LetterQuery
+from workers.deadletters.storer import StoringConsumer, row_of
+from workers.runtime.failures import Failure, destination
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]

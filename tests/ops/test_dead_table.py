@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from store.deadletters import PURGED, REPLAYED, DeadLetterStore, LetterQuery
+from workers.deadletters.store import PURGED, REPLAYED, DeadLetterStore, LetterQuery
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

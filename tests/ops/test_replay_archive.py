@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from kombu import Connection
 
 from broker.topology import build_topology, declare_topology
-from cli.deadletters import replay
 from tests.conftest import own_vhost, wait_until
 from tests.ops.conftest import envelope
+from workers.deadletters.commands import replay
 
 pytestmark = pytest.mark.broker
 

@@ -16,13 +16,13 @@ import pytest
 from click.testing import CliRunner
 
 from broker.publisher import PublishRejected
-from cli.deadletters import purge, replay
-from ops.dead import DeadLetters
-from ops.dead import purge as purge_dead
-from ops.dead import replay as replay_dead
-from ops.selection import Selection
-from store.deadletters import LetterQuery
 from tests.conftest import wait_until
+from workers.deadletters.commands import purge, replay
+from workers.deadletters.operations import DeadLetters
+from workers.deadletters.operations import purge as purge_dead
+from workers.deadletters.operations import replay as replay_dead
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import LetterQuery
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,7 +254,7 @@ def test_purge_removes_no_more_than_was_confirmed(two_accounts, settings, broker
         parking.wait_parked(len(selected) + len(others) + 2)
         return True
 
-    monkeypatch.setattr("cli.deadletters.click.confirm", confirm_while_more_arrive)
+    monkeypatch.setattr("workers.deadletters.commands.click.confirm", confirm_while_more_arrive)
     result = CliRunner().invoke(purge, ["--connection", a], obj={"settings": settings})
     assert result.exit_code == 0, result.output
     assert f"removed {len(selected)}," in result.stdout

@@ -8,13 +8,13 @@ import pytest
 import requests
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from ops.dead import DeadLetters, replay
-from ops.selection import Selection
-from store.deadletters import LetterQuery
 from tests.conftest import COMPANY, wait_until
 from tests.ops.conftest import envelope
 from tests.workers.test_sync_flow import stored, worker  # noqa: F401  (the worker fixture)
-from workers.failures import Failure, destination
+from workers.deadletters.operations import DeadLetters, replay
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import LetterQuery
+from workers.runtime.failures import Failure, destination
 
 pytestmark = pytest.mark.broker
 

@@ -13,13 +13,13 @@ from sqlalchemy import insert
 
 from cli.context import open_store
 from cli.ops import status
-from ops.status import connection_status
-from store.backfill import BackfillStore, Checkpoint
+from ingest.ledger import DeliveryLedger
+from processes.status import connection_status
 from store.breakers import BreakerStore
 from store.db import create_engine_for, upgrade
-from store.deadletters import LetterQuery
-from store.deliveries import DeliveryLedger
 from store.models import ReconcileWatermark
+from workers.backfill.store import BackfillStore, Checkpoint
+from workers.deadletters.store import LetterQuery
 
 pytestmark = pytest.mark.broker
 
@@ -131,7 +131,7 @@ def test_a_failed_import_waiting_to_resume_says_when(settings):
 def test_status_counts_stored_letters_and_those_still_in_the_queue_once_each(
     settings, parking, broker, dead_store
 ):
-    from ops.storing import StoringConsumer
+    from workers.deadletters.storer import StoringConsumer
 
     connection = str(uuid.uuid4())
     for reason in ("mapping_error", "bad_key"):

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
+from processes.provisioning import Parts, ScheduledBackfills, build
 from store.db import create_engine_for, upgrade
 from tests.conftest import wait_until
-from workers.provisioning.service import Parts, ScheduledBackfills, build
 
 PUBLIC_BASE_URL = "https://flexsync.example.com"
 ALL_AREAS = ["company", "general-ledger", "accounts-receivable", "cash-management"]

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import text
 
 from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name
-from store.backfill import BackfillStore, Checkpoint
 from tests.conftest import wait_until
 from tests.provisioning.conftest import PUBLIC_BASE_URL
-from workers.provisioning.marks import ProvisioningMarks
+from workers.backfill.store import BackfillStore, Checkpoint
+from workers.connections.marks import ProvisioningMarks
 
 pytestmark = pytest.mark.broker
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from workers.provisioning.marks import ProvisioningMarks
+from workers.connections.marks import ProvisioningMarks
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.provisioning.conftest import BackfillNeverRequested
-from workers.failures import ATTEMPTS, EXCEPTION, ORIGINAL_QUEUE, ORIGINAL_ROUTING_KEY, REASON
+from workers.runtime.failures import ATTEMPTS, EXCEPTION, ORIGINAL_QUEUE, ORIGINAL_ROUTING_KEY, REASON
 
 pytestmark = pytest.mark.broker
 

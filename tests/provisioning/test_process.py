@@ -10,7 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.provisioning import provisioning
+from cli.processes import provisioning
 from config.settings import SettingsError
 from tests.conftest import wait_until
 
@@ -41,7 +41,7 @@ def test_sigterm_finishes_the_connect_in_hand_then_exits(
         "PUBLIC_BASE_URL": "https://flexsync.example.com",
         "LOG_FORMAT": "json",
     }
-    code = "from cli.provisioning import provisioning; provisioning(obj={})"
+    code = "from cli.processes import provisioning; provisioning(obj={})"
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
     )

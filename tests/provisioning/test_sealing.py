@@ -7,7 +7,7 @@ import json
 import pytest
 
 from store.crypto import SecretBox, generate_key
-from workers.provisioning.sealing import UnreadableSeal, opened, sealed, without_password
+from workers.connections.sealing import UnreadableSeal, opened, sealed, without_password
 
 CONNECT = {"messageId": "m-1", "connectionId": "c-1", "userId": "ws", "userPassword": "s3cret-pw-19"}
 

@@ -20,20 +20,20 @@ from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
+from ingest.gaps import GapStore
 from observability.metrics import SyncMetrics
+from processes.sync import build_consumer
 from schemas.catalog import OBJECTS
 from schemas.mappings import MappingError, line_source, map_record
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for
-from store.gaps import GapStore
 from store.slots import company_slots
-from store.watermarks import WatermarkStore
 from tests.conftest import COMPANY
+from workers.connections.store import ConnectionStore
 from workers.reconcile import EventSender, Reconciler, ResourceSweeper, SweepOptions
 from workers.reconcile.meter import CallMeter
 from workers.reconcile.schedule import Schedule, ScheduleOptions
-from workers.sync.service import build_consumer
+from workers.reconcile.store import WatermarkStore
 
 
 @pytest.fixture

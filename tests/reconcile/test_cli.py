@@ -14,7 +14,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from cli.reconcile import reconcile
+from cli.processes import reconcile
 from schemas.catalog import BY_RESOURCE
 from tests.conftest import free_port, wait_until
 
@@ -104,7 +104,7 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
         "LOG_FORMAT": "json",
     }
     process = subprocess.Popen(
-        [sys.executable, "-c", "from cli.reconcile import reconcile; reconcile(obj={})"],
+        [sys.executable, "-c", "from cli.processes import reconcile; reconcile(obj={})"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

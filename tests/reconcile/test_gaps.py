@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from ingest.gaps import BROKER_AWAY, RECEIVER_5XX, RECEIVER_DOWN, GapReporter, GapStore
 from store.db import upgrade
-from store.gaps import BROKER_AWAY, RECEIVER_5XX, RECEIVER_DOWN, GapReporter, GapStore
 from tests.conftest import invoice_event, running_receiver, wait_until
 from tests.databases import database_url, engine  # noqa: F401 - fixtures
 

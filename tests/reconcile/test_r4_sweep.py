@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from ingest.gaps import RECEIVER_5XX, GapReporter
 from schemas.catalog import BY_RESOURCE, OBJECTS
-from store.gaps import RECEIVER_5XX, GapReporter
 from tests.conftest import wait_until
 from tests.reconcile.conftest import differences
 from workers.reconcile.compare import instant

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ingest.gaps import RECEIVER_5XX, RECEIVER_DOWN, GapStore
 from schemas.catalog import OBJECTS
-from store.connections import ConnectionRecord
 from store.db import upgrade
-from store.gaps import RECEIVER_5XX, RECEIVER_DOWN, GapStore
-from store.watermarks import WatermarkStore
 from tests.databases import database_url, engine  # noqa: F401 - fixtures
+from workers.connections.store import ConnectionRecord
 from workers.reconcile.schedule import Schedule, ScheduleOptions
+from workers.reconcile.store import WatermarkStore
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 RESOURCES = sorted(o.resource for o in OBJECTS)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
+from ingest.messages import EnvelopeSchema
 from schemas.catalog import BY_RESOURCE
-from schemas.webhook import EnvelopeSchema
 from tests.conftest import wait_until
 from tests.reconcile.conftest import differences
 

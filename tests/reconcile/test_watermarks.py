@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from store.watermarks import LeaseLost, WatermarkStore
+from workers.reconcile.store import LeaseLost, WatermarkStore
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

@@ -39,10 +39,10 @@ from kombu import Connection, Producer
 from broker.topology import EVENTS_EXCHANGE
 from clients.intacct.client import IntacctClient
 from config.settings import ENVIRONMENT_VARIABLES
+from ingest.messages import envelope_body
 from sandbox.flexpoint.versions import parse_timestamp
 from schemas.catalog import BY_RESOURCE, SyncedObject
 from schemas.mappings import MappingError, line_source, map_record
-from schemas.webhook import envelope_body
 from tests.conftest import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

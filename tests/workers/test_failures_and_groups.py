@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from broker.topology import RETRY_DELAYS_SECONDS
 from clients.flexpoint.errors import FlexPointBreakerOpen, FlexPointRateLimited
-from workers.failures import (
+from workers.runtime.failures import (
     ATTEMPTS,
     EXCEPTION,
     FAILED_AT,

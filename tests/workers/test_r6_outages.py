@@ -30,7 +30,6 @@ from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topo
 from clients.intacct.client import create_client
 from config import Settings
 from schemas.catalog import BY_RESOURCE
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import CompanySlots
@@ -47,6 +46,7 @@ from tests.workers.chaos_support import (
     queue_totals,
     worker_environment,
 )
+from workers.connections.store import ConnectionStore
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 

@@ -23,7 +23,7 @@ from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_
 from config import Settings
 from config.settings import SettingsError
 from tests.conftest import wait_until
-from workers.failures import ATTEMPTS, ORIGINAL_ROUTING_KEY, REASON, RECHECK, Failure
+from workers.runtime.failures import ATTEMPTS, ORIGINAL_ROUTING_KEY, REASON, RECHECK, Failure
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext, Middleware, MiddlewareChain, Rejected
 from workers.runtime.process import require_settings, run_worker

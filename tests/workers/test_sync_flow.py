@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from observability.metrics import SyncMetrics
+from processes.sync import build_consumer
 from tests.conftest import COMPANY, wait_until
-from workers.failures import ATTEMPTS, REASON
-from workers.sync.service import build_consumer
+from workers.runtime.failures import ATTEMPTS, REASON
 
 pytestmark = pytest.mark.broker
 

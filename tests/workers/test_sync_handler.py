@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from store.connections import ConnectionRecord
 from tests.test_mappings import invoice_line, invoice_record, payment_detail, payment_record
+from workers.connections.store import ConnectionRecord
 from workers.sync.groups import Event, Group
 from workers.sync.handler import SyncHandler
 

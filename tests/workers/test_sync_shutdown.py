@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import COMPANY, wait_until
+from workers.connections.store import ConnectionStore
 
 pytestmark = pytest.mark.broker
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 import requests
 
-from store.connections import ConnectionStore
+from processes.writeback import Parts, Timing, build
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import wait_until
-from workers.writeback.service import Parts, Timing, build
+from workers.connections.store import ConnectionStore
 
 PAYMENTS_EXCHANGE = "flexpoint.payments"
 INVOICE = "accounts-receivable/invoice"

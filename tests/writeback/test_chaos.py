@@ -35,11 +35,11 @@ from broker.topology import (
     retry_queue_name,
 )
 from config.settings import ENVIRONMENT_VARIABLES
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import wait_until
 from tests.workers.chaos_support import FLEXPOINT_TOKEN, INTACCT_SECRET, Sandbox, free_port, queue_totals
+from workers.connections.store import ConnectionStore
 
 PAYMENTS = int(os.environ.get("FLEXSYNC_WRITEBACK_CHAOS_PAYMENTS", "120"))
 FULL = PAYMENTS >= 1000

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from cli.main import main
 from store.db import create_engine_for, upgrade
-from store.postings import PostingStore
+from workers.writeback.store import PostingStore
 
 
 def _env(settings) -> dict[str, str]:

@@ -14,8 +14,8 @@ import requests
 
 from config.settings import ENVIRONMENT_VARIABLES
 from store.db import create_engine_for
-from store.postings import PostingStore
 from tests.conftest import wait_until
+from workers.writeback.store import PostingStore
 
 pytestmark = pytest.mark.broker
 

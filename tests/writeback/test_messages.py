@@ -12,8 +12,8 @@ from marshmallow import ValidationError
 from clients.flexpoint.postings import check_posting, posting_key
 from clients.intacct import IntacctRejected, PermissionDenied, RecordNotFound
 from clients.intacct.payments import create_body
-from schemas.payment_messages import load_message
-from workers.failures import ATTEMPTS, ORIGINAL_QUEUE, Failure, destination
+from workers.runtime.failures import ATTEMPTS, ORIGINAL_QUEUE, Failure, destination
+from workers.writeback.messages import load_message
 from workers.writeback.reasons import for_refusal
 
 

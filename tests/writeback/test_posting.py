@@ -8,7 +8,7 @@ import pytest
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
 from tests.conftest import wait_until
-from workers.failures import REASON
+from workers.runtime.failures import REASON
 
 pytestmark = pytest.mark.broker
 

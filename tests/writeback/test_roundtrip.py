@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from observability.metrics import SyncMetrics
+from processes.sync import build_consumer
 from tests.conftest import COMPANY, wait_until
 from tests.writeback.conftest import Account, Books
-from workers.sync.service import build_consumer
 
 pytestmark = pytest.mark.broker
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from store.models import PaymentPosting
-from store.postings import LostClaim, PostingStore
+from workers.writeback.store import LostClaim, PostingStore
 
 
 class Clock:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from store.backfill import BackfillStore
 from workers.backfill.runner import BackfillRunner, RunOptions
+from workers.backfill.store import BackfillStore
 from workers.backfill.worker import BackfillWorker
 
 

@@ -18,9 +18,9 @@ from typing import Any
 from reliability.errors import LeaseLost
 from schemas.catalog import BY_RESOURCE
 from schemas.mappings import query_fields
-from store.backfill import Checkpoint
-from store.connections import ConnectionRecord
 from workers.backfill.pages import PageImporter, PageOutcome
+from workers.backfill.store import Checkpoint
+from workers.connections.store import ConnectionRecord
 
 DEFAULT_PAGE_SIZE = 2000
 

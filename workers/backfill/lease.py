@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from reliability.errors import LeaseLost
 from reliability.leases import Renewal, holder_is_dead, new_holder
-from store.backfill import BackfillStore
+from workers.backfill.store import BackfillStore
 
 __all__ = ["Heartbeat", "holder_is_dead", "new_holder"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from observability.logging import get_logger
 from schemas.mappings import MappingError, map_record
-from store.connections import ConnectionRecord
-from workers.lines import read_lines
+from workers.connections.store import ConnectionRecord
+from workers.sync.lines import read_lines
 
 log = get_logger(__name__)
 

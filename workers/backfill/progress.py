@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from observability.logging import get_logger
-from store.backfill import Checkpoint
-from store.connections import ConnectionRecord
+from workers.backfill.store import Checkpoint
+from workers.connections.store import ConnectionRecord
 
 log = get_logger(__name__)
 

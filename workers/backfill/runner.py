@@ -19,11 +19,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from observability.logging import get_logger
 from reliability.backoff import Backoff
 from reliability.errors import Transient
-from store.backfill import BackfillStore, Checkpoint
 from workers.backfill.importer import DEFAULT_PAGE_SIZE, LeaseLost, ResourceImporter
 from workers.backfill.lease import Heartbeat
 from workers.backfill.plan import resources
 from workers.backfill.progress import StatusReporter
+from workers.backfill.store import BackfillStore, Checkpoint
 
 log = get_logger(__name__)
 

@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from observability.logging import get_logger
-from store.backfill import BackfillStore
 from workers.backfill.lease import new_holder
 from workers.backfill.runner import BackfillRunner, RunOptions
+from workers.backfill.store import BackfillStore
 
 log = get_logger(__name__)
 

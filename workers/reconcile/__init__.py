@@ -2,7 +2,7 @@
 
 from workers.reconcile.compare import Difference, IntacctRow, compare, out_of_step
 from workers.reconcile.events import AUTH_SCHEME, Change, EventSender, envelope
-from workers.reconcile.service import ReconcileError, Reconciler, open_reconciler, run
+from workers.reconcile.reconciler import ReconcileError, Reconciler
 from workers.reconcile.sweep import ResourceSweep, ResourceSweeper, SweepOptions
 
 __all__ = [
@@ -18,7 +18,5 @@ __all__ = [
     "SweepOptions",
     "compare",
     "envelope",
-    "open_reconciler",
     "out_of_step",
-    "run",
 ]

@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from broker.publisher import PublishTimeout
+from ingest.messages import envelope_body
 from schemas.catalog import SyncedObject
 from schemas.mappings.values import utc_timestamp
-from schemas.webhook import envelope_body
-from store.connections import ConnectionRecord
+from workers.connections.store import ConnectionRecord
 
 AUTH_SCHEME = "reconcile"
 # Reconciliation event ids live in their own namespace, apart from the receiver's.

@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from reliability.errors import FlexsyncError
 from reliability.leases import Renewal
-from store.watermarks import WatermarkStore
+from workers.reconcile.store import WatermarkStore
 
 T = TypeVar("T")
 
@@ -48,5 +48,5 @@ class LeaseKeeper:
             self._renewal.tick()
 
     def renew(self) -> None:
-        """Extend the lease now; :class:`store.watermarks.LeaseLost` when it is not ours any more."""
+        """Extend the lease now; :class:`workers.reconcile.store.LeaseLost` when it is not ours any more."""
         self._renewal.renew()

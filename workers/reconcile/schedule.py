@@ -5,9 +5,9 @@ Why (issue 12, QUALITY P7): sweeping all 10 resources of every company every
 changes that almost always arrived by webhook. A webhook is lost only when Intacct's four
 attempts (0, 10, 40, 130 s) all fail, and nearly every such failure is one the service sees:
 
-- the receiver answered 5xx/503 (``store.gaps.RECEIVER_5XX``, per connection),
+- the receiver answered 5xx/503 (``ingest.gaps.RECEIVER_5XX``, per connection),
 - the receiver was down (a silence of every receiver's heartbeat longer than
-  ``store.gaps.DOWN_AFTER``, recorded by the first receiver back and by this scheduler),
+  ``ingest.gaps.DOWN_AFTER``, recorded by the first receiver back and by this scheduler),
 - the broker was away (the receiver's publisher lost its connection).
 
 So the ``budget`` schedule (the default) sweeps a resource when:
@@ -43,10 +43,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from config import Settings
+from ingest.gaps import DOWN_AFTER, RECEIVER_DOWN, Gap, GapStore
 from schemas.catalog import OBJECTS, SyncedObject
-from store.connections import ConnectionRecord
-from store.gaps import DOWN_AFTER, RECEIVER_DOWN, Gap, GapStore
-from store.watermarks import Watermark, WatermarkStore
+from workers.connections.store import ConnectionRecord
+from workers.reconcile.store import Watermark, WatermarkStore
 
 SCHEDULES = ("budget", "fixed")
 _PRUNE_EVERY = timedelta(hours=1)

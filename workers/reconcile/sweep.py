@@ -23,12 +23,12 @@ from typing import Any
 from observability.logging import get_logger
 from schemas.catalog import SyncedObject
 from schemas.mappings import mapping_for
-from store.connections import ConnectionRecord
-from store.watermarks import Watermark, WatermarkStore
+from workers.connections.store import ConnectionRecord
 from workers.reconcile.compare import Difference, IntacctRow, compare, intacct_row
 from workers.reconcile.events import Change, EventSender
 from workers.reconcile.lease import LeaseKeeper, SweepInterrupted
 from workers.reconcile.meter import CallMeter
+from workers.reconcile.store import Watermark, WatermarkStore
 
 log = get_logger(__name__)
 

@@ -42,7 +42,7 @@ from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 
 from observability.logging import get_logger
-from workers.failures import (
+from workers.runtime.failures import (
     DEFAULT_RETRY,
     ORIGINAL_ROUTING_KEY,
     Destination,

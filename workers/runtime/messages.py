@@ -9,8 +9,8 @@ from typing import Any
 from kombu import Connection, Queue
 
 from observability.logging import get_logger
-from workers.failures import DEFAULT_RETRY, Failure, RetryPolicy, attempts_of
 from workers.runtime.consumer import WorkerConsumer, routing_key_of
+from workers.runtime.failures import DEFAULT_RETRY, Failure, RetryPolicy, attempts_of
 from workers.runtime.middleware import Middleware
 
 log = get_logger(__name__)

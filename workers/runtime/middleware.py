@@ -19,7 +19,7 @@ import structlog
 from reliability.errors import FlexsyncError
 
 if TYPE_CHECKING:
-    from workers.failures import Destination, Failure
+    from workers.runtime.failures import Destination, Failure
 
 
 class Rejected(FlexsyncError):

@@ -19,8 +19,8 @@ from kombu import Connection, Queue
 from broker.topology import work_queue_name
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers.failures import DEFAULT_RETRY, RECHECK, Failure, RetryPolicy
 from workers.runtime.consumer import WorkerConsumer
+from workers.runtime.failures import DEFAULT_RETRY, RECHECK, Failure, RetryPolicy
 from workers.runtime.middleware import LogContext, Middleware, Rejected
 from workers.sync.groups import Coalescer, Event, Group
 from workers.sync.handler import Outcome, SyncHandler

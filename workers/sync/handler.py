@@ -17,10 +17,10 @@ from typing import Any, Protocol
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE
 from schemas.mappings import MappingError, applied_invoice_keys, map_record, tombstone
-from store.connections import ConnectionRecord
-from workers.failures import Failure, failure_of
-from workers.lines import read_lines
+from workers.connections.store import ConnectionRecord
+from workers.runtime.failures import Failure, failure_of
 from workers.sync.groups import RIDERS, Event, Group
+from workers.sync.lines import read_lines
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name
 from observability.metrics import SyncMetrics
-from workers.failures import RECHECK
+from workers.runtime.failures import RECHECK
 from workers.runtime.middleware import Middleware
 from workers.sync.groups import Group
 from workers.sync.handler import Outcome

@@ -15,8 +15,8 @@ from clients.intacct.payments import (
     INVOICE_STATE,
     OPEN_INVOICE_STATES,
 )
-from schemas.payment_messages import allocated
 from workers.writeback import reasons
+from workers.writeback.messages import allocated
 from workers.writeback.reasons import Verdict
 
 

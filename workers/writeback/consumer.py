@@ -3,7 +3,7 @@
 A posting makes a few Intacct calls, so messages are handled in the runtime's thread pool while
 its consumer thread alone acks and routes. A payment that can still be posted is never
 dead-lettered for a transient failure: like every worker's, it keeps coming back through the
-longest delay for as long as the retry window lasts (``workers.failures``).
+longest delay for as long as the retry window lasts (``workers.runtime.failures``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from kombu import Connection, Queue
 
-from workers.failures import DEFAULT_RETRY, Failure, RetryPolicy
+from workers.runtime.failures import DEFAULT_RETRY, Failure, RetryPolicy
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext
 

@@ -4,7 +4,7 @@ The posting's row is the truth. Its claim keeps two workers off one payment; the
 committed before any create or reverse is sent; a row left ``creating`` or ``reversing`` is
 resolved by asking Intacct (the reference, or the payment's state) before anything else. The
 handler knows nothing of the broker: it answers None when done, or a
-:class:`workers.failures.Failure` (retry later, or park).
+:class:`workers.runtime.failures.Failure` (retry later, or park).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from clients.flexpoint import FlexPointError
 from clients.intacct import IntacctError, IntacctUnavailable, PermissionDenied, RateLimited, TokenInvalid
 from clients.intacct.payments import REVERSED_PAYMENT_STATES, PaymentWrites, create_body
 from observability.logging import get_logger
-from schemas.payment_messages import POST_ROUTING_KEY, load_message
-from store.postings import LostClaim, Posting, PostingStore
-from workers.failures import Failure
+from workers.runtime.failures import Failure
 from workers.writeback import checks, reasons, reports
 from workers.writeback.errors import (
     ConnectionGone,
@@ -35,7 +33,9 @@ from workers.writeback.errors import (
     ReverseRefused,
     WritebackError,
 )
+from workers.writeback.messages import POST_ROUTING_KEY, load_message
 from workers.writeback.reasons import Verdict
+from workers.writeback.store import LostClaim, Posting, PostingStore
 
 log = get_logger(__name__)
 

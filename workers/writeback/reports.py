@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from store.postings import Posting
+from workers.writeback.store import Posting
 
 # Which FlexPoint state each row state is reported as; the others are not reported.
 REPORTED = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.provisioning.reasons import Verdict
+from workers.connections.reasons import Verdict
 
 
 def webhook_url(public_base_url: str, connection_id: str) -> str:

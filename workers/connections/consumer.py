@@ -4,7 +4,7 @@ Each message is handled in a small thread pool (a connect makes several Intacct 
 not hold up the broker's heartbeats) and settled on the consumer thread: ack when done, else
 routed to a delay queue or the dead-letter queue with a confirm, then acked, with the connect's
 password sealed for the delay queue and removed for the dead-letter queue
-(``workers.provisioning.sealing.PasswordSeal``). On SIGTERM running messages finish and are
+(``workers.connections.sealing.PasswordSeal``). On SIGTERM running messages finish and are
 settled; prefetched ones not started are left unacknowledged for another consumer.
 """
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 from kombu import Connection, Queue
 
 from store.crypto import SecretBox
-from workers.failures import DEFAULT_RETRY, Failure, RetryPolicy
-from workers.provisioning.handler import ProvisioningHandler
-from workers.provisioning.sealing import PasswordSeal
+from workers.connections.handler import ProvisioningHandler
+from workers.connections.sealing import PasswordSeal
+from workers.runtime.failures import DEFAULT_RETRY, Failure, RetryPolicy
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.middleware import LogContext
 

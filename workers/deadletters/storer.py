@@ -2,7 +2,7 @@
 
 It acknowledges a batch only after the transaction that stored it committed, so a consumer
 killed mid-way loses nothing: the unacknowledged messages are delivered again and, being the
-same letters (same identity, ops/letters.py), stored once. It runs continuously as a thread of
+same letters (same identity, workers/deadletters/letters.py), stored once. It runs continuously as a thread of
 the ``console`` process, and every dead-letter command drains the queue the same way before it
 reads the table, so the CLI works whether or not the console runs.
 """
@@ -18,11 +18,11 @@ from typing import Any
 import structlog
 from pika.exceptions import AMQPError
 
+from broker.admin import connect, queue_counts
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from ops.broker import connect, queue_counts
-from ops.letters import DeadLetter, read_letter
-from store.deadletters import STORED, DeadLetterStore
 from store.models import DeadLetterRecord
+from workers.deadletters.letters import DeadLetter, read_letter
+from workers.deadletters.store import STORED, DeadLetterStore
 
 log = structlog.get_logger(__name__)
 

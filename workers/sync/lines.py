@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from schemas.mappings import line_source
-from store.connections import ConnectionRecord
+from workers.connections.store import ConnectionRecord
 
 # The query service's largest page (intacct-rest.md: 4,000 rows, third-party figure).
 LINE_PAGE_SIZE = 4000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ops.errors import OpsError
-from ops.letters import DeadLetter, parse_instant
+from reliability.errors import OpsError
+from workers.deadletters.letters import DeadLetter, parse_instant
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -10,7 +10,7 @@ from pika.exceptions import AMQPError, ChannelClosedByBroker
 
 from broker.publisher import ConfirmingPublisher
 from broker.urls import node_urls, pika_parameters
-from ops.errors import OpsError
+from reliability.errors import OpsError
 
 
 def redacted(url: str) -> str:

@@ -14,16 +14,16 @@ from typing import Any
 
 import click
 
+from broker.admin import start_publisher
 from cli.context import settings_of
 from cli.opsoptions import ops_errors, selection_filters, selection_of
-from ops import dead as dead_ops
-from ops.archive import ArchiveReplay
-from ops.broker import start_publisher
-from ops.errors import OpsError
-from ops.letters import DeadLetter
-from ops.selection import Selection
-from ops.sweep import Tally
-from store.deadletters import DeadLetterStore
+from reliability.errors import OpsError
+from workers.deadletters import operations as dead_ops
+from workers.deadletters.archive import ArchiveReplay
+from workers.deadletters.drain import Tally
+from workers.deadletters.letters import DeadLetter
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import DeadLetterStore
 
 
 class _Progress:
@@ -131,7 +131,7 @@ def dead_store(ctx: click.Context, once: bool, batch: int) -> None:
     import signal
     import threading
 
-    from ops.storing import StoringConsumer
+    from workers.deadletters.storer import StoringConsumer
 
     consumer = StoringConsumer(settings_of(ctx).amqp_url, dead_letter_store(ctx), batch=batch)
     if once:

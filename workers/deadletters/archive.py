@@ -22,14 +22,14 @@ from typing import Any
 from pika.exceptions import AMQPError
 
 from broker import headers as dead_letter
+from broker.admin import connect
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import ARCHIVE_STREAM_NAME, work_queue_name
-from ops.broker import connect
-from ops.dead import REPLAYED_AT, REPLAYED_FROM
-from ops.errors import OpsError
-from ops.letters import parse_instant, text
-from ops.selection import Selection
+from reliability.errors import OpsError
 from schemas.catalog import BY_RESOURCE, MODULES
+from workers.deadletters.letters import parse_instant, text
+from workers.deadletters.operations import REPLAYED_AT, REPLAYED_FROM
+from workers.deadletters.selection import Selection
 
 MARKER = "x-flexsync-archive-marker"
 # Receivers stamp events with their own clocks, so the stream is ordered only roughly in time.

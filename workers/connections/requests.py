@@ -9,11 +9,11 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from broker.admin import unreachable
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import CONNECTIONS_EXCHANGE
-from ops.broker import unreachable
-from ops.errors import OpsError
-from schemas.connection_messages import (
+from reliability.errors import OpsError
+from workers.connections.messages import (
     CONNECT_ROUTING_KEY,
     DISCONNECT_ROUTING_KEY,
     ConnectMessageSchema,

@@ -14,11 +14,11 @@ from config import Settings
 from observability.metrics import SyncMetrics
 from reliability.breaker import BreakerCollector, Breakers
 from store.breakers import BreakerStore
-from store.connections import CachedConnectionLookup, ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import company_slots
-from workers.failures import RetryPolicy
+from workers.connections.store import CachedConnectionLookup, ConnectionStore
+from workers.runtime.failures import RetryPolicy
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer
 from workers.sync.handler import SyncHandler

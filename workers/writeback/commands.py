@@ -4,29 +4,8 @@ from __future__ import annotations
 
 import click
 
-from cli.context import declare_topology_or_fail, prepare_database, settings_of
+from cli.context import settings_of
 from store.models import POSTING_STATES
-
-
-@click.command()
-@click.option("--metrics-port", type=int, default=None, help="serve /metrics here (default $PORT; 0: none)")
-@click.option("--request-timeout", type=float, default=30.0, show_default=True, hidden=True)
-@click.option("--slot-timeout", type=float, default=30.0, show_default=True, hidden=True)
-@click.option(
-    "--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="messages handled at once"
-)
-@click.pass_context
-def writeback(
-    ctx: click.Context, metrics_port: int | None, request_timeout: float, slot_timeout: float, threads: int
-) -> None:
-    """Run the write-back worker: FlexPoint's payments posted into Sage Intacct exactly once."""
-    from workers.writeback.service import Timing, require_settings, run
-
-    settings = settings_of(ctx)
-    require_settings(settings)  # before the database and broker are touched
-    prepare_database(settings)
-    declare_topology_or_fail(settings, required=True)
-    run(settings, timing=Timing(request_timeout, slot_timeout), metrics_port=metrics_port, workers=threads)
 
 
 @click.group()
@@ -36,7 +15,7 @@ def payments() -> None:
 
 def _postings(ctx: click.Context):
     from store.db import create_engine_for, upgrade
-    from store.postings import PostingStore
+    from workers.writeback.store import PostingStore
 
     engine = create_engine_for(settings_of(ctx).database_url)
     upgrade(engine)
@@ -102,4 +81,4 @@ def payments_show(ctx: click.Context, payment_id: str, account_id: str | None) -
         click.echo("")
 
 
-COMMANDS = (writeback, payments)
+COMMANDS = (payments,)

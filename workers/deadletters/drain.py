@@ -22,11 +22,11 @@ from typing import Any
 
 from pika.exceptions import AMQPError, ChannelClosedByBroker
 
+from broker.admin import connect, queue_counts
 from broker.publisher import ConfirmingPublisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from ops.broker import connect, queue_counts
-from ops.errors import OpsError
-from ops.letters import SYNTHETIC_ID_PREFIX, DeadLetter, read_letter
+from reliability.errors import OpsError
+from workers.deadletters.letters import SYNTHETIC_ID_PREFIX, DeadLetter, read_letter
 
 
 class Action(enum.Enum):

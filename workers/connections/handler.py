@@ -2,7 +2,7 @@
 
 Dependencies are injected (store, marks, Intacct and FlexPoint clients, the backfill scheduler),
 so the handler knows nothing of the broker: it answers None when the message is done, or a
-:class:`workers.failures.Failure` saying whether the consumer should retry it or park it.
+:class:`workers.runtime.failures.Failure` saying whether the consumer should retry it or park it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from clients.flexpoint import FlexPointError
 from clients.intacct import AREAS, IntacctError, PermissionDenied, TokenRefused
 from observability.logging import get_logger
 from reliability.errors import Permanent, Transient
-from schemas.connection_messages import CONNECT_ROUTING_KEY, load_message
-from store.connections import AccountInUseError, ConnectionRecord
-from workers.failures import Failure, failure_of
-from workers.provisioning import reasons, status
-from workers.provisioning.marks import ProvisioningMarks
-from workers.provisioning.reasons import Verdict
+from workers.connections import reasons, status
+from workers.connections.marks import ProvisioningMarks
+from workers.connections.messages import CONNECT_ROUTING_KEY, load_message
+from workers.connections.reasons import Verdict
+from workers.connections.store import AccountInUseError, ConnectionRecord
+from workers.runtime.failures import Failure, failure_of
 
 log = get_logger(__name__)
 

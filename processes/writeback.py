@@ -17,16 +17,16 @@ from config import Settings
 from observability.logging import get_logger
 from observability.metrics import WritebackMetrics
 from reliability.breaker import Breakers
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
-from store.postings import PostingStore
 from store.slots import company_slots
-from workers.failures import RetryPolicy
+from workers.connections.store import ConnectionStore
+from workers.runtime.failures import RetryPolicy
 from workers.runtime.process import require_settings as require_worker_settings
 from workers.runtime.process import run_worker
 from workers.writeback.consumer import WritebackConsumer
 from workers.writeback.handler import WritebackHandler
+from workers.writeback.store import PostingStore
 
 log = get_logger(__name__)
 

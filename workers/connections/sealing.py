@@ -14,7 +14,7 @@ from typing import Any
 
 from reliability.errors import Permanent
 from store.crypto import SecretBox, SecretDecryptError
-from workers.failures import Destination, Failure
+from workers.runtime.failures import Destination, Failure
 from workers.runtime.middleware import Middleware, Rejected
 
 PASSWORD_FIELD = "userPassword"  # noqa: S105 (a field name, not a password)

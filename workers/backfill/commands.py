@@ -55,13 +55,13 @@ def backfill(ctx: click.Context, connection_id: str, restart: bool, page_size: i
     settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="backfill")
     from clients.flexpoint import FlexPointClient
     from clients.intacct import create_client
-    from store.backfill import BackfillStore, RunBusy
-    from store.connections import ConnectionStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
     from store.slots import company_slots
     from workers.backfill.lease import holder_is_dead, new_holder
     from workers.backfill.runner import BackfillRunner, RunOptions
+    from workers.backfill.store import BackfillStore, RunBusy
+    from workers.connections.store import ConnectionStore
 
     engine = create_engine_for(settings.database_url)
     try:

@@ -8,22 +8,22 @@ from typing import Any
 from kombu import Connection
 from sqlalchemy import Engine
 
-from broker.connection_changes import AnnouncingStore, ConnectionChanges
 from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
 from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
 from reliability.breaker import Breakers
-from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import company_slots
-from workers.failures import RetryPolicy
-from workers.provisioning.consumer import ProvisioningConsumer
-from workers.provisioning.handler import Backfills, ProvisioningHandler
-from workers.provisioning.marks import ProvisioningMarks
+from workers.connections.changes import AnnouncingStore, ConnectionChanges
+from workers.connections.consumer import ProvisioningConsumer
+from workers.connections.handler import Backfills, ProvisioningHandler
+from workers.connections.marks import ProvisioningMarks
+from workers.connections.store import ConnectionStore
 from workers.runtime import process
+from workers.runtime.failures import RetryPolicy
 
 
 class ScheduledBackfills:

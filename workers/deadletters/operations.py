@@ -1,6 +1,6 @@
 """Dead-letter operations on the ``dead_letters`` table: browse, replay to the work queues, purge.
 
-Each operation first drains the ``dead-letter`` queue into the table (ops/storing.py), so it
+Each operation first drains the ``dead-letter`` queue into the table (workers/deadletters/storer.py), so it
 sees every letter whether or not the console's storing thread runs. A replay claims each
 chunk of letters, publishes each copy with a confirm and only then marks its row replayed, so a
 replay interrupted and run again moves each letter once (a process killed between a confirm and
@@ -22,14 +22,14 @@ from typing import Any
 from broker import headers as dead_letter
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import PROVISIONING_QUEUE_NAME, work_queue_name
-from ops.errors import OpsError
-from ops.letters import BROKER_HEADERS, SYNTHETIC_ID_PREFIX, DeadLetter
-from ops.selection import Selection
-from ops.storing import StoringConsumer, letter_of
-from ops.sweep import Tally
+from reliability.errors import OpsError
 from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, MODULES
-from store.deadletters import PURGED, REPLAYED, DeadLetterStore, LetterQuery
+from workers.deadletters.drain import Tally
+from workers.deadletters.letters import BROKER_HEADERS, SYNTHETIC_ID_PREFIX, DeadLetter
+from workers.deadletters.selection import Selection
+from workers.deadletters.store import PURGED, REPLAYED, DeadLetterStore, LetterQuery
+from workers.deadletters.storer import StoringConsumer, letter_of
 
 REPLAYED_AT = "x-flexsync-replayed-at"
 REPLAYED_FROM = "x-flexsync-replayed-from"

@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, case, func, select
 
+from broker.admin import connect, queue_counts
 from broker.topology import Topology, queue_kind
-from ops.broker import connect, queue_counts
-from ops.letters import DeadLetter
-from ops.sweep import KEEP, DeadLetterPass, Decision
-from store.deadletters import DeadLetterStore, LetterQuery
 from store.models import BackfillCheckpoint, BackfillRun, Connection, ReconcileWatermark, WebhookDelivery
+from workers.deadletters.drain import KEEP, DeadLetterPass, Decision
+from workers.deadletters.letters import DeadLetter
+from workers.deadletters.store import DeadLetterStore, LetterQuery
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ process finds the record and is answered "duplicate".
 The lookup is the one database statement on the request path, so it is made as cheap as a
 statement can be: plain SQL on a DBAPI connection each request thread keeps (no pool checkout,
 no result machinery), answered from two primary keys; on an SQLite file it runs keeping the
-GIL (``store.sqlite_held``), so no other request thread is switched in halfway. It also reads
+GIL (``ingest.sqlite_held``), so no other request thread is switched in halfway. It also reads
 the connection's version, so a receiver notices a connection changed (disconnected,
 reconnected, its secret rotated) on the very next webhook, whatever its cache holds. Recording
 is off the request path: :class:`BatchRecorder` commits the records of all of a process's
@@ -34,10 +34,10 @@ from typing import Any, NamedTuple
 from sqlalchemy import Engine, bindparam, delete, text
 from sqlalchemy.exc import OperationalError
 
+from ingest import sqlite_held
+from ingest.sqlite_held import HeldStatement
 from observability.logging import get_logger
-from store import sqlite_held
 from store.models import UTCDateTime, WebhookDelivery
-from store.sqlite_held import HeldStatement
 
 log = get_logger(__name__)
 
@@ -56,7 +56,7 @@ _LOOKUP_PARTS = (
     "SELECT updated_at FROM connections WHERE connection_id = {connection_id}",
 )
 _LOOKUP_SQL = "SELECT ({}), ({})".format(*_LOOKUP_PARTS)
-# The same for store.sqlite_held, whose columns must be text (both are, on SQLite).
+# The same for ingest.sqlite_held, whose columns must be text (both are, on SQLite).
 _HELD_LOOKUP_SQL = "SELECT CAST(({}) AS TEXT), CAST(({}) AS TEXT)".format(*_LOOKUP_PARTS)
 _RECORD_PARTS = (
     "INSERT INTO webhook_deliveries "
@@ -108,7 +108,7 @@ class DeliveryLedger:
         self._engine = engine
         self._clock = clock
         self._lookups = _ThreadConnections(engine, _LOOKUP_SQL, autocommit=True)
-        # On an SQLite file, the lookup first runs keeping the GIL (see store.sqlite_held).
+        # On an SQLite file, the lookup first runs keeping the GIL (see ingest.sqlite_held).
         self._held = _held_lookup(engine) if hold_gil else None
         # Records go the same way, on the recorder thread's own connection, one commit per batch
         # (SQLite: a statement per 100 rows; PostgreSQL: one executemany): SQLAlchemy's per-row

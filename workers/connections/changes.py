@@ -88,7 +88,7 @@ class ConnectionChanges:
 
 
 class AnnouncingStore:
-    """A :class:`store.connections.ConnectionStore` that announces each change it commits.
+    """A :class:`workers.connections.store.ConnectionStore` that announces each change it commits.
 
     Wrapping the store keeps the callers (the provisioning handler) unchanged: every write
     that changes what a receiver answers is followed by its announcement.
