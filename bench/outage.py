@@ -23,13 +23,16 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import RunFailed, figure, progress, run_guarded  # noqa: E402
-from bench.sync import DEFAULT_AMQP_URL, Benchmark, met, plan_events  # noqa: E402
+from bench.common import DEFAULT_AMQP_URL, RunFailed, figure, met, progress, run_guarded  # noqa: E402
+from bench.sync import Benchmark  # noqa: E402
+from bench.sync_events import plan_events  # noqa: E402
+from bench.sync_metrics import describe_worker_metrics  # noqa: E402
 
 # The compressed schedule of the R6 test: the outage outlasts the whole ladder many times over.
 DELAYS = (1, 2, 3)
@@ -79,23 +82,11 @@ class CounterSampler:
 class OutageBenchmark(Benchmark):
     """``bench/sync.py``'s run, with the R6 schedule in the workers' and the topology's settings."""
 
-    def _declare_topology(self) -> None:
-        from kombu import Connection
+    def make_topology(self) -> Any:
+        """The deployed topology with the R6 test's delay queues."""
+        from broker.topology import build_topology
 
-        from broker.topology import build_topology, declare_topology
-
-        self.topology = build_topology("1h", DELAYS)
-        with Connection(self.amqp_url, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=2)
-            declare_topology(connection, self.topology)
-            version = (getattr(connection.connection, "server_properties", {}) or {}).get("version", "?")
-            self.rabbitmq_version = version.decode() if isinstance(version, bytes) else str(version)
-        self.checked_queues = [
-            q.name
-            for q in self.topology.queues
-            if (q.queue_arguments or {}).get("x-queue-type") != "stream"
-            and not q.name.startswith("provisioning")
-        ]
+        return build_topology("1h", DELAYS)
 
     def _base_env(self) -> dict[str, str]:
         # The simulators ignore these; the sync workers read them at start-up.
@@ -123,13 +114,13 @@ class OutageBenchmark(Benchmark):
             f"failures, probes {PROBES} s apart, latency {args.latency_ms:g} ms per call, FlexPoint down "
             f"{args.outage_seconds:g} s; RabbitMQ {self.rabbitmq_version}; {os.cpu_count()} CPUs"
         )
-        self._reset_simulators()
+        self.reset_simulators()
         self.start_workers()
         sampler = CounterSampler(self.flexpoint_url, self.flexpoint_token)
         self.stack.callback(sampler.stop)
         sampler.start()
 
-        self._flexpoint("PUT", "/faults", json={"serverErrorRate": 1.0})
+        self.flexpoint_sandbox("PUT", "/faults", json={"serverErrorRate": 1.0})
         down_at = time.monotonic()
         before = sampler.read()
         self.publish_all(messages, "OUTAGE backlog")
@@ -137,7 +128,7 @@ class OutageBenchmark(Benchmark):
             self._check_workers()
             time.sleep(0.5)  # the outage's length, not a wait for anything
         during = sampler.read() - before
-        self._flexpoint("PUT", "/faults", json={"serverErrorRate": 0.0})
+        self.flexpoint_sandbox("PUT", "/faults", json={"serverErrorRate": 0.0})
         recovered = time.monotonic()
         down_for = recovered - down_at
         progress(f"FlexPoint back after {down_for:.1f} s down; {during} calls while down")
@@ -159,7 +150,7 @@ class OutageBenchmark(Benchmark):
                 if (
                     done >= len(messages)
                     and self.drained(channel)
-                    and self._flexpoint_stored_count() >= touched
+                    and self.flexpoint_stored_count() >= touched
                 ):
                     finished = time.monotonic()
                     break
@@ -167,7 +158,7 @@ class OutageBenchmark(Benchmark):
         sampler.stop()
         samples = self.worker_metrics()
         self.stop_workers()
-        self._describe_worker_metrics(samples)
+        describe_worker_metrics(samples)
         verdict = self.verify("OUTAGE", targets)
 
         bound = (THRESHOLD + 1 + down_for / PROBES[0]) * FLEXPOINT_ATTEMPTS

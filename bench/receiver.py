@@ -17,6 +17,11 @@ paced at half its own peak (wrk ``delay()``) for its latency. Progress goes to s
 summary, one line per figure, to stdout. Exit status 1 when the receiver answered anything but
 2xx or the queue holds fewer messages than the 2xx it gave (those are correctness problems, not
 speed); performance targets missed are reported, never an error.
+
+The parts: bench/servers.py and bench/floor.py (the servers), bench/wrk/webhook.lua and
+bench/receiver_wrk.py (the load and wrk's results), bench/receiver_proc.py (what /proc says of
+the servers' workers), bench/receiver_profile.py (--profile) and bench/receiver_report.py (the
+summary lines).
 """
 
 from __future__ import annotations
@@ -25,23 +30,18 @@ import argparse
 import base64
 import contextlib
 import dataclasses
-import http.client
 import json
 import logging
 import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -49,114 +49,31 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
+    DEFAULT_AMQP_URL,
     BenchError,
-    figure,
+    Process,
+    create_vhost,
+    declare_run_topology,
     free_port,
+    http_get,
     loud,
-    machine_ticks,
-    process_stat,
     progress,
-    rabbitmqctl,
     run_guarded,
-    thread_switches,
 )
+from bench.receiver_proc import (  # noqa: E402
+    connection_split,
+    gunicorn_workers,
+    server_cpu_seconds,
+    steal_ticks,
+    worker_switches,
+)
+from bench.receiver_profile import finish_profilers, start_profilers  # noqa: E402
+from bench.receiver_report import report  # noqa: E402
+from bench.receiver_wrk import COMPANY, KINDS, WrkResult, webhook_body_template  # noqa: E402
 
 LUA_SCRIPT = BENCH / "wrk" / "webhook.lua"
-DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ISSUER = "https://intacct.bench.invalid/webhooks"
 KID = "flexsync-bench-1"
-COMPANY = "BENCH-CO"
-BODY_BYTES = 600
-RATIO_TARGET = 0.8
-CPU_RATIO_TARGET = 1.3
-KINDS = ("bare", "floor", "receiver")
-P99_TARGET_MS = 50.0
-STOP_TIMEOUT = 30.0
-
-
-# -- wrk results --------------------------------------------------------------------------
-
-
-@dataclass
-class WrkResult:
-    label: str
-    requests: int
-    seconds: float
-    statuses: dict[int, int]
-    errors: dict[str, int]
-    latency_us: dict[str, int]
-    # CPU seconds spent during the run by the server's processes and by RabbitMQ.
-    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
-    # wrk's connections held by each gunicorn worker, and the starts it took to get that split.
-    split: list[int] = dataclasses.field(default_factory=list)
-    attempts: int = 1
-    # The share of the machine's CPU time the hypervisor gave to other guests during the run.
-    steal: float | None = None
-    # Thread switches of the server's gunicorn workers during the run (None: not counted).
-    switches: int | None = None
-
-    @classmethod
-    def load(cls, label: str, path: Path) -> WrkResult:
-        data = json.loads(path.read_text())
-        return cls(
-            label=label,
-            requests=data["requests"],
-            seconds=data["duration_us"] / 1e6,
-            statuses={int(code): count for code, count in data["statuses"].items()},
-            errors=data["errors"],
-            latency_us=data["latency_us"],
-        )
-
-    @property
-    def ok(self) -> int:
-        return sum(count for code, count in self.statuses.items() if 200 <= code < 300)
-
-    @property
-    def not_ok(self) -> int:
-        return sum(count for code, count in self.statuses.items() if not 200 <= code < 300)
-
-    @property
-    def socket_errors(self) -> int:
-        return sum(self.errors[name] for name in ("connect", "read", "write", "timeout"))
-
-    @property
-    def ok_rate(self) -> float:
-        """2xx answers per second: a fast refusal must not count as throughput."""
-        return self.ok / self.seconds if self.seconds else 0.0
-
-    def cpu_per_answer_us(self, name: str) -> float:
-        """CPU microseconds ``name``'s processes spent per answer during the run."""
-        return self.cpu.get(name, 0.0) / self.requests * 1e6 if self.requests else 0.0
-
-    def switches_per_answer(self) -> float | None:
-        return self.switches / self.requests if self.switches is not None and self.requests else None
-
-    def ms(self, name: str) -> float:
-        return self.latency_us[name] / 1000.0
-
-    def describe(self) -> str:
-        codes = ", ".join(f"{code}: {count}" for code, count in sorted(self.statuses.items())) or "none"
-        text = (
-            f"{self.label}: {self.ok_rate:,.0f} 2xx/s ({self.requests:,} answers in {self.seconds:.1f} s), "
-            f"p50 {self.ms('p50'):.1f} ms, p99 {self.ms('p99'):.1f} ms, max {self.ms('max'):.1f} ms; "
-            f"statuses {codes}"
-        )
-        if self.socket_errors:
-            text += f"; socket errors {self.errors}"
-        if self.split:
-            text += f"; connections per worker {'/'.join(map(str, self.split))}"
-            if self.attempts > 1:
-                text += f" (start {self.attempts})"
-        if self.steal is not None:
-            text += f"; steal {self.steal:.1%}"
-        if self.cpu and self.requests:
-            text += "; CPU per answer: " + ", ".join(
-                f"{name} {seconds / self.requests * 1e6:,.0f} us" for name, seconds in self.cpu.items()
-            )
-        switches = self.switches_per_answer()
-        if switches is not None:
-            text += f"; thread switches per answer {switches:.1f}"
-        return text
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -169,9 +86,8 @@ class Benchmark:
         self.wrk = shutil.which("wrk") or ""
         self.workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="flexsync-bench-")))
         self.run_tag = uuid.uuid4().hex[:8]
-        self.servers: dict[str, subprocess.Popen] = {}
+        self.servers: dict[str, Process] = {}
         self.ports: dict[str, int] = {}
-        self.logs: dict[str, Path] = {}
         self.results: dict[str, list[WrkResult]] = {kind: [] for kind in KINDS}
         self.rabbitmq_version = "?"
         self._runs = 0
@@ -179,7 +95,7 @@ class Benchmark:
     # set-up ------------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        self.amqp_url = self._create_vhost()
+        self.vhost, self.amqp_url = create_vhost(self.stack, self.args.amqp_url, self.run_tag)
         self._declare_topology()
         self.fernet_key = self._prepare_database()
         self.jwks_url, self.token = self._start_jwks()
@@ -193,44 +109,10 @@ class Benchmark:
 
         return Settings().intacct_client_id
 
-    def _create_vhost(self) -> str:
-        base = self.args.amqp_url
-        parts = urlsplit(base)
-        if parts.hostname not in ("localhost", "127.0.0.1", "::1") or not shutil.which("rabbitmqctl"):
-            raise BenchError(
-                f"the benchmark creates its own vhost with rabbitmqctl, so RabbitMQ must run on this host "
-                f"(AMQP_URL host is {parts.hostname!r}; rabbitmqctl {'found' if shutil.which('rabbitmqctl') else 'not found'})"
-            )
-        self.vhost = f"flexsync-bench-{self.run_tag}"
-        user = parts.username or "guest"
-        progress(f"creating RabbitMQ vhost {self.vhost}")
-        rabbitmqctl("add_vhost", self.vhost)
-        self.stack.callback(self._delete_vhost)
-        rabbitmqctl("set_permissions", "-p", self.vhost, user, ".*", ".*", ".*")
-        return urlunsplit((parts.scheme, parts.netloc, "/" + quote(self.vhost, safe=""), "", ""))
-
-    def _delete_vhost(self) -> None:
-        progress(f"deleting RabbitMQ vhost {self.vhost}")
-        try:
-            rabbitmqctl("delete_vhost", self.vhost)
-        except Exception as exc:
-            print(
-                f"warning: could not delete vhost {self.vhost}: {exc}; "
-                f"remove it with `rabbitmqctl delete_vhost {self.vhost}`",
-                file=sys.stderr,
-            )
-
     def _declare_topology(self) -> None:
-        from kombu import Connection
+        from broker.topology import build_topology
 
-        from broker.topology import build_topology, declare_topology
-
-        with Connection(self.amqp_url, connect_timeout=5) as connection:
-            connection.ensure_connection(max_retries=2)
-            declare_topology(connection, build_topology("7D"))
-            properties = getattr(connection.connection, "server_properties", {}) or {}
-            version = properties.get("version", "?")
-            self.rabbitmq_version = version.decode() if isinstance(version, bytes) else str(version)
+        self.rabbitmq_version = declare_run_topology(self.amqp_url, build_topology("7D"))
 
     def _prepare_database(self) -> str:
         from cryptography.fernet import Fernet
@@ -309,7 +191,6 @@ class Benchmark:
         for kind in KINDS:
             port = free_port()
             settings = self.settings_for(port)
-            log_path = self.workdir / f"{kind}.log"
             env = {
                 **os.environ,
                 "BENCH_SETTINGS": json.dumps(dataclasses.asdict(settings)),
@@ -318,19 +199,12 @@ class Benchmark:
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
             }
             env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            with open(log_path, "wb") as log:
-                # Own session: a Ctrl-C reaches only this script, which then stops the servers
-                # in order (SIGTERM, wait) instead of racing them.
-                process = subprocess.Popen(
-                    [sys.executable, str(BENCH / "servers.py"), kind],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            self.servers[kind], self.ports[kind], self.logs[kind] = process, port, log_path
+            # Own session: a Ctrl-C reaches only this script, which then stops the servers in
+            # order (SIGTERM, wait) instead of racing them.
+            process = Process(
+                kind, [sys.executable, str(BENCH / "servers.py"), kind], env, self.workdir / f"{kind}.log"
+            )
+            self.servers[kind], self.ports[kind] = process, port
             self.stack.callback(self._stop_server, kind)
             progress(f"started {kind} server pid {process.pid} on port {port}")
         for kind in KINDS:
@@ -339,19 +213,16 @@ class Benchmark:
         self._wait_healthy("receiver", "/readyz")
 
     def _wait_healthy(self, kind: str, path: str, timeout: float = 30.0) -> None:
+        server = self.servers[kind]
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
-            if self.servers[kind].poll() is not None:
+            if not server.alive():
                 raise BenchError(
-                    f"the {kind} server exited with status {self.servers[kind].returncode}:\n"
-                    + self.log_tail(kind)
+                    f"the {kind} server exited with status {server.popen.returncode}:\n" + server.tail(30)
                 )
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.ports[kind], timeout=2)
-                connection.request("GET", path)
-                status = connection.getresponse().status
-                connection.close()
+                status = http_get(self.ports[kind], path)[0]
                 if 200 <= status < 300:
                     progress(f"{kind} answers {status} on {path}")
                     return
@@ -361,33 +232,15 @@ class Benchmark:
             time.sleep(0.1)
         raise BenchError(
             f"the {kind} server did not answer 2xx on {path} within {timeout:.0f} s "
-            f"(last: {last}):\n" + self.log_tail(kind)
+            f"(last: {last}):\n" + server.tail(30)
         )
 
     def _stop_server(self, kind: str) -> None:
-        process = self.servers.get(kind)
-        if process is None or process.poll() is not None:
+        server = self.servers.get(kind)
+        if server is None or not server.alive():
             return
-        progress(f"stopping {kind} server (SIGTERM to pid {process.pid})")
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(
-                f"warning: the {kind} server did not stop within {STOP_TIMEOUT:.0f} s; killing its "
-                f"process group {process.pid}",
-                file=sys.stderr,
-            )
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-    def log_tail(self, kind: str, lines: int = 30) -> str:
-        try:
-            text = self.logs[kind].read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(f"    {kind}| {line}" for line in text[-lines:]) or "    (log is empty)"
+        progress(f"stopping {kind} server (SIGTERM to pid {server.pid})")
+        server.stop()
 
     # load --------------------------------------------------------------------------------
 
@@ -425,13 +278,13 @@ class Benchmark:
             out.unlink(missing_ok=True)
             # New keys for every start: a restarted wrk must not resend a killed one's deliveries.
             env["BENCH_TAG"] = f"bench-{self.run_tag}-{self._runs}-{attempt}"
-            before = self._cpu_seconds(kind)
-            switches_before = self._switches(kind)
-            machine_before = _machine_ticks()
+            before = server_cpu_seconds(kind, self.servers[kind].pid)
+            switches_before = worker_switches(self._workers(kind))
+            machine_before = steal_ticks()
             wrk = subprocess.Popen(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
             )
-            split = self._connection_split(kind, connections)
+            split = connection_split(self.ports[kind], self._workers(kind), connections)
             if max(split) - min(split) <= self.args.balance_slack or attempt == self.args.balance_attempts:
                 break
             # The workers hold unequal shares of wrk's connections: the busier one pays more per
@@ -439,16 +292,18 @@ class Benchmark:
             # the server. Start again with new connections.
             wrk.kill()
             wrk.communicate()
-        profilers = self._start_profilers(kind, duration, label)
+        profilers = start_profilers(
+            self.args, kind, self.servers[kind].pid, duration, label, self.workdir / f"profile-{self._runs}"
+        )
         try:
             stdout, stderr = wrk.communicate(timeout=duration + 60)
         except subprocess.TimeoutExpired:
             wrk.kill()
             stdout, stderr = wrk.communicate()
-        after = self._cpu_seconds(kind)
-        switches_after = self._switches(kind)
-        machine_after = _machine_ticks()
-        self._finish_profilers(profilers, label)
+        after = server_cpu_seconds(kind, self.servers[kind].pid)
+        switches_after = worker_switches(self._workers(kind))
+        machine_after = steal_ticks()
+        finish_profilers(self.args, profilers, label)
         if wrk.returncode != 0 or not out.exists():
             raise BenchError(f"wrk failed (exit {wrk.returncode}):\n{stdout}{stderr}")
         result = WrkResult.load(label, out)
@@ -473,134 +328,8 @@ class Benchmark:
         return result
 
     def _workers(self, kind: str) -> list[str]:
-        """The pids of the gunicorn workers of ``kind`` (the children of its master)."""
-        master = str(self.servers[kind].pid)
-        pids = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if (
-                    entry.name.isdigit()
-                    and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == master
-                ):
-                    pids.append(entry.name)
-            except (OSError, IndexError):
-                continue
-        return sorted(pids)
-
-    def _connection_split(self, kind: str, connections: int, timeout: float = 5.0) -> list[int]:
-        """How many of wrk's connections each worker of ``kind`` holds, once all are open.
-
-        Read from /proc: the established sockets on the server's port, matched by inode to the
-        workers' file descriptors. Gives what it saw at ``timeout`` if not all are open by then.
-        """
-        port = self.ports[kind]
-        workers = self._workers(kind)
-        deadline = time.monotonic() + timeout
-        while True:
-            inodes = set()
-            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-                with contextlib.suppress(OSError), open(table) as lines:
-                    for line in list(lines)[1:]:
-                        fields = line.split()
-                        # fields: sl, local address, remote address, state (01: established), ..., inode
-                        if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                            inodes.add(f"socket:[{fields[9]}]")
-            split = []
-            for pid in workers:
-                held = 0
-                with contextlib.suppress(OSError):
-                    for fd in os.scandir(f"/proc/{pid}/fd"):
-                        with contextlib.suppress(OSError):
-                            held += os.readlink(fd.path) in inodes
-                split.append(held)
-            if sum(split) >= connections or time.monotonic() >= deadline:
-                return split
-            time.sleep(0.01)
-
-    def _start_profilers(self, kind: str, duration: float, label: str) -> list[tuple[subprocess.Popen, Path]]:
-        """With --profile, py-spy samples each gunicorn worker of ``kind`` during a peak run."""
-        if kind not in self.args.profile or "peak, round" not in label:
-            return []
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        profilers = []
-        for pid in self._workers(kind):
-            path = self.workdir / f"profile-{self._runs}-{pid}.txt"
-            command = [py_spy, "record", "--pid", pid, "--duration", str(max(1, round(duration)))]
-            command += ["--rate", "200", "--format", "raw", "--output", str(path), "--nonblocking", "--gil"]
-            profilers.append(
-                (subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path)
-            )
-        return profilers
-
-    def _finish_profilers(self, profilers: list[tuple[subprocess.Popen, Path]], label: str) -> None:
-        if not profilers:
-            return
-        own: dict[str, int] = {}
-        inclusive: dict[str, int] = {}
-        by_thread: dict[str, int] = {}
-        total = 0
-        for process, path in profilers:
-            process.wait(timeout=60)
-            if not path.exists():
-                continue
-            if self.args.profile_dir:
-                self.args.profile_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy(
-                    path, self.args.profile_dir / f"{label.replace(' ', '-').replace(',', '')}-{path.name}"
-                )
-            for line in path.read_text().splitlines():
-                stack, _, count = line.rpartition(" ")
-                if not stack or not count.isdigit():
-                    continue
-                frames = [
-                    frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                    for frame in stack.split(";")
-                ]
-                # Idle threads (waiting in select, a lock, or the socket accept) are not CPU.
-                if frames[-1].startswith(("select ", "wait ", "_wait_for_tstate_lock", "poll ", "accept ")):
-                    continue
-                total += int(count)
-                own[frames[-1]] = own.get(frames[-1], 0) + int(count)
-                # What the thread runs: its first frame below threading's own bootstrap.
-                root = next((f for f in frames if not f.endswith("(threading.py)")), frames[0])
-                by_thread[root] = by_thread.get(root, 0) + int(count)
-                for frame in set(frames):
-                    inclusive[frame] = inclusive.get(frame, 0) + int(count)
-        if not total:
-            progress(f"profile of '{label}': no samples")
-            return
-
-        def top(table: dict[str, int], n: int) -> str:
-            rows = sorted(table.items(), key=lambda item: -item[1])[:n]
-            return "\n".join(f"      {count / total:6.1%}  {name}" for name, count in rows)
-
-        progress(
-            f"profile of '{label}' ({total} busy samples); top by own time:\n{top(own, self.args.profile_top)}"
-        )
-        progress(f"profile of '{label}'; top by inclusive time:\n{top(inclusive, self.args.profile_top * 2)}")
-        progress(f"profile of '{label}'; by what the thread runs:\n{top(by_thread, 8)}")
-
-    def _switches(self, kind: str) -> dict[str, int]:
-        """Thread switches so far of each gunicorn worker of ``kind``, by pid."""
-        return {pid: thread_switches(pid) for pid in self._workers(kind)}
-
-    def _cpu_seconds(self, kind: str) -> dict[str, float]:
-        """CPU time so far of the server's process group and of the broker (Linux /proc)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        group = os.getpgid(self.servers[kind].pid)
-        totals = {kind: 0.0, "rabbitmq": 0.0, f"{kind} sys": 0.0}
-        for entry in Path("/proc").iterdir():
-            found = process_stat(entry.name) if entry.name.isdigit() else None
-            if found is None:
-                continue  # not a process, or it ended meanwhile
-            name, fields = found
-            seconds = (int(fields[11]) + int(fields[12])) / tick
-            if int(fields[2]) == group:
-                totals[kind] += seconds
-                totals[f"{kind} sys"] += int(fields[12]) / tick
-            elif name == "beam.smp":
-                totals["rabbitmq"] += seconds
-        return totals
+        """The pids of the gunicorn workers of ``kind``."""
+        return gunicorn_workers(self.servers[kind].pid)
 
     def run(self) -> int:
         args = self.args
@@ -647,7 +376,7 @@ class Benchmark:
                 pairs.append((runs[0], runs[1]))
 
         in_queue = {name: self._queue_depth(name) for name in ("sync.ar", "sync.gl")}
-        return self._report(peaks, best, half, paced, pairs, in_queue)
+        return report(self, peaks, best, half, paced, pairs, in_queue)
 
     def _queue_depth(self, queue: str) -> int:
         from kombu import Connection
@@ -658,195 +387,8 @@ class Benchmark:
             channel.close()
         return count
 
-    # report ------------------------------------------------------------------------------
 
-    def _report(
-        self,
-        peaks: dict[str, list[WrkResult]],
-        best: dict[str, WrkResult],
-        half: float,
-        paced: WrkResult | None,
-        pairs: list[tuple[WrkResult, WrkResult]],
-        in_queue: dict[str, int],
-    ) -> int:
-        args = self.args
-        receiver, floor, bare = best["receiver"], best["floor"], best["bare"]
-        figure(
-            f"P1 setup: gunicorn gthread, {args.workers} workers x {args.threads} threads, keepalive 5 "
-            f"(ReceiverServer options for all three); wrk {min(args.wrk_threads, args.connections)} threads x "
-            f"{args.connections} connections, {BODY_BYTES}-byte JSON body, RS256 JWT + X-Trusted-Context, "
-            f"unique Idempotency-Key; wrk started again until no worker holds more than "
-            f"{args.balance_slack} connections above another; {args.rounds} rounds (floor and receiver swap places each round) x {args.duration:g} s; "
-            f"RabbitMQ {self.rabbitmq_version} (vhost {self.vhost}); {os.cpu_count()} CPUs"
-        )
-
-        best_ratio = receiver.ok_rate / floor.ok_rate if floor.ok_rate else 0.0
-        # Judged on each round's own pair of adjacent runs, the median of them: a best run of
-        # each, taken from different rounds, compares two moments of a noisy machine.
-        paired = [
-            (
-                r.ok_rate / f.ok_rate if f.ok_rate else 0.0,
-                r.cpu_per_answer_us("receiver") / f.cpu_per_answer_us("floor")
-                if f.cpu_per_answer_us("floor")
-                else float("inf"),
-            )
-            for f, r in zip(peaks["floor"], peaks["receiver"], strict=True)
-        ]
-        ratio = statistics.median(rate for rate, _cpu in paired)
-        to_bare = receiver.ok_rate / bare.ok_rate if bare.ok_rate else 0.0
-        rounds = "; ".join(
-            f"{kind} " + ", ".join(f"{r.ok_rate:,.0f}" for r in results) for kind, results in peaks.items()
-        )
-        figure(
-            f"P1 peak throughput: receiver {receiver.ok_rate:,.0f} req/s, floor {floor.ok_rate:,.0f} req/s, "
-            f"bare {bare.ok_rate:,.0f} req/s (best of rounds); receiver/floor, median of "
-            f"{len(paired)} rounds' adjacent runs, {ratio:.2f} "
-            f"(target >= {RATIO_TARGET}: {'MET' if ratio >= RATIO_TARGET else 'NOT MET'}), "
-            f"per round {', '.join(f'{rate:.2f}' for rate, _cpu in paired)}, of the best runs {best_ratio:.2f}; "
-            f"receiver/bare {to_bare:.2f} (not judged) [2xx/s, each round: {rounds}]"
-        )
-
-        cpu = {kind: best[kind].cpu_per_answer_us(kind) for kind in KINDS}
-        best_cpu_ratio = cpu["receiver"] / cpu["floor"] if cpu["floor"] else float("inf")
-        cpu_ratio = statistics.median(c for _rate, c in paired)
-        broker = ", ".join(f"{kind} {best[kind].cpu_per_answer_us('rabbitmq'):,.0f} us" for kind in KINDS)
-        per_answer = {kind: best[kind].switches_per_answer() for kind in KINDS}
-        switched = (
-            " [thread switches per answer: "
-            + ", ".join(f"{kind} {value:.1f}" for kind, value in per_answer.items() if value is not None)
-            + "]"
-            if any(value is not None for value in per_answer.values())
-            else ""
-        )
-        figure(
-            f"P1 CPU per answer (gunicorn workers, best peak run): receiver {cpu['receiver']:,.0f} us, "
-            f"floor {cpu['floor']:,.0f} us, bare {cpu['bare']:,.0f} us; receiver/floor, median of the rounds' "
-            f"adjacent runs, {cpu_ratio:.2f} "
-            f"(target <= {CPU_RATIO_TARGET}: {'MET' if cpu_ratio <= CPU_RATIO_TARGET else 'NOT MET'}), "
-            f"per round {', '.join(f'{c:.2f}' for _rate, c in paired)}, of the best runs {best_cpu_ratio:.2f} "
-            f"[RabbitMQ's per answer: {broker}]{switched}"
-        )
-
-        if pairs:
-            ratios = sorted(r.cpu_per_answer_us("receiver") / f.cpu_per_answer_us("floor") for f, r in pairs)
-            median = statistics.median(ratios)
-            listed = "; ".join(
-                f"floor {f.cpu_per_answer_us('floor'):,.0f} us / receiver {r.cpu_per_answer_us('receiver'):,.0f} us"
-                for f, r in pairs
-            )
-            figure(
-                f"P1 CPU per answer at a common paced rate ({half:,.0f} req/s offered to each, "
-                f"{len(pairs)} adjacent pairs): receiver/floor median {median:.2f} "
-                f"(target <= {CPU_RATIO_TARGET}: {'MET' if median <= CPU_RATIO_TARGET else 'NOT MET'}), "
-                f"range {ratios[0]:.2f}-{ratios[-1]:.2f} [{listed}]"
-            )
-
-        if paced is not None:
-            p99 = paced.ms("p99")
-            figure(
-                f"P1 receiver latency at half peak: offered {half:,.0f} req/s, achieved {paced.ok_rate:,.0f} req/s: "
-                f"p50 {paced.ms('p50'):.1f} ms, p99 {p99:.1f} ms "
-                f"(target p99 <= {P99_TARGET_MS:g} ms: {'MET' if p99 <= P99_TARGET_MS else 'NOT MET'})"
-            )
-        else:
-            figure("P1 receiver latency at half peak: NOT MEASURED (the receiver gave no 2xx at peak)")
-
-        figure(
-            "P1 latency at peak: "
-            + "; ".join(
-                f"{kind} p50 {best[kind].ms('p50'):.1f} ms, p99 {best[kind].ms('p99'):.1f} ms"
-                for kind in KINDS
-            )
-        )
-
-        stolen = [r.steal for results in peaks.values() for r in results if r.steal is not None]
-        if stolen:
-            figure(
-                f"P1 machine: the hypervisor took {min(stolen):.1%}-{max(stolen):.1%} of this machine's CPU "
-                f"time for other guests during the peak runs (each run's share is in its progress line)"
-            )
-
-        problems = 0
-        ok = {kind: sum(r.ok for r in self.results[kind]) for kind in KINDS}
-        bad = {kind: sum(r.not_ok for r in self.results[kind]) for kind in KINDS}
-        receiver_socket = sum(r.socket_errors for r in self.results["receiver"])
-        receiver_codes: dict[int, int] = {}
-        for result in self.results["receiver"]:
-            for code, count in result.statuses.items():
-                receiver_codes[code] = receiver_codes.get(code, 0) + count
-        duplicates = receiver_codes.get(200, 0)
-        others = ", ".join(
-            f"{kind} {bad[kind] + sum(r.socket_errors for r in self.results[kind]):,} of {ok[kind] + bad[kind]:,}"
-            for kind in ("floor", "bare")
-        )
-        verdict = "OK" if bad["receiver"] == 0 and receiver_socket == 0 and duplicates == 0 else "FAILED"
-        figure(
-            f"P1 non-2xx answers: receiver {bad['receiver']:,} of {ok['receiver'] + bad['receiver']:,} "
-            f"(statuses {dict(sorted(receiver_codes.items()))}, socket errors {receiver_socket}, "
-            f"200-duplicates {duplicates}), {others}, all runs: {verdict}"
-        )
-        if verdict != "OK":
-            problems += 1
-            loud(
-                "THE RECEIVER ANSWERED NON-2xx (or duplicates / socket errors) under load; see above. "
-                "Its log tail:\n" + self.log_tail("receiver")
-            )
-
-        checks = []
-        for kind, queue in (("receiver", "sync.ar"), ("floor", "sync.gl")):
-            enough = in_queue[queue] >= ok[kind]
-            checks.append(
-                f"{queue} holds {in_queue[queue]:,} messages, {kind} answered {ok[kind]:,} 2xx: "
-                + ("OK" if enough else "FAILED, a 2xx without its message")
-            )
-            if not enough:
-                problems += 1
-                loud(f"{queue} holds {in_queue[queue]} messages but the {kind} answered {ok[kind]} 2xx")
-        figure("P1 broker check (all runs incl. warm-up): " + "; ".join(checks))
-        return 1 if problems else 0
-
-
-# -- helpers ------------------------------------------------------------------------------
-
-
-def _machine_ticks() -> tuple[int, int] | None:
-    """(steal, all) CPU ticks of the whole machine so far; None where there is no /proc/stat."""
-    ticks = machine_ticks()
-    return None if ticks is None else (ticks[7], sum(ticks))
-
-
-def webhook_body_template() -> tuple[str, str]:
-    """A Platform Trigger body of ~600 bytes around its record key, split at the key."""
-    marker = "\x00KEY\x00"
-    body = {
-        "object": "ARINVOICE",
-        "action": "set",
-        "key": marker,
-        "id": "INV-BENCH",
-        "companyId": COMPANY,
-        "occurredAt": "2026-11-24T10:00:00Z",
-        "docNumber": "INV-2026-004211",
-        "customerId": "C-10042",
-        "customerName": "Northwind Traders Ltd",
-        "state": "Posted",
-        "currency": "USD",
-        "totalAmount": "12450.00",
-        "totalDue": "12450.00",
-        "termName": "Net 30",
-        "whenCreated": "2026-11-24T09:58:12Z",
-        "dueDate": "2026-12-24",
-        "locationId": "100",
-        "departmentId": "SALES",
-        "modifiedBy": "jsmith",
-        "description": "",
-        "memo": "",
-    }
-    # Size the padding for a typical key ("<thread>-<counter>", ~7 characters).
-    size = len(json.dumps(body).replace(json.dumps(marker)[1:-1], "1-12345").encode())
-    body["description"] = "Monthly service invoice " + "x" * max(0, BODY_BYTES - size - 24)
-    text = json.dumps(body)
-    prefix, suffix = text.split(json.dumps(marker)[1:-1])
-    return prefix, suffix
+# -- options ------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
