@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import re
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,9 +31,10 @@ from ingest.auth import (
     parse_bearer,
 )
 from ingest.body import BodyLoader
+from ingest.door import ConfirmedPublisher, EventDoor
 from ingest.errors import WebhookRefused, unavailable
 from ingest.ledger import DeliveryLookup
-from ingest.messages import WebhookBodySchema, envelope_body, is_utf8_json
+from ingest.messages import WebhookBodySchema, is_utf8_json
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import bind_request_context, get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
@@ -51,7 +51,6 @@ REQUEST_HEADERS = ("Authorization", TRUSTED_CONTEXT_HEADER, SIGNATURE_HEADER, *I
 _CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_KEY_LENGTH = 200
 # Event ids derived from idempotency keys live in their own UUID namespace.
-_EVENT_NAMESPACE = uuid.UUID("5b0e7b8e-3c1d-4a57-9a43-8f6f1f9e2a10")
 
 
 class ConnectionLookup(Protocol):
@@ -94,12 +93,6 @@ class Recorder(Protocol):
     def record(self, connection_id: str, key: str, event_id: str) -> None: ...
 
 
-class Publisher(Protocol):
-    def publish_and_wait(
-        self, routing_key: str, body: bytes, *, timeout: float, **kwargs: Any
-    ) -> Future[None]: ...
-
-
 @dataclass(frozen=True)
 class Accepted:
     """A delivery that is in the queue: newly (202) or already (200, a duplicate)."""
@@ -127,7 +120,7 @@ class WebhookIntake:
         connections: ConnectionLookup,
         ledger: Ledger,
         recorder: Recorder,
-        publisher: Publisher,
+        publisher: ConfirmedPublisher,
         jwt_verifier: JwtVerifier | None,
         trusted_context: TrustedContextVerifier,
         hmac_verifier: HmacVerifier,
@@ -139,7 +132,7 @@ class WebhookIntake:
         self._ledger = ledger
         self._recorder = recorder
         self._recent = RecentDeliveries()
-        self._publisher = publisher
+        self._door = EventDoor(publisher)
         self._jwt = jwt_verifier
         self._trusted_context = trusted_context
         self._hmac = hmac_verifier
@@ -270,7 +263,7 @@ class WebhookIntake:
     ) -> Accepted:
         body = checked.body
         key = idempotency_key(connection_id, headers, body, raw_body)
-        event_id = body["eventId"] or event_uuid(f"{connection_id}/{key}")
+        event_id = body["eventId"] or self._door.event_id(connection_id, key)
         synced = lookup(body["object"])
         assert synced is not None
         action = ACTIONS[body["action"]]
@@ -321,7 +314,7 @@ class WebhookIntake:
         raw_body: bytes,
         scheme: str,
     ) -> bytes:
-        return envelope_body(
+        return self._door.envelope(
             synced,
             connection_id=connection.connection_id,
             company_id=connection.company_id,
@@ -343,12 +336,7 @@ class WebhookIntake:
     ) -> None:
         """Publish and wait for the confirm; a broker that cannot confirm in time is a 503."""
         try:
-            # No AMQP headers: the envelope says what the message is (connection, object,
-            # action), and nothing reads headers that would repeat it; each message costs the
-            # publisher and the broker less without them.
-            self._publisher.publish_and_wait(
-                routing_key, envelope, timeout=self._confirm_timeout, message_id=event_id
-            )
+            self._door.send_and_wait(routing_key, envelope, event_id, timeout=self._confirm_timeout)
         except PublishTimeout as exc:
 
             def record_if_confirmed_late(future: Future[None]) -> None:
@@ -383,18 +371,6 @@ class WebhookIntake:
 
 def _unknown_connection() -> WebhookRefused:
     return WebhookRefused(404, "unknown_connection", "No connection has this id; check the webhook URL.")
-
-
-def event_uuid(name: str) -> str:
-    """``str(uuid.uuid5(_EVENT_NAMESPACE, name))``, without building a UUID object per request."""
-    text = hashlib.sha1(_NAMESPACE_BYTES + name.encode()).hexdigest()  # noqa: S324 - RFC 4122 v5
-    # Version 5 in the 13th digit; the variant's two top bits (10) in the 17th.
-    return f"{text[:8]}-{text[8:12]}-5{text[13:16]}-{_VARIANT_DIGIT[text[16]]}{text[17:20]}-{text[20:32]}"
-
-
-# Computed once: UUID.bytes builds the bytes anew on every read.
-_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
-_VARIANT_DIGIT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
 
 
 def idempotency_key(

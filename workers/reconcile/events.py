@@ -1,36 +1,27 @@
-"""Events made by reconciliation: the receiver's envelope, published to ``intacct.events`` confirmed.
+"""Reconciliation as a source of events: changes it found, put into the sync by the one door.
 
-A reconciliation event is an ordinary event (schemas/webhook.EnvelopeSchema) with ``authScheme``
-``reconcile``: the sync workers fetch the record's latest state and upsert it, or tombstone it
-when Intacct answers 404, exactly as for a webhook.
+A reconciliation event is an ordinary event (:mod:`ingest.door`: the same envelope, id namespace
+and confirmed publish as a webhook's) with ``authScheme`` ``reconcile``: the sync workers fetch the
+record's latest state and upsert it, or tombstone it when Intacct answers 404, exactly as for a
+webhook.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from broker.publisher import PublishTimeout
-from ingest.messages import envelope_body
+from ingest.door import ConfirmedPublisher, EventDoor
 from schemas.catalog import SyncedObject
 from schemas.mappings.values import utc_timestamp
 from workers.connections.store import ConnectionRecord
 
 AUTH_SCHEME = "reconcile"
-# Reconciliation event ids live in their own namespace, apart from the receiver's.
-_EVENT_NAMESPACE = uuid.UUID("0c9f6a51-8f1e-4f0e-bb0e-7d4a3c2e91b4")
 _WEBHOOK_ACTIONS = {"update": "set", "delete": "delete"}
-
-
-class Publisher(Protocol):
-    def publish(
-        self, routing_key: str, body: bytes, *, message_id: str, headers: dict[str, Any] | None = None
-    ) -> Future[None]: ...
 
 
 @dataclass(frozen=True)
@@ -52,8 +43,8 @@ def envelope(
     """The event's id and JSON body; the id is stable for one version of one record."""
     version = utc_timestamp(change.version)
     idempotency_key = f"reconcile:{synced.resource}:{change.key}:{change.action}:{version}"
-    event_id = str(uuid.uuid5(_EVENT_NAMESPACE, f"{connection.connection_id}/{idempotency_key}"))
-    body = envelope_body(
+    event_id = EventDoor.event_id(connection.connection_id, idempotency_key)
+    body = EventDoor.envelope(
         synced,
         connection_id=connection.connection_id,
         company_id=connection.company_id,
@@ -88,13 +79,13 @@ class EventSender:
 
     def __init__(
         self,
-        publisher: Publisher,
+        publisher: ConfirmedPublisher,
         *,
         chunk: int = 1000,
         confirm_timeout: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._publisher = publisher
+        self._door = EventDoor(publisher)
         self._chunk = chunk
         self._confirm_timeout = confirm_timeout
         self._clock = clock
@@ -116,5 +107,4 @@ class EventSender:
 
     def _publish(self, connection: ConnectionRecord, synced: SyncedObject, change: Change) -> Future[None]:
         event_id, body = envelope(connection, synced, change, self._clock())
-        # Like the receiver's events: the envelope alone describes the message.
-        return self._publisher.publish(synced.routing_key(change.action), body, message_id=event_id)
+        return self._door.send(synced.routing_key(change.action), body, event_id)
