@@ -13,15 +13,16 @@ from cli.context import declare_topology_or_fail, open_store, prepare_database, 
 from config import SettingsError
 
 # Commands loaded only when invoked: name -> (module, attribute, the line `flexsync --help` shows).
-# The sandbox and its dependencies are an extra; no other command may import them.
+# The sandbox is a distribution of its own (flexsync-sandbox, in sandbox/); only this command may
+# import it, and only when invoked. It imports nothing from the service.
 LAZY_COMMANDS = {
     "sandbox": (
         "sandbox.cli",
         "sandbox",
-        "Run the Sage Intacct and FlexPoint simulators (needs the sandbox extra).",
+        "Run the Sage Intacct and FlexPoint simulators (needs flexsync-sandbox installed).",
     ),
 }
-SANDBOX_INSTALL_HINT = "pip install -e '.[sandbox]'"
+SANDBOX_INSTALL_HINT = "pip install -e sandbox/"
 
 
 class FlexsyncGroup(click.Group):
@@ -69,11 +70,12 @@ def _load_lazy(name: str) -> click.Command:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == module_name.split(".")[0]:
-            raise  # our own module is missing: a packaging bug, not a missing extra
+        package = module_name.split(".")[0]
+        if exc.name and exc.name != package and exc.name.split(".")[0] == package:
+            raise  # a module inside the installed sandbox is missing: a packaging bug
         raise click.ClickException(
-            f"`flexsync {name}` needs the sandbox extra (module {exc.name!r} is not installed); "
-            f"install it with: {SANDBOX_INSTALL_HINT}"
+            f"`flexsync {name}` needs the flexsync-sandbox distribution (module {exc.name!r} is not "
+            f"installed); from the repository root, install it with: {SANDBOX_INSTALL_HINT}"
         ) from None
     return getattr(module, attribute)
 

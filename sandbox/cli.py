@@ -1,4 +1,8 @@
-"""``flexsync sandbox``: both simulators in one process; ``intacct``/``flexpoint`` to drive each."""
+"""``flexsync sandbox``: both simulators in one process; ``intacct``/``flexpoint`` to drive each.
+
+The same group runs as ``flexsync-sandbox`` or ``python -m sandbox`` when only the sandbox's
+distribution (flexsync-sandbox) is installed; ``flexsync sandbox`` mounts it from the service's CLI.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,20 @@ from sandbox.flexpoint.server import FlexPointServer
 from sandbox.intacct.cli import intacct
 from sandbox.intacct.config import SimulatorConfig
 from sandbox.intacct.server import SimulatorServer
+from sandbox.logs import show_info_on_stderr
 
 
 @click.group(invoke_without_command=True)
-@click.option("--intacct-port", type=int, default=SimulatorConfig.port, show_default=True)
-@click.option("--flexpoint-port", type=int, default=FlexPointConfig.port, show_default=True)
+@click.option(
+    "--intacct-port", type=int, envvar="SANDBOX_INTACCT_PORT", default=SimulatorConfig.port, show_default=True
+)
+@click.option(
+    "--flexpoint-port",
+    type=int,
+    envvar="SANDBOX_FLEXPOINT_PORT",
+    default=FlexPointConfig.port,
+    show_default=True,
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -41,6 +54,7 @@ def sandbox(
     """Run the Sage Intacct and FlexPoint simulators until Ctrl-C (or drive one: see commands)."""
     if ctx.invoked_subcommand is not None:
         return
+    show_info_on_stderr()
     intacct_server = SimulatorServer(
         SimulatorConfig(port=intacct_port, data_dir=data_dir, time_scale=time_scale)
     ).start()
@@ -73,3 +87,8 @@ def sandbox(
 
 sandbox.add_command(intacct)
 sandbox.add_command(flexpoint)
+
+
+def main() -> None:
+    """The ``flexsync-sandbox`` console script."""
+    sandbox(prog_name="flexsync-sandbox")

@@ -1,4 +1,4 @@
-"""Packaging: every top-level package ships, and the sandbox with its dependencies is an extra."""
+"""Packaging: every top-level package ships, and the sandbox is a distribution of its own."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_SHIPPED = {"tests", "bench"}
+NOT_SHIPPED = {"tests", "bench", "sandbox"}  # sandbox/ ships as flexsync-sandbox
 
 
 def test_every_top_level_package_is_in_the_distribution():
@@ -31,7 +31,7 @@ def test_every_top_level_package_is_in_the_distribution():
     assert missing == [], f"add these to [tool.setuptools.packages.find] include: {missing}"
 
 
-# --- the sandbox is an extra --------------------------------------------------------------
+# --- the sandbox is its own distribution ----------------------------------------------------
 
 # Not yaml: kombu imports it when present (to offer a YAML serializer) and does without it.
 SANDBOX_ONLY_MODULES = ("jsonschema", "rfc3339_validator", "honcho")
@@ -52,15 +52,39 @@ def _loaded_after(code: str) -> list[str]:
     return [m for m in modules if m.split(".")[0] in ("sandbox", *SANDBOX_ONLY_MODULES)]
 
 
-def test_product_dependencies_leave_the_sandbox_to_its_extra():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower() for spec in project["dependencies"]}
-    sandbox = {
-        re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower()
-        for spec in project["optional-dependencies"]["sandbox"]
+def _names(specs: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~ ]", spec, maxsplit=1)[0].lower() for spec in specs}
+
+
+def _sandbox_project() -> dict:
+    return tomllib.loads((ROOT / "sandbox" / "pyproject.toml").read_text())
+
+
+def test_the_sandbox_is_a_separate_distribution_the_product_does_not_ship():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert not any(fnmatch("sandbox", p) or fnmatch("sandbox.flexpoint", p) for p in patterns)
+    assert not any(key.startswith("sandbox") for key in config["tool"]["setuptools"]["package-data"])
+    assert "sandbox" not in config["project"].get("optional-dependencies", {})
+    sandbox = _sandbox_project()
+    assert sandbox["project"]["name"] == "flexsync-sandbox"
+    # The folder is the import package `sandbox`, with every subpackage and the contract's YAML.
+    setuptools = sandbox["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"sandbox": "."}
+    on_disk = {
+        ".".join(("sandbox", *path.parent.relative_to(ROOT / "sandbox").parts))
+        for path in (ROOT / "sandbox").rglob("__init__.py")
     }
-    assert {"pyyaml", "jsonschema", "rfc3339-validator", "honcho"} <= sandbox
-    assert names.isdisjoint(sandbox)
+    assert set(setuptools["packages"]) == on_disk
+    assert setuptools["package-data"]["sandbox.flexpoint"] == ["*.yaml"]
+
+
+def test_product_dependencies_leave_the_sandbox_its_own():
+    product = _names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    sandbox = _names(_sandbox_project()["project"]["dependencies"])
+    assert {"pyyaml", "jsonschema", "rfc3339-validator", "honcho", "flask", "pika"} <= sandbox
+    assert "flexsync" not in sandbox
+    assert product.isdisjoint({"pyyaml", "jsonschema", "rfc3339-validator", "honcho"})
 
 
 def test_web_imports_no_sandbox_module():
@@ -87,14 +111,33 @@ def test_sandbox_command_loads_when_invoked():
     assert "--intacct-port" in result.stdout
 
 
-def test_sandbox_without_its_extra_says_what_to_install():
+def test_sandbox_without_its_dependencies_says_what_to_install():
     # A None entry in sys.modules makes `import yaml` fail as when the package is absent.
     result = _python(
         "import sys\nsys.modules['yaml'] = None\nfrom cli.main import main\nmain(['sandbox', '--help'])"
     )
     assert result.returncode == 1
-    assert "pip install -e '.[sandbox]'" in result.stderr
+    assert "pip install -e sandbox/" in result.stderr
     assert "'yaml'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# A finder that answers for `sandbox` as the import system does for a package nowhere installed.
+NO_SANDBOX = """
+import sys
+class NoSandbox:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "sandbox":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoSandbox())
+"""
+
+
+def test_sandbox_not_installed_says_what_to_install():
+    result = _python(NO_SANDBOX + "from cli.main import main\nmain(['sandbox', '--help'])")
+    assert result.returncode == 1
+    assert "flexsync-sandbox" in result.stderr
+    assert "pip install -e sandbox/" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -121,7 +164,7 @@ def test_the_lock_pins_every_dependency_within_pyproject_ranges():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = [
         *project["dependencies"],
-        *project["optional-dependencies"]["sandbox"],
+        *_sandbox_project()["project"]["dependencies"],
         *project["optional-dependencies"]["dev"],
     ]
     locked = _locked()

@@ -18,7 +18,6 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from observability.logging import get_logger, register_secret
 from sandbox.flexpoint import admin, api, postings_api
 from sandbox.flexpoint.config import FlexPointConfig
 from sandbox.flexpoint.contract import load_contract
@@ -35,6 +34,7 @@ from sandbox.flexpoint.payments import PaymentLedger
 from sandbox.flexpoint.requestlog import RequestLog
 from sandbox.flexpoint.runtime import EXTENSION, Sandbox, current_sandbox
 from sandbox.flexpoint.store import Store, utc_text
+from sandbox.logs import get_logger, register_secret
 
 _MAX_LOGGED_VIOLATIONS = 20
 

@@ -91,6 +91,9 @@ def serve_command(
     """Run the simulator until SIGTERM/SIGINT (data kept in DATA_DIR across restarts)."""
     from sandbox.flexpoint.config import FlexPointConfig
     from sandbox.flexpoint.server import serve
+    from sandbox.logs import show_info_on_stderr
+
+    show_info_on_stderr()
 
     try:
         config = FlexPointConfig(

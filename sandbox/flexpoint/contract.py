@@ -28,9 +28,9 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError, val
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from observability.logging import get_logger
 from sandbox.flexpoint.compiler import Predicate, SchemaCompiler, Unsupported, ecma_pattern
 from sandbox.flexpoint.versions import parse_date, parse_timestamp
+from sandbox.logs import get_logger
 
 SPEC_FILE = "flexpoint-sync-api.yaml"
 BASE_URI = "urn:flexpoint:sync-api"

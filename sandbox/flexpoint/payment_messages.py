@@ -3,22 +3,18 @@
 Exchange ``flexpoint.payments`` (topic, durable), routing keys ``payment.post`` and
 ``payment.reverse``, JSON bodies with exactly BRIEF.md's fields. Publishing declares the exchange
 (idempotent, so ``pay`` works before the service declared its topology) and waits for the
-broker's confirm through the service's own :class:`broker.publisher.ConfirmingPublisher`.
+broker's confirm (:func:`sandbox.amqp.publish_json`).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu import Connection, Exchange
+from sandbox.amqp import NotRouted, PublishFailed, publish_json
 
-from broker.publisher import ConfirmingPublisher, PublishError, PublishUnroutable
-from broker.urls import kombu_url
-
-PAYMENTS_EXCHANGE = Exchange("flexpoint.payments", type="topic", durable=True)
+PAYMENTS_EXCHANGE = "flexpoint.payments"
 POST_ROUTING_KEY = "payment.post"
 REVERSE_ROUTING_KEY = "payment.reverse"
 
@@ -76,25 +72,11 @@ def reverse_message(
 def publish(amqp_url: str, routing_key: str, message: dict[str, Any], *, timeout: float = 10.0) -> None:
     """Publish one message persistently and wait for RabbitMQ's confirm; PaymentPublishError if not."""
     try:
-        with Connection(kombu_url(amqp_url), connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1)
-            PAYMENTS_EXCHANGE(connection.default_channel).declare()
-    except Exception as exc:  # kombu, amqp and socket errors alike: one line for a person
-        raise PaymentPublishError(f"RabbitMQ is unreachable ({type(exc).__name__}); check AMQP_URL") from None
-    publisher = ConfirmingPublisher(amqp_url, PAYMENTS_EXCHANGE.name)
-    publisher.start(wait=timeout)
-    try:
-        if not publisher.ready:
-            raise PaymentPublishError(f"no confirming channel to RabbitMQ within {timeout:.0f} s")
-        publisher.publish_and_wait(
-            routing_key, json.dumps(message).encode(), timeout=timeout, message_id=message["messageId"]
-        )
-    except PublishUnroutable:
+        publish_json(amqp_url, PAYMENTS_EXCHANGE, routing_key, message, timeout=timeout)
+    except NotRouted:
         raise PaymentPublishError(
-            f"no queue is bound to {PAYMENTS_EXCHANGE.name} for {routing_key}: run `flexsync topology` "
+            f"no queue is bound to {PAYMENTS_EXCHANGE} for {routing_key}: run `flexsync topology` "
             "(or start the writeback worker), then try again"
         ) from None
-    except PublishError as exc:
-        raise PaymentPublishError(f"RabbitMQ did not confirm the {routing_key} message ({exc})") from None
-    finally:
-        publisher.close(timeout=2.0)
+    except PublishFailed as exc:
+        raise PaymentPublishError(str(exc)) from None

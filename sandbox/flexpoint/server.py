@@ -16,9 +16,9 @@ from typing import Any
 from flask import Flask
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from observability.logging import get_logger
 from sandbox.flexpoint.app import close_app, create_app
 from sandbox.flexpoint.config import FlexPointConfig
+from sandbox.logs import get_logger
 
 
 class _Handler(WSGIRequestHandler):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from observability.logging import get_logger
+from sandbox.logs import get_logger
 
 from .admin import admin
 from .api import api, jwks

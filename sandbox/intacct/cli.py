@@ -172,7 +172,11 @@ def serve(
     serve_admin_token: str | None,
 ) -> None:
     """Run the simulator until SIGTERM/SIGINT."""
+    from sandbox.logs import show_info_on_stderr
+
     from .server import serve as run
+
+    show_info_on_stderr()
 
     try:
         config = SimulatorConfig(

@@ -15,14 +15,14 @@ from datetime import date
 from typing import Any
 from urllib.parse import urlsplit
 
-from schemas.catalog import BY_INTACCT_OBJECT
+from sandbox.catalog import TRIGGER_OBJECTS as _OBJECTS
 
 from .errors import AdminError
 from .objects import AREAS
 
 DEFAULT_USER = "ws_flexpoint"
 _COMPANY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TRIGGER_OBJECTS = tuple(BY_INTACCT_OBJECT)
+TRIGGER_OBJECTS = tuple(o.name for o in _OBJECTS)
 
 
 def _invalid(message: str) -> AdminError:

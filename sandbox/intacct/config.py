@@ -6,8 +6,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from config.settings import DEFAULT_CLIENT_ID
-
+# FlexPoint's application as registered with Sage (BRIEF.md: Sender ID LendARR, this Client ID);
+# the service's INTACCT_CLIENT_ID defaults to the same value, so both agree out of the box.
+DEFAULT_CLIENT_ID = "4d02d25de337869dfecd.app.sage.com"
 DEFAULT_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 - a public sandbox default, not a secret
 DEFAULT_ISSUER = "https://sandbox.intacct.local"
 

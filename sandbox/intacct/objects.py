@@ -1,6 +1,6 @@
 """The simulated Intacct objects: each one's REST path, fields (dotted camelCase names) and kinds.
 
-The top-level objects and their trigger names come from :mod:`schemas.catalog` (the brief's
+The top-level objects and their trigger names come from :mod:`sandbox.catalog` (the brief's
 table); this module adds the fields intacct-rest.md lists and the line objects hanging off them.
 Each field is a column of the object's table, so filters, ordering and projection are plain SQL.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from schemas.catalog import OBJECTS as CATALOG
+from sandbox.catalog import TRIGGER_OBJECTS
 
 
 class Kind(Enum):
@@ -264,9 +264,9 @@ _SPECS: dict[str, tuple[tuple[tuple[str, Kind], ...], dict[str, object]]] = {
 
 
 def _build() -> dict[str, ObjectType]:
-    triggers = {o.rest_path: o.intacct_object for o in CATALOG}
+    triggers = {o.rest_path: o.name for o in TRIGGER_OBJECTS}
     missing = set(triggers) - set(_SPECS)
-    if missing:  # the catalog grew: the simulator must learn the new object's fields
+    if missing:  # the brief's table grew: the simulator must learn the new object's fields
         raise RuntimeError(f"no simulator fields for {sorted(missing)}")
     types = {}
     for path, (own, options) in _SPECS.items():

@@ -16,7 +16,7 @@ from types import FrameType
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from observability.logging import get_logger
+from sandbox.logs import get_logger
 
 from .app import create_app, simulator_of
 from .config import SimulatorConfig

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from observability.logging import get_logger
+from sandbox.logs import get_logger
 
 from . import companies
 from .config import SimulatorConfig

@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from observability.logging import get_logger
+from sandbox.logs import get_logger
 
 from .keys import SigningKey
 

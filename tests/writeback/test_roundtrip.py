@@ -74,20 +74,23 @@ def test_a_posted_payment_lowers_its_invoices_amount_due_in_flexpoint_through_th
     )
 
 
-def test_the_demos_payment_step_shows_a_payment_posted_and_synced_back(
+def test_the_tours_payment_step_shows_a_payment_posted_and_synced_back(
     synced_books, live_receiver, sync_worker, start_writeback, fp, wb_settings, monkeypatch, capsys
 ):
-    from cli.demo_payment import pay_one
     from clients.flexpoint import FlexPointClient
+    from sandbox.tour_payment import pay_one
+    from sandbox.tour_support import FlexPointReader
 
     connection = live_receiver.connection
     invoice = synced_books.invoice("100.00")
-    flexpoint = FlexPointClient(wb_settings.flexpoint_api_url, wb_settings.flexpoint_api_token)
+    service_view = FlexPointClient(wb_settings.flexpoint_api_url, wb_settings.flexpoint_api_token)
     wait_until(
-        lambda: flexpoint.get_record(connection.account_id, "invoices", invoice),
+        lambda: service_view.get_record(connection.account_id, "invoices", invoice),
         timeout=30,
         message="the invoice",
     )
+    service_view.close()
+    flexpoint = FlexPointReader(wb_settings.flexpoint_api_url, wb_settings.flexpoint_api_token)
     start_writeback()
     # `flexsync sandbox flexpoint pay` reads the simulator and the broker from the environment.
     monkeypatch.setenv("AMQP_URL", wb_settings.amqp_url)
@@ -105,5 +108,5 @@ def test_the_demos_payment_step_shows_a_payment_posted_and_synced_back(
     flexpoint.close()
     text = "\n".join(said)
     assert "state posted" in text, text
-    assert "referenceNumber FP-demo-" in text, text
+    assert "referenceNumber FP-tour-" in text, text
     assert f"invoice {invoice} in FlexPoint: amount due 100.00 -> 50.00" in text, text
