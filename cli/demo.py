@@ -20,18 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from kombu import Connection
 
-from broker.topology import build_topology
-from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from config import load_settings
+from processes.parts import ProcessParts
 from schemas.catalog import BY_INTACCT_OBJECT
-from store.crypto import SecretBox
-from store.db import create_engine_for, upgrade
 from workers.connections.messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
 from workers.connections.requests import connect_message, disconnect_message, publish_message
-from workers.connections.store import ConnectionStore
 
 DEMO_CONNECTION_ID = "00000000-0000-4000-8000-00000000d3e0"
 DEMO_COMPANY = "DEMO-CO"
@@ -47,12 +42,8 @@ def say(text: str) -> None:
 
 def live_demo_connection(settings: Any) -> bool:
     """Whether an earlier run left the demo connection connected."""
-    engine = create_engine_for(settings.database_url)
-    try:
-        upgrade(engine)
-        record = ConnectionStore(engine, SecretBox.for_settings(settings)).get(DEMO_CONNECTION_ID)
-    finally:
-        engine.dispose()
+    with ProcessParts(settings, process="demo") as parts:
+        record = parts.connections.get(DEMO_CONNECTION_ID)
     return record is not None and record.is_active
 
 
@@ -240,9 +231,9 @@ def account_totals(settings: Any) -> str:
 
 def queue_depths(settings: Any) -> dict[str, int]:
     depths = {}
-    with Connection(kombu_url(settings.amqp_url)) as connection:
-        channel = connection.channel()
-        for queue in build_topology(settings.archive_max_age, settings.flexsync_retry_delays).work_queues:
+    with ProcessParts(settings, process="demo") as parts:
+        channel = parts.amqp_connection(consuming=False).channel()
+        for queue in parts.topology.work_queues:
             depths[queue.name] = channel.queue_declare(queue=queue.name, passive=True).message_count
     return depths
 
