@@ -77,7 +77,8 @@ def _child(app_name: str, requests: int, warmup: int, key_file: Path) -> None:
 
     import bench.receiver as load
     from bench.floor import create_floor_app
-    from ingest.app import build_parts, create_app
+    from ingest.app import create_app
+    from processes.web import build as build_parts
 
     with contextlib.ExitStack() as stack:
         args = argparse.Namespace(amqp_url=load.DEFAULT_AMQP_URL)

@@ -9,7 +9,7 @@ Both servers are :class:`ingest.server.ReceiverServer` instances, so they get ex
 gunicorn configuration (gthread, workers, threads, keepalive, timeouts, hooks); only ``load()``
 differs:
 
-- ``receiver``: the project's receiver, ``ingest.app.create_app`` (what ``flexsync web`` serves);
+- ``receiver``: the project's receiver, ``processes.web.receiver_app`` (what ``flexsync web`` serves);
 - ``floor``: the confirm floor (``bench/floor.py``): parse, publish with a confirm, answer 202;
 - ``bare``: a Flask endpoint on the same path that parses the JSON body and answers 202.
 
@@ -50,7 +50,12 @@ def create_bare_app() -> Flask:
 
 
 class BenchReceiverServer(ReceiverServer):
-    """The receiver exactly as ``ReceiverServer.load`` builds it."""
+    """The receiver exactly as the ``web`` process builds it (``processes.web.receiver_app``)."""
+
+    def load(self):
+        from processes.web import receiver_app
+
+        return receiver_app(self._settings)
 
 
 class BareServer(ReceiverServer):

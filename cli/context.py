@@ -1,14 +1,20 @@
-"""What every ``flexsync`` command needs: the settings, the store, the database and the topology.
+"""What every ``flexsync`` command needs: the settings, and the shared parts of the invocation.
 
-Command modules (``cli/main.py`` and the ones it mounts) share these instead of each reading the
+Command modules (``cli/main.py`` and the commands each capability mounts) take the engine, the
+stores and the clients from :func:`parts_of` (``processes.parts``) instead of each reading the
 environment or opening connections its own way.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from processes.parts import ProcessParts
 
 # The Procfile's processes (and those to come) log as LOG_LEVEL and LOG_FORMAT say. Every other
 # command speaks to a person: its prompts and reports must not drown in JSON log lines.
@@ -47,38 +53,37 @@ def settings_of(ctx: click.Context) -> Settings:
     return settings
 
 
-def open_store(settings: Settings):
-    """The connection store, its schema brought up to date first."""
-    from store.crypto import SecretBox
-    from store.db import create_engine_for, upgrade
-    from workers.connections.store import ConnectionStore
+def parts_of(ctx: click.Context) -> ProcessParts:
+    """The shared parts of this invocation (``processes.parts``): each opened when a command
+    first asks for it, all closed when the command ends."""
+    cache = ctx.ensure_object(dict)
+    parts = cache.get("parts")
+    if parts is None:
+        from processes.parts import ProcessParts
 
-    engine = create_engine_for(settings.database_url)
-    upgrade(engine)
-    return ConnectionStore(engine, SecretBox.for_settings(settings))
+        parts = cache["parts"] = ProcessParts(settings_of(ctx), process=command_name(ctx) or "flexsync")
+        ctx.find_root().call_on_close(parts.close)
+    return parts
 
 
 def prepare_database(settings: Settings) -> None:
     """Apply the migrations (safe from several processes at once)."""
-    from store.db import create_engine_for, upgrade
+    from processes.parts import ProcessParts
 
-    engine = create_engine_for(settings.database_url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
+    with ProcessParts(settings, process="flexsync") as parts:
+        parts.engine  # noqa: B018 - made on first use: migrated, then disposed on leaving
 
 
 def declare_topology_or_fail(settings: Settings, *, required: bool) -> list[str]:
     """Declare the topology; when required a failure stops the command, else it is a warning."""
-    from kombu import Connection
+    from broker.topology import declare_topology
+    from processes.parts import ProcessParts
 
-    from broker.topology import build_topology, declare_topology
-    from broker.urls import kombu_url
-
-    topology = build_topology(settings.archive_max_age, settings.flexsync_retry_delays)
+    parts = ProcessParts(settings, process="flexsync")
+    topology = parts.topology
     try:
-        with Connection(kombu_url(settings.amqp_url), connect_timeout=5) as connection:
+        with parts:
+            connection = parts.amqp_connection(consuming=False, connect_timeout=5)
             connection.ensure_connection(max_retries=2)
             declare_topology(connection, topology)
     except Exception as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cli.context import declare_topology_or_fail, open_store, prepare_database, settings_of
+from cli.context import declare_topology_or_fail, parts_of, prepare_database, settings_of
 from config import SettingsError
 
 # Commands loaded only when invoked: name -> (module, attribute, the line `flexsync --help` shows).
@@ -132,7 +132,7 @@ def connections() -> None:
 @click.pass_context
 def connections_list(ctx: click.Context) -> None:
     """List connections with their state (never their secrets)."""
-    store = open_store(settings_of(ctx))
+    store = parts_of(ctx).connections
     rows = store.list()
     if not rows:
         click.echo("no connections")
@@ -148,7 +148,7 @@ def connections_list(ctx: click.Context) -> None:
 @click.pass_context
 def connections_secret(ctx: click.Context, connection_id: str) -> None:
     """Print a connection's webhook signing secret (for an HMAC relay). Never logged."""
-    store = open_store(settings_of(ctx))
+    store = parts_of(ctx).connections
     secret = store.webhook_secret(connection_id)
     if secret is None:
         raise click.ClickException(f"no active connection {connection_id} (or it has no secret)")
@@ -171,7 +171,7 @@ def connections_create(
     entity_id: str | None,
 ) -> None:
     """Register a connection by hand (normally FlexPoint's connect message does this)."""
-    store = open_store(settings_of(ctx))
+    store = parts_of(ctx).connections
     record = store.save(
         connection_id=connection_id,
         account_id=account_id,
@@ -188,7 +188,7 @@ def connections_create(
 @click.pass_context
 def connections_rotate_keys(ctx: click.Context, yes: bool) -> None:
     """Re-encrypt every stored secret under the first FLEXSYNC_SECRET_KEY."""
-    store = open_store(settings_of(ctx))
+    store = parts_of(ctx).connections
     if not yes:
         click.confirm("Re-encrypt all stored secrets under the first key?", abort=True)
     click.echo(f"re-encrypted {store.rotate_encryption()} values")
@@ -208,7 +208,7 @@ def send_webhook(
     from cli.relay import send_signed_webhook
 
     settings = settings_of(ctx)
-    store = open_store(settings)
+    store = parts_of(ctx).connections
     record = store.get(connection_id)
     secret = store.webhook_secret(connection_id)
     if record is None or secret is None:

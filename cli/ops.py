@@ -13,7 +13,7 @@ import click
 
 from broker.admin import start_publisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME
-from cli.context import open_store, settings_of
+from cli.context import parts_of, settings_of
 from cli.opsoptions import ops_errors
 from processes.status import connection_status, dead_counts, queue_status
 from reliability.errors import OpsError
@@ -76,7 +76,7 @@ def disconnect(
     settings = settings_of(ctx)
     what = f"connection {connection_id}"
     if account_id is None:
-        record = open_store(settings).get(connection_id)
+        record = parts_of(ctx).connections.get(connection_id)
         if record is None:
             raise OpsError(
                 f"no connection {connection_id} in the store (DATABASE_URL); check the id with "
@@ -136,12 +136,9 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
                reconciliation watermark (every change before it is synced, dead letters
                aside); "-" until the first reconciliation sweep.
     """
-    from broker.topology import build_topology
-    from store.db import create_engine_for, upgrade
-
     settings = settings_of(ctx)
-    topology = build_topology(settings.archive_max_age, settings.flexsync_retry_delays)
-    queues = queue_status(settings.amqp_url, topology, interval=interval)
+    parts = parts_of(ctx)
+    queues = queue_status(settings.amqp_url, parts.topology, interval=interval)
     click.echo(f"queues{f' (rate over {interval:g} s)' if interval else ''}:")
     for queue in queues:
         rate = "-" if queue.rate is None else f"{queue.rate:+.1f}/s"
@@ -167,13 +164,8 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
         for title, counter in (("by reason", counts.by_reason), ("by resource", counts.by_resource)):
             if counter:
                 click.echo(f"  {title}: " + ", ".join(f"{name} {n}" for name, n in counter.most_common()))
-    engine = create_engine_for(settings.database_url)
-    try:
-        upgrade(engine)
-        connections = connection_status(engine)
-        breakers = BreakerStore(engine).all()
-    finally:
-        engine.dispose()
+    connections = connection_status(parts.engine)
+    breakers = BreakerStore(parts.engine).all()
     now = datetime.now(UTC)
     _echo_breakers(breakers, now.timestamp())
     click.echo(f"connections: {len(connections)}")

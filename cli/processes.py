@@ -28,9 +28,9 @@ def web(ctx: click.Context, workers: int | None, threads: int) -> None:
         settings.require("INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER", process="web")
     prepare_database(settings)
     declare_topology_or_fail(settings, required=False)
-    from ingest.server import serve
+    from processes.web import run
 
-    serve(settings, workers=workers or settings.web_concurrency, threads=threads)
+    run(settings, workers=workers or settings.web_concurrency, threads=threads)
 
 
 @click.command()
@@ -157,9 +157,9 @@ def console(ctx: click.Context, threads: int) -> None:
     settings.require("FLEXSYNC_CONSOLE_TOKEN", process="console")
     prepare_database(settings)
     declare_topology_or_fail(settings, required=False)
-    from console.server import serve
+    from processes.console import run
 
-    serve(settings, threads=threads)
+    run(settings, threads=threads)
 
 
 PROCESSES = (web, sync, provisioning, reconcile, writeback, console)

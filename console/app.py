@@ -12,7 +12,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from config import Settings
 from console import pages, security, selections
-from console.parts import ConsoleParts, build_parts
+from console.parts import ConsoleParts
 from observability.logging import register_secret
 
 
@@ -45,7 +45,10 @@ def create_app(settings: Settings, *, parts: ConsoleParts | None = None, backgro
     settings.require("FLEXSYNC_CONSOLE_TOKEN", process="console")
     token = settings.flexsync_console_token or ""
     register_secret(token)
-    parts = parts or build_parts(settings)
+    if parts is None:
+        from processes.console import build
+
+        parts = build(settings)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=_session_key(token),

@@ -1,4 +1,4 @@
-"""What the console holds while it runs: the database, the audit trail, jobs, and its two threads.
+"""What the console holds while it runs (built by ``processes/console.py``): the database, the audit trail, jobs, and its two threads.
 
 The threads are the storing consumer of ``dead-letter`` (workers/deadletters/storer.py: the console is the
 process that is up whenever someone looks at dead letters, and the CLI drains the queue itself
@@ -8,16 +8,15 @@ when it is not) and the queue sampler behind the overview's charts.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from broker.topology import build_topology
 from config import Settings
 from console.audit import AuditLog
 from console.jobs import Jobs
 from console.sampler import QueueSampler
-from store.db import create_engine_for, upgrade
 from workers.deadletters.store import DeadLetterStore
 from workers.deadletters.storer import StoringConsumer
 
@@ -43,26 +42,11 @@ class ConsoleParts:
             thread.start()
             self.threads.append(thread)
 
+    # Closes what the process opened (the engine); built by ``processes.console.build``.
+    closer: Callable[[], None] = lambda: None
+
     def close(self) -> None:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=5)
-        self.engine.dispose()
-
-
-def build_parts(settings: Settings, *, sample_every: float = 10.0) -> ConsoleParts:
-    engine = create_engine_for(settings.database_url)
-    upgrade(engine)
-    audit = AuditLog(engine)
-    return ConsoleParts(
-        settings=settings,
-        engine=engine,
-        dead=DeadLetterStore(engine),
-        audit=audit,
-        jobs=Jobs(audit),
-        sampler=QueueSampler(
-            settings.amqp_url,
-            build_topology(settings.archive_max_age, settings.flexsync_retry_delays),
-            every=sample_every,
-        ),
-    )
+        self.closer()

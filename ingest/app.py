@@ -1,15 +1,14 @@
 """The receiver's Flask application factory.
 
-``create_app(settings)`` wires the parts (connection store and its cache, idempotency ledger,
-verifiers, confirming publisher, metrics) once per process; tests pass their own parts in.
+``create_app(settings, parts=...)`` serves the parts of one receiver process (connection store
+and its cache, idempotency ledger, verifiers, confirming publisher, metrics), which the ``web``
+process factory builds (``processes/web.py``); tests build theirs the same way.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -20,22 +19,17 @@ from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from broker.publisher import ConfirmingPublisher
-from broker.topology import EVENTS_EXCHANGE
-from config import Settings, load_settings
-from ingest.auth import HmacVerifier, JwksKeySource, JwtVerifier, TrustedContextVerifier
+from config import Settings
 from ingest.connection_changes import ConnectionChangeListener
 from ingest.errors import WebhookRefused, unavailable
-from ingest.gaps import RECEIVER_5XX, GapReporter, GapStore
+from ingest.gaps import RECEIVER_5XX, GapReporter
 from ingest.intake import WebhookIntake
 from ingest.ledger import BatchRecorder, DeliveryLedger
 from ingest.ops import blueprint as ops_blueprint
 from ingest.webhooks import blueprint as webhooks_blueprint
 from observability.logging import clear_request_context, get_logger
 from observability.metrics import ReceiverMetrics
-from store.crypto import SecretBox
-from store.db import create_engine_for
-from workers.connections.store import CachedConnectionLookup, ConnectionStore
+from workers.connections.store import ConnectionStore
 
 log = get_logger(__name__)
 
@@ -68,69 +62,13 @@ class ReceiverParts:
     listener: ConnectionChangeListener | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     gaps: GapReporter | None = None  # reconciliation's gap signals (ingest/gaps.py)
+    # Closes what the process opened, last first: the listener, the publisher, then the recorder
+    # (the publisher's last confirms queue records that must be committed), the engine last.
+    closer: Callable[[], None] = lambda: None
 
     def close(self) -> None:
         self.stop.set()
-        if self.listener is not None:
-            self.listener.close()
-        self.publisher.close()
-        # After the publisher: its last confirms queue records that must be committed.
-        self.recorder.close()
-
-
-def build_parts(
-    settings: Settings, *, publisher: Any = None, engine: Any = None, listen_for_changes: bool | None = None
-) -> ReceiverParts:
-    """``listen_for_changes`` (default: when the publisher is the real one) starts the process's
-    listener on ``flexsync.connections.changed``."""
-    metrics = ReceiverMetrics()
-    if listen_for_changes is None:
-        listen_for_changes = publisher is None
-    engine = engine or create_engine_for(settings.database_url)
-    store = ConnectionStore(engine, SecretBox.for_settings(settings))
-    ledger = DeliveryLedger(engine)
-    recorder = BatchRecorder(ledger)
-    gaps = GapReporter(GapStore(engine), f"web:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
-    if publisher is None:
-        publisher = ConfirmingPublisher(
-            settings.amqp_url,
-            EVENTS_EXCHANGE.name,
-            on_outcome=metrics.record_publish,
-            on_connection_lost=gaps.broker_lost,
-        )
-        publisher.start(wait=2.0)
-    jwt_verifier = None
-    if settings.intacct_webhook_jwks_url and settings.intacct_webhook_issuer:
-        jwt_verifier = JwtVerifier(
-            JwksKeySource(
-                settings.intacct_webhook_jwks_url, min_refetch_seconds=settings.jwks_min_refetch_seconds
-            ),
-            issuer=settings.intacct_webhook_issuer,
-            leeway_seconds=settings.jwt_leeway_seconds,
-        )
-    connections = CachedConnectionLookup(
-        store,
-        ttl=settings.connection_cache_ttl,
-        fallback_ttl=CHANGES_FALLBACK_TTL_SECONDS if listen_for_changes else None,
-    )
-    listener = None
-    if listen_for_changes:
-        listener = ConnectionChangeListener(settings.amqp_url, connections)
-        listener.start(wait=2.0)
-    intake = WebhookIntake(
-        connections=connections,
-        ledger=ledger,
-        recorder=recorder,
-        publisher=publisher,
-        jwt_verifier=jwt_verifier,
-        trusted_context=TrustedContextVerifier(settings.intacct_client_id),
-        hmac_verifier=HmacVerifier(tolerance_seconds=settings.hmac_tolerance_seconds),
-        confirm_timeout=settings.publish_confirm_timeout,
-        retry_after=settings.retry_after_seconds,
-    )
-    return ReceiverParts(
-        settings, engine, store, ledger, recorder, publisher, metrics, intake, listener, gaps=gaps
-    )
+        self.closer()
 
 
 class _InOrderJSON(DefaultJSONProvider):
@@ -140,11 +78,10 @@ class _InOrderJSON(DefaultJSONProvider):
 
 
 def create_app(
-    settings: Settings | None = None, *, parts: ReceiverParts | None = None, housekeeping: bool = False
+    settings: Settings | None = None, *, parts: ReceiverParts, housekeeping: bool = False
 ) -> Flask:
-    """Build the receiver. Without arguments, settings come from the environment."""
-    settings = settings or (parts.settings if parts else load_settings())
-    parts = parts or build_parts(settings)
+    """The receiver serving ``parts`` (built by ``processes.web.build``)."""
+    settings = settings or parts.settings
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_body_bytes
     app.json = _InOrderJSON(app)

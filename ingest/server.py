@@ -6,6 +6,7 @@ import gc
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -50,8 +51,11 @@ def _child_exit(_arbiter: Any, worker: Any) -> None:
 class ReceiverServer(BaseApplication):
     """A gunicorn application whose workers each build the receiver after fork."""
 
-    def __init__(self, settings: Settings, *, workers: int, threads: int) -> None:
+    def __init__(
+        self, settings: Settings, *, workers: int, threads: int, app: Callable[[Settings], Any] | None = None
+    ) -> None:
         self._settings = settings
+        self._app = app
         self._options = {
             "bind": f"0.0.0.0:{settings.port}",
             "workers": workers,
@@ -76,16 +80,16 @@ class ReceiverServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from ingest.app import create_app
+        """The app of one worker, built after fork (``processes.web.receiver_app``)."""
+        assert self._app is not None, "the web process factory says how its app is built"
+        return self._app(self._settings)
 
-        return create_app(self._settings, housekeeping=True)
 
-
-def serve(settings: Settings, *, workers: int, threads: int) -> None:
+def serve(settings: Settings, *, workers: int, threads: int, app: Callable[[Settings], Any]) -> None:
     """Run until SIGTERM/SIGINT; gunicorn then stops gracefully."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flexsync-metrics-")
     logging.getLogger(__name__).info(
         "receiver_starting port=%s workers=%s threads=%s", settings.port, workers, threads
     )
-    ReceiverServer(settings, workers=workers, threads=threads).run()
+    ReceiverServer(settings, workers=workers, threads=threads, app=app).run()

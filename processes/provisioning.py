@@ -5,25 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kombu import Connection
 from sqlalchemy import Engine
 
-from broker.topology import PROVISIONING_QUEUE_NAME, build_topology
-from broker.urls import kombu_url
+from broker.topology import PROVISIONING_QUEUE_NAME
 from clients.flexpoint import FlexPointClient
-from clients.intacct.client import create_client
 from config import Settings
-from reliability.breaker import Breakers
-from store.crypto import SecretBox
-from store.db import create_engine_for, upgrade
-from store.slots import company_slots
+from processes.parts import ProcessParts
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
-from workers.connections.consumer import ProvisioningConsumer
 from workers.connections.handler import Backfills, ProvisioningHandler
 from workers.connections.marks import ProvisioningMarks
+from workers.connections.sealing import PasswordSeal
 from workers.connections.store import ConnectionStore
 from workers.runtime import process
 from workers.runtime.failures import RetryPolicy
+from workers.runtime.messages import QueueConsumer
 
 
 class ScheduledBackfills:
@@ -50,20 +45,26 @@ def require_settings(settings: Settings) -> None:
 
 
 @dataclass
-class Parts:
-    """What the process is made of, so tests and ``run`` wire it the same way."""
+class Provisioning:
+    """What the process is made of, so tests and ``run`` wire it the same way.
 
-    engine: Engine
+    The consumer takes one connection message at a time (``QueueConsumer``); a connect's password
+    is sealed for a delay queue and removed for the dead-letter queue (``PasswordSeal``).
+    """
+
+    parts: ProcessParts
     store: ConnectionStore
     intacct: Any
     flexpoint: FlexPointClient
-    consumer: ProvisioningConsumer
+    consumer: QueueConsumer
+
+    @property
+    def engine(self) -> Engine:
+        return self.parts.engine
 
     def close(self) -> None:
-        self.consumer.close()
-        self.intacct.close()
-        self.flexpoint.close()
-        self.engine.dispose()
+        """The consumer, the broker connection, the clients, then the engine."""
+        self.parts.close()
 
 
 def build(
@@ -73,46 +74,49 @@ def build(
     intacct: Any = None,
     unavailable_retries: int | None = None,
     **options: Any,
-) -> Parts:
+) -> Provisioning:
     """The consumer with the real store and clients; ``options`` go to the consumer."""
     require_settings(settings)
-    engine = create_engine_for(settings.database_url)
-    upgrade(engine)
-    box = SecretBox.for_settings(settings)
-    store = ConnectionStore(engine, box)
-    breakers = Breakers.for_settings(settings, engine)
-    if intacct is None:
-        intacct = create_client(settings, company_slots(settings, engine), guard=breakers)
-    flexpoint = FlexPointClient.from_settings(settings, process="provisioning", guard=breakers)
-    extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
-    handler = ProvisioningHandler(
+    parts = ProcessParts(settings, process="provisioning")
+    try:
+        store = parts.connections
+        if intacct is None:
+            intacct = parts.intacct(guard=parts.breakers)
+        else:
+            parts.adopt("intacct client", intacct)
+        flexpoint = parts.flexpoint(guard=parts.breakers)
         # Every receiver process evicts a connection from its cache once its change commits.
-        store=AnnouncingStore(store, ConnectionChanges(settings.amqp_url)),
-        marks=ProvisioningMarks(engine),
-        intacct=intacct,
-        flexpoint=flexpoint,
-        backfills=backfills if backfills is not None else ScheduledBackfills(engine),
-        public_base_url=settings.public_base_url or "",
-        **extra,
-    )
-    connection = Connection(
-        kombu_url(settings.amqp_url),
-        transport_options={"confirm_publish": True},
-        heartbeat=30,
-        failover_strategy="round-robin",
-    )
-    queue = build_topology(settings.archive_max_age, settings.flexsync_retry_delays).queue(
-        PROVISIONING_QUEUE_NAME
-    )
-    options.setdefault("retry", RetryPolicy.from_settings(settings))
-    consumer = ProvisioningConsumer(connection, queue, handler, box, **options)
-    return Parts(engine, store, intacct, flexpoint, consumer)
+        changes = parts.adopt("change announcer", ConnectionChanges(settings.amqp_url))
+        extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
+        handler = ProvisioningHandler(
+            store=AnnouncingStore(store, changes),
+            marks=ProvisioningMarks(parts.engine),
+            intacct=intacct,
+            flexpoint=flexpoint,
+            backfills=backfills if backfills is not None else ScheduledBackfills(parts.engine),
+            public_base_url=settings.public_base_url or "",
+            **extra,
+        )
+        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        consumer = QueueConsumer(
+            parts.amqp_connection(),
+            parts.topology.queue(PROVISIONING_QUEUE_NAME),
+            handler,
+            name="provisioning",
+            middleware=[PasswordSeal(parts.box)],
+            **options,
+        )
+        parts.adopt("consumer", consumer)
+    except BaseException:
+        parts.close()
+        raise
+    return Provisioning(parts, store, intacct, flexpoint, consumer)
 
 
 class ProvisioningProcess:
     """The consumer and the backfill worker, started, stopped and closed together."""
 
-    def __init__(self, parts: Parts, backfill: Any) -> None:
+    def __init__(self, parts: Provisioning, backfill: Any) -> None:
         self._parts = parts
         self._backfill = backfill
 

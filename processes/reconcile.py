@@ -13,18 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
-from clients.flexpoint import FlexPointClient
-from clients.intacct.client import create_client
 from config import Settings
 from ingest.gaps import GapStore
 from observability.logging import get_logger
 from observability.metrics import ReconcileMetrics
-from store.crypto import SecretBox
-from store.db import create_engine_for, upgrade
-from store.slots import company_slots
-from workers.connections.store import ConnectionStore
+from processes.parts import ProcessParts
 from workers.reconcile.events import EventSender
 from workers.reconcile.meter import CallMeter
 from workers.reconcile.reconciler import Reconciler, holder_name
@@ -49,16 +43,13 @@ def open_reconciler(
     """A reconciler wired to the real store, clients and broker; closes them all on exit."""
     require_settings(settings, "reconcile")
     options = options or SweepOptions()
-    engine = create_engine_for(settings.database_url)
-    upgrade(engine)
-    meter = CallMeter(metrics)
-    # One client for the process's life: its token cache spares a token call per sweep.
-    intacct = create_client(settings, company_slots(settings, engine), on_call=meter.on_call)
-    flexpoint = FlexPointClient.from_settings(settings, process="reconcile")
-    publisher = ConfirmingPublisher(settings.amqp_url, EVENTS_EXCHANGE.name)
-    publisher.start(wait=_PUBLISHER_WAIT)
-    try:
-        watermarks = WatermarkStore(engine)
+    with ProcessParts(settings, process="reconcile") as parts:
+        meter = CallMeter(metrics)
+        # One client for the process's life: its token cache spares a token call per sweep.
+        intacct = parts.intacct(on_call=meter.on_call)
+        flexpoint = parts.flexpoint()
+        publisher = parts.publisher(EVENTS_EXCHANGE.name, wait=_PUBLISHER_WAIT)
+        watermarks = WatermarkStore(parts.engine)
         sweeper = ResourceSweeper(
             intacct=intacct,
             flexpoint=flexpoint,
@@ -72,15 +63,9 @@ def open_reconciler(
         schedule = Schedule(
             ScheduleOptions.from_settings(settings, keyset_interval=options.keyset_interval),
             watermarks,
-            GapStore(engine),
+            GapStore(parts.engine),
         )
-        store = ConnectionStore(engine, SecretBox.for_settings(settings))
-        yield Reconciler(store, sweeper, should_stop, schedule, metrics)
-    finally:
-        publisher.close()
-        flexpoint.close()
-        intacct.close()
-        engine.dispose()
+        yield Reconciler(parts.connections, sweeper, should_stop, schedule, metrics)
 
 
 class SweepLoop:

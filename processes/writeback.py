@@ -5,26 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kombu import Connection
 from sqlalchemy import Engine
 
-from broker.topology import WRITEBACK_QUEUE_NAME, build_topology
-from broker.urls import kombu_url
+from broker.topology import WRITEBACK_QUEUE_NAME
 from clients.flexpoint import FlexPointClient
-from clients.intacct.client import IntacctClient, create_client
+from clients.intacct.client import IntacctClient
 from clients.intacct.payments import PaymentWrites
 from config import Settings
 from observability.logging import get_logger
 from observability.metrics import WritebackMetrics
-from reliability.breaker import Breakers
-from store.crypto import SecretBox
-from store.db import create_engine_for, upgrade
-from store.slots import company_slots
-from workers.connections.store import ConnectionStore
+from processes.parts import ProcessParts
 from workers.runtime.failures import RetryPolicy
+from workers.runtime.messages import QueueConsumer
 from workers.runtime.process import require_settings as require_worker_settings
 from workers.runtime.process import run_worker
-from workers.writeback.consumer import WritebackConsumer
 from workers.writeback.handler import WritebackHandler
 from workers.writeback.store import PostingStore
 
@@ -54,70 +48,78 @@ def require_settings(settings: Settings) -> None:
 
 
 @dataclass
-class Parts:
-    """What the process is made of, so tests and ``run`` wire it the same way."""
+class Writeback:
+    """What the process is made of, so tests and ``run`` wire it the same way.
 
-    engine: Engine
+    A payment that can still be posted is never dead-lettered for a transient failure: like every
+    worker's, it keeps coming back through the longest delay for as long as the retry window
+    lasts (``workers.runtime.failures``).
+    """
+
+    parts: ProcessParts
     postings: PostingStore
     intacct: IntacctClient
     flexpoint: FlexPointClient
-    consumer: WritebackConsumer
+    consumer: QueueConsumer
     metrics: WritebackMetrics
 
+    @property
+    def engine(self) -> Engine:
+        return self.parts.engine
+
     def close(self) -> None:
-        self.consumer.close()
-        self.intacct.close()
-        self.flexpoint.close()
-        self.engine.dispose()
+        """The consumer, the broker connection, the clients, then the engine."""
+        self.parts.close()
 
 
-def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -> Parts:
+def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -> Writeback:
     """The consumer with the real store and clients; ``options`` go to the consumer."""
     require_settings(settings)
     timing = timing or Timing()
-    engine = create_engine_for(settings.database_url)
-    upgrade(engine)
-    metrics = WritebackMetrics()
-    connections = ConnectionStore(engine, SecretBox.for_settings(settings))
-    breakers = Breakers.for_settings(settings, engine)
-    intacct = create_client(
-        settings,
-        company_slots(settings, engine, lease_seconds=sum(timing.timeouts) + 2.0),
-        timeouts=timing.timeouts,
-        slot_timeout=timing.slot_timeout,
-        guard=breakers,
-    )
-    flexpoint = FlexPointClient.from_settings(settings, process="writeback", guard=breakers)
-    postings = PostingStore(engine)
-    handler = WritebackHandler(
-        connections=connections,
-        postings=postings,
-        intacct=PaymentWrites(intacct),
-        flexpoint=flexpoint,
-        write_span=timing.write_span,
-        metrics=metrics,
-    )
-    connection = Connection(
-        kombu_url(settings.amqp_url),
-        transport_options={"confirm_publish": True},
-        heartbeat=30,
-        failover_strategy="round-robin",
-    )
-    queue = build_topology(settings.archive_max_age, settings.flexsync_retry_delays).queue(
-        WRITEBACK_QUEUE_NAME
-    )
-    options.setdefault("retry", RetryPolicy.from_settings(settings))
-    consumer = WritebackConsumer(connection, queue, handler, **options)
-    return Parts(engine, postings, intacct, flexpoint, consumer, metrics)
+    parts = ProcessParts(settings, process="writeback")
+    try:
+        metrics = parts.metrics(WritebackMetrics)
+        intacct = parts.intacct(
+            slots=parts.slots(lease_seconds=sum(timing.timeouts) + 2.0),
+            timeouts=timing.timeouts,
+            slot_timeout=timing.slot_timeout,
+            guard=parts.breakers,
+        )
+        flexpoint = parts.flexpoint(guard=parts.breakers)
+        postings = PostingStore(parts.engine)
+        handler = WritebackHandler(
+            connections=parts.connections,
+            postings=postings,
+            intacct=PaymentWrites(intacct),
+            flexpoint=flexpoint,
+            write_span=timing.write_span,
+            metrics=metrics,
+        )
+        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        options.setdefault("poll_interval", 0.05)
+        consumer = QueueConsumer(
+            parts.amqp_connection(),
+            parts.topology.queue(WRITEBACK_QUEUE_NAME),
+            handler,
+            name="writeback",
+            **options,
+        )
+        parts.adopt("consumer", consumer)
+    except BaseException:
+        parts.close()
+        raise
+    return Writeback(parts, postings, intacct, flexpoint, consumer, metrics)
 
 
 def run(
     settings: Settings, *, timing: Timing | None = None, metrics_port: int | None = None, workers: int = 4
 ) -> None:
     """Consume payment messages until SIGTERM/SIGINT; the messages in hand finish and are settled."""
-    parts = build(settings, timing=timing, workers=workers)
+    writeback = build(settings, timing=timing, workers=workers)
     port = settings.port if metrics_port is None else metrics_port
     try:
-        run_worker("writeback", parts.consumer, registry=parts.metrics.registry if port else None, port=port)
+        run_worker(
+            "writeback", writeback.consumer, registry=writeback.metrics.registry if port else None, port=port
+        )
     finally:
-        parts.close()
+        writeback.close()

@@ -29,8 +29,9 @@ from werkzeug.wrappers import Request, Response
 
 from broker.topology import build_topology, declare_topology
 from config import Settings
-from ingest.app import build_parts, create_app
+from ingest.app import create_app
 from ingest.auth import sign_hmac
+from processes.web import build as build_parts
 from sandbox.flexpoint.config import FlexPointConfig
 from sandbox.flexpoint.server import FlexPointServer
 from sandbox.intacct.config import SimulatorConfig

@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from ingest.app import build_parts, create_app
+from ingest.app import create_app
 from ingest.auth import sign_hmac
+from processes.web import build as build_parts
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import invoice_event

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import inspect
 
 import store.db
-from cli.context import open_store, prepare_database
+from cli.context import prepare_database
 from config import load_settings
+from processes.parts import ProcessParts
 from store.db import create_engine_for, upgrade
 
 
@@ -37,10 +38,12 @@ def test_a_boot_migrates_once(tmp_path, migrations):
     prepare_database(settings)
     worker_engine = create_engine_for(settings.database_url)
     upgrade(worker_engine)
-    store_of_a_tool = open_store(settings)
+    tool = ProcessParts(settings, process="tool")
+    store_of_a_tool = tool.connections
     assert migrations == [settings.database_url]
     assert "connections" in inspect(worker_engine).get_table_names()
     assert store_of_a_tool.list() == []
+    tool.close()
     worker_engine.dispose()
 
 

@@ -12,7 +12,7 @@ from werkzeug.serving import make_server
 
 from broker.topology import build_topology, declare_topology
 from console.app import create_app
-from console.parts import build_parts
+from processes.console import build as build_parts
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"

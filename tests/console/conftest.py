@@ -8,7 +8,7 @@ import pytest
 
 from config import Settings
 from console.app import create_app
-from console.parts import build_parts
+from processes.console import build as build_parts
 
 TOKEN = "console-test-token-0123456789"
 

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from cli.context import open_store
+from processes.parts import ProcessParts
 from store.breakers import BreakerStore
 from store.db import create_engine_for
 
@@ -73,7 +73,7 @@ def test_the_overview_says_all_closed_before_any_peer_failed(signed_in):
 
 def test_each_connection_shows_its_own_intacct_breaker(signed_in, store, console_settings):
     _seed(store)
-    connections = open_store(console_settings)
+    connections = ProcessParts(console_settings, process="test").connections
     ids = {}
     for company in ("ACME-CO", "QUIET-CO", "FLEXPOINT"):
         ids[company] = str(uuid.uuid4())

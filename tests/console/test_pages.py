@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 
 from console.app import create_app
-from console.parts import build_parts
 from observability.logging import register_secret
+from processes.console import build as build_parts
 from tests.conftest import wait_until
 from tests.console.conftest import TOKEN, csrf_of, sign_in
 from tests.ops.conftest import dead_store, parking  # noqa: F401  (fixtures)

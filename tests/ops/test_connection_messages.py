@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from kombu import Exchange, Queue
 
-from cli.context import open_store
 from cli.ops import connect, disconnect
+from processes.parts import ProcessParts
 from tests.conftest import wait_until
 from workers.connections.messages import load_message
 
@@ -67,7 +67,7 @@ def test_connect_publishes_a_valid_connect_message_with_a_hidden_password(settin
 
 
 def test_disconnect_takes_the_account_from_the_store_and_asks_first(settings, broker, listener):
-    store = open_store(settings)
+    store = ProcessParts(settings, process="test").connections
     record = store.save(
         connection_id=str(uuid.uuid4()),
         account_id="acct-9",

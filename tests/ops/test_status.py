@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert
 
-from cli.context import open_store
 from cli.ops import status
 from ingest.ledger import DeliveryLedger
+from processes.parts import ProcessParts
 from processes.status import connection_status
 from store.breakers import BreakerStore
 from store.db import create_engine_for, upgrade
@@ -34,7 +34,7 @@ def test_status_shows_queues_dead_letters_and_connections(settings, parking, bro
         parking.park(connection, resource, reason=reason)
     parking.wait_parked(3)
     broker.publish("", "sync.gl", b"{}")
-    store = open_store(settings)
+    store = ProcessParts(settings, process="test").connections
     record = store.save(
         connection_id=connection,
         account_id="acct-s",
@@ -86,7 +86,7 @@ def test_status_shows_queues_dead_letters_and_connections(settings, parking, bro
 
 def _connected(settings, company_id: str):
     """A connected connection saved in the settings' database, and that database's engine."""
-    record = open_store(settings).save(
+    record = ProcessParts(settings, process="test").connections.save(
         connection_id=str(uuid.uuid4()),
         account_id=f"acct-{company_id.lower()}",
         company_id=company_id,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from processes.provisioning import Parts, ScheduledBackfills, build
+from processes.provisioning import Provisioning, ScheduledBackfills, build
 from store.db import create_engine_for, upgrade
 from tests.conftest import wait_until
 
@@ -123,7 +123,7 @@ class BackfillNeverRequested:
 class RunningWorker:
     """A provisioning consumer on a thread, as the ``provisioning`` process runs it."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Provisioning) -> None:
         self.parts = parts
         self.store = parts.store
         self._thread = threading.Thread(

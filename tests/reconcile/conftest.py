@@ -22,7 +22,7 @@ from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from ingest.gaps import GapStore
 from observability.metrics import SyncMetrics
-from processes.sync import build_consumer
+from processes.sync import build
 from schemas.catalog import OBJECTS
 from schemas.mappings import MappingError, line_source, map_record
 from store.crypto import SecretBox
@@ -88,13 +88,14 @@ def company(intacct, live_receiver) -> Company:
 @pytest.fixture
 def worker(sandbox_settings, broker):
     """Sync workers on the work queues, as in production (stopped cleanly afterwards)."""
-    consumer = build_consumer(sandbox_settings, SyncMetrics(), window=0.05)
+    sync = build(sandbox_settings, SyncMetrics(), window=0.05)
+    consumer = sync.consumer
     thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.05}, daemon=True)
     thread.start()
     yield consumer
     consumer.stop()
     thread.join(30)
-    consumer.close()
+    sync.close()
     assert not thread.is_alive()
 
 

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from observability.metrics import SyncMetrics
-from processes.sync import build_consumer
+from processes.sync import build
 from tests.conftest import COMPANY, wait_until
 from workers.runtime.failures import ATTEMPTS, REASON
 
@@ -38,14 +38,15 @@ def worker(live_receiver, intacct, flexpoint):
         flexpoint_api_token=flexpoint.config.token,
     )
     metrics = SyncMetrics()
-    consumer = build_consumer(settings, metrics, window=0.05)
+    sync = build(settings, metrics, window=0.05)
+    consumer = sync.consumer
     consumer.metrics = metrics
     thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.05}, daemon=True)
     thread.start()
     yield consumer
     consumer.stop()
     thread.join(30)
-    consumer.close()
+    sync.close()
     assert not thread.is_alive()
 
 

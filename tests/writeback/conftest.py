@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from processes.writeback import Parts, Timing, build
+from processes.writeback import Timing, Writeback, build
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import wait_until
@@ -211,7 +211,7 @@ def make_account(intacct, fp, connections, broker) -> Callable[..., Account]:
 class RunningWriteback:
     """A writeback consumer on a thread, as the ``writeback`` process runs it."""
 
-    def __init__(self, parts: Parts) -> None:
+    def __init__(self, parts: Writeback) -> None:
         self.parts = parts
         self._thread = threading.Thread(
             target=parts.consumer.run, kwargs={"safety_interval": 0.05}, daemon=True

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from observability.metrics import SyncMetrics
-from processes.sync import build_consumer
+from processes.sync import build
 from tests.conftest import COMPANY, wait_until
 from tests.writeback.conftest import Account, Books
 
@@ -35,13 +35,14 @@ def synced_books(intacct, live_receiver):
 def sync_worker(wb_settings):
     import threading
 
-    consumer = build_consumer(wb_settings, SyncMetrics(), window=0.05)
+    sync = build(wb_settings, SyncMetrics(), window=0.05)
+    consumer = sync.consumer
     thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.05}, daemon=True)
     thread.start()
     yield consumer
     consumer.stop()
     thread.join(30)
-    consumer.close()
+    sync.close()
 
 
 def test_a_posted_payment_lowers_its_invoices_amount_due_in_flexpoint_through_the_sync(

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cli.context import settings_of
+from cli.context import parts_of, settings_of
 
 
 class ProgressBars:
@@ -53,53 +53,42 @@ def backfill(ctx: click.Context, connection_id: str, restart: bool, page_size: i
     """Import CONNECTION_ID's history from Sage Intacct into FlexPoint, with a progress bar per resource."""
     settings = settings_of(ctx)
     settings.require("INTACCT_CLIENT_SECRET", "FLEXPOINT_API_URL", "FLEXPOINT_API_TOKEN", process="backfill")
-    from clients.flexpoint import FlexPointClient
-    from clients.intacct import create_client
-    from store.crypto import SecretBox
-    from store.db import create_engine_for, upgrade
-    from store.slots import company_slots
     from workers.backfill.lease import holder_is_dead, new_holder
     from workers.backfill.runner import BackfillRunner, RunOptions
     from workers.backfill.store import BackfillStore, RunBusy
-    from workers.connections.store import ConnectionStore
 
-    engine = create_engine_for(settings.database_url)
-    try:
-        upgrade(engine)
-        connections = ConnectionStore(engine, SecretBox.for_settings(settings))
-        connection = connections.get(connection_id)
-        if connection is None:
-            raise click.ClickException(
-                f"no connection {connection_id}; `flexsync connections list` shows them"
-            )
-        if not connection.is_active:
-            raise click.ClickException(
-                f"connection {connection_id} is disconnected; it must be connected again in FlexPoint first"
-            )
-        store = BackfillStore(engine)
-        options = RunOptions(page_size=page_size)
-        previous = store.get(connection_id)
-        if restart or previous is None or previous.state in ("completed", "cancelled", "failed"):
-            store.request(connection_id, restart=restart)
-        holder = new_holder()
-        try:
-            store.claim(connection_id, holder, options.lease_seconds)
-        except RunBusy as exc:
-            busy = store.get(connection_id)
-            if not holder_is_dead(busy.holder if busy else None):
-                raise click.ClickException(f"{exc}; wait for it, or use --restart to take it over") from None
-            # Its holder was killed on this host: no need to wait for the lease to run out.
-            store.claim(connection_id, holder, options.lease_seconds, replacing=busy.holder if busy else None)
-        intacct = create_client(settings, company_slots(settings, engine))
-        flexpoint = FlexPointClient.from_settings(settings, process="backfill")
-        runner = BackfillRunner(
-            settings, store, intacct=intacct, flexpoint=flexpoint, connections=connections, options=options
+    parts = parts_of(ctx)
+    connections = parts.connections
+    connection = connections.get(connection_id)
+    if connection is None:
+        raise click.ClickException(f"no connection {connection_id}; `flexsync connections list` shows them")
+    if not connection.is_active:
+        raise click.ClickException(
+            f"connection {connection_id} is disconnected; it must be connected again in FlexPoint first"
         )
-        _run(store, runner, connection_id, holder)
-        intacct.close()
-        flexpoint.close()
-    finally:
-        engine.dispose()
+    store = BackfillStore(parts.engine)
+    options = RunOptions(page_size=page_size)
+    previous = store.get(connection_id)
+    if restart or previous is None or previous.state in ("completed", "cancelled", "failed"):
+        store.request(connection_id, restart=restart)
+    holder = new_holder()
+    try:
+        store.claim(connection_id, holder, options.lease_seconds)
+    except RunBusy as exc:
+        busy = store.get(connection_id)
+        if not holder_is_dead(busy.holder if busy else None):
+            raise click.ClickException(f"{exc}; wait for it, or use --restart to take it over") from None
+        # Its holder was killed on this host: no need to wait for the lease to run out.
+        store.claim(connection_id, holder, options.lease_seconds, replacing=busy.holder if busy else None)
+    runner = BackfillRunner(
+        settings,
+        store,
+        intacct=parts.intacct(),
+        flexpoint=parts.flexpoint(),
+        connections=connections,
+        options=options,
+    )
+    _run(store, runner, connection_id, holder)
 
 
 def _run(store: Any, runner: Any, connection_id: str, holder: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from broker.admin import start_publisher
-from cli.context import settings_of
+from cli.context import parts_of, settings_of
 from cli.opsoptions import ops_errors, selection_filters, selection_of
 from reliability.errors import OpsError
 from workers.deadletters import operations as dead_ops
@@ -51,14 +51,9 @@ class _Progress:
 
 def dead_letter_store(ctx: click.Context) -> DeadLetterStore:
     """The ``dead_letters`` table of DATABASE_URL (migrated first), one engine per invocation."""
-    from store.db import create_engine_for, upgrade
-
     cache = ctx.ensure_object(dict)
     if "dead_letter_store" not in cache:
-        engine = create_engine_for(settings_of(ctx).database_url)
-        upgrade(engine)
-        ctx.call_on_close(engine.dispose)
-        cache["dead_letter_store"] = DeadLetterStore(engine)
+        cache["dead_letter_store"] = DeadLetterStore(parts_of(ctx).engine)
     return cache["dead_letter_store"]
 
 

@@ -11,21 +11,15 @@ units finish and settles them on the still-open channel (``on_consume_end``).
 A new worker plugs in one of two ways:
 
 * one message in, ``Failure | None`` out (provisioning, writeback): a
-  :class:`workers.runtime.messages.MessageConsumer` with a ``handle(delivery)`` callable; e.g.
-  the writeback worker::
+  :class:`workers.runtime.messages.QueueConsumer` over one queue, with a handler whose
+  ``handle(routing_key, body, attempts=...)`` returns ``None`` (ack) or a ``Failure``; e.g. the
+  writeback worker (``processes/writeback.py``)::
 
-      queue = Queue("writeback", Exchange("flexpoint.payments", "topic"), routing_key="#")
-
-      def build_writeback_consumer(connection, handler):
-          return MessageConsumer(
-              connection,
-              [queue],
-              lambda delivery: handler.handle(delivery.body, attempts=delivery.attempts),
-              name="writeback",
-              middleware=[LogContext()],
-          )
+      consumer = QueueConsumer(parts.amqp_connection(), queue, handler, name="writeback")
 
   and its process is ``run_worker("writeback", consumer, ...)`` (``workers.runtime.process``).
+  Any other one-message shape: a :class:`workers.runtime.messages.MessageConsumer` with a
+  ``handle(delivery)`` callable.
 * any other shape (sync's coalesced groups): subclass :class:`WorkerConsumer` and define
   ``accept`` (message -> unit, or hold it back and submit later from ``dispatch``), ``handle``
   (worker thread), ``crashed`` and ``settle`` (consumer thread: ``message.ack()`` or ``route``).

@@ -1,17 +1,24 @@
-"""One message per unit of work, ``Failure | None`` per outcome: the shape of provisioning and writeback."""
+"""One message per unit of work, ``Failure | None`` per outcome: the shape of provisioning and writeback.
+
+Both are a :class:`QueueConsumer`: one queue, each message handled in the runtime's thread pool
+(a connect or a posting makes several HTTP calls, which must not hold up the broker's heartbeats)
+and settled on the consumer thread: ack when done, else routed to a delay queue or the dead-letter
+queue with a confirm, then acked. On SIGTERM running messages finish and are settled; prefetched
+ones not started are left unacknowledged for another consumer.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kombu import Connection, Queue
 
 from observability.logging import get_logger
 from workers.runtime.consumer import WorkerConsumer, routing_key_of
 from workers.runtime.failures import DEFAULT_RETRY, Failure, RetryPolicy, attempts_of
-from workers.runtime.middleware import Middleware
+from workers.runtime.middleware import LogContext, Middleware
 
 log = get_logger(__name__)
 
@@ -81,3 +88,46 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             unit.message.ack()
         else:
             self.route(unit.message, unit.queue, outcome)
+
+
+class MessageHandler(Protocol):
+    """What a :class:`QueueConsumer` hands each message to."""
+
+    def handle(self, routing_key: str, body: Any, *, attempts: int) -> Failure | None: ...
+
+
+class QueueConsumer(MessageConsumer):
+    """Consumes one ``queue`` with manual acks and hands each message to ``handler.handle``.
+
+    Every message is logged with its routing key and message id (``LogContext``); ``middleware``
+    adds the worker's own steps after that (provisioning's password seal).
+    """
+
+    def __init__(
+        self,
+        connection: Connection,
+        queue: Queue,
+        handler: MessageHandler,
+        *,
+        name: str,
+        workers: int = 4,
+        stop_timeout: float = 60.0,
+        poll_interval: float = 1.0,
+        middleware: Sequence[Middleware] = (),
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        super().__init__(
+            connection,
+            [queue],
+            self._handle_delivery,
+            name=name,
+            workers=workers,
+            stop_timeout=stop_timeout,
+            poll_interval=poll_interval,
+            middleware=[LogContext(), *middleware],
+            retry=retry,
+        )
+        self.handler = handler
+
+    def _handle_delivery(self, delivery: Delivery) -> Failure | None:
+        return self.handler.handle(delivery.routing_key, delivery.body, attempts=delivery.attempts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.context import settings_of
+from cli.context import parts_of
 from store.models import POSTING_STATES
 
 
@@ -14,12 +14,9 @@ def payments() -> None:
 
 
 def _postings(ctx: click.Context):
-    from store.db import create_engine_for, upgrade
     from workers.writeback.store import PostingStore
 
-    engine = create_engine_for(settings_of(ctx).database_url)
-    upgrade(engine)
-    return PostingStore(engine)
+    return PostingStore(parts_of(ctx).engine)
 
 
 @payments.command("list")
