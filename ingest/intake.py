@@ -38,7 +38,7 @@ from ingest.messages import WebhookBodySchema, is_utf8_json
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
 from observability.logging import bind_request_context, get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
-from workers.connections.store import ConnectionRecord
+from workers.connections.store import ConnectionRecord, RefreshingLookup
 
 log = get_logger(__name__)
 _DEBUG = logging.getLogger(__name__)
@@ -51,12 +51,6 @@ REQUEST_HEADERS = ("Authorization", TRUSTED_CONTEXT_HEADER, SIGNATURE_HEADER, *I
 _CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_KEY_LENGTH = 200
 # Event ids derived from idempotency keys live in their own UUID namespace.
-
-
-class ConnectionLookup(Protocol):
-    def get(self, connection_id: str) -> ConnectionRecord | None: ...
-
-    def refresh(self, connection_id: str) -> ConnectionRecord | None: ...
 
 
 # Refusals that rest on what the receiver holds of the connection (that it exists, is live,
@@ -117,7 +111,7 @@ class WebhookIntake:
     def __init__(
         self,
         *,
-        connections: ConnectionLookup,
+        connections: RefreshingLookup,
         ledger: Ledger,
         recorder: Recorder,
         publisher: ConfirmedPublisher,

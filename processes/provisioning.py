@@ -17,7 +17,7 @@ from workers.connections.marks import ProvisioningMarks
 from workers.connections.sealing import PasswordSeal
 from workers.connections.store import ConnectionStore
 from workers.runtime import process
-from workers.runtime.failures import RetryPolicy
+from workers.runtime.failures import RetrySchedule
 from workers.runtime.messages import QueueConsumer
 
 
@@ -97,7 +97,7 @@ def build(
             public_base_url=settings.public_base_url or "",
             **extra,
         )
-        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        options.setdefault("retry", RetrySchedule.from_settings(settings))
         consumer = QueueConsumer(
             parts.amqp_connection(),
             parts.topology.queue(PROVISIONING_QUEUE_NAME),

@@ -11,7 +11,7 @@ from processes.parts import ProcessParts
 from reliability.breaker import BreakerCollector
 from store.breakers import BreakerStore
 from workers.connections.store import CachedConnectionLookup
-from workers.runtime.failures import RetryPolicy
+from workers.runtime.failures import RetrySchedule
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer
 from workers.sync.handler import SyncHandler
@@ -57,7 +57,7 @@ def build(settings: Settings, metrics: SyncMetrics | None = None, **options: Any
             flexpoint=flexpoint,
         )
         middleware = [SyncMetricsRecorder(metrics), *options.pop("middleware", ())]
-        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        options.setdefault("retry", RetrySchedule.from_settings(settings))
         consumer = SyncConsumer(
             parts.amqp_connection(),
             list(parts.topology.work_queues),

@@ -15,7 +15,7 @@ from config import Settings
 from observability.logging import get_logger
 from observability.metrics import WritebackMetrics
 from processes.parts import ProcessParts
-from workers.runtime.failures import RetryPolicy
+from workers.runtime.failures import RetrySchedule
 from workers.runtime.messages import QueueConsumer
 from workers.runtime.process import require_settings as require_worker_settings
 from workers.runtime.process import run_worker
@@ -95,7 +95,7 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
             write_span=timing.write_span,
             metrics=metrics,
         )
-        options.setdefault("retry", RetryPolicy.from_settings(settings))
+        options.setdefault("retry", RetrySchedule.from_settings(settings))
         options.setdefault("poll_interval", 0.05)
         consumer = QueueConsumer(
             parts.amqp_connection(),

@@ -28,9 +28,9 @@ from clients.flexpoint import (
     FlexPointError,
     FlexPointRateLimited,
     FlexPointRejected,
+    FlexPointRetries,
     FlexPointUnauthorized,
     FlexPointUnavailable,
-    RetryPolicy,
 )
 from clients.flexpoint.batches import idempotency_key
 from clients.flexpoint.contract import MAX_BATCH_ITEMS, REASONS, RESOURCES, STATES, STATUS_FIELDS
@@ -345,7 +345,7 @@ def test_5xx_back_off_exponentially_with_full_jitter(make_client, sandbox, sleep
     client = make_client(rng=random.Random(42))
     sandbox.faults(script=[503, 500, 503])
     assert statuses(client.upsert(account, "entities", CONNECTION, [entity("a")])) == ["created"]
-    policy, rng = RetryPolicy(), random.Random(42)
+    policy, rng = FlexPointRetries(), random.Random(42)
     assert sleeps == [policy.backoff(attempt, rng) for attempt in (1, 2, 3)]
     for attempt, slept in enumerate(sleeps, start=1):
         assert 0 <= slept <= min(policy.cap, policy.base * 2 ** (attempt - 1))
@@ -570,7 +570,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
 
 
 def test_a_429_without_retry_after_backs_off_with_jitter():
-    policy = RetryPolicy(max_attempts=3)
+    policy = FlexPointRetries(max_attempts=3)
     limited = FlexPointRateLimited("429", retry_after=None)
     assert 0 <= policy.delay(limited, 2, random.Random(1)) <= policy.base * 2
     assert policy.delay(limited, 3, random.Random(1)) is None

@@ -28,10 +28,10 @@ from clients.intacct import (
     IntacctClient,
     IntacctError,
     IntacctRejected,
+    IntacctRetries,
     IntacctUnavailable,
     PermissionDenied,
     RateLimited,
-    RetryPolicy,
     TokenProvider,
     TokenRefused,
     build_session,
@@ -687,4 +687,4 @@ def test_full_jitter_stays_under_the_growing_ceiling():
     rng = random.Random(1)
     draws = [Backoff(0.5, 4.0).delay(n, rng) for n in (1, 2, 3, 4, 5, 6)]
     assert all(0 <= d <= c for d, c in zip(draws, (0.5, 1, 2, 4, 4, 4), strict=True))
-    assert RetryPolicy().rate_limited_attempts == 5
+    assert IntacctRetries().rate_limited_attempts == 5

@@ -105,9 +105,9 @@ def test_retry_after_garbage_reads_as_none():
 
 
 def test_the_flexpoint_client_backs_off_on_a_zero_retry_after():
-    from clients.flexpoint import FlexPointRateLimited, RetryPolicy
+    from clients.flexpoint import FlexPointRateLimited, FlexPointRetries
 
-    policy = RetryPolicy()
+    policy = FlexPointRetries()
     zero = FlexPointRateLimited("429", retry_after=0.0)
     assert policy.delay(zero, 1, random.Random(1)) == policy.backoff(1, random.Random(1))
     assert policy.delay(FlexPointRateLimited("429", retry_after=2.0), 1, random.Random(1)) == 2.0
@@ -229,7 +229,7 @@ PRODUCT_PACKAGES = (
     "cli",
     "observability",
     "clients",
-    "ops",
+    "processes",
     "reliability",
     "console",
 )

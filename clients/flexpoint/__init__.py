@@ -10,7 +10,7 @@ from clients.flexpoint.errors import (
     FlexPointUnauthorized,
     FlexPointUnavailable,
 )
-from clients.flexpoint.retry import RetryPolicy
+from clients.flexpoint.retry import FlexPointRetries
 
 __all__ = [
     "MAX_BATCH_ITEMS",
@@ -20,7 +20,7 @@ __all__ = [
     "FlexPointError",
     "FlexPointRateLimited",
     "FlexPointRejected",
+    "FlexPointRetries",
     "FlexPointUnauthorized",
     "FlexPointUnavailable",
-    "RetryPolicy",
 ]

@@ -28,7 +28,7 @@ from clients.flexpoint.errors import (
 )
 from clients.flexpoint.postings import check_payment_id, check_posting, posting_key
 from clients.flexpoint.responses import error_from_response, scrub
-from clients.flexpoint.retry import RetryPolicy
+from clients.flexpoint.retry import FlexPointRetries
 from observability.logging import get_logger, register_secret
 from reliability.breaker import FLEXPOINT, PeerGuard, through_breaker
 
@@ -62,7 +62,7 @@ class FlexPointClient:
         max_attempts: int = 4,
         on_call: OnCall | None = None,
         pool_size: int = 16,
-        retry: RetryPolicy | None = None,
+        retry: FlexPointRetries | None = None,
         guard: PeerGuard | None = None,
     ) -> None:
         if not token:
@@ -73,7 +73,7 @@ class FlexPointClient:
         self._timeout = timeout
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._retry = retry or RetryPolicy(max_attempts=max_attempts)
+        self._retry = retry or FlexPointRetries(max_attempts=max_attempts)
         self._on_call = on_call
         self._guard = guard
         self._owns_session = session is None

@@ -19,7 +19,7 @@ from reliability.errors import Transient
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class FlexPointRetries:
     """Up to ``max_attempts`` attempts; full-jitter exponential backoff capped at ``cap`` seconds.
 
     A 429 waits the ``Retry-After`` FlexPoint asked for, unless that exceeds

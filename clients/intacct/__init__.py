@@ -14,7 +14,7 @@ from clients.intacct.errors import (
     TokenRefused,
 )
 from clients.intacct.tokens import IntacctConnection, TokenProvider
-from clients.intacct.transport import ENTITY_HEADER, RetryPolicy, build_session
+from clients.intacct.transport import ENTITY_HEADER, IntacctRetries, build_session
 
 __all__ = [
     "AREAS",
@@ -25,12 +25,12 @@ __all__ = [
     "IntacctConnection",
     "IntacctError",
     "IntacctRejected",
+    "IntacctRetries",
     "IntacctUnavailable",
     "Page",
     "PermissionDenied",
     "RateLimited",
     "RecordNotFound",
-    "RetryPolicy",
     "TokenInvalid",
     "TokenProvider",
     "TokenRefused",

@@ -36,7 +36,7 @@ UNAVAILABLE_BACKOFF = Backoff(0.2, 2.0)
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class IntacctRetries:
     """How hard a call is tried before the failure goes to the workers' delay queues."""
 
     # 429: honour Retry-After, else back off; a Retry-After longer than ``max_retry_after`` is not
@@ -84,7 +84,7 @@ class Transport:
         on_call: OnCall | None = None,
         timeouts: tuple[float, float] = (5.0, 30.0),
         slot_timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
+        retry: IntacctRetries | None = None,
         guard: PeerGuard | None = None,
     ) -> None:
         if slots.lease_seconds <= sum(timeouts):
@@ -102,7 +102,7 @@ class Transport:
         self._on_call = on_call or _no_op
         self._timeouts = timeouts
         self._slot_timeout = slot_timeout
-        self._retry = retry or RetryPolicy()
+        self._retry = retry or IntacctRetries()
         self._guard = guard
 
     def call(

@@ -15,7 +15,7 @@ from workers.runtime.failures import (
     ORIGINAL_ROUTING_KEY,
     REASON,
     Failure,
-    RetryPolicy,
+    RetrySchedule,
     destination,
 )
 from workers.sync.groups import Coalescer, Event
@@ -25,7 +25,7 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 def test_a_transient_failure_walks_the_delay_queues_then_stays_on_the_longest_until_the_window_ends():
     failure = Failure("intacct_unavailable", RuntimeError("503 from Intacct"), transient=True)
-    policy = RetryPolicy(RETRY_DELAYS_SECONDS, window_seconds=3600)
+    policy = RetrySchedule(RETRY_DELAYS_SECONDS, window_seconds=3600)
     headers: dict = {}
     seen = []
     moment = NOW
@@ -73,7 +73,7 @@ def test_a_handler_bug_is_retried_only_as_often_as_there_are_delays():
 
 
 def test_an_open_breaker_or_a_retry_after_waits_at_least_as_long_as_the_peer_said():
-    policy = RetryPolicy((1, 5, 30), window_seconds=3600)
+    policy = RetrySchedule((1, 5, 30), window_seconds=3600)
     held = Failure(
         "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=12.0), transient=True
     )

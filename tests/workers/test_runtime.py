@@ -29,7 +29,7 @@ from workers.runtime.middleware import LogContext, Middleware, MiddlewareChain, 
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer
 from workers.sync.groups import Group
-from workers.sync.handler import Outcome
+from workers.sync.handler import GroupOutcome
 
 PAYMENTS = Exchange("flexpoint.payments", "topic")
 
@@ -334,8 +334,8 @@ def test_stop_lets_the_unit_in_flight_finish_and_settles_it_before_run_returns(b
 class RecheckingHandler:
     """Says every event is done, the first look at each one also wanting a second look."""
 
-    def process(self, group: Group) -> Outcome:
-        return Outcome(done=list(group.events), recheck=[e for e in group.events if not e.recheck])
+    def process(self, group: Group) -> GroupOutcome:
+        return GroupOutcome(done=list(group.events), recheck=[e for e in group.events if not e.recheck])
 
 
 def test_sync_groups_send_a_recheck_copy_before_the_ack_and_dead_letter_bad_envelopes(broker):
@@ -457,11 +457,11 @@ def test_sync_hands_groups_to_idle_threads_only_so_a_busy_pool_lets_the_next_gro
     processed: list[list[str]] = []
 
     class SlowFirstGroup:
-        def process(self, group: Group) -> Outcome:
+        def process(self, group: Group) -> GroupOutcome:
             processed.append(group.keys)
             if len(processed) == 1:
                 release.wait(10)
-            return Outcome(done=list(group.events))
+            return GroupOutcome(done=list(group.events))
 
     consumer = SyncConsumer(
         broker.clone(),

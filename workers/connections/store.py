@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import ColumnElement, Engine, Table, case, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -61,6 +61,18 @@ class ConnectionRecord:
     @property
     def is_active(self) -> bool:
         return self.state != "disconnected"
+
+
+class ConnectionLookup(Protocol):
+    """What reads a connection by id: the store itself, or a cache in front of it."""
+
+    def get(self, connection_id: str) -> ConnectionRecord | None: ...
+
+
+class RefreshingLookup(ConnectionLookup, Protocol):
+    """A cached lookup that can also be told to read one connection again from the store."""
+
+    def refresh(self, connection_id: str) -> ConnectionRecord | None: ...
 
 
 def _utcnow() -> datetime:

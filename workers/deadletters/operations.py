@@ -188,7 +188,7 @@ def browse(letters: DeadLetters, selection: Selection) -> Browsed:
 
 
 @dataclass
-class Outcome:
+class ActionOutcome:
     """A replay or purge: its tally plus what could not even be attempted, and what it left to
     another replay running at the same time (``busy``: that one is moving them)."""
 
@@ -201,7 +201,7 @@ class Outcome:
         return self.tally.failed + self.unroutable
 
 
-def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> Outcome:
+def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> ActionOutcome:
     """Publish the selected letters to their work queues; each row is marked once confirmed.
 
     Each chunk is claimed first: letters another replay holds right now are left to it (counted
@@ -210,7 +210,7 @@ def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None =
     moment = now or datetime.now(UTC)
     tally = Tally(duplicates=letters.drain())
     tally.scanned = letters.stored()
-    outcome = Outcome(tally)
+    outcome = ActionOutcome(tally)
     chunks = letters.selected(selection, letters.batch)
     letters.started(sum(len(chunk) for chunk in chunks))
     holder = new_holder()
@@ -259,7 +259,7 @@ def replay(letters: DeadLetters, selection: Selection, *, now: datetime | None =
     return outcome
 
 
-def purge(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> Outcome:
+def purge(letters: DeadLetters, selection: Selection, *, now: datetime | None = None) -> ActionOutcome:
     """Mark the selected letters purged (rows are kept for the record); the others stay."""
     tally = Tally(duplicates=letters.drain())
     tally.scanned = letters.stored()
@@ -272,7 +272,7 @@ def purge(letters: DeadLetters, selection: Selection, *, now: datetime | None = 
         for letter in chunk:
             letters.stepped(letter, None)
     tally.kept = tally.scanned - tally.dropped
-    return Outcome(tally)
+    return ActionOutcome(tally)
 
 
 def count(letters: DeadLetters, selection: Selection) -> int:

@@ -41,7 +41,7 @@ from workers.runtime.failures import (
     ORIGINAL_ROUTING_KEY,
     Destination,
     Failure,
-    RetryPolicy,
+    RetrySchedule,
     destination,
     reroute,
 )
@@ -76,7 +76,7 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         stop_timeout: float = 30.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetrySchedule = DEFAULT_RETRY,
     ) -> None:
         self.connection = connection
         self.retry = retry

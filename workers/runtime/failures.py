@@ -44,7 +44,7 @@ __all__ = [
     "RECHECK",
     "Destination",
     "Failure",
-    "RetryPolicy",
+    "RetrySchedule",
     "attempts_of",
     "destination",
     "failure_of",
@@ -64,14 +64,14 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetrySchedule:
     """The delay queues' schedule and how long a transient failure may keep using it."""
 
     delays: tuple[int, ...] = RETRY_DELAYS_SECONDS
     window_seconds: float = 7 * 86_400
 
     @classmethod
-    def from_settings(cls, settings: Any) -> RetryPolicy:
+    def from_settings(cls, settings: Any) -> RetrySchedule:
         return cls(tuple(settings.flexsync_retry_delays), float(settings.retry_window_seconds))
 
     def delay(self, attempts: int, wait_hint: float | None = None) -> int:
@@ -82,7 +82,7 @@ class RetryPolicy:
         return delay
 
 
-DEFAULT_RETRY = RetryPolicy()
+DEFAULT_RETRY = RetrySchedule()
 BOUNDED_REASONS = frozenset({"worker_error"})
 
 
@@ -123,7 +123,7 @@ def destination(
     routing_key: str,
     headers: dict[str, Any] | None,
     now: datetime | None = None,
-    policy: RetryPolicy = DEFAULT_RETRY,
+    policy: RetrySchedule = DEFAULT_RETRY,
 ) -> Destination:
     """The delay queue for the next attempt, or the dead-letter queue when it is over."""
     now = now or datetime.now(UTC)

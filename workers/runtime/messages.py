@@ -17,7 +17,7 @@ from kombu import Connection, Queue
 
 from observability.logging import get_logger
 from workers.runtime.consumer import WorkerConsumer, routing_key_of
-from workers.runtime.failures import DEFAULT_RETRY, Failure, RetryPolicy, attempts_of
+from workers.runtime.failures import DEFAULT_RETRY, Failure, RetrySchedule, attempts_of
 from workers.runtime.middleware import LogContext, Middleware
 
 log = get_logger(__name__)
@@ -55,7 +55,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetrySchedule = DEFAULT_RETRY,
     ) -> None:
         # As many messages in hand as threads to run them: the rest stay available to others.
         super().__init__(
@@ -114,7 +114,7 @@ class QueueConsumer(MessageConsumer):
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetrySchedule = DEFAULT_RETRY,
     ) -> None:
         super().__init__(
             connection,

@@ -20,16 +20,16 @@ from broker.topology import work_queue_name
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE, MODULES
 from workers.runtime.consumer import WorkerConsumer
-from workers.runtime.failures import DEFAULT_RETRY, RECHECK, Failure, RetryPolicy
+from workers.runtime.failures import DEFAULT_RETRY, RECHECK, Failure, RetrySchedule
 from workers.runtime.middleware import LogContext, Middleware, Rejected
 from workers.sync.groups import Coalescer, Event, Group
-from workers.sync.handler import Outcome, SyncHandler
+from workers.sync.handler import GroupOutcome, SyncHandler
 from workers.sync.middleware import Recheck
 
 log = get_logger(__name__)
 
 
-class SyncConsumer(WorkerConsumer[Group, Outcome]):
+class SyncConsumer(WorkerConsumer[Group, GroupOutcome]):
     """Consumes ``queues``, coalesces events and processes groups with ``handler``."""
 
     dead_lettered_event = "event_dead_lettered"
@@ -48,7 +48,7 @@ class SyncConsumer(WorkerConsumer[Group, Outcome]):
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
         monotonic: Callable[[], float] = time.monotonic,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetrySchedule = DEFAULT_RETRY,
     ) -> None:
         # A deep prefetch is what lets groups grow while every thread is busy: a backlog then
         # costs one batch read per few hundred events. Envelopes are small (~1 KB each).
@@ -78,14 +78,16 @@ class SyncConsumer(WorkerConsumer[Group, Outcome]):
         for group in self._coalescer.ready(limit=self.idle):
             self.submit(group)
 
-    def handle(self, unit: Group) -> Outcome:
+    def handle(self, unit: Group) -> GroupOutcome:
         return self._handler.process(unit)
 
-    def crashed(self, unit: Group, exc: Exception) -> Outcome:
+    def crashed(self, unit: Group, exc: Exception) -> GroupOutcome:
         log.exception("group_handler_crashed", resource=unit.resource)
-        return Outcome(failed=[(e, Failure("worker_error", exc, transient=True)) for e in unit.all_events])
+        return GroupOutcome(
+            failed=[(e, Failure("worker_error", exc, transient=True)) for e in unit.all_events]
+        )
 
-    def settle(self, unit: Group, outcome: Outcome) -> None:
+    def settle(self, unit: Group, outcome: GroupOutcome) -> None:
         for event in outcome.done + outcome.dropped:
             event.message.ack()
         for event, failure in outcome.failed:

@@ -1,7 +1,7 @@
 """Processing one group: fetch the latest state from Intacct, map it, upsert it to FlexPoint.
 
 Framework-free and broker-free: the consumer hands a :class:`Group` over and gets an
-:class:`Outcome` back saying which events are done, which failed (and how), and which belong to
+:class:`GroupOutcome` back saying which events are done, which failed (and how), and which belong to
 no live connection. Dependencies (connection lookup, Intacct and FlexPoint clients) are
 injected, so a test builds a handler in one line.
 """
@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE
 from schemas.mappings import MappingError, applied_invoice_keys, map_record, tombstone
-from workers.connections.store import ConnectionRecord
+from workers.connections.store import ConnectionLookup, ConnectionRecord
 from workers.runtime.failures import Failure, failure_of
 from workers.sync.groups import RIDERS, Event, Group
 from workers.sync.lines import read_lines
@@ -33,12 +33,8 @@ LINE_QUERY_CHUNK = 500
 SETTLE_SECONDS = 1.0
 
 
-class ConnectionLookup(Protocol):
-    def get(self, connection_id: str) -> ConnectionRecord | None: ...
-
-
 @dataclass
-class Outcome:
+class GroupOutcome:
     """What to do with each event of a group once it was processed."""
 
     done: list[Event] = field(default_factory=list)
@@ -67,7 +63,7 @@ class SyncHandler:
         self._clock = clock
         self._monotonic = monotonic
 
-    def process(self, group: Group) -> Outcome:
+    def process(self, group: Group) -> GroupOutcome:
         events = group.all_events
         connection = self._connections.get(group.connection_id)
         if connection is None or not connection.is_active:
@@ -81,7 +77,7 @@ class SyncHandler:
             )
             # A disconnected connection's token must not outlive it in this process either.
             self._intacct.forget(group.connection_id)
-            return Outcome(dropped=list(events))
+            return GroupOutcome(dropped=list(events))
         try:
             read_at = self._clock()
             main = self._read(connection, group.resource, group.keys, group)
@@ -102,8 +98,8 @@ class SyncHandler:
                 transient=failure.transient,
                 error=str(exc)[:300],
             )
-            return Outcome(failed=[(event, failure) for event in events])
-        outcome = Outcome(upserted=len(main.items) + (len(rider.items) if rider else 0))
+            return GroupOutcome(failed=[(event, failure) for event in events])
+        outcome = GroupOutcome(upserted=len(main.items) + (len(rider.items) if rider else 0))
         reads = [(group.events, main)]
         if group.rider is not None and rider is not None:
             reads.append((group.rider.events, rider))

@@ -10,7 +10,7 @@ from observability.metrics import SyncMetrics
 from workers.runtime.failures import RECHECK
 from workers.runtime.middleware import Middleware
 from workers.sync.groups import Group
-from workers.sync.handler import Outcome
+from workers.sync.handler import GroupOutcome
 
 
 class Recheck(Middleware):
@@ -23,7 +23,7 @@ class Recheck(Middleware):
     def __init__(self, delay: int = RETRY_DELAYS_SECONDS[0]) -> None:
         self.delay = delay
 
-    def before_settle(self, unit: Group, outcome: Outcome, producer: Any) -> None:
+    def before_settle(self, unit: Group, outcome: GroupOutcome, producer: Any) -> None:
         for event in outcome.recheck:
             message = event.message
             producer.publish(
@@ -45,7 +45,7 @@ class SyncMetricsRecorder(Middleware):
     def __init__(self, metrics: SyncMetrics) -> None:
         self.metrics = metrics
 
-    def after_settle(self, unit: Group, outcome: Outcome) -> None:
+    def after_settle(self, unit: Group, outcome: GroupOutcome) -> None:
         metrics = self.metrics
         metrics.group_size.observe(len(unit.all_events))
         now = datetime.now(UTC)
