@@ -26,11 +26,7 @@ import psycopg
 import pytest
 from sqlalchemy import make_url
 
-from clients.intacct.client import create_client
-from config import Settings
 from schemas.catalog import BY_RESOURCE
-from store.db import create_engine_for, upgrade
-from store.slots import CompanySlots
 from tests.conftest import COMPANY, running_receiver, wait_until
 from tests.databases import _postgres_admin_url, _require_postgres
 from tests.workers.chaos_support import (
@@ -197,21 +193,7 @@ def test_postgres_restarted_mid_run_gives_503s_and_nothing_is_lost(
             workers.keep(1)
             assert not workers.exits, f"the sync worker exited instead of waiting: {workers.exits}"
 
-            engine = create_engine_for(f"sqlite:///{tmp_path}/oracle.db")
-            upgrade(engine)
-            intacct = create_client(
-                Settings(
-                    flexsync_env="test",
-                    intacct_api_url=sandbox.intacct_api_url,
-                    intacct_client_secret=INTACCT_SECRET,
-                ),
-                CompanySlots(engine, cap=2),
-            )
-            try:
-                problems, seen = compare(sandbox, intacct, receiver.connection, company)
-            finally:
-                intacct.close()
-                engine.dispose()
+            problems, seen = compare(sandbox, company)
             assert not problems, f"{len(problems)} differences, e.g.:\n" + "\n".join(problems[:10])
             totals = queue_totals(amqp_url)
             assert totals["dead-letter"]["messages"] == 0, (

@@ -14,12 +14,10 @@ from sqlalchemy import Engine
 from clients.flexpoint import FlexPointClient
 from clients.intacct import IntacctClient, create_client
 from config import Settings
-from schemas.mappings import line_source
-from schemas.mappings.values import utc_timestamp
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import company_slots
-from workers.backfill.plan import resources
+from tests.workers import expected_flexpoint
 from workers.backfill.store import BackfillStore
 from workers.connections.store import ConnectionRecord, ConnectionStore
 
@@ -107,30 +105,29 @@ def query_calls(intacct, path: str) -> int:
 
 
 def assert_flexpoint_equals_intacct(parts: Parts, intacct) -> dict[str, int]:
-    """Every live record of every resource is in FlexPoint at its version with all its lines, and
+    """Every live record of every resource is in FlexPoint at its version with what the contract
+    makes of it, lines included (:mod:`tests.workers.expected_flexpoint`, not the mappings), and
     nothing else is (drafts are not); returns the number of live records per resource."""
     counts = {}
-    for obj in resources():
-        records = intacct_records(intacct, obj.rest_path)
-        live = {
-            str(r["key"]): r
-            for r in records
-            if not (obj.resource in ("invoices", "adjustments") and r.get("state") == "draft")
-        }
+    for resource, path in expected_flexpoint.OBJECTS.items():
+        source = expected_flexpoint.LINES.get(resource)
+        lines = expected_flexpoint.lines_by_parent(
+            resource, intacct_records(intacct, source.object) if source is not None else ()
+        )
+        expected = [
+            expected_flexpoint.expect(resource, r, lines.get(str(r["key"]), ()))
+            for r in intacct_records(intacct, path)
+        ]
+        live = {item.key: item for item in expected if not item.deleted}
         stored = {
             item["externalId"]: item
-            for item in parts.flexpoint.iter_records(parts.connection.account_id, obj.resource)
+            for item in parts.flexpoint.iter_records(parts.connection.account_id, resource)
         }
-        assert set(stored) == set(live), obj.resource
+        assert set(stored) == set(live), resource
         for key, item in stored.items():
-            assert item["sourceVersion"] == utc_timestamp(live[key]["audit"]["modifiedDateTime"]), key
-        source = line_source(obj.resource)
-        if source is not None and obj.resource in ("invoices", "journal-entries"):
-            per_parent: dict[str, int] = {}
-            for line in intacct_records(intacct, source.rest_path):
-                parent = str(source.parent_key(line))
-                per_parent[parent] = per_parent.get(parent, 0) + 1
-            for key, item in stored.items():
-                assert len(item["data"]["lines"]) == per_parent.get(key, 0) > 0, (obj.resource, key)
-        counts[obj.resource] = len(live)
+            assert expected_flexpoint.version(item["sourceVersion"]) == live[key].version, (resource, key)
+            assert expected_flexpoint.held(resource, item["data"]) == live[key].data, (resource, key)
+            if resource in ("invoices", "journal-entries"):
+                assert live[key].data["lines"], (resource, key, "the seed gives every one lines")
+        counts[resource] = len(live)
     return counts

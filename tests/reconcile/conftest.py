@@ -8,7 +8,6 @@ the real clients, publisher and store.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -24,16 +23,18 @@ from ingest.gaps import GapStore
 from observability.metrics import SyncMetrics
 from processes.sync import build
 from schemas.catalog import OBJECTS
-from schemas.mappings import MappingError, line_source, map_record
 from store.crypto import SecretBox
 from store.db import create_engine_for
 from store.slots import company_slots
 from tests.conftest import COMPANY
+from tests.workers import expected_flexpoint
 from workers.connections.store import ConnectionStore
 from workers.reconcile import EventSender, Reconciler, ResourceSweeper, SweepOptions
 from workers.reconcile.meter import CallMeter
 from workers.reconcile.schedule import Schedule, ScheduleOptions
 from workers.reconcile.store import WatermarkStore
+
+INTACCT_API_PATH = "/ia/api/v1"  # the simulator serves its REST API under this, its admin API at /sandbox
 
 
 @pytest.fixture
@@ -161,47 +162,85 @@ def parts(sandbox_settings, broker) -> Iterator[Parts]:
 def differences(parts: Parts, connection) -> list[str]:
     """Every way FlexPoint differs from Intacct for the connection, over all resources.
 
-    Intacct is read as a worker reads it (query for keys, batch GET, lines) and mapped; a draft
-    maps to "not imported" and must not be live in FlexPoint; a record FlexPoint holds live must
-    still exist in Intacct.
+    Both simulators are read straight through their own HTTP APIs (Intacct's admin records,
+    FlexPoint's list with tombstones), never through the service's clients, and what FlexPoint
+    should hold comes from the contract's table (:mod:`tests.workers.expected_flexpoint`), never
+    from the mappings. A draft is "not imported" and must not be live in FlexPoint; a record
+    FlexPoint holds live must still exist in Intacct. One line per record that differs.
     """
+    unknown = {synced.resource for synced in OBJECTS} - set(expected_flexpoint.OBJECTS)
+    assert not unknown, f"the oracle has no expectation for {sorted(unknown)}"
+    settings = parts.settings
+    admin = settings.intacct_api_url.removesuffix(INTACCT_API_PATH) + "/sandbox"
     problems: list[str] = []
-    for synced in OBJECTS:
-        resource, path = synced.resource, synced.rest_path
-        keys = [str(row["key"]) for row in parts.intacct.query_all(connection, path, fields=["key"])]
-        records, _missing = parts.intacct.get_many(connection, path, keys)
-        source = line_source(resource)
-        lines = (
-            source.group(parts.intacct.query_all(connection, source.rest_path, fields=list(source.fields)))
-            if source
-            else {}
+    for resource, path in expected_flexpoint.OBJECTS.items():
+        source = expected_flexpoint.LINES.get(resource)
+        lines = expected_flexpoint.lines_by_parent(
+            resource, _intacct_records(admin, source.object) if source is not None else ()
         )
-        stored = {
-            item["externalId"]: item
-            for item in parts.flexpoint.iter_records(connection.account_id, resource, include_deleted=True)
-        }
-        for record in records:
+        stored = _flexpoint_records(
+            settings.flexpoint_api_url, settings.flexpoint_api_token, connection.account_id, resource
+        )
+        for record in _intacct_records(admin, path):
             key = str(record["key"])
             try:
-                item = map_record(resource, record, lines.get(key, ()), entity_id=connection.entity_id)
-            except MappingError as exc:
-                problems.append(f"{resource} {key}: unmappable {exc}")
+                item = expected_flexpoint.expect(resource, record, lines.get(key, ()))
+            except expected_flexpoint.NoExpectation as exc:
+                problems.append(f"{resource} {key}: the contract gives FlexPoint nothing for it: {exc}")
                 continue
             held = stored.pop(key, None)
-            if item.get("deleted"):
+            if item.deleted:
                 if held is not None and not held["deleted"]:
                     problems.append(f"{resource} {key}: a draft in Intacct, live in FlexPoint")
             elif held is None or held["deleted"]:
                 problems.append(f"{resource} {key}: in Intacct, not live in FlexPoint")
-            elif held["data"] != json.loads(json.dumps(item["data"], default=str)) or (
-                held["sourceVersion"] != item["sourceVersion"]
-            ):
-                problems.append(
-                    f"{resource} {key}: FlexPoint holds {held['sourceVersion']}, Intacct {item['sourceVersion']}"
-                )
+            else:
+                got = expected_flexpoint.held(resource, held["data"] or {})
+                fields = sorted(name for name in item.data if item.data[name] != got.get(name))
+                if fields or expected_flexpoint.version(held["sourceVersion"]) != item.version:
+                    problems.append(
+                        f"{resource} {key}: FlexPoint holds {held['sourceVersion']}, Intacct "
+                        f"{item.version:%Y-%m-%dT%H:%M:%SZ}; fields differing {fields}"
+                    )
         problems += [
             f"{resource} {key}: gone from Intacct, live in FlexPoint"
             for key, held in stored.items()
             if not held["deleted"]
         ]
     return sorted(problems)
+
+
+def _intacct_records(admin: str, path: str) -> Iterator[dict[str, Any]]:
+    """Every record of one object of the company, as the Intacct simulator's admin API lists it."""
+    start = 1
+    while True:
+        response = requests.get(
+            f"{admin}/companies/{COMPANY}/objects/{path}", params={"start": start, "size": 1000}, timeout=10
+        )
+        response.raise_for_status()
+        page = response.json()
+        yield from page["records"]
+        start += len(page["records"])
+        if not page["records"] or start > page["totalCount"]:
+            return
+
+
+def _flexpoint_records(url: str, token: str, account_id: str, resource: str) -> dict[str, dict[str, Any]]:
+    """Every record FlexPoint holds for the account and resource, tombstones included."""
+    records: dict[str, dict[str, Any]] = {}
+    params: dict[str, Any] = {"includeDeleted": "true", "limit": 1000}
+    while True:
+        response = requests.get(
+            f"{url}/v1/accounts/{account_id}/accounting/{resource}",
+            params=params,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        if response.status_code == 404:  # an account FlexPoint does not know yet holds nothing
+            return records
+        response.raise_for_status()
+        page = response.json()
+        records.update((item["externalId"], item) for item in page["items"])
+        if not page.get("nextCursor"):
+            return records
+        params["cursor"] = page["nextCursor"]

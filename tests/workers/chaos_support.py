@@ -7,7 +7,8 @@
   callers (Intacct retrying a 503) would;
 - :class:`IntacctChanges`: record changes through the Intacct simulator's admin API, each
   followed by its event, while the chaos runs;
-- :func:`compare`: FlexPoint's state against the mapping of Intacct's current records.
+- :func:`compare`: FlexPoint's state against what the contract makes of Intacct's current records
+  (:mod:`tests.workers.expected_flexpoint`, not the service's mappings).
 
 Every wait has a deadline; every process started here is killed by its own handle.
 """
@@ -37,13 +38,11 @@ import requests
 from kombu import Connection, Producer
 
 from broker.topology import EVENTS_EXCHANGE
-from clients.intacct.client import IntacctClient
 from config.settings import ENVIRONMENT_VARIABLES
 from ingest.messages import envelope_body
-from sandbox.flexpoint.versions import parse_timestamp
 from schemas.catalog import BY_RESOURCE, SyncedObject
-from schemas.mappings import MappingError, line_source, map_record
 from tests.conftest import free_port, wait_until
+from tests.workers import expected_flexpoint
 
 REPO = Path(__file__).resolve().parents[2]
 INTACCT_SECRET = "sandbox-client-secret"  # the sandbox's public defaults (sandbox.env)
@@ -208,6 +207,17 @@ class Sandbox:
     def faults_off(self) -> None:
         self.flexpoint("PUT", "sandbox/faults", {"serverErrorRate": 0.0, "rateLimitRate": 0.0})
         self.intacct("PUT", "faults", {})
+
+    def intacct_records(self, company_id: str, path: str) -> Iterator[dict[str, Any]]:
+        """Every record of one object (``accounts-receivable/invoice``) as the simulator stores it,
+        nested, read through its admin API (not the REST API a worker uses)."""
+        start = 1
+        while True:
+            page = self.intacct("GET", f"companies/{company_id}/objects/{path}?start={start}&size=1000")
+            yield from page["records"]
+            start += len(page["records"])
+            if not page["records"] or start > page["totalCount"]:
+                return
 
     def stored(self, account_id: str, resource: str) -> dict[str, dict[str, Any]]:
         """Every record FlexPoint holds for the account and resource, tombstones included."""
@@ -517,7 +527,7 @@ class IntacctChanges:
         for resource in RESOURCES:
             path = BY_RESOURCE[resource].rest_path
             company.live[resource] = {}
-            for record in self._listing(company.company_id, path):
+            for record in self._sandbox.intacct_records(company.company_id, path):
                 key = str(record["key"])
                 company.live[resource][key] = record.get("id")
                 if resource == "invoices":
@@ -533,17 +543,6 @@ class IntacctChanges:
                 elif resource == "bank-accounts":
                     company.bank_account_ids.append(record["id"])
         self.companies.append(company)
-
-    def _listing(self, company_id: str, path: str) -> Iterator[dict[str, Any]]:
-        start = 1
-        while True:
-            page = self._sandbox.intacct(
-                "GET", f"companies/{company_id}/objects/{path}?start={start}&size=1000"
-            )
-            yield from page["records"]
-            start += len(page["records"])
-            if not page["records"] or start > page["totalCount"]:
-                return
 
     def every_record(self) -> Iterator[tuple[CompanyRecords, Change]]:
         for company in self.companies:
@@ -711,43 +710,31 @@ class IntacctChanges:
 # -- the comparison --------------------------------------------------------------------------
 
 
-def _version(text: str) -> str:
-    return parse_timestamp(text).key
+def compare(sandbox: Sandbox, company: CompanyRecords) -> tuple[list[str], Counter[str]]:
+    """Differences between FlexPoint's records and what the contract makes of Intacct's current ones.
 
-
-def compare(
-    sandbox: Sandbox, intacct: IntacctClient, connection: Any, company: CompanyRecords
-) -> tuple[list[str], Counter[str]]:
-    """Differences between FlexPoint's records and the mapping of Intacct's current ones.
-
-    Intacct is read through the REST API (batch GETs of every key, lines by query), as a worker
-    reads it; FlexPoint through its list endpoint with tombstones. Returns the problems found
-    and what was compared (live records and tombstones per kind).
+    Both sides are read from the simulators' own admin and list APIs, never through the
+    service's clients, and the expected items come from :mod:`tests.workers.expected_flexpoint`,
+    never from its mappings. Returns the problems found and what was compared (live records and
+    tombstones per kind).
     """
+    unknown = set(RESOURCES) - set(expected_flexpoint.OBJECTS)
+    assert not unknown, f"the oracle has no expectation for {sorted(unknown)}"
     problems: list[str] = []
     seen: Counter[str] = Counter()
     where = company.company_id
-    for resource in RESOURCES:
-        rest_path = BY_RESOURCE[resource].rest_path
-        keys = [str(row["key"]) for row in intacct.query_all(connection, rest_path, fields=["key"])]
-        records, missing = intacct.get_many(connection, rest_path, keys)
-        if missing:
-            problems.append(f"{where} {resource}: Intacct listed but could not GET {missing[:5]}")
-        source = line_source(resource)
-        lines = (
-            source.group(intacct.query_all(connection, source.rest_path, fields=list(source.fields)))
-            if source is not None
-            else {}
+    for resource, path in expected_flexpoint.OBJECTS.items():
+        source = expected_flexpoint.LINES.get(resource)
+        lines = expected_flexpoint.lines_by_parent(
+            resource, sandbox.intacct_records(where, source.object) if source is not None else ()
         )
-        expected: dict[str, dict[str, Any]] = {}
-        for record in records:
+        expected: dict[str, expected_flexpoint.Expected] = {}
+        for record in sandbox.intacct_records(where, path):
             key = str(record["key"])
             try:
-                expected[key] = map_record(
-                    resource, record, lines.get(key, ()), entity_id=connection.entity_id
-                )
-            except MappingError as exc:
-                problems.append(f"{where} {resource} {key}: Intacct's record does not map: {exc}")
+                expected[key] = expected_flexpoint.expect(resource, record, lines.get(key, ()))
+            except expected_flexpoint.NoExpectation as exc:
+                problems.append(f"{where} {resource} {key}: the contract says nothing for it: {exc}")
         stored = sandbox.stored(company.account_id, resource)
         for key, item in expected.items():
             held = stored.get(key)
@@ -755,7 +742,7 @@ def compare(
             if held is None:
                 problems.append(f"{label}: in Intacct, not in FlexPoint")
                 continue
-            if item.get("deleted"):
+            if item.deleted:
                 seen["drafts tombstoned"] += 1
                 if not held["deleted"]:
                     problems.append(f"{label}: a draft in Intacct, live in FlexPoint")
@@ -763,20 +750,17 @@ def compare(
                 problems.append(f"{label}: live in Intacct, a tombstone in FlexPoint")
             else:
                 seen["live records equal"] += 1
-                want = json.loads(json.dumps(item["data"], default=str))
-                if held["data"] != want:
-                    fields = sorted(
-                        name
-                        for name in set(want) | set(held["data"])
-                        if want.get(name) != held["data"].get(name)
-                    )
+                got = expected_flexpoint.held(resource, held["data"] or {})
+                fields = sorted(name for name in item.data if item.data[name] != got.get(name))
+                if fields:
                     problems.append(
                         f"{label}: data differs in {fields}: FlexPoint "
-                        f"{ {f: held['data'].get(f) for f in fields} } vs Intacct { {f: want.get(f) for f in fields} }"
+                        f"{ {f: got.get(f) for f in fields} } vs Intacct { {f: item.data[f] for f in fields} }"
                     )
-            if _version(held["sourceVersion"]) != _version(item["sourceVersion"]):
+            if expected_flexpoint.version(held["sourceVersion"]) != item.version:
                 problems.append(
-                    f"{label}: sourceVersion {held['sourceVersion']} in FlexPoint, {item['sourceVersion']} in Intacct"
+                    f"{label}: sourceVersion {held['sourceVersion']} in FlexPoint, "
+                    f"{item.version.isoformat()} in Intacct"
                 )
         for key, held in stored.items():
             if key not in expected:

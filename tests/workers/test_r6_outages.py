@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,15 +26,12 @@ import pytest
 from kombu import Connection
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology, retry_queue_name
-from clients.intacct.client import create_client
 from config import Settings
 from schemas.catalog import BY_RESOURCE
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
-from store.slots import CompanySlots
 from tests.conftest import BrokerProbe, own_vhost, wait_until
 from tests.workers.chaos_support import (
-    INTACCT_SECRET,
     CompanyRecords,
     EventPublisher,
     IntacctChanges,
@@ -119,20 +115,24 @@ class World:
 
     def wait_equal(self, *companies: CompanyRecords, after: str, timeout: float = 120) -> None:
         """Until every queue is empty and FlexPoint equals Intacct for ``companies``, by themselves."""
-        deadline = time.monotonic() + timeout
-        while True:
+        problems: list[str] = []
+
+        def equal() -> bool:
             try:
-                problems = [p for company in companies for p in self.differences(company)]
+                problems[:] = [p for company in companies for p in self.differences(company)]
             except AssertionError as exc:  # FlexPoint has no record of the account yet
-                problems = [str(exc)]
-            if not problems and self.drained():
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{len(problems)} differences {timeout:g} s after {after}, e.g. {problems[:5]}\n"
-                    f"queues {self.depths()}\n{self.workers.log_tails(20)}"
-                )
-            threading.Event().wait(1.0)
+                problems[:] = [str(exc)]
+            return not problems and self.drained()
+
+        try:
+            wait_until(
+                equal, timeout=timeout, interval=1.0, message=f"FlexPoint to equal Intacct after {after}"
+            )
+        except pytest.fail.Exception:
+            pytest.fail(
+                f"{len(problems)} differences {timeout:g} s after {after}, e.g. {problems[:5]}\n"
+                f"queues {self.depths()}\n{self.workers.log_tails(20)}"
+            )
 
     def depths(self) -> dict[str, int]:
         probe = BrokerProbe(self.amqp_url)
@@ -152,21 +152,7 @@ class World:
             probe.close()
 
     def differences(self, company: CompanyRecords) -> list[str]:
-        engine = create_engine_for(f"sqlite:///{self.tmp_path}/oracle-{uuid.uuid4().hex[:6]}.db")
-        upgrade(engine)
-        intacct = create_client(
-            Settings(
-                flexsync_env="test",
-                intacct_api_url=self.sandbox.intacct_api_url,
-                intacct_client_secret=INTACCT_SECRET,
-            ),
-            CompanySlots(engine, cap=2),
-        )
-        try:
-            problems, _ = compare(self.sandbox, intacct, self.connections[company.company_id], company)
-        finally:
-            intacct.close()
-            engine.dispose()
+        problems, _ = compare(self.sandbox, company)
         return problems
 
 
