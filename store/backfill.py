@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import FlexsyncError
-from store.db import write_transaction
+from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
 from store.models import BackfillCheckpoint, BackfillRun
 
@@ -82,8 +81,7 @@ class BackfillStore:
         self._engine = engine
         self._clock = clock
         self._now = now
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._insert = conflict_insert(engine)
         self._leases = LeaseColumns(_runs, clock=clock)
 
     # -- scheduling -------------------------------------------------------------------------

@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from reliability.leases import holder_is_dead
-from store.db import write_transaction
+from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
 from store.models import DeadLetterRecord
 
@@ -85,9 +84,8 @@ class DeadLetterStore:
         """Insert letters in one transaction; one already stored is skipped. Returns how many were new."""
         if not rows:
             return 0
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
         statement = (
-            dialect.insert(DeadLetterRecord)
+            conflict_insert(self._engine)(DeadLetterRecord)
             .on_conflict_do_nothing(index_elements=["letter_id"])
             .returning(DeadLetterRecord.letter_id)
         )

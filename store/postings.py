@@ -14,14 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import LeaseLost
 
 # The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
 # one notion of "a holder on this node that is gone" for every lease in the service.
 from reliability.leases import holder_is_dead, new_holder, node
-from store.db import write_transaction
+from store.db import conflict_insert, write_transaction
 from store.models import POSTING_STATES, PaymentPosting
 
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
@@ -83,7 +82,7 @@ class PostingStore:
         self._engine = engine
         self._clock = clock
         self._now = now
-        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        self._insert = conflict_insert(engine)
         self._node = node()
 
     # -- reads --------------------------------------------------------------------------------

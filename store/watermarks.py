@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Engine, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import LeaseLost
+from store.db import conflict_insert
 from store.leases import LeaseColumns
 from store.models import ReconcileWatermark
 
@@ -47,7 +47,7 @@ class WatermarkStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = conflict_insert(engine)
         self._leases = LeaseColumns(_table, holder="lease_holder", clock=clock)
 
     def get(self, connection_id: str, resource: str) -> Watermark | None:
