@@ -106,9 +106,7 @@ class Breakers:
         if not state.open:
             return Permit(peer, allowed=True)
         due = state.probe_at or now
-        if now >= due and self._store.claim_probe(
-            peer, self._holder, now, now + self._policy.probe_claim_seconds
-        ):
+        if now >= due and self._store.claim_probe(peer, self._holder, now, self._policy.probe_claim_seconds):
             self._forget(peer)
             return Permit(peer, allowed=True, probe=True)
         return Permit(peer, allowed=False, wait=max(due - now, 1.0))
