@@ -122,8 +122,7 @@ class BackfillStore:
                 .where(_r.connection_id == connection_id)
                 .values(
                     state="pending",
-                    holder=None,
-                    leased_until=None,
+                    **self._leases.unheld(),
                     attempts=0,
                     error=None,
                     started_at=now,
@@ -142,9 +141,7 @@ class BackfillStore:
             changed = conn.execute(
                 update(_runs)
                 .where(_r.connection_id == connection_id, or_(_r.state.in_(LIVE_STATES), waiting))
-                .values(
-                    state="cancelled", holder=None, leased_until=None, resume_at=None, updated_at=self._now()
-                )
+                .values(state="cancelled", **self._leases.unheld(), resume_at=None, updated_at=self._now())
             ).rowcount
         return changed == 1
 
@@ -186,11 +183,10 @@ class BackfillStore:
         dead whose live lease may be taken. Raises :class:`RunBusy` or LookupError.
         """
         with self._engine.connect() as conn:
-            dead = self._leases.dead_holders(conn, {"connection_id": connection_id})
-        free = or_(
-            _r.state != "running",
-            self._leases.free(self._clock(), [*dead, holder, replacing or holder]),
-        )
+            lease_free = self._leases.free_now(
+                conn, {"connection_id": connection_id}, also=[holder, replacing or holder]
+            )
+        free = or_(_r.state != "running", lease_free)
         if self._take(connection_id, holder, lease_seconds, free):
             return
         run = self.get(connection_id)

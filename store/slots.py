@@ -161,7 +161,7 @@ class CompanySlots:
             return conn.execute(
                 select(func.count())
                 .select_from(_table)
-                .where(_c.company_id == company_id, _c.holder.is_not(None), _c.leased_until > self._clock())
+                .where(_c.company_id == company_id, self._leases.live(self._clock()))
             ).scalar_one()
 
     # -- internals ----------------------------------------------------------------------------

@@ -74,8 +74,7 @@ class WatermarkStore:
                 .on_conflict_do_nothing(index_elements=[_c.connection_id, _c.resource])
             )
             # A claim again by the holder itself renews it; a dead local holder's is taken at once.
-            ours_or_dead = [holder, *self._leases.dead_holders(conn, key)]
-            free = self._leases.free(self._clock(), ours_or_dead)
+            free = self._leases.free_now(conn, key, also=[holder])
             if not self._leases.claim(conn, key, holder, ttl, free=free):
                 return None
             row = conn.execute(
