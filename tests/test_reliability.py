@@ -154,6 +154,42 @@ def test_a_renewal_renews_every_third_and_reports_the_loss():
     assert renewal.lost.is_set() and renewal.reason
 
 
+def test_a_renewal_renews_between_the_items_of_a_stream_and_stops_it_when_told():
+    fake = FakeTime()
+    renewed: list[int] = []
+    renewal = Renewal(lambda: renewed.append(1) or True, 30.0, monotonic=fake.clock)
+    seen = []
+
+    def stop_at_three() -> None:
+        if len(seen) == 3:
+            raise SweepStopped
+
+    class SweepStopped(Exception):
+        pass
+
+    with pytest.raises(SweepStopped):
+        for item in renewal.stream(range(10), before=stop_at_three):
+            seen.append(item)
+            fake.now += 6  # a renewal is due every 10 s
+    assert seen == [0, 1, 2] and len(renewed) == 1
+
+
+def test_a_renewal_in_the_background_rides_out_trouble_and_reports_the_loss():
+    answers: list = ["trouble", True, False]
+
+    def renew() -> bool:
+        answer = answers.pop(0)
+        if answer == "trouble":
+            raise OperationalError("SELECT 1", {}, Exception("database away"))
+        return answer
+
+    renewal = Renewal(renew, 0.03, name="test")
+    with renewal.in_background(trouble=OperationalError, thread_name="test-lease") as beat:
+        assert beat is renewal
+        assert beat.lost.wait(5.0)
+    assert answers == [] and beat.reason == "the test lease is no longer ours"
+
+
 # --- lease SQL, on SQLite and PostgreSQL -----------------------------------------------------------
 
 
