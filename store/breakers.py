@@ -8,11 +8,11 @@ open peer is a lease (``probe_holder`` until ``probe_until``, store/leases.py).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
 from sqlalchemy import Engine, Table, select, update
 
+from reliability.breaker import CLOSED, OPEN, BreakerState, closed_state
 from store.db import write_transaction
 from store.leases import LeaseColumns
 from store.models import PeerBreaker
@@ -23,38 +23,12 @@ _c = _table.c
 # The probe claim is still held at the instant it ends, and free only after it.
 _probe = LeaseColumns(_table, holder="probe_holder", until="probe_until", held_through_end=True)
 
-CLOSED = "closed"
-OPEN = "open"
-
-
-@dataclass(frozen=True)
-class BreakerState:
-    """What is stored for one peer."""
-
-    peer: str
-    state: str
-    failures: int
-    openings: int
-    opened_at: float | None
-    probe_at: float | None
-    probe_holder: str | None
-    probe_until: float | None
-    last_reason: str | None
-    probes: int
-    updated_at: float
-
-    @property
-    def open(self) -> bool:
-        return self.state == OPEN
-
-
-def closed_state(peer: str, now: float) -> BreakerState:
-    """The state of a peer that never failed (no row yet)."""
-    return BreakerState(peer, CLOSED, 0, 0, None, None, None, None, None, 0, now)
+__all__ = ["BreakerState", "BreakerStore"]
 
 
 class BreakerStore:
-    """Reads and changes breaker rows; every change is one transaction."""
+    """Reads and changes breaker rows; every change is one transaction
+    (``reliability.breaker.BreakerStorage``)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

@@ -15,6 +15,7 @@ from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from config import Settings
 from reliability.breaker import Breakers
+from store.breakers import BreakerStore
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
@@ -80,7 +81,7 @@ def build(
     upgrade(engine)
     box = SecretBox.for_settings(settings)
     store = ConnectionStore(engine, box)
-    breakers = Breakers.for_settings(settings, engine)
+    breakers = Breakers.for_settings(settings, BreakerStore(engine))
     if intacct is None:
         intacct = create_client(settings, company_slots(settings, engine), guard=breakers)
     flexpoint = FlexPointClient.from_settings(settings, process="provisioning", guard=breakers)

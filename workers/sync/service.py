@@ -30,8 +30,9 @@ def build_consumer(settings: Settings, metrics: SyncMetrics, **options: Any) -> 
     engine = create_engine_for(settings.database_url)
     upgrade(engine)
     store = ConnectionStore(engine, SecretBox.for_settings(settings))
-    breakers = Breakers.for_settings(settings, engine)
-    metrics.registry.register(BreakerCollector(BreakerStore(engine)))
+    breaker_store = BreakerStore(engine)
+    breakers = Breakers.for_settings(settings, breaker_store)
+    metrics.registry.register(BreakerCollector(breaker_store))
     intacct = create_client(
         settings,
         company_slots(settings, engine),

@@ -17,6 +17,7 @@ from config import Settings
 from observability.logging import get_logger
 from observability.metrics import WritebackMetrics
 from reliability.breaker import Breakers
+from store.breakers import BreakerStore
 from store.connections import ConnectionStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
@@ -79,7 +80,7 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     upgrade(engine)
     metrics = WritebackMetrics()
     connections = ConnectionStore(engine, SecretBox.for_settings(settings))
-    breakers = Breakers.for_settings(settings, engine)
+    breakers = Breakers.for_settings(settings, BreakerStore(engine))
     intacct = create_client(
         settings,
         company_slots(settings, engine, lease_seconds=sum(timing.timeouts) + 2.0),
