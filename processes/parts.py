@@ -27,6 +27,7 @@ from clients.intacct.client import IntacctClient, create_client
 from config import Settings
 from observability.logging import get_logger
 from reliability.breaker import Breakers
+from store.breakers import BreakerStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from store.slots import CompanySlots, company_slots
@@ -89,7 +90,7 @@ class ProcessParts:
     def breakers(self) -> Breakers:
         """The peers' breakers, kept in the database and shared by every process."""
         if self._breakers is None:
-            self._breakers = Breakers.for_settings(self.settings, self.engine)
+            self._breakers = Breakers.for_settings(self.settings, BreakerStore(self.engine))
         return self._breakers
 
     def slots(self, *, lease_seconds: float | None = None) -> CompanySlots:

@@ -9,6 +9,9 @@ the next probe further away (``probe_delays``, with jitter so hosts do not probe
 
 Reads are cached for ``cache_seconds`` per process so a busy worker asks the database about a
 peer at most about once a second; a closed breaker with no failures costs no write at all.
+
+The state is kept wherever a :class:`BreakerStorage` keeps it: ``store.breakers.BreakerStore``
+holds it in the database, and the wiring of each process passes it in.
 """
 
 from __future__ import annotations
@@ -22,15 +25,79 @@ from typing import Any, Protocol, TypeVar
 
 from reliability.errors import FlexsyncError
 from reliability.leases import new_holder
-from store.breakers import BreakerState, BreakerStore, closed_state
 
 FLEXPOINT = "flexpoint"
 T = TypeVar("T")
+
+CLOSED = "closed"
+OPEN = "open"
 
 
 def intacct_peer(company_id: str) -> str:
     """The breaker name of one Sage Intacct company."""
     return f"intacct:{company_id}"
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """What is stored for one peer."""
+
+    peer: str
+    state: str
+    failures: int
+    openings: int
+    opened_at: float | None
+    probe_at: float | None
+    probe_holder: str | None
+    probe_until: float | None
+    last_reason: str | None
+    probes: int
+    updated_at: float
+
+    @property
+    def open(self) -> bool:
+        return self.state == OPEN
+
+
+def closed_state(peer: str, now: float) -> BreakerState:
+    """The state of a peer that never failed (no row yet)."""
+    return BreakerState(peer, CLOSED, 0, 0, None, None, None, None, None, 0, now)
+
+
+class BreakerStorage(Protocol):
+    """What the breakers need of wherever their state is kept, shared by every process and host
+    (``store.breakers.BreakerStore``); every change is one transaction."""
+
+    def get(self, peer: str) -> BreakerState | None:
+        """The peer's state, or None when it never failed."""
+        ...
+
+    def all(self) -> list[BreakerState]:
+        """Every peer that ever failed, by name."""
+        ...
+
+    def claim_probe(self, peer: str, holder: str, now: float, seconds: float) -> bool:
+        """Become for ``seconds`` the one process allowed to try an open peer now; False if it is
+        not due or taken."""
+        ...
+
+    def record_failure(
+        self,
+        peer: str,
+        reason: str,
+        now: float,
+        *,
+        probe: bool,
+        threshold: int,
+        next_probe: Callable[[int], float],
+    ) -> BreakerState:
+        """Count a transient failure; open (or keep open, probing ``next_probe(openings)`` seconds
+        later) as the policy says. The state after."""
+        ...
+
+    def record_success(self, peer: str, now: float) -> BreakerState | None:
+        """Close the breaker and forget its failures; the state it had (None: never failed)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -73,7 +140,7 @@ class Breakers:
 
     def __init__(
         self,
-        store: BreakerStore,
+        store: BreakerStorage,
         policy: BreakerPolicy | None = None,
         *,
         holder: str,
@@ -91,13 +158,13 @@ class Breakers:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_settings(cls, settings: Any, engine: Any, **options: Any) -> Breakers:
-        """The breakers kept in ``engine`` with ``FLEXSYNC_BREAKER_*``'s policy, held as this process."""
+    def for_settings(cls, settings: Any, store: BreakerStorage, **options: Any) -> Breakers:
+        """The breakers kept in ``store`` with ``FLEXSYNC_BREAKER_*``'s policy, held as this process."""
         policy = BreakerPolicy(
             threshold=settings.flexsync_breaker_threshold,
             probe_delays=tuple(float(s) for s in settings.flexsync_breaker_probe_seconds),
         )
-        return cls(BreakerStore(engine), policy, holder=new_holder(), **options)
+        return cls(store, policy, holder=new_holder(), **options)
 
     def permit(self, peer: str) -> Permit:
         """May this process call ``peer`` now?"""
@@ -106,9 +173,7 @@ class Breakers:
         if not state.open:
             return Permit(peer, allowed=True)
         due = state.probe_at or now
-        if now >= due and self._store.claim_probe(
-            peer, self._holder, now, now + self._policy.probe_claim_seconds
-        ):
+        if now >= due and self._store.claim_probe(peer, self._holder, now, self._policy.probe_claim_seconds):
             self._forget(peer)
             return Permit(peer, allowed=True, probe=True)
         return Permit(peer, allowed=False, wait=max(due - now, 1.0))
@@ -168,7 +233,7 @@ class BreakerCollector:
     the failures in a row, ``flexsync_breaker_probes_total`` the probes made since it last opened.
     """
 
-    def __init__(self, store: BreakerStore) -> None:
+    def __init__(self, store: BreakerStorage) -> None:
         self._store = store
 
     def collect(self) -> Any:

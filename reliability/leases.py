@@ -10,18 +10,21 @@ never touches a lease someone else took since.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
+from typing import TypeVar
 
 from observability.logging import get_logger
 from reliability.errors import LeaseLost
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 __all__ = ["LeaseLost", "Renewal", "holder_is_dead", "new_holder", "node"]
 
@@ -57,8 +60,10 @@ def holder_is_dead(holder: str | None, *, here: str | None = None) -> bool:
 
 
 class Renewal:
-    """Renews a lease every third of its length, inline (:meth:`tick`) or on a thread (:meth:`beat`).
+    """Renews a lease every third of its length while work runs: inline, between the items of a
+    stream (:meth:`stream`, :meth:`tick`), or on a thread of its own (:meth:`in_background`).
 
+    The one heartbeat of every lease kept through long work (a backfill run, a reconcile sweep).
     ``renew`` extends the lease and returns False (or raises :class:`LeaseLost`) once it is not
     ours any more; ``lost`` is set then, with ``reason``.
     """
@@ -104,6 +109,38 @@ class Renewal:
             self.reason = reason
             self.lost.set()
             log.info("lease_lost", lease=self._name, reason=reason)
+
+    def stream(self, items: Iterable[T], *, before: Callable[[], None] | None = None) -> Iterator[T]:
+        """Yield ``items``, renewing when due (:meth:`tick`) after each one; ``before`` runs ahead
+        of each item, and stops the stream early by raising."""
+        for item in items:
+            if before is not None:
+                before()
+            yield item
+            self.tick()
+
+    @contextlib.contextmanager
+    def in_background(
+        self, *, trouble: type[BaseException] | tuple = (), thread_name: str | None = None
+    ) -> Iterator[Renewal]:
+        """Renew on a daemon thread (:meth:`beat`) for the ``with`` block; stopped and joined after it.
+
+        Work inside watches ``lost`` (and ``reason``) to stop once the lease is not ours.
+        """
+        stopped = threading.Event()
+        thread = threading.Thread(
+            target=self.beat,
+            args=(stopped,),
+            kwargs={"trouble": trouble},
+            name=thread_name or f"lease-{self._name}",
+            daemon=True,
+        )
+        thread.start()
+        try:
+            yield self
+        finally:
+            stopped.set()
+            thread.join()
 
     def beat(self, stopped: threading.Event, *, trouble: type[BaseException] | tuple = ()) -> None:
         """Renew on this thread every third of the lease until ``stopped`` or lost.

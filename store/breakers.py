@@ -1,56 +1,34 @@
 """The rows behind the circuit breakers: one per peer, changed by single short transactions.
 
 The policy (when to open, when to probe) is ``reliability.breaker``'s; this module only reads
-and writes the state so that every process on every host sees the same breaker.
+and writes the state so that every process on every host sees the same breaker. The probe of an
+open peer is a lease (``probe_holder`` until ``probe_until``, store/leases.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Engine, Table, or_, select, update
+from sqlalchemy import Engine, Table, select, update
 
+from reliability.breaker import CLOSED, OPEN, BreakerState, closed_state
 from store.db import write_transaction
+from store.leases import LeaseColumns
 from store.models import PeerBreaker
 
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
 _table = cast(Table, PeerBreaker.__table__)
 _c = _table.c
+# The probe claim is still held at the instant it ends, and free only after it.
+_probe = LeaseColumns(_table, holder="probe_holder", until="probe_until", held_through_end=True)
 
-CLOSED = "closed"
-OPEN = "open"
-
-
-@dataclass(frozen=True)
-class BreakerState:
-    """What is stored for one peer."""
-
-    peer: str
-    state: str
-    failures: int
-    openings: int
-    opened_at: float | None
-    probe_at: float | None
-    probe_holder: str | None
-    probe_until: float | None
-    last_reason: str | None
-    probes: int
-    updated_at: float
-
-    @property
-    def open(self) -> bool:
-        return self.state == OPEN
-
-
-def closed_state(peer: str, now: float) -> BreakerState:
-    """The state of a peer that never failed (no row yet)."""
-    return BreakerState(peer, CLOSED, 0, 0, None, None, None, None, None, 0, now)
+__all__ = ["BreakerState", "BreakerStore"]
 
 
 class BreakerStore:
-    """Reads and changes breaker rows; every change is one transaction."""
+    """Reads and changes breaker rows; every change is one transaction
+    (``reliability.breaker.BreakerStorage``)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -65,20 +43,19 @@ class BreakerStore:
             rows = conn.execute(select(_table).order_by(_c.peer)).all()
         return [_state(row) for row in rows]
 
-    def claim_probe(self, peer: str, holder: str, now: float, until: float) -> bool:
-        """Become the one process allowed to try an open peer now; False if it is not due or taken."""
+    def claim_probe(self, peer: str, holder: str, now: float, seconds: float) -> bool:
+        """Become for ``seconds`` the one process allowed to try an open peer now; False if it is
+        not due or taken."""
         with write_transaction(self._engine) as conn:
-            result = conn.execute(
-                update(_table)
-                .where(
-                    _c.peer == peer,
-                    _c.state == OPEN,
-                    _c.probe_at <= now,
-                    or_(_c.probe_holder.is_(None), _c.probe_until < now),
-                )
-                .values(probe_holder=holder, probe_until=until, probes=_c.probes + 1, updated_at=now)
+            return _probe.claim(
+                conn,
+                {"peer": peer},
+                holder,
+                seconds,
+                now=now,
+                where=(_c.state == OPEN, _c.probe_at <= now),
+                values={"probes": _c.probes + 1, "updated_at": now},
             )
-            return result.rowcount == 1
 
     def record_failure(
         self,
@@ -107,8 +84,7 @@ class BreakerStore:
                     openings=openings,
                     opened_at=current.opened_at,
                     probe_at=now + next_probe(openings),
-                    probe_holder=None,
-                    probe_until=None,
+                    **_probe.unheld(),
                 )
             elif current.failures + 1 >= threshold:
                 values = dict(
@@ -117,8 +93,7 @@ class BreakerStore:
                     openings=1,
                     opened_at=now,
                     probe_at=now + next_probe(1),
-                    probe_holder=None,
-                    probe_until=None,
+                    **_probe.unheld(),
                 )
             else:
                 values = dict(state=CLOSED, failures=current.failures + 1)
@@ -147,8 +122,7 @@ class BreakerStore:
                     openings=0,
                     opened_at=None,
                     probe_at=None,
-                    probe_holder=None,
-                    probe_until=None,
+                    **_probe.unheld(),
                     updated_at=now,
                 )
             )
@@ -156,7 +130,7 @@ class BreakerStore:
 
 
 def _defaults() -> dict:
-    return dict(opened_at=None, probe_at=None, probe_holder=None, probe_until=None)
+    return dict(opened_at=None, probe_at=None, **_probe.unheld())
 
 
 def _state(row) -> BreakerState:

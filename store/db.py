@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
@@ -128,6 +129,15 @@ def _migrate(engine: Engine) -> None:
             connection.rollback()
             raise
         connection.commit()
+
+
+def conflict_insert(engine: Engine) -> Callable[..., postgresql.Insert | sqlite.Insert]:
+    """The ``insert`` of ``engine``'s dialect, PostgreSQL's or SQLite's: an INSERT that takes an
+    ``ON CONFLICT`` clause (``on_conflict_do_nothing``, ``on_conflict_do_update``, ``excluded``).
+
+    Both dialects spell the clause alike; only the construct to build it with differs.
+    """
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
 @contextlib.contextmanager

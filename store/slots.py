@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from observability.logging import get_logger
 from reliability.backoff import Backoff
 from reliability.leases import new_holder
 from reliability.limiter import SlotTimeout
-from store.db import write_transaction
+from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
 from store.models import IntacctSlot
 
@@ -142,8 +141,7 @@ class CompanySlots:
         self._poll = Backoff(poll[0], poll[1], floor=0.5)
         self._leases = LeaseColumns(_table, clock=clock)
         self._rng = rng or random.Random()
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._insert = conflict_insert(engine)
         self._ensured: set[str] = set()
         self._releases: dict[str, _Releases] = {}
         self._guard = threading.Lock()
@@ -163,7 +161,7 @@ class CompanySlots:
             return conn.execute(
                 select(func.count())
                 .select_from(_table)
-                .where(_c.company_id == company_id, _c.holder.is_not(None), _c.leased_until > self._clock())
+                .where(_c.company_id == company_id, self._leases.live(self._clock()))
             ).scalar_one()
 
     # -- internals ----------------------------------------------------------------------------

@@ -154,6 +154,42 @@ def test_a_renewal_renews_every_third_and_reports_the_loss():
     assert renewal.lost.is_set() and renewal.reason
 
 
+def test_a_renewal_renews_between_the_items_of_a_stream_and_stops_it_when_told():
+    fake = FakeTime()
+    renewed: list[int] = []
+    renewal = Renewal(lambda: renewed.append(1) or True, 30.0, monotonic=fake.clock)
+    seen = []
+
+    def stop_at_three() -> None:
+        if len(seen) == 3:
+            raise SweepStopped
+
+    class SweepStopped(Exception):
+        pass
+
+    with pytest.raises(SweepStopped):
+        for item in renewal.stream(range(10), before=stop_at_three):
+            seen.append(item)
+            fake.now += 6  # a renewal is due every 10 s
+    assert seen == [0, 1, 2] and len(renewed) == 1
+
+
+def test_a_renewal_in_the_background_rides_out_trouble_and_reports_the_loss():
+    answers: list = ["trouble", True, False]
+
+    def renew() -> bool:
+        answer = answers.pop(0)
+        if answer == "trouble":
+            raise OperationalError("SELECT 1", {}, Exception("database away"))
+        return answer
+
+    renewal = Renewal(renew, 0.03, name="test")
+    with renewal.in_background(trouble=OperationalError, thread_name="test-lease") as beat:
+        assert beat is renewal
+        assert beat.lost.wait(5.0)
+    assert answers == [] and beat.reason == "the test lease is no longer ours"
+
+
 # --- lease SQL, on SQLite and PostgreSQL -----------------------------------------------------------
 
 
@@ -215,6 +251,74 @@ def test_a_dead_holder_of_this_node_is_taken_over_at_once(slots):
         assert leases.claim(conn, {"company_id": "C", "slot": 0}, "me", 30, free=free)
         assert not leases.claim(conn, {"company_id": "C", "slot": 1}, "me", 30, free=free)
     assert (_holder_of(engine, 0), _holder_of(engine, 1)) == ("me", remote)
+
+
+def test_a_claim_takes_over_from_a_dead_holder_only_when_it_finds_one(slots):
+    # The postings' claim: the holder is looked up only when the row is not free.
+    engine, leases, fake = slots
+    dead = f"{node()}:{_dead_pid()}:1:nonce"
+    remote = f"elsewhere/pid:[1]:{_dead_pid()}:1:nonce"
+    zero, one = {"company_id": "C", "slot": 0}, {"company_id": "C", "slot": 1}
+    with engine.begin() as conn:
+        assert leases.claim_or_take_over(conn, zero, dead, 3600)  # free: a plain claim
+        assert leases.claim(conn, one, remote, 3600)
+        assert leases.claim_or_take_over(conn, zero, "me", 30)  # its holder's process is gone
+        assert not leases.claim_or_take_over(conn, one, "me", 30)  # another node's: maybe alive
+        assert not leases.claim_or_take_over(conn, zero, "you", 30)  # "me" is alive
+    assert (_holder_of(engine, 0), _holder_of(engine, 1)) == ("me", remote)
+    fake.now += 30
+    with engine.begin() as conn:
+        assert leases.claim_or_take_over(conn, zero, "you", 30)  # ran out
+    assert _holder_of(engine, 0) == "you"
+
+
+def test_many_rows_claimed_and_released_at_once_by_condition(slots):
+    # The dead letters' claim: rows named by a condition, the ones taken told by a column.
+    engine, leases, fake = slots
+    table = IntacctSlot.__table__
+    both = table.c.slot.in_([0, 1])
+    dead = f"{node()}:{_dead_pid()}:1:nonce"
+    with engine.begin() as conn:
+        assert leases.claim(conn, {"company_id": "C", "slot": 1}, dead, 3600)
+        assert leases.claim_many(conn, both, "a", 30, returning=table.c.slot) == [0]
+        free = leases.free_now(conn, both)
+        assert sorted(leases.claim_many(conn, both, "b", 30, returning=table.c.slot, free=free)) == [1]
+        assert leases.claim_many(conn, both, "c", 30, returning=table.c.slot) == []
+        assert leases.release_many(conn, both, "a") == 1
+        assert leases.release_many(conn, both, "a") == 0
+        assert leases.write_many(conn, both, "b", {"leased_until": fake.now + 60}) == 1
+    assert (_holder_of(engine, 0), _holder_of(engine, 1)) == (None, "b")
+
+
+def test_a_claimant_may_count_itself_as_gone_and_live_counts_only_unexpired_leases(slots):
+    # The watermarks' claim: claiming again what one holds renews it.
+    engine, leases, fake = slots
+    table = IntacctSlot.__table__
+    key = {"company_id": "C", "slot": 0}
+    with engine.begin() as conn:
+        assert leases.claim(conn, key, "a", 30)
+        assert not leases.claim(conn, key, "a", 30)
+        assert leases.claim(conn, key, "a", 60, free=leases.free_now(conn, key, also=["a"]))
+        assert conn.execute(select(table.c.slot).where(leases.live(fake.now + 59))).scalars().all() == [0]
+        assert conn.execute(select(table.c.slot).where(leases.live(fake.now + 60))).scalars().all() == []
+
+
+def test_a_lease_held_through_its_end_is_free_only_after_that_instant(engine):
+    # The breakers' probe: at the instant probe_until it is still taken.
+    fake = FakeTime()
+    table = IntacctSlot.__table__
+    leases = LeaseColumns(table, clock=fake.clock, held_through_end=True)
+    key = {"company_id": "C", "slot": 0}
+    with engine.begin() as conn:
+        conn.execute(insert(table), [key])
+        assert leases.claim(conn, key, "a", 30, now=50.0)  # the caller's clock, not ours
+        assert not leases.claim(conn, key, "b", 30, now=80.0)
+        assert conn.execute(select(table.c.slot).where(leases.live(80.0))).scalars().all() == [0]
+        assert conn.execute(select(table.c.slot).where(leases.live(80.5))).scalars().all() == []
+        assert leases.claim(conn, key, "b", 30, now=80.5, where=[table.c.company_id == "C"])
+        assert not leases.claim(conn, key, "c", 30, now=200.0, where=[table.c.company_id == "D"])
+        assert leases.unheld() == {"holder": None, "leased_until": None}
+    assert _holder_of(engine, 0) == "b"
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from observability.logging import get_logger
 from reliability.backoff import Backoff
 from reliability.errors import Transient
 from workers.backfill.importer import DEFAULT_PAGE_SIZE, LeaseLost, ResourceImporter
-from workers.backfill.lease import Heartbeat
+from workers.backfill.lease import heartbeat
 from workers.backfill.plan import resources
 from workers.backfill.progress import StatusReporter
 from workers.backfill.store import BackfillStore, Checkpoint
@@ -100,7 +100,7 @@ class BackfillRunner:
         )
         log.info("backfill_started", connection_id=connection_id, holder=holder)
         with (
-            Heartbeat(self._store, self._connections, connection_id, holder, opts.lease_seconds) as beat,
+            heartbeat(self._store, self._connections, connection_id, holder, opts.lease_seconds) as beat,
             ThreadPoolExecutor(opts.pipeline, thread_name_prefix=f"backfill-{connection_id[:8]}") as pool,
         ):
             importer = ResourceImporter(

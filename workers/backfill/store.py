@@ -15,10 +15,9 @@ from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import FlexsyncError
-from store.db import write_transaction
+from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
 from store.models import BackfillCheckpoint, BackfillRun
 
@@ -82,8 +81,7 @@ class BackfillStore:
         self._engine = engine
         self._clock = clock
         self._now = now
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._insert = sqlite.insert if self._sqlite else postgresql.insert
+        self._insert = conflict_insert(engine)
         self._leases = LeaseColumns(_runs, clock=clock)
 
     # -- scheduling -------------------------------------------------------------------------
@@ -124,8 +122,7 @@ class BackfillStore:
                 .where(_r.connection_id == connection_id)
                 .values(
                     state="pending",
-                    holder=None,
-                    leased_until=None,
+                    **self._leases.unheld(),
                     attempts=0,
                     error=None,
                     started_at=now,
@@ -144,9 +141,7 @@ class BackfillStore:
             changed = conn.execute(
                 update(_runs)
                 .where(_r.connection_id == connection_id, or_(_r.state.in_(LIVE_STATES), waiting))
-                .values(
-                    state="cancelled", holder=None, leased_until=None, resume_at=None, updated_at=self._now()
-                )
+                .values(state="cancelled", **self._leases.unheld(), resume_at=None, updated_at=self._now())
             ).rowcount
         return changed == 1
 
@@ -188,11 +183,10 @@ class BackfillStore:
         dead whose live lease may be taken. Raises :class:`RunBusy` or LookupError.
         """
         with self._engine.connect() as conn:
-            dead = self._leases.dead_holders(conn, {"connection_id": connection_id})
-        free = or_(
-            _r.state != "running",
-            self._leases.free(self._clock(), [*dead, holder, replacing or holder]),
-        )
+            lease_free = self._leases.free_now(
+                conn, {"connection_id": connection_id}, also=[holder, replacing or holder]
+            )
+        free = or_(_r.state != "running", lease_free)
         if self._take(connection_id, holder, lease_seconds, free):
             return
         run = self.get(connection_id)

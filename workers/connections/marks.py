@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import Engine, Table, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from store.db import conflict_insert
 from store.models import ProvisioningMark
 
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
@@ -39,7 +39,7 @@ class ProvisioningMarks:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._engine = engine
         self._clock = clock
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = conflict_insert(engine)
 
     def claim(self, connection_id: str, requested_at: datetime, kind: str, message_id: str) -> bool:
         """Take the request on if it is not older than the newest one seen; False when it is stale.

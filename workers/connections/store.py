@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from sqlalchemy import ColumnElement, Engine, Table, case, exists, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from reliability.errors import FlexsyncError
 from store.crypto import SecretBox
+from store.db import conflict_insert
 from store.models import CONNECTION_STATES, Connection
 
 _ROTATION_BATCH = 500
@@ -91,7 +91,7 @@ class ConnectionStore:
         self._engine = engine
         self._box = box
         self._clock = clock
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = conflict_insert(engine)
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
         """The connection with this id, or None."""

@@ -16,11 +16,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from reliability.leases import holder_is_dead
-from store.db import write_transaction
+from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
 from store.models import DeadLetterRecord
 
@@ -85,9 +83,8 @@ class DeadLetterStore:
         """Insert letters in one transaction; one already stored is skipped. Returns how many were new."""
         if not rows:
             return 0
-        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
         statement = (
-            dialect.insert(DeadLetterRecord)
+            conflict_insert(self._engine)(DeadLetterRecord)
             .on_conflict_do_nothing(index_elements=["letter_id"])
             .returning(DeadLetterRecord.letter_id)
         )
@@ -137,15 +134,16 @@ class DeadLetterStore:
         if not ids:
             return []
         table = DeadLetterRecord
+        rows = table.letter_id.in_(ids)
         with write_transaction(self._engine) as conn:
-            free = self._free(conn, ids)
-            return list(
-                conn.execute(
-                    update(table)
-                    .where(table.letter_id.in_(ids), table.state == STORED, free)
-                    .values(holder=holder, leased_until=self._leases.clock() + seconds)
-                    .returning(table.letter_id)
-                ).scalars()
+            return self._leases.claim_many(
+                conn,
+                rows,
+                holder,
+                seconds,
+                returning=self._leases.table.c.letter_id,
+                free=self._leases.free_now(conn, rows),
+                where=(table.state == STORED,),
             )
 
     def release(self, letter_ids: Iterable[str], holder: str) -> int:
@@ -153,13 +151,8 @@ class DeadLetterStore:
         ids = list(letter_ids)
         if not ids:
             return 0
-        table = DeadLetterRecord
         with write_transaction(self._engine) as conn:
-            return conn.execute(
-                update(table)
-                .where(table.letter_id.in_(ids), table.holder == holder)
-                .values(holder=None, leased_until=None)
-            ).rowcount
+            return self._leases.release_many(conn, DeadLetterRecord.letter_id.in_(ids), holder)
 
     def settle(
         self, letter_ids: Iterable[str], state: str, *, now: datetime | None = None, holder: str | None = None
@@ -175,20 +168,14 @@ class DeadLetterStore:
         moment = now or datetime.now(UTC)
         stamp = {"replayed_at": moment} if state == REPLAYED else {"purged_at": moment}
         table = DeadLetterRecord
+        rows = table.letter_id.in_(ids)
+        stored = (table.state == STORED,)
+        settled = {"state": state, **stamp}
         with write_transaction(self._engine) as conn:
-            ours = table.holder == holder if holder is not None else self._free(conn, ids)
-            result = conn.execute(
+            if holder is not None:
+                return self._leases.release_many(conn, rows, holder, values=settled, where=stored)
+            return conn.execute(
                 update(table)
-                .where(table.letter_id.in_(ids), table.state == STORED, ours)
-                .values(state=state, holder=None, leased_until=None, **stamp)
-            )
-        return result.rowcount
-
-    def _free(self, conn: Any, ids: list[str]) -> Any:
-        """The condition "no live replay holds it" for rows among ``ids``."""
-        held = conn.execute(
-            select(DeadLetterRecord.holder)
-            .distinct()
-            .where(DeadLetterRecord.letter_id.in_(ids), DeadLetterRecord.holder.is_not(None))
-        ).scalars()
-        return self._leases.free(self._leases.clock(), [h for h in held if holder_is_dead(h)])
+                .where(rows, *stored, self._leases.free_now(conn, rows))
+                .values(**settled, **self._leases.unheld())
+            ).rowcount

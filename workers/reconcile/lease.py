@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
 
 from reliability.errors import FlexsyncError
 from reliability.leases import Renewal
 from workers.reconcile.store import WatermarkStore
-
-T = TypeVar("T")
 
 
 class SweepInterrupted(FlexsyncError):
@@ -18,35 +15,30 @@ class SweepInterrupted(FlexsyncError):
     reason = "interrupted"
 
 
-class LeaseKeeper:
-    """Renews a claim at a third of its length while long streams flow through :meth:`stream`."""
+def sweep_lease(
+    watermarks: WatermarkStore,
+    connection_id: str,
+    resource: str,
+    holder: str,
+    lease: float,
+    monotonic: Callable[[], float],
+) -> Renewal:
+    """The claim on one (connection, resource), renewed at a third of its length between the items
+    of the long streams a pass reads (``stream``); ``renew`` raises
+    :class:`workers.reconcile.store.LeaseLost` when it is not ours any more."""
 
-    def __init__(
-        self,
-        watermarks: WatermarkStore,
-        connection_id: str,
-        resource: str,
-        holder: str,
-        lease: float,
-        monotonic: Callable[[], float],
-        should_stop: Callable[[], bool],
-    ) -> None:
-        def renew() -> bool:
-            watermarks.renew(connection_id, resource, holder, lease)
-            return True
+    def renew() -> bool:
+        watermarks.renew(connection_id, resource, holder, lease)
+        return True
 
-        self._renewal = Renewal(
-            renew, lease, name=f"reconcile {connection_id}/{resource}", monotonic=monotonic
-        )
-        self._should_stop = should_stop
+    return Renewal(renew, lease, name=f"reconcile {connection_id}/{resource}", monotonic=monotonic)
 
-    def stream(self, items: Iterable[T]) -> Iterator[T]:
-        for item in items:
-            if self._should_stop():
-                raise SweepInterrupted("stopping: the sweep ends without advancing its watermark")
-            yield item
-            self._renewal.tick()
 
-    def renew(self) -> None:
-        """Extend the lease now; :class:`workers.reconcile.store.LeaseLost` when it is not ours any more."""
-        self._renewal.renew()
+def interrupter(should_stop: Callable[[], bool]) -> Callable[[], None]:
+    """A check to run before each item of a pass: :class:`SweepInterrupted` once ``should_stop``."""
+
+    def check() -> None:
+        if should_stop():
+            raise SweepInterrupted("stopping: the sweep ends without advancing its watermark")
+
+    return check

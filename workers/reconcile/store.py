@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Engine, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from reliability.errors import LeaseLost
+from store.db import conflict_insert
 from store.leases import LeaseColumns
 from store.models import ReconcileWatermark
 
@@ -47,7 +47,7 @@ class WatermarkStore:
     def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._insert = conflict_insert(engine)
         self._leases = LeaseColumns(_table, holder="lease_holder", clock=clock)
 
     def get(self, connection_id: str, resource: str) -> Watermark | None:
@@ -74,8 +74,7 @@ class WatermarkStore:
                 .on_conflict_do_nothing(index_elements=[_c.connection_id, _c.resource])
             )
             # A claim again by the holder itself renews it; a dead local holder's is taken at once.
-            ours_or_dead = [holder, *self._leases.dead_holders(conn, key)]
-            free = self._leases.free(self._clock(), ours_or_dead)
+            free = self._leases.free_now(conn, key, also=[holder])
             if not self._leases.claim(conn, key, holder, ttl, free=free):
                 return None
             row = conn.execute(

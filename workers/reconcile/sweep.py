@@ -21,12 +21,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from observability.logging import get_logger
+from reliability.leases import Renewal
 from schemas.catalog import SyncedObject
 from schemas.mappings import mapping_for
 from workers.connections.store import ConnectionRecord
 from workers.reconcile.compare import Difference, IntacctRow, compare, intacct_row
 from workers.reconcile.events import Change, EventSender
-from workers.reconcile.lease import LeaseKeeper, SweepInterrupted
+from workers.reconcile.lease import SweepInterrupted, interrupter, sweep_lease
 from workers.reconcile.meter import CallMeter
 from workers.reconcile.store import Watermark, WatermarkStore
 
@@ -96,7 +97,7 @@ class ResourceSweeper:
         self._options = options or SweepOptions()
         self._clock = clock
         self._monotonic = monotonic
-        self._should_stop = should_stop
+        self._interrupt = interrupter(should_stop)
         self._meter = meter or CallMeter()
 
     def sweep(
@@ -162,14 +163,13 @@ class ResourceSweeper:
         started = self._clock()
         full = force_keyset or self._keyset_due(connection, watermark, started)
         since = None if full else self.start_of(connection, watermark)
-        lease = LeaseKeeper(
+        lease = sweep_lease(
             self._watermarks,
             connection.connection_id,
             synced.resource,
             self._holder,
             self._options.lease,
             self._monotonic,
-            self._should_stop,
         )
         # The Intacct client reports each call to the meter: counted as this pass's purpose.
         with self._meter.purpose("keyset" if full else "sweep"):
@@ -178,7 +178,9 @@ class ResourceSweeper:
         difference = Difference()
         if rows or full:
             difference = compare(
-                rows, lease.stream(self._stored(connection, synced, rows, full)), deletions=full
+                rows,
+                lease.stream(self._stored(connection, synced, rows, full), before=self._interrupt),
+                deletions=full,
             )
         observed = self._clock()
         changes = [Change(key, "update", version) for key, version in difference.updates]
@@ -219,7 +221,7 @@ class ResourceSweeper:
         return now - last >= self._options.keyset_interval
 
     def _intacct_rows(
-        self, connection: ConnectionRecord, synced: SyncedObject, since: datetime | None, lease: LeaseKeeper
+        self, connection: ConnectionRecord, synced: SyncedObject, since: datetime | None, lease: Renewal
     ) -> dict[str, IntacctRow]:
         skip = mapping_for(synced.resource).skip
         # Skip rules read the record's state (draft invoices are never imported).
@@ -230,7 +232,7 @@ class ResourceSweeper:
         rows = self._intacct.query_all(
             connection, synced.rest_path, fields=fields, filters=filters, size=self._options.page_size
         )
-        return {str(row["key"]): intacct_row(row, skip) for row in lease.stream(rows)}
+        return {str(row["key"]): intacct_row(row, skip) for row in lease.stream(rows, before=self._interrupt)}
 
 
 def _text(moment: datetime | None) -> str | None:

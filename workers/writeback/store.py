@@ -1,27 +1,25 @@
 """The payment postings table: one row per FlexPoint payment, the truth of its write-back.
 
 Every change of state is a compare-and-set ``UPDATE`` on the claim holder, so only the worker
-holding a payment's claim moves it on; the claim is a lease (holder + expiry) taken over after
-it runs out, or at once when its holder was a process on this node that is gone (SIGKILL).
+holding a payment's claim moves it on; the claim is a lease (holder + expiry, store/leases.py)
+taken over after it runs out, or at once when its holder was a process on this node that is
+gone (SIGKILL).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, Table, select, update
 
 from reliability.errors import LeaseLost
-
-# The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
-# one notion of "a holder on this node that is gone" for every lease in the service.
-from reliability.leases import holder_is_dead, new_holder, node
-from store.db import write_transaction
+from reliability.leases import new_holder
+from store.db import conflict_insert, write_transaction
+from store.leases import LeaseColumns
 from store.models import POSTING_STATES, PaymentPosting
 
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
@@ -83,14 +81,14 @@ class PostingStore:
         self._engine = engine
         self._clock = clock
         self._now = now
-        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
-        self._node = node()
+        self._insert = conflict_insert(engine)
+        self._leases = LeaseColumns(_table, holder="claim_holder", until="claim_until", clock=clock)
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, account_id: str, payment_id: str) -> Posting | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(_table).where(*_key(account_id, payment_id))).mappings().first()
+            row = conn.execute(select(_table).filter_by(**_key(account_id, payment_id))).mappings().first()
         return None if row is None else Posting(**row)
 
     def list(
@@ -121,20 +119,10 @@ class PostingStore:
         another live worker holds it."""
         self._ensure_row(account_id, payment_id, connection_id, requested_at)
         holder = new_holder()
-        now = self._clock()
-        free = or_(_c.claim_holder.is_(None), _c.claim_until <= now)
-        if self._take(account_id, payment_id, free, holder, now + lease_seconds):
-            return self._claimed(account_id, payment_id, holder)
-        current = self.get(account_id, payment_id)
-        if current is None or current.claim_holder is None:
-            return None  # released in between: the caller comes back later, nothing lost
-        if holder_is_dead(current.claim_holder, here=self._node):
-            taken = self._take(
-                account_id, payment_id, _c.claim_holder == current.claim_holder, holder, now + lease_seconds
-            )
-            if taken:
-                return self._claimed(account_id, payment_id, holder)
-        return None
+        with write_transaction(self._engine) as conn:
+            # Released in between, or held by a live worker: the caller comes back later.
+            taken = self._leases.claim_or_take_over(conn, _key(account_id, payment_id), holder, lease_seconds)
+        return self._claimed(account_id, payment_id, holder) if taken else None
 
     def renew(self, posting: Posting, lease_seconds: float) -> Posting:
         """Extend our claim to ``lease_seconds`` from now; :class:`LostClaim` if it is not ours."""
@@ -147,11 +135,7 @@ class PostingStore:
     def release(self, posting: Posting) -> None:
         """Give the claim back (only if still ours)."""
         with write_transaction(self._engine) as conn:
-            conn.execute(
-                update(_table)
-                .where(*_key(posting.account_id, posting.payment_id), _c.claim_holder == posting.claim_holder)
-                .values(claim_holder=None, claim_until=None)
-            )
+            self._leases.release(conn, _key(posting.account_id, posting.payment_id), posting.claim_holder)
 
     # -- state changes (under our claim) ------------------------------------------------------
 
@@ -185,7 +169,8 @@ class PostingStore:
         with write_transaction(self._engine) as conn:
             conn.execute(
                 update(_table)
-                .where(*_key(posting.account_id, posting.payment_id), _c.intacct_key.is_(None))
+                .filter_by(**_key(posting.account_id, posting.payment_id))
+                .where(_c.intacct_key.is_(None))
                 .values(
                     state="posted",
                     intacct_key=intacct_key,
@@ -244,17 +229,6 @@ class PostingStore:
                 .on_conflict_do_nothing()
             )
 
-    def _take(self, account_id: str, payment_id: str, condition: Any, holder: str, until: float) -> bool:
-        with write_transaction(self._engine) as conn:
-            return (
-                conn.execute(
-                    update(_table)
-                    .where(and_(*_key(account_id, payment_id), condition))
-                    .values(claim_holder=holder, claim_until=until)
-                ).rowcount
-                == 1
-            )
-
     def _claimed(self, account_id: str, payment_id: str, holder: str) -> Posting:
         current = self.get(account_id, payment_id)
         if current is None or current.claim_holder != holder:
@@ -264,18 +238,16 @@ class PostingStore:
     def _update(self, posting: Posting, **values: Any) -> Posting:
         values["updated_at"] = self._now()
         with write_transaction(self._engine) as conn:
-            updated = conn.execute(
-                update(_table)
-                .where(*_key(posting.account_id, posting.payment_id), _c.claim_holder == posting.claim_holder)
-                .values(**values)
-            ).rowcount
-        if updated != 1:
+            updated = self._leases.write(
+                conn, _key(posting.account_id, posting.payment_id), posting.claim_holder, values
+            )
+        if not updated:
             raise LostClaim(f"the claim on payment {posting.payment_id} is no longer ours")
         return _replace(posting, values)
 
 
-def _key(account_id: str, payment_id: str) -> Iterable[Any]:
-    return (_c.account_id == account_id, _c.payment_id == payment_id)
+def _key(account_id: str, payment_id: str) -> dict[str, str]:
+    return {"account_id": account_id, "payment_id": payment_id}
 
 
 def _new_row(account_id: str, payment_id: str, connection_id: str, now: datetime) -> dict[str, Any]:
