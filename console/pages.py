@@ -7,17 +7,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, request, url_for
-from sqlalchemy import func, select
 
 from console import actions
 from console.breakers import breaker_views, by_connection
 from console.parts import ConsoleParts
 from console.security import actor
 from processes.status import connection_status
-from store.models import POSTING_STATES, DeadLetterRecord
+from store.models import POSTING_STATES
 from workers.connections.messages import DISCONNECT_ROUTING_KEY
 from workers.connections.requests import disconnect_message, publish_message
-from workers.deadletters.store import LetterQuery
 from workers.writeback.store import PostingStore
 
 bp = Blueprint("pages", __name__)
@@ -65,15 +63,7 @@ def overview_series():
 
 
 def _errors_by_connection() -> dict[str, list[tuple[str, int]]]:
-    table = DeadLetterRecord
-    statement = LetterQuery().apply(
-        select(table.connection_id, table.reason, func.count()).group_by(table.connection_id, table.reason)
-    )
-    found: dict[str, list[tuple[str, int]]] = {}
-    with parts().engine.connect() as conn:
-        for connection_id, reason, n in conn.execute(statement).all():
-            found.setdefault(connection_id or "-", []).append((reason, n))
-    return {key: sorted(value, key=lambda item: -item[1]) for key, value in found.items()}
+    return parts().dead.counts_by_connection()
 
 
 @bp.get("/connections")

@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
-from sqlalchemy import select
 
 from broker.admin import start_publisher
 from console import actions
@@ -17,7 +16,6 @@ from console.security import actor
 from observability.logging import redactor
 from reliability.errors import OpsError
 from schemas.catalog import BY_RESOURCE
-from store.models import DeadLetterRecord
 from workers.deadletters.archive import ArchiveReplay
 from workers.deadletters.operations import query_of
 from workers.deadletters.selection import Selection, parse_moment
@@ -47,8 +45,7 @@ def _selection(filters: dict[str, str], ids: tuple[str, ...] = ()) -> Selection:
 
 
 def _reasons() -> list[str]:
-    with parts().engine.connect() as conn:
-        return sorted(r for (r,) in conn.execute(select(DeadLetterRecord.reason).distinct()).all())
+    return parts().dead.reasons()
 
 
 @bp.get("/dead")

@@ -179,3 +179,23 @@ class DeadLetterStore:
                 .where(rows, *stored, self._leases.free_now(conn, rows))
                 .values(**settled, **self._leases.unheld())
             ).rowcount
+
+    def reasons(self) -> list[str]:
+        """Every reason a stored letter has, whatever its state, sorted (the console's filter list)."""
+        with self._engine.connect() as conn:
+            return sorted(r for (r,) in conn.execute(select(DeadLetterRecord.reason).distinct()).all())
+
+    def counts_by_connection(self, query: LetterQuery | None = None) -> dict[str, list[tuple[str, int]]]:
+        """Letters matching ``query`` (default: those still stored) per connection and reason,
+        the most frequent reason first; letters with no connection are under ``-``."""
+        table = DeadLetterRecord
+        statement = (query or LetterQuery()).apply(
+            select(table.connection_id, table.reason, func.count()).group_by(
+                table.connection_id, table.reason
+            )
+        )
+        found: dict[str, list[tuple[str, int]]] = {}
+        with self._engine.connect() as conn:
+            for connection_id, reason, n in conn.execute(statement).all():
+                found.setdefault(connection_id or "-", []).append((reason, n))
+        return {key: sorted(value, key=lambda item: -item[1]) for key, value in found.items()}
