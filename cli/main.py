@@ -131,7 +131,7 @@ def connections() -> None:
 @connections.command("list")
 @click.pass_context
 def connections_list(ctx: click.Context) -> None:
-    """List connections with their state (never their secrets)."""
+    """List connections with their state and pinned Sage tenant (never their secrets)."""
     store = parts_of(ctx).connections
     rows = store.list()
     if not rows:
@@ -139,7 +139,8 @@ def connections_list(ctx: click.Context) -> None:
     for record in rows:
         click.echo(
             f"{record.connection_id}  {record.state:<12}  account={record.account_id}  "
-            f"company={record.company_id}  entity={record.entity_id or '-'}"
+            f"company={record.company_id}  entity={record.entity_id or '-'}  "
+            f"tenant={record.tenant_id or '-'}"
         )
 
 

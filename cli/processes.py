@@ -25,7 +25,7 @@ def web(ctx: click.Context, workers: int | None, threads: int) -> None:
     """Run the webhook receiver on $PORT (the Procfile's `web`)."""
     settings = settings_of(ctx)
     if settings.is_production:
-        settings.require("INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER", process="web")
+        settings.require_webhook_scheme(process="web")
     prepare_database(settings)
     declare_topology_or_fail(settings, required=False)
     from processes.web import run

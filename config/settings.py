@@ -23,6 +23,13 @@ DEFAULT_CLIENT_ID = "4d02d25de337869dfecd.app.sage.com"
 DEFAULT_SENDER_ID = "LendARR"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ENVIRONMENTS = ("production", "development", "test")
+WEBHOOK_SCHEMES = ("sage-signature", "bearer-jwks", "any")
+# What verifying webhooks needs, per INTACCT_WEBHOOK_SCHEME (`any` judges each scheme in full).
+_SCHEME_NEEDS = {
+    "sage-signature": ("INTACCT_CLIENT_SECRET",),
+    "bearer-jwks": ("INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER"),
+    "any": ("INTACCT_CLIENT_SECRET", "INTACCT_WEBHOOK_JWKS_URL", "INTACCT_WEBHOOK_ISSUER"),
+}
 # RabbitMQ's x-max-age syntax: a whole number followed by Y, M, D, h, m or s.
 _MAX_AGE = re.compile(r"^[1-9][0-9]*(Y|M|D|h|m|s)$")
 
@@ -173,6 +180,8 @@ class Settings:
     public_base_url: str | None = None
     intacct_max_concurrency_per_company: int = 2
     reconcile_interval_seconds: int = 900
+    # How Intacct's webhooks prove themselves (the brief's "Inbound webhook contract").
+    intacct_webhook_scheme: str = "sage-signature"
     # The sweep's Intacct budget (docs/operations.md): "budget" sweeps a resource every
     # quiet interval unless a gap is known; "fixed" is the old every-interval schedule.
     reconcile_schedule: str = "budget"
@@ -210,6 +219,20 @@ class Settings:
         return max_age_seconds(self.archive_max_age)
 
     @property
+    def intacct_client_secrets(self) -> tuple[str, ...]:
+        """INTACCT_CLIENT_SECRET's comma-separated secrets, current first (several during a rotation)."""
+        return tuple(part.strip() for part in (self.intacct_client_secret or "").split(",") if part.strip())
+
+    def require_webhook_scheme(self, *, process: str) -> None:
+        """Stop start-up when the variables INTACCT_WEBHOOK_SCHEME needs are unset."""
+        for name in _SCHEME_NEEDS[self.intacct_webhook_scheme]:
+            if getattr(self, name.lower()) in (None, "", ()):
+                raise SettingsError(
+                    f"{name} is required by INTACCT_WEBHOOK_SCHEME={self.intacct_webhook_scheme} "
+                    f"(the {process} process); set it in the environment"
+                )
+
+    @property
     def is_production(self) -> bool:
         return self.flexsync_env == "production"
 
@@ -241,6 +264,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "PUBLIC_BASE_URL": _url(("http", "https")),
     "INTACCT_MAX_CONCURRENCY_PER_COMPANY": _positive_int,
     "RECONCILE_INTERVAL_SECONDS": _positive_int,
+    "INTACCT_WEBHOOK_SCHEME": _choice(WEBHOOK_SCHEMES),
     "RECONCILE_SCHEDULE": _choice(("budget", "fixed")),
     "RECONCILE_QUIET_INTERVAL_SECONDS": _positive_int,
     "ARCHIVE_MAX_AGE": _max_age,

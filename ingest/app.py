@@ -33,7 +33,8 @@ from workers.connections.store import ConnectionStore
 
 log = get_logger(__name__)
 
-# Intacct retries a refused delivery within minutes; a day of keys covers that many times over.
+# Sage asks that keys be kept at least 24 hours; Intacct retries within minutes. Three days
+# covers both many times over (tests/test_receiver.py holds it to at least 24 hours).
 DELIVERY_RETENTION = timedelta(days=3)
 HOUSEKEEPING_INTERVAL_SECONDS = 600.0
 # While the change listener is not consuming, a connection's change shows within this long.

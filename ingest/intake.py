@@ -21,21 +21,15 @@ from typing import Any, Protocol
 from marshmallow import ValidationError
 
 from broker.publisher import PublishError, PublishTimeout
-from ingest.auth import (
-    AuthenticationError,
-    HmacVerifier,
-    JwtVerifier,
-    KeySourceUnavailable,
-    TrustedContextVerifier,
-    company_claim_matches,
-    parse_bearer,
-)
+from ingest.auth import AuthenticationError, KeySourceUnavailable, _same
 from ingest.body import BodyLoader
 from ingest.door import ConfirmedPublisher, EventDoor
 from ingest.errors import WebhookRefused, unavailable
 from ingest.ledger import DeliveryLookup
 from ingest.messages import WebhookBodySchema, is_utf8_json
 from ingest.recent import DeliveryAbandoned, RecentDeliveries
+from ingest.sage_signature import SAGE_SIGNATURE_HEADER
+from ingest.verification import HMAC_HEADER, TRUSTED_CONTEXT_HEADER, NotConfigured, Verified, WebhookVerifier
 from observability.logging import bind_request_context, get_logger
 from schemas.catalog import ACTIONS, SyncedObject, lookup
 from workers.connections.store import ConnectionRecord, RefreshingLookup
@@ -43,11 +37,17 @@ from workers.connections.store import ConnectionRecord, RefreshingLookup
 log = get_logger(__name__)
 _DEBUG = logging.getLogger(__name__)
 
-IDEMPOTENCY_HEADERS = ("Idempotency-Key", "X-Idempotency-Key")
-SIGNATURE_HEADER = "X-FlexPoint-Signature"
-TRUSTED_CONTEXT_HEADER = "X-Trusted-Context"
+# In the brief's order: the first one a delivery carries is its key.
+IDEMPOTENCY_HEADERS = ("Idempotency-Key", "X-IdempotencyKey", "X-Idempotency-Key")
+SIGNATURE_HEADER = HMAC_HEADER
 # Every request header the checks read; :meth:`WebhookIntake.accept` is given these, by name.
-REQUEST_HEADERS = ("Authorization", TRUSTED_CONTEXT_HEADER, SIGNATURE_HEADER, *IDEMPOTENCY_HEADERS)
+REQUEST_HEADERS = (
+    "Authorization",
+    TRUSTED_CONTEXT_HEADER,
+    SAGE_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    *IDEMPOTENCY_HEADERS,
+)
 _CONNECTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_KEY_LENGTH = 200
 # Event ids derived from idempotency keys live in their own UUID namespace.
@@ -63,6 +63,7 @@ _CONNECTION_REFUSALS = frozenset(
         "bad_signature",
         "signing_not_configured",
         "company_mismatch",
+        "tenant_mismatch",
     }
 )
 
@@ -75,6 +76,10 @@ class _Checked:
     scheme: str
     document: dict[str, Any]
     body: dict[str, Any]
+
+
+class TenantPins(Protocol):
+    def pin_tenant(self, connection_id: str, tenant_id: str) -> str | None: ...
 
 
 class Ledger(Protocol):
@@ -115,9 +120,8 @@ class WebhookIntake:
         ledger: Ledger,
         recorder: Recorder,
         publisher: ConfirmedPublisher,
-        jwt_verifier: JwtVerifier | None,
-        trusted_context: TrustedContextVerifier,
-        hmac_verifier: HmacVerifier,
+        verifier: WebhookVerifier,
+        tenant_pins: TenantPins,
         confirm_timeout: float,
         retry_after: int,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -127,9 +131,8 @@ class WebhookIntake:
         self._recorder = recorder
         self._recent = RecentDeliveries()
         self._door = EventDoor(publisher)
-        self._jwt = jwt_verifier
-        self._trusted_context = trusted_context
-        self._hmac = hmac_verifier
+        self._verifier = verifier
+        self._pins = tenant_pins
         self._confirm_timeout = confirm_timeout
         self._retry_after = retry_after
         self._now = now
@@ -184,27 +187,13 @@ class WebhookIntake:
 
     def _authenticate(self, connection: ConnectionRecord, headers: Mapping[str, str], raw_body: bytes) -> str:
         try:
-            token = parse_bearer(headers.get("Authorization"))
-            if token is not None:
-                if self._jwt is None:
-                    log.error(
-                        "jwt_not_configured", hint="set INTACCT_WEBHOOK_JWKS_URL and INTACCT_WEBHOOK_ISSUER"
-                    )
-                    raise AuthenticationError(
-                        "jwt_not_configured", "This service cannot verify Intacct tokens yet."
-                    )
-                claims = self._jwt.verify(token)
-                company_claim_matches(claims, connection.company_id)
-                self._trusted_context.verify(headers.get(TRUSTED_CONTEXT_HEADER), connection.company_id)
-                return "jwt"
-            signature = headers.get(SIGNATURE_HEADER)
-            if signature is not None:
-                self._hmac.verify(signature, raw_body, connection.webhook_secrets)
-                return "hmac"
-            raise AuthenticationError(
-                "missing_credentials",
-                f"Send an Authorization: Bearer token or an {SIGNATURE_HEADER} header.",
-            )
+            verified = self._verifier.verify(connection, headers, raw_body)
+            if verified.tenant_id is not None:
+                self._check_tenant(connection, verified)
+            return verified.scheme
+        except NotConfigured as exc:
+            log.error("webhook_scheme_not_configured", reason=exc.code, scheme=self._verifier.scheme)
+            raise WebhookRefused(401, exc.code, exc.message) from None
         except AuthenticationError as exc:
             log.info("webhook_unauthenticated", reason=exc.code)
             raise WebhookRefused(401, exc.code, exc.message) from None
@@ -215,6 +204,22 @@ class WebhookIntake:
                 "Signing keys cannot be fetched right now; retry later.",
                 self._retry_after,
             ) from None
+
+    def _check_tenant(self, connection: ConnectionRecord, verified: Verified) -> None:
+        """The tenant pin: the first Sage-signed delivery after connect pins its tenant_id."""
+        assert verified.tenant_id is not None
+        pinned = connection.tenant_id
+        if pinned is None:
+            # Atomic in the store: of two first deliveries at once, one tenant wins.
+            pinned = self._pins.pin_tenant(connection.connection_id, verified.tenant_id)
+            self._connections.refresh(connection.connection_id)
+            if pinned == verified.tenant_id:
+                log.info("webhook_tenant_pinned")
+        if pinned is None or not _same(pinned, verified.tenant_id):
+            raise AuthenticationError(
+                "tenant_mismatch",
+                "The signature is for another Sage Intacct tenant than the one this connection serves.",
+            )
 
     def _parse(self, raw_body: bytes, connection: ConnectionRecord) -> tuple[dict[str, Any], dict[str, Any]]:
         """The body as received and as loaded by the schema."""

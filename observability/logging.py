@@ -167,6 +167,8 @@ def configure_logging(settings: Any, *, stream: Any = None) -> None:
     """
     register_secret(
         settings.intacct_client_secret,
+        # Each of a rotation's secrets on its own, wherever one turns up alone.
+        *settings.intacct_client_secrets,
         settings.intacct_sender_password,
         settings.flexpoint_api_token,
         *settings.flexsync_secret_key,

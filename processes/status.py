@@ -48,6 +48,7 @@ class ConnectionStatus:
     last_event: datetime | None
     reconciled_to: datetime | None
     backfill: str = "-"  # the historical import: its state, and records imported so far
+    tenant_id: str | None = None  # the Sage tenant pinned by its first Sage-signed webhook
 
     def lag(self, now: datetime) -> timedelta | None:
         """How far FlexPoint may be behind Intacct: changes older than the connection's oldest
@@ -156,6 +157,7 @@ def connection_status(engine: Engine, *, clock: Callable[[], float] = time.time)
             last_event=_aware(row.last),
             reconciled_to=_aware(row.created_at) if row.unswept else _aware(row.mark),
             backfill=_backfill(row.backfill_state, row.done, row.resume_at, clock()),
+            tenant_id=row.intacct_tenant_id,
         )
         for row in rows
     ]

@@ -17,6 +17,8 @@ from ingest.connection_changes import ConnectionChangeListener
 from ingest.gaps import GapReporter, GapStore
 from ingest.intake import WebhookIntake
 from ingest.ledger import BatchRecorder, DeliveryLedger
+from ingest.sage_signature import SageSignatureVerifier
+from ingest.verification import WebhookVerifier
 from observability.metrics import ReceiverMetrics
 from processes.parts import ProcessParts
 from workers.connections.store import CachedConnectionLookup
@@ -67,14 +69,25 @@ def build(
                 "change listener", ConnectionChangeListener(settings.amqp_url, connections)
             )
             listener.start(wait=2.0)
+        sage_verifier = None
+        if settings.intacct_client_secrets:
+            sage_verifier = SageSignatureVerifier(
+                settings.intacct_client_secrets, leeway_seconds=settings.jwt_leeway_seconds
+            )
+        verifier = WebhookVerifier(
+            settings.intacct_webhook_scheme,
+            sage=sage_verifier,
+            jwt=jwt_verifier,
+            trusted_context=TrustedContextVerifier(settings.intacct_client_id),
+            hmac=HmacVerifier(tolerance_seconds=settings.hmac_tolerance_seconds),
+        )
         intake = WebhookIntake(
             connections=connections,
             ledger=ledger,
             recorder=recorder,
             publisher=publisher,
-            jwt_verifier=jwt_verifier,
-            trusted_context=TrustedContextVerifier(settings.intacct_client_id),
-            hmac_verifier=HmacVerifier(tolerance_seconds=settings.hmac_tolerance_seconds),
+            verifier=verifier,
+            tenant_pins=parts.connections,
             confirm_timeout=settings.publish_confirm_timeout,
             retry_after=settings.retry_after_seconds,
         )

@@ -75,6 +75,8 @@ class Connection(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     disconnected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Sage Intacct's tenant_id, pinned by the first Sage-signed webhook after connect.
+    intacct_tenant_id: Mapped[str | None] = mapped_column(String(256))
 
     __table_args__ = (
         # One account has at most one live connection; a disconnected one stays as history and

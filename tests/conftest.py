@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,9 @@ pytest_plugins = ["tests.databases"]
 
 ISSUER = "https://intacct.test/webhooks"
 CLIENT_ID = "4d02d25de337869dfecd.app.sage.com"
+# The application's client secret Sage signs X-IA-Sage-Signature with (HS256).
+APP_SECRET = "test-app-client-secret-0123456789abcdef"
+TENANT = "tenant-acme-0001"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -266,6 +270,44 @@ def jwks_url(signing_keys: SigningKeys) -> Iterator[str]:
     server.shutdown()
 
 
+def sage_signature(
+    body: bytes,
+    *,
+    secret: str = APP_SECRET,
+    tenant_id: str = TENANT,
+    now: float | None = None,
+    exp_unit: str = "ms",
+    envelope: bool = False,
+    algorithm: str = "HS256",
+    **changes: Any,
+) -> str:
+    """An ``X-IA-Sage-Signature`` value as Sage's guide describes it, built from the contract:
+    HS256 over the client secret, ``iat`` in milliseconds, ``exp`` an hour on (in ``exp_unit``),
+    ``payload_signature`` the hex SHA-256 of ``body``. ``changes`` override claims (None drops one)."""
+    issued = time.time() if now is None else now
+    claims: dict[str, Any] = {
+        "iss": "Sage Intacct",
+        "iat": int(issued * 1000),
+        "exp": int((issued + 3600) * 1000) if exp_unit == "ms" else int(issued + 3600),
+        "payload_signature": hashlib.sha256(body).hexdigest(),
+        "payload_signature_alg": "SHA-256",
+        "tenant_id": tenant_id,
+        "app_id": CLIENT_ID,
+    }
+    claims.update(changes)
+    claims = {name: value for name, value in claims.items() if value is not None}
+    token = jwt.encode(claims, secret, algorithm=algorithm)
+    if not envelope:
+        return token
+    return base64.b64encode(json.dumps({"clientId": CLIENT_ID, "jwtData": token}).encode()).decode()
+
+
+def client_context(company_id: str = "ACME-CO") -> str:
+    """Sage's unsigned ``x-clientcontext``: base64 JSON describing the trigger."""
+    context = {"COMPANY": company_id, "OBJECTNAME": "ARINVOICE", "EVENT": "set", "EVENTNAME": "After Set"}
+    return base64.b64encode(json.dumps(context).encode()).decode()
+
+
 def trusted_context(company_id: str, client_id: str = CLIENT_ID) -> str:
     return base64.b64encode(json.dumps({"clientId": client_id, "companyId": company_id}).encode()).decode()
 
@@ -288,7 +330,17 @@ def running_receiver(settings: Settings) -> Iterator[Receiver]:
 
 @pytest.fixture
 def receiver(settings, jwks_url, broker):
-    with running_receiver(settings.with_overrides(intacct_webhook_jwks_url=jwks_url)) as running:
+    """A receiver verifying bearer JWTs from the test JWKS (and HMAC), as before issue 29."""
+    with running_receiver(
+        settings.with_overrides(intacct_webhook_jwks_url=jwks_url, intacct_webhook_scheme="bearer-jwks")
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def sage_receiver(settings, broker):
+    """A receiver in the default scheme, sage-signature, with the test application secret."""
+    with running_receiver(settings.with_overrides(intacct_client_secret=APP_SECRET)) as running:
         yield running
 
 
@@ -332,6 +384,17 @@ class Receiver:
             self.url(connection_id), data=raw, content_type=content_type, headers=headers
         )
 
+    def post_sage(self, body: dict | bytes, signature: str | None = None, **headers):
+        """Post as Sage does: X-IA-Sage-Signature over these very bytes, x-clientcontext, and
+        both idempotency headers when ``key`` is given."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        key = headers.pop("key", None)
+        sent = {"X-IA-Sage-Signature": signature or sage_signature(raw), "x-clientcontext": client_context()}
+        if key:
+            sent.update({"Idempotency-Key": key, "X-IdempotencyKey": key})
+        sent.update(headers)
+        return self.client.post(self.url(), data=raw, content_type="application/json", headers=sent)
+
     def post_jwt(self, body: dict, token: str, context: str | None, **headers):
         headers = {"Authorization": f"Bearer {token}", **headers}
         if context is not None:
@@ -364,9 +427,11 @@ def intacct(tmp_path):
 
 @pytest.fixture
 def live_receiver(settings, intacct, broker):
-    """The receiver on a real port, trusting the simulator's JWKS and issuer."""
+    """The receiver on a real port, trusting the simulator's client secret, JWKS and issuer."""
     settings = settings.with_overrides(
-        intacct_webhook_jwks_url=intacct.jwks_url, intacct_webhook_issuer=intacct.config.issuer
+        intacct_webhook_jwks_url=intacct.jwks_url,
+        intacct_webhook_issuer=intacct.config.issuer,
+        intacct_client_secret=intacct.config.client_secret,
     )
     with running_receiver(settings) as receiver:
         server = make_server("127.0.0.1", 0, receiver.app, threaded=True)

@@ -46,6 +46,7 @@ def test_every_variable_of_the_brief_is_read():
         "PUBLIC_BASE_URL",
         "INTACCT_MAX_CONCURRENCY_PER_COMPANY",
         "RECONCILE_INTERVAL_SECONDS",
+        "INTACCT_WEBHOOK_SCHEME",
         "ARCHIVE_MAX_AGE",
         "LOG_LEVEL",
         "LOG_FORMAT",
@@ -133,6 +134,43 @@ def test_a_process_names_what_it_needs():
     settings = load_settings({"FLEXSYNC_SECRET_KEY": KEY})
     with pytest.raises(SettingsError, match="INTACCT_WEBHOOK_JWKS_URL is required by the web process"):
         settings.require("INTACCT_WEBHOOK_JWKS_URL", process="web")
+
+
+def test_the_webhook_scheme_defaults_to_sage_signature_and_is_checked():
+    assert load_settings({"FLEXSYNC_SECRET_KEY": KEY}).intacct_webhook_scheme == "sage-signature"
+    for scheme in ("sage-signature", "bearer-jwks", "any"):
+        environ = {"FLEXSYNC_SECRET_KEY": KEY, "INTACCT_WEBHOOK_SCHEME": f" {scheme.upper()} "}
+        assert load_settings(environ).intacct_webhook_scheme == scheme
+    with pytest.raises(SettingsError, match="INTACCT_WEBHOOK_SCHEME is malformed: expected one of"):
+        load_settings({"FLEXSYNC_SECRET_KEY": KEY, "INTACCT_WEBHOOK_SCHEME": "jwt"})
+
+
+@pytest.mark.parametrize(
+    ("scheme", "given", "missing"),
+    [
+        ("sage-signature", {}, "INTACCT_CLIENT_SECRET"),
+        ("bearer-jwks", {"INTACCT_WEBHOOK_ISSUER": "https://i"}, "INTACCT_WEBHOOK_JWKS_URL"),
+        ("bearer-jwks", {"INTACCT_WEBHOOK_JWKS_URL": "https://i/jwks"}, "INTACCT_WEBHOOK_ISSUER"),
+        (
+            "any",
+            {"INTACCT_WEBHOOK_JWKS_URL": "https://i/jwks", "INTACCT_WEBHOOK_ISSUER": "i"},
+            "INTACCT_CLIENT_SECRET",
+        ),
+        ("any", {"INTACCT_CLIENT_SECRET": "s"}, "INTACCT_WEBHOOK_JWKS_URL"),
+    ],
+)
+def test_the_web_process_requires_what_its_webhook_scheme_needs(scheme, given, missing):
+    settings = load_settings({"FLEXSYNC_SECRET_KEY": KEY, "INTACCT_WEBHOOK_SCHEME": scheme, **given})
+    with pytest.raises(SettingsError, match=f"^{missing} is required by INTACCT_WEBHOOK_SCHEME={scheme}"):
+        settings.require_webhook_scheme(process="web")
+
+
+def test_a_complete_scheme_passes_and_several_client_secrets_are_split():
+    settings = load_settings(
+        {"FLEXSYNC_SECRET_KEY": KEY, "INTACCT_CLIENT_SECRET": " new-secret , old-secret ,"}
+    )
+    settings.require_webhook_scheme(process="web")  # raises nothing
+    assert settings.intacct_client_secrets == ("new-secret", "old-secret")
 
 
 def test_secrets_never_appear_in_the_settings_repr():

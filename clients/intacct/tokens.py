@@ -76,7 +76,8 @@ class TokenProvider:
     ) -> None:
         self._url = f"{settings.intacct_api_url}/{TOKEN_PATH}"
         self._client_id = settings.intacct_client_id
-        self._client_secret = settings.intacct_client_secret or ""
+        # The current secret: during a rotation the others only still verify webhooks.
+        self._client_secret = next(iter(settings.intacct_client_secrets), "")
         self._session = session
         self._clock = clock
         self._timeout = timeout

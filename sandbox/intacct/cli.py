@@ -147,6 +147,21 @@ def intacct(ctx: click.Context, url: str, admin_token: str | None) -> None:
 )
 @click.option("--fault-seed", type=int, default=None, help="seed the fault RNG for a repeatable run")
 @click.option(
+    "--webhook-scheme",
+    type=click.Choice(["sage-signature", "bearer-jwks", "any"], case_sensitive=False),
+    default="sage-signature",
+    show_default=True,
+    envvar="INTACCT_WEBHOOK_SCHEME",
+    help="how webhooks are signed (the service's setting; any signs as sage-signature)",
+)
+@click.option(
+    "--sage-signature-form",
+    type=click.Choice(["alternate", "bare", "envelope"]),
+    default="alternate",
+    show_default=True,
+    help="X-IA-Sage-Signature as the bare JWT, base64 JSON with jwtData, or each in turn",
+)
+@click.option(
     "--admin-token",
     "serve_admin_token",
     envvar="FLEXSYNC_SANDBOX_INTACCT_ADMIN_TOKEN",
@@ -169,6 +184,8 @@ def serve(
     timeout_rate: float,
     timeout_hold: float,
     fault_seed: int | None,
+    webhook_scheme: str,
+    sage_signature_form: str,
     serve_admin_token: str | None,
 ) -> None:
     """Run the simulator until SIGTERM/SIGINT."""
@@ -195,6 +212,8 @@ def serve(
             timeout_rate=timeout_rate,
             timeout_hold_seconds=timeout_hold,
             fault_seed=fault_seed,
+            webhook_scheme="sage-signature" if webhook_scheme.lower() == "any" else webhook_scheme.lower(),
+            sage_signature_form=sage_signature_form,
             admin_token=serve_admin_token,
         )
         from .simulator import fault_settings

@@ -44,6 +44,11 @@ class SimulatorConfig:
     webhook_workers: int = 4
     webhook_timeout_seconds: float = 10.0
     webhook_jwt_ttl_seconds: int = 300
+    # How deliveries are signed: "sage-signature" (Sage's current guide) or "bearer-jwks"; and
+    # which form of X-IA-Sage-Signature: "alternate" (bare JWT, then base64 JSON with jwtData),
+    # "bare" or "envelope".
+    webhook_scheme: str = "sage-signature"
+    sage_signature_form: str = "alternate"
     # When set, every /sandbox/* admin call needs "Authorization: Bearer <admin_token>".
     admin_token: str | None = field(default=None, repr=False)
 
@@ -57,6 +62,10 @@ class SimulatorConfig:
             raise ValueError("time_scale cannot be negative")
         if self.webhook_workers < 1:
             raise ValueError("webhook_workers must be at least 1")
+        if self.webhook_scheme not in ("sage-signature", "bearer-jwks"):
+            raise ValueError("webhook_scheme must be sage-signature or bearer-jwks")
+        if self.sage_signature_form not in ("alternate", "bare", "envelope"):
+            raise ValueError("sage_signature_form must be alternate, bare or envelope")
 
     @property
     def database_path(self) -> Path:

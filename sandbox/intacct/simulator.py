@@ -18,7 +18,7 @@ from .errors import IntacctError
 from .faults import FaultInjector, FaultSettings
 from .keys import SigningKey
 from .limits import ConcurrencyLimiter
-from .objects import ObjectType
+from .objects import OBJECT_TYPES, ObjectType
 from .payments import PaymentService
 from .records import Change, RecordService
 from .stats import CallStats
@@ -79,6 +79,9 @@ class Simulator:
             workers=config.webhook_workers,
             timeout_seconds=config.webhook_timeout_seconds,
             jwt_ttl_seconds=config.webhook_jwt_ttl_seconds,
+            scheme=config.webhook_scheme,
+            client_secret=config.client_secret,
+            sage_form=config.sage_signature_form,
             clock=clock,
         )
         self.records = RecordService(self.store, clock=clock, notify=self.fire)
@@ -169,6 +172,19 @@ class Simulator:
             company_id=change.company_id,
             occurred_at=change.occurred_at,
         )
+        rest_object = next(
+            (path for path, kind in OBJECT_TYPES.items() if kind.intacct_object == change.intacct_object),
+            None,
+        )
         self.webhooks.submit(
-            WebhookEvent(change.company_id, url, body, change.intacct_object, change.action, change.key)
+            WebhookEvent(
+                change.company_id,
+                url,
+                body,
+                change.intacct_object,
+                change.action,
+                change.key,
+                record_id=change.record_id,
+                rest_object=rest_object,
+            )
         )

@@ -1,7 +1,18 @@
 """Webhook delivery, as Sage's Platform Triggers do it: signed POSTs retried on a fixed schedule.
 
-Each event gets an ``Idempotency-Key`` (its event id) repeated on every attempt, a freshly
-signed RS256 JWT and an ``X-Trusted-Context``. Retries follow 408/429/500/502/503/504 and
+Each event gets its event id as ``Idempotency-Key`` and ``X-IdempotencyKey``, repeated on every
+attempt, and is signed afresh on each attempt in the configured scheme, built from Sage's guide:
+
+- ``sage-signature`` (Sage's current "Outbound webhooks" guide): ``X-IA-Sage-Signature`` with an
+  HS256 JWT over the application's client secret (``iss`` ``Sage Intacct``, ``iat`` in epoch
+  milliseconds, ``exp`` an hour later, ``payload_signature`` the hex SHA-256 of the body,
+  ``payload_signature_alg``, the company's ``tenant_id``, ``app_id``), the header being the JWT
+  itself or base64 JSON with it in ``jwtData`` (alternately, unless one form is configured); the
+  same JWT as ``Authorization: Bearer``; and the unsigned base64 JSON ``x-clientcontext``.
+- ``bearer-jwks`` (the 2025 early-adopter notes): an RS256 JWT from the simulator's JWKS in
+  ``Authorization: Bearer``, and ``X-Trusted-Context``.
+
+Retries follow 408/429/500/502/503/504 and
 connection failures after 10 s, 30 s and 90 s (times the configured time scale), 4 attempts in
 all, then the event is dropped. Attempts run on a bounded thread pool; a scheduler thread
 holds the waiting retries. Every attempt is recorded in a bounded, inspectable log.
@@ -10,6 +21,7 @@ holds the waiting retries. Every attempt is recorded in a bounded, inspectable l
 from __future__ import annotations
 
 import base64
+import hashlib
 import heapq
 import itertools
 import json
@@ -23,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 import requests
 
 from sandbox.logs import get_logger
@@ -33,8 +46,20 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_DELAYS_SECONDS = (10.0, 30.0, 90.0)
 MAX_ATTEMPTS = len(RETRY_DELAYS_SECONDS) + 1
 _LOG_CAPACITY = 10_000
+SCHEMES = ("sage-signature", "bearer-jwks")
+SAGE_FORMS = ("alternate", "bare", "envelope")
+SAGE_ISSUER = "Sage Intacct"
+SAGE_TOKEN_TTL_MS = 3_600_000
+# Tenant ids are derived from the company id in this namespace: stable, distinct per company.
+_TENANT_NAMESPACE = uuid.UUID("0c6d3f0e-8a51-4c1e-b7e4-2f3f6a1d9b42")
+_EVENT_NAMES = {"add": "After Add", "set": "After Set", "delete": "After Delete"}
 
 log = get_logger(__name__)
+
+
+def tenant_id(company_id: str) -> str:
+    """The Sage tenant id the simulator gives a company (the ``tenant_id`` claim)."""
+    return str(uuid.uuid5(_TENANT_NAMESPACE, company_id))
 
 
 def rfc3339(moment: float) -> str:
@@ -54,6 +79,8 @@ class WebhookEvent:
     key: str
     event_id: str = ""
     attempts: int = 0
+    record_id: str | None = None
+    rest_object: str | None = None  # the REST object path, for x-clientcontext
 
     def __post_init__(self) -> None:
         self.event_id = self.event_id or str(uuid.uuid4())
@@ -75,6 +102,22 @@ def event_body(
     ).encode()
 
 
+def _client_context(event: WebhookEvent) -> dict[str, Any]:
+    """Sage's ``x-clientcontext``: what fired the trigger (unsigned, so proof of nothing)."""
+    return {
+        "COMPANY": event.company_id,
+        "ENTITY": "",
+        "USER": "",
+        "OBJECTNAME": event.intacct_object,
+        "RESTOBJECTNAME": event.rest_object or "",
+        "DOCTYPE": "",
+        "ID": event.record_id or "",
+        "VID": event.key,
+        "EVENT": event.action,
+        "EVENTNAME": _EVENT_NAMES.get(event.action, event.action),
+    }
+
+
 class WebhookDispatcher:
     """Delivers :class:`WebhookEvent` s in the background; :meth:`submit` never blocks on HTTP."""
 
@@ -88,8 +131,21 @@ class WebhookDispatcher:
         workers: int,
         timeout_seconds: float,
         jwt_ttl_seconds: int,
+        scheme: str = "sage-signature",
+        client_secret: str = "",
+        sage_form: str = "alternate",
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if scheme not in SCHEMES:
+            raise ValueError(f"webhook scheme must be one of {', '.join(SCHEMES)}")
+        if sage_form not in SAGE_FORMS:
+            raise ValueError(f"sage signature form must be one of {', '.join(SAGE_FORMS)}")
+        if scheme == "sage-signature" and not client_secret:
+            raise ValueError("the sage-signature scheme needs the application's client secret")
+        self._scheme = scheme
+        self._client_secret = client_secret
+        self._sage_form = sage_form
+        self._forms = itertools.count()
         self._key = key
         self._issuer = issuer
         self._client_id = client_id
@@ -156,6 +212,43 @@ class WebhookDispatcher:
     # -- delivery ---------------------------------------------------------------------------
 
     def _headers(self, event: WebhookEvent) -> dict[str, str]:
+        headers = (
+            self._sage_headers(event) if self._scheme == "sage-signature" else self._bearer_headers(event)
+        )
+        return {
+            **headers,
+            "Idempotency-Key": event.event_id,
+            "X-IdempotencyKey": event.event_id,
+            "Content-Type": "application/json",
+            "User-Agent": "flexsync-intacct-simulator",
+        }
+
+    def _sage_headers(self, event: WebhookEvent) -> dict[str, str]:
+        issued_ms = int(self._clock() * 1000)
+        claims = {
+            "iss": SAGE_ISSUER,
+            "iat": issued_ms,
+            "exp": issued_ms + SAGE_TOKEN_TTL_MS,
+            "payload_signature": hashlib.sha256(event.body).hexdigest(),
+            "payload_signature_alg": "SHA-256",
+            "tenant_id": tenant_id(event.company_id),
+            "app_id": self._client_id,
+        }
+        token = jwt.encode(claims, self._client_secret, algorithm="HS256")
+        form = self._sage_form
+        if form == "alternate":
+            form = ("bare", "envelope")[next(self._forms) % 2]
+        signature = token
+        if form == "envelope":
+            envelope = {"clientId": self._client_id, "jwtData": token}
+            signature = base64.b64encode(json.dumps(envelope).encode()).decode()
+        return {
+            "Authorization": f"Bearer {token}",
+            "X-IA-Sage-Signature": signature,
+            "x-clientcontext": base64.b64encode(json.dumps(_client_context(event)).encode()).decode(),
+        }
+
+    def _bearer_headers(self, event: WebhookEvent) -> dict[str, str]:
         now = int(self._clock())
         token = self._key.sign(
             {
@@ -172,9 +265,6 @@ class WebhookDispatcher:
         return {
             "Authorization": f"Bearer {token}",
             "X-Trusted-Context": base64.b64encode(context.encode()).decode(),
-            "Idempotency-Key": event.event_id,
-            "Content-Type": "application/json",
-            "User-Agent": "flexsync-intacct-simulator",
         }
 
     def _session(self) -> requests.Session:
@@ -214,6 +304,8 @@ class WebhookDispatcher:
             outcome = "refused"  # Intacct does not retry other 4xx (or 3xx)
         entry = {
             "eventId": event.event_id,
+            "scheme": self._scheme,
+            "tenantId": tenant_id(event.company_id),
             "companyId": event.company_id,
             "object": event.intacct_object,
             "action": event.action,

@@ -122,6 +122,7 @@ class WebhookSink:
                 {
                     "path": request.path,
                     "headers": dict(request.headers),
+                    "raw": request.get_data(),
                     "body": json.loads(request.get_data() or b"null"),
                     "status": status,
                 }

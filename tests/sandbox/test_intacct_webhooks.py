@@ -1,8 +1,11 @@
 """Mutations fire signed webhooks to a real local endpoint, which verifies them the way the
-receiver does (ingest.auth); retries repeat the Idempotency-Key on the real schedule, scaled."""
+receiver does (ingest.auth, ingest.sage_signature), in each scheme; retries repeat the
+idempotency keys on the real schedule, scaled."""
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import threading
 import uuid
@@ -12,9 +15,17 @@ import jwt
 import pytest
 import requests
 
-from ingest.auth import JwksKeySource, JwtVerifier, TrustedContextVerifier, company_claim_matches
+from ingest.auth import (
+    AuthenticationError,
+    JwksKeySource,
+    JwtVerifier,
+    TrustedContextVerifier,
+    company_claim_matches,
+)
+from ingest.sage_signature import SageSignatureVerifier
 from sandbox.intacct.seed import SeedOptions, seed_company
 from sandbox.intacct.server import SimulatorServer
+from sandbox.intacct.webhooks import tenant_id
 from tests.sandbox.conftest_intacct import AS_OF, COMPANY, WebhookSink, make_config
 
 TIME_SCALE = 0.002  # retries after 20 ms, 60 ms, 180 ms
@@ -42,8 +53,15 @@ def sink():
 
 
 @pytest.fixture
-def admin(tmp_path, sink):
-    with SimulatorServer(make_config(tmp_path, port=0, time_scale=TIME_SCALE)) as server:
+def scheme():
+    return "sage-signature"
+
+
+@pytest.fixture
+def admin(tmp_path, sink, scheme):
+    with SimulatorServer(
+        make_config(tmp_path, port=0, time_scale=TIME_SCALE, webhook_scheme=scheme)
+    ) as server:
         seed_company(
             server.simulator.store, COMPANY, SeedOptions(customers=5, invoices=10, seed=4, as_of=AS_OF)
         )
@@ -53,6 +71,11 @@ def admin(tmp_path, sink):
         )
         assert response.status_code == 200
         yield client
+
+
+def _lowered(headers: dict[str, str]) -> dict[str, str]:
+    """Header names as sent are case-insensitive; the sink's server title-cases them."""
+    return {name.lower(): value for name, value in headers.items()}
 
 
 def _invoice(admin: Admin) -> dict:
@@ -73,6 +96,45 @@ def _invoice(admin: Admin) -> dict:
     return response.json()
 
 
+def test_sage_signed_webhooks_verify_in_both_header_forms(admin, sink):
+    server = admin.server
+    verifier = SageSignatureVerifier([server.config.client_secret])
+    invoice = _invoice(admin)
+    admin("PATCH", admin.records(f"accounts-receivable/invoice/{invoice['key']}"), {"description": "Changed"})
+    admin("POST", admin.records("accounts-receivable/customer"), {"name": "Third Co"})
+    admin("POST", admin.records("accounts-receivable/customer"), {"name": "Fourth Co"})
+    received = sink.wait_for(4)
+
+    forms = []
+    for request in received:
+        headers, raw = _lowered(request["headers"]), request["raw"]
+        signature = headers["x-ia-sage-signature"]
+        forms.append("bare" if signature.count(".") == 2 else "envelope")
+        delivery = verifier.verify(signature, raw)  # HS256, iss, exp, payload_signature
+        assert delivery.tenant_id == tenant_id(COMPANY) and delivery.app_id == server.config.client_id
+        claims = delivery.claims
+        assert claims["iat"] > 10**12 and claims["exp"] - claims["iat"] == 3_600_000  # milliseconds
+        assert claims["payload_signature_alg"] == "SHA-256"
+        token = signature if forms[-1] == "bare" else json.loads(base64.b64decode(signature))["jwtData"]
+        assert headers["authorization"] == f"Bearer {token}"
+        context = json.loads(base64.b64decode(headers["x-clientcontext"]))
+        assert context["COMPANY"] == COMPANY and context["OBJECTNAME"] == request["body"]["object"]
+        assert {"ENTITY", "USER", "RESTOBJECTNAME", "DOCTYPE", "ID", "VID", "EVENT", "EVENTNAME"} <= set(
+            context
+        )
+        assert headers["idempotency-key"] == headers["x-idempotencykey"]
+        assert "x-trusted-context" not in headers
+    assert sorted(forms) == ["bare", "bare", "envelope", "envelope"]  # they alternate
+    # A delivery's body swapped under its signature no longer verifies.
+    with pytest.raises(AuthenticationError):
+        verifier.verify(_lowered(received[0]["headers"])["x-ia-sage-signature"], received[1]["raw"])
+
+
+def test_each_company_has_its_own_tenant_id():
+    assert tenant_id("ACME") == tenant_id("ACME") != tenant_id("OTHER")
+
+
+@pytest.mark.parametrize("scheme", ["bearer-jwks"])
 def test_mutations_fire_webhooks_the_receiver_accepts(admin, sink):
     server = admin.server
     jwt_verifier = JwtVerifier(JwksKeySource(server.jwks_url), issuer=server.config.issuer)
@@ -100,6 +162,7 @@ def test_mutations_fire_webhooks_the_receiver_accepts(admin, sink):
         assert body["occurredAt"].endswith("Z") and len(body["occurredAt"]) == 20
         assert request["path"] == f"/webhooks/intacct/{COMPANY}"
         headers = request["headers"]
+        assert "x-ia-sage-signature" not in _lowered(headers)
         token = headers["Authorization"].removeprefix("Bearer ")
         assert jwt.get_unverified_header(token)["kid"] == server.simulator.key.kid
         claims = jwt_verifier.verify(token)
@@ -117,6 +180,9 @@ def test_retries_repeat_the_idempotency_key_until_accepted(admin, sink):
     received = sink.wait_for(3)
     admin.idle()
     assert len({r["headers"]["Idempotency-Key"] for r in received}) == 1
+    assert {_lowered(r["headers"])["x-idempotencykey"] for r in received} == {
+        received[0]["headers"]["Idempotency-Key"]
+    }
     assert all(r["body"] == received[0]["body"] for r in received)
     assert received[0]["body"]["object"] == "CUSTOMER" and received[0]["body"]["key"] == customer["key"]
     log = admin("GET", "/webhooks/deliveries").json()["deliveries"]

@@ -57,6 +57,8 @@ class ConnectionRecord:
     webhook_secrets: tuple[str, ...] = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    # The Sage Intacct tenant_id pinned by the first Sage-signed webhook since the last connect.
+    tenant_id: str | None = None
 
     @property
     def is_active(self) -> bool:
@@ -156,6 +158,7 @@ class ConnectionStore:
             "created_at": now,
             "updated_at": now,
             "disconnected_at": None,
+            "intacct_tenant_id": None,
         }
         statement = self._insert(_table).values(values)
         excluded = statement.excluded
@@ -174,6 +177,8 @@ class ConnectionStore:
             "webhook_secret_enc": secret,
             "updated_at": excluded.updated_at,
             "disconnected_at": None,
+            # A (re)connect may serve another tenant: the next Sage-signed webhook pins it again.
+            "intacct_tenant_id": None,
         }
         if user_password is not None:
             changes["user_password_enc"] = excluded.user_password_enc
@@ -234,6 +239,32 @@ class ConnectionStore:
                 )
             ).rowcount
         return changed > 0
+
+    def pin_tenant(self, connection_id: str, tenant_id: str) -> str | None:
+        """Pin ``tenant_id`` on a live connection that has none; return the tenant pinned now.
+
+        One conditional update: of concurrent first deliveries with different tenants exactly
+        one pins, and every caller reads back that one. None when the connection is gone or
+        disconnected. The connection's ``updated_at`` is left alone (a pin is not a change of
+        its settings).
+        """
+        if not tenant_id or len(tenant_id) > 256:
+            raise ValueError("tenant_id must be 1 to 256 characters")
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(_table)
+                .where(
+                    _c.connection_id == connection_id,
+                    _c.intacct_tenant_id.is_(None),
+                    _c.state != "disconnected",
+                )
+                .values(intacct_tenant_id=tenant_id)
+            )
+            return conn.execute(
+                select(_c.intacct_tenant_id).where(
+                    _c.connection_id == connection_id, _c.state != "disconnected"
+                )
+            ).scalar_one_or_none()
 
     def webhook_secret(self, connection_id: str) -> str | None:
         """The current webhook secret in clear (for the ops command), or None."""
@@ -309,6 +340,7 @@ class ConnectionStore:
             webhook_secrets=() if secret is None else (self._box.decrypt(secret),),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            tenant_id=row.intacct_tenant_id,
         )
 
 
