@@ -6,18 +6,19 @@ import re
 
 from click.testing import CliRunner
 
-from cli.context import open_store
 from cli.main import main
+from processes.parts import ProcessParts
 
 
-def _connect(settings, connection_id: str, account_id: str):
-    return open_store(settings).save(connection_id, account_id, "ACME-CO", None, "ws", "connected")
+def _connect(store, connection_id: str, account_id: str):
+    return store.save(connection_id, account_id, "ACME-CO", None, "ws", "connected")
 
 
 def test_connections_list_and_the_console_show_the_pinned_tenant(signed_in, console_settings):
-    store = open_store(console_settings)
-    _connect(console_settings, "conn-pinned", "acct-1")
-    _connect(console_settings, "conn-unpinned", "acct-2")
+    parts = ProcessParts(console_settings, process="test")
+    store = parts.connections
+    _connect(store, "conn-pinned", "acct-1")
+    _connect(store, "conn-unpinned", "acct-2")
     store.pin_tenant("conn-pinned", "tenant-7f3a")
 
     result = CliRunner().invoke(main, ["connections", "list"], obj={"settings": console_settings})
