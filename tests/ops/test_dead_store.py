@@ -101,7 +101,7 @@ def test_a_redelivered_letter_is_stored_once(settings, broker, publisher, dead_s
     broker.channel.basic_reject(message.delivery_tag, requeue=True)
     wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 1, message="the redelivery")
 
-    outcome = StoringConsumer(amqp_url, dead_store, idle_timeout=0.3).drain()
+    outcome = StoringConsumer.for_url(amqp_url, dead_store, until_idle=0.3).drain()
     assert (outcome.received, outcome.stored, outcome.duplicates) == (1, 0, 1)
     assert [row.message_id for row in dead_store.find(LetterQuery())] == [message_id]
     assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0

@@ -137,7 +137,7 @@ def test_status_counts_stored_letters_and_those_still_in_the_queue_once_each(
     for reason in ("mapping_error", "bad_key"):
         parking.park(connection, "invoices", reason=reason)
     parking.wait_parked(2)
-    StoringConsumer(settings.amqp_url, dead_store, idle_timeout=0.3).drain()
+    StoringConsumer.for_url(settings.amqp_url, dead_store, until_idle=0.3).drain()
     parking.park(connection, "deposits", reason="bad_key")
     parking.wait_parked(3)
 

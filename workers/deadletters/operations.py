@@ -1,7 +1,7 @@
 """Dead-letter operations on the ``dead_letters`` table: browse, replay to the work queues, purge.
 
-Each operation first drains the ``dead-letter`` queue into the table (workers/deadletters/storer.py), so it
-sees every letter whether or not the console's storing thread runs. A replay claims each
+Each operation first stores what waits in the ``dead-letter`` queue (workers/deadletters/storer.py), so it
+sees every letter whether or not the storing consumer of the ``provisioning`` process runs. A replay claims each
 chunk of letters, publishes each copy with a confirm and only then marks its row replayed, so a
 replay interrupted and run again moves each letter once (a process killed between a confirm and
 the commit that follows can repeat at most that one chunk; events are idempotent downstream),
@@ -113,7 +113,7 @@ class DeadLetters:
 
     def drain(self) -> int:
         """Store what waits in ``dead-letter``; returns how many were redeliveries already stored."""
-        return StoringConsumer(self._url, self.store, idle_timeout=0.3).drain().duplicates
+        return StoringConsumer.for_url(self._url, self.store, until_idle=0.3).drain().duplicates
 
     def stored(self) -> int:
         return self.store.count(LetterQuery())
