@@ -20,8 +20,8 @@ from cli.opsoptions import ops_errors, selection_filters, selection_of
 from reliability.errors import OpsError
 from workers.deadletters import operations as dead_ops
 from workers.deadletters.archive import ArchiveReplay
-from workers.deadletters.drain import Tally
 from workers.deadletters.letters import DeadLetter
+from workers.deadletters.operations import Tally
 from workers.deadletters.selection import Selection
 from workers.deadletters.store import DeadLetterStore
 

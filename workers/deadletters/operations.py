@@ -10,6 +10,7 @@ and two replays run at once leave each other's letters alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
@@ -25,7 +26,6 @@ from broker.topology import PROVISIONING_QUEUE_NAME, work_queue_name
 from reliability.errors import OpsError
 from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers.deadletters.drain import Tally
 from workers.deadletters.letters import BROKER_HEADERS, SYNTHETIC_ID_PREFIX, DeadLetter
 from workers.deadletters.selection import Selection
 from workers.deadletters.store import PURGED, REPLAYED, DeadLetterStore, LetterQuery
@@ -80,6 +80,19 @@ def query_of(selection: Selection) -> LetterQuery:
 
 
 Step = Callable[[DeadLetter, str | None], None]
+
+
+@dataclass
+class Tally:
+    """Exact accounting of an operation: every letter scanned ends in one of the other counts."""
+
+    scanned: int = 0
+    moved: int = 0
+    kept: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class DeadLetters:
