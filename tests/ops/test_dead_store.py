@@ -169,3 +169,12 @@ def test_letters_a_stopped_storer_could_not_store_go_back_to_the_queue(
     assert dead_store.count(LetterQuery()) == 0
     assert StoringConsumer.for_url(settings.amqp_url, dead_store, until_idle=0.3).drain().stored == 4
     assert sorted(row.message_id for row in dead_store.find(LetterQuery())) == sorted(parked)
+
+
+def test_storing_what_waits_with_the_broker_away_fails_at_once_without_the_password(dead_store):
+    from reliability.errors import OpsError
+
+    url = "amqp://guest:not-to-be-shown@127.0.0.1:1/%2F"  # nothing listens on port 1
+    with pytest.raises(OpsError) as raised:
+        StoringConsumer.for_url(url, dead_store, until_idle=0.3).drain()
+    assert "127.0.0.1" in str(raised.value) and "not-to-be-shown" not in str(raised.value)

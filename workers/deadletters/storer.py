@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from kombu import Connection
+from kombu.exceptions import OperationalError
 
 from broker.admin import unreachable
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology
@@ -197,7 +198,8 @@ class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
 
     def drain(self) -> Stored:
         """Store every letter now in the queue, and return once it has been idle a moment."""
-        errors = self.connection.connection_errors + self.connection.channel_errors
+        # kombu raises its OperationalError once it gave up connecting.
+        errors = (OperationalError, *self.connection.connection_errors, *self.connection.channel_errors)
         try:
             self.run()
         except errors as exc:

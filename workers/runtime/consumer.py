@@ -110,7 +110,8 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         self.until_idle = until_idle
         self._last_received = time.monotonic()
         if until_idle is not None:
-            self.connect_max_retries = 1  # a command: an unreachable broker is its answer, not a wait
+            # A command: an unreachable broker is its answer, not a wait (kombu's stub types it None).
+            self.connect_max_retries = 1  # type: ignore[assignment]
 
     # -- what a worker defines -------------------------------------------------------------------
 
