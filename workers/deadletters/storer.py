@@ -191,10 +191,13 @@ class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
         self._first_at = 0.0
         self._waiting: list[Batch] = []  # refused by the database, retried at ``retry_at``
         self.outcome = Stored()
+        self.amqp_url: str | None = None  # set by for_url, for error messages
 
     @classmethod
     def for_url(cls, amqp_url: str, store: DeadLetterStore, **options: Any) -> StoringConsumer:
-        return cls(dead_letter_connection(amqp_url), store, **options)
+        consumer = cls(dead_letter_connection(amqp_url), store, **options)
+        consumer.amqp_url = amqp_url
+        return consumer
 
     def drain(self) -> Stored:
         """Store every letter now in the queue, and return once it has been idle a moment."""
@@ -203,13 +206,12 @@ class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
         try:
             self.run()
         except errors as exc:
-            raise unreachable(self._url_for_errors(), type(exc).__name__) from None
+            # AMQP_URL as the operator wrote it (redacted), and kombu's reason (no credentials in it).
+            url = self.amqp_url or self.connection.as_uri()
+            raise unreachable(url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         finally:
             self.close()
         return self.outcome
-
-    def _url_for_errors(self) -> str:
-        return self.connection.as_uri()  # kombu masks the password
 
     # -- the runtime's hooks ----------------------------------------------------------------
 
