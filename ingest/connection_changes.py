@@ -91,8 +91,10 @@ class ConnectionChangeListener:
     def listening(self) -> bool:
         return self._listening.is_set()
 
-    def wait_listening(self, timeout: float) -> bool:
-        return self._listening.wait(timeout)
+    @property
+    def running(self) -> bool:
+        """Its thread is still alive (consuming, or trying to reach the broker)."""
+        return self._background.alive
 
     def start(self, wait: float | None = None) -> None:
         self._background.start()

@@ -249,3 +249,14 @@ def test_an_unreadable_announcement_evicts_everything_and_goes_nowhere_else(sett
     finally:
         listener.close()
     assert broker.depth("dead-letter") == 0
+
+
+def test_a_listener_that_cannot_reach_the_broker_still_stops_when_closed():
+    cache = _RecordingCache()
+    listener = ConnectionChangeListener("amqp://guest:guest@127.0.0.1:1/%2F", cache)  # nothing there
+    listener.start()
+    assert not cache.up.wait(0.5)  # trying to connect, in vain
+    started = time.monotonic()
+    listener.close(timeout=30)
+    assert not listener.running, "the listener kept trying after close()"
+    assert time.monotonic() - started < 30 and cache.listening == []

@@ -67,6 +67,10 @@ U = TypeVar("U")
 R = TypeVar("R")  # a unit's outcome
 
 
+class _StopRequested(Exception):
+    """Raised between reconnect attempts once ``stop()`` was asked: nothing is in hand then."""
+
+
 def routing_key_of(message: Any) -> str:
     """The message's routing key as first published (back from a delay queue it is the queue's name)."""
     headers = message.headers or {}
@@ -199,6 +203,12 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         log.info(f"{self.name}_draining", **self.draining_state())
         self._settle(block=True)
 
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        """Between attempts to reach the broker: give up if told to stop, else say when it tries again."""
+        if self.should_stop:
+            raise _StopRequested from None
+        log.warning(f"{self.name}_broker_unreachable", retry_in=interval, error=type(exc).__name__)
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self.route(message, self.queue_of(message), Failure("malformed_message", exc, transient=False))
 
@@ -259,11 +269,14 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         """Consume until ``stop()`` (or, with ``until_idle``, until idle); finished units are settled
         at least every ``poll_interval`` seconds. Without ``until_idle`` a lost broker is reconnected."""
         kwargs.setdefault("safety_interval", self.poll_interval)
-        if self.until_idle is None:
-            super().run(_tokens, **kwargs)
-            return
-        for _ in self.consume(limit=None, **kwargs):
-            pass
+        try:
+            if self.until_idle is None:
+                super().run(_tokens, **kwargs)
+                return
+            for _ in self.consume(limit=None, **kwargs):
+                pass
+        except _StopRequested:
+            log.info(f"{self.name}_stopped_while_reconnecting")
 
     def stop(self) -> None:
         """Ask the loop to stop after the current iteration (safe from a signal handler)."""

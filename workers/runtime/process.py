@@ -93,6 +93,10 @@ class InBackground:
         except Exception:  # its process goes on; the line says this part stopped
             log.exception(f"{self._name}_failed")
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self.worker.stop()
 

@@ -81,6 +81,7 @@ class StreamReader(WorkerConsumer[None, None]):
         if self._failures > self._reconnects:
             self.should_stop = True
             raise GaveUp(f"{type(exc).__name__} after {self._reconnects} reconnects") from None
+        super().on_connection_error(exc, interval)
 
     def accept(self, queue: str, body: Any, message: Any) -> None:
         if self.should_stop:
