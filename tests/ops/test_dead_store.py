@@ -178,3 +178,17 @@ def test_storing_what_waits_with_the_broker_away_fails_at_once_without_the_passw
     with pytest.raises(OpsError) as raised:
         StoringConsumer.for_url(url, dead_store, until_idle=0.3).drain()
     assert "127.0.0.1" in str(raised.value) and "not-to-be-shown" not in str(raised.value)
+
+
+def test_storing_what_waits_with_the_database_away_fails_and_leaves_the_letters_queued(
+    settings, broker, publisher, dead_store
+):
+    parked = park_many(publisher, 2)
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 2, message="the dead letters")
+    refusing = _RefusingStore(dead_store)
+    refusing.refusing.set()
+    with pytest.raises(OperationalError):
+        StoringConsumer.for_url(settings.amqp_url, refusing, until_idle=0.3).drain()  # type: ignore[arg-type]
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 2, message="the letters back in the queue")
+    assert StoringConsumer.for_url(settings.amqp_url, dead_store, until_idle=0.3).drain().stored == 2
+    assert sorted(row.message_id for row in dead_store.find(LetterQuery())) == sorted(parked)

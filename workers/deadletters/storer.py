@@ -245,6 +245,10 @@ class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
 
     def settle(self, unit: Batch, outcome: int | Exception) -> None:
         if isinstance(outcome, Exception):
+            if self.until_idle is not None:
+                # A command storing what waits: the database's error is its answer. Nothing was
+                # acknowledged, so the letters go back to the queue with the channel.
+                raise outcome
             # Not stored, so not acknowledged: kept in hand and stored again in a moment.
             log.warning(
                 "dead_letter_storing_failed",
