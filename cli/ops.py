@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from broker.admin import start_publisher
 from broker.topology import DEAD_LETTER_QUEUE_NAME
 from cli.context import parts_of, settings_of
 from cli.opsoptions import ops_errors
@@ -21,7 +20,6 @@ from store.breakers import BreakerState, BreakerStore
 from workers.connections.messages import CONNECT_ROUTING_KEY, DISCONNECT_ROUTING_KEY
 from workers.connections.requests import connect_message, disconnect_message, publish_message
 from workers.deadletters.commands import dead, dead_letter_store, purge, replay
-from workers.deadletters.drain import DeadLetterPass
 
 # -- connection messages -------------------------------------------------------------------
 
@@ -119,7 +117,7 @@ def _age(delta: timedelta | None) -> str:
     "with_dead",
     default=True,
     show_default=True,
-    help="count dead letters by reason and resource (the table, and the queue if no consumer stores it)",
+    help="count dead letters: stored ones by reason and resource, and those not yet stored",
 )
 @click.pass_context
 @ops_errors
@@ -132,6 +130,9 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
     last event the newest webhook delivery accepted for the connection.
     backfill   the historical import's state (pending, running, completed, failed, cancelled)
                and how many records it has read so far.
+    dead       letters stored in the database, by reason and resource, plus those still in the
+               dead-letter queue (the broker's count; the storing consumer of the
+               provisioning process takes them into the database).
     lag        how far FlexPoint may be behind Intacct: now minus the connection's oldest
                reconciliation watermark (every change before it is synced, dead letters
                aside); "-" until the first reconciliation sweep.
@@ -148,19 +149,16 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
         )
     if with_dead:
         [queue] = [q for q in queues if q.name == DEAD_LETTER_QUEUE_NAME]
-        store = dead_letter_store(ctx)
-        if queue.depth and not queue.consumers:
-            # Nothing stores them now: browse the queue, so letters not yet stored still count.
-            publisher = start_publisher(settings.amqp_url)
-            try:
-                counts = dead_counts(store, DeadLetterPass(settings.amqp_url, publisher))
-            finally:
-                publisher.close()
-        else:
-            counts = dead_counts(store)
-        waiting = f" ({counts.not_stored} not yet stored)" if counts.not_stored else ""
-        arriving = f" ({queue.depth} being stored)" if queue.depth and queue.consumers else ""
-        click.echo(f"dead letters: {counts.total}{waiting}{arriving}")
+        # The table, and the broker's count of what waits in dead-letter: nothing is consumed.
+        counts = dead_counts(dead_letter_store(ctx), queue.depth)
+        waiting = f" ({counts.not_stored} not yet stored" if counts.not_stored else ""
+        if waiting:
+            waiting += (
+                ", being stored)"
+                if queue.consumers
+                else "; nothing stores them now: is the provisioning process running?)"
+            )
+        click.echo(f"dead letters: {counts.total}{waiting}")
         for title, counter in (("by reason", counts.by_reason), ("by resource", counts.by_resource)):
             if counter:
                 click.echo(f"  {title}: " + ", ".join(f"{name} {n}" for name, n in counter.most_common()))

@@ -41,7 +41,7 @@ def _age(value: timedelta | None) -> str:
 
 
 def create_app(settings: Settings, *, parts: ConsoleParts | None = None, background: bool = False) -> Flask:
-    """The console app; ``background`` starts the dead-letter storer and the queue sampler."""
+    """The console app; ``background`` starts the queue sampler."""
     settings.require("FLEXSYNC_CONSOLE_TOKEN", process="console")
     token = settings.flexsync_console_token or ""
     register_secret(token)

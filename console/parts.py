@@ -1,8 +1,8 @@
-"""What the console holds while it runs (built by ``processes/console.py``): the database, the audit trail, jobs, and its two threads.
+"""What the console holds while it runs (built by ``processes/console.py``): the database, the audit trail, jobs, and its one thread.
 
-The threads are the storing consumer of ``dead-letter`` (workers/deadletters/storer.py: the console is the
-process that is up whenever someone looks at dead letters, and the CLI drains the queue itself
-when it is not) and the queue sampler behind the overview's charts.
+The thread is the queue sampler behind the overview's charts. Dead letters are stored by the
+``provisioning`` process (workers/deadletters/storer.py on the worker runtime), not here: the
+console only reads the table, and stores what waits in the queue before a replay or purge.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from console.audit import AuditLog
 from console.jobs import Jobs
 from console.sampler import QueueSampler
 from workers.deadletters.store import DeadLetterStore
-from workers.deadletters.storer import StoringConsumer
 
 
 @dataclass
@@ -33,14 +32,14 @@ class ConsoleParts:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start_background(self) -> None:
-        """Start storing dead letters and sampling queues (idempotent)."""
+        """Start sampling queues (idempotent)."""
         if self.threads:
             return
-        storer = StoringConsumer(self.settings.amqp_url, self.dead)
-        for name, target in (("dead-letter-storer", storer.run), ("queue-sampler", self.sampler.run)):
-            thread = threading.Thread(target=target, args=(self.stop,), name=name, daemon=True)
-            thread.start()
-            self.threads.append(thread)
+        thread = threading.Thread(
+            target=self.sampler.run, args=(self.stop,), name="queue-sampler", daemon=True
+        )
+        thread.start()
+        self.threads.append(thread)
 
     # Closes what the process opened (the engine); built by ``processes.console.build``.
     closer: Callable[[], None] = lambda: None

@@ -118,10 +118,10 @@ def dead_action():
     except OpsError as exc:
         abort(400, description=str(exc))
     store = parts().dead
-    # Count what waits in the queue too, as the CLI does (the storing thread may lag behind);
+    # Count what waits in the queue too, as the CLI does (the storing consumer may lag behind);
     # with the broker away the table alone is counted, and the job will say if it fails.
     with contextlib.suppress(OpsError, ConnectionError):
-        StoringConsumer(parts().settings.amqp_url, store, idle_timeout=0.3).drain()
+        StoringConsumer.for_url(parts().settings.amqp_url, store, until_idle=0.3).drain()
     selected = store.count(query_of(selection))
     described = selection.describe()
     if request.form.get("confirmed") != "yes":

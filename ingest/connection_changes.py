@@ -1,10 +1,12 @@
 """Each receiver process's listener on ``flexsync.connections.changed``: evicts the changed
 connection from the process's cache, so a disconnect is answered 410 from the next request on.
 
-The process binds an exclusive, auto-deleted queue of its own to the fanout. While the listener
-is not consuming (starting, or the broker away) the cache keeps entries only for its short
-fallback TTL; once it consumes again the cache starts over, since announcements may have been
-missed meanwhile.
+The process binds an exclusive, auto-deleted queue of its own to the fanout and consumes it on
+the worker runtime (workers/runtime/consumer.py), on a thread of the receiver: the runtime
+reconnects when the broker goes away, and redeclares the queue (the broker deleted it with the
+old connection). While the listener is not consuming (starting, or the broker away) the cache
+keeps entries only for its short fallback TTL; once it consumes again the cache starts over,
+since announcements may have been missed meanwhile.
 """
 
 from __future__ import annotations
@@ -21,56 +23,55 @@ from kombu import Connection, Queue
 from broker.topology import CONNECTION_CHANGES_EXCHANGE
 from broker.urls import kombu_url
 from observability.logging import get_logger
+from workers.runtime.messages import Delivery, MessageConsumer
+from workers.runtime.process import InBackground
 
 log = get_logger(__name__)
 
 
-class ConnectionChangeListener:
-    """A daemon thread consuming announcements into ``cache.invalidate``."""
+class ChangeConsumer(MessageConsumer):
+    """Consumes announcements into ``cache.invalidate``; tells the cache when it (stops) listening."""
 
-    def __init__(self, amqp_url: str, cache: Any, *, reconnect_delay: float = 1.0) -> None:
-        self._url = amqp_url
+    raw = True  # an unreadable announcement evicts everything rather than going to dead-letter
+
+    def __init__(self, connection: Connection, queue: Queue, cache: Any, listening: threading.Event) -> None:
+        super().__init__(connection, [queue], self._announced, name="connection_changes", workers=1)
         self._cache = cache
-        self._reconnect_delay = reconnect_delay
-        self._stop = threading.Event()
+        self._listening = listening
+
+    def on_consuming(self, consuming: bool) -> None:
+        if consuming:
+            # Consuming now: whatever changed before this point is read afresh from the store.
+            self._listening.set()
+            self._cache.set_listening(True)
+            log.info("connection_changes_listening", queue=self.queues[0].name)
+        elif self._listening.is_set():
+            self._listening.clear()
+            self._cache.set_listening(False)
+            if not self.should_stop:
+                log.warning("connection_changes_listener_lost")
+
+    def _announced(self, delivery: Delivery) -> None:
+        body = delivery.message.body
+        try:
+            document = json.loads(body)
+            connection_id = document.get("connectionId")
+        except (ValueError, AttributeError):
+            log.warning("connection_change_unreadable")
+            self._cache.invalidate()
+            return None
+        self._cache.invalidate(connection_id if isinstance(connection_id, str) else None)
+        return None
+
+
+class ConnectionChangeListener:
+    """The receiver's listener: a :class:`ChangeConsumer` on a daemon thread."""
+
+    def __init__(self, amqp_url: str, cache: Any, *, poll_interval: float = 0.5) -> None:
         self._listening = threading.Event()
-        self._thread: threading.Thread | None = None
         self.queue_name = (
             f"{CONNECTION_CHANGES_EXCHANGE.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         )
-
-    @property
-    def listening(self) -> bool:
-        return self._listening.is_set()
-
-    def start(self, wait: float | None = None) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="connection-changes", daemon=True)
-            self._thread.start()
-        if wait:
-            self._listening.wait(wait)
-
-    def close(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._consume()
-            except Exception as exc:
-                log.warning(
-                    "connection_changes_listener_lost",
-                    error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
-                )
-            finally:
-                if self._listening.is_set():
-                    self._listening.clear()
-                    self._cache.set_listening(False)
-            self._stop.wait(self._reconnect_delay)
-
-    def _consume(self) -> None:
         queue = Queue(
             self.queue_name,
             exchange=CONNECTION_CHANGES_EXCHANGE,
@@ -79,27 +80,26 @@ class ConnectionChangeListener:
             exclusive=True,
             auto_delete=True,
         )
-        with Connection(
-            kombu_url(self._url), connect_timeout=2, heartbeat=10, failover_strategy="round-robin"
-        ) as connection:
-            connection.ensure_connection(max_retries=1)
-            with connection.Consumer(queue, callbacks=[self._on_message], accept=["json"], no_ack=True):
-                # Consuming now: whatever changed before this point is read afresh from the store.
-                self._listening.set()
-                self._cache.set_listening(True)
-                log.info("connection_changes_listening", queue=self.queue_name)
-                while not self._stop.is_set():
-                    try:
-                        connection.drain_events(timeout=1.0)
-                    except TimeoutError:
-                        connection.heartbeat_check()
+        connection = Connection(
+            kombu_url(amqp_url), connect_timeout=2, heartbeat=10, failover_strategy="round-robin"
+        )
+        self.consumer = ChangeConsumer(connection, queue, cache, self._listening)
+        self.consumer.poll_interval = poll_interval
+        self._background = InBackground(self.consumer, "connection-changes")
 
-    def _on_message(self, body: Any, message: Any) -> None:
-        try:
-            document = body if isinstance(body, dict) else json.loads(body)
-            connection_id = document.get("connectionId")
-        except (ValueError, AttributeError):
-            log.warning("connection_change_unreadable")
-            self._cache.invalidate()
-            return
-        self._cache.invalidate(connection_id if isinstance(connection_id, str) else None)
+    @property
+    def listening(self) -> bool:
+        return self._listening.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Its thread is still alive (consuming, or trying to reach the broker)."""
+        return self._background.alive
+
+    def start(self, wait: float | None = None) -> None:
+        self._background.start()
+        if wait:
+            self._listening.wait(wait)
+
+    def close(self, timeout: float = 2.0) -> None:
+        self._background.close(timeout)

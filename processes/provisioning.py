@@ -138,12 +138,16 @@ class ProvisioningProcess:
 
 
 def run(settings: Settings) -> None:
-    """Consume connection messages and run scheduled backfills until SIGTERM/SIGINT.
+    """Consume connection messages, run scheduled backfills and store dead letters until SIGTERM/SIGINT.
 
-    On a signal both stop taking work; the message in hand finishes and is settled, the backfill
-    stops at its next checkpoint.
+    On a signal all stop taking work; the message in hand finishes and is settled, the backfill
+    stops at its next checkpoint, the batch of dead letters in hand is stored and acknowledged.
+    The dead-letter storer is a part of this process (one per deployment is enough, several are
+    harmless): a small worker on the runtime, on a thread of its own.
     """
     from workers.backfill import BackfillWorker
+    from workers.deadletters.store import DeadLetterStore
+    from workers.deadletters.storer import StoringConsumer
 
     parts = build(settings)
     backfill = BackfillWorker(
@@ -153,4 +157,7 @@ def run(settings: Settings) -> None:
         flexpoint=parts.flexpoint,
         connections=parts.store,
     )
-    process.run_worker("provisioning", ProvisioningProcess(parts, backfill))
+    storer = StoringConsumer.for_url(settings.amqp_url, DeadLetterStore(parts.engine))
+    process.run_worker(
+        "provisioning", process.Together(ProvisioningProcess(parts, backfill), dead_letter_storer=storer)
+    )

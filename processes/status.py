@@ -2,6 +2,8 @@
 
 Without the management plugin the broker tells a client only a queue's ready messages and its
 consumers (passive declare); the rate is therefore the net change of depth between two samples.
+Nothing here consumes a message: dead letters are counted from the table, and those not yet
+stored are the broker's own count of the ``dead-letter`` queue.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from sqlalchemy import Engine, case, func, select
 from broker.admin import connect, queue_counts
 from broker.topology import Topology, queue_kind
 from store.models import BackfillCheckpoint, BackfillRun, Connection, ReconcileWatermark, WebhookDelivery
-from workers.deadletters.drain import KEEP, DeadLetterPass, Decision
-from workers.deadletters.letters import DeadLetter
 from workers.deadletters.store import DeadLetterStore, LetterQuery
 
 
@@ -34,7 +34,7 @@ class QueueStatus:
 @dataclass
 class DeadCounts:
     total: int = 0
-    not_stored: int = 0  # still in the dead-letter queue, not yet in the table
+    not_stored: int = 0  # still in the dead-letter queue (the broker's count), not yet in the table
     by_reason: collections.Counter[str] = field(default_factory=collections.Counter)
     by_resource: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -83,33 +83,12 @@ def queue_status(amqp_url: str, topology: Topology, *, interval: float) -> list[
     ]
 
 
-def dead_counts(store: DeadLetterStore, pending: DeadLetterPass | None = None) -> DeadCounts:
-    """Stored dead letters by reason and by resource, plus those still waiting in the queue.
-
-    ``pending`` browses the queue (every message stays) for letters no storing consumer took
-    yet; a letter seen there and in the table (a redelivery under way) counts once.
-    """
+def dead_counts(store: DeadLetterStore, waiting: int = 0) -> DeadCounts:
+    """Stored dead letters by reason and by resource, plus ``waiting``: the messages the broker
+    counts in ``dead-letter`` (passive declare), letters no storing consumer took yet. Their
+    reasons are not known until they are stored, so they count in the total only."""
     stored = store.counts(LetterQuery())
-    counts = DeadCounts(stored.total, 0, stored.by_reason, stored.by_resource)
-    if pending is None:
-        return counts
-    seen: set[str] = set()
-
-    def count(letter: DeadLetter) -> None:
-        if letter.id in seen or store.count(LetterQuery(ids=(letter.id,), state=None)):
-            return
-        seen.add(letter.id)
-        counts.total += 1
-        counts.not_stored += 1
-        counts.by_reason[letter.reason] += 1
-        counts.by_resource[letter.resource or "(no envelope)"] += 1
-
-    def keep(letter: DeadLetter) -> Decision:
-        count(letter)
-        return KEEP
-
-    pending.run(keep)
-    return counts
+    return DeadCounts(stored.total + waiting, waiting, stored.by_reason, stored.by_resource)
 
 
 def connection_status(engine: Engine, *, clock: Callable[[], float] = time.time) -> list[ConnectionStatus]:

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 
 import pytest
 
+from broker.topology import CONNECTION_CHANGES_EXCHANGE
 from ingest.app import create_app
 from ingest.auth import sign_hmac
+from ingest.connection_changes import ConnectionChangeListener
 from processes.web import build as build_parts
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import invoice_event
+from tests.tcp_cut import CuttableRelay
 from tests.web_processes import running_receivers
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
 from workers.connections.store import CachedConnectionLookup, ConnectionStore
@@ -179,3 +183,81 @@ def test_a_refusal_that_does_not_rest_on_the_connection_reads_nothing(settings, 
     assert lookups == []
     assert _post_to(client, "not-the-secret") == 401  # a bad signature is rechecked once
     assert lookups == [(CONNECTION, "")]
+
+
+# -- the listener on the worker runtime: a lost connection is taken up again -------------------
+
+
+class _RecordingCache:
+    """What a listener tells its cache, with events a test can wait on."""
+
+    def __init__(self) -> None:
+        self.listening: list[bool] = []
+        self.invalidated: list[str | None] = []
+        self.up = threading.Event()
+        self.down = threading.Event()
+        self.evicted = threading.Event()
+
+    def set_listening(self, listening: bool) -> None:
+        self.listening.append(listening)
+        (self.up if listening else self.down).set()
+
+    def invalidate(self, connection_id: str | None = None) -> None:
+        self.invalidated.append(connection_id)
+        self.evicted.set()
+
+
+@pytest.mark.broker
+def test_the_listener_reconnects_after_its_connection_is_cut_and_hears_the_next_change(settings, broker):
+    relay = CuttableRelay(settings.amqp_url)
+    cache = _RecordingCache()
+    listener = ConnectionChangeListener(relay.url, cache)
+    changes = ConnectionChanges(settings.amqp_url)
+    try:
+        listener.start()
+        assert cache.up.wait(10), "never listened"
+        assert changes.announce("before-the-cut", "disconnected")
+        assert cache.evicted.wait(10) and cache.invalidated == ["before-the-cut"]
+
+        cache.up.clear()
+        cache.evicted.clear()
+        assert relay.cut() == 1
+        # The cache hears at once that announcements may be missed, then that they are heard again.
+        assert cache.down.wait(10), "the lost connection was not noticed"
+        assert cache.up.wait(20), "the listener did not reconnect"
+        assert listener.listening and cache.listening == [True, False, True]
+        assert relay.accepted == 2
+
+        assert changes.announce("after-the-cut", "disconnected")
+        assert cache.evicted.wait(10), "the announcement after the reconnect was not heard"
+        assert cache.invalidated == ["before-the-cut", "after-the-cut"]
+    finally:
+        changes.close()
+        listener.close()
+        relay.close()
+    assert not listener.listening and cache.listening[-1] is False
+
+
+@pytest.mark.broker
+def test_an_unreadable_announcement_evicts_everything_and_goes_nowhere_else(settings, broker):
+    cache = _RecordingCache()
+    listener = ConnectionChangeListener(settings.amqp_url, cache)
+    try:
+        listener.start()
+        assert cache.up.wait(10)
+        broker.publish(CONNECTION_CHANGES_EXCHANGE.name, "", b"not json")  # said to be JSON
+        assert cache.evicted.wait(10) and cache.invalidated == [None]
+    finally:
+        listener.close()
+    assert broker.depth("dead-letter") == 0
+
+
+def test_a_listener_that_cannot_reach_the_broker_still_stops_when_closed():
+    cache = _RecordingCache()
+    listener = ConnectionChangeListener("amqp://guest:guest@127.0.0.1:1/%2F", cache)  # nothing there
+    listener.start()
+    assert not cache.up.wait(0.5)  # trying to connect, in vain
+    started = time.monotonic()
+    listener.close(timeout=30)
+    assert not listener.running, "the listener kept trying after close()"
+    assert time.monotonic() - started < 30 and cache.listening == []

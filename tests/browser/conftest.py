@@ -13,6 +13,8 @@ from werkzeug.serving import make_server
 from broker.topology import build_topology, declare_topology
 from console.app import create_app
 from processes.console import build as build_parts
+from workers.deadletters.storer import StoringConsumer
+from workers.runtime.process import InBackground
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
@@ -67,13 +69,17 @@ def serve(app) -> tuple[str, object]:
 
 @pytest.fixture
 def live_console(live_receiver):
-    """The console on its own port, over the receiver's database, storing dead letters as they come."""
+    """The console on its own port, over the receiver's database, with dead letters stored as they
+    come by the storing consumer the ``provisioning`` process runs."""
     settings = live_receiver.parts.settings.with_overrides(flexsync_console_token=TOKEN)
     parts = build_parts(settings, sample_every=1.0)
+    storer = InBackground(StoringConsumer.for_url(settings.amqp_url, parts.dead), "dead-letter-storer")
+    storer.start()
     app = create_app(settings, parts=parts, background=True)
     url, server = serve(app)
     yield url, parts
     server.shutdown()
+    storer.close()
     parts.close()
 
 

@@ -43,7 +43,7 @@ def test_filters_select_the_letters_and_a_letter_shows_in_full_without_secrets(c
     # The console page drains nothing itself: the CLI (or its storing thread) does.
     from workers.deadletters.storer import StoringConsumer
 
-    StoringConsumer(parking.broker.url, parking.store, idle_timeout=0.3).drain()
+    StoringConsumer.for_url(parking.broker.url, parking.store, until_idle=0.3).drain()
     page = client.get(f"/dead?connection={first}").text
     assert "2 stored matching" in page
     assert "key-number-0" in page and "key-number-1" in page and "key-number-2" not in page

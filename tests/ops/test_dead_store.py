@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.exc import OperationalError
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
 from tests.conftest import wait_until
@@ -22,6 +24,7 @@ from workers.deadletters.letters import read_letter
 from workers.deadletters.store import LetterQuery
 from workers.deadletters.storer import StoringConsumer, row_of
 from workers.runtime.failures import Failure, destination
+from workers.runtime.process import InBackground
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +104,91 @@ def test_a_redelivered_letter_is_stored_once(settings, broker, publisher, dead_s
     broker.channel.basic_reject(message.delivery_tag, requeue=True)
     wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 1, message="the redelivery")
 
-    outcome = StoringConsumer(amqp_url, dead_store, idle_timeout=0.3).drain()
+    outcome = StoringConsumer.for_url(amqp_url, dead_store, until_idle=0.3).drain()
     assert (outcome.received, outcome.stored, outcome.duplicates) == (1, 0, 1)
     assert [row.message_id for row in dead_store.find(LetterQuery())] == [message_id]
     assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0
+
+
+class _RefusingStore:
+    """The real table behind a switch: while ``refusing`` is set, every commit fails (a database
+    away); ``refused`` is set each time one was refused."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self.refusing = threading.Event()
+        self.refused = threading.Event()
+
+    def add_many(self, rows):
+        if self.refusing.is_set():
+            self.refused.set()
+            raise OperationalError("INSERT", {}, Exception("database unavailable"))
+        return self._store.add_many(rows)
+
+
+def test_the_running_storer_stores_letters_as_they_arrive_and_acks_only_what_was_committed(
+    settings, broker, publisher, dead_store
+):
+    refusing = _RefusingStore(dead_store)
+    refusing.refusing.set()
+    storer = StoringConsumer.for_url(settings.amqp_url, refusing, retry_every=0.2)  # type: ignore[arg-type]
+    running = InBackground(storer, "test-dead-letter-storer")
+    running.start()
+    try:
+        first = park_many(publisher, 3)
+        assert refusing.refused.wait(10), "the storer never tried to store"
+        # Refused, so not acknowledged: in the storer's hand (unacked), none ready, none stored.
+        assert dead_store.count(LetterQuery()) == 0
+        wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 0, message="all three in hand")
+        assert dead_store.count(LetterQuery()) == 0
+
+        refusing.refusing.clear()  # the database is back: the batch in hand is stored
+        wait_until(lambda: dead_store.count(LetterQuery()) == 3, message="the refused letters stored")
+        later = park_many(publisher, 2)  # and letters keep being stored as they arrive
+        wait_until(lambda: dead_store.count(LetterQuery()) == 5, message="the later letters stored")
+    finally:
+        running.close()
+    assert sorted(row.message_id for row in dead_store.find(LetterQuery())) == sorted(first + later)
+    assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0
+
+
+def test_letters_a_stopped_storer_could_not_store_go_back_to_the_queue(
+    settings, broker, publisher, dead_store
+):
+    refusing = _RefusingStore(dead_store)
+    refusing.refusing.set()
+    storer = StoringConsumer.for_url(settings.amqp_url, refusing, retry_every=60)  # type: ignore[arg-type]
+    running = InBackground(storer, "test-dead-letter-storer")
+    running.start()
+    try:
+        parked = park_many(publisher, 4)
+        assert refusing.refused.wait(10)
+    finally:
+        running.close()
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 4, message="the letters back in the queue")
+    assert dead_store.count(LetterQuery()) == 0
+    assert StoringConsumer.for_url(settings.amqp_url, dead_store, until_idle=0.3).drain().stored == 4
+    assert sorted(row.message_id for row in dead_store.find(LetterQuery())) == sorted(parked)
+
+
+def test_storing_what_waits_with_the_broker_away_fails_at_once_without_the_password(dead_store):
+    from reliability.errors import OpsError
+
+    url = "amqp://guest:not-to-be-shown@127.0.0.1:1/%2F"  # nothing listens on port 1
+    with pytest.raises(OpsError) as raised:
+        StoringConsumer.for_url(url, dead_store, until_idle=0.3).drain()
+    assert "127.0.0.1" in str(raised.value) and "not-to-be-shown" not in str(raised.value)
+
+
+def test_storing_what_waits_with_the_database_away_fails_and_leaves_the_letters_queued(
+    settings, broker, publisher, dead_store
+):
+    parked = park_many(publisher, 2)
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 2, message="the dead letters")
+    refusing = _RefusingStore(dead_store)
+    refusing.refusing.set()
+    with pytest.raises(OperationalError):
+        StoringConsumer.for_url(settings.amqp_url, refusing, until_idle=0.3).drain()  # type: ignore[arg-type]
+    wait_until(lambda: broker.depth(DEAD_LETTER_QUEUE_NAME) == 2, message="the letters back in the queue")
+    assert StoringConsumer.for_url(settings.amqp_url, dead_store, until_idle=0.3).drain().stored == 2
+    assert sorted(row.message_id for row in dead_store.find(LetterQuery())) == sorted(parked)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -12,7 +13,10 @@ from kombu import Connection
 from broker.topology import build_topology, declare_topology
 from tests.conftest import own_vhost, wait_until
 from tests.ops.conftest import envelope
+from tests.tcp_cut import CuttableRelay
+from workers.deadletters.archive import ArchiveReplay
 from workers.deadletters.commands import replay
+from workers.deadletters.selection import Selection
 
 pytestmark = pytest.mark.broker
 
@@ -97,3 +101,30 @@ def test_reason_is_refused_for_the_archive(settings):
         replay, ["--from", "archive", "--reason", "x", "--yes"], obj={"settings": settings}
     )
     assert result.exit_code == 1 and "dead letters only" in result.output
+
+
+def test_a_replay_whose_connection_is_cut_reads_on_from_the_next_offset(
+    archived, settings, broker, publisher
+):
+    """The stream reader is on the worker runtime: a lost connection is taken up again from the
+    offset after the last event read, so each event is moved once and none is skipped."""
+    mine, events = archived
+    relay = CuttableRelay(settings.amqp_url)
+    selected = []
+
+    def step(chosen: bool) -> None:
+        if chosen:
+            selected.append(chosen)
+            if len(selected) == 2:
+                assert relay.cut() == 1  # mid-read, on the reader's own thread
+
+    try:
+        tally = ArchiveReplay(relay.url, publisher, on_step=step, prefetch=2).run(
+            Selection(connection=mine, since=datetime.now(UTC) - timedelta(hours=6))
+        )
+    finally:
+        relay.close()
+    assert relay.accepted == 2, "the reader did not reconnect"
+    assert (tally.selected, tally.moved, tally.failed) == (5, 5, 0)
+    moved = [m.properties["message_id"] for m in broker.take_all("sync.ar") + broker.take_all("sync.cm")]
+    assert sorted(moved) == sorted(e["eventId"] for e in events if e["connectionId"] == mine)

@@ -487,3 +487,30 @@ def test_sync_hands_groups_to_idle_threads_only_so_a_busy_pool_lets_the_next_gro
         wait_until(lambda: len(processed) == 2 and depth(broker, queue_name) == 0, timeout=10)
         worker.stop()
     assert processed == [["1"], ["2", "3", "4"]]
+
+
+class _Watched(MessageConsumer):
+    """Notes each on_consuming call."""
+
+    consuming: list[bool]
+
+    def on_consuming(self, consuming: bool) -> None:
+        self.consuming.append(consuming)
+
+
+def test_until_idle_handles_what_waits_then_returns_by_itself_telling_when_it_consumed(broker, queue_name):
+    for n in range(3):
+        publish(broker, {"n": n})
+    handled: list[int] = []
+    queue = Queue(queue_name, PAYMENTS, routing_key="payment.#")
+    consumer = _Watched(
+        broker.clone(), [queue], lambda d: handled.append(d.body["n"]), name="once", until_idle=0.2
+    )
+    consumer.consuming = []
+    worker = Running(consumer)
+    worker.thread.join(10)
+    assert not worker.thread.is_alive(), "run() did not return once the queue was idle"
+    consumer.close()
+    assert sorted(handled) == [0, 1, 2]
+    assert depth(broker, queue_name) == 0  # each settled (acked) before run() returned
+    assert consumer.consuming == [True, False]

@@ -1,10 +1,12 @@
 """Replay from the archive stream: every accepted event of a time range, back to its work queue.
 
-The stream is read from a timestamp offset (``x-stream-offset`` = ``--since``). A stream has no
-"end" a consumer is told about, so the replay first appends an end marker of its own (through
-the default exchange, so only the stream receives it; readers skip markers) and reads until
-that marker: everything archived before the replay started is read, nothing after it, however
-busy or idle the stream is. Reading also stops once events are past ``--until``.
+The stream is read from a timestamp offset (``x-stream-offset`` = ``--since``) by the worker
+runtime's stream reader (workers/runtime/stream.py), which also takes a lost connection up again
+from the next offset. A stream has no "end" a consumer is told about, so the replay first appends
+an end marker of its own (through the default exchange, so only the stream receives it; readers
+skip markers) and reads until that marker: everything archived before the replay started is read,
+nothing after it, however busy or idle the stream is. Reading also stops once events are past
+``--until``.
 """
 
 from __future__ import annotations
@@ -13,23 +15,26 @@ import collections
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pika.exceptions import AMQPError
+from kombu import Connection
 
 from broker import headers as dead_letter
-from broker.admin import connect
+from broker.admin import unreachable
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import ARCHIVE_STREAM_NAME, work_queue_name
+from broker.urls import kombu_url
 from reliability.errors import OpsError
 from schemas.catalog import BY_RESOURCE, MODULES
 from workers.deadletters.letters import parse_instant, text
 from workers.deadletters.operations import REPLAYED_AT, REPLAYED_FROM
 from workers.deadletters.selection import Selection
+from workers.runtime.stream import GaveUp, StreamReader
 
 MARKER = "x-flexsync-archive-marker"
 # Receivers stamp events with their own clocks, so the stream is ordered only roughly in time.
@@ -87,17 +92,28 @@ class ArchiveReplay:
     def run(self, selection: Selection, *, now: datetime | None = None) -> ArchiveTally:
         """Replay (or with ``dry_run`` count) the selected archived events."""
         marker = self._append_marker()
-        connection = connect(self._url)
+        read = _Read(self, selection, marker, now or datetime.now(UTC))
+        # Chunks are stamped by the broker's clock, events by the receivers': start a little
+        # early (events before --since are skipped) so a fast receiver clock loses none.
+        offset: Any = selection.since - CLOCK_SLACK if selection.since else "first"
+        reader = StreamReader(
+            Connection(kombu_url(self._url), heartbeat=30, failover_strategy="round-robin"),
+            ARCHIVE_STREAM_NAME,
+            offset=offset,
+            take=read.take,
+            idle=read.idle,
+            prefetch=self._prefetch,
+        )
         try:
-            return self._read(connection, selection, marker, now or datetime.now(UTC))
-        except AMQPError as exc:
+            reader.run()
+        except GaveUp as exc:
             raise OpsError(
-                f"lost the connection to RabbitMQ ({type(exc).__name__}); events already moved are "
-                "in their work queues (replaying them twice is harmless): run the command again"
+                f"{unreachable(self._url, exc)}; events already moved are in their work queues "
+                "(replaying them twice is harmless): run the command again"
             ) from None
         finally:
-            if connection.is_open:
-                connection.close()
+            reader.close()
+        return read.finish()
 
     def _append_marker(self) -> str:
         marker = f"replay-end-{uuid.uuid4()}"
@@ -111,78 +127,6 @@ class ArchiveReplay:
                 "run `flexsync topology`"
             ) from None
         return marker
-
-    def _read(self, connection: Any, selection: Selection, marker: str, now: datetime) -> ArchiveTally:
-        tally = ArchiveTally()
-        pending: collections.deque[Future[None]] = collections.deque()
-        channel = connection.channel()
-        channel.basic_qos(prefetch_count=self._prefetch)
-        # Chunks are stamped by the broker's clock, events by the receivers': start a little
-        # early (events before --since are skipped below) so a fast receiver clock loses none.
-        offset: Any = selection.since - CLOCK_SLACK if selection.since else "first"
-        stamp = now.isoformat().replace("+00:00", "Z")
-        last_delivery = self._clock()
-        next_move = self._clock()
-        unacked = 0
-        for method, properties, body in _deliveries(connection, channel, {"x-stream-offset": offset}):
-            if method is None:
-                self._settle(pending, tally)
-                if self._clock() - last_delivery > self._stall_timeout:
-                    raise OpsError(
-                        f"the archive stopped delivering for {self._stall_timeout:.0f} s before its end; "
-                        f"moved {tally.moved} so far: run the command again"
-                    )
-                continue
-            last_delivery = self._clock()
-            # Acknowledging a stream removes nothing; it only grants the credit for more.
-            unacked += 1
-            if unacked >= self._prefetch // 2:
-                channel.basic_ack(method.delivery_tag, multiple=True)
-                unacked = 0
-            headers = properties.headers or {}
-            if MARKER in headers:
-                if text(headers[MARKER]) == marker:
-                    break
-                continue
-            envelope = _envelope(body)
-            moment = _moment(properties, envelope)
-            if moment is not None and selection.since is not None and moment < selection.since:
-                continue  # an offset starts at a chunk boundary: a few earlier events come first
-            if moment is not None and selection.until is not None and moment >= selection.until + CLOCK_SLACK:
-                break
-            tally.read += 1
-            queue, headers_out = self._route(envelope, moment, method.routing_key, selection, tally, stamp)
-            if queue is None:
-                self._on_step(False)
-                continue
-            if self._dry_run:
-                self._on_step(True)
-                continue
-            if self._rate:
-                instant = self._clock()
-                if next_move > instant:
-                    connection.sleep(next_move - instant)
-                next_move = max(instant, next_move) + 1.0 / self._rate
-            pending.append(
-                self._publisher.publish(
-                    queue,
-                    body,
-                    message_id=properties.message_id or f"archive-{uuid.uuid4()}",
-                    headers=headers_out,
-                    content_type=properties.content_type or "application/json",
-                )
-            )
-            self._on_step(True)
-            self._settle(pending, tally)
-        deadline = self._clock() + self._confirm_timeout
-        while pending and self._clock() < deadline:
-            self._settle(pending, tally)
-            if pending:
-                connection.sleep(0.01)
-        tally.failed += len(pending)
-        if pending:
-            tally.errors["no confirm from RabbitMQ in time"] += len(pending)
-        return tally
 
     @staticmethod
     def _route(
@@ -213,14 +157,91 @@ class ArchiveReplay:
         }
         return queue, headers
 
-    def _settle(self, pending: collections.deque[Future[None]], tally: ArchiveTally) -> None:
-        while pending and pending[0].done():
-            error = pending.popleft().exception()
+
+class _Read:
+    """One replay's read of the stream: each message taken on the reader's thread, in order."""
+
+    def __init__(self, replay: ArchiveReplay, selection: Selection, marker: str, now: datetime) -> None:
+        self._replay = replay
+        self._selection = selection
+        self._marker = marker
+        self._stamp = now.isoformat().replace("+00:00", "Z")
+        self.tally = ArchiveTally()
+        self._pending: collections.deque[Future[None]] = collections.deque()
+        self._last_delivery = replay._clock()
+        self._next_move = replay._clock()
+
+    def take(self, message: Any) -> bool:
+        """One archived message; False once the read is over (the marker, or past --until)."""
+        replay, selection, tally = self._replay, self._selection, self.tally
+        self._last_delivery = replay._clock()
+        headers = message.headers or {}
+        if MARKER in headers:
+            return text(headers[MARKER]) != self._marker
+        envelope = _envelope(message.body)
+        moment = _moment(message.properties, envelope)
+        if moment is not None and selection.since is not None and moment < selection.since:
+            return True  # an offset starts at a chunk boundary: a few earlier events come first
+        if moment is not None and selection.until is not None and moment >= selection.until + CLOCK_SLACK:
+            return False
+        tally.read += 1
+        routing_key = message.delivery_info.get("routing_key", "")
+        queue, headers_out = replay._route(envelope, moment, routing_key, selection, tally, self._stamp)
+        if queue is None:
+            replay._on_step(False)
+            return True
+        if replay._dry_run:
+            replay._on_step(True)
+            return True
+        if replay._rate:
+            instant = replay._clock()
+            if self._next_move > instant:
+                time.sleep(self._next_move - instant)
+            self._next_move = max(instant, self._next_move) + 1.0 / replay._rate
+        self._pending.append(
+            replay._publisher.publish(
+                queue,
+                message.body,
+                message_id=message.properties.get("message_id") or f"archive-{uuid.uuid4()}",
+                headers=headers_out,
+                content_type=message.content_type or "application/json",
+            )
+        )
+        replay._on_step(True)
+        self._settle()
+        return True
+
+    def idle(self) -> None:
+        """Each turn of the reader's loop: settle confirms, and give up on a stalled stream."""
+        self._settle()
+        stall = self._replay._stall_timeout
+        if self._replay._clock() - self._last_delivery > stall:
+            raise OpsError(
+                f"the archive stopped delivering for {stall:.0f} s before its end; "
+                f"moved {self.tally.moved} so far: run the command again"
+            )
+
+    def finish(self) -> ArchiveTally:
+        """Wait for the last confirms (up to the confirm timeout); what is unconfirmed failed."""
+        deadline = self._replay._clock() + self._replay._confirm_timeout
+        while self._pending and self._replay._clock() < deadline:
+            self._settle()
+            if self._pending:
+                futures.wait([self._pending[0]], timeout=max(0.0, deadline - self._replay._clock()))
+        self._settle()
+        self.tally.failed += len(self._pending)
+        if self._pending:
+            self.tally.errors["no confirm from RabbitMQ in time"] += len(self._pending)
+        return self.tally
+
+    def _settle(self) -> None:
+        while self._pending and self._pending[0].done():
+            error = self._pending.popleft().exception()
             if error is None:
-                tally.moved += 1
+                self.tally.moved += 1
             else:
-                tally.failed += 1
-                tally.errors[str(error)] += 1
+                self.tally.failed += 1
+                self.tally.errors[str(error)] += 1
 
 
 def _envelope(body: bytes) -> dict[str, Any] | None:
@@ -231,29 +252,11 @@ def _envelope(body: bytes) -> dict[str, Any] | None:
     return document if isinstance(document, dict) else None
 
 
-def _moment(properties: Any, envelope: dict[str, Any] | None) -> datetime | None:
+def _moment(properties: dict[str, Any], envelope: dict[str, Any] | None) -> datetime | None:
     moment = parse_instant((envelope or {}).get("receivedAt"))
-    if moment is None and properties.timestamp:
-        moment = datetime.fromtimestamp(properties.timestamp, UTC)
+    stamp = properties.get("timestamp")
+    if moment is None and isinstance(stamp, datetime):
+        moment = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)  # the AMQP client's UTC
+    elif moment is None and isinstance(stamp, int | float):
+        moment = datetime.fromtimestamp(stamp, UTC)
     return moment
-
-
-def _deliveries(connection: Any, channel: Any, arguments: dict[str, Any]) -> Iterator[tuple[Any, Any, Any]]:
-    """Deliveries from the stream, or (None, None, None) every 0.1 s without one.
-
-    Not pika's ``channel.consume``: when it stops it rejects what it buffered, and a stream
-    refuses rejects by closing the connection.
-    """
-    inbox: collections.deque[tuple[Any, Any, Any]] = collections.deque()
-    channel.basic_consume(
-        ARCHIVE_STREAM_NAME,
-        lambda _channel, method, properties, body: inbox.append((method, properties, body)),
-        arguments=arguments,
-    )
-    while True:
-        if not inbox:
-            connection.process_data_events(time_limit=0.1)
-        if not inbox:
-            yield None, None, None
-        while inbox:
-            yield inbox.popleft()

@@ -20,8 +20,8 @@ from cli.opsoptions import ops_errors, selection_filters, selection_of
 from reliability.errors import OpsError
 from workers.deadletters import operations as dead_ops
 from workers.deadletters.archive import ArchiveReplay
-from workers.deadletters.drain import Tally
 from workers.deadletters.letters import DeadLetter
+from workers.deadletters.operations import Tally
 from workers.deadletters.selection import Selection
 from workers.deadletters.store import DeadLetterStore
 
@@ -122,23 +122,21 @@ def dead_list(ctx: click.Context, as_json: bool, **filters: Any) -> None:
 @click.pass_context
 @ops_errors
 def dead_store(ctx: click.Context, once: bool, batch: int) -> None:
-    """Store each message of the dead-letter queue in the database (acknowledged after the commit)."""
-    import signal
-    import threading
+    """Store each message of the dead-letter queue in the database (acknowledged after the commit).
 
+    The ``provisioning`` process does this all the time; this command is for a deployment that
+    wants it apart, or for storing what waits now (``--once``).
+    """
     from workers.deadletters.storer import StoringConsumer
+    from workers.runtime.process import run_worker
 
-    consumer = StoringConsumer(settings_of(ctx).amqp_url, dead_letter_store(ctx), batch=batch)
+    store = dead_letter_store(ctx)
+    url = settings_of(ctx).amqp_url
     if once:
-        done = consumer.drain()
+        done = StoringConsumer.for_url(url, store, batch=batch, until_idle=0.5).drain()
         click.echo(f"stored {done.stored} dead letters ({done.duplicates} already stored)")
         return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        consumer.run(stop)
-    except KeyboardInterrupt:
-        stop.set()
+    run_worker("dead_letter_storer", StoringConsumer.for_url(url, store, batch=batch))
 
 
 @dead.command("show")

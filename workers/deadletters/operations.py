@@ -1,7 +1,7 @@
 """Dead-letter operations on the ``dead_letters`` table: browse, replay to the work queues, purge.
 
-Each operation first drains the ``dead-letter`` queue into the table (workers/deadletters/storer.py), so it
-sees every letter whether or not the console's storing thread runs. A replay claims each
+Each operation first stores what waits in the ``dead-letter`` queue (workers/deadletters/storer.py), so it
+sees every letter whether or not the storing consumer of the ``provisioning`` process runs. A replay claims each
 chunk of letters, publishes each copy with a confirm and only then marks its row replayed, so a
 replay interrupted and run again moves each letter once (a process killed between a confirm and
 the commit that follows can repeat at most that one chunk; events are idempotent downstream),
@@ -10,6 +10,7 @@ and two replays run at once leave each other's letters alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
 import time
@@ -25,7 +26,6 @@ from broker.topology import PROVISIONING_QUEUE_NAME, work_queue_name
 from reliability.errors import OpsError
 from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, MODULES
-from workers.deadletters.drain import Tally
 from workers.deadletters.letters import BROKER_HEADERS, SYNTHETIC_ID_PREFIX, DeadLetter
 from workers.deadletters.selection import Selection
 from workers.deadletters.store import PURGED, REPLAYED, DeadLetterStore, LetterQuery
@@ -82,6 +82,19 @@ def query_of(selection: Selection) -> LetterQuery:
 Step = Callable[[DeadLetter, str | None], None]
 
 
+@dataclass
+class Tally:
+    """Exact accounting of an operation: every letter scanned ends in one of the other counts."""
+
+    scanned: int = 0
+    moved: int = 0
+    kept: int = 0
+    dropped: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
 class DeadLetters:
     """The table, the queue that feeds it, and a confirming publisher for replays."""
 
@@ -113,7 +126,7 @@ class DeadLetters:
 
     def drain(self) -> int:
         """Store what waits in ``dead-letter``; returns how many were redeliveries already stored."""
-        return StoringConsumer(self._url, self.store, idle_timeout=0.3).drain().duplicates
+        return StoringConsumer.for_url(self._url, self.store, until_idle=0.3).drain().duplicates
 
     def stored(self) -> int:
         return self.store.count(LetterQuery())

@@ -1,28 +1,37 @@
 """The storing consumer: takes each message of ``dead-letter`` into the ``dead_letters`` table.
 
-It acknowledges a batch only after the transaction that stored it committed, so a consumer
-killed mid-way loses nothing: the unacknowledged messages are delivered again and, being the
-same letters (same identity, workers/deadletters/letters.py), stored once. It runs continuously as a thread of
-the ``console`` process, and every dead-letter command drains the queue the same way before it
-reads the table, so the CLI works whether or not the console runs.
+It runs on the worker runtime (workers/runtime/consumer.py): messages are gathered into batches
+on the consumer thread, a worker thread stores a batch in one transaction, and the consumer
+thread acknowledges the batch only after that transaction committed. A consumer killed mid-way
+loses nothing: the unacknowledged messages are delivered again and, being the same letters (same
+identity, workers/deadletters/letters.py), stored once. A batch the database refused stays
+unacknowledged in hand and is stored again a few seconds later; a lost broker is reconnected by
+the runtime (and what was in hand is redelivered).
+
+It runs continuously as a part of the ``provisioning`` process (processes/deadletters.py), and
+every dead-letter command stores what waits in the queue the same way (``until_idle``) before it
+reads the table, so the CLI works whether or not that process runs.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from pika.exceptions import AMQPError
+from kombu import Connection
+from kombu.exceptions import OperationalError
 
-from broker.admin import connect, queue_counts
-from broker.topology import DEAD_LETTER_QUEUE_NAME
+from broker.admin import unreachable
+from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology
+from broker.urls import kombu_url
 from store.models import DeadLetterRecord
 from workers.deadletters.letters import DeadLetter, read_letter
 from workers.deadletters.store import STORED, DeadLetterStore
+from workers.runtime.consumer import WorkerConsumer
 
 log = structlog.get_logger(__name__)
 
@@ -112,68 +121,164 @@ class Stored:
         return self.received - self.stored
 
 
-class StoringConsumer:
-    """Consumes ``dead-letter`` in batches: store (commit), then acknowledge the batch."""
+class _KombuProperties:
+    """A kombu message's properties and headers, shaped like pika's for :func:`read_letter`."""
+
+    def __init__(self, message: Any) -> None:
+        properties = message.properties or {}
+        for name in (*_PROPERTY_NAMES, "timestamp", "delivery_mode"):
+            setattr(self, name, properties.get(name))
+        self.content_type = message.content_type
+        self.content_encoding = message.content_encoding
+        self.headers = dict(message.headers or {})
+
+
+@dataclass
+class Batch:
+    """Letters received together, stored in one transaction and acknowledged together."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)
+    retry_at: float = 0.0
+
+    def log_context(self) -> dict[str, Any]:
+        return {"letters": len(self.rows)}
+
+
+def dead_letter_connection(amqp_url: str) -> Connection:
+    """The storer's broker connection (every node of AMQP_URL, in turn)."""
+    return Connection(kombu_url(amqp_url), heartbeat=30, failover_strategy="round-robin")
+
+
+class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
+    """Consumes ``dead-letter`` in batches: store (commit), then acknowledge the batch.
+
+    Bodies are taken as they are (``raw``): a letter that is not JSON is stored like any other.
+
+    ``until_idle`` (seconds): store what waits now and return from ``run()`` once the queue was
+    idle that long; without it, store letters as they arrive until ``stop()``.
+    """
+
+    raw = True
 
     def __init__(
         self,
-        amqp_url: str,
+        connection: Connection,
         store: DeadLetterStore,
         *,
         batch: int = 500,
-        idle_timeout: float = 0.5,
+        linger: float = 0.1,
+        retry_every: float = 5.0,
+        until_idle: float | None = None,
     ) -> None:
-        self._url = amqp_url
+        # Twice the batch in hand, so the next batch arrives while this one is being committed.
+        batch = max(1, batch)
+        super().__init__(
+            connection,
+            # The dead-letter queue's declaration depends on no setting.
+            [build_topology().queue(DEAD_LETTER_QUEUE_NAME)],
+            name="dead_letter_storer",
+            workers=1,
+            prefetch=2 * batch,
+            poll_interval=0.05,
+            until_idle=until_idle,
+        )
         self._store = store
-        self._batch = max(1, batch)
-        self._idle_timeout = idle_timeout
+        self._batch = batch
+        self._linger = linger
+        self._retry_every = retry_every
+        self._filling = Batch()
+        self._first_at = 0.0
+        self._waiting: list[Batch] = []  # refused by the database, retried at ``retry_at``
+        self.outcome = Stored()
+        self.amqp_url: str | None = None  # set by for_url, for error messages
+
+    @classmethod
+    def for_url(cls, amqp_url: str, store: DeadLetterStore, **options: Any) -> StoringConsumer:
+        consumer = cls(dead_letter_connection(amqp_url), store, **options)
+        consumer.amqp_url = amqp_url
+        return consumer
 
     def drain(self) -> Stored:
         """Store every letter now in the queue, and return once it has been idle a moment."""
-        return self._consume(stop=None)
-
-    def run(self, stop: threading.Event, *, retry_every: float = 5.0) -> None:
-        """Store letters as they arrive until ``stop`` is set; a lost broker is retried."""
-        while not stop.is_set():
-            try:
-                self._consume(stop=stop)
-            except Exception as exc:  # the broker or the database went away: wait, then again
-                log.warning("dead_letter_storing_failed", error=f"{type(exc).__name__}: {exc}")
-                stop.wait(retry_every)
-
-    def _consume(self, stop: threading.Event | None) -> Stored:
-        outcome = Stored()
-        connection = connect(self._url)
+        # kombu raises its OperationalError once it gave up connecting.
+        errors = (OperationalError, *self.connection.connection_errors, *self.connection.channel_errors)
         try:
-            channel = connection.channel()
-            if stop is None and queue_counts(channel, DEAD_LETTER_QUEUE_NAME)[0] == 0:
-                return outcome  # a drain of an empty queue: nothing to wait for
-            # Twice the batch, so the next batch arrives while this one is being committed.
-            channel.basic_qos(prefetch_count=2 * self._batch)
-            rows: list[dict[str, Any]] = []
-            last_tag = 0
-            for method, properties, body in channel.consume(
-                DEAD_LETTER_QUEUE_NAME, inactivity_timeout=self._idle_timeout
-            ):
-                if method is not None:
-                    rows.append(row_of(read_letter(properties, body), datetime.now(UTC)))
-                    last_tag = method.delivery_tag
-                if rows and (method is None or len(rows) >= self._batch):
-                    outcome.stored += self._store.add_many(rows)
-                    outcome.received += len(rows)
-                    # Only now, with the rows committed, may the broker forget the messages.
-                    channel.basic_ack(delivery_tag=last_tag, multiple=True)
-                    rows = []
-                if stop is not None and stop.is_set() and not rows:
-                    break
-                if method is None and stop is None:
-                    break
-            channel.cancel()
-        except AMQPError as exc:
-            raise ConnectionError(
-                f"lost RabbitMQ while storing dead letters ({type(exc).__name__})"
-            ) from None
+            self.run()
+        except errors as exc:
+            # AMQP_URL as the operator wrote it (redacted), and kombu's reason (no credentials in it).
+            url = self.amqp_url or self.connection.as_uri()
+            raise unreachable(url, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
         finally:
-            if connection.is_open:
-                connection.close()
-        return outcome
+            self.close()
+        return self.outcome
+
+    # -- the runtime's hooks ----------------------------------------------------------------
+
+    def accept(self, queue: str, body: Any, message: Any) -> None:
+        if not self._filling.rows:
+            self._first_at = time.monotonic()
+        letter = read_letter(_KombuProperties(message), message.body)
+        self._filling.rows.append(row_of(letter, datetime.now(UTC)))
+        self._filling.messages.append(message)
+        if len(self._filling.rows) >= self._batch:
+            self._submit_filling()
+
+    def dispatch(self) -> None:
+        now = time.monotonic()
+        for batch in [b for b in self._waiting if b.retry_at <= now]:
+            self._waiting.remove(batch)
+            self.submit(batch)
+        # A batch not full yet goes once the thread is free and it gathered for a moment.
+        if self._filling.rows and self.idle and now - self._first_at >= self._linger:
+            self._submit_filling()
+
+    def _submit_filling(self) -> None:
+        batch, self._filling = self._filling, Batch()
+        self.submit(batch)
+
+    def handle(self, unit: Batch) -> int:
+        return self._store.add_many(unit.rows)
+
+    def crashed(self, unit: Batch, exc: Exception) -> int | Exception:
+        return exc
+
+    def settle(self, unit: Batch, outcome: int | Exception) -> None:
+        if isinstance(outcome, Exception):
+            if self.until_idle is not None:
+                # A command storing what waits: the database's error is its answer. Nothing was
+                # acknowledged, so the letters go back to the queue with the channel.
+                raise outcome
+            # Not stored, so not acknowledged: kept in hand and stored again in a moment.
+            log.warning(
+                "dead_letter_storing_failed",
+                letters=len(unit.rows),
+                error=f"{type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}",
+            )
+            unit.retry_at = time.monotonic() + self._retry_every
+            self._waiting.append(unit)
+            return
+        # Only now, with the rows committed, may the broker forget the messages.
+        for message in unit.messages:
+            message.ack()
+        self.outcome.received += len(unit.rows)
+        self.outcome.stored += outcome
+
+    def in_hand(self) -> int:
+        return super().in_hand() + len(self._filling.rows) + len(self._waiting)
+
+    def on_connection_revived(self) -> None:
+        super().on_connection_revived()
+        # What was in hand on the lost channel is the broker's again: it delivers it anew.
+        self._filling = Batch()
+        self._waiting = []
+
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        if self._filling.rows:
+            self._submit_filling()
+        super().on_consume_end(connection, channel)
+        if self._waiting:
+            # Unacknowledged: they return to the queue when the channel closes.
+            log.warning(
+                "dead_letter_storer_stopped_unstored", letters=sum(len(b.rows) for b in self._waiting)
+            )

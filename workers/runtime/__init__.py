@@ -1,1 +1,1 @@
-"""The runtime every worker runs on: the consumer base, its middleware, and the process helper."""
+"""The runtime every consumer runs on: the consumer base (and its stream reader), its middleware, and the process helpers."""

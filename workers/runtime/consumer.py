@@ -18,16 +18,22 @@ A new worker plugs in one of two ways:
       consumer = QueueConsumer(parts.amqp_connection(), queue, handler, name="writeback")
 
   and its process is ``run_worker("writeback", consumer, ...)`` (``workers.runtime.process``).
-  Any other one-message shape: a :class:`workers.runtime.messages.MessageConsumer` with a
-  ``handle(delivery)`` callable.
-* any other shape (sync's coalesced groups): subclass :class:`WorkerConsumer` and define
-  ``accept`` (message -> unit, or hold it back and submit later from ``dispatch``), ``handle``
-  (worker thread), ``crashed`` and ``settle`` (consumer thread: ``message.ack()`` or ``route``).
+* any other shape (sync's coalesced groups, the dead-letter storer's batches): subclass
+  :class:`WorkerConsumer` and define ``accept`` (message -> unit, or hold it back and submit
+  later from ``dispatch``), ``handle`` (worker thread), ``crashed`` and ``settle`` (consumer
+  thread: ``message.ack()`` or ``route``).
+
+Two more ways to run the same loop: ``until_idle`` makes ``run()`` return once nothing arrived
+for that long and nothing is in hand (a command that stores what waits now), with a lost broker
+raised rather than retried; ``on_consuming(True/False)`` tells a subclass when it starts and stops
+consuming (a listener whose process must know whether it hears announcements). Readers of a
+stream from an offset are :mod:`workers.runtime.stream`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -53,6 +59,10 @@ U = TypeVar("U")
 R = TypeVar("R")  # a unit's outcome
 
 
+class _StopRequested(Exception):
+    """Raised between reconnect attempts once ``stop()`` was asked: nothing is in hand then."""
+
+
 def routing_key_of(message: Any) -> str:
     """The message's routing key as first published (back from a delay queue it is the queue's name)."""
     headers = message.headers or {}
@@ -64,6 +74,7 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
 
     dead_lettered_event = "message_dead_lettered"
     retry_event: str | None = None  # logged when a message goes to a delay queue
+    raw = False  # True: ``accept`` gets every message undecoded (body None), whatever its content type
 
     def __init__(
         self,
@@ -77,6 +88,7 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
         retry: RetrySchedule = DEFAULT_RETRY,
+        until_idle: float | None = None,
     ) -> None:
         self.connection = connection
         self.retry = retry
@@ -91,6 +103,11 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         self._running: dict[Future[R], tuple[U, int]] = {}
         self.generation = 0
         self.producer: Producer | None = None
+        self.until_idle = until_idle
+        self._last_received = time.monotonic()
+        if until_idle is not None:
+            # A command: an unreachable broker is its answer, not a wait (kombu's stub types it None).
+            self.connect_max_retries = 1  # type: ignore[assignment]
 
     # -- what a worker defines -------------------------------------------------------------------
 
@@ -121,6 +138,13 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         """The queue a message that could not even be decoded came from."""
         return self.queues[0].name if len(self.queues) == 1 else "unknown"
 
+    def in_hand(self) -> int:
+        """Messages received and not yet settled (``until_idle`` waits for none)."""
+        return len(self._running)
+
+    def on_consuming(self, consuming: bool) -> None:
+        """Called with True once the consumers are registered, with False when consuming ends."""
+
     def draining_state(self) -> dict[str, Any]:
         """Fields of the ``<name>_draining`` log line."""
         return {"in_flight": len(self._running)}
@@ -132,6 +156,11 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         # Retries and dead letters go out on the consuming channel, which the mixin renews on
         # every reconnect; with confirm_publish each publish waits for the broker's ack.
         self.producer = Producer(channel)
+        if self.raw:
+            return [
+                consumer_class(queues=[queue], on_message=partial(self._receive, queue.name, None))
+                for queue in self.queues
+            ]
         return [
             consumer_class(queues=[queue], callbacks=[partial(self._receive, queue.name)], accept=["json"])
             for queue in self.queues
@@ -141,14 +170,36 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         self.generation += 1
         self.producer = None
 
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        self._last_received = time.monotonic()
+        self.on_consuming(True)
+
+    def consume(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        try:
+            yield from super().consume(*args, **kwargs)
+        finally:  # stopped, or the connection was lost: not consuming until the next ready
+            self.on_consuming(False)
+
     def on_iteration(self) -> None:
         self.dispatch()
         self._settle(block=False)
+        if (
+            self.until_idle is not None
+            and not self.in_hand()
+            and time.monotonic() - self._last_received >= self.until_idle
+        ):
+            self.should_stop = True
 
     def on_consume_end(self, connection: Any, channel: Any) -> None:
         # Graceful stop: finish what runs, settle it on this still-open channel.
         log.info(f"{self.name}_draining", **self.draining_state())
         self._settle(block=True)
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        """Between attempts to reach the broker: give up if told to stop, else say when it tries again."""
+        if self.should_stop:
+            raise _StopRequested from None
+        log.warning(f"{self.name}_broker_unreachable", retry_in=interval, error=type(exc).__name__)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self.route(message, self.queue_of(message), Failure("malformed_message", exc, transient=False))
@@ -156,6 +207,7 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
     # -- receiving, dispatching, settling ------------------------------------------------------------
 
     def _receive(self, queue: str, body: Any, message: Any) -> None:
+        self._last_received = time.monotonic()
         try:
             self.accept(queue, self.middleware.receive(message, body), message)
         except Rejected as rejected:
@@ -206,9 +258,17 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
             log.warning(self.retry_event, reason=failure.reason, queue=target.queue, routing_key=routing_key)
 
     def run(self, _tokens: int = 1, **kwargs: Any) -> None:
-        """Consume until ``stop()``; finished units are settled at least every ``poll_interval`` seconds."""
+        """Consume until ``stop()`` (or, with ``until_idle``, until idle); finished units are settled
+        at least every ``poll_interval`` seconds. Without ``until_idle`` a lost broker is reconnected."""
         kwargs.setdefault("safety_interval", self.poll_interval)
-        super().run(_tokens, **kwargs)
+        try:
+            if self.until_idle is None:
+                super().run(_tokens, **kwargs)
+                return
+            for _ in self.consume(limit=None, **kwargs):
+                pass
+        except _StopRequested:
+            log.info(f"{self.name}_stopped_while_reconnecting")
 
     def stop(self) -> None:
         """Ask the loop to stop after the current iteration (safe from a signal handler)."""

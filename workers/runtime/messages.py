@@ -56,6 +56,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
         retry: RetrySchedule = DEFAULT_RETRY,
+        until_idle: float | None = None,
     ) -> None:
         # As many messages in hand as threads to run them: the rest stay available to others.
         super().__init__(
@@ -68,6 +69,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             poll_interval=poll_interval,
             middleware=middleware,
             retry=retry,
+            until_idle=until_idle,
         )
         self._handle = handle
         self.dead_lettered_event = f"{name}_dead_lettered"

@@ -9,6 +9,7 @@ stop; ``run()`` then returns once in-flight work is finished and settled, and ``
 from __future__ import annotations
 
 import signal
+import threading
 from types import FrameType
 from typing import Any, Protocol
 
@@ -70,3 +71,64 @@ def run_worker(
                 server.shutdown()
                 server.server_close()
             log.info(f"{process}_stopped")
+
+
+class InBackground:
+    """A worker run on a daemon thread of a process whose main thread does something else
+    (a receiver's listener), or beside another worker (:class:`Together`)."""
+
+    def __init__(self, worker: Worker, name: str) -> None:
+        self.worker = worker
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except Exception:  # its process goes on; the line says this part stopped
+            log.exception(f"{self._name}_failed")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self.worker.stop()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop, wait up to ``timeout`` for the in-flight work to settle, then close the worker."""
+        self.worker.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.worker.close()
+
+
+class Together:
+    """Workers run as one process: ``main`` on the calling thread, the others each on a thread of
+    their own; a stop reaches them all, and each is closed once ``main`` returned."""
+
+    def __init__(self, main: Worker, **others: Worker) -> None:
+        self._main = main
+        self._others = [InBackground(worker, name) for name, worker in others.items()]
+
+    def run(self) -> None:
+        for other in self._others:
+            other.start()
+        self._main.run()
+
+    def stop(self) -> None:
+        for other in self._others:
+            other.stop()
+        self._main.stop()
+
+    def close(self) -> None:
+        try:
+            for other in self._others:
+                other.close()
+        finally:
+            self._main.close()
