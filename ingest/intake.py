@@ -237,6 +237,12 @@ class WebhookIntake:
             document = json.loads(text)
         except (ValueError, UnicodeDecodeError):
             raise WebhookRefused(400, "invalid_json", "The body is not valid JSON.") from None
+        except RecursionError:
+            # Nested deeper than the decoder can follow: the sender's fault, not ours (a 500
+            # would also set off a reconciliation sweep of the company).
+            raise WebhookRefused(
+                400, "invalid_json", "The body is nested too deeply; send the webhook template's flat object."
+            ) from None
         if not isinstance(document, dict):
             raise WebhookRefused(400, "invalid_body", "The body must be a JSON object.")
         try:

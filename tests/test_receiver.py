@@ -215,6 +215,19 @@ def test_400_for_bad_json(receiver):
     assert error_of(response)["code"] == "invalid_json"
 
 
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_400_for_a_deeply_nested_body_not_a_500(receiver, broker, depth):
+    # json.loads raises RecursionError (not a ValueError) for this: it was a 500, which also
+    # reports a gap and sets off a reconciliation sweep of the company.
+    nested = (
+        b'{"object": "ARINVOICE", "action": "set", "key": "1", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    )
+    response = receiver.post_hmac(nested)
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_json"
+    assert broker.get("sync.ar") is None
+
+
 def test_400_lists_field_errors(receiver):
     response = receiver.post_hmac({"action": "frobnicate"})
     assert response.status_code == 400
