@@ -37,6 +37,46 @@ def test_a_wrong_token_is_refused_and_audited(console, signed_in):
     assert TOKEN not in audit
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%09/evil.example",  # a tab werkzeug drops: "Location: //evil.example"
+        "/%0A/evil.example",
+        "/%0D%0A/evil.example",
+        "//evil.example",
+        "///evil.example",
+        "/%5Cevil.example",  # "/\evil.example": browsers read "\" as "/"
+        "/%5C%5Cevil.example",
+        "https://evil.example/",
+        "https:evil.example",
+        "javascript:alert(1)",
+        "%2F%2Fevil.example",
+        " //evil.example",
+        "/dead%00",
+        "/\u2028/evil.example",
+    ],
+)
+def test_sign_in_never_redirects_off_this_host(console, target):
+    client = console.test_client()
+    page = client.get("/login")
+    response = client.post(
+        f"/login?next={target}", data={"token": TOKEN, "name": "dana", "csrf_token": csrf_of(page.text)}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"  # the overview, whatever was asked
+
+
+@pytest.mark.parametrize("target", ["/dead", "/dead/abc?reason=x", "/connections"])
+def test_sign_in_returns_to_the_page_asked_for_on_this_host(console, target):
+    client = console.test_client()
+    page = client.get("/login")
+    response = client.post(
+        "/login", query_string={"next": target}, data={"token": TOKEN, "csrf_token": csrf_of(page.text)}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == target
+
+
 def test_the_session_cookie_is_httponly_and_strict_and_secure_in_production(console_settings):
     for env, secure in (("test", False), ("production", True)):
         app = create_app(console_settings.with_overrides(flexsync_env=env))
