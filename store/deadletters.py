@@ -38,7 +38,8 @@ _Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
 @dataclass(frozen=True)
 class LetterQuery:
     """Filters on stored letters; each one that is set must match (``reason`` also matches
-    ``reason:detail``; ``ids`` are prefixes of letter ids)."""
+    ``reason:detail``; ``ids`` are prefixes of letter ids). Both are matched as written: a ``%``
+    or ``_`` in them is escaped, never a LIKE wildcard."""
 
     connection: str | None = None
     resource: str | None = None
@@ -57,13 +58,17 @@ class LetterQuery:
         if self.resource is not None:
             query = query.where(table.resource == self.resource)
         if self.reason is not None:
-            query = query.where(or_(table.reason == self.reason, table.reason.startswith(self.reason + ":")))
+            query = query.where(
+                or_(table.reason == self.reason, table.reason.startswith(self.reason + ":", autoescape=True))
+            )
         if self.since is not None:
             query = query.where(table.failed_at >= self.since)
         if self.until is not None:
             query = query.where(table.failed_at < self.until)
         if self.ids:
-            query = query.where(or_(*(table.letter_id.startswith(prefix) for prefix in self.ids)))
+            query = query.where(
+                or_(*(table.letter_id.startswith(prefix, autoescape=True) for prefix in self.ids))
+            )
         return query
 
 

@@ -60,3 +60,22 @@ def test_a_letter_is_settled_once(engine):
     assert replayed.message_id == "m-1" and replayed.replayed_at == NOW
     assert [r.message_id for r in store.find(LetterQuery(state=PURGED))] == ["m-2"]
     assert store.count(LetterQuery()) == 0
+
+
+def test_ids_and_reasons_are_matched_as_written_not_as_like_wildcards(engine):
+    store = DeadLetterStore(engine)
+    rows = [row(n) for n in (1, 2, 3)]
+    rows[0]["letter_id"], rows[1]["letter_id"], rows[2]["letter_id"] = "ab_1", "abx2", "a%3"
+    rows[0]["reason"] = "flex_point_rejected:http_422"
+    rows[1]["reason"] = "flexXpointYrejected:http_422"
+    store.add_many(rows)
+
+    def ids(query: LetterQuery) -> set[str]:
+        return {letter.letter_id for letter in store.find(query)}
+
+    assert ids(LetterQuery(ids=("ab_",))) == {"ab_1"}
+    assert ids(LetterQuery(ids=("a%",))) == {"a%3"}
+    assert ids(LetterQuery(ids=("%",))) == set()
+    assert ids(LetterQuery(ids=("_",))) == set()
+    assert store.count(LetterQuery(ids=("%",))) == 0
+    assert ids(LetterQuery(reason="flex_point_rejected")) == {"ab_1"}
