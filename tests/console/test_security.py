@@ -87,6 +87,78 @@ def test_the_session_cookie_is_httponly_and_strict_and_secure_in_production(cons
         app.extensions["flexsync.console"].close()
 
 
+PLAIN_HTTP = "http://console.internal.example"
+
+
+def _production_console(console_settings, **overrides):
+    return create_app(console_settings.with_overrides(flexsync_env="production", **overrides))
+
+
+def test_a_console_over_plain_http_says_on_the_sign_in_page_what_to_do(console_settings):
+    app = _production_console(console_settings)
+    try:
+        client = app.test_client()
+        page = client.get("/login", base_url=PLAIN_HTTP)
+        assert page.status_code == 200
+        # Before anyone tries: the cookie is Secure, so the browser will not send it back.
+        assert "https://console.internal.example/login" in page.text
+        assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" in page.text
+        # A browser does not send the Secure cookie back over http: the sign-in has no session.
+        client.delete_cookie("flexsync_console", domain="console.internal.example")
+        refused = client.post(
+            "/login",
+            base_url=PLAIN_HTTP,
+            data={"token": TOKEN, "name": "dana", "csrf_token": csrf_of(page.text)},
+        )
+        assert refused.status_code == 400
+        assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" in refused.text and "https://" in refused.text
+        assert TOKEN not in refused.text
+    finally:
+        app.extensions["flexsync.console"].close()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "headers"),
+    [
+        ("https://console.internal.example", {}),
+        ("http://localhost", {}),
+        ("http://127.0.0.1:8000", {}),
+        (PLAIN_HTTP, {"X-Forwarded-Proto": "https"}),  # behind a proxy that terminates TLS
+    ],
+)
+def test_no_plain_http_notice_where_the_cookie_comes_back(console_settings, base_url, headers):
+    app = _production_console(console_settings)
+    try:
+        page = app.test_client().get("/login", base_url=base_url, headers=headers)
+        assert page.status_code == 200 and "FLEXSYNC_CONSOLE_ALLOW_HTTP" not in page.text
+    finally:
+        app.extensions["flexsync.console"].close()
+
+
+def test_allowing_plain_http_drops_secure_from_the_cookie_and_the_notice(console_settings):
+    app = _production_console(console_settings, flexsync_console_allow_http=True)
+    try:
+        client = app.test_client()
+        page = client.get("/login", base_url=PLAIN_HTTP)
+        assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" not in page.text
+        signed = client.post(
+            "/login", base_url=PLAIN_HTTP, data={"token": TOKEN, "csrf_token": csrf_of(page.text)}
+        )
+        assert signed.status_code == 302
+        assert "Secure" not in signed.headers["Set-Cookie"] and "HttpOnly" in signed.headers["Set-Cookie"]
+    finally:
+        app.extensions["flexsync.console"].close()
+
+
+def test_the_plain_http_setting_is_read_and_checked():
+    base = {"FLEXSYNC_ENV": "development"}
+    assert load_settings(base).flexsync_console_allow_http is False
+    assert load_settings({**base, "FLEXSYNC_CONSOLE_ALLOW_HTTP": "true"}).flexsync_console_allow_http is True
+    assert load_settings({**base, "FLEXSYNC_CONSOLE_ALLOW_HTTP": "0"}).flexsync_console_allow_http is False
+    with pytest.raises(SettingsError, match=r"^FLEXSYNC_CONSOLE_ALLOW_HTTP is malformed"):
+        load_settings({**base, "FLEXSYNC_CONSOLE_ALLOW_HTTP": "maybe"})
+
+
 def test_a_cross_site_post_is_refused_even_with_a_session(signed_in):
     token = csrf_of(signed_in.get("/dead").text)
     form = {"verb": "purge", "scope": "selection", "csrf_token": token}
