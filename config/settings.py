@@ -78,6 +78,15 @@ def _int(value: str) -> int:
         raise ValueError(f"expected a whole number, got {value!r}") from None
 
 
+def _flag(value: str) -> bool:
+    folded = value.strip().lower()
+    if folded in ("1", "true", "yes", "on"):
+        return True
+    if folded in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _positive_int(value: str) -> int:
     number = _int(value)
     if number < 1:
@@ -192,6 +201,10 @@ class Settings:
     port: int = 8000
     # The operations console's sign-in token (required by `flexsync console`).
     flexsync_console_token: str | None = field(default=None, repr=False)
+    # The console's session cookie is Secure outside development, so a browser keeps it only
+    # over https (or on localhost); true drops that, for a console on a trusted network that
+    # cannot have TLS. Anyone on that network can then read the session cookie.
+    flexsync_console_allow_http: bool = False
     # Conventions of the platform rather than of the brief: gunicorn's worker processes for
     # `flexsync web`, and prometheus_client's directory for metrics shared across them (unset:
     # `web` makes a temporary one; prometheus_client itself reads the variable in each worker).
@@ -272,6 +285,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "LOG_FORMAT": _choice(("json", "console")),
     "PORT": _port,
     "FLEXSYNC_CONSOLE_TOKEN": _console_token,
+    "FLEXSYNC_CONSOLE_ALLOW_HTTP": _flag,
     "WEB_CONCURRENCY": _positive_int,
     "PROMETHEUS_MULTIPROC_DIR": _text,
     "FLEXSYNC_RETRY_DELAYS": _seconds_list,

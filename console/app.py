@@ -7,7 +7,7 @@ import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from config import Settings
@@ -55,7 +55,9 @@ def create_app(settings: Settings, *, parts: ConsoleParts | None = None, backgro
         FLEXSYNC_CONSOLE_TOKEN=token,
         SESSION_COOKIE_NAME="flexsync_console",
         SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SECURE=settings.flexsync_env not in ("development", "test"),
+        SESSION_COOKIE_SECURE=(
+            settings.flexsync_env not in ("development", "test") and not settings.flexsync_console_allow_http
+        ),
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
@@ -77,6 +79,9 @@ def create_app(settings: Settings, *, parts: ConsoleParts | None = None, backgro
 
     @app.errorhandler(CSRFError)
     def _csrf_refused(error: CSRFError) -> Any:
+        if request.endpoint == "auth.login" and security.plain_http_drops_the_session():
+            # Not a forgery: the browser kept the Secure cookie to itself. Say what to do.
+            return security.login_page("Sign-in failed: this browser did not send the session back."), 400
         return render_template("refused.html", code=403, message=f"Refused: {error.description}"), 403
 
     @app.errorhandler(403)

@@ -57,6 +57,44 @@ def install(app: Flask) -> None:
         abort(401, description="sign in first")
 
 
+def _path_on_this_host(target: str | None) -> str | None:
+    """``target`` when it is a path on this host, else None: never an open redirect.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/`` (and werkzeug drops some
+    of them from a Location too), so ``/\\t/evil.example`` or ``/\\evil.example`` would leave the
+    site: any control or invisible character or backslash is refused outright, as is anything
+    with a scheme or a host, or that starts with ``//``.
+    """
+    if not target or "\\" in target or not target.isprintable():
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+# Hosts a browser treats as secure over plain http: it sends a Secure cookie back to them.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def plain_http_drops_the_session() -> bool:
+    """Whether this request came over plain http from a browser that will not send the Secure
+    session cookie back, so that sign-in cannot work (the CSRF check finds no session)."""
+    if not current_app.config["SESSION_COOKIE_SECURE"] or request.is_secure:
+        return False
+    if request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https":
+        return False  # a proxy in front took the https request
+    host = urlsplit(f"//{request.host}").hostname or ""
+    return host not in _LOCAL_HOSTS and not host.endswith(".localhost")
+
+
+def login_page(error: str | None) -> str:
+    https_url = None
+    if plain_http_drops_the_session():
+        https_url = "https://" + request.host + request.full_path.rstrip("?")
+    return render_template("login.html", error=error, https_url=https_url)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     error = None
@@ -70,14 +108,10 @@ def login():
             session["signed_in"] = True
             session["actor"] = name
             _audit().record(actor(), "sign-in", "-", "signed in")
-            target = request.args.get("next") or ""
-            # Only a path of this site: never an open redirect.
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("pages.overview")
-            return redirect(target)
+            return redirect(_path_on_this_host(request.args.get("next")) or url_for("pages.overview"))
         _audit().record(f"{name} ({request.remote_addr or '-'})", "sign-in", "-", "refused: wrong token")
         error = "Wrong token: that is not the console token."
-    return render_template("login.html", error=error), 401 if error else 200
+    return login_page(error), 401 if error else 200
 
 
 @bp.route("/logout", methods=["POST"])

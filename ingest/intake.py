@@ -145,18 +145,22 @@ class WebhookIntake:
 
         The checks run against the cached connection; the ledger's lookup, made anyway, tells
         whether it is still current, and a delivery is checked again against the stored one
-        when it is not (likewise before a refusal that rests on the connection).
+        when it is not (likewise before a refusal that rests on the connection, unless the
+        connection was read from the database for this very request).
         """
         bind_request_context(connection_id=connection_id)
         if not _CONNECTION_ID.match(connection_id):
             raise _unknown_connection()
-        cached = self._connections.get(connection_id)
+        cached, just_read = self._connections.lookup(connection_id)
         try:
             checked = self._check(cached, headers, raw_body)
         except WebhookRefused as refusal:
-            if refusal.code not in _CONNECTION_REFUSALS and not (
-                refusal.fields and "companyId" in refusal.fields
+            if just_read or (
+                refusal.code not in _CONNECTION_REFUSALS
+                and not (refusal.fields and "companyId" in refusal.fields)
             ):
+                # Read from the database a moment ago (a made-up id is, every time): current,
+                # no need to ask the ledger whether it changed.
                 raise
             current = self._ledger.lookup(connection_id, "").connection_version
             if current == self._ledger.version(None if cached is None else cached.updated_at):
@@ -229,6 +233,12 @@ class WebhookIntake:
             document = json.loads(text)
         except (ValueError, UnicodeDecodeError):
             raise WebhookRefused(400, "invalid_json", "The body is not valid JSON.") from None
+        except RecursionError:
+            # Nested deeper than the decoder can follow: the sender's fault, not ours (a 500
+            # would also set off a reconciliation sweep of the company).
+            raise WebhookRefused(
+                400, "invalid_json", "The body is nested too deeply; send the webhook template's flat object."
+            ) from None
         if not isinstance(document, dict):
             raise WebhookRefused(400, "invalid_body", "The body must be a JSON object.")
         try:

@@ -9,11 +9,14 @@ of libraries (pika, kombu, gunicorn, werkzeug) alike, so no secret can reach a l
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,45 +45,95 @@ _MARKERS = re.compile(r"(?i)bearer|basic|eyJ|://|v1=|client_secret=|password=|ac
 _MIN_REGISTERED_LENGTH = 8
 # Up to this many secrets a plain scan is fastest; beyond, candidates are found by prefix.
 _PLAIN_SCAN_LIMIT = 32
+_FOREVER = float("inf")
 
 
 class Redactor:
-    """A structlog processor that removes secrets from an event dict, recursively."""
+    """A structlog processor that removes secrets from an event dict, recursively.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    A secret is kept for good (configured secrets, decrypted credentials) or, registered with
+    a ``lifetime``, until that many seconds have passed (issued tokens): the set holds only the
+    tokens still alive, whatever the number issued since the process started. Registering
+    costs the same however many secrets are held: nothing is re-sorted but the few secrets
+    that share the new one's first 8 characters.
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), *, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._secrets: frozenset[str] = frozenset()
-        # Longest first, so a secret containing another is replaced whole.
-        self._ordered: tuple[str, ...] = ()
+        self._clock = clock
+        # Each secret and when it may be forgotten (inf: never).
+        self._until: dict[str, float] = {}
+        # (when, secret) of the secrets registered with a lifetime, soonest first; an entry
+        # a later registration outlived is skipped when it comes up.
+        self._deadlines: list[tuple[float, str]] = []
+        # Every secret under its first 8 characters, each group longest first so a secret
+        # containing another is replaced whole. A group is replaced, never changed, so a
+        # reader on another thread sees either the old group or the new one.
         self._by_prefix: dict[str, tuple[str, ...]] = {}
+        # All secrets, longest first, while they are few enough for a plain scan; else None.
+        self._ordered: tuple[str, ...] | None = ()
         self.register(*secrets)
 
-    def register(self, *secrets: str | None) -> None:
-        """Remember values that must never be printed, wherever they appear in a line."""
+    def __len__(self) -> int:
+        """How many secrets are held now."""
+        return len(self._until)
+
+    def register(self, *secrets: str | None, lifetime: float | None = None) -> None:
+        """Remember values that must never be printed, wherever they appear in a line: for good,
+        or for ``lifetime`` seconds (a token that stops working then)."""
         fresh = {s for s in secrets if s and len(s) >= _MIN_REGISTERED_LENGTH}
-        if not fresh - self._secrets:
-            return
+        if lifetime is None and all(self._until.get(s) == _FOREVER for s in fresh):
+            return  # already held for good: no lock taken (decrypting a secret registers it)
+        now = self._clock()
+        until = _FOREVER if lifetime is None else now + lifetime
         with self._lock:
-            known = self._secrets | fresh
-            ordered = tuple(sorted(known, key=len, reverse=True))
-            by_prefix: dict[str, list[str]] = {}
-            for secret in ordered:
-                by_prefix.setdefault(secret[:_MIN_REGISTERED_LENGTH], []).append(secret)
-            # Readers see either the old or the new state whole: each is swapped in one step.
-            self._by_prefix = {prefix: tuple(group) for prefix, group in by_prefix.items()}
-            self._ordered = ordered
-            self._secrets = known
+            self._forget_expired(now)
+            for secret in fresh:
+                held = self._until.get(secret)
+                if held is None:
+                    self._add(secret)
+                elif held >= until:
+                    continue
+                self._until[secret] = until
+                if until != _FOREVER:
+                    heapq.heappush(self._deadlines, (until, secret))
+            self._reorder()
+
+    def _forget_expired(self, now: float) -> None:
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            until, secret = heapq.heappop(deadlines)
+            if self._until.get(secret) == until:
+                del self._until[secret]
+                prefix = secret[:_MIN_REGISTERED_LENGTH]
+                group = tuple(s for s in self._by_prefix[prefix] if s != secret)
+                if group:
+                    self._by_prefix[prefix] = group
+                else:
+                    del self._by_prefix[prefix]
+
+    def _add(self, secret: str) -> None:
+        prefix = secret[:_MIN_REGISTERED_LENGTH]
+        group = self._by_prefix.get(prefix, ())
+        # Tokens of one issuer may all share their first characters: placed, not re-sorted.
+        at = bisect.bisect_right(group, -len(secret), key=lambda held: -len(held))
+        self._by_prefix[prefix] = (*group[:at], secret, *group[at:])
+
+    def _reorder(self) -> None:
+        held = self._until
+        self._ordered = tuple(sorted(held, key=len, reverse=True)) if len(held) <= _PLAIN_SCAN_LIMIT else None
 
     def _candidates(self, text: str) -> Iterable[str]:
         ordered = self._ordered
-        if len(ordered) <= _PLAIN_SCAN_LIMIT:
+        if ordered is not None:
             return ordered
         # Every secret starts with one of the text's 8-character windows: look those up, so
         # the cost follows the length of the text, not the number of secrets.
         width = _MIN_REGISTERED_LENGTH
+        by_prefix = self._by_prefix
         windows = {text[i : i + width] for i in range(len(text) - width + 1)}
-        hits = windows.intersection(self._by_prefix)
-        return sorted((s for prefix in hits for s in self._by_prefix[prefix]), key=len, reverse=True)
+        found = [s for window in windows for s in by_prefix.get(window, ())]
+        return sorted(found, key=len, reverse=True)
 
     def redact_text(self, text: str) -> str:
         if len(text) < _MIN_REGISTERED_LENGTH:
@@ -116,9 +169,10 @@ class Redactor:
 _redactor = Redactor()
 
 
-def register_secret(*secrets: str | None) -> None:
-    """Add runtime secrets (decrypted credentials, issued tokens) to the process's redaction."""
-    _redactor.register(*secrets)
+def register_secret(*secrets: str | None, lifetime: float | None = None) -> None:
+    """Add runtime secrets to the process's redaction: for good (decrypted credentials), or for
+    ``lifetime`` seconds (an issued token, kept a while past its expiry)."""
+    _redactor.register(*secrets, lifetime=lifetime)
 
 
 def redactor() -> Redactor:

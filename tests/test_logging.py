@@ -124,3 +124,54 @@ def test_with_thousands_of_registered_secrets_each_is_still_found():
     redacted = redactor(None, "error", event)
     assert needle not in str(redacted) and "longer-variant" not in str(redacted)
     assert redacted["event"] == f"request failed for secret={REDACTED}!"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_issued_tokens_expire_from_the_redactor_so_100000_of_them_keep_it_small_and_fast():
+    # An Intacct token is registered per company and hour, for good: the set (and the re-sort
+    # of the whole set on each registration) grew for as long as the process ran.
+    clock = _Clock()
+    configured = f"configured-{uuid.uuid4().hex}"
+    redactor = Redactor([configured], clock=clock)
+    sizes, first, last = [], [], []
+    for batch in range(100):
+        started = time.perf_counter()
+        for n in range(1000):
+            clock.now += 1.0
+            redactor.register(f"tok-{batch:03d}-{n:04d}-{uuid.uuid4().hex}", lifetime=600.0)
+        elapsed = time.perf_counter() - started
+        (first if batch < 10 else last if batch >= 90 else []).append(elapsed)
+        sizes.append(len(redactor))
+    # Memory: only the tokens still alive (600 s at one a second) and the configured secret.
+    assert max(sizes) <= 602
+    assert sizes[-1] == sizes[10]
+    # Time: the last 10,000 registrations cost what the first 10,000 did. The fastest batch
+    # of each is compared, so a busy machine's stray pauses do not decide it.
+    assert min(last) <= 2 * min(first)
+
+    live = f"tok-live-{uuid.uuid4().hex}"
+    redactor.register(live, lifetime=600.0)
+    expired = f"tok-gone-{uuid.uuid4().hex}"
+    redactor.register(expired, lifetime=10.0)
+    clock.now += 11.0
+    redactor.register(f"tok-next-{uuid.uuid4().hex}", lifetime=600.0)  # forgets the expired ones
+    line = redactor.redact_text(f"{configured} {live} {expired}")
+    assert line == f"{REDACTED} {REDACTED} {expired}"
+
+
+def test_a_secret_registered_for_good_and_as_a_token_stays_for_good():
+    clock = _Clock()
+    secret = f"whsec_{uuid.uuid4().hex}"
+    redactor = Redactor(clock=clock)
+    redactor.register(secret)
+    redactor.register(secret, lifetime=5.0)
+    clock.now += 10.0
+    redactor.register(f"tok-next-{uuid.uuid4().hex}", lifetime=5.0)
+    assert redactor.redact_text(f"[{secret}]") == f"[{REDACTED}]"

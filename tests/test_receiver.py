@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -150,6 +151,26 @@ def test_404_for_an_unknown_connection_before_authenticity(receiver):
     assert error_of(response)["code"] == "unknown_connection"
 
 
+def test_a_made_up_connection_id_costs_one_query_and_evicts_nothing(receiver, broker, monkeypatch):
+    assert receiver.post_hmac(invoice_event(key="1")).status_code == 202  # the real one is cached
+    reads, lookups = Counter(), Counter()
+    store, ledger = receiver.parts.store, receiver.parts.ledger
+    real_get, real_lookup = store.get, ledger.lookup
+    monkeypatch.setattr(store, "get", lambda cid: reads.update([cid]) or real_get(cid))
+    monkeypatch.setattr(ledger, "lookup", lambda cid, key: lookups.update([cid]) or real_lookup(cid, key))
+
+    made_up = [str(uuid.uuid4()) for _ in range(200)]
+    for connection_id in made_up:
+        response = receiver.post_hmac(invoice_event(), connection_id=connection_id)
+        assert response.status_code == 404 and error_of(response)["code"] == "unknown_connection"
+    # One read of the connection table each; the ledger's version check is not needed when the
+    # connection was just read.
+    assert reads == Counter(made_up) and lookups == Counter()
+
+    assert receiver.post_hmac(invoice_event(key="2")).status_code == 202
+    assert receiver.connection.connection_id not in reads  # still cached
+
+
 def test_410_for_a_disconnected_connection(receiver, broker):
     receiver.parts.store.disconnect(receiver.connection.connection_id)
     receiver.parts.intake._connections.invalidate(receiver.connection.connection_id)
@@ -213,6 +234,19 @@ def test_400_for_bad_json(receiver):
     response = receiver.post_hmac(b'{"object": ')
     assert response.status_code == 400
     assert error_of(response)["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("depth", [2_000, 100_000])
+def test_400_for_a_deeply_nested_body_not_a_500(receiver, broker, depth):
+    # json.loads raises RecursionError (not a ValueError) for this: it was a 500, which also
+    # reports a gap and sets off a reconciliation sweep of the company.
+    nested = (
+        b'{"object": "ARINVOICE", "action": "set", "key": "1", "x": ' + b"[" * depth + b"]" * depth + b"}"
+    )
+    response = receiver.post_hmac(nested)
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "invalid_json"
+    assert broker.get("sync.ar") is None
 
 
 def test_400_lists_field_errors(receiver):

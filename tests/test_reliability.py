@@ -363,6 +363,18 @@ def test_every_exception_of_the_product_modules_is_under_the_root_with_a_reason(
     assert seen >= 55  # the modules were walked, not an empty list
 
 
+def test_flexpoint_reasons_have_one_spelling_everywhere():
+    # The sync used flex_point_*, provisioning and writeback flexpoint_* (as the runbook does):
+    # a replay --reason of one spelling missed the other's letters.
+    reasons = set()
+    for name in _product_modules():
+        for _, cls in inspect.getmembers(importlib.import_module(name), inspect.isclass):
+            if cls.__module__ == name and issubclass(cls, BaseException):
+                reasons.add(cls.reason)
+    assert {"flexpoint_unavailable", "flexpoint_rejected", "flexpoint_unauthorized"} <= reasons
+    assert sorted(reason for reason in reasons if reason.startswith("flex_point")) == []
+
+
 def test_failures_are_classified_by_type():
     from clients.flexpoint import FlexPointRejected, FlexPointUnavailable
     from clients.intacct import IntacctUnavailable, TokenRefused
@@ -370,8 +382,8 @@ def test_failures_are_classified_by_type():
 
     cases = [
         (IntacctUnavailable("down"), "intacct_unavailable", True),
-        (FlexPointUnavailable("down"), "flex_point_unavailable", True),
-        (FlexPointRejected("400"), "flex_point_rejected", False),
+        (FlexPointUnavailable("down"), "flexpoint_unavailable", True),
+        (FlexPointRejected("400"), "flexpoint_rejected", False),
         (MappingError("invoices", "1", {"x": ["bad"]}), "mapping_error", False),
         (TokenRefused("no", reason="invalid_credentials"), "invalid_credentials", False),
         (OperationalError("select 1", {}, Exception("gone")), "database_unavailable", True),

@@ -513,7 +513,9 @@ def test_cache_invalidate_one_or_all():
 
 
 def test_cache_is_bounded_and_evicts_oldest():
-    backing = CountingStore()
+    backing = CountingStore(
+        {n: ConnectionRecord(n, f"acct-{n}", "co", None, "u", "connected", ("s",), T0, T0) for n in "abcd"}
+    )
     lookup = CachedConnectionLookup(backing, ttl=60.0, clock=TickClock(), max_entries=3)
     for name in "abcd":
         lookup.get(name)
@@ -523,6 +525,39 @@ def test_cache_is_bounded_and_evicts_oldest():
     assert backing.calls == 4  # still cached
     lookup.get("a")  # evicted as the oldest
     assert backing.calls == 5
+
+
+def test_unknown_ids_never_evict_known_connections_and_their_refusals_are_bounded():
+    records = {
+        name: ConnectionRecord(name, f"acct-{name}", "co", None, "u", "connected", ("s",), T0, T0)
+        for name in "abc"
+    }
+    backing = CountingStore(records)
+    lookup = CachedConnectionLookup(backing, ttl=60.0, clock=TickClock(), max_entries=3, max_refusals=100)
+    for name in "abc":
+        assert lookup.get(name) == records[name]
+    # A flood of made-up ids: each read once, and refused from the cache when asked again.
+    for n in range(1000):
+        assert lookup.get(f"random-{n}") is None
+    assert lookup.get("random-999") is None
+    assert backing.calls == 3 + 1000
+    # The real connections are still cached: not one of them was pushed out.
+    for name in "abc":
+        assert lookup.get(name) == records[name]
+    assert backing.calls == 1003
+    # Only the latest 100 refusals are kept: the oldest made-up id is read again.
+    assert lookup.get("random-0") is None
+    assert backing.calls == 1004
+
+
+def test_a_fresh_read_says_so_and_a_cached_answer_does_not():
+    backing = CountingStore()
+    lookup = CachedConnectionLookup(backing, ttl=60.0, clock=TickClock())
+    assert lookup.lookup("x") == (None, True)
+    assert lookup.lookup("x") == (None, False)
+    lookup.invalidate("x")
+    assert lookup.lookup("x") == (None, True)
+    assert backing.calls == 2
 
 
 def test_cache_does_not_store_a_read_that_raced_an_invalidate():

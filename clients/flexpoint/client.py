@@ -38,6 +38,13 @@ OnCall = Callable[[str, int | str, float], None]
 STATUS_LABEL = "integration-status"
 _PAGE_SIZE = 1000  # the YAML's maximum: fewest round trips for reconciliation
 
+
+def _segment(value: str) -> str:
+    """One URL path segment, quoted: an id never adds a segment, a query or a fragment to the
+    path, even if its check ever let such an id through."""
+    return quote(value, safe="")
+
+
 log = get_logger(__name__)
 
 
@@ -120,7 +127,7 @@ class FlexPointClient:
         check_resource(resource)
         if not isinstance(connection_id, str) or not connection_id:
             raise ValueError("connection_id must be a non-empty string")
-        path = f"/v1/accounts/{account_id}/accounting/{resource}/batch"
+        path = f"/v1/accounts/{_segment(account_id)}/accounting/{_segment(resource)}/batch"
         results: list[dict[str, Any]] = []
         for batch in chunks(list(items)):
             body = batch_body(connection_id, batch)
@@ -147,7 +154,7 @@ class FlexPointClient:
         body.setdefault("reportedAt", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         self._call(
             "PUT",
-            f"/v1/accounts/{account_id}/integrations/sage-intacct",
+            f"/v1/accounts/{_segment(account_id)}/integrations/sage-intacct",
             label=STATUS_LABEL,
             action=f"PUT connection status for account {account_id}",
             body=body,
@@ -166,7 +173,7 @@ class FlexPointClient:
         check_posting(posting)
         self._call(
             "PUT",
-            f"/v1/accounts/{account_id}/payment-postings/{payment_id}",
+            f"/v1/accounts/{_segment(account_id)}/payment-postings/{_segment(payment_id)}",
             label="payment-postings",
             action=f"PUT payment posting {payment_id} for account {account_id}",
             body=dict(posting),
@@ -179,7 +186,7 @@ class FlexPointClient:
         check_payment_id(payment_id)
         response = self._call(
             "GET",
-            f"/v1/accounts/{account_id}/payment-postings/{payment_id}",
+            f"/v1/accounts/{_segment(account_id)}/payment-postings/{_segment(payment_id)}",
             label="payment-postings",
             action=f"GET payment posting {payment_id} of account {account_id}",
             missing_ok=True,
@@ -194,7 +201,7 @@ class FlexPointClient:
         check_resource(resource)
         response = self._call(
             "GET",
-            f"/v1/accounts/{account_id}/accounting/{resource}/{quote(external_id, safe='')}",
+            f"/v1/accounts/{_segment(account_id)}/accounting/{_segment(resource)}/{_segment(external_id)}",
             label=resource,
             action=f"GET {resource} {external_id!r} of account {account_id}",
             missing_ok=True,
@@ -222,7 +229,7 @@ class FlexPointClient:
         while True:
             response = self._call(
                 "GET",
-                f"/v1/accounts/{account_id}/accounting/{resource}",
+                f"/v1/accounts/{_segment(account_id)}/accounting/{_segment(resource)}",
                 label=resource,
                 action=f"GET {resource} of account {account_id}",
                 params=params,
@@ -247,7 +254,7 @@ class FlexPointClient:
         check_account_id(account_id)
         response = self._call(
             "GET",
-            f"/v1/accounts/{account_id}/integrations/sage-intacct",
+            f"/v1/accounts/{_segment(account_id)}/integrations/sage-intacct",
             label=STATUS_LABEL,
             action=f"GET connection status of account {account_id}",
             missing_ok=True,

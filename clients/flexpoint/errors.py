@@ -34,13 +34,13 @@ class FlexPointError(FlexsyncError):
 class FlexPointCallFailed(FlexPointError, Permanent):
     """The call could not be made (a malformed URL), or FlexPoint's 2xx answer cannot be used."""
 
-    reason = "flex_point_error"
+    reason = "flexpoint_error"
 
 
 class FlexPointUnavailable(FlexPointError, Transient):
     """FlexPoint answered 5xx, timed out or could not be reached; retrying later may succeed."""
 
-    reason = "flex_point_unavailable"
+    reason = "flexpoint_unavailable"
 
 
 class FlexPointBreakerOpen(FlexPointUnavailable, BreakerOpen):
@@ -57,7 +57,7 @@ class FlexPointBreakerOpen(FlexPointUnavailable, BreakerOpen):
 class FlexPointRateLimited(Throttled, FlexPointError):
     """FlexPoint answered 429; ``retry_after`` is the wait it asked for in seconds (None if unsaid)."""
 
-    reason = "flex_point_rate_limited"
+    reason = "flexpoint_rate_limited"
 
 
 class FlexPointRejected(FlexPointError, Permanent):
@@ -68,7 +68,7 @@ class FlexPointRejected(FlexPointError, Permanent):
     which record and which field broke the contract.
     """
 
-    reason = "flex_point_rejected"
+    reason = "flexpoint_rejected"
 
     def __init__(self, message: str, *, external_ids: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -78,4 +78,4 @@ class FlexPointRejected(FlexPointError, Permanent):
 class FlexPointUnauthorized(FlexPointError, Permanent):
     """FlexPoint refused our bearer token (401): our configuration, not the data, is wrong."""
 
-    reason = "flex_point_unauthorized"
+    reason = "flexpoint_unauthorized"

@@ -23,6 +23,7 @@ TOKEN_PATH = "oauth2/token"  # noqa: S105 - a URL path, not a password
 # Sage does not document the lifetime; assume an hour when the answer omits it (a 401 renews anyway).
 _DEFAULT_LIFETIME = 3600.0
 _MIN_MARGIN = 60.0
+_REDACTED_PAST_EXPIRY = 3600.0
 
 OnCall = Callable[[str, str, int, float], None]
 
@@ -167,12 +168,14 @@ class TokenProvider:
             raise IntacctUnavailable(
                 f"token endpoint answered 200 without an access token for {who}", status=200
             )
-        register_secret(token)
         lifetime = body.get("expires_in")
         if isinstance(lifetime, str) and lifetime.strip().isdigit():
             lifetime = int(lifetime)
         if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
             lifetime = _DEFAULT_LIFETIME
+        # Redacted until well past its expiry (a late error may still quote it), then forgotten:
+        # one token per company and hour would otherwise pile up for as long as the process runs.
+        register_secret(token, lifetime=float(lifetime) + _REDACTED_PAST_EXPIRY)
         # Counted from before the request was sent, so the cache never outlives the token.
         refresh_at = started + lifetime - refresh_margin(float(lifetime))
         log.info("intacct_token_issued", username=who, expires_in=lifetime)

@@ -37,6 +37,46 @@ def test_a_wrong_token_is_refused_and_audited(console, signed_in):
     assert TOKEN not in audit
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/%09/evil.example",  # a tab werkzeug drops: "Location: //evil.example"
+        "/%0A/evil.example",
+        "/%0D%0A/evil.example",
+        "//evil.example",
+        "///evil.example",
+        "/%5Cevil.example",  # "/\evil.example": browsers read "\" as "/"
+        "/%5C%5Cevil.example",
+        "https://evil.example/",
+        "https:evil.example",
+        "javascript:alert(1)",
+        "%2F%2Fevil.example",
+        " //evil.example",
+        "/dead%00",
+        "/\u2028/evil.example",
+    ],
+)
+def test_sign_in_never_redirects_off_this_host(console, target):
+    client = console.test_client()
+    page = client.get("/login")
+    response = client.post(
+        f"/login?next={target}", data={"token": TOKEN, "name": "dana", "csrf_token": csrf_of(page.text)}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"  # the overview, whatever was asked
+
+
+@pytest.mark.parametrize("target", ["/dead", "/dead/abc?reason=x", "/connections"])
+def test_sign_in_returns_to_the_page_asked_for_on_this_host(console, target):
+    client = console.test_client()
+    page = client.get("/login")
+    response = client.post(
+        "/login", query_string={"next": target}, data={"token": TOKEN, "csrf_token": csrf_of(page.text)}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == target
+
+
 def test_the_session_cookie_is_httponly_and_strict_and_secure_in_production(console_settings):
     for env, secure in (("test", False), ("production", True)):
         app = create_app(console_settings.with_overrides(flexsync_env=env))
@@ -45,6 +85,78 @@ def test_the_session_cookie_is_httponly_and_strict_and_secure_in_production(cons
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert ("Secure" in cookie) is secure
         app.extensions["flexsync.console"].close()
+
+
+PLAIN_HTTP = "http://console.internal.example"
+
+
+def _production_console(console_settings, **overrides):
+    return create_app(console_settings.with_overrides(flexsync_env="production", **overrides))
+
+
+def test_a_console_over_plain_http_says_on_the_sign_in_page_what_to_do(console_settings):
+    app = _production_console(console_settings)
+    try:
+        client = app.test_client()
+        page = client.get("/login", base_url=PLAIN_HTTP)
+        assert page.status_code == 200
+        # Before anyone tries: the cookie is Secure, so the browser will not send it back.
+        assert "https://console.internal.example/login" in page.text
+        assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" in page.text
+        # A browser does not send the Secure cookie back over http: the sign-in has no session.
+        client.delete_cookie("flexsync_console", domain="console.internal.example")
+        refused = client.post(
+            "/login",
+            base_url=PLAIN_HTTP,
+            data={"token": TOKEN, "name": "dana", "csrf_token": csrf_of(page.text)},
+        )
+        assert refused.status_code == 400
+        assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" in refused.text and "https://" in refused.text
+        assert TOKEN not in refused.text
+    finally:
+        app.extensions["flexsync.console"].close()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "headers"),
+    [
+        ("https://console.internal.example", {}),
+        ("http://localhost", {}),
+        ("http://127.0.0.1:8000", {}),
+        (PLAIN_HTTP, {"X-Forwarded-Proto": "https"}),  # behind a proxy that terminates TLS
+    ],
+)
+def test_no_plain_http_notice_where_the_cookie_comes_back(console_settings, base_url, headers):
+    app = _production_console(console_settings)
+    try:
+        page = app.test_client().get("/login", base_url=base_url, headers=headers)
+        assert page.status_code == 200 and "FLEXSYNC_CONSOLE_ALLOW_HTTP" not in page.text
+    finally:
+        app.extensions["flexsync.console"].close()
+
+
+def test_allowing_plain_http_drops_secure_from_the_cookie_and_the_notice(console_settings):
+    app = _production_console(console_settings, flexsync_console_allow_http=True)
+    try:
+        client = app.test_client()
+        page = client.get("/login", base_url=PLAIN_HTTP)
+        assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" not in page.text
+        signed = client.post(
+            "/login", base_url=PLAIN_HTTP, data={"token": TOKEN, "csrf_token": csrf_of(page.text)}
+        )
+        assert signed.status_code == 302
+        assert "Secure" not in signed.headers["Set-Cookie"] and "HttpOnly" in signed.headers["Set-Cookie"]
+    finally:
+        app.extensions["flexsync.console"].close()
+
+
+def test_the_plain_http_setting_is_read_and_checked():
+    base = {"FLEXSYNC_ENV": "development"}
+    assert load_settings(base).flexsync_console_allow_http is False
+    assert load_settings({**base, "FLEXSYNC_CONSOLE_ALLOW_HTTP": "true"}).flexsync_console_allow_http is True
+    assert load_settings({**base, "FLEXSYNC_CONSOLE_ALLOW_HTTP": "0"}).flexsync_console_allow_http is False
+    with pytest.raises(SettingsError, match=r"^FLEXSYNC_CONSOLE_ALLOW_HTTP is malformed"):
+        load_settings({**base, "FLEXSYNC_CONSOLE_ALLOW_HTTP": "maybe"})
 
 
 def test_a_cross_site_post_is_refused_even_with_a_session(signed_in):

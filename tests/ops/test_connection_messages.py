@@ -8,6 +8,7 @@ import uuid
 import pytest
 from click.testing import CliRunner
 from kombu import Exchange, Queue
+from marshmallow import ValidationError
 
 from cli.ops import connect, disconnect
 from processes.parts import ProcessParts
@@ -101,3 +102,25 @@ def test_disconnect_of_an_unknown_connection_says_what_to_do(settings, broker, l
     assert given.exit_code == 0, given.output
     _, body, _ = received(broker, listener)
     assert body["reason"] == "customer left" and body["accountId"] == "acct-2"
+
+
+@pytest.mark.parametrize("routing_key", ["connection.connect", "connection.disconnect"])
+@pytest.mark.parametrize("account", ["../other", "a/b", "a?b=1", "a b", "a%2Fb", "acct\n", "é", "x" * 65, ""])
+def test_a_connection_message_whose_account_id_is_no_flexpoint_path_id_is_refused(routing_key, account):
+    # The account id goes into FlexPoint's URL paths: the pattern FlexPoint's API and the
+    # payment messages use, checked when the message is loaded rather than at the first call.
+    body = {
+        "messageId": "m-1",
+        "accountId": account,
+        "connectionId": str(uuid.uuid4()),
+        "requestedAt": "2026-12-01T10:00:00Z",
+        "companyId": "ACME-CO",
+        "userId": "ws_flexpoint",
+        "reason": "closed",
+    }
+    with pytest.raises(ValidationError) as refused:
+        load_message(routing_key, body)
+    assert set(refused.value.normalized_messages()) == {"accountId"}
+    assert load_message(routing_key, {**body, "accountId": "A_b-9" + "x" * 59})["accountId"].startswith(
+        "A_b-9"
+    )

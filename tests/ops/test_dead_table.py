@@ -60,3 +60,45 @@ def test_a_letter_is_settled_once(engine):
     assert replayed.message_id == "m-1" and replayed.replayed_at == NOW
     assert [r.message_id for r in store.find(LetterQuery(state=PURGED))] == ["m-2"]
     assert store.count(LetterQuery()) == 0
+
+
+def test_ids_and_reasons_are_matched_as_written_not_as_like_wildcards(engine):
+    store = DeadLetterStore(engine)
+    rows = [row(n) for n in (1, 2, 3)]
+    rows[0]["letter_id"], rows[1]["letter_id"], rows[2]["letter_id"] = "ab_1", "abx2", "a%3"
+    rows[0]["reason"] = "flex_point_rejected:http_422"
+    rows[1]["reason"] = "flexXpointYrejected:http_422"
+    store.add_many(rows)
+
+    def ids(query: LetterQuery) -> set[str]:
+        return {letter.letter_id for letter in store.find(query)}
+
+    assert ids(LetterQuery(ids=("ab_",))) == {"ab_1"}
+    assert ids(LetterQuery(ids=("a%",))) == {"a%3"}
+    assert ids(LetterQuery(ids=("%",))) == set()
+    assert ids(LetterQuery(ids=("_",))) == set()
+    assert store.count(LetterQuery(ids=("%",))) == 0
+    assert ids(LetterQuery(reason="flex_point_rejected")) == {"ab_1"}
+
+
+def test_a_flexpoint_reason_selects_the_letters_of_either_spelling(engine):
+    # Letters parked before the reasons were spelled one way keep flex_point_*: either spelling
+    # given to replay --reason selects both, and no other reason.
+    store = DeadLetterStore(engine)
+    store.add_many(
+        [
+            row(1, reason="flex_point_unavailable:attempts_exhausted"),
+            row(2, reason="flexpoint_unavailable"),
+            row(3, reason="flexpoint_rejected"),
+            row(4, reason="flex_point_rejected"),
+            row(5, reason="flexpoint_unavailable_x"),
+        ]
+    )
+
+    def ids(reason: str) -> list[str]:
+        return [letter.message_id for letter in store.find(LetterQuery(reason=reason))]
+
+    assert ids("flexpoint_unavailable") == ids("flex_point_unavailable") == ["m-1", "m-2"]
+    assert ids("flex_point_rejected") == ids("flexpoint_rejected") == ["m-3", "m-4"]
+    assert store.count(LetterQuery(reason="flex_point_unavailable")) == 2
+    assert ids("mapping_error") == []

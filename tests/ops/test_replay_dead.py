@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from broker.publisher import PublishRejected
+from broker.topology import DEAD_LETTER_QUEUE_NAME, WRITEBACK_QUEUE_NAME
 from tests.conftest import wait_until
 from workers.deadletters.commands import purge, replay
 from workers.deadletters.operations import DeadLetters
@@ -23,6 +24,8 @@ from workers.deadletters.operations import purge as purge_dead
 from workers.deadletters.operations import replay as replay_dead
 from workers.deadletters.selection import Selection
 from workers.deadletters.store import LetterQuery
+from workers.runtime.failures import Failure, destination
+from workers.writeback.messages import POST_ROUTING_KEY
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -316,3 +319,29 @@ def test_a_claim_whose_lease_ran_out_is_anyones(two_accounts, amqp_url, publishe
     ids = [row.letter_id for row in dead_store.find(LetterQuery(connection=a), limit=2)]
     assert len(dead_store.claim(ids, "elsewhere:1:1:replay", seconds=0)) == 2  # runs out at once
     assert sorted(dead_store.claim(ids, "here:2:2:replay")) == sorted(ids)
+
+
+@pytest.mark.parametrize("from_queue", ["writeback", "writeback.retry.60s"])
+def test_a_dead_lettered_payment_replays_to_the_writeback_queue(settings, broker, parking, from_queue):
+    # Parked by the writeback worker (directly, or from its delay queue): the payment's routing
+    # key names no sync module and its body no synced resource, so only the queue tells.
+    target = destination(
+        Failure("flexpoint_rejected", ValueError("refused"), transient=False),
+        queue=from_queue,
+        routing_key=POST_ROUTING_KEY,
+        headers=None,
+    )
+    message_id = str(uuid.uuid4())
+    body = json.dumps({"paymentId": "p-1", "accountId": "acct-1"}).encode()
+    broker.publish("", DEAD_LETTER_QUEUE_NAME, body, headers=target.headers, message_id=message_id)
+    parking.wait_parked(1)
+
+    result = CliRunner().invoke(replay, ["--from", "dead", "--yes"], obj={"settings": settings})
+
+    assert result.exit_code == 0, result.output
+    assert "no work queue known" not in result.output
+    assert "moved 1," in result.stdout
+    moved = broker.take_all(WRITEBACK_QUEUE_NAME)
+    assert [m.properties["message_id"] for m in moved] == [message_id]
+    assert moved[0].body == body
+    assert parking.still_dead() == []

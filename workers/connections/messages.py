@@ -14,6 +14,12 @@ CONNECT_ROUTING_KEY = "connection.connect"
 DISCONNECT_ROUTING_KEY = "connection.disconnect"
 
 _ID = validate.Length(min=1, max=64)
+# FlexPoint's accountId path pattern (its API, and the payment messages): the id goes into
+# FlexPoint's URL paths, so a message with any other account id is refused when it is loaded.
+_ACCOUNT_ID = validate.Regexp(
+    r"^[A-Za-z0-9_-]{1,64}\Z",
+    error="Must be 1 to 64 letters, digits, '_' or '-' (FlexPoint's account id pattern).",
+)
 
 
 class _Message(Schema):
@@ -22,7 +28,7 @@ class _Message(Schema):
         unknown = EXCLUDE
 
     messageId = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    accountId = fields.String(required=True, validate=_ID)
+    accountId = fields.String(required=True, validate=_ACCOUNT_ID)
     connectionId = fields.String(required=True, validate=_ID)
     requestedAt = fields.AwareDateTime(required=True, format="iso", default_timezone=None)
 

@@ -72,7 +72,10 @@ class ConnectionLookup(Protocol):
 
 
 class RefreshingLookup(ConnectionLookup, Protocol):
-    """A cached lookup that can also be told to read one connection again from the store."""
+    """A cached lookup that says whether an answer was read from the store just now, and can be
+    told to read one connection again."""
+
+    def lookup(self, connection_id: str) -> tuple[ConnectionRecord | None, bool]: ...
 
     def refresh(self, connection_id: str) -> ConnectionRecord | None: ...
 
@@ -347,7 +350,9 @@ class ConnectionStore:
 class CachedConnectionLookup:
     """A thread-safe, size-bounded TTL cache in front of :meth:`ConnectionStore.get`.
 
-    Misses are cached too, so a flood of requests for unknown ids does not reach the database.
+    Misses are cached too, so a flood of requests for unknown ids does not reach the database
+    again; they are kept apart from the connections found, each kind bounded on its own
+    (``max_entries``, ``max_refusals``), so made-up ids never push a real connection out.
     With a ``fallback_ttl``, changes are expected through :meth:`invalidate` (a listener on the
     broker); until :meth:`set_listening` says the listener is up, and whenever it is down,
     entries live only ``fallback_ttl`` seconds.
@@ -360,6 +365,7 @@ class CachedConnectionLookup:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_entries: int = 10_000,
+        max_refusals: int = 10_000,
         fallback_ttl: float | None = None,
     ) -> None:
         self._store = store
@@ -368,28 +374,47 @@ class CachedConnectionLookup:
         self._ttl = ttl if fallback_ttl is None else min(ttl, fallback_ttl)
         self._clock = clock
         self._max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, ConnectionRecord | None]] = OrderedDict()
+        self._max_refusals = max_refusals
+        self._entries: OrderedDict[str, tuple[float, ConnectionRecord]] = OrderedDict()
+        # Ids the store has no connection for, with when that answer expires.
+        self._refusals: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
         # Bumped by invalidate(): a lookup that started before must not store what it read.
         self._generation = 0
 
     def get(self, connection_id: str) -> ConnectionRecord | None:
         """The connection (or None), from the cache when the entry is younger than the TTL."""
+        return self.lookup(connection_id)[0]
+
+    def lookup(self, connection_id: str) -> tuple[ConnectionRecord | None, bool]:
+        """:meth:`get`'s answer, and whether it was read from the store just now (so current)."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get(connection_id)
             if entry is not None and entry[0] > now:
-                return entry[1]
+                return entry[1], False
+            refused_until = self._refusals.get(connection_id)
+            if refused_until is not None and refused_until > now:
+                return None, False
             generation = self._generation
         # The database is read outside the lock so one slow query does not stall every thread.
         record = self._store.get(connection_id)
         with self._lock:
             if generation == self._generation:
-                self._entries[connection_id] = (now + self._ttl, record)
-                self._entries.move_to_end(connection_id)
-                while len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
-        return record
+                if record is None:
+                    self._entries.pop(connection_id, None)
+                    self._keep(self._refusals, connection_id, now + self._ttl, self._max_refusals)
+                else:
+                    self._refusals.pop(connection_id, None)
+                    self._keep(self._entries, connection_id, (now + self._ttl, record), self._max_entries)
+        return record, True
+
+    @staticmethod
+    def _keep(entries: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > limit:
+            entries.popitem(last=False)
 
     def refresh(self, connection_id: str) -> ConnectionRecord | None:
         """The connection as stored now (or None), replacing what the cache held for it."""
@@ -411,5 +436,7 @@ class CachedConnectionLookup:
             self._generation += 1
             if connection_id is None:
                 self._entries.clear()
+                self._refusals.clear()
             else:
                 self._entries.pop(connection_id, None)
+                self._refusals.pop(connection_id, None)

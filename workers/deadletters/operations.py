@@ -22,7 +22,7 @@ from typing import Any
 
 from broker import headers as dead_letter
 from broker.publisher import ConfirmingPublisher, PublishError
-from broker.topology import PROVISIONING_QUEUE_NAME, work_queue_name
+from broker.topology import PROVISIONING_QUEUE_NAME, WRITEBACK_QUEUE_NAME, work_queue_name
 from reliability.errors import OpsError
 from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, MODULES
@@ -41,7 +41,11 @@ _RESET_HEADERS = (
     dead_letter.RECHECK,
     *BROKER_HEADERS,
 )
-_KNOWN_QUEUES = frozenset([*(work_queue_name(m) for m in MODULES), PROVISIONING_QUEUE_NAME])
+# Every queue whose worker parks letters: a payment's routing key and body name no sync module,
+# so a letter from ``writeback`` (or its delay queues) is known by its queue alone.
+_KNOWN_QUEUES = frozenset(
+    [*(work_queue_name(m) for m in MODULES), PROVISIONING_QUEUE_NAME, WRITEBACK_QUEUE_NAME]
+)
 
 
 def work_queue_of(letter: DeadLetter) -> str | None:

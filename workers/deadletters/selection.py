@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from reliability.errors import OpsError
 from workers.deadletters.letters import DeadLetter, parse_instant
+from workers.deadletters.store import reason_spellings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -69,15 +70,14 @@ class Selection:
         )
 
     def matches(self, letter: DeadLetter) -> bool:
-        """Whether a dead letter is selected (``--reason x`` also matches ``x:attempts_exhausted``)."""
+        """Whether a dead letter is selected (``--reason x`` also matches ``x:attempts_exhausted``,
+        and a FlexPoint reason its old spelling, ``flex_point_*``)."""
         if self.ids and not any(letter.id.startswith(prefix) for prefix in self.ids):
             return False
-        if (
-            self.reason is not None
-            and letter.reason != self.reason
-            and (letter.reason.split(":", 1)[0] != self.reason)
-        ):
-            return False
+        if self.reason is not None:
+            spellings = reason_spellings(self.reason)
+            if letter.reason not in spellings and letter.reason.split(":", 1)[0] not in spellings:
+                return False
         return self.matches_event(letter.connection_id, letter.resource, letter.failed_at)
 
     def describe(self) -> str:

@@ -29,6 +29,19 @@ STORED, REPLAYED, PURGED = "stored", "replayed", "purged"
 CLAIM_SECONDS = 120.0
 
 
+# FlexPoint's reasons were spelled flex_point_* by the sync until issue 30 (flexpoint_* by the
+# provisioning and writeback workers and the runbook); letters parked before keep the old one.
+_OLD_FLEXPOINT, _FLEXPOINT = "flex_point_", "flexpoint_"
+
+
+def reason_spellings(reason: str) -> tuple[str, ...]:
+    """``reason`` and, for a FlexPoint reason, its other spelling: what ``--reason`` selects."""
+    for one, other in ((_OLD_FLEXPOINT, _FLEXPOINT), (_FLEXPOINT, _OLD_FLEXPOINT)):
+        if reason.startswith(one):
+            return (reason, other + reason[len(one) :])
+    return (reason,)
+
+
 # Any select, whatever its columns: apply keeps the columns' types for the caller.
 _Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
 
@@ -36,7 +49,8 @@ _Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
 @dataclass(frozen=True)
 class LetterQuery:
     """Filters on stored letters; each one that is set must match (``reason`` also matches
-    ``reason:detail``; ``ids`` are prefixes of letter ids)."""
+    ``reason:detail``, and a FlexPoint reason its old spelling; ``ids`` are prefixes of letter
+    ids). Both are matched as written: a ``%`` or ``_`` in them is escaped, never a LIKE wildcard."""
 
     connection: str | None = None
     resource: str | None = None
@@ -55,13 +69,26 @@ class LetterQuery:
         if self.resource is not None:
             query = query.where(table.resource == self.resource)
         if self.reason is not None:
-            query = query.where(or_(table.reason == self.reason, table.reason.startswith(self.reason + ":")))
+            query = query.where(
+                or_(
+                    *(
+                        match
+                        for reason in reason_spellings(self.reason)
+                        for match in (
+                            table.reason == reason,
+                            table.reason.startswith(reason + ":", autoescape=True),
+                        )
+                    )
+                )
+            )
         if self.since is not None:
             query = query.where(table.failed_at >= self.since)
         if self.until is not None:
             query = query.where(table.failed_at < self.until)
         if self.ids:
-            query = query.where(or_(*(table.letter_id.startswith(prefix) for prefix in self.ids)))
+            query = query.where(
+                or_(*(table.letter_id.startswith(prefix, autoescape=True) for prefix in self.ids))
+            )
         return query
 
 
