@@ -42,6 +42,7 @@ from kombu import Connection, Producer, Queue
 from kombu.mixins import ConsumerMixin
 
 from observability.logging import get_logger
+from reliability.errors import FlexsyncError
 from workers.runtime.failures import (
     DEFAULT_RETRY,
     ORIGINAL_ROUTING_KEY,
@@ -59,8 +60,10 @@ U = TypeVar("U")
 R = TypeVar("R")  # a unit's outcome
 
 
-class _StopRequested(Exception):
+class _StopRequested(FlexsyncError):
     """Raised between reconnect attempts once ``stop()`` was asked: nothing is in hand then."""
+
+    reason = "stopping"
 
 
 def routing_key_of(message: Any) -> str:

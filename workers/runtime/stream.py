@@ -16,14 +16,17 @@ from typing import Any
 
 from kombu import Connection, Queue
 
+from reliability.errors import FlexsyncError
 from workers.runtime.consumer import WorkerConsumer
 
 STREAM_OFFSET = "x-stream-offset"
 
 
-class GaveUp(RuntimeError):
+class GaveUp(FlexsyncError, RuntimeError):
     """The broker could not be reached again after ``reconnects`` attempts (not a connection
     error, so the runtime does not take it up again)."""
+
+    reason = "broker_unreachable"
 
 
 class StreamReader(WorkerConsumer[None, None]):
