@@ -15,7 +15,6 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from ingest.messages import envelope_body
-from schemas.catalog import SyncedObject
 
 # One namespace for every source: the name hashed is "<connection id>/<idempotency key>", and the
 # sources' idempotency keys do not overlap (the reconciler's begin with "reconcile:").
@@ -57,39 +56,8 @@ class EventDoor:
 
     event_id = staticmethod(event_id)
 
-    @staticmethod
-    def envelope(
-        synced: SyncedObject,
-        *,
-        connection_id: str,
-        company_id: str,
-        event_id: str,
-        action: str,
-        key: str,
-        record_id: str | None,
-        occurred_at: str | None,
-        received_at: str,
-        idempotency_key: str,
-        auth_scheme: str,
-        payload: dict[str, Any],
-        payload_json: bytes | None = None,
-    ) -> bytes:
-        """The event's envelope (``ingest.messages.EnvelopeSchema``) as JSON bytes."""
-        return envelope_body(
-            synced,
-            connection_id=connection_id,
-            company_id=company_id,
-            event_id=event_id,
-            action=action,
-            key=key,
-            record_id=record_id,
-            occurred_at=occurred_at,
-            received_at=received_at,
-            idempotency_key=idempotency_key,
-            auth_scheme=auth_scheme,
-            payload=payload,
-            payload_json=payload_json,
-        )
+    # The envelope (``ingest.messages.EnvelopeSchema``) as JSON bytes: the same for every source.
+    envelope = staticmethod(envelope_body)
 
     def send(self, routing_key: str, envelope: bytes, event_id: str) -> Future[None]:
         """Publish persistently; the future resolves when RabbitMQ confirmed (pipelined sources).
