@@ -10,7 +10,7 @@ from observability.metrics import SyncMetrics
 from processes.parts import ProcessParts
 from reliability.breaker import BreakerCollector
 from store.breakers import BreakerStore
-from workers.connections.store import CachedConnectionLookup
+from workers.connections.cache import CachedConnectionLookup
 from workers.runtime.failures import RetrySchedule
 from workers.runtime.process import require_settings, run_worker
 from workers.sync.consumer import SyncConsumer

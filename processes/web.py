@@ -21,7 +21,7 @@ from ingest.sage_signature import SageSignatureVerifier
 from ingest.verification import WebhookVerifier
 from observability.metrics import ReceiverMetrics
 from processes.parts import ProcessParts
-from workers.connections.store import CachedConnectionLookup
+from workers.connections.cache import CachedConnectionLookup
 
 
 def build(

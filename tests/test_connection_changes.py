@@ -28,8 +28,9 @@ from store.db import create_engine_for, upgrade
 from tests.conftest import invoice_event
 from tests.tcp_cut import CuttableRelay
 from tests.web_processes import running_receivers
+from workers.connections.cache import CachedConnectionLookup
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
-from workers.connections.store import CachedConnectionLookup, ConnectionStore
+from workers.connections.store import ConnectionStore
 
 CONNECTION = "conn-changes-1"
 COMPANY = "CHANGES-CO"

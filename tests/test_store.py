@@ -29,9 +29,9 @@ from store import SecretBox, SecretDecryptError, check_ready, create_engine_for,
 from store.crypto import dev_key_path
 from store.db import alembic_config
 from store.models import Base, WebhookDelivery
+from workers.connections.cache import CachedConnectionLookup
 from workers.connections.store import (
     AccountInUseError,
-    CachedConnectionLookup,
     ConnectionNotFound,
     ConnectionRecord,
     ConnectionStateError,
