@@ -229,11 +229,11 @@ def child(connection_id: str, page_size: int) -> int:
 
     from clients.flexpoint import FlexPointClient
     from clients.intacct import create_client
+    from clients.intacct.slots import company_slots
     from config import load_settings
     from observability.logging import configure_logging
     from store.crypto import SecretBox
     from store.db import create_engine_for
-    from store.slots import company_slots
     from workers.backfill.lease import new_holder
     from workers.backfill.runner import BackfillRunner, RunOptions
     from workers.backfill.store import BackfillStore

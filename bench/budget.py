@@ -96,13 +96,13 @@ def simulate(mode: str, args: argparse.Namespace, intacct, flexpoint, workdir: P
     """Run ``args.days`` simulated days on ``mode``; the last day's calls per company, and by purpose."""
     from clients.flexpoint import FlexPointClient
     from clients.intacct.client import IntacctClient
+    from clients.intacct.slots import CompanySlots
     from clients.intacct.tokens import TokenProvider
     from clients.intacct.transport import build_session
     from config import Settings
     from ingest.gaps import GapStore
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
-    from store.slots import CompanySlots
     from workers.connections.store import ConnectionStore
     from workers.reconcile import EventSender, Reconciler, ResourceSweeper
     from workers.reconcile.meter import CallMeter

@@ -52,7 +52,7 @@ def reference_drain(stage: SyncStage, messages: list, *, cap_in_memory: bool = F
     """The plain consumer: per event one GET (+ its lines), one single-item upsert, then ack.
 
     Its Intacct client is the project's, made the project's way (``create_client``: the cap
-    held in the database by ``store.slots.CompanySlots``), or with ``cap_in_memory`` the same
+    held in the database by ``clients.intacct.slots.CompanySlots``), or with ``cap_in_memory`` the same
     client over a per-company semaphore in this process, which is all one process needs.
     """
     from kombu import Connection, Consumer, Queue
@@ -60,8 +60,8 @@ def reference_drain(stage: SyncStage, messages: list, *, cap_in_memory: bool = F
     from clients.flexpoint import FlexPointClient
     from clients.intacct import IntacctClient, TokenProvider, build_session
     from clients.intacct.client import create_client
+    from clients.intacct.slots import company_slots
     from store.crypto import SecretBox
-    from store.slots import company_slots
     from workers.connections.store import ConnectionStore
 
     stage.reset_simulators()

@@ -18,7 +18,7 @@ class _MemoryLease:
 class ProcessSlots:
     """The per-company cap as a semaphore in this process: what a single plain consumer needs.
 
-    Duck-types ``store.slots.CompanySlots`` for ``IntacctClient``: a slot whose request timed out
+    Duck-types ``clients.intacct.slots.CompanySlots`` for ``IntacctClient``: a slot whose request timed out
     stays taken until its lease runs out, as there.
     """
 
@@ -31,7 +31,7 @@ class ProcessSlots:
 
     @contextlib.contextmanager
     def acquire(self, company_id: str, timeout: float = 30.0) -> Iterator[_MemoryLease]:
-        from store.slots import SlotTimeout
+        from clients.intacct.slots import SlotTimeout
 
         with self._guard:
             semaphore = self._semaphores.setdefault(company_id, threading.BoundedSemaphore(self.cap))

@@ -24,13 +24,13 @@ from broker.topology import Topology, build_topology
 from broker.urls import kombu_url
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import IntacctClient, create_client
+from clients.intacct.slots import CompanySlots, company_slots
 from config import Settings
 from observability.logging import get_logger
 from reliability.breaker import Breakers
 from store.breakers import BreakerStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
-from store.slots import CompanySlots, company_slots
 from workers.connections.store import ConnectionStore
 
 log = get_logger(__name__)

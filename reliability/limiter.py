@@ -1,6 +1,6 @@
 """What the Intacct client needs of the per-company concurrency cap, whoever keeps it.
 
-The client depends on this protocol only; ``store.slots.CompanySlots`` is the implementation
+The client depends on this protocol only; ``clients.intacct.slots.CompanySlots`` is the implementation
 that holds the cap in the database, across every worker process.
 """
 

@@ -1,4 +1,4 @@
-"""The per-company Intacct cap in the database (store.slots): never more than ``cap`` holders,
+"""The per-company Intacct cap in the database (clients.intacct.slots): never more than ``cap`` holders,
 across threads, processes and the client's real calls; a SIGKILLed holder's slot comes back.
 
 Runs on SQLite (a file under tmp_path) and PostgreSQL (``FLEXSYNC_TEST_POSTGRES_URL``, one fresh
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, select, text
 
+from clients.intacct.slots import CompanySlots, SlotTimeout
 from store import create_engine_for
 from store.models import IntacctSlot
-from store.slots import CompanySlots, SlotTimeout
 
 # The client and the simulator are imported where used: processes spawned by these tests import
 # this module, and each would otherwise load Flask, the simulator and requests for nothing.

@@ -38,6 +38,7 @@ from clients.intacct import (
     create_client,
 )
 from clients.intacct.errors import area_of, parse_ia_error
+from clients.intacct.slots import CompanySlots, company_slots
 from clients.intacct.tokens import refresh_margin
 from config.settings import Settings
 from observability.logging import configure_logging, redactor
@@ -48,7 +49,6 @@ from sandbox.intacct.seed import SeedOptions, seed_company
 from sandbox.intacct.server import SimulatorServer
 from store import create_engine_for, upgrade
 from store.models import IntacctSlot
-from store.slots import CompanySlots, company_slots
 from tests.sandbox.conftest_intacct import AS_OF, COMPANY, SECRET, USER, FakeClock, make_config
 from workers.connections.store import ConnectionRecord
 

@@ -44,6 +44,7 @@ MOVES = {
     "ops.broker": "broker.admin",
     "ops.errors": "reliability.errors",
     "ops.status": "processes.status",
+    "store.slots": "clients.intacct.slots",
     "cli.provisioning": "cli.processes",
     "cli.console": "cli.processes",
     "workers.reconcile.commands": "cli.processes",

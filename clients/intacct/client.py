@@ -218,7 +218,7 @@ def create_client(
     settings: Settings, slots: CompanyLimiter, *, pool_size: int = 16, **options: Any
 ) -> IntacctClient:
     """A client wired the usual way: one pooled session, a token provider, and the company cap
-    ``slots`` (``store.slots.company_slots(settings, engine)``); ``options`` go to :class:`IntacctClient`.
+    ``slots`` (``clients.intacct.slots.company_slots(settings, engine)``); ``options`` go to :class:`IntacctClient`.
     """
     session = build_session(pool_size)
     tokens = TokenProvider(

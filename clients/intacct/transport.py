@@ -1,7 +1,7 @@
 """One HTTP call to Intacct for a connection: token, concurrency slot, request, retries, typed errors.
 
 Every request runs inside one of the company's slots (a ``reliability.limiter.CompanyLimiter``;
-``store.slots`` keeps them in the database), held for the request
+``clients.intacct.slots`` keeps them in the database), held for the request
 alone and never through a backoff sleep, so the per-company cap holds across every worker
 process. Retries are our own loop rather than urllib3's ``Retry``: the sleeps must happen
 outside the slot, and a 401 needs a fresh token before the retry.

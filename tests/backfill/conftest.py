@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 
 from clients.flexpoint import FlexPointClient
 from clients.intacct import IntacctClient, create_client
+from clients.intacct.slots import company_slots
 from config import Settings
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
-from store.slots import company_slots
 from tests.workers import expected_flexpoint
 from workers.backfill.store import BackfillStore
 from workers.connections.store import ConnectionRecord, ConnectionStore

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clients.intacct import IntacctClient, TokenProvider, build_session
+from clients.intacct.slots import CompanySlots
 from config.settings import sqlite_path
 from ingest.auth import sign_hmac
 from observability.logging import configure_logging
@@ -20,7 +21,6 @@ from sandbox.flexpoint.server import FlexPointServer
 from sandbox.intacct.config import SimulatorConfig
 from sandbox.intacct.server import SimulatorServer
 from store.db import create_engine_for, upgrade
-from store.slots import CompanySlots
 from tests.conftest import running_receiver
 from tests.provisioning.conftest import PUBLIC_BASE_URL, Sandbox
 

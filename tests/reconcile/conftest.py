@@ -19,13 +19,13 @@ from broker.publisher import ConfirmingPublisher
 from broker.topology import EVENTS_EXCHANGE
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
+from clients.intacct.slots import company_slots
 from ingest.gaps import GapStore
 from observability.metrics import SyncMetrics
 from processes.sync import build
 from schemas.catalog import OBJECTS
 from store.crypto import SecretBox
 from store.db import create_engine_for
-from store.slots import company_slots
 from tests.conftest import COMPANY
 from tests.workers import expected_flexpoint
 from workers.connections.store import ConnectionStore
