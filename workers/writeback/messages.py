@@ -11,13 +11,11 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from schemas.flexpoint_messages import PATH_ID, SHORT_ID, FlexPointMessage
+
 POST_ROUTING_KEY = "payment.post"
 REVERSE_ROUTING_KEY = "payment.reverse"
 METHODS = ("ach", "card", "check", "wire", "cash")
-
-_ID = validate.Length(min=1, max=64)
-# The API's accountId/paymentId path pattern: the id goes into FlexPoint's URL as it is.
-_PATH_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class MoneyField(fields.Field):
@@ -40,16 +38,8 @@ class MoneyField(fields.Field):
         return None if value is None else f"{Decimal(value):.2f}"
 
 
-class _Message(Schema):
-    class Meta:
-        # A field FlexPoint adds later must not dead-letter every payment: ignore what we don't use.
-        unknown = EXCLUDE
-
-    messageId = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    accountId = fields.String(required=True, validate=_PATH_ID)
-    connectionId = fields.String(required=True, validate=_ID)
-    paymentId = fields.String(required=True, validate=_PATH_ID)
-    requestedAt = fields.AwareDateTime(required=True, format="iso", default_timezone=None)
+class _Message(FlexPointMessage):
+    paymentId = fields.String(required=True, validate=PATH_ID)
 
 
 class AllocationSchema(Schema):
@@ -65,13 +55,13 @@ class AllocationSchema(Schema):
 class PostMessageSchema(_Message):
     """Post one collected payment into Intacct, applied to the invoices it pays."""
 
-    customerId = fields.String(required=True, validate=_ID)
+    customerId = fields.String(required=True, validate=SHORT_ID)
     receivedOn = fields.Date(required=True)
     amount = MoneyField(required=True, validate=validate.Range(min=Decimal("0.01")))
     currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{3}\Z"))
     method = fields.String(required=True, validate=validate.OneOf(METHODS))
-    depositBankAccountId = fields.String(load_default=None, allow_none=True, validate=_ID)
-    undepositedGLAccountId = fields.String(load_default=None, allow_none=True, validate=_ID)
+    depositBankAccountId = fields.String(load_default=None, allow_none=True, validate=SHORT_ID)
+    undepositedGLAccountId = fields.String(load_default=None, allow_none=True, validate=SHORT_ID)
     allocations = fields.List(fields.Nested(AllocationSchema), required=True)
     memo = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
 
