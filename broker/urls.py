@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pika
+from kombu import Connection
 
 
 def node_urls(amqp_url: str) -> list[str]:
@@ -21,6 +22,17 @@ def node_urls(amqp_url: str) -> list[str]:
 def kombu_url(amqp_url: str) -> str:
     """The setting in kombu's failover form (``url1;url2``), for ``kombu.Connection``."""
     return ";".join(node_urls(amqp_url))
+
+
+def kombu_connection(
+    amqp_url: str, *, heartbeat: float = 30, confirm_publish: bool = False, **options: object
+) -> Connection:
+    """The one way a kombu connection to the broker is made: every node of AMQP_URL, in turn
+    (round-robin failover), with heartbeats; ``confirm_publish`` for a connection that publishes
+    and must know the broker took each message. ``options`` go to ``kombu.Connection``."""
+    if confirm_publish:
+        options["transport_options"] = {"confirm_publish": True}
+    return Connection(kombu_url(amqp_url), heartbeat=heartbeat, failover_strategy="round-robin", **options)
 
 
 def pika_parameters(amqp_url: str) -> list[pika.URLParameters]:

@@ -21,7 +21,7 @@ from typing import Any
 from kombu import Connection, Queue
 
 from broker.topology import CONNECTION_CHANGES_EXCHANGE
-from broker.urls import kombu_url
+from broker.urls import kombu_connection
 from observability.logging import get_logger
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.runtime.process import InBackground
@@ -80,9 +80,7 @@ class ConnectionChangeListener:
             exclusive=True,
             auto_delete=True,
         )
-        connection = Connection(
-            kombu_url(amqp_url), connect_timeout=2, heartbeat=10, failover_strategy="round-robin"
-        )
+        connection = kombu_connection(amqp_url, connect_timeout=2, heartbeat=10)
         self.consumer = ChangeConsumer(connection, queue, cache, self._listening)
         self.consumer.poll_interval = poll_interval
         self._background = InBackground(self.consumer, "connection-changes")

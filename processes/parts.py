@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from broker.publisher import ConfirmingPublisher
 from broker.topology import Topology, build_topology
-from broker.urls import kombu_url
+from broker.urls import kombu_connection, kombu_url
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import IntacctClient, create_client
 from clients.intacct.slots import CompanySlots, company_slots
@@ -131,13 +131,9 @@ class ProcessParts:
         only ``options``.
         """
         if consuming:
-            options = {
-                "transport_options": {"confirm_publish": True},
-                "heartbeat": 30,
-                "failover_strategy": "round-robin",
-                **options,
-            }
-        connection = Connection(kombu_url(self.settings.amqp_url), **options)
+            connection = kombu_connection(self.settings.amqp_url, confirm_publish=True, **options)
+        else:
+            connection = Connection(kombu_url(self.settings.amqp_url), **options)
         return self.adopt("amqp connection", connection, connection.release)
 
     def publisher(self, exchange: str, *, wait: float | None = None, **options: Any) -> ConfirmingPublisher:

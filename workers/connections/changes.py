@@ -17,7 +17,7 @@ from typing import Any
 from kombu import Connection
 
 from broker.topology import CONNECTION_CHANGES_EXCHANGE
-from broker.urls import kombu_url
+from broker.urls import kombu_connection
 from observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -47,11 +47,8 @@ class ConnectionChanges:
                     if self._connection is None:
                         # Confirmed: once announce returns, the broker has put the message in
                         # every receiver's queue, so the next webhook meets an evicted cache.
-                        self._connection = Connection(
-                            kombu_url(self._url),
-                            connect_timeout=self._timeout,
-                            failover_strategy="round-robin",
-                            transport_options={"confirm_publish": True},
+                        self._connection = kombu_connection(
+                            self._url, heartbeat=0, connect_timeout=self._timeout, confirm_publish=True
                         )
                     producer = self._connection.Producer()
                     producer.publish(

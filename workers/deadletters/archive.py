@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kombu import Connection
-
 from broker import headers as dead_letter
 from broker.admin import unreachable
 from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import ARCHIVE_STREAM_NAME, work_queue_name
-from broker.urls import kombu_url
+from broker.urls import kombu_connection
 from reliability.errors import OpsError
 from schemas.catalog import BY_RESOURCE, MODULES
 from workers.deadletters.letters import parse_instant, text
@@ -97,7 +95,7 @@ class ArchiveReplay:
         # early (events before --since are skipped) so a fast receiver clock loses none.
         offset: Any = selection.since - CLOCK_SLACK if selection.since else "first"
         reader = StreamReader(
-            Connection(kombu_url(self._url), heartbeat=30, failover_strategy="round-robin"),
+            kombu_connection(self._url),
             ARCHIVE_STREAM_NAME,
             offset=offset,
             take=read.take,

@@ -27,7 +27,7 @@ from kombu.exceptions import OperationalError
 
 from broker.admin import unreachable
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology
-from broker.urls import kombu_url
+from broker.urls import kombu_connection
 from store.models import DeadLetterRecord
 from workers.deadletters.letters import DeadLetter, read_letter
 from workers.deadletters.store import STORED, DeadLetterStore
@@ -147,7 +147,7 @@ class Batch:
 
 def dead_letter_connection(amqp_url: str) -> Connection:
     """The storer's broker connection (every node of AMQP_URL, in turn)."""
-    return Connection(kombu_url(amqp_url), heartbeat=30, failover_strategy="round-robin")
+    return kombu_connection(amqp_url)
 
 
 class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
