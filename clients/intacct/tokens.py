@@ -29,12 +29,20 @@ OnCall = Callable[[str, str, int, float], None]
 
 
 class IntacctConnection(Protocol):
-    """What the client needs of a connection (``store.ConnectionRecord`` has it)."""
+    """What the client needs of a connection (``workers.connections.store.ConnectionRecord``, a
+    frozen record, has it): read-only attributes."""
 
-    connection_id: str
-    company_id: str
-    user_id: str
-    entity_id: str | None
+    @property
+    def connection_id(self) -> str: ...
+
+    @property
+    def company_id(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def entity_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True)

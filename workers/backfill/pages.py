@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clients.intacct.lines import read_lines
 from observability.logging import get_logger
 from schemas.mappings import MappingError, map_record
 from workers.connections.store import ConnectionRecord
-from workers.sync.lines import read_lines
 
 log = get_logger(__name__)
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from clients.intacct.lines import read_lines
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE
 from schemas.mappings import MappingError, applied_invoice_keys, map_record, tombstone
 from workers.connections.store import ConnectionLookup, ConnectionRecord
 from workers.runtime.failures import Failure, failure_of
 from workers.sync.groups import RIDERS, Event, Group
-from workers.sync.lines import read_lines
 
 log = get_logger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from clients.intacct.client import IntacctConnection
 from schemas.mappings import line_source
-from workers.connections.store import ConnectionRecord
 
 # The query service's largest page (intacct-rest.md: 4,000 rows, third-party figure).
 LINE_PAGE_SIZE = 4000
@@ -18,7 +18,7 @@ LINE_PAGE_SIZE = 4000
 
 def read_lines(
     intacct: Any,
-    connection: ConnectionRecord,
+    connection: IntacctConnection,
     resource: str,
     parent_keys: list[str],
     *,
