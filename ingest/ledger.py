@@ -4,19 +4,18 @@ A delivery is *recorded* once the broker confirmed its event, never before: a de
 503 is therefore accepted when Intacct retries it, and a retry that reaches any receiver
 process finds the record and is answered "duplicate".
 
-The lookup is the one database statement on the request path, so it is made as cheap as a
-statement can be: plain SQL on a DBAPI connection each request thread keeps (no pool checkout,
-no result machinery), answered from two primary keys; on an SQLite file it runs keeping the
-GIL (``ingest.sqlite_held``), so no other request thread is switched in halfway. It also reads
-the connection's version, so a receiver notices a connection changed (disconnected,
-reconnected, its secret rotated) on the very next webhook, whatever its cache holds. Recording
-is off the request path: :class:`BatchRecorder` commits the records of all of a process's
-request threads together on one writer thread, within a quarter of a second of the answer.
-Intacct retries a delivery no sooner than 10 s after a failed answer, so the record is always
-there in time; only a process that dies inside that quarter second leaves its delivery
-unrecorded, and its retry then publishes the (idempotent) event once more. Copies of one
-delivery arriving at the same moment are collapsed in memory by the receiver
-(``ingest.recent``), not here.
+The lookup is the one database statement on the request path, answered from two primary keys.
+On an SQLite file it runs on a plain ``sqlite3`` connection of the request thread's own, which
+keeps the statement prepared between webhooks (the module's statement cache); on PostgreSQL it
+goes through SQLAlchemy. It also reads the connection's version, so a receiver notices a
+connection changed (disconnected, reconnected, its secret rotated) on the very next webhook,
+whatever its cache holds. Recording is off the request path: :class:`BatchRecorder` commits
+the records of all of a process's request threads together on one writer thread, within a
+quarter of a second of the answer. Intacct retries a delivery no sooner than 10 s after a
+failed answer, so the record is always there in time; only a process that dies inside that
+quarter second leaves its delivery unrecorded, and its retry then publishes the (idempotent)
+event once more. Copies of one delivery arriving at the same moment are collapsed in memory by
+the receiver (``ingest.recent``), not here.
 """
 
 from __future__ import annotations
@@ -25,52 +24,54 @@ import contextlib
 import functools
 import hashlib
 import queue
-import string
+import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, bindparam, delete, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, String, bindparam, column, delete, text
+from sqlalchemy.exc import DBAPIError, StatementError
 
-from ingest import sqlite_held
-from ingest.sqlite_held import HeldStatement
 from observability.logging import get_logger
+from store.db import connect_sqlite_file, sqlite_file
 from store.models import UTCDateTime, WebhookDelivery
 
 log = get_logger(__name__)
 
 _MAX_KEY_LENGTH = 200
 
-# Plain SQL that SQLite and PostgreSQL both accept, written once with {placeholders}: the
-# request path and the recorder run them on DBAPI cursors in the driver's own parameter style
-# (sqlite3 :name, psycopg %(name)s); other drivers get them through SQLAlchemy.
+# Plain SQL that SQLite and PostgreSQL both accept, written once with {placeholders}: sqlite3
+# gets it with positional parameters, SQLAlchemy with named ones.
 
 # The request path's one statement: the delivery's record and the connection's version
 # (``updated_at``, which every change of a connection moves), so a receiver whose cached
 # connection is stale finds out on the very next webhook, not when its cache entry expires.
-_LOOKUP_PARTS = (
-    "SELECT event_id FROM webhook_deliveries "
-    "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'",
-    "SELECT updated_at FROM connections WHERE connection_id = {connection_id}",
+_LOOKUP_SQL = (
+    "SELECT (SELECT event_id FROM webhook_deliveries "
+    "WHERE connection_id = {connection_id} AND idempotency_key = {key} AND state = 'confirmed'), "
+    "(SELECT updated_at FROM connections WHERE connection_id = {connection_id})"
 )
-_LOOKUP_SQL = "SELECT ({}), ({})".format(*_LOOKUP_PARTS)
-# The same for ingest.sqlite_held, whose columns must be text (both are, on SQLite).
-_HELD_LOOKUP_SQL = "SELECT CAST(({}) AS TEXT), CAST(({}) AS TEXT)".format(*_LOOKUP_PARTS)
-_RECORD_PARTS = (
+_RECORD_HEAD = (
     "INSERT INTO webhook_deliveries "
-    "(connection_id, idempotency_key, event_id, state, claimed_at, confirmed_at) VALUES ",
-    "({connection_id}, {key}, {event_id}, 'confirmed', {now}, {now})",
-    " ON CONFLICT (connection_id, idempotency_key) DO NOTHING",
+    "(connection_id, idempotency_key, event_id, state, claimed_at, confirmed_at) VALUES "
 )
-_RECORD_SQL = "".join(_RECORD_PARTS)
+_RECORD_ROW = "({connection_id}, {key}, {event_id}, 'confirmed', {now}, {now})"
+_RECORD_TAIL = " ON CONFLICT (connection_id, idempotency_key) DO NOTHING"
+
+# sqlite3: ?1 and ?2, the lookup's (connection_id, key).
+_SQLITE_LOOKUP = _LOOKUP_SQL.format(connection_id="?1", key="?2")
+_SQLITE_ROW = _RECORD_ROW.format(connection_id="?", key="?", event_id="?", now="?")
 # sqlite3 lets go of the GIL for every row of an executemany, and each time a request thread
 # takes it: many rows in one statement cost one hand-off. Well below SQLite's parameter limit.
 _ROWS_PER_STATEMENT = 100
-_NAMES = ("connection_id", "key", "event_id", "now")
-_LOOKUP = text(_LOOKUP_SQL.format(**{n: f":{n}" for n in _NAMES}))
-_RECORD = text(_RECORD_SQL.format(**{n: f":{n}" for n in _NAMES})).bindparams(
+
+# SQLAlchemy: the connection's version comes back as the column's type reads it.
+_NAMES = {name: f":{name}" for name in ("connection_id", "key", "event_id", "now")}
+_LOOKUP = text(_LOOKUP_SQL.format(**_NAMES)).columns(
+    column("event_id", String()), column("updated_at", UTCDateTime())
+)
+_RECORD = text(_RECORD_HEAD + _RECORD_ROW.format(**_NAMES) + _RECORD_TAIL).bindparams(
     bindparam("now", type_=UTCDateTime())
 )
 
@@ -98,26 +99,18 @@ def storage_key(key: str) -> str:
 class DeliveryLedger:
     """Records accepted deliveries, so retries are answered as duplicates by any process."""
 
-    def __init__(
-        self, engine: Engine, clock: Callable[[], datetime] = _utcnow, *, hold_gil: bool = True
-    ) -> None:
-        """``hold_gil=False``: every lookup goes through the driver, the way a held lookup
-        that SQLite could not answer at once does."""
-        # No per-call isolation options: changing them costs SQLAlchemy work on every pool
-        # checkout, and a lookup is a lone SELECT that needs no transaction of its own.
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utcnow) -> None:
         self._engine = engine
         self._clock = clock
-        self._lookups = _ThreadConnections(engine, _LOOKUP_SQL, autocommit=True)
-        # On an SQLite file, the lookup first runs keeping the GIL (see ingest.sqlite_held).
-        self._held = _held_lookup(engine) if hold_gil else None
-        # Records go the same way, on the recorder thread's own connection, one commit per batch
-        # (SQLite: a statement per 100 rows; PostgreSQL: one executemany): SQLAlchemy's per-row
-        # parameter handling cost more than the insert itself. The timestamp is converted once
-        # per batch by the column's own type.
-        self._writes = _ThreadConnections(engine, _RECORD_SQL, autocommit=False, rows=_RECORD_PARTS)
+        # On an SQLite file, lookups and records run on plain sqlite3 connections, one per
+        # thread (see _SqliteConnections); any other database goes through SQLAlchemy.
+        path = sqlite_file(engine)
+        self._sqlite = None if path is None else _SqliteConnections(path)
         dialect = engine.dialect
         bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
         assert bind is not None  # a TypeDecorator with process_bind_param always has one
+        # What SQLAlchemy binds for a timestamp column (UTC; on SQLite the column's text form),
+        # converted once per batch; refuses naive values.
         self._bind_now: Callable[[datetime], Any] = bind
         # A record's updated_at in the form the database keeps (SQLite: the column's text,
         # PostgreSQL: an aware datetime), so a lookup's version is compared without parsing it.
@@ -130,17 +123,13 @@ class DeliveryLedger:
 
     def lookup(self, connection_id: str, key: str) -> DeliveryLookup:
         """The delivery's event id and the connection's current version, in one statement."""
-        params = {"connection_id": connection_id, "key": storage_key(key)}
-        if self._lookups.sql is None:
-            with self._engine.connect() as conn:
-                row = tuple(conn.execute(_LOOKUP, params).one())
-                # Through SQLAlchemy the column arrives parsed: back to the stored form.
-                return DeliveryLookup(row[0], None if row[1] is None else self.version(row[1]))
-        if self._held is not None:
-            held = self._held.fetch_row(connection_id, params["key"])
-            if held is not None:
-                return DeliveryLookup._make(held)
-        return DeliveryLookup._make(self._lookups.fetch(params)[0])
+        key = storage_key(key)
+        if self._sqlite is not None:
+            # The stored text of updated_at is the version as it is.
+            return DeliveryLookup._make(self._sqlite.fetch_one(_SQLITE_LOOKUP, (connection_id, key)))
+        with self._engine.connect() as conn:
+            event_id, updated_at = conn.execute(_LOOKUP, {"connection_id": connection_id, "key": key}).one()
+        return DeliveryLookup(event_id, self.version(updated_at))
 
     def version(self, updated_at: datetime | None) -> Any:
         """A connection record's ``updated_at`` as :meth:`lookup` reports the version."""
@@ -152,24 +141,24 @@ class DeliveryLedger:
 
     def record_many(self, deliveries: Iterable[tuple[str, str, str]]) -> None:
         """Record many accepted deliveries in one transaction."""
-        now: Any = self._clock()
-        if self._writes.sql is not None:
-            # What SQLAlchemy would bind for the column (UTC; SQLite's text form); refuses naive.
-            now = self._bind_now(now)
+        now = self._bind_now(self._clock())
         rows = []
         for connection_id, key, event_id in deliveries:
             if len(event_id) > _MAX_KEY_LENGTH:
                 raise ValueError(f"event_id is longer than {_MAX_KEY_LENGTH} characters")
-            rows.append(
-                {"connection_id": connection_id, "key": storage_key(key), "event_id": event_id, "now": now}
-            )
+            rows.append((connection_id, storage_key(key), event_id, now))
         if not rows:
             return
-        if self._writes.sql is None:
+        if self._sqlite is None:
             with self._engine.begin() as conn:
-                conn.execute(_RECORD, rows)
-        else:
-            self._writes.execute_many(rows)
+                conn.execute(_RECORD, [dict(zip(_NAMES, row, strict=True)) for row in rows])
+            return
+        statements: list[tuple[str, Sequence[Any]]] = []
+        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[start : start + _ROWS_PER_STATEMENT]
+            sql = _RECORD_HEAD + ", ".join([_SQLITE_ROW] * len(chunk)) + _RECORD_TAIL
+            statements.append((sql, [value for row in chunk for value in (*row, row[3])]))
+        self._sqlite.execute_in_transaction(statements)
 
     def purge_older_than(self, cutoff: datetime) -> int:
         """Delete deliveries recorded before ``cutoff``; return how many were removed."""
@@ -177,121 +166,73 @@ class DeliveryLedger:
             return conn.execute(delete(WebhookDelivery).where(WebhookDelivery.claimed_at < cutoff)).rowcount
 
 
-def _held_lookup(engine: Engine) -> HeldStatement | None:
-    """The lookup as a :class:`HeldStatement`, where the database is an SQLite file and SQLite
-    can be called directly; else None."""
-    database = engine.url.database
-    if engine.dialect.driver != "pysqlite" or not sqlite_held.available():
-        return None
-    if not database or database == ":memory:" or database.startswith("file:") or engine.url.query:
-        return None
-    return HeldStatement(database, _HELD_LOOKUP_SQL.format(connection_id="?1", key="?2"), columns=2)
+class _SqliteConnections:
+    """A plain ``sqlite3`` connection per thread to one SQLite file, for the ledger's statements.
 
-
-class _ThreadConnections:
-    """One DBAPI connection per thread, outside the pool, for one statement of the ledger.
-
-    ``sql`` is the statement in the driver's own parameter style, or None for a driver we do
-    not tune for (the caller then goes through SQLAlchemy). Lookups run on autocommitting
-    connections; writes commit each batch. A failed statement drops the thread's connection
-    and tries once more on a fresh one (a restarted database is then answered at once); a
-    second failure is raised as SQLAlchemy's :class:`OperationalError`, which the receiver
-    answers 503.
+    sqlite3 keeps the statements a connection ran prepared (keyed by their SQL), so a lookup is
+    only bound and stepped. Connections autocommit: a lookup is a lone SELECT, and it is read
+    to its end, so no read snapshot stays open between webhooks; writes begin and commit their
+    own transaction. A statement that fails closes the thread's connection and runs once more
+    on a fresh one; a second failure is raised as SQLAlchemy's error for the driver's
+    (:class:`~sqlalchemy.exc.OperationalError` and its kin), which the receiver answers 503.
     """
 
-    def __init__(
-        self, engine: Engine, template: str, *, autocommit: bool, rows: tuple[str, str, str] | None = None
-    ) -> None:
-        """``rows``: the statement as head, one row's VALUES and tail, for many rows per statement."""
-        self._engine = engine
-        self._autocommit = autocommit
+    def __init__(self, path: str) -> None:
+        self._path = path
         self._local = threading.local()
-        driver = engine.dialect.driver
-        self._multirow: tuple[str, str, str, tuple[str, ...]] | None = None
-        if rows is not None and driver == "pysqlite":
-            head, row, tail = rows
-            order = tuple(name for _, name, _, _ in string.Formatter().parse(row) if name)
-            self._multirow = (head, row.format(**{n: "?" for n in _NAMES}), tail, order)
-        self.sql: str | None
-        if driver == "pysqlite":  # sqlite3 takes named parameters whatever SQLAlchemy uses
-            self.sql = template.format(**{n: f":{n}" for n in _NAMES})
-        elif driver in ("psycopg", "psycopg2"):
-            self.sql = template.format(**{n: f"%({n})s" for n in _NAMES})
-        else:
-            self.sql = None
-        dbapi = getattr(engine.dialect, "loaded_dbapi", None)
-        self._dbapi_error: type[Exception] = getattr(dbapi, "Error", Exception)
 
-    def fetch(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        assert self.sql is not None
+    def fetch_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+        """The one row ``sql`` gives."""
         for attempt in (1, 2):
             try:
-                cursor = self._cursor()
-                cursor.execute(self.sql, params)
-                # fetchall ends the statement, so no read snapshot stays open.
-                return cursor.fetchall()
-            except self._dbapi_error as exc:
+                row: tuple[Any, ...] = self._connection().execute(sql, params).fetchone()
+                return row
+            except sqlite3.Error as exc:
                 self._discard()
                 if attempt == 2:
-                    raise OperationalError(self.sql, params, exc) from exc
+                    raise _wrapped(sql, params, exc) from exc
         raise AssertionError("unreachable")
 
-    def execute_many(self, rows: list[dict[str, Any]]) -> None:
-        """All ``rows`` in one transaction: committed together, or not at all."""
-        assert self.sql is not None
+    def execute_in_transaction(self, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        """All ``statements`` in one transaction: committed together, or not at all."""
         for attempt in (1, 2):
             try:
-                cursor = self._cursor()
+                connection = self._connection()
+                # The write lock up front, waited for (busy timeout) rather than refused.
+                connection.execute("BEGIN IMMEDIATE")
                 try:
-                    if self._multirow is None:
-                        cursor.executemany(self.sql, rows)
-                    else:
-                        head, row, tail, order = self._multirow
-                        for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                            chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                            cursor.execute(
-                                head + ", ".join([row] * len(chunk)) + tail,
-                                [values[name] for values in chunk for name in order],
-                            )
-                    self._local.connection.dbapi_connection.commit()
+                    for sql, params in statements:
+                        connection.execute(sql, params)
+                    connection.execute("COMMIT")
                 except BaseException:
-                    with contextlib.suppress(Exception):
-                        self._local.connection.dbapi_connection.rollback()
+                    if connection.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            connection.execute("ROLLBACK")
                     raise
                 return
-            except self._dbapi_error as exc:
+            except sqlite3.Error as exc:
                 self._discard()
                 if attempt == 2:
-                    raise OperationalError(self.sql, rows[0], exc) from exc
+                    sql, params = statements[0]
+                    raise _wrapped(sql, params, exc) from exc
 
-    def _cursor(self) -> Any:
-        cursor = getattr(self._local, "cursor", None)
-        if cursor is None:
-            cursor = self._local.cursor = self._connection().dbapi_connection.cursor()
-        return cursor
-
-    def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            # The pool hands the driver's own error up when the database is away (no SQLAlchemy
-            # wrapping on this path): fetch() turns it into OperationalError, answered 503.
-            fairy = self._engine.raw_connection()
-            fairy.detach()
-            if self._autocommit and self._engine.dialect.name == "postgresql":
-                # A lone SELECT needs no transaction; one left open would hold back vacuum.
-                dbapi_connection = fairy.dbapi_connection
-                assert dbapi_connection is not None  # only an invalidated one has none
-                dbapi_connection.autocommit = True
-            connection = self._local.connection = fairy
+            connection = self._local.connection = connect_sqlite_file(self._path)
         return connection
 
     def _discard(self) -> None:
         connection, self._local.connection = getattr(self._local, "connection", None), None
-        self._local.cursor = None
         if connection is not None:
             # It is being thrown away because it failed; closing it may fail too.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(sqlite3.Error):
                 connection.close()
+
+
+def _wrapped(sql: str, params: Sequence[Any], error: sqlite3.Error) -> StatementError:
+    """The SQLAlchemy error a statement through the engine would have raised."""
+    return DBAPIError.instance(sql, params, error, sqlite3.Error, hide_parameters=True)
 
 
 _FLUSH = object()

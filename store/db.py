@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,22 +51,54 @@ def _sqlite_engine(url: URL) -> Engine:
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            # Busy timeout first: switching to WAL needs a lock another process may hold.
-            cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-            if not in_memory:
-                # The journal mode is stored in the file; only the first opener changes it.
-                (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
-                if mode.lower() != "wal":
-                    cursor.execute("PRAGMA journal_mode = WAL")
-            # With WAL, NORMAL loses at most the last commits on power loss, never integrity.
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
+        _configure_sqlite(dbapi_connection, in_memory=in_memory)
 
     return engine
+
+
+def _configure_sqlite(dbapi_connection: sqlite3.Connection, *, in_memory: bool) -> None:
+    """What every connection to an SQLite database is set to, the engine's and the plain ones."""
+    cursor = dbapi_connection.cursor()
+    try:
+        # Busy timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        if not in_memory:
+            # The journal mode is stored in the file; only the first opener changes it.
+            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode.lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+        # With WAL, NORMAL loses at most the last commits on power loss, never integrity.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def sqlite_file(engine: Engine) -> str | None:
+    """The file of an engine's SQLite database, for :func:`connect_sqlite_file`; None for any
+    other database, an in-memory one, or a URL with options a plain path would drop."""
+    url = engine.url
+    database = url.database
+    if engine.dialect.driver != "pysqlite" or not database or url.query:
+        return None
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    return database
+
+
+def connect_sqlite_file(path: str) -> sqlite3.Connection:
+    """A plain ``sqlite3`` connection to the file ``path``, set up as the engine's connections
+    are. It autocommits (each statement on its own unless the caller sends ``BEGIN``) and may
+    be closed from any thread."""
+    connection = sqlite3.connect(
+        path, timeout=_SQLITE_BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    try:
+        _configure_sqlite(connection, in_memory=False)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def check_ready(engine: Engine) -> None:

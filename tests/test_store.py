@@ -6,11 +6,14 @@ Every test that touches a database runs on SQLite (a file under tmp_path) and on
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,12 +23,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from config.settings import Settings, SettingsError
-from ingest.ledger import BatchRecorder, DeliveryLedger
-from store import SecretBox, SecretDecryptError, check_ready, create_engine_for, generate_key, upgrade
+from ingest.ledger import BatchRecorder, DeliveryLedger, storage_key
+from store import SecretBox, SecretDecryptError, check_ready, create_engine_for, generate_key, models, upgrade
 from store.crypto import dev_key_path
 from store.db import alembic_config
 from store.models import Base, WebhookDelivery
@@ -627,27 +630,37 @@ def test_a_lookup_when_postgresql_cannot_be_reached_raises_sqlalchemys_error_for
 
 
 def _count_batches(ledger: DeliveryLedger) -> list[int]:
-    """The size of every batch the ledger writes from now on (one executemany and commit each)."""
+    """The size of every batch given to the ledger from now on (one transaction each)."""
     sizes: list[int] = []
-    write = ledger._writes.execute_many
+    write = ledger.record_many
 
     def counted(rows):
+        rows = list(rows)
         sizes.append(len(rows))
         return write(rows)
 
-    ledger._writes.execute_many = counted  # type: ignore[method-assign]
+    ledger.record_many = counted  # type: ignore[method-assign]
     return sizes
+
+
+def _delivery_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one()
 
 
 def test_record_many_is_one_transaction_and_idempotent(engine: Engine):
     ledger = DeliveryLedger(engine, clock=WallClock())
     ledger.record("conn-1", "k-0", "first")
-    statements = _count_statements(engine)
-    batches = _count_batches(ledger)
-    ledger.record_many([("conn-1", f"k-{n}", f"event-{n}") for n in range(50)])
-    # One executemany on the writer's own connection: nothing through the engine's pool.
-    assert batches == [50] and statements == []
-    assert ledger.seen("conn-1", "k-0") == "first" and ledger.seen("conn-1", "k-49") == "event-49"
+    batch = [("conn-1", f"k-{n}", f"event-{n}") for n in range(150)]
+    # The database refuses the last row (no connection id), after 149 rows were written,
+    # in another statement on SQLite: none of them may stay.
+    with pytest.raises(IntegrityError):
+        ledger.record_many([*batch, (None, "k-150", "event-150")])  # type: ignore[list-item]
+    assert _delivery_count(engine) == 1
+    ledger.record_many(batch)
+    ledger.record_many(batch)
+    assert _delivery_count(engine) == 150
+    assert ledger.seen("conn-1", "k-0") == "first" and ledger.seen("conn-1", "k-149") == "event-149"
 
 
 def test_a_large_batch_with_repeats_keeps_each_first_event_id(engine: Engine):
@@ -660,8 +673,7 @@ def test_a_large_batch_with_repeats_keeps_each_first_event_id(engine: Engine):
     assert ledger.seen("conn-1", "k-3") == "event-3"
     assert ledger.seen("conn-2", "k-3") == "other-connection"
     assert all(ledger.seen("conn-1", f"k-{n}") == f"event-{n}" for n in (0, 99, 100, 101, 199, 200, 249))
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one() == 251
+    assert _delivery_count(engine) == 251
 
 
 def test_records_are_stored_as_the_orm_stores_timestamps(engine: Engine):
@@ -729,26 +741,192 @@ def test_long_idempotency_keys_are_accepted(engine: Engine):
     assert ledger.seen("conn-1", long_key[:-1]) is None
 
 
-def test_a_lookup_takes_nothing_from_the_pool_once_its_thread_is_warm(engine: Engine):
+def _seed_ledger(engine: Engine, store: ConnectionStore) -> DeliveryLedger:
+    _save(store)
+    ledger = DeliveryLedger(engine, clock=WallClock())
+    ledger.record_many([("conn-1", f"key-{n}", f"event-{n}") for n in range(50)])
+    ledger.record("conn-1", "k" * 500, "event-long")
+    ledger.record("conn-1", "ключ-1", "event-unicode")
+    return ledger
+
+
+def test_a_lookup_answers_as_the_tables_read_through_the_orm(engine: Engine, store):
+    ledger = _seed_ledger(engine, store)
+    cases = [("conn-1", f"key-{n}") for n in range(0, 60, 7)]
+    cases += [("conn-1", "k" * 500), ("conn-1", "k" * 499), ("conn-1", "ключ-1"), ("conn-1", "ключ-2")]
+    cases += [("conn-2", "key-1"), ("conn-1", "")]
+    with Session(engine) as session:
+        updated_at = session.get(models.Connection, "conn-1").updated_at  # type: ignore[union-attr]
+        for connection_id, key in cases:
+            row = session.get(WebhookDelivery, (connection_id, storage_key(key)))
+            expected = (
+                None if row is None else row.event_id,
+                ledger.version(updated_at) if connection_id == "conn-1" else None,
+            )
+            assert ledger.lookup(connection_id, key) == expected, (connection_id, key)
+    assert ledger.lookup("conn-1", "key-3").event_id == "event-3"
+    assert ledger.lookup("conn-1", "ключ-1").event_id == "event-unicode"
+    assert ledger.lookup("conn-2", "key-3") == (None, None)
+
+
+def test_a_lookup_sees_what_another_ledger_committed_meanwhile(engine: Engine):
     ledger = DeliveryLedger(engine)
-    ledger.record("conn-1", "key-1", "event-1")
-    ledger.seen("conn-1", "warm-up")
-    statements = _count_statements(engine)
-    checkouts: list[object] = []
-    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
-    assert ledger.seen("conn-1", "key-1") == "event-1"
-    assert ledger.seen("conn-1", "key-2") is None
-    # The thread's own DBAPI connection: no pool checkout, no statement through the engine.
-    assert checkouts == [] and statements == []
+    assert ledger.seen("conn-1", "late") is None
+    # Another process's recorder, on connections of its own.
+    DeliveryLedger(engine).record("conn-1", "late", "event-late")
+    assert ledger.seen("conn-1", "late") == "event-late"
+
+
+def _sessions_in_a_transaction(engine: Engine, backends: list[int]) -> list[str]:
+    """What of the database a connection holds between statements: SQLite, whether a reader
+    keeps a snapshot (a checkpoint then cannot empty the write-ahead log); PostgreSQL, which
+    of ``backends`` is not idle."""
+    if engine.dialect.name == "sqlite":
+        checkpointer = sqlite3.connect(engine.url.database, timeout=0)
+        try:
+            busy, _log, _done = checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            checkpointer.close()
+        return ["a reader keeps a snapshot"] if busy else []
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT state FROM pg_stat_activity "
+                    "WHERE pid = ANY(:pids) AND pid <> pg_backend_pid() AND state <> 'idle'"
+                ),
+                {"pids": backends},
+            ).scalars()
+        )
+
+
+@contextlib.contextmanager
+def _read_left_open(engine: Engine) -> Iterator[None]:
+    """A connection that read and keeps its transaction open meanwhile."""
+    if engine.dialect.name == "sqlite":
+        reader = sqlite3.connect(engine.url.database)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM webhook_deliveries").fetchone()
+            yield
+        finally:
+            reader.close()
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one()
+        yield
+
+
+def _backend_pids(engine: Engine) -> list[int]:
+    """The PostgreSQL backends of every connection the engine hands out from now on."""
+    pids: list[int] = []
+
+    def checked_out(dbapi, _record, _proxy) -> None:
+        if dbapi.info.backend_pid not in pids:
+            pids.append(dbapi.info.backend_pid)
+
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "checkout", checked_out)
+    return pids
+
+
+def test_a_lookup_leaves_no_read_open_between_webhooks(engine: Engine):
+    backends = _backend_pids(engine)
+    ledger = DeliveryLedger(engine)
+    ledger.record_many([("conn-1", f"key-{n}", f"event-{n}") for n in range(20)])
+    assert ledger.seen("conn-1", "key-3") == "event-3"
+    assert ledger.seen("conn-1", "missing") is None
+    # An open read would hold back SQLite's checkpoints or PostgreSQL's vacuum.
+    assert _sessions_in_a_transaction(engine, backends) == []
+    # The probe's own check: a read left open is seen (on SQLite, with the log not empty).
+    ledger.record("conn-1", "key-20", "event-20")
+    with _read_left_open(engine):
+        assert _sessions_in_a_transaction(engine, backends) != []
+
+
+def _terminate(engine: Engine, backends: list[int]) -> None:
+    """End these PostgreSQL backends from a connection of another engine."""
+    other = create_engine_for(engine.url.render_as_string(hide_password=False))
+    try:
+        with other.connect() as conn:
+            ended = conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM unnest(CAST(:pids AS int[])) AS pid"),
+                {"pids": backends},
+            ).scalars()
+            assert backends and all(ended)
+    finally:
+        other.dispose()
 
 
 def test_a_lookup_whose_connection_broke_answers_on_a_fresh_one(engine: Engine):
-    ledger = DeliveryLedger(engine, hold_gil=False)
+    backends = _backend_pids(engine)
+    ledger = DeliveryLedger(engine)
     ledger.record("conn-1", "key-1", "event-1")
     assert ledger.seen("conn-1", "key-1") == "event-1"
-    # As after a database restart: the thread's connection is dead underneath the ledger.
-    ledger._lookups._local.connection.dbapi_connection.close()
+    # As after a database restart: the connection the lookup used is dead underneath it.
+    if engine.dialect.name == "sqlite":
+        ledger._sqlite._local.connection.close()  # type: ignore[union-attr]
+    else:
+        _terminate(engine, backends)
     assert ledger.seen("conn-1", "key-1") == "event-1"
+    assert ledger.seen("conn-1", "key-2") is None
+    ledger.record("conn-1", "key-2", "event-2")
+    assert ledger.seen("conn-1", "key-2") == "event-2"
+
+
+def test_on_an_sqlite_file_the_ledger_takes_nothing_from_the_pool(engine: Engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL lookups go through SQLAlchemy's pool")
+    ledger = DeliveryLedger(engine)
+    statements = _count_statements(engine)
+    checkouts: list[object] = []
+    event.listen(engine, "checkout", lambda *args: checkouts.append(args))
+    ledger.record("conn-1", "key-1", "event-1")
+    assert ledger.seen("conn-1", "key-1") == "event-1"
+    assert ledger.seen("conn-1", "key-2") is None
+    # The thread's own sqlite3 connection: no pool checkout, no statement through the engine.
+    assert checkouts == [] and statements == []
+
+
+def test_a_lookup_waits_for_a_database_sqlite_cannot_read_at_once(engine: Engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("an SQLite file's locks")
+    with Session(engine) as session, session.begin():
+        session.add(
+            WebhookDelivery(
+                connection_id="conn-1",
+                idempotency_key="key-0",
+                event_id="event-0",
+                state="confirmed",
+                claimed_at=T0,
+            )
+        )
+    # Only the writer below may have the file open, or it cannot lock it: the pool closes its
+    # connections, and the ledger opens its own in the lookup's thread.
+    engine.dispose()
+    writer = sqlite3.connect(engine.url.database, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA locking_mode = EXCLUSIVE")
+    writer.execute("BEGIN EXCLUSIVE")
+    writer.execute("UPDATE webhook_deliveries SET event_id = 'event-0b' WHERE idempotency_key = 'key-0'")
+    writer.execute("COMMIT")  # the exclusive lock stays until the locking mode is normal again
+    answers: list[str | None] = []
+    answered = threading.Event()
+
+    def look_up() -> None:
+        answers.append(DeliveryLedger(engine).seen("conn-1", "key-0"))
+        answered.set()
+
+    reader = threading.Thread(target=look_up, daemon=True)
+    reader.start()
+    try:
+        # It waits (busy timeout), neither failing nor answering from before the change.
+        assert not answered.wait(0.3)
+    finally:
+        writer.execute("PRAGMA locking_mode = NORMAL")
+        writer.execute("SELECT count(*) FROM webhook_deliveries").fetchall()
+        writer.close()
+    assert answered.wait(5) and answers == ["event-0b"]
+    reader.join(5)
 
 
 def test_the_recorder_commits_in_batches_without_making_callers_wait(engine: Engine):
@@ -775,14 +953,14 @@ def test_a_recorder_that_is_behind_commits_full_batches_without_lingering(engine
     recorder = BatchRecorder(ledger, max_batch=10, linger=2.0)
     batches = _count_batches(ledger)
     all_written = threading.Event()
-    write = ledger._writes.execute_many
+    write = ledger.record_many
 
     def counted(rows):
         write(rows)
         if sum(batches) == 35:
             all_written.set()
 
-    ledger._writes.execute_many = counted  # type: ignore[method-assign]
+    ledger.record_many = counted  # type: ignore[method-assign]
     # 35 records before the writer's first linger ends: four batches, only the first lingers.
     for n in range(35):
         recorder.record("conn-1", f"k-{n}", f"event-{n}")
