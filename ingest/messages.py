@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
 
+from clients.intacct.client import record_key_problem
 from schemas.catalog import ACTIONS, SyncedObject
 
 _TEXT = validate.Length(min=1, max=200)
@@ -91,6 +92,12 @@ class WebhookBodySchema(Schema):
     def _object_is_a_name(self, value: str, **_: Any) -> None:
         if not value.replace("_", "").isalnum():
             raise ValidationError("Must be an Intacct object name such as ARINVOICE.")
+
+    @validates("key")
+    def _key_names_one_record(self, value: str, **_: Any) -> None:
+        problem = record_key_problem(value)
+        if problem is not None:
+            raise ValidationError(problem)
 
     @validates("eventId")
     def _event_id_is_a_message_id(self, value: str | None, **_: Any) -> None:

@@ -408,3 +408,13 @@ def test_an_event_id_the_broker_cannot_carry_is_a_400_and_the_next_hundred_get_t
     messages = broker.take_all("sync.ar")
     assert [m.properties["message_id"] for m in messages] == accepted
     assert [json.loads(m.body)["eventId"] for m in messages] == accepted
+
+
+@pytest.mark.parametrize("key", ["1042,1043", "a/b", "   ", ""])
+def test_a_key_intacct_cannot_be_asked_for_is_a_400_naming_the_field(receiver, broker, key):
+    """Issue 30 #2: such a key was accepted, then failed its whole group in the sync worker."""
+    response = receiver.post_hmac(invoice_event(key=key))
+    assert response.status_code == 400, response.get_json()
+    error = error_of(response)
+    assert error["code"] == "invalid_body" and list(error["fields"]) == ["key"]
+    assert broker.get("sync.ar") is None
