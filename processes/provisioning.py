@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from broker.topology import PROVISIONING_QUEUE_NAME
 from clients.flexpoint import FlexPointClient
 from config import Settings
-from processes.parts import ProcessParts
+from processes.parts import ProcessParts, wait_for_database
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
 from workers.connections.handler import Backfills, ProvisioningHandler
 from workers.connections.marks import ProvisioningMarks
@@ -149,6 +149,8 @@ def run(settings: Settings) -> None:
     from workers.deadletters.store import DeadLetterStore
     from workers.deadletters.storer import StoringConsumer
 
+    if not wait_for_database(settings, "provisioning"):
+        return
     parts = build(settings)
     backfill = BackfillWorker(
         settings,
