@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pika
-from pika.exceptions import AMQPError
+from pika.exceptions import AMQPError, ShortStringTooLong
 from pika.spec import Basic
 
 from broker.urls import describe, pika_parameters
@@ -53,6 +54,13 @@ class PublishRejected(PublishError):
 
 class PublishUnroutable(PublishError):
     outcome = "unroutable"
+
+
+class MessageNotEncodable(PublishError):
+    """pika could not put the message into AMQP frames (a property too long, a lone surrogate):
+    nothing was sent. Callers check what they publish first; this only keeps the tags right."""
+
+    outcome = "unencodable"
 
 
 @dataclass(slots=True)
@@ -314,13 +322,26 @@ class ConfirmingPublisher:
         if channel is None or not channel.is_open or not self._connected.is_set():
             self._fail(future, BrokerUnavailable("not connected to RabbitMQ"), self._clock() - started)
             return
-        tag = next(self._tags)
-        self._pending[tag] = _Pending(future, properties.message_id or "", started)
         try:
             channel.basic_publish(self._exchange, routing_key, body, properties, mandatory=True)
-        except (AMQPError, OSError) as exc:
-            self._pending.pop(tag, None)
-            self._fail(future, BrokerUnavailable(f"publish failed: {exc}"), self._clock() - started)
+        except (AMQPError, OSError, ValueError, TypeError, struct.error) as exc:
+            # pika marshals every frame before writing any, so a message it refuses (a short
+            # string over 255 bytes, a lone surrogate, a header value of no AMQP type) never
+            # reached the broker and takes no delivery tag; an exception escaping here would
+            # stop the I/O loop and fail every message in flight.
+            unencodable = isinstance(exc, (ShortStringTooLong, ValueError, TypeError, struct.error))
+            error: PublishError = (
+                MessageNotEncodable(f"message cannot be encoded: {type(exc).__name__}: {exc}"[:300])
+                if unencodable
+                else BrokerUnavailable(f"publish failed: {exc}")
+            )
+            if unencodable:
+                log.error("publisher_message_not_encodable", error=type(exc).__name__)
+            self._fail(future, error, self._clock() - started)
+            return
+        # Counted only once the frames are written: the broker numbers only what it received,
+        # and its confirms are matched to messages by these tags.
+        self._pending[next(self._tags)] = _Pending(future, properties.message_id or "", started)
 
     def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # basic.return precedes the ack of the same message: remember it to fail that ack.

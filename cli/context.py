@@ -66,10 +66,18 @@ def parts_of(ctx: click.Context) -> ProcessParts:
     return parts
 
 
-def prepare_database(settings: Settings) -> None:
-    """Apply the migrations (safe from several processes at once)."""
-    from processes.parts import ProcessParts
+def prepare_database(settings: Settings, *, waiting_as: str | None = None) -> None:
+    """Apply the migrations (safe from several processes at once).
 
+    ``waiting_as``: a worker process's name; while the database is unreachable it waits for it
+    (saying so) instead of failing, and a SIGTERM/SIGINT meanwhile ends the command cleanly.
+    """
+    from processes.parts import ProcessParts, wait_for_database
+
+    if waiting_as is not None:
+        if not wait_for_database(settings, waiting_as):
+            raise SystemExit(0)
+        return
     with ProcessParts(settings, process="flexsync") as parts:
         parts.engine  # noqa: B018 - made on first use: migrated, then disposed on leaving
 

@@ -38,7 +38,7 @@ def web(ctx: click.Context, workers: int | None, threads: int) -> None:
 def sync(ctx: click.Context) -> None:
     """Run the sync workers: work queues -> Intacct -> FlexPoint (the Procfile's `sync`)."""
     settings = settings_of(ctx)
-    prepare_database(settings)
+    prepare_database(settings, waiting_as="sync")
     declare_topology_or_fail(settings, required=True)
     from processes.sync import run
 
@@ -53,7 +53,7 @@ def provisioning(ctx: click.Context) -> None:
 
     settings = settings_of(ctx)
     require_settings(settings)  # before the database and broker are touched
-    prepare_database(settings)
+    prepare_database(settings, waiting_as="provisioning")
     declare_topology_or_fail(settings, required=True)
     run(settings)
 
@@ -142,7 +142,7 @@ def writeback(
 
     settings = settings_of(ctx)
     require_settings(settings)  # before the database and broker are touched
-    prepare_database(settings)
+    prepare_database(settings, waiting_as="writeback")
     declare_topology_or_fail(settings, required=True)
     run(settings, timing=Timing(request_timeout, slot_timeout), metrics_port=metrics_port, workers=threads)
 

@@ -9,7 +9,7 @@ from console.jobs import Job
 from workers.deadletters import operations as dead_ops
 from workers.deadletters.archive import ArchiveReplay
 from workers.deadletters.selection import Selection
-from workers.deadletters.store import DeadLetterStore
+from workers.deadletters.store import ArchiveClaims, DeadLetterStore
 
 
 def _dead_letters(
@@ -59,16 +59,28 @@ def purge_dead(settings: Settings, store: DeadLetterStore, selection: Selection)
     return work
 
 
-def replay_archive(settings: Settings, selection: Selection):
+def replay_archive(settings: Settings, selection: Selection, claims: ArchiveClaims | None = None):
+    """The job replaying ``selection`` from the archive under a claim on its range (``claims``:
+    the console's database, else DATABASE_URL's, opened for the job)."""
+
     def work(job: Job) -> str:
         def stepped(selected: bool) -> None:
             job.done += 1
 
+        opened = None
+        held = claims
+        if held is None:
+            from processes.parts import ProcessParts
+
+            opened = ProcessParts(settings, process="console")
+            held = ArchiveClaims(opened.engine)
         publisher = start_publisher(settings.amqp_url)
         try:
-            tally = ArchiveReplay(settings.amqp_url, publisher, on_step=stepped).run(selection)
+            tally = ArchiveReplay(settings.amqp_url, publisher, on_step=stepped, claims=held).run(selection)
         finally:
             publisher.close()
+            if opened is not None:
+                opened.close()
         job.total = tally.read
         job.counts = {
             "read": tally.read,

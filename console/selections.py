@@ -176,7 +176,7 @@ def archive():
                     "Replay archived events",
                     selection.describe(),
                     actor(),
-                    actions.replay_archive(settings, selection),
+                    actions.replay_archive(settings, selection, parts().dead.archive_claims),
                 )
                 return redirect(url_for("pages.job", job_id=job.id))
             publisher = start_publisher(parts().settings.amqp_url)

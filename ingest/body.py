@@ -17,10 +17,14 @@ from typing import Any
 
 from marshmallow import Schema, fields, missing, validate
 
-from ingest.messages import RecordKey
+from clients.intacct.client import record_key_problem
+from ingest.messages import RecordKey, message_id_problem
 
 # The schema's own hooks, whose effect is repeated below; any other hook turns the fast path off.
-_KNOWN_HOOKS = {"pre_load": {"_fold_case"}, "validates": {"_object_is_a_name"}}
+_KNOWN_HOOKS = {
+    "pre_load": {"_fold_case"},
+    "validates": {"_object_is_a_name", "_key_names_one_record", "_event_id_is_a_message_id"},
+}
 
 
 @dataclass(frozen=True)
@@ -118,5 +122,11 @@ class BodyLoader:
         name = body["object"]
         # The schema's @validates("object"); a null object never gets this far.
         if not name.replace("_", "").isalnum():
+            return None
+        # The schema's @validates("key") and @validates("eventId").
+        if record_key_problem(body["key"]) is not None:
+            return None
+        event_id = body.get("eventId")
+        if event_id is not None and message_id_problem(event_id) is not None:
             return None
         return body

@@ -8,9 +8,30 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate, validates
 
+from clients.intacct.client import record_key_problem
 from schemas.catalog import ACTIONS, SyncedObject
 
 _TEXT = validate.Length(min=1, max=200)
+# The eventId travels as the AMQP message_id, a short string: at most 255 bytes of UTF-8.
+MESSAGE_ID_MAX_BYTES = 255
+
+
+def message_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be an event id (the AMQP ``message_id``), or None when it can.
+
+    A short string holds at most 255 UTF-8 bytes, and a lone surrogate (a ``\\ud800`` escape
+    in the JSON) has no UTF-8 form at all; control characters are refused too, as they have no
+    place in an id and make log lines and headers ambiguous.
+    """
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "Must be text without lone surrogates (\\ud800-\\udfff escapes)."
+    if size > MESSAGE_ID_MAX_BYTES:
+        return f"Must be at most {MESSAGE_ID_MAX_BYTES} bytes in UTF-8 (this is {size})."
+    if not value.isprintable():
+        return "Must not contain control or other unprintable characters."
+    return None
 
 
 class RecordKey(fields.String):
@@ -71,6 +92,18 @@ class WebhookBodySchema(Schema):
     def _object_is_a_name(self, value: str, **_: Any) -> None:
         if not value.replace("_", "").isalnum():
             raise ValidationError("Must be an Intacct object name such as ARINVOICE.")
+
+    @validates("key")
+    def _key_names_one_record(self, value: str, **_: Any) -> None:
+        problem = record_key_problem(value)
+        if problem is not None:
+            raise ValidationError(problem)
+
+    @validates("eventId")
+    def _event_id_is_a_message_id(self, value: str | None, **_: Any) -> None:
+        problem = None if value is None else message_id_problem(value)
+        if problem is not None:
+            raise ValidationError(problem)
 
 
 ENVELOPE_VERSION = 1

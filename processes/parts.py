@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from kombu import Connection
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from broker.publisher import ConfirmingPublisher
 from broker.topology import Topology, build_topology
@@ -32,11 +33,34 @@ from store.breakers import BreakerStore
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from workers.connections.store import ConnectionStore
+from workers.runtime.process import wait_until_ready
 
 log = get_logger(__name__)
 
 T = TypeVar("T")
 M = TypeVar("M")
+
+
+# What a database that is down, restarting or unreachable raises (PostgreSQL and SQLite alike).
+DATABASE_UNREACHABLE: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+def wait_for_database(settings: Settings, process: str) -> bool:
+    """Wait until DATABASE_URL answers and its schema is migrated; False if stopped meanwhile.
+
+    A worker process calls this first: started while the database is down it waits for it, as
+    a running worker does, instead of exiting. The migration is remembered per process
+    (:func:`store.db.upgrade`), so the engine its parts open next finds the schema current.
+    """
+
+    def migrated() -> None:
+        engine = create_engine_for(settings.database_url)
+        try:
+            upgrade(engine)
+        finally:
+            engine.dispose()
+
+    return wait_until_ready(process, "database", migrated, retry_on=DATABASE_UNREACHABLE)
 
 
 class ProcessParts:

@@ -9,8 +9,9 @@ from sqlalchemy import Engine
 
 from broker.topology import PROVISIONING_QUEUE_NAME
 from clients.flexpoint import FlexPointClient
+from clients.intacct import IntacctRetries
 from config import Settings
-from processes.parts import ProcessParts
+from processes.parts import ProcessParts, wait_for_database
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
 from workers.connections.handler import Backfills, ProvisioningHandler
 from workers.connections.marks import ProvisioningMarks
@@ -19,6 +20,10 @@ from workers.connections.store import ConnectionStore
 from workers.runtime import process
 from workers.runtime.failures import RetrySchedule
 from workers.runtime.messages import QueueConsumer
+
+# Connect and read timeouts (s) of the connect checks' Intacct calls: a stalled Intacct is
+# reported to the admin after ~10 s rather than after the sync's 30 s read timeout, three times.
+CHECK_TIMEOUTS = (5.0, 10.0)
 
 
 class ScheduledBackfills:
@@ -81,13 +86,19 @@ def build(
     try:
         store = parts.connections
         if intacct is None:
-            intacct = parts.intacct(guard=parts.breakers)
+            # The admin waits on these checks: short timeouts and one try per call; the delay
+            # queues retry, and the handler decides within two minutes (issue 30 #22).
+            intacct = parts.intacct(
+                guard=parts.breakers, timeouts=CHECK_TIMEOUTS, retry=IntacctRetries(unavailable_attempts=1)
+            )
         else:
             parts.adopt("intacct client", intacct)
         flexpoint = parts.flexpoint(guard=parts.breakers)
         # Every receiver process evicts a connection from its cache once its change commits.
         changes = parts.adopt("change announcer", ConnectionChanges(settings.amqp_url))
-        extra = {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
+        extra: dict[str, Any] = (
+            {} if unavailable_retries is None else {"unavailable_retries": unavailable_retries}
+        )
         handler = ProvisioningHandler(
             store=AnnouncingStore(store, changes),
             marks=ProvisioningMarks(parts.engine),
@@ -149,6 +160,8 @@ def run(settings: Settings) -> None:
     from workers.deadletters.store import DeadLetterStore
     from workers.deadletters.storer import StoringConsumer
 
+    if not wait_for_database(settings, "provisioning"):
+        return
     parts = build(settings)
     backfill = BackfillWorker(
         settings,

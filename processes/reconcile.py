@@ -18,7 +18,7 @@ from config import Settings
 from ingest.gaps import GapStore
 from observability.logging import get_logger
 from observability.metrics import ReconcileMetrics
-from processes.parts import ProcessParts
+from processes.parts import ProcessParts, wait_for_database
 from workers.reconcile.events import EventSender
 from workers.reconcile.meter import CallMeter
 from workers.reconcile.reconciler import Reconciler, holder_name
@@ -125,6 +125,8 @@ def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool
     """Sweep what is due every tick until SIGTERM/SIGINT (``keyset``: first a key-set pass of all);
     a sweep under way stops at the next record, releases its lease and leaves its watermark."""
     require_settings(settings, "reconcile")
+    if not wait_for_database(settings, "reconcile"):
+        return
     metrics = ReconcileMetrics()
     loop = SweepLoop(settings, options=options, keyset=keyset, metrics=metrics)
     run_worker(

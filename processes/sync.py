@@ -7,7 +7,7 @@ from typing import Any
 
 from config import Settings
 from observability.metrics import SyncMetrics
-from processes.parts import ProcessParts
+from processes.parts import ProcessParts, wait_for_database
 from reliability.breaker import BreakerCollector
 from store.breakers import BreakerStore
 from workers.connections.cache import CachedConnectionLookup
@@ -75,6 +75,8 @@ def build(settings: Settings, metrics: SyncMetrics | None = None, **options: Any
 def run(settings: Settings) -> None:
     """Consume until SIGTERM/SIGINT; in-flight groups finish and are settled first."""
     require_settings(settings, "sync")
+    if not wait_for_database(settings, "sync"):
+        return
     # A short drain interval: finished groups are settled (acked) within ~50 ms.
     sync = build(settings, poll_interval=0.05)
     run_worker("sync", sync, registry=sync.metrics.registry, port=settings.port)

@@ -14,7 +14,7 @@ from clients.intacct.payments import PaymentWrites
 from config import Settings
 from observability.logging import get_logger
 from observability.metrics import WritebackMetrics
-from processes.parts import ProcessParts
+from processes.parts import ProcessParts, wait_for_database
 from workers.runtime.failures import RetrySchedule
 from workers.runtime.messages import QueueConsumer
 from workers.runtime.process import require_settings as require_worker_settings
@@ -115,6 +115,8 @@ def run(
     settings: Settings, *, timing: Timing | None = None, metrics_port: int | None = None, workers: int = 4
 ) -> None:
     """Consume payment messages until SIGTERM/SIGINT; the messages in hand finish and are settled."""
+    if not wait_for_database(settings, "writeback"):
+        return
     writeback = build(settings, timing=timing, workers=workers)
     port = settings.port if metrics_port is None else metrics_port
     try:

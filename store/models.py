@@ -241,6 +241,23 @@ class DeadLetterRecord(Base):
     )
 
 
+class ArchiveReplayClaim(Base):
+    """The claim of an archive replay on its range (issue 30 #6): while one replay holds it
+    (store/leases.py), another of the same range (its connection and resource, whatever the
+    times) refuses to start, so a console job and a CLI run never both publish it.
+
+    ``range_key`` is ``<connection or *>/<resource or *>``; ``selection`` says what the holder
+    replays, for the message the other one shows.
+    """
+
+    __tablename__ = "archive_replay_claims"
+
+    range_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    selection: Mapped[str | None] = mapped_column(String(1000))
+    holder: Mapped[str | None] = mapped_column(String(200))
+    leased_until: Mapped[float | None] = mapped_column(Float)
+
+
 class ConsoleAudit(Base):
     """One action taken in the operations console: who, what, on which selection, when, outcome."""
 

@@ -12,10 +12,10 @@ class CuttableRelay:
     """Forwards 127.0.0.1:<port> to the broker of ``url``; ``cut()`` drops every open connection
     (the broker sees its clients vanish) while new ones are still accepted."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, port: int = 0, default_port: int = 5672) -> None:
         parts = urlsplit(url)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5672)
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._target = (parts.hostname or "127.0.0.1", parts.port or default_port)
+        self._server = socket.create_server(("127.0.0.1", port))
         self.port = self._server.getsockname()[1]
         netloc = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
         self.url = urlunsplit((parts.scheme, f"{netloc}127.0.0.1:{self.port}", parts.path, "", ""))

@@ -153,3 +153,33 @@ def test_refusals_lasting_a_second_get_a_new_connection(amqp_url, broker):
         wait_until(lambda: publisher.ready, timeout=5, message="connected again")
     finally:
         publisher.close()
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    ["é" * 150, "a\ud800b"],
+    ids=["over-255-utf8-bytes", "lone-surrogate"],
+)
+def test_a_message_pika_cannot_encode_fails_alone_and_shifts_no_confirm(
+    amqp_url, declared_topology, broker, bad_id
+):
+    """Issue 30 #1: the refused message's tag was counted, so every later confirm went to the
+    message before it (a 202 for a message the broker never took), or the loop died."""
+    lost: list[int] = []
+    publisher = ConfirmingPublisher(amqp_url, EVENTS_EXCHANGE.name, on_connection_lost=lambda: lost.append(1))
+    publisher.start(wait=5)
+    assert publisher.ready
+    try:
+        refused = publisher.publish("ar.invoices.update", b"{}", message_id=bad_id)
+        with pytest.raises(PublishError):
+            refused.result(timeout=5)
+        # One at a time: each must be settled by its own confirm, not the next message's.
+        for i in range(100):
+            publisher.publish_and_wait("ar.invoices.update", b"{}", timeout=5, message_id=f"after-{i}")
+        assert broker.depth("sync.ar") == 100
+        assert [m.properties["message_id"] for m in broker.take_all("sync.ar")] == [
+            f"after-{i}" for i in range(100)
+        ]
+        assert lost == [] and publisher.ready
+    finally:
+        publisher.close()

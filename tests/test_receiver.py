@@ -382,3 +382,39 @@ def test_log_lines_about_an_event_carry_its_ids(receiver, broker, capsys):
     assert "event_id" not in refused[0]
     (after,) = [line for line in lines if line.get("event") == "after_the_requests"]
     assert "connection_id" not in after and "event_id" not in after
+
+
+@pytest.mark.parametrize(
+    "raw_event_id",
+    [json.dumps("é" * 150), '"a\\ud800b"', json.dumps("tab\there")],
+    ids=["over-255-utf8-bytes", "lone-surrogate", "control-character"],
+)
+def test_an_event_id_the_broker_cannot_carry_is_a_400_and_the_next_hundred_get_their_own_confirms(
+    receiver, broker, raw_event_id
+):
+    """Issue 30 #1: such an eventId was a 503 that shifted every later confirm of the process."""
+    raw = json.dumps(invoice_event(key="1")).encode()
+    raw = raw[:-1] + b', "eventId": ' + raw_event_id.encode() + b"}"
+    response = receiver.post_hmac(raw)
+    assert response.status_code == 400, response.get_json()
+    error = error_of(response)
+    assert error["code"] == "invalid_body" and "eventId" in error["fields"]
+    accepted = []
+    for i in range(100):
+        answer = receiver.post_hmac(invoice_event(key=str(i), eventId=f"evt-{i}"))
+        assert answer.status_code == 202, (i, answer.get_json())
+        accepted.append(answer.get_json()["eventId"])
+    assert accepted == [f"evt-{i}" for i in range(100)]
+    messages = broker.take_all("sync.ar")
+    assert [m.properties["message_id"] for m in messages] == accepted
+    assert [json.loads(m.body)["eventId"] for m in messages] == accepted
+
+
+@pytest.mark.parametrize("key", ["1042,1043", "a/b", "   ", ""])
+def test_a_key_intacct_cannot_be_asked_for_is_a_400_naming_the_field(receiver, broker, key):
+    """Issue 30 #2: such a key was accepted, then failed its whole group in the sync worker."""
+    response = receiver.post_hmac(invoice_event(key=key))
+    assert response.status_code == 400, response.get_json()
+    error = error_of(response)
+    assert error["code"] == "invalid_body" and list(error["fields"]) == ["key"]
+    assert broker.get("sync.ar") is None

@@ -227,11 +227,24 @@ def create_client(
     return IntacctClient(settings, tokens=tokens, slots=slots, session=session, **options)
 
 
-def _checked_key(key: Any) -> str:
+def record_key_problem(key: Any) -> str | None:
+    """Why ``key`` cannot name one record in a REST path, or None when it can.
+
+    A batch GET joins keys with commas and a key is a path segment: a comma or a slash would
+    ask for other records, and a blank key for none.
+    """
     text = str(key).strip()
-    if not text or "," in text or "/" in text:
+    if not text:
+        return "Must not be blank."
+    if "," in text or "/" in text:
+        return "Must not contain ',' or '/' (it names one record, its RECORDNO)."
+    return None
+
+
+def _checked_key(key: Any) -> str:
+    if record_key_problem(key) is not None:
         raise ValueError(f"not a record key: {key!r}")
-    return text
+    return str(key).strip()
 
 
 def _records(body: Any) -> list[dict[str, Any]]:

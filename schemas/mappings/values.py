@@ -104,6 +104,50 @@ def utc_timestamp(value: Any) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}{'.' + fraction if fraction else ''}Z"
 
 
+# The date formats a Sage Intacct user may choose (month or day first, or year first; "/", "-" or
+# "." between), with an optional time, 24-hour or with AM/PM: how merge fields such as
+# {!ARINVOICE.WHENMODIFIED!} render a moment, in the user's time zone, which they do not say.
+_INTACCT_DATE_TIME = re.compile(
+    r"(?P<a>[0-9]{1,4})(?P<sep>[/.-])(?P<b>[0-9]{1,2})(?P=sep)(?P<c>[0-9]{1,4})"
+    r"(?:[ T]+(?P<h>[0-9]{1,2}):(?P<m>[0-9]{2})(?::(?P<s>[0-9]{2}))?\s*(?P<half>[AaPp][Mm])?)?"
+)
+
+
+def intacct_date_time(text: Any) -> datetime | None:
+    """A moment in one of Intacct's own date formats, read as UTC; None when it is not one.
+
+    None as well when day and month cannot be told apart (both at most 12 and different):
+    the user's format preference is not in the text.
+    """
+    if not isinstance(text, str):
+        return None
+    match = _INTACCT_DATE_TIME.fullmatch(text.strip())
+    if match is None:
+        return None
+    a, b, c = match["a"], int(match["b"]), match["c"]
+    if len(a) == 4 and len(c) <= 2:
+        year, month, day = int(a), b, int(c)
+    elif len(c) == 4 and len(a) <= 2:
+        first, year = int(a), int(c)
+        if first > 12 >= b:
+            day, month = first, b
+        elif b > 12 >= first or first == b:
+            month, day = first, b
+        else:
+            return None
+    else:
+        return None
+    hour, minute, second = int(match["h"] or 0), int(match["m"] or 0), int(match["s"] or 0)
+    if match["half"]:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if match["half"].lower() == "pm" else 0)
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def last4(account_number: Any) -> str | None:
     """The last 4 digits of an account number, or None when it has fewer than 4.
 

@@ -128,3 +128,86 @@ def test_a_replay_whose_connection_is_cut_reads_on_from_the_next_offset(
     assert (tally.selected, tally.moved, tally.failed) == (5, 5, 0)
     moved = [m.properties["message_id"] for m in broker.take_all("sync.ar") + broker.take_all("sync.cm")]
     assert sorted(moved) == sorted(e["eventId"] for e in events if e["connectionId"] == mine)
+
+
+class _HeldJob:
+    """A console job whose first step waits until the test lets it go on (its replay is then
+    under way, holding whatever it holds)."""
+
+    def __init__(self) -> None:
+        import collections
+        import threading
+
+        self.stepping = threading.Event()
+        self.go_on = threading.Event()
+        self.total = None
+        self.counts: dict[str, int] = {}
+        self.errors: collections.Counter[str] = collections.Counter()
+        self._done = 0
+
+    @property
+    def done(self) -> int:
+        return self._done
+
+    @done.setter
+    def done(self, value: int) -> None:
+        self._done = value
+        self.stepping.set()
+        assert self.go_on.wait(30), "the test never let the console's replay go on"
+
+
+def test_two_replays_of_one_archive_selection_at_once_publish_it_once(archived, settings, broker):
+    """Issue 30 #6: a console job and a CLI run of one selection at the same moment both published."""
+    import threading
+
+    from console import actions
+    from store.db import create_engine_for, upgrade
+
+    engine = create_engine_for(settings.database_url)
+    upgrade(engine)
+    engine.dispose()
+    mine, events = archived
+    # No --until: the stream is this module's, and a read stops at the first event past --until,
+    # which an earlier test's would be.
+    since = datetime.now(UTC) - timedelta(hours=3)
+    selection = Selection(connection=mine, since=since)
+    job = _HeldJob()
+    outcome: list[str] = []
+    console_replay = threading.Thread(
+        target=lambda: outcome.append(actions.replay_archive(settings, selection)(job)), daemon=True
+    )
+    console_replay.start()
+    try:
+        assert job.stepping.wait(30), "the console's replay never started"
+        cli = CliRunner().invoke(
+            replay,
+            [
+                "--from", "archive", "--connection", mine, "--since", since.isoformat(), "--yes",
+            ],
+            obj={"settings": settings},
+        )  # fmt: skip
+        assert cli.exit_code == 1, cli.output
+        assert "another replay" in cli.output and "running" in cli.output
+    finally:
+        job.go_on.set()
+        console_replay.join(60)
+    assert outcome and outcome[0].startswith("moved 3,"), outcome
+    ar = broker.take_all("sync.ar")
+    cm = broker.take_all("sync.cm")
+    assert [m.properties["message_id"] for m in ar] == [events[2]["eventId"], events[4]["eventId"]]
+    assert [m.properties["message_id"] for m in cm] == [events[3]["eventId"]]
+    # Once it ended, the range is free: the same replay runs again.
+    again = CliRunner().invoke(
+        replay,
+        [
+            "--from",
+            "archive",
+            "--connection",
+            mine,
+            "--since",
+            since.isoformat(),
+            "--yes",
+        ],
+        obj={"settings": settings},
+    )
+    assert again.exit_code == 0 and "moved 3," in again.output, again.output

@@ -116,7 +116,7 @@ def test_events_for_one_record_coalesce_and_groups_leave_by_age_or_size():
     groups = {g.resource: g for g in coalescer.ready()}
     assert set(groups) == {"invoices", "customers"}
     assert groups["invoices"].keys == ["42"] and len(groups["invoices"].events) == 3
-    assert groups["invoices"].observed_at("42") == "2026-11-24T10:00:05Z"
+    assert groups["invoices"].observed_at("42") == datetime(2026, 11, 24, 10, 0, 5, tzinfo=UTC)
     for key in ("1", "2", "3"):
         coalescer.add(_event("c2", "invoices", key))
     assert [g.keys for g in coalescer.ready()] == [["1", "2", "3"]]  # full before its window

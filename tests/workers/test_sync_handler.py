@@ -144,3 +144,64 @@ def test_events_of_a_disconnected_connection_are_dropped_and_its_tokens_forgotte
 
     assert [e.envelope["key"] for e in outcome.dropped] == ["880", "1"] and not outcome.done
     assert intacct.calls == [] and intacct.forgotten == ["c1"]
+
+
+class KeyCheckingIntacct(RecordingIntacct):
+    """Checks keys as the real client does: a bad one refuses the whole call."""
+
+    def get_many(self, connection: Any, rest_path: str, keys: list[str]):
+        from clients.intacct.client import _checked_key
+
+        return super().get_many(connection, rest_path, [_checked_key(k) for k in keys])
+
+
+def _delete(key: str, occurred_at: str | None, received_at: str = "2026-11-24T18:00:05Z") -> Event:
+    envelope = {
+        "connectionId": "c1",
+        "resource": "invoices",
+        "key": key,
+        "action": "delete",
+        "occurredAt": occurred_at,
+        "receivedAt": received_at,
+    }
+    return Event(envelope, message=None, queue="sync.ar", received=0.0)
+
+
+def test_a_bad_key_or_occurred_at_fails_only_its_own_event_not_the_group():
+    """Issue 30 #2: a key with "," "/" or only spaces, or an occurredAt in Intacct's own date
+    format, dead-lettered every event of the group (up to 500)."""
+    intacct = KeyCheckingIntacct(
+        records={"accounts-receivable/invoice": {"2001": invoice_record(key="2001", id="INV-2001")}},
+        lines={"accounts-receivable/invoice-line": [invoice_line("21", 1, "10", invoice={"key": "2001"})]},
+    )
+    flexpoint = RecordingFlexPoint()
+    handler = SyncHandler(
+        connections={"c1": CONNECTION}, intacct=intacct, flexpoint=flexpoint, clock=lambda: NOW
+    )
+    deleted = _delete("1042", "11/24/2026 10:00:00")  # Intacct's rendering of WHENMODIFIED
+    unreadable = _delete("1043", "yesterday-ish")
+    good = _delete("2001", None)
+    bad = [_delete(key, None) for key in ("a,b", "a/b", "   ")]
+    outcome = handler.process(Group("c1", "invoices", [deleted, unreadable, good, *bad]))
+    assert {e.envelope["key"] for e in outcome.done} == {"1042", "1043", "2001"}
+    assert sorted(e.envelope["key"] for e, _ in outcome.failed) == sorted(["a,b", "a/b", "   "])
+    assert all(not failure.transient for _, failure in outcome.failed)
+    [(_, _, items)] = flexpoint.upserts
+    versions = {item["externalId"]: item["sourceVersion"] for item in items if item.get("deleted")}
+    # Intacct's local time (zone unknown) is never placed before the moment the delete was seen.
+    assert versions == {"1042": "2026-11-24T18:00:05Z", "1043": "2026-11-24T18:00:05Z"}
+
+
+def test_a_deletion_version_reads_intacct_date_formats():
+    from workers.sync.groups import deletion_version
+
+    seen = "2026-11-24T09:00:05Z"
+    assert deletion_version("11/24/2026 10:00:00", seen) == datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    assert deletion_version("24.11.2026 10:00", seen) == datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    assert deletion_version("2026/11/24 10:00:00 PM", seen) == datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
+    assert deletion_version("11/24/2026", seen) == datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC)
+    assert deletion_version("2026-11-24T08:00:00+01:00", seen) == datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    # Day and month both under 13, or not a date at all: the moment it was observed.
+    assert deletion_version("03/04/2026 10:00:00", seen) == datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC)
+    assert deletion_version("never", seen) == datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC)
+    assert deletion_version("never", None) is None

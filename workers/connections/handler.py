@@ -7,7 +7,9 @@ so the handler knows nothing of the broker: it answers None when the message is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from marshmallow import ValidationError
@@ -109,6 +111,7 @@ class ProvisioningHandler:
         backfills: Backfills,
         public_base_url: str,
         unavailable_retries: int = len(RETRY_DELAYS_SECONDS),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if not 0 <= unavailable_retries <= len(RETRY_DELAYS_SECONDS):
             raise ValueError(f"unavailable_retries must lie between 0 and {len(RETRY_DELAYS_SECONDS)}")
@@ -119,6 +122,7 @@ class ProvisioningHandler:
         self._backfills = backfills
         self._public_base_url = public_base_url
         self._unavailable_retries = unavailable_retries
+        self._clock = clock
 
     def handle(self, routing_key: str, body: Any, *, attempts: int = 0) -> Failure | None:
         """Process one message that already failed ``attempts`` times; None when it is done."""
@@ -171,8 +175,15 @@ class ProvisioningHandler:
         if other is not None and other.connection_id != connection_id:
             self._refuse_or_wait(message, other, existing, attempts)
             return
-        self._report(account_id, status.connecting(message))
-        verdict = self._validate(message, attempts)
+        if attempts == 0:
+            # Later attempts leave what the admin sees as it is: "connecting", saying why it waits.
+            self._report(account_id, status.connecting(message))
+        try:
+            verdict = self._validate(message, attempts)
+        except _IntacctDown:
+            # Within seconds of the click, not after a trip through the delay queues.
+            self._report(account_id, status.connecting(message, reasons.still_trying()))
+            raise
         if verdict is not None:
             self._fail(message, verdict, existing)
             return
@@ -258,7 +269,7 @@ class ProvisioningHandler:
             if not isinstance(exc, Transient):
                 log.error("connect_check_failed", connection_id=candidate.connection_id, error=str(exc))
                 return reasons.internal_error()
-            if attempts < self._unavailable_retries:
+            if self._may_retry(message, attempts):
                 raise _IntacctDown(exc) from exc
             log.warning(
                 "intacct_unavailable_gave_up", connection_id=candidate.connection_id, attempts=attempts + 1
@@ -268,6 +279,21 @@ class ProvisioningHandler:
             # Whatever the outcome, the probe's token must not outlive the check in this process.
             self._intacct.forget(candidate.connection_id)
         return reasons.for_missing(missing) if missing else None
+
+    def _may_retry(self, message: dict[str, Any], attempts: int) -> bool:
+        """Whether a connect Intacct did not answer goes round the delay queues once more.
+
+        The admin waits for the verdict: a retry must come back before
+        :data:`reasons.UNAVAILABLE_VERDICT_SECONDS` since the request (the last delay, 300 s,
+        never fits). The first failure is always tried again once, even for a request that
+        waited long in the queue (a worker was down), so one blip does not fail it.
+        """
+        if attempts >= self._unavailable_retries:
+            return False
+        if attempts == 0:
+            return True
+        elapsed = (self._clock() - message["requestedAt"]).total_seconds()
+        return elapsed + RETRY_DELAYS_SECONDS[attempts] <= reasons.UNAVAILABLE_VERDICT_SECONDS
 
     def _fail(self, message: dict[str, Any], verdict: Verdict, existing: ConnectionRecord | None) -> None:
         if existing is not None and existing.is_active:

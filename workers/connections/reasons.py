@@ -79,11 +79,25 @@ def for_missing(areas: Iterable[str]) -> Verdict:
     )
 
 
+# The longest a connect waits for Sage Intacct to answer before its verdict (a last check under
+# way when it runs out still finishes: with the provisioning client's timeouts the admin has the
+# verdict within two minutes of clicking Connect).
+UNAVAILABLE_VERDICT_SECONDS = 90.0
+
+
+def still_trying() -> str:
+    """The ``connecting`` status's message while Intacct does not answer the checks."""
+    return (
+        "Sage Intacct is not answering right now. FlexPoint keeps trying for up to two minutes "
+        "and shows the result here; nothing needs to change in your setup."
+    )
+
+
 def unavailable() -> Verdict:
     """Intacct kept failing (5xx, timeouts, rate limits) through every retry."""
     return Verdict(
         "intacct_unavailable",
-        "Sage Intacct did not answer FlexPoint's checks, even after several tries over a few "
+        "Sage Intacct did not answer FlexPoint's checks, even after several tries over two "
         "minutes. Nothing needs to change in your setup: click Connect again later.",
     )
 

@@ -20,9 +20,9 @@ def _base(message: dict[str, Any], state: str) -> dict[str, Any]:
     return status
 
 
-def connecting(message: dict[str, Any]) -> dict[str, Any]:
-    """The checks have started."""
-    return {**_base(message, "connecting"), "reason": None, "message": None}
+def connecting(message: dict[str, Any], note: str | None = None) -> dict[str, Any]:
+    """The checks have started; ``note`` says what holds them up meanwhile (Intacct not answering)."""
+    return {**_base(message, "connecting"), "reason": None, "message": note}
 
 
 def connected(message: dict[str, Any], url: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ nothing after it, however busy or idle the stream is. Reading also stops once ev
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import time
 import uuid
@@ -28,10 +29,12 @@ from broker.publisher import ConfirmingPublisher, PublishError
 from broker.topology import ARCHIVE_STREAM_NAME, work_queue_name
 from broker.urls import kombu_connection
 from reliability.errors import OpsError
+from reliability.leases import new_holder
 from schemas.catalog import BY_RESOURCE, MODULES
 from workers.deadletters.letters import parse_instant, text
 from workers.deadletters.operations import REPLAYED_AT, REPLAYED_FROM
 from workers.deadletters.selection import Selection
+from workers.deadletters.store import ARCHIVE_RENEW_SECONDS, ArchiveClaims
 from workers.runtime.stream import GaveUp, StreamReader
 
 MARKER = "x-flexsync-archive-marker"
@@ -74,6 +77,7 @@ class ArchiveReplay:
         confirm_timeout: float = 30.0,
         on_step: Callable[[bool], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        claims: ArchiveClaims | None = None,
     ) -> None:
         if rate is not None and rate <= 0:
             raise OpsError("--rate must be more than 0 messages per second")
@@ -86,11 +90,27 @@ class ArchiveReplay:
         self._confirm_timeout = confirm_timeout
         self._on_step = on_step or (lambda selected: None)
         self._clock = clock
+        self._claims = claims
 
     def run(self, selection: Selection, *, now: datetime | None = None) -> ArchiveTally:
-        """Replay (or with ``dry_run`` count) the selected archived events."""
+        """Replay (or with ``dry_run`` count) the selected archived events.
+
+        A replay (not a dry run) given ``claims`` first claims its range (connection and
+        resource), renews the claim while it reads and gives it up at the end: a second replay of
+        the range started meanwhile refuses with :class:`OpsError` rather than publish it again.
+        """
+        claim = None
+        if self._claims is not None and not self._dry_run:
+            claim = _Claim(self._claims, selection, self._clock)
+        try:
+            return self._run(selection, now, claim)
+        finally:
+            if claim is not None:
+                claim.release()
+
+    def _run(self, selection: Selection, now: datetime | None, claim: _Claim | None) -> ArchiveTally:
         marker = self._append_marker()
-        read = _Read(self, selection, marker, now or datetime.now(UTC))
+        read = _Read(self, selection, marker, now or datetime.now(UTC), claim)
         # Chunks are stamped by the broker's clock, events by the receivers': start a little
         # early (events before --since are skipped) so a fast receiver clock loses none.
         offset: Any = selection.since - CLOCK_SLACK if selection.since else "first"
@@ -156,11 +176,47 @@ class ArchiveReplay:
         return queue, headers
 
 
+class _Claim:
+    """One replay's claim on its range, taken at once and renewed as it reads."""
+
+    def __init__(self, claims: ArchiveClaims, selection: Selection, clock: Callable[[], float]) -> None:
+        self._claims = claims
+        self._key = claims.range_key(selection.connection, selection.resource)
+        self._holder = new_holder()
+        self._clock = clock
+        held_by = claims.claim(self._key, self._holder, selection.describe())
+        if held_by is not None:
+            raise OpsError(
+                f"another replay of the archive is running for this range ({held_by}); let it "
+                "finish (or wait until its claim runs out, 2 minutes after it stopped) and run "
+                "this one again if it is still needed"
+            )
+        self._renewed = clock()
+
+    def keep(self) -> None:
+        """Renew the claim when it is due; a claim lost (it ran out and was taken) stops the replay."""
+        if self._clock() - self._renewed < ARCHIVE_RENEW_SECONDS:
+            return
+        if not self._claims.renew(self._key, self._holder):
+            raise OpsError(
+                "this replay lost its claim on the archive range (it stalled past its lease) and "
+                "another replay took it over; events already moved are in their work queues"
+            )
+        self._renewed = self._clock()
+
+    def release(self) -> None:
+        with contextlib.suppress(Exception):  # it runs out by itself anyway
+            self._claims.release(self._key, self._holder)
+
+
 class _Read:
     """One replay's read of the stream: each message taken on the reader's thread, in order."""
 
-    def __init__(self, replay: ArchiveReplay, selection: Selection, marker: str, now: datetime) -> None:
+    def __init__(
+        self, replay: ArchiveReplay, selection: Selection, marker: str, now: datetime, claim: _Claim | None
+    ) -> None:
         self._replay = replay
+        self._claim = claim
         self._selection = selection
         self._marker = marker
         self._stamp = now.isoformat().replace("+00:00", "Z")
@@ -173,6 +229,8 @@ class _Read:
         """One archived message; False once the read is over (the marker, or past --until)."""
         replay, selection, tally = self._replay, self._selection, self.tally
         self._last_delivery = replay._clock()
+        if self._claim is not None:
+            self._claim.keep()
         headers = message.headers or {}
         if MARKER in headers:
             return text(headers[MARKER]) != self._marker
@@ -212,6 +270,8 @@ class _Read:
     def idle(self) -> None:
         """Each turn of the reader's loop: settle confirms, and give up on a stalled stream."""
         self._settle()
+        if self._claim is not None:
+            self._claim.keep()
         stall = self._replay._stall_timeout
         if self._replay._clock() - self._last_delivery > stall:
             raise OpsError(

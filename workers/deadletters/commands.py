@@ -23,7 +23,7 @@ from workers.deadletters.archive import ArchiveReplay
 from workers.deadletters.letters import DeadLetter
 from workers.deadletters.operations import Tally
 from workers.deadletters.selection import Selection
-from workers.deadletters.store import DeadLetterStore
+from workers.deadletters.store import ArchiveClaims, DeadLetterStore
 
 
 class _Progress:
@@ -224,7 +224,8 @@ def replay(
     if source == "archive":
         if selection.reason is not None:
             raise OpsError("--reason applies to dead letters only; archived events have no reason")
-        _replay_archive(settings, selection, dry_run=dry_run, rate=rate, yes=yes)
+        claims = None if dry_run else dead_letter_store(ctx).archive_claims
+        _replay_archive(settings, selection, dry_run=dry_run, rate=rate, yes=yes, claims=claims)
         return
     publisher = start_publisher(settings.amqp_url)
     progress = _Progress("replaying")
@@ -253,7 +254,13 @@ def replay(
 
 
 def _replay_archive(
-    settings: Any, selection: Selection, *, dry_run: bool, rate: float | None, yes: bool
+    settings: Any,
+    selection: Selection,
+    *,
+    dry_run: bool,
+    rate: float | None,
+    yes: bool,
+    claims: ArchiveClaims | None = None,
 ) -> None:
     if not dry_run and not yes:
         click.confirm(
@@ -269,9 +276,9 @@ def _replay_archive(
             click.echo(f"\r  read {counter['seen']} archived events", err=True, nl=False)
 
     try:
-        tally = ArchiveReplay(settings.amqp_url, publisher, dry_run=dry_run, rate=rate, on_step=step).run(
-            selection
-        )
+        tally = ArchiveReplay(
+            settings.amqp_url, publisher, dry_run=dry_run, rate=rate, on_step=step, claims=claims
+        ).run(selection)
     finally:
         publisher.close()
     if dry_run:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
-from store.models import DeadLetterRecord
+from store.models import ArchiveReplayClaim, DeadLetterRecord
 
 STORED, REPLAYED, PURGED = "stored", "replayed", "purged"
 # How long a replay holds the letters it claimed: publishing a chunk and waiting for its
@@ -99,12 +99,60 @@ class Counts:
     by_resource: collections.Counter[str]
 
 
+# How long an archive replay holds its range without renewing (it renews every
+# ARCHIVE_RENEW_SECONDS while it reads): one that dies frees it when this runs out, or at once
+# for the next run on its own host (its process is gone).
+ARCHIVE_CLAIM_SECONDS = 120.0
+ARCHIVE_RENEW_SECONDS = 30.0
+
+
+class ArchiveClaims:
+    """The claims of archive replays on their ranges (``archive_replay_claims``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._leases = LeaseColumns(ArchiveReplayClaim.__table__)  # type: ignore[arg-type]
+
+    @staticmethod
+    def range_key(connection: str | None, resource: str | None) -> str:
+        return f"{connection or '*'}/{resource or '*'}"
+
+    def claim(
+        self, range_key: str, holder: str, described: str, *, seconds: float = ARCHIVE_CLAIM_SECONDS
+    ) -> str | None:
+        """Take the range for ``holder``; None when taken, else what the live holder replays."""
+        insert = conflict_insert(self._engine)(ArchiveReplayClaim).values(range_key=range_key)
+        key = {"range_key": range_key}
+        with write_transaction(self._engine) as conn:
+            conn.execute(insert.on_conflict_do_nothing(index_elements=["range_key"]))
+            if self._leases.claim_or_take_over(conn, key, holder, seconds, values={"selection": described}):
+                return None
+            held = conn.execute(
+                select(ArchiveReplayClaim.selection).where(ArchiveReplayClaim.range_key == range_key)
+            ).scalar_one_or_none()
+        return held or "another selection"
+
+    def renew(self, range_key: str, holder: str, *, seconds: float = ARCHIVE_CLAIM_SECONDS) -> bool:
+        """Extend ``holder``'s claim; False when it is not its any more (it ran out and was taken)."""
+        with write_transaction(self._engine) as conn:
+            return self._leases.renew(conn, {"range_key": range_key}, holder, seconds)
+
+    def release(self, range_key: str, holder: str) -> None:
+        with write_transaction(self._engine) as conn:
+            self._leases.release(conn, {"range_key": range_key}, holder)
+
+
 class DeadLetterStore:
     """Reads and writes the ``dead_letters`` table; safe from many threads and processes."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._leases = LeaseColumns(DeadLetterRecord.__table__)  # type: ignore[arg-type]
+
+    @property
+    def archive_claims(self) -> ArchiveClaims:
+        """The archive replays' claims, in the same database."""
+        return ArchiveClaims(self._engine)
 
     def add_many(self, rows: Sequence[dict[str, Any]]) -> int:
         """Insert letters in one transaction; one already stored is skipped. Returns how many were new."""

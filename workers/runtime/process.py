@@ -8,8 +8,11 @@ stop; ``run()`` then returns once in-flight work is finished and settled, and ``
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Protocol
 
@@ -35,6 +38,60 @@ class Worker(Protocol):
 def require_settings(settings: Settings, process: str, *extra: str) -> None:
     """Stop with one line naming any setting the worker process cannot run without."""
     settings.require(*WORKER_SETTINGS, *extra, process=process)
+
+
+# Seconds between attempts while a dependency a worker cannot start without is unreachable.
+START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0)
+
+
+@contextmanager
+def _stop_on_signals(process: str) -> Iterator[threading.Event]:
+    """An event SIGTERM/SIGINT set while the block runs (on the main thread only, where Python
+    delivers signals); the previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info(f"{process}_stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_until_ready(
+    process: str,
+    what: str,
+    attempt: Callable[[], None],
+    *,
+    retry_on: tuple[type[BaseException], ...],
+    delays: tuple[float, ...] = START_RETRY_DELAYS,
+) -> bool:
+    """Call ``attempt`` until it no longer raises one of ``retry_on``; False if told to stop first.
+
+    For what a worker cannot start without (its database): started while that is unreachable, a
+    worker waits for it as it does once running, saying so in ``<process>_waiting_for_<what>``
+    at each attempt, instead of exiting. SIGTERM/SIGINT end the wait and the process cleanly.
+    """
+    waits = itertools.chain(delays, itertools.repeat(delays[-1]))
+    with _stop_on_signals(process) as stop:
+        while not stop.is_set():
+            try:
+                attempt()
+                return True
+            except retry_on as exc:
+                delay = next(waits)
+                cause = getattr(exc, "orig", None) or exc
+                error = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+                log.warning(f"{process}_waiting_for_{what}", error=error, retry_in_seconds=delay)
+                stop.wait(delay)
+    log.info(f"{process}_stopped", waiting_for=what)
+    return False
 
 
 def run_worker(

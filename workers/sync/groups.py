@@ -10,7 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from schemas.mappings.values import intacct_date_time, utc_timestamp
 
 GroupKey = tuple[str, str]  # (connection id, resource)
 
@@ -59,12 +62,45 @@ class Group:
             "events": len(self.all_events),
         }
 
-    def observed_at(self, key: str) -> str | None:
-        """The latest ``occurredAt`` among the key's events: a deletion's version."""
+    def observed_at(self, key: str) -> datetime | None:
+        """The latest ``occurredAt`` among the key's events (see :func:`deletion_version`)."""
         times = [
-            t for e in self.events if str(e.envelope["key"]) == key and (t := e.envelope.get("occurredAt"))
+            t
+            for e in self.events
+            if str(e.envelope["key"]) == key
+            and (t := deletion_version(e.envelope.get("occurredAt"), e.envelope.get("receivedAt")))
         ]
         return max(times) if times else None
+
+
+def _moment(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(utc_timestamp(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def deletion_version(occurred_at: Any, received_at: Any) -> datetime | None:
+    """The version of a deletion from an event's ``occurredAt``; never an error.
+
+    RFC 3339 is taken as it is. Intacct's own date formats (what a merge field such as
+    ``{!ARINVOICE.WHENMODIFIED!}`` renders) are read, but they are in the user's time zone,
+    which they do not say: read as UTC they could fall hours before the deletion, and before
+    the record's last version, so FlexPoint would keep the record. Such a time is therefore
+    never placed before ``received_at`` (when the receiver saw the event, after the deletion).
+    Anything else (ambiguous, unreadable) is the time observed, ``received_at``; None when
+    there is neither, and the caller uses its own clock.
+    """
+    if occurred_at is None:
+        return None
+    exact = _moment(occurred_at)
+    if exact is not None:
+        return exact
+    observed = _moment(received_at) if received_at is not None else None
+    local = intacct_date_time(occurred_at)
+    if local is None:
+        return observed
+    return local if observed is None else max(local, observed)
 
 
 class Coalescer:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from clients.intacct.client import record_key_problem
 from clients.intacct.lines import read_lines
 from observability.logging import get_logger
 from schemas.catalog import BY_RESOURCE
@@ -119,10 +120,24 @@ class SyncHandler:
     def _read(
         self, connection: ConnectionRecord, resource: str, keys: list[str], group: Group | None
     ) -> _Read:
-        """Latest state of ``keys`` as FlexPoint items; records gone from Intacct become tombstones."""
-        records, missing = self._intacct.get_many(connection, BY_RESOURCE[resource].rest_path, keys)
+        """Latest state of ``keys`` as FlexPoint items; records gone from Intacct become tombstones.
+
+        A key that cannot name a record (a comma, a slash, blank), or whose tombstone cannot be
+        made, fails its own events only: the others of the group are read and written.
+        """
+        refused: dict[str, MappingError] = {}
+        for key in keys:
+            problem = record_key_problem(key)
+            if problem is not None:
+                refused[key] = MappingError(resource, key, {"key": [problem]})
+        wanted = [key for key in keys if key not in refused]
+        records, missing = (
+            self._intacct.get_many(connection, BY_RESOURCE[resource].rest_path, wanted)
+            if wanted
+            else ([], [])
+        )
         lines = self._lines(connection, resource, [str(r["key"]) for r in records])
-        read = _Read(resource, lines=lines)
+        read = _Read(resource, lines=lines, unmappable=refused)
         for record in records:
             key = str(record["key"])
             try:
@@ -135,7 +150,10 @@ class SyncHandler:
         for key in missing:
             # Gone from Intacct: deleted (a 404 means deleted), versioned when it was observed.
             observed = group.observed_at(key) if group is not None else None
-            read.items.append(tombstone(resource, key, observed or now))
+            try:
+                read.items.append(tombstone(resource, key, observed or now))
+            except MappingError as exc:
+                read.unmappable[key] = exc
         return read
 
     def _rider_read(self, connection: ConnectionRecord, group: Group, main: _Read) -> _Read | None:
