@@ -288,7 +288,7 @@ class EventQueueSchedule:
         found = []
         for connection, last in zip(connections, lasts, strict=True):
             mine = (g for g in gaps if g.connection_id in (None, connection.connection_id))
-            if last is None or now - last >= self.interval or any(g.ended_at >= last for g in mine):
+            if last is None or now - last >= self.interval or any(g.ended_at > last for g in mine):
                 found.append(connection)
         return found
 
