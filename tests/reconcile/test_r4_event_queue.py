@@ -13,6 +13,7 @@ The schedule's clock is injected; nothing sleeps, every wait has a deadline.
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,6 +24,7 @@ from clients.intacct.event_queue import EventQueueService
 from ingest.event_queue import EventQueueDoor, EventQueueSchedule, EventQueueSource, QueueFlags
 from ingest.gaps import RECEIVER_DOWN
 from ingest.ledger import DeliveryLedger
+from processes.reconcile import SweepLoop, open_sources
 from processes.status import connection_status
 from schemas.catalog import BY_RESOURCE
 from tests.conftest import COMPANY, wait_until
@@ -234,3 +236,27 @@ def test_a_crash_between_publish_and_ack_loses_nothing(
     assert queued(intacct)["events"] == []
     wait_until(lambda: not differences(parts, connection), timeout=30, message="FlexPoint equals Intacct")
     assert parts.flexpoint.get_record(connection.account_id, "customers", keys["doomed"])["deleted"] is True
+
+
+def test_the_reconcile_process_drains_the_queue_and_off_leaves_it_alone(
+    company, worker, parts, live_receiver, intacct, broker, declared_topology, sandbox_settings
+):
+    connection = live_receiver.connection
+    keys, _ = lose_webhooks_while_records_change(
+        company, intacct, live_receiver, parts, broker, declared_topology
+    )
+    with open_sources(sandbox_settings.with_overrides(intacct_event_queue="off")) as (_, queue):
+        assert queue is None
+    assert len(queued(intacct)["events"]) == keys["events"]
+
+    # The process as the Procfile runs it: its first tick counts every company, then drains.
+    loop = SweepLoop(sandbox_settings)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: queued(intacct)["events"] == [], timeout=30, message="the queue drained")
+        wait_until(lambda: not differences(parts, connection), timeout=30, message="FlexPoint equals Intacct")
+    finally:
+        loop.stop()
+        thread.join(30)
+    assert not thread.is_alive()
