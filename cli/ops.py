@@ -136,6 +136,9 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
     lag        how far FlexPoint may be behind Intacct: now minus the connection's oldest
                reconciliation watermark (every change before it is synced, dead letters
                aside); "-" until the first reconciliation sweep.
+    queue      Intacct's event queue door: "on", "off" (INTACCT_EVENT_QUEUE=off), or
+               "unavailable" when the company's queue service answered 404 (not asked again
+               until the connection's next connect).
     """
     settings = settings_of(ctx)
     parts = parts_of(ctx)
@@ -171,7 +174,8 @@ def status(ctx: click.Context, interval: float, with_dead: bool) -> None:
         last = row.last_event.strftime("%Y-%m-%dT%H:%M:%SZ") if row.last_event else "never"
         click.echo(
             f"  {row.connection_id}  {row.state:<12} account={row.account_id} company={row.company_id}  "
-            f"last event {last}  lag {_age(row.lag(now))}  backfill {row.backfill}"
+            f"last event {last}  lag {_age(row.lag(now))}  backfill {row.backfill}  "
+            f"queue {row.event_queue if settings.event_queue_on else 'off'}"
         )
 
 

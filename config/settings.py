@@ -151,6 +151,14 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _api_path(value: str) -> str:
+    """A path under INTACCT_API_URL, like services/delivery/event (no scheme, host or query)."""
+    path = value.strip().strip("/")
+    if not path or not re.fullmatch(r"[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*", path):
+        raise ValueError(f"expected a path under INTACCT_API_URL like services/delivery/event, got {value!r}")
+    return path
+
+
 def _fernet_keys(value: str) -> tuple[str, ...]:
     keys = tuple(part.strip() for part in value.split(",") if part.strip())
     if not keys:
@@ -195,6 +203,11 @@ class Settings:
     # quiet interval unless a gap is known; "fixed" is the old every-interval schedule.
     reconcile_schedule: str = "budget"
     reconcile_quiet_interval_seconds: int = 10_800
+    # Intacct's event queue, the second door (the brief's "Intacct's event queue"): "on" drains
+    # each connected company's queue; "off" leaves it alone. Its path (count, list and ack
+    # below it) is Sage's as documented; configurable because only `count` is on Sage's pages.
+    intacct_event_queue: str = "on"
+    intacct_event_queue_path: str = "services/delivery/event"
     archive_max_age: str = "7D"
     log_level: str = "INFO"
     log_format: str = "json"
@@ -246,6 +259,11 @@ class Settings:
                 )
 
     @property
+    def event_queue_on(self) -> bool:
+        """Whether the reconcile process drains Intacct's event queue (INTACCT_EVENT_QUEUE)."""
+        return self.intacct_event_queue == "on"
+
+    @property
     def is_production(self) -> bool:
         return self.flexsync_env == "production"
 
@@ -280,6 +298,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "INTACCT_WEBHOOK_SCHEME": _choice(WEBHOOK_SCHEMES),
     "RECONCILE_SCHEDULE": _choice(("budget", "fixed")),
     "RECONCILE_QUIET_INTERVAL_SECONDS": _positive_int,
+    "INTACCT_EVENT_QUEUE": _choice(("on", "off")),
+    "INTACCT_EVENT_QUEUE_PATH": _api_path,
     "ARCHIVE_MAX_AGE": _max_age,
     "LOG_LEVEL": _choice(LOG_LEVELS, fold=str.upper),
     "LOG_FORMAT": _choice(("json", "console")),

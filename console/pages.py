@@ -77,6 +77,7 @@ def connections():
         rows=rows,
         errors=_errors_by_connection(),
         breakers=by_connection(breaker_views(engine, now.timestamp()), rows),
+        event_queue_on=parts().settings.event_queue_on,
         now=now,
     )
 

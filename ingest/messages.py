@@ -208,7 +208,9 @@ class EnvelopeSchema(Schema):
     occurredAt = fields.String(allow_none=True)
     receivedAt = fields.String(required=True)
     idempotencyKey = fields.String(required=True)
-    authScheme = fields.String(required=True, validate=validate.OneOf(["jwt", "hmac", "reconcile"]))
+    authScheme = fields.String(
+        required=True, validate=validate.OneOf(["jwt", "hmac", "reconcile", "event-queue"])
+    )
     payload = fields.Dict(required=True, metadata={"description": "The webhook body as received"})
 
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from broker.topology import EVENTS_EXCHANGE
+from clients.intacct.event_queue import EventQueueService
 from config import Settings
+from ingest.event_queue import EventQueueDoor, EventQueueSchedule, EventQueueSource, QueueFlags
 from ingest.gaps import GapStore
+from ingest.ledger import DeliveryLedger
 from observability.logging import get_logger
 from observability.metrics import ReconcileMetrics
 from processes.parts import ProcessParts, wait_for_database
@@ -41,6 +44,20 @@ def open_reconciler(
     metrics: ReconcileMetrics | None = None,
 ) -> Iterator[Reconciler]:
     """A reconciler wired to the real store, clients and broker; closes them all on exit."""
+    with open_sources(settings, options=options, should_stop=should_stop, metrics=metrics) as (reconciler, _):
+        yield reconciler
+
+
+@contextmanager
+def open_sources(
+    settings: Settings,
+    *,
+    options: SweepOptions | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    metrics: ReconcileMetrics | None = None,
+) -> Iterator[tuple[Reconciler, EventQueueDoor | None]]:
+    """The process's two sources of the door: the reconciler and, unless INTACCT_EVENT_QUEUE=off,
+    Intacct's event queue; on the same client (one token cache, one company cap) and publisher."""
     require_settings(settings, "reconcile")
     options = options or SweepOptions()
     with ProcessParts(settings, process="reconcile") as parts:
@@ -65,7 +82,20 @@ def open_reconciler(
             watermarks,
             GapStore(parts.engine),
         )
-        yield Reconciler(parts.connections, sweeper, should_stop, schedule, metrics)
+        queue = None
+        if settings.event_queue_on:
+            flags = QueueFlags(parts.engine)
+            source = EventQueueSource(
+                service=EventQueueService(intacct, settings.intacct_event_queue_path),
+                ledger=DeliveryLedger(parts.engine),
+                publisher=publisher,
+                flags=flags,
+            )
+            queue_schedule = EventQueueSchedule(
+                timedelta(seconds=settings.reconcile_interval_seconds), GapStore(parts.engine)
+            )
+            queue = EventQueueDoor(source, queue_schedule, flags)
+        yield Reconciler(parts.connections, sweeper, should_stop, schedule, metrics), queue
 
 
 class SweepLoop:
@@ -87,16 +117,36 @@ class SweepLoop:
         self._stop = threading.Event()
 
     def run(self) -> None:
-        with open_reconciler(
+        with open_sources(
             self._settings, options=self._options, should_stop=self._stop.is_set, metrics=self._metrics
-        ) as reconciler:
+        ) as (reconciler, queue):
             assert reconciler.schedule is not None
             tick = reconciler.schedule.options.tick
             if self._keyset:
                 reconciler.sweep(keyset=True)
             while not self._stop.is_set():
+                # The queue first: what Intacct kept of lost webhooks is the cheaper way in.
+                if queue is not None:
+                    self._drain_queues(reconciler, queue)
                 self._sweep_due(reconciler)
                 self._stop.wait(tick)
+
+    def _drain_queues(self, reconciler: Reconciler, queue: EventQueueDoor) -> None:
+        try:
+            drains = queue.tick(reconciler.connections.list("connected"), datetime.now(UTC))
+        except Exception as exc:
+            # Our own store failed: nothing was acknowledged that was not confirmed; next tick.
+            log.error("event_queue_tick_failed", error_type=type(exc).__name__, error=str(exc)[:300])
+            return
+        busy = [d for d in drains if d.outcome not in ("empty", "missing")]
+        if busy:
+            log.info(
+                "event_queue_drained",
+                companies=len(busy),
+                published=sum(d.published for d in busy),
+                duplicates=sum(d.duplicates for d in busy),
+                failed=sum(1 for d in busy if d.outcome in ("failed", "unconfirmed")),
+            )
 
     def _sweep_due(self, reconciler: Reconciler) -> None:
         try:

@@ -18,7 +18,14 @@ from sqlalchemy import Engine, case, func, select
 
 from broker.admin import connect, queue_counts
 from broker.topology import Topology, queue_kind
-from store.models import BackfillCheckpoint, BackfillRun, Connection, ReconcileWatermark, WebhookDelivery
+from store.models import (
+    BackfillCheckpoint,
+    BackfillRun,
+    Connection,
+    EventQueueUnavailable,
+    ReconcileWatermark,
+    WebhookDelivery,
+)
 from workers.deadletters.store import DeadLetterStore, LetterQuery
 
 
@@ -49,6 +56,16 @@ class ConnectionStatus:
     reconciled_to: datetime | None
     backfill: str = "-"  # the historical import: its state, and records imported so far
     tenant_id: str | None = None  # the Sage tenant pinned by its first Sage-signed webhook
+    # When Intacct's event queue service answered 404 (left alone until the next connect); None:
+    # the queue is drained (or was never asked).
+    event_queue_missing_since: datetime | None = None
+
+    @property
+    def event_queue(self) -> str:
+        """The event queue door for this connection, in a word or two."""
+        if self.event_queue_missing_since is None:
+            return "on"
+        return f"unavailable (404 since {self.event_queue_missing_since.strftime('%Y-%m-%dT%H:%M:%SZ')})"
 
     def lag(self, now: datetime) -> timedelta | None:
         """How far FlexPoint may be behind Intacct: changes older than the connection's oldest
@@ -125,6 +142,12 @@ def connection_status(engine: Engine, *, clock: Callable[[], float] = time.time)
         .outerjoin(BackfillRun, BackfillRun.connection_id == Connection.connection_id)
         .outerjoin(imported, imported.c.connection_id == Connection.connection_id)
     )
+    # A flag set before the connection's last connect no longer holds (ingest.event_queue).
+    query = query.add_columns(EventQueueUnavailable.since.label("queue_missing")).outerjoin(
+        EventQueueUnavailable,
+        (EventQueueUnavailable.connection_id == Connection.connection_id)
+        & (EventQueueUnavailable.since >= Connection.updated_at),
+    )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     return [
@@ -137,6 +160,7 @@ def connection_status(engine: Engine, *, clock: Callable[[], float] = time.time)
             reconciled_to=_aware(row.created_at) if row.unswept else _aware(row.mark),
             backfill=_backfill(row.backfill_state, row.done, row.resume_at, clock()),
             tenant_id=row.intacct_tenant_id,
+            event_queue_missing_since=_aware(row.queue_missing),
         )
         for row in rows
     ]

@@ -360,3 +360,13 @@ class PeerBreaker(Base):
     last_reason: Mapped[str | None] = mapped_column(String(200))
     probes: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EventQueueUnavailable(Base):
+    """A connection whose Intacct answered 404 to the event queue service: left alone until its
+    next connect (a connect moves the connection's ``updated_at`` past ``since``)."""
+
+    __tablename__ = "event_queue_unavailable"
+
+    connection_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime())

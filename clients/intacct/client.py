@@ -83,6 +83,20 @@ class IntacctClient:
         """One attempt of a write (no retry of any kind): a create Intacct cannot deduplicate."""
         return self._transport.call(connection, method, path, object_path, body=body, once=True)
 
+    def service(
+        self,
+        connection: IntacctConnection,
+        method: str,
+        path: str,
+        object_path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        missing_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        """A call of an Intacct service other than objects and the query (e.g. the event queue),
+        with the same token, cap, retries and breaker; None for a 404 when ``missing_ok``."""
+        return self._call(connection, method, path, object_path, body=body, missing_ok=missing_ok)
+
     # -- reads ------------------------------------------------------------------------------
 
     def get(self, connection: IntacctConnection, rest_path: str, key: str) -> dict[str, Any] | None:

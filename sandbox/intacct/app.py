@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from sandbox.logs import get_logger
 
+from . import event_queue_api  # noqa: F401 - its routes join the API and admin blueprints
 from .admin import admin
 from .api import api, jwks
 from .config import SimulatorConfig

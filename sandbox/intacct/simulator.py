@@ -15,6 +15,7 @@ from sandbox.logs import get_logger
 from . import companies
 from .config import SimulatorConfig
 from .errors import IntacctError
+from .event_queue import EventQueues
 from .faults import FaultInjector, FaultSettings
 from .keys import SigningKey
 from .limits import ConcurrencyLimiter
@@ -24,7 +25,7 @@ from .records import Change, RecordService
 from .stats import CallStats
 from .store import Store
 from .tokens import Principal, TokenService
-from .webhooks import WebhookDispatcher, WebhookEvent, event_body
+from .webhooks import EVENT_NAMES, WebhookDispatcher, WebhookEvent, event_body
 
 log = get_logger(__name__)
 
@@ -71,6 +72,7 @@ class Simulator:
         self.retry_after_seconds = config.retry_after_seconds
         self.faults = FaultInjector(fault_settings(config))
         self.stats = CallStats()
+        self.event_queues = EventQueues(clock=clock, time_scale=config.time_scale)
         self.webhooks = WebhookDispatcher(
             key=self.key,
             issuer=config.issuer,
@@ -83,6 +85,7 @@ class Simulator:
             client_secret=config.client_secret,
             sage_form=config.sage_signature_form,
             clock=clock,
+            on_dropped=self._queue_dropped,
         )
         self.records = RecordService(self.store, clock=clock, notify=self.fire)
         self.payments = PaymentService(self.store, self.records)
@@ -157,6 +160,16 @@ class Simulator:
         self.limiter.release(company_id)
 
     # -- webhooks ---------------------------------------------------------------------------
+
+    def _queue_dropped(self, event: WebhookEvent, context: dict[str, object]) -> None:
+        """A delivery that failed all its attempts waits in the company's event queue."""
+        self.event_queues.put(
+            event.company_id,
+            event.event_id,
+            event.body,
+            dict(context),
+            EVENT_NAMES.get(event.action, event.action),
+        )
 
     def fire(self, change: Change) -> None:
         """Fire the company's trigger for a change, if it has one and webhooks are on."""

@@ -14,7 +14,8 @@ attempt, and is signed afresh on each attempt in the configured scheme, built fr
 
 Retries follow 408/429/500/502/503/504 and
 connection failures after 10 s, 30 s and 90 s (times the configured time scale), 4 attempts in
-all, then the event is dropped. Attempts run on a bounded thread pool; a scheduler thread
+all, then the event is dropped from delivery and handed to ``on_dropped`` (the simulator puts it
+into the company's event queue, :mod:`.event_queue`). Attempts run on a bounded thread pool; a scheduler thread
 holds the waiting retries. Every attempt is recorded in a bounded, inspectable log.
 """
 
@@ -52,7 +53,7 @@ SAGE_ISSUER = "Sage Intacct"
 SAGE_TOKEN_TTL_MS = 3_600_000
 # Tenant ids are derived from the company id in this namespace: stable, distinct per company.
 _TENANT_NAMESPACE = uuid.UUID("0c6d3f0e-8a51-4c1e-b7e4-2f3f6a1d9b42")
-_EVENT_NAMES = {"add": "After Add", "set": "After Set", "delete": "After Delete"}
+EVENT_NAMES = {"add": "After Add", "set": "After Set", "delete": "After Delete"}
 
 log = get_logger(__name__)
 
@@ -114,7 +115,7 @@ def _client_context(event: WebhookEvent) -> dict[str, Any]:
         "ID": event.record_id or "",
         "VID": event.key,
         "EVENT": event.action,
-        "EVENTNAME": _EVENT_NAMES.get(event.action, event.action),
+        "EVENTNAME": EVENT_NAMES.get(event.action, event.action),
     }
 
 
@@ -135,6 +136,7 @@ class WebhookDispatcher:
         client_secret: str = "",
         sage_form: str = "alternate",
         clock: Callable[[], float] = time.time,
+        on_dropped: Callable[[WebhookEvent, dict[str, Any]], None] | None = None,
     ) -> None:
         if scheme not in SCHEMES:
             raise ValueError(f"webhook scheme must be one of {', '.join(SCHEMES)}")
@@ -153,6 +155,7 @@ class WebhookDispatcher:
         self._timeout = timeout_seconds
         self._jwt_ttl = jwt_ttl_seconds
         self._clock = clock
+        self._on_dropped = on_dropped
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="intacct-webhook")
         self._sessions = threading.local()
         self._state = threading.Condition()
@@ -319,6 +322,12 @@ class WebhookDispatcher:
             "retryInSeconds": delay,
         }
         log.info("intacct_webhook_attempt", **{k: v for k, v in entry.items() if k != "url"})
+        if outcome == "dropped" and self._on_dropped is not None:
+            # Before the event stops being pending: whoever waits for idle finds it queued.
+            try:
+                self._on_dropped(event, _client_context(event))
+            except Exception:
+                log.exception("intacct_webhook_queue_failed", eventId=event.event_id)
         with self._state:
             self._log.append(entry)
             if delay is not None and not self._closed:

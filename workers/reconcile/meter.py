@@ -7,12 +7,14 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from clients.intacct.event_queue import OBJECT_PATH as EVENT_QUEUE_PATH
 from clients.intacct.tokens import TOKEN_PATH
 from observability.metrics import ReconcileMetrics
 
 
 class CallMeter:
-    """The Intacct client's ``on_call`` hook: every HTTP call counted as ``token``, ``sweep`` or ``keyset``.
+    """The Intacct client's ``on_call`` hook: every HTTP call counted as ``token``, ``sweep``, ``keyset``
+    or the event queue's ``queue-count``, ``queue-list``, ``queue-ack``.
 
     The purpose is set by the sweeper around each pass (:meth:`purpose`); ``totals`` keeps the
     same counts in memory for the benchmark and tests.
@@ -25,7 +27,12 @@ class CallMeter:
         self.totals: Counter[tuple[str, str]] = Counter()
 
     def on_call(self, company_id: str, object_path: str, status: int, seconds: float) -> None:
-        purpose = "token" if object_path == TOKEN_PATH else getattr(self._local, "purpose", None) or "sweep"
+        if object_path == TOKEN_PATH:
+            purpose = "token"
+        elif object_path.startswith(f"{EVENT_QUEUE_PATH}:"):
+            purpose = "queue-" + object_path.rpartition(":")[2]
+        else:
+            purpose = getattr(self._local, "purpose", None) or "sweep"
         with self._lock:
             self.totals[(company_id, purpose)] += 1
         if self._metrics is not None:

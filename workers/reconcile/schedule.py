@@ -29,7 +29,8 @@ retry span and the overlap: the watermark is where the previous sweep began. Tok
 cached for their lifetime by the process's client (12 h at Intacct: two or three a day).
 At defaults an idle company costs 10 resources x 8 sweeps a day (one of them the key-set
 pass, one page per resource when small) + 2 tokens: 82 calls measured by bench/budget.py
-(962 on the old schedule), against a budget of 250.
+(962 on the old schedule), against a budget of 250. The event queue door
+(``ingest/event_queue.py``, on by default) adds one ``count`` per interval: 178 in all.
 
 ``fixed`` is the old schedule (every resource every ``interval``), for comparison and for an
 operator who prefers latency to budget. A resource whose sweep failed waits ``interval``

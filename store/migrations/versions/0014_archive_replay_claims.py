@@ -4,11 +4,8 @@ One row per range an archive replay has run on (``<connection or *>/<resource or
 through store/leases.py while a replay moves it: a second replay of the same range started
 meanwhile (a console job and a CLI run at once) refuses instead of publishing it again.
 
-Numbered 0014: another branch adds 0013. This revision follows 0012 on its own branch; once
-0013 is on main, its ``down_revision`` becomes "0013" (one head), nothing else changes.
-
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-07
 """
 
@@ -20,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | Sequence[str] | None = "0012"
+down_revision: str | Sequence[str] | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
