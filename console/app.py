@@ -65,6 +65,7 @@ def create_app(settings: Settings, *, parts: ConsoleParts | None = None, backgro
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.extensions["flexsync.console"] = parts
+    app.extensions["flexsync.console.throttle"] = security.SignInThrottle()
     security.install(app)
     CSRFProtect(app)
     app.register_blueprint(security.bp)

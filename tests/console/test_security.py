@@ -206,3 +206,38 @@ def test_flexsync_console_without_its_token_stops_with_one_line(monkeypatch):
     assert result.output.strip() == (
         "flexsync: FLEXSYNC_CONSOLE_TOKEN is required by the console process; set it in the environment"
     )
+
+
+def _attempt(client, token: str, name: str = "mallory"):
+    page = client.get("/login")
+    return client.post("/login", data={"token": token, "name": name, "csrf_token": csrf_of(page.text)})
+
+
+def test_failed_sign_ins_are_throttled_by_client_and_collapsed_in_the_audit(console, signed_in):
+    attacker = console.test_client()
+    attacker.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    answers = [_attempt(attacker, f"guess-{n:04d}-not-the-token") for n in range(30)]
+    codes = [answer.status_code for answer in answers]
+    # A few honest typos are answered as such; then the client is paused, whatever it sends.
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    assert "Too many failed sign-ins" in answers[-1].text
+    # Even the right token gets no answer from a paused client: no oracle while paused.
+    assert _attempt(attacker, TOKEN).status_code == 429
+    # Thirty attempts left two rows in the trail, not thirty.
+    with console.extensions["flexsync.console"].engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT actor, outcome FROM console_audit WHERE action = 'sign-in' AND actor LIKE '%203.0.113.9%'"
+        ).all()
+    assert len(rows) == 2, rows
+    assert "refused: wrong token" in rows[0].outcome and "5 times" in rows[1].outcome
+    # Another client is not paused by this one.
+    other = console.test_client()
+    other.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+    assert sign_in(other).status_code == 302
+
+
+def test_the_name_given_at_sign_in_is_shown_as_the_operators_claim(console, signed_in):
+    page = signed_in.get("/audit").text
+    assert "dana (claimed at sign-in" in page
+    assert "as you claim it" in console.test_client().get("/login").text
