@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, abort, current_app, redirect, render_template, request, session, url_for
 
 from console.audit import AuditLog
+from console.sessions import ConsoleSessions
 
 bp = Blueprint("auth", __name__)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -105,6 +106,20 @@ def _throttle() -> SignInThrottle:
     return current_app.extensions["flexsync.console.throttle"]
 
 
+def _sessions() -> ConsoleSessions:
+    return current_app.extensions["flexsync.console.sessions"]
+
+
+def signed_in() -> bool:
+    """Whether this request carries a live session: signed, and not ended by a sign-out."""
+    if not session.get("signed_in"):
+        return False
+    if _sessions().live(session.get("sid")):
+        return True
+    session.clear()  # a copied or stale cookie: ended server-side
+    return False
+
+
 def _audit() -> AuditLog:
     return current_app.extensions["flexsync.console"].audit
 
@@ -126,7 +141,7 @@ def install(app: Flask) -> None:
     def _guard():
         if request.method not in _SAFE_METHODS and not _same_origin():
             abort(403, description="cross-site request refused")
-        if request.endpoint in _OPEN_ENDPOINTS or session.get("signed_in"):
+        if request.endpoint in _OPEN_ENDPOINTS or signed_in():
             return None
         if request.method in _SAFE_METHODS and not request.path.endswith(".json"):
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
@@ -206,9 +221,11 @@ def login():
     if not (given and token_matches(given, expected)):
         return _refuse(name, client)
     _throttle().succeeded(client)
+    _sessions().end(session.get("sid"))
     session.clear()
     session.permanent = True
     session["signed_in"] = True
+    session["sid"] = _sessions().start()
     session["actor"] = name
     _audit().record(actor(), "sign-in", "-", "signed in")
     return redirect(_path_on_this_host(request.args.get("next")) or url_for("pages.overview"))
@@ -217,5 +234,6 @@ def login():
 @bp.route("/logout", methods=["POST"])
 def logout():
     _audit().record(actor(), "sign-out", "-", "signed out")
+    _sessions().end(session.get("sid"))
     session.clear()
     return redirect(url_for("auth.login"))
