@@ -17,7 +17,7 @@ from broker.topology import EVENTS_EXCHANGE
 from config import Settings
 from ingest.gaps import GapStore
 from observability.logging import get_logger
-from observability.metrics import ReconcileMetrics
+from observability.metrics import ReconcileMetrics, company_tagger
 from processes.parts import ProcessParts
 from workers.reconcile.events import EventSender
 from workers.reconcile.meter import CallMeter
@@ -125,13 +125,15 @@ def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool
     """Sweep what is due every tick until SIGTERM/SIGINT (``keyset``: first a key-set pass of all);
     a sweep under way stops at the next record, releases its lease and leaves its watermark."""
     require_settings(settings, "reconcile")
-    metrics = ReconcileMetrics()
+    metrics = ReconcileMetrics(company_label=company_tagger(settings.flexsync_secret_key))
     loop = SweepLoop(settings, options=options, keyset=keyset, metrics=metrics)
     run_worker(
         "reconcile",
         loop,
         registry=metrics.registry,
         port=settings.port,
+        bind=settings.flexsync_metrics_bind,
+        token=settings.flexsync_metrics_token,
         interval_seconds=settings.reconcile_interval_seconds,
         schedule=settings.reconcile_schedule,
         quiet_interval_seconds=settings.reconcile_quiet_interval_seconds,
