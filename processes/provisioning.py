@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from broker.topology import PROVISIONING_QUEUE_NAME
 from clients.flexpoint import FlexPointClient
 from config import Settings
+from observability.logging import get_logger
 from processes.parts import ProcessParts
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
 from workers.connections.handler import Backfills, ProvisioningHandler
@@ -19,6 +20,8 @@ from workers.connections.store import ConnectionStore
 from workers.runtime import process
 from workers.runtime.failures import RetrySchedule
 from workers.runtime.messages import QueueConsumer
+
+log = get_logger(__name__)
 
 
 class ScheduledBackfills:
@@ -157,7 +160,11 @@ def run(settings: Settings) -> None:
         flexpoint=parts.flexpoint,
         connections=parts.store,
     )
-    storer = StoringConsumer.for_url(settings.amqp_url, DeadLetterStore(parts.engine))
+    letters = DeadLetterStore(parts.engine)
+    # Letters stored before the storer removed connect passwords: none is kept in clear.
+    if stripped := letters.strip_passwords():
+        log.info("dead_letter_passwords_removed", letters=stripped)
+    storer = StoringConsumer.for_url(settings.amqp_url, letters)
     process.run_worker(
         "provisioning", process.Together(ProvisioningProcess(parts, backfill), dead_letter_storer=storer)
     )
