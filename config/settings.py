@@ -6,6 +6,7 @@ down; nothing reads ``os.environ`` anywhere else and nothing is read at import t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tempfile
@@ -138,6 +139,14 @@ def _console_token(value: str) -> str:
     return value
 
 
+def _metrics_bind(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"expected an IP address to listen on, such as 127.0.0.1, got {value!r}") from None
+    return value
+
+
 def _max_age(value: str) -> str:
     if not _MAX_AGE.match(value):
         raise ValueError(f"expected a duration like 7D, 12h or 30m (units Y M D h m s), got {value!r}")
@@ -218,6 +227,12 @@ class Settings:
     # over https (or on localhost); true drops that, for a console on a trusted network that
     # cannot have TLS. Anyone on that network can then read the session cookie.
     flexsync_console_allow_http: bool = False
+    # QUALITY S4: an HTTP ops endpoint needs a token. With it set, the receiver's /metrics and
+    # /openapi.json and the workers' metrics answer only `Authorization: Bearer <token>`; unset,
+    # the receiver does not serve them. The workers' metrics listen on $PORT at this address:
+    # loopback unless told, and another address only with the token.
+    flexsync_metrics_token: str | None = field(default=None, repr=False)
+    flexsync_metrics_bind: str = "127.0.0.1"
     # Conventions of the platform rather than of the brief: gunicorn's worker processes for
     # `flexsync web`, and prometheus_client's directory for metrics shared across them (unset:
     # `web` makes a temporary one; prometheus_client itself reads the variable in each worker).
@@ -306,6 +321,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "PORT": _port,
     "FLEXSYNC_CONSOLE_TOKEN": _console_token,
     "FLEXSYNC_CONSOLE_ALLOW_HTTP": _flag,
+    "FLEXSYNC_METRICS_TOKEN": _console_token,
+    "FLEXSYNC_METRICS_BIND": _metrics_bind,
     "WEB_CONCURRENCY": _positive_int,
     "PROMETHEUS_MULTIPROC_DIR": _text,
     "FLEXSYNC_RETRY_DELAYS": _seconds_list,
@@ -333,6 +350,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise SettingsError(f"{name} is malformed: {exc}") from None
     settings = Settings(**values)
+    if (
+        not ipaddress.ip_address(settings.flexsync_metrics_bind).is_loopback
+        and not settings.flexsync_metrics_token
+    ):
+        raise SettingsError(
+            "FLEXSYNC_METRICS_BIND is malformed: an address other than loopback needs FLEXSYNC_METRICS_TOKEN"
+        )
     if settings.is_production and not settings.flexsync_secret_key:
         raise SettingsError(
             "FLEXSYNC_SECRET_KEY is required outside development; make one with `flexsync keygen`"

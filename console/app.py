@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,13 +11,8 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from config import Settings
 from console import pages, security, selections
 from console.parts import ConsoleParts
+from console.sessions import ConsoleSessions, session_key
 from observability.logging import register_secret
-
-
-def _session_key(token: str) -> bytes:
-    # Derived from the sign-in token: every process of the console agrees, and changing the
-    # token signs everyone out.
-    return hmac.new(token.encode(), b"flexsync-console-session", hashlib.sha256).digest()
 
 
 def _when(value: datetime | float | None) -> str:
@@ -49,27 +42,36 @@ def create_app(settings: Settings, *, parts: ConsoleParts | None = None, backgro
         from processes.console import build
 
         parts = build(settings)
+    # Over https (production, unless plain http is allowed): a __Host- cookie (Secure, this host
+    # only, path /) and HSTS. Over plain http neither can work, so neither is sent.
+    https_only = (
+        settings.flexsync_env not in ("development", "test") and not settings.flexsync_console_allow_http
+    )
+    lifetime = timedelta(hours=12)
     app = Flask(__name__)
     app.config.update(
-        SECRET_KEY=_session_key(token),
+        SECRET_KEY=session_key(parts.engine, token),
         FLEXSYNC_CONSOLE_TOKEN=token,
-        SESSION_COOKIE_NAME="flexsync_console",
+        SESSION_COOKIE_NAME="__Host-flexsync_console" if https_only else "flexsync_console",
         SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SECURE=(
-            settings.flexsync_env not in ("development", "test") and not settings.flexsync_console_allow_http
-        ),
+        SESSION_COOKIE_SECURE=https_only,
+        SESSION_COOKIE_DOMAIN=None,
+        SESSION_COOKIE_PATH="/",
         SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=lifetime,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         WTF_CSRF_SSL_STRICT=False,  # the Origin check in console/security.py covers the referrer's job
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
     app.extensions["flexsync.console"] = parts
+    app.extensions["flexsync.console.throttle"] = security.SignInThrottle()
+    app.extensions["flexsync.console.sessions"] = ConsoleSessions(parts.engine, lifetime)
     security.install(app)
     CSRFProtect(app)
     app.register_blueprint(security.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(selections.bp)
+    app.jinja_env.globals["signed_in"] = security.signed_in
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["age"] = _age
 
@@ -101,6 +103,8 @@ def create_app(settings: Settings, *, parts: ConsoleParts | None = None, backgro
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("Cache-Control", "no-store")
+        if https_only:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     if background:

@@ -85,10 +85,24 @@ def build_openapi(version: str) -> dict[str, Any]:
                 }
             },
         )
-    spec.path(
-        path="/metrics",
-        operations={
-            "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Metrics"}}}
-        },
-    )
+    # QUALITY S4: the ops endpoints beyond liveness and readiness ask for FLEXSYNC_METRICS_TOKEN.
+    spec.components.security_scheme("metricsToken", {"type": "http", "scheme": "bearer"})
+    guarded = {
+        "401": {"description": "No FLEXSYNC_METRICS_TOKEN as a bearer token"},
+        "404": {"description": "Not served: FLEXSYNC_METRICS_TOKEN is not set"},
+    }
+    for path, summary, answer in (
+        ("/metrics", "Prometheus metrics", "Metrics"),
+        ("/openapi.json", "This document", "The OpenAPI document"),
+    ):
+        spec.path(
+            path=path,
+            operations={
+                "get": {
+                    "summary": summary,
+                    "security": [{"metricsToken": []}],
+                    "responses": {"200": {"description": answer}, **guarded},
+                }
+            },
+        )
     return spec.to_dict()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+import hmac
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingest.openapi import build_openapi
@@ -35,12 +37,26 @@ def readyz():
     return jsonify(body), 200 if ready else 503
 
 
+def _scraper_only() -> None:
+    """QUALITY S4: these ops endpoints answer only with ``Authorization: Bearer`` and the
+    FLEXSYNC_METRICS_TOKEN (compared in constant time); without the setting they are not served
+    on this public port at all."""
+    expected = current_app.extensions["flexsync.parts"].settings.flexsync_metrics_token
+    if not expected:
+        abort(404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        abort(401)
+
+
 @blueprint.get("/metrics")
 def metrics():
+    _scraper_only()
     parts = current_app.extensions["flexsync.parts"]
     return Response(parts.metrics.render(), mimetype=CONTENT_TYPE_LATEST)
 
 
 @blueprint.get("/openapi.json")
 def openapi():
+    _scraper_only()
     return jsonify(build_openapi(current_app.extensions["flexsync.version"]))

@@ -225,6 +225,7 @@ def configure_logging(settings: Any, *, stream: Any = None) -> None:
         *settings.intacct_client_secrets,
         settings.intacct_sender_password,
         settings.flexpoint_api_token,
+        settings.flexsync_metrics_token,
         *settings.flexsync_secret_key,
     )
     shared: list[Any] = [

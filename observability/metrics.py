@@ -8,11 +8,16 @@ several processes serve one port, prometheus_client's multiprocess mode aggregat
 from __future__ import annotations
 
 import bisect
+import hashlib
+import hmac
 import os
-from collections.abc import Sequence
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -152,18 +157,72 @@ class SyncMetrics:
         self.call_latency.labels(peer).observe(seconds)
 
 
+def company_tagger(keys: Sequence[str]) -> Callable[[str], str]:
+    """A stable, keyed stand-in for a customer's company id in metric labels.
+
+    Whoever scrapes metrics may read them, which is no permission to learn who the customers
+    are; a plain hash of a short company id is guessed from a list of names, so the tag is an
+    HMAC keyed from FLEXSYNC_SECRET_KEY (every process of the install agrees on it). Without a
+    key (development), a random key of this process.
+    """
+    secret = keys[0].encode() if keys else os.urandom(32)
+    key = hmac.new(secret, b"flexsync-metrics-company-label", hashlib.sha256).digest()
+
+    def tag(company_id: str) -> str:
+        return "c-" + hmac.new(key, company_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+    return tag
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (the stdlib would write each to stderr)."""
+
+
+def serve_metrics(
+    registry: CollectorRegistry, port: int, *, bind: str = "127.0.0.1", token: str | None = None
+) -> WSGIServer:
+    """Serve ``registry`` at ``bind:port`` on a daemon thread (QUALITY S4): on loopback unless told,
+    and with ``token`` only to ``Authorization: Bearer <token>`` (compared in constant time)."""
+    exposition = make_wsgi_app(registry)
+    expected = token.encode() if token else None
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if expected is not None:
+            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+                start_response(
+                    "401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")]
+                )
+                return [b"the metrics token is required\n"]
+        return exposition(environ, start_response)
+
+    server = make_server(bind, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
 class ReconcileMetrics:
     """The reconcile process's: Intacct calls by company and purpose, sweeps by reason and kind.
 
     ``flexsync_reconcile_intacct_calls_total`` is what the sweep costs each customer; a day's
     count is ``increase(...[1d])`` (the budget is QUALITY P7: at most 250 per idle company).
+    The ``company`` label is ``company_label(company_id)`` (:func:`company_tagger`), never the id.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, company_label: Callable[[str], str] | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.company_label = company_label or company_tagger(())
         self.intacct_calls = Counter(
             "flexsync_reconcile_intacct_calls",
-            "Intacct calls made by reconciliation, by company and purpose (sweep, keyset, token)",
+            "Intacct calls made by reconciliation, by company (a keyed tag, not the id) and purpose "
+            "(sweep, keyset, token)",
             ["company", "purpose"],
             registry=self.registry,
         )

@@ -11,6 +11,7 @@ from broker.topology import PROVISIONING_QUEUE_NAME
 from clients.flexpoint import FlexPointClient
 from clients.intacct import IntacctRetries
 from config import Settings
+from observability.logging import get_logger
 from processes.parts import ProcessParts, wait_for_database
 from workers.connections.changes import AnnouncingStore, ConnectionChanges
 from workers.connections.handler import Backfills, ProvisioningHandler
@@ -20,6 +21,8 @@ from workers.connections.store import ConnectionStore
 from workers.runtime import process
 from workers.runtime.failures import RetrySchedule
 from workers.runtime.messages import QueueConsumer
+
+log = get_logger(__name__)
 
 # Connect and read timeouts (s) of the connect checks' Intacct calls: a stalled Intacct is
 # reported to the admin after ~10 s rather than after the sync's 30 s read timeout, three times.
@@ -170,7 +173,11 @@ def run(settings: Settings) -> None:
         flexpoint=parts.flexpoint,
         connections=parts.store,
     )
-    storer = StoringConsumer.for_url(settings.amqp_url, DeadLetterStore(parts.engine))
+    letters = DeadLetterStore(parts.engine)
+    # Letters stored before the storer removed connect passwords: none is kept in clear.
+    if stripped := letters.strip_passwords():
+        log.info("dead_letter_passwords_removed", letters=stripped)
+    storer = StoringConsumer.for_url(settings.amqp_url, letters)
     process.run_worker(
         "provisioning", process.Together(ProvisioningProcess(parts, backfill), dead_letter_storer=storer)
     )

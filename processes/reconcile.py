@@ -20,7 +20,7 @@ from ingest.event_queue import EventQueueDoor, EventQueueSchedule, EventQueueSou
 from ingest.gaps import GapStore
 from ingest.ledger import DeliveryLedger
 from observability.logging import get_logger
-from observability.metrics import ReconcileMetrics
+from observability.metrics import ReconcileMetrics, company_tagger
 from processes.parts import ProcessParts, wait_for_database
 from workers.reconcile.events import EventSender
 from workers.reconcile.meter import CallMeter
@@ -177,13 +177,15 @@ def run(settings: Settings, *, options: SweepOptions | None = None, keyset: bool
     require_settings(settings, "reconcile")
     if not wait_for_database(settings, "reconcile"):
         return
-    metrics = ReconcileMetrics()
+    metrics = ReconcileMetrics(company_label=company_tagger(settings.flexsync_secret_key))
     loop = SweepLoop(settings, options=options, keyset=keyset, metrics=metrics)
     run_worker(
         "reconcile",
         loop,
         registry=metrics.registry,
         port=settings.port,
+        bind=settings.flexsync_metrics_bind,
+        token=settings.flexsync_metrics_token,
         interval_seconds=settings.reconcile_interval_seconds,
         schedule=settings.reconcile_schedule,
         quiet_interval_seconds=settings.reconcile_quiet_interval_seconds,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config import Settings
-from observability.metrics import SyncMetrics
+from observability.metrics import SyncMetrics, company_tagger
 from processes.parts import ProcessParts, wait_for_database
 from reliability.breaker import BreakerCollector
 from store.breakers import BreakerStore
@@ -42,7 +42,11 @@ def build(settings: Settings, metrics: SyncMetrics | None = None, **options: Any
     parts = ProcessParts(settings, process="sync")
     try:
         metrics = metrics if metrics is not None else parts.metrics(SyncMetrics)
-        metrics.registry.register(BreakerCollector(BreakerStore(parts.engine)))
+        metrics.registry.register(
+            BreakerCollector(
+                BreakerStore(parts.engine), company_label=company_tagger(settings.flexsync_secret_key)
+            )
+        )
         intacct = parts.intacct(
             on_call=lambda company, path, status, seconds: metrics.record_call("intacct", status, seconds),
             guard=parts.breakers,
@@ -79,4 +83,11 @@ def run(settings: Settings) -> None:
         return
     # A short drain interval: finished groups are settled (acked) within ~50 ms.
     sync = build(settings, poll_interval=0.05)
-    run_worker("sync", sync, registry=sync.metrics.registry, port=settings.port)
+    run_worker(
+        "sync",
+        sync,
+        registry=sync.metrics.registry,
+        port=settings.port,
+        bind=settings.flexsync_metrics_bind,
+        token=settings.flexsync_metrics_token,
+    )

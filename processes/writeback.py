@@ -121,7 +121,12 @@ def run(
     port = settings.port if metrics_port is None else metrics_port
     try:
         run_worker(
-            "writeback", writeback.consumer, registry=writeback.metrics.registry if port else None, port=port
+            "writeback",
+            writeback.consumer,
+            registry=writeback.metrics.registry if port else None,
+            port=port,
+            bind=settings.flexsync_metrics_bind,
+            token=settings.flexsync_metrics_token,
         )
     finally:
         writeback.close()

@@ -16,6 +16,7 @@ holds it in the database, and the wiring of each process passes it in.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -231,10 +232,21 @@ class BreakerCollector:
 
     ``flexsync_breaker_open{peer}`` is 1 while the peer is not called, ``flexsync_breaker_failures``
     the failures in a row, ``flexsync_breaker_probes_total`` the probes made since it last opened.
+    A company's peer is labelled ``intacct:<company_label(company_id)>``: no customer's id in a label.
     """
 
-    def __init__(self, store: BreakerStorage) -> None:
+    def __init__(self, store: BreakerStorage, *, company_label: Callable[[str], str] | None = None) -> None:
         self._store = store
+        # A shared room cannot reach the install's key: without a labeller, a digest of the id.
+        self._company_label = company_label or (
+            lambda company: hashlib.sha256(company.encode()).hexdigest()[:16]
+        )
+
+    def _label(self, peer: str) -> str:
+        prefix = intacct_peer("")
+        if peer.startswith(prefix):
+            return prefix + self._company_label(peer[len(prefix) :])
+        return peer
 
     def collect(self) -> Any:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -251,9 +263,10 @@ class BreakerCollector:
         except Exception:  # the database away: no breaker figures this scrape, the rest still served
             states = []
         for state in states:
-            opened.add_metric([state.peer], 1.0 if state.open else 0.0)
-            failures.add_metric([state.peer], float(state.failures))
-            probes.add_metric([state.peer], float(state.probes))
+            peer = self._label(state.peer)
+            opened.add_metric([peer], 1.0 if state.open else 0.0)
+            failures.add_metric([peer], float(state.failures))
+            probes.add_metric([peer], float(state.probes))
         return [opened, failures, probes]
 
 

@@ -320,7 +320,7 @@ def tour(settings: TourSettings, processes: subprocess.Popen[bytes], *, startup_
         print(f"    {name:<14} {'-' if depth is None else depth:>6}")
     say(
         "running. Change records with `flexsync sandbox intacct records --help`, look at "
-        f"{settings.receiver_url}/metrics, stop with Ctrl-C."
+        f"{settings.receiver_url}/metrics (with FLEXSYNC_METRICS_TOKEN as a bearer token), stop with Ctrl-C."
     )
     flexpoint.close()
 

@@ -271,6 +271,26 @@ class ConsoleAudit(Base):
     outcome: Mapped[str] = mapped_column(Text)
 
 
+class ConsoleKey(Base):
+    """A random value the console keeps for this install (the salt of its session key): made once."""
+
+    __tablename__ = "console_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ConsoleSession(Base):
+    """A signed-in console session, by the SHA-256 of its random id: signing out deletes it, so
+    a copied cookie stops working with the session it was copied from."""
+
+    __tablename__ = "console_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class ReconcileGap(Base):
     """A time the service knew webhooks may have been lost: the next sweep must start after ``ended_at``.
 

@@ -160,7 +160,11 @@ def test_the_breakers_show_on_metrics_as_every_process_sees_them(engine, clock):
     fail(b, 3)
     b.permit("flexpoint")
     registry = CollectorRegistry()
-    registry.register(BreakerCollector(BreakerStore(engine)))
+    registry.register(
+        BreakerCollector(BreakerStore(engine), company_label=lambda company: f"tag-of-{company}")
+    )
     text = generate_latest(registry).decode()
-    assert f'flexsync_breaker_open{{peer="{PEER}"}} 1.0' in text
-    assert f'flexsync_breaker_failures{{peer="{PEER}"}} 3.0' in text
+    # The company's own id is no label (issue 30 #17): its tag stands for it.
+    assert f'flexsync_breaker_open{{peer="{PEER}"}}' not in text
+    assert 'flexsync_breaker_open{peer="intacct:tag-of-conn-1"} 1.0' in text
+    assert 'flexsync_breaker_failures{peer="intacct:tag-of-conn-1"} 3.0' in text

@@ -330,7 +330,38 @@ def test_a_retry_reaching_another_receiver_process_is_a_duplicate(receiver, sett
 # -- operational endpoints ------------------------------------------------------------------
 
 
-def test_healthz_readyz_metrics_and_openapi(receiver, broker):
+METRICS_TOKEN = "metrics-token-0123456789abcdef"
+SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+@pytest.fixture
+def metered_receiver(settings, jwks_url, broker):
+    """The ``receiver`` fixture's receiver, with a FLEXSYNC_METRICS_TOKEN for its ops endpoints."""
+    with running_receiver(
+        settings.with_overrides(
+            intacct_webhook_jwks_url=jwks_url,
+            intacct_webhook_scheme="bearer-jwks",
+            flexsync_metrics_token=METRICS_TOKEN,
+        )
+    ) as running:
+        yield running
+
+
+def test_metrics_and_openapi_need_the_metrics_token(metered_receiver, receiver):
+    for path in ("/metrics", "/openapi.json"):
+        # Anyone reaching the public port: nothing without the token, nor with a wrong one.
+        assert metered_receiver.client.get(path).status_code == 401, path
+        wrong = {"Authorization": "Bearer " + METRICS_TOKEN[:-1] + "x"}
+        assert metered_receiver.client.get(path, headers=wrong).status_code == 401, path
+        assert metered_receiver.client.get(path, headers=SCRAPER).status_code == 200, path
+        # No token configured: not served at all on the public port.
+        assert receiver.client.get(path).status_code == 404, path
+    # Liveness and readiness stay open: a platform's health check carries no token.
+    assert receiver.client.get("/healthz").status_code == 200
+
+
+def test_healthz_readyz_metrics_and_openapi(metered_receiver, broker):
+    receiver = metered_receiver
     assert receiver.client.get("/healthz").get_json() == {"status": "ok"}
     ready = receiver.client.get("/readyz")
     assert ready.status_code == 200
@@ -339,7 +370,7 @@ def test_healthz_readyz_metrics_and_openapi(receiver, broker):
     receiver.post_hmac(invoice_event(), key="m-1")
     receiver.post_hmac(invoice_event(), key="m-1")
     receiver.client.post("/webhooks/intacct/nobody", json=invoice_event())
-    metrics = receiver.client.get("/metrics").get_data(as_text=True)
+    metrics = receiver.client.get("/metrics", headers=SCRAPER).get_data(as_text=True)
     assert 'flexsync_webhook_requests_total{status="202"} 1.0' in metrics
     assert 'flexsync_webhook_requests_total{status="200"} 1.0' in metrics
     assert 'flexsync_webhook_requests_total{status="404"} 1.0' in metrics
@@ -347,10 +378,12 @@ def test_healthz_readyz_metrics_and_openapi(receiver, broker):
     assert 'flexsync_publish_confirms_total{outcome="ack"} 1.0' in metrics
     assert "flexsync_publish_confirm_seconds_bucket" in metrics
 
-    spec = receiver.client.get("/openapi.json").get_json()
+    spec = receiver.client.get("/openapi.json", headers=SCRAPER).get_json()
     post = spec["paths"]["/webhooks/intacct/{connection_id}"]["post"]
     assert {"200", "202", "400", "401", "404", "410", "413", "415", "422", "503"} <= set(post["responses"])
     assert set(spec["components"]["schemas"]["WebhookBody"]["required"]) == {"object", "key"}
+    assert spec["paths"]["/metrics"]["get"]["security"] == [{"metricsToken": []}]
+    assert spec["components"]["securitySchemes"]["metricsToken"]["scheme"] == "bearer"
 
 
 def test_readyz_says_which_dependency_is_missing(receiver_without_broker):

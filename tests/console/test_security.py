@@ -104,7 +104,7 @@ def test_a_console_over_plain_http_says_on_the_sign_in_page_what_to_do(console_s
         assert "https://console.internal.example/login" in page.text
         assert "FLEXSYNC_CONSOLE_ALLOW_HTTP" in page.text
         # A browser does not send the Secure cookie back over http: the sign-in has no session.
-        client.delete_cookie("flexsync_console", domain="console.internal.example")
+        client.delete_cookie(app.config["SESSION_COOKIE_NAME"], domain="console.internal.example")
         refused = client.post(
             "/login",
             base_url=PLAIN_HTTP,
@@ -206,3 +206,117 @@ def test_flexsync_console_without_its_token_stops_with_one_line(monkeypatch):
     assert result.output.strip() == (
         "flexsync: FLEXSYNC_CONSOLE_TOKEN is required by the console process; set it in the environment"
     )
+
+
+def _attempt(client, token: str, name: str = "mallory"):
+    page = client.get("/login")
+    return client.post("/login", data={"token": token, "name": name, "csrf_token": csrf_of(page.text)})
+
+
+def test_failed_sign_ins_are_throttled_by_client_and_collapsed_in_the_audit(console, signed_in):
+    attacker = console.test_client()
+    attacker.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    answers = [_attempt(attacker, f"guess-{n:04d}-not-the-token") for n in range(30)]
+    codes = [answer.status_code for answer in answers]
+    # A few honest typos are answered as such; then the client is paused, whatever it sends.
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
+    assert int(answers[-1].headers["Retry-After"]) > 0
+    assert "Too many failed sign-ins" in answers[-1].text
+    # Even the right token gets no answer from a paused client: no oracle while paused.
+    assert _attempt(attacker, TOKEN).status_code == 429
+    # Thirty attempts left two rows in the trail, not thirty.
+    with console.extensions["flexsync.console"].engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT actor, outcome FROM console_audit WHERE action = 'sign-in' AND actor LIKE '%203.0.113.9%'"
+        ).all()
+    assert len(rows) == 2, rows
+    assert "refused: wrong token" in rows[0].outcome and "5 times" in rows[1].outcome
+    # Another client is not paused by this one.
+    other = console.test_client()
+    other.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+    assert sign_in(other).status_code == 302
+
+
+def test_the_name_given_at_sign_in_is_shown_as_the_operators_claim(console, signed_in):
+    page = signed_in.get("/audit").text
+    assert "dana (claimed at sign-in" in page
+    assert "as you claim it" in console.test_client().get("/login").text
+
+
+def _cookie_of(client, app) -> str:
+    return client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value
+
+
+def _with_cookie(app, value: str):
+    client = app.test_client()
+    client.set_cookie(app.config["SESSION_COOKIE_NAME"], value)
+    return client
+
+
+def test_the_session_key_is_not_derived_from_the_token_alone(console_settings, tmp_path):
+    import hashlib
+    import hmac
+
+    first = create_app(console_settings)
+    again = create_app(console_settings)  # the same install, restarted
+    elsewhere = create_app(console_settings.with_overrides(database_url=f"sqlite:///{tmp_path}/other.db"))
+    try:
+        key = first.config["SECRET_KEY"]
+        # Knowing the token (or guessing it) is not enough to recompute the key from a cookie.
+        assert key != hmac.new(TOKEN.encode(), b"flexsync-console-session", hashlib.sha256).digest()
+        assert key != elsewhere.config["SECRET_KEY"]
+        assert again.config["SECRET_KEY"] == key  # kept by the install: a restart keeps sessions
+        client = first.test_client()
+        assert sign_in(client).status_code == 302
+        assert _with_cookie(again, _cookie_of(client, first)).get("/dead").status_code == 200
+        assert _with_cookie(elsewhere, _cookie_of(client, first)).get("/dead").status_code == 302
+    finally:
+        for app in (first, again, elsewhere):
+            app.extensions["flexsync.console"].close()
+
+
+def test_signing_out_revokes_a_copied_cookie(console):
+    client = console.test_client()
+    assert sign_in(client).status_code == 302
+    copied = _cookie_of(client, console)
+    assert _with_cookie(console, copied).get("/dead").status_code == 200
+    token = csrf_of(client.get("/dead").text)
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    replayed = _with_cookie(console, copied).get("/dead")
+    assert replayed.status_code == 302 and replayed.headers["Location"].startswith("/login")
+
+
+def test_a_token_change_ends_every_session(console_settings):
+    before = create_app(console_settings)
+    after = create_app(
+        console_settings.with_overrides(flexsync_console_token="a-new-console-token-9876543210")
+    )
+    try:
+        client = before.test_client()
+        assert sign_in(client).status_code == 302
+        assert _with_cookie(after, _cookie_of(client, before)).get("/dead").status_code == 302
+    finally:
+        before.extensions["flexsync.console"].close()
+        after.extensions["flexsync.console"].close()
+
+
+def test_over_https_the_cookie_is_host_prefixed_and_hsts_is_sent(console_settings):
+    app = _production_console(console_settings)
+    plain = _production_console(console_settings, flexsync_console_allow_http=True)
+    try:
+        client = app.test_client()
+        signed = sign_in(client)
+        cookie = signed.headers["Set-Cookie"]
+        assert cookie.startswith("__Host-flexsync_console=")
+        assert "Secure" in cookie and "Path=/" in cookie and "Domain" not in cookie
+        hsts = signed.headers["Strict-Transport-Security"]
+        assert "max-age=" in hsts and int(hsts.split("max-age=")[1].split(";")[0]) >= 31536000
+        assert "Strict-Transport-Security" in client.get("/login").headers
+        # Plain http allowed on a trusted network: a __Host- cookie would need Secure, and HSTS
+        # would lock browsers out of the only scheme the console answers.
+        page = plain.test_client().get("/login", base_url=PLAIN_HTTP)
+        assert "Strict-Transport-Security" not in page.headers
+        assert plain.config["SESSION_COOKIE_NAME"] == "flexsync_console"
+    finally:
+        app.extensions["flexsync.console"].close()
+        plain.extensions["flexsync.console"].close()

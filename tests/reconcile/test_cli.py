@@ -15,6 +15,7 @@ import requests
 from click.testing import CliRunner
 
 from cli.processes import reconcile
+from observability.metrics import company_tagger
 from schemas.catalog import BY_RESOURCE
 from tests.conftest import free_port, wait_until
 
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.broker
 
 CUSTOMERS = BY_RESOURCE["customers"].rest_path
 ROOT = Path(__file__).resolve().parents[2]
+
+METRICS_TOKEN = "metrics-token-0123456789abcdef"
 
 
 def invoke(settings, *args: str):
@@ -102,6 +105,7 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
         "RECONCILE_QUIET_INTERVAL_SECONDS": "1",
         "PORT": str(port),
         "LOG_FORMAT": "json",
+        "FLEXSYNC_METRICS_TOKEN": METRICS_TOKEN,
     }
     process = subprocess.Popen(
         [sys.executable, "-c", "from cli.processes import reconcile; reconcile(obj={})"],
@@ -126,13 +130,15 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
             message="two whole sweeps, customers included",
         )
         swept_before = sum(1 for line in list(lines) if '"reconcile_swept"' in line)
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        scraper = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", headers=scraper, timeout=10).text
         company_id = live_receiver.connection.company_id
+        assert company_id not in metrics  # a keyed tag stands for the company (issue 30 #17)
+        tag = company_tagger(settings.flexsync_secret_key)(company_id)
         counted = {
             line.split("purpose=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
-            if line.startswith("flexsync_reconcile_intacct_calls_total{")
-            and f'company="{company_id}"' in line
+            if line.startswith("flexsync_reconcile_intacct_calls_total{") and f'company="{tag}"' in line
         }
         # One token for the process's life; at least one query per resource sweep logged so far.
         assert counted.get("token") == 1.0, counted

@@ -428,6 +428,43 @@ def test_run_worker_serves_metrics_stops_on_sigterm_closes_and_gives_the_signal_
         requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)  # the port is free again
 
 
+def test_worker_metrics_listen_on_loopback_only_and_need_the_metrics_token():
+    registry = CollectorRegistry()
+    Counter("flexsync_test_ticks", "A counter of this test", registry=registry).inc(2)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    worker = Sleeper()
+    token = "metrics-token-0123456789abcdef"
+    seen: dict[str, object] = {}
+
+    def scrape_then_terminate() -> None:
+        try:
+            worker.running.wait(10)
+            url = f"http://127.0.0.1:{port}/metrics"
+            seen["anonymous"] = requests.get(url, timeout=5).status_code
+            seen["wrong"] = requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=5).status_code
+            scraped = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            seen["scraped"] = (scraped.status_code, scraped.text)
+            # Not on every interface: another address of this host finds nothing listening.
+            outside = socket.gethostbyname(socket.gethostname())
+            if not outside.startswith("127."):
+                with socket.socket() as other:
+                    other.settimeout(5)
+                    seen["outside"] = other.connect_ex((outside, port))
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=scrape_then_terminate, daemon=True).start()
+    with structlog.testing.capture_logs() as logs:
+        run_worker("writeback", worker, registry=registry, port=port, token=token)
+    assert seen["anonymous"] == 401 and seen["wrong"] == 401
+    assert seen["scraped"][0] == 200 and "flexsync_test_ticks_total 2.0" in seen["scraped"][1]
+    assert seen.get("outside", 1) != 0
+    assert logs[0]["metrics_bind"] == "127.0.0.1"
+    assert token not in repr(logs)
+
+
 def test_a_worker_process_without_its_settings_stops_naming_the_missing_one(tmp_path):
     settings = Settings(
         flexsync_env="test",

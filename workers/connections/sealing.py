@@ -4,7 +4,9 @@ FlexPoint's connect message may carry ``userPassword`` in clear. When the provis
 sends the message on, it does not repeat that: in a delay queue (a retry, stored by RabbitMQ
 for up to minutes) the password travels sealed with the service's encryption key, as
 ``userPasswordSealed``, and is opened again when the message comes back; in the dead-letter queue
-(kept, listed and shown to operators) it is removed altogether.
+(kept, listed and shown to operators) it is removed altogether
+(:func:`workers.connections.messages.without_password`, which the dead-letter storer applies too,
+to what RabbitMQ dead-letters on its own).
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from typing import Any
 
 from reliability.errors import Permanent
 from store.crypto import SecretBox, SecretDecryptError
+from workers.connections.messages import PASSWORD_FIELD, SEALED_FIELD, without_password
 from workers.runtime.failures import Destination, Failure
 from workers.runtime.middleware import Middleware, Rejected
-
-PASSWORD_FIELD = "userPassword"  # noqa: S105 (a field name, not a password)
-SEALED_FIELD = "userPasswordSealed"
 
 
 class UnreadableSeal(Permanent, ValueError):
@@ -53,18 +53,6 @@ def sealed(body: Any, box: SecretBox) -> bytes:
     document = dict(document)
     document[SEALED_FIELD] = box.encrypt(document.pop(PASSWORD_FIELD))
     return _dumped(document)
-
-
-def without_password(body: Any) -> bytes:
-    """The message body with no password, clear or sealed (for the dead-letter queue).
-
-    Removed, not masked: a replayed connect without it keeps the stored password, whereas a
-    placeholder would be taken for the new one.
-    """
-    document = _document(body)
-    if document is None or (document.get(PASSWORD_FIELD) in (None, "") and SEALED_FIELD not in document):
-        return _raw(body)
-    return _dumped({k: v for k, v in document.items() if k not in (PASSWORD_FIELD, SEALED_FIELD)})
 
 
 def opened(body: Any, box: SecretBox) -> Any:

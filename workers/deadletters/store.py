@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from broker.topology import PROVISIONING_QUEUE_NAME
 from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
 from store.models import ArchiveReplayClaim, DeadLetterRecord
+from workers.connections.messages import without_password
 
 STORED, REPLAYED, PURGED = "stored", "replayed", "purged"
 # How long a replay holds the letters it claimed: publishing a chunk and waiting for its
@@ -167,6 +169,23 @@ class DeadLetterStore:
         with write_transaction(self._engine) as conn:
             return len(conn.execute(statement, list(rows)).all())
 
+    def strip_passwords(self) -> int:
+        """Remove connect passwords from letters stored before the storer removed them (issue 30
+        #4: those RabbitMQ dead-lettered itself kept theirs). Only connection messages can carry
+        one: the letters of the provisioning queue are read. Returns how many were rewritten."""
+        table = DeadLetterRecord
+        with write_transaction(self._engine) as conn:
+            rows = conn.execute(
+                select(table.letter_id, table.body).where(table.original_queue == PROVISIONING_QUEUE_NAME)
+            ).all()
+            changed = 0
+            for row in rows:
+                body = without_password(row.body) if row.body else row.body
+                if body != row.body:
+                    conn.execute(update(table).where(table.letter_id == row.letter_id).values(body=body))
+                    changed += 1
+        return changed
+
     def find(
         self, query: LetterQuery, *, limit: int | None = None, offset: int = 0, after_seq: int = 0
     ) -> list[DeadLetterRecord]:
@@ -232,7 +251,8 @@ class DeadLetterStore:
     def settle(
         self, letter_ids: Iterable[str], state: str, *, now: datetime | None = None, holder: str | None = None
     ) -> int:
-        """Mark stored letters replayed or purged; a letter already settled is left alone.
+        """Mark stored letters replayed or purged (a purge blanks the body); a letter already
+        settled is left alone.
 
         With ``holder``, only the letters it claimed (a replay settling its confirmed copies);
         without, only letters no live replay holds (a purge leaves those to their replay).
@@ -241,7 +261,8 @@ class DeadLetterStore:
         if not ids:
             return 0
         moment = now or datetime.now(UTC)
-        stamp = {"replayed_at": moment} if state == REPLAYED else {"purged_at": moment}
+        # A purged letter stays listed (what, why, when), but its body is deleted for good.
+        stamp = {"replayed_at": moment} if state == REPLAYED else {"purged_at": moment, "body": b""}
         table = DeadLetterRecord
         rows = table.letter_id.in_(ids)
         stored = (table.state == STORED,)

@@ -11,6 +11,9 @@ the runtime (and what was in hand is redelivered).
 It runs continuously as a part of the ``provisioning`` process (processes/deadletters.py), and
 every dead-letter command stores what waits in the queue the same way (``until_idle``) before it
 reads the table, so the CLI works whether or not that process runs.
+
+No connect message's password is stored: the workers remove it from what they park, and the
+storer removes it from what RabbitMQ parks on its own (a message over the delivery limit).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from broker.admin import unreachable
 from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology
 from broker.urls import kombu_connection
 from store.models import DeadLetterRecord
+from workers.connections.messages import without_password
 from workers.deadletters.letters import DeadLetter, read_letter
 from workers.deadletters.store import STORED, DeadLetterStore
 from workers.runtime.consumer import WorkerConsumer
@@ -218,7 +222,9 @@ class StoringConsumer(WorkerConsumer[Batch, "int | Exception"]):
     def accept(self, queue: str, body: Any, message: Any) -> None:
         if not self._filling.rows:
             self._first_at = time.monotonic()
-        letter = read_letter(_KombuProperties(message), message.body)
+        # What RabbitMQ dead-letters itself (the delivery limit, a queue's length or age) comes
+        # as the producer sent it: a connect message's password is removed before anything keeps it.
+        letter = read_letter(_KombuProperties(message), without_password(message.body))
         self._filling.rows.append(row_of(letter, datetime.now(UTC)))
         self._filling.messages.append(message)
         if len(self._filling.rows) >= self._batch:

@@ -36,7 +36,7 @@ class CallMeter:
         with self._lock:
             self.totals[(company_id, purpose)] += 1
         if self._metrics is not None:
-            self._metrics.intacct_calls.labels(company_id, purpose).inc()
+            self._metrics.intacct_calls.labels(self._metrics.company_label(company_id), purpose).inc()
 
     @contextmanager
     def purpose(self, name: str) -> Iterator[None]:

@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from config import Settings
 from observability.logging import get_logger
+from observability.metrics import serve_metrics
 
 log = get_logger(__name__)
 
@@ -100,9 +101,12 @@ def run_worker(
     *,
     registry: CollectorRegistry | None = None,
     port: int | None = None,
+    bind: str = "127.0.0.1",
+    token: str | None = None,
     **started: Any,
 ) -> None:
-    """Run ``worker`` until SIGTERM/SIGINT, serving ``registry`` on ``port`` when given, then close it."""
+    """Run ``worker`` until SIGTERM/SIGINT, serving ``registry`` on ``bind:port`` when given (to
+    ``Authorization: Bearer <token>`` only, when a token is given), then close it."""
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info(f"{process}_stopping", signal=signal.Signals(signum).name)
@@ -112,8 +116,9 @@ def run_worker(
     server = None
     if registry is not None:
         # Opened right before the work starts: a scraper (and bench/sync.py) reads "up" as "consuming".
-        server, _thread = start_http_server(port if port is not None else 0, registry=registry)
+        server = serve_metrics(registry, port if port is not None else 0, bind=bind, token=token)
         started.setdefault("metrics_port", port)
+        started.setdefault("metrics_bind", bind)
     log.info(f"{process}_started", **started)
     try:
         worker.run()
