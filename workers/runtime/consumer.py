@@ -38,7 +38,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Producer, Queue
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from kombu.mixins import ConsumerMixin
 
 from observability.logging import get_logger
@@ -64,6 +66,14 @@ class _StopRequested(FlexsyncError):
     """Raised between reconnect attempts once ``stop()`` was asked: nothing is in hand then."""
 
     reason = "stopping"
+
+
+# A lost or refusing broker that kombu's ConsumerMixin.run lets out although it reconnects on
+# the transport's own errors: ``conn.default_channel`` re-checks a connection just made and, when
+# it dropped again (a node stopping, a cluster electing), retries only for ``connect_timeout``
+# and then raises kombu's OperationalError; a publish to a delay queue the broker nacks raises
+# amqp's MessageNacked, which is no AMQPError. Either once killed the worker with code 1.
+BROKER_FAILURES: tuple[type[Exception], ...] = (BrokerUnreachable, MessageNacked)
 
 
 def routing_key_of(message: Any) -> str:
@@ -266,7 +276,15 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         kwargs.setdefault("safety_interval", self.poll_interval)
         try:
             if self.until_idle is None:
-                super().run(_tokens, **kwargs)
+                while not self.should_stop:
+                    try:
+                        super().run(_tokens, **kwargs)
+                    except BROKER_FAILURES as exc:
+                        # The connection is closed on the way out (unacked messages go back to
+                        # the queue); the next round reconnects, paced by the mixin's bucket.
+                        log.warning(
+                            f"{self.name}_broker_lost", error=type(exc).__name__, detail=str(exc)[:200]
+                        )
                 return
             for _ in self.consume(limit=None, **kwargs):
                 pass
