@@ -32,7 +32,7 @@ def report(
     args = bench.args
     receiver, floor, bare = best["receiver"], best["floor"], best["bare"]
     figure(
-        f"P1 setup: gunicorn gthread, {args.workers} workers x {args.threads} threads, keepalive 5 "
+        f"P1 setup: gunicorn ReadingThreadWorker (gthread reading each request whole first), {args.workers} workers x {args.threads} threads, keepalive 5 "
         f"(ReceiverServer options for all three); wrk {min(args.wrk_threads, args.connections)} threads x "
         f"{args.connections} connections, {BODY_BYTES}-byte JSON body, RS256 JWT + X-Trusted-Context, "
         f"unique Idempotency-Key; wrk started again until no worker holds more than "

@@ -6,7 +6,7 @@ reads ``BENCH_SETTINGS`` (a JSON object of :class:`config.Settings` fields), ``B
 and ``BENCH_THREADS`` from the environment and runs gunicorn until SIGTERM.
 
 Both servers are :class:`ingest.server.ReceiverServer` instances, so they get exactly the same
-gunicorn configuration (gthread, workers, threads, keepalive, timeouts, hooks); only ``load()``
+gunicorn configuration (ingest.server.ReadingThreadWorker, workers, threads, keepalive, timeouts, hooks); only ``load()``
 differs:
 
 - ``receiver``: the project's receiver, ``processes.web.receiver_app`` (what ``flexsync web`` serves);

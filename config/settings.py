@@ -243,7 +243,7 @@ class Settings:
     # circuit breaker per peer: open after this many failures in a row, then probed at these spacings.
     flexsync_retry_delays: tuple[int, ...] = (2, 10, 60, 300)
     flexsync_breaker_threshold: int = 5
-    flexsync_breaker_probe_seconds: tuple[int, ...] = (5, 15, 30, 60, 120, 300)
+    flexsync_breaker_probe_seconds: tuple[int, ...] = (5, 15, 30)
 
     # Tunables with safe defaults; not environment contracts, overridable in code and tests.
     webhook_max_body_bytes: int = 256 * 1024

@@ -70,6 +70,8 @@ def build(settings: Settings, metrics: SyncMetrics | None = None, **options: Any
             **options,
         )
         parts.adopt("consumer", consumer)
+        # A peer back: what waits in the delay queues for it goes back to work at once.
+        parts.breakers.on_closed(lambda peer: consumer.release_delayed())
     except BaseException:
         parts.close()
         raise

@@ -5,7 +5,9 @@ A peer is FlexPoint (``flexpoint``) or one connection's Sage Intacct company
 from then on the workers do not call that peer: its work waits in the broker's delay queues.
 Once the probe is due, one process at a time (across hosts: the claim is in the database) lets a
 single unit of work through; its success closes the breaker for everyone, its failure schedules
-the next probe further away (``probe_delays``, with jitter so hosts do not probe in step).
+the next probe further away (``probe_delays``, with jitter so hosts do not probe in step). The
+spacing stops growing at 30 s: a peer that comes back after an outage of any length is found
+within that, and ``on_closed`` listeners (the sync's release of its delay queues) hear of it.
 
 Reads are cached for ``cache_seconds`` per process so a busy worker asks the database about a
 peer at most about once a second; a closed breaker with no failures costs no write at all.
@@ -106,7 +108,7 @@ class BreakerPolicy:
     """When a breaker opens and how often an open peer is probed."""
 
     threshold: int = 5
-    probe_delays: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+    probe_delays: tuple[float, ...] = (5.0, 15.0, 30.0)
     probe_claim_seconds: float = 120.0
     cache_seconds: float = 1.0
 
@@ -157,6 +159,11 @@ class Breakers:
         self._on_change = on_change or (lambda peer, old, new: None)
         self._cache: dict[str, tuple[BreakerState, float]] = {}
         self._lock = threading.Lock()
+        self._closed_listeners: list[Callable[[str], None]] = []
+
+    def on_closed(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(peer)`` whenever this process closes an open breaker (its probe succeeded)."""
+        self._closed_listeners.append(listener)
 
     @classmethod
     def for_settings(cls, settings: Any, store: BreakerStorage, **options: Any) -> Breakers:
@@ -189,6 +196,8 @@ class Breakers:
         self._forget(permit.peer)
         if before is not None and before.open:
             self._on_change(permit.peer, "open", "closed")
+            for listener in self._closed_listeners:
+                listener(permit.peer)
 
     def failed(self, permit: Permit, reason: str) -> None:
         """The peer failed transiently: count it, open or push the next probe back."""

@@ -72,13 +72,21 @@ def test_a_handler_bug_is_retried_only_as_often_as_there_are_delays():
     assert last.dead and last.headers[REASON] == "worker_error:attempts_exhausted"
 
 
-def test_an_open_breaker_or_a_retry_after_waits_at_least_as_long_as_the_peer_said():
+def test_an_open_breaker_holds_a_message_until_its_probe_and_a_retry_after_waits_as_long_as_said():
     policy = RetrySchedule((1, 5, 30), window_seconds=3600)
     held = Failure(
         "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=12.0), transient=True
     )
-    target = destination(held, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
-    assert target.queue == "sync.ar.retry.30s", "the first delay (1 s) would come back before the probe"
+    target = destination(
+        held, queue="sync.ar", routing_key="ar.x", headers={ATTEMPTS: 3}, now=NOW, policy=policy
+    )
+    # Back by the probe (12 s away), not 18 s after it; and not counted: it was never tried.
+    assert target.queue == "sync.ar.retry.5s" and target.headers[ATTEMPTS] == 3
+    soon = Failure(
+        "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=1.0), transient=True
+    )
+    target = destination(soon, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
+    assert target.queue == "sync.ar.retry.5s", "never the shortest delay for a held message"
     throttled = Failure("rate_limited", FlexPointRateLimited("429", retry_after=3.0), transient=True)
     target = destination(throttled, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
     assert target.queue == "sync.ar.retry.5s"

@@ -32,15 +32,19 @@ stream from an offset are :mod:`workers.runtime.stream`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Producer, Queue
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from kombu.mixins import ConsumerMixin
 
+from broker.topology import retry_queue_name
 from observability.logging import get_logger
 from reliability.errors import FlexsyncError
 from workers.runtime.failures import (
@@ -64,6 +68,17 @@ class _StopRequested(FlexsyncError):
     """Raised between reconnect attempts once ``stop()`` was asked: nothing is in hand then."""
 
     reason = "stopping"
+
+
+# A lost or refusing broker that kombu's ConsumerMixin.run lets out although it reconnects on
+# the transport's own errors: ``conn.default_channel`` re-checks a connection just made and, when
+# it dropped again (a node stopping, a cluster electing), retries only for ``connect_timeout``
+# and then raises kombu's OperationalError; a publish to a delay queue the broker nacks raises
+# amqp's MessageNacked, which is no AMQPError. Either once killed the worker with code 1.
+# Delayed messages moved back per iteration of the consumer loop when a breaker closed.
+RELEASE_BATCH = 200
+
+BROKER_FAILURES: tuple[type[Exception], ...] = (BrokerUnreachable, MessageNacked)
 
 
 def routing_key_of(message: Any) -> str:
@@ -108,6 +123,9 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         self.producer: Producer | None = None
         self.until_idle = until_idle
         self._last_received = time.monotonic()
+        self._release = threading.Event()
+        self._releasing: dict[str, str] | None = None  # delay queue -> its work queue, while releasing
+        self._left: dict[str, int] = {}  # of each, the messages still to release
         if until_idle is not None:
             # A command: an unreachable broker is its answer, not a wait (kombu's stub types it None).
             self.connect_max_retries = 1  # type: ignore[assignment]
@@ -172,6 +190,9 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
     def on_connection_revived(self) -> None:
         self.generation += 1
         self.producer = None
+        # A release cut short by the reconnect is not taken up again (were the cause the release
+        # itself, it would loop): what it left comes back as its delays run out.
+        self._releasing = None
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         self._last_received = time.monotonic()
@@ -183,7 +204,51 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         finally:  # stopped, or the connection was lost: not consuming until the next ready
             self.on_consuming(False)
 
+    def release_delayed(self) -> None:
+        """Move what waits in the delay queues of ``queues`` back to them now (any thread may ask;
+        the consumer thread does it): a peer whose breaker just closed is answering again, and the
+        work held back for it must not sit out the rest of its delays."""
+        self._release.set()
+
+    def _release_delayed(self, budget: int = RELEASE_BATCH) -> None:
+        """Up to ``budget`` delayed messages back to their work queue, each copy confirmed before
+        the delayed one is acked. What is released is what waited when the release was asked for:
+        a message held again meanwhile (for a peer still down) is not taken round a second time."""
+        assert self.producer is not None, "called only while consuming"
+        channel = self.producer.channel
+        if self._release.is_set() or self._releasing is None:
+            self._release.clear()
+            # Not the shortest delay: it is over in moments, and a recheck's copy must wait it out.
+            self._releasing = {
+                retry_queue_name(queue.name, delay): queue.name
+                for queue in self.queues
+                for delay in sorted(set(self.retry.delays))[1:]
+            }
+            self._left = {
+                name: Queue(name, channel=channel).queue_declare(passive=True).message_count
+                for name in self._releasing
+            }
+        moved = 0
+        for name, work_queue in self._releasing.items():
+            delayed = Queue(name, channel=channel)
+            while moved < budget and self._left[name] > 0:
+                message = delayed.get(no_ack=False)
+                if message is None:
+                    self._left[name] = 0
+                    break
+                reroute(
+                    self.producer, message, Destination(work_queue, dict(message.headers or {}), dead=False)
+                )
+                self._left[name] -= 1
+                moved += 1
+        if not any(self._left.values()):
+            self._releasing = None
+        if moved:
+            log.info(f"{self.name}_delayed_released", messages=moved, more=self._releasing is not None)
+
     def on_iteration(self) -> None:
+        if (self._release.is_set() or self._releasing is not None) and self.producer is not None:
+            self._release_delayed()
         self.dispatch()
         self._settle(block=False)
         if (
@@ -266,7 +331,15 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         kwargs.setdefault("safety_interval", self.poll_interval)
         try:
             if self.until_idle is None:
-                super().run(_tokens, **kwargs)
+                while not self.should_stop:
+                    try:
+                        super().run(_tokens, **kwargs)
+                    except BROKER_FAILURES as exc:
+                        # The connection is closed on the way out (unacked messages go back to
+                        # the queue); the next round reconnects, paced by the mixin's bucket.
+                        log.warning(
+                            f"{self.name}_broker_lost", error=type(exc).__name__, detail=str(exc)[:200]
+                        )
                 return
             for _ in self.consume(limit=None, **kwargs):
                 pass

@@ -5,7 +5,10 @@ go to the work queue's delay queues with growing delays, then keep coming back t
 longest one for as long as the archive keeps the event (``ARCHIVE_MAX_AGE``, counted from the
 first failure): an outage of any shorter length loses nothing and needs nobody. When a peer's
 circuit breaker is open the wait is at least the time to its next probe, so the event waits in
-the broker rather than calling a peer that is down. A handler bug (``worker_error``) is retried
+the broker rather than calling a peer that is down: held back without a call, it is not counted
+as an attempt and waits in the longest delay queue that ends by the probe (the spacing of probes
+is bounded, so it comes back to meet the probe), and once the breaker closes the sync releases
+its delay queues at once (``WorkerConsumer.release_delayed``). A handler bug (``worker_error``) is retried
 only as many times as there are delays. Everything else goes to the ``dead-letter`` queue at
 once, with headers naming the reason, the exception, the attempts, the original routing key and
 queue. Nothing is retried forever and nothing is dropped silently.
@@ -81,6 +84,15 @@ class RetrySchedule:
             delay = next((d for d in self.delays if d >= wait_hint), self.delays[-1])
         return delay
 
+    def hold(self, wait: float) -> int:
+        """The delay queue for a message an open breaker held back until its probe, ``wait`` s away:
+        the longest that ends by then, so it is back when the probe is due; never the shortest when
+        there are several (it would pass by every other second, at no use: one pass per second
+        delay overshoots the probe by at most that)."""
+        ordered = sorted(set(self.delays))
+        floor = ordered[1] if len(ordered) > 1 else ordered[0]
+        return max([floor, *(d for d in ordered if d <= wait)])
+
 
 DEFAULT_RETRY = RetrySchedule()
 BOUNDED_REASONS = frozenset({"worker_error"})
@@ -128,7 +140,9 @@ def destination(
     """The delay queue for the next attempt, or the dead-letter queue when it is over."""
     now = now or datetime.now(UTC)
     headers = dict(headers or {})
-    attempts = attempts_of(headers) + 1
+    held = isinstance(failure.exception, BreakerOpen) and failure.transient
+    # Held back by an open breaker, the message was not tried: not counted as an attempt.
+    attempts = attempts_of(headers) + (0 if held else 1)
     headers[ATTEMPTS] = attempts
     headers.setdefault(ORIGINAL_ROUTING_KEY, routing_key)
     headers.setdefault(ORIGINAL_QUEUE, queue)
@@ -140,6 +154,8 @@ def destination(
             if attempts <= len(policy.delays):
                 return _retry(headers, policy.delays[attempts - 1])
             exhausted = "attempts_exhausted"
+        elif held and (now - first).total_seconds() < policy.window_seconds:
+            return _retry(headers, policy.hold(getattr(failure.exception, "retry_after", 0.0) or 0.0))
         elif (now - first).total_seconds() < policy.window_seconds:
             return _retry(headers, policy.delay(attempts, _wait_hint(failure.exception)))
         else:

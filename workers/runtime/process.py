@@ -122,6 +122,10 @@ def run_worker(
     log.info(f"{process}_started", **started)
     try:
         worker.run()
+    except Exception:
+        # Whatever ends the worker other than a stop is said here, not only on stderr.
+        log.exception(f"{process}_failed")
+        raise
     finally:
         try:
             worker.close()
