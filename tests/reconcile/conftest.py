@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from broker.publisher import ConfirmingPublisher
-from broker.topology import EVENTS_EXCHANGE
+from broker.topology import EVENTS_EXCHANGE, queue_kind
 from clients.flexpoint import FlexPointClient
 from clients.intacct.client import create_client
 from clients.intacct.slots import company_slots
@@ -244,3 +244,8 @@ def _flexpoint_records(url: str, token: str, account_id: str, resource: str) -> 
         if not page.get("nextCursor"):
             return records
         params["cursor"] = page["nextCursor"]
+
+
+def queues_empty(broker, topology) -> bool:
+    """No message waits in any queue (the sync workers' rechecks wait in a delay queue)."""
+    return all(broker.depth(queue.name) == 0 for queue in topology.queues if queue_kind(queue) != "stream")

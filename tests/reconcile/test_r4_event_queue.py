@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from broker.topology import queue_kind
 from clients.intacct.event_queue import EventQueueService
 from ingest.event_queue import EventQueueDoor, EventQueueSchedule, EventQueueSource, QueueFlags
 from ingest.gaps import RECEIVER_DOWN
@@ -28,7 +27,7 @@ from processes.reconcile import SweepLoop, open_sources
 from processes.status import connection_status
 from schemas.catalog import BY_RESOURCE
 from tests.conftest import COMPANY, wait_until
-from tests.reconcile.conftest import differences
+from tests.reconcile.conftest import differences, queues_empty
 from tests.reconcile.test_r4_sweep import invoice, next_second, published
 from workers.reconcile.schedule import ScheduleOptions
 
@@ -85,11 +84,6 @@ def queued(intacct) -> dict:
     return answer.json()
 
 
-def quiet(broker, topology) -> bool:
-    """No message waits in any queue (the sync workers' rechecks wait in a delay queue)."""
-    return all(broker.depth(queue.name) == 0 for queue in topology.queues if queue_kind(queue) != "stream")
-
-
 def lose_webhooks_while_records_change(
     company, intacct, live_receiver, parts, broker, topology
 ) -> tuple[dict, datetime]:
@@ -107,7 +101,7 @@ def lose_webhooks_while_records_change(
     )
     # The sync workers' second look at records read in their modification second is done, so
     # the changes below can only come through the queue.
-    wait_until(lambda: quiet(broker, topology), timeout=30, message="the rechecks done")
+    wait_until(lambda: queues_empty(broker, topology), timeout=30, message="the rechecks done")
     next_second(parts, connection)
     hook = f"{live_receiver.base_url}/webhooks/intacct/{connection.connection_id}"
     down_since = datetime.now(UTC)

@@ -16,7 +16,7 @@ import requests
 from ingest.gaps import RECEIVER_5XX, GapReporter
 from schemas.catalog import BY_RESOURCE, OBJECTS
 from tests.conftest import wait_until
-from tests.reconcile.conftest import differences
+from tests.reconcile.conftest import differences, queues_empty
 from workers.reconcile.compare import instant
 from workers.reconcile.schedule import ScheduleOptions
 
@@ -66,7 +66,7 @@ def flexpoint_list_reads(flexpoint, account_id: str) -> int:
 
 
 def test_one_sweep_brings_adds_and_changes_and_the_key_set_pass_brings_deletions(
-    company, worker, parts, live_receiver, flexpoint
+    company, worker, parts, live_receiver, flexpoint, broker, declared_topology
 ):
     connection = live_receiver.connection
     kept = company.create(CUSTOMERS, {"id": "C-1", "name": "Kept Ltd", "status": "active"})
@@ -79,6 +79,9 @@ def test_one_sweep_brings_adds_and_changes_and_the_key_set_pass_brings_deletions
 
     # Webhooks are lost for a while, not within the second the records were written: a change
     # inside one second is the sync workers' own second look (workers/sync/handler.py SETTLE_SECONDS).
+    # That second look waits in a delay queue: once it is done, a deletion below cannot reach
+    # FlexPoint through it (a recheck finding the record gone), only through the sweep.
+    wait_until(lambda: queues_empty(broker, declared_topology), timeout=30, message="the rechecks done")
     next_second(parts, connection)
     company.webhooks(enabled=False)
     delivered = company.deliveries()
