@@ -22,7 +22,7 @@ from reliability.errors import Permanent, Transient
 from workers.connections import reasons, status
 from workers.connections.marks import ProvisioningMarks
 from workers.connections.messages import CONNECT_ROUTING_KEY, load_message
-from workers.connections.reasons import Verdict
+from workers.connections.reasons import ConnectFailure
 from workers.connections.store import AccountInUseError, ConnectionRecord
 from workers.runtime.failures import Failure, failure_of
 
@@ -245,7 +245,7 @@ class ProvisioningHandler:
             raise _AccountBeingFreed(f"connection {other.connection_id} of the account is being disconnected")
         self._fail(message, reasons.account_in_use(other.connection_id), existing)
 
-    def _validate(self, message: dict[str, Any], attempts: int) -> Verdict | None:
+    def _validate(self, message: dict[str, Any], attempts: int) -> ConnectFailure | None:
         """A token, then one read per permission area; the verdict when anything is wrong."""
         candidate = _Candidate(
             message["connectionId"], message["companyId"], message["userId"], message["entityId"]
@@ -295,7 +295,9 @@ class ProvisioningHandler:
         elapsed = (self._clock() - message["requestedAt"]).total_seconds()
         return elapsed + RETRY_DELAYS_SECONDS[attempts] <= reasons.UNAVAILABLE_VERDICT_SECONDS
 
-    def _fail(self, message: dict[str, Any], verdict: Verdict, existing: ConnectionRecord | None) -> None:
+    def _fail(
+        self, message: dict[str, Any], verdict: ConnectFailure, existing: ConnectionRecord | None
+    ) -> None:
         if existing is not None and existing.is_active:
             # The connection stays usable with its stored credentials; its state says what FlexPoint shows.
             self._store.set_state(existing.connection_id, "failed")

@@ -28,7 +28,7 @@ AREA_TITLES = {
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ConnectFailure:
     """Why a connect failed, as FlexPoint shows it: reason, the admin's next step, missing areas."""
 
     reason: str
@@ -36,12 +36,14 @@ class Verdict:
     missing_permissions: tuple[str, ...] = ()
 
 
-def for_refusal(error: TokenRefused, *, company_id: str, user_id: str, entity_id: str | None) -> Verdict:
+def for_refusal(
+    error: TokenRefused, *, company_id: str, user_id: str, entity_id: str | None
+) -> ConnectFailure:
     """The verdict for a refused token request (TokenRefused already carries the reason)."""
     reason = error.reason
     if reason == "company_not_found":
         where = f"company ID '{company_id}'" + (f" with entity '{entity_id}'" if entity_id else "")
-        return Verdict(
+        return ConnectFailure(
             reason,
             f"Sage Intacct does not know the {where}. Check {STEP_CONNECT} of the setup guide: enter "
             "the company ID exactly as on the Sage Intacct sign-in page"
@@ -49,14 +51,14 @@ def for_refusal(error: TokenRefused, *, company_id: str, user_id: str, entity_id
             + ", then click Connect again.",
         )
     if reason == "invalid_credentials":
-        return Verdict(
+        return ConnectFailure(
             reason,
             f"Sage Intacct does not accept the user '{user_id}' for company '{company_id}'. Check "
             f"{STEP_USER} of the setup guide: the user ID must be exactly the one FlexPoint shows, "
             "and it must be a Web Services user; then click Connect again.",
         )
     if reason == "sender_not_authorized":
-        return Verdict(
+        return ConnectFailure(
             reason,
             f"Company '{company_id}' has not authorized FlexPoint. Follow {STEP_SENDER} of the "
             "setup guide: add Sender ID LendARR under Company > Setup > Company > Security > Web "
@@ -66,11 +68,11 @@ def for_refusal(error: TokenRefused, *, company_id: str, user_id: str, entity_id
     return internal_error()
 
 
-def for_missing(areas: Iterable[str]) -> Verdict:
+def for_missing(areas: Iterable[str]) -> ConnectFailure:
     """The verdict when the role lacks one or more permission areas (listed in AREAS order)."""
     missing = tuple(area for area in AREAS if area in set(areas))
     titles = ", ".join(AREA_TITLES[area] for area in missing)
-    return Verdict(
+    return ConnectFailure(
         "missing_permission",
         f"The Web Services user's role lacks these permissions: {titles}. Follow {STEP_ROLE} of "
         f'the setup guide to grant them to the role "FlexPoint", and {STEP_USER} to make sure the '
@@ -93,18 +95,18 @@ def still_trying() -> str:
     )
 
 
-def unavailable() -> Verdict:
+def unavailable() -> ConnectFailure:
     """Intacct kept failing (5xx, timeouts, rate limits) through every retry."""
-    return Verdict(
+    return ConnectFailure(
         "intacct_unavailable",
         "Sage Intacct did not answer FlexPoint's checks, even after several tries over two "
         "minutes. Nothing needs to change in your setup: click Connect again later.",
     )
 
 
-def internal_error() -> Verdict:
+def internal_error() -> ConnectFailure:
     """A problem on our side (our client credentials, an unexpected answer), not the customer's."""
-    return Verdict(
+    return ConnectFailure(
         "internal_error",
         "FlexPoint could not check the connection because of a problem on FlexPoint's side, not in "
         "your Sage Intacct setup. Our team has been alerted; please try again later or contact "
@@ -112,9 +114,9 @@ def internal_error() -> Verdict:
     )
 
 
-def account_in_use(other_connection_id: str) -> Verdict:
+def account_in_use(other_connection_id: str) -> ConnectFailure:
     """The account already has another live connection (one per account)."""
-    return Verdict(
+    return ConnectFailure(
         "internal_error",
         f"This FlexPoint account is already connected to Sage Intacct (connection "
         f"{other_connection_id}). Disconnect it under Settings > Integrations > Sage Intacct, then "

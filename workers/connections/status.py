@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.connections.reasons import Verdict
+from workers.connections.reasons import ConnectFailure
 
 
 def webhook_url(public_base_url: str, connection_id: str) -> str:
@@ -36,7 +36,7 @@ def connected(message: dict[str, Any], url: str) -> dict[str, Any]:
     }
 
 
-def failed(message: dict[str, Any], verdict: Verdict) -> dict[str, Any]:
+def failed(message: dict[str, Any], verdict: ConnectFailure) -> dict[str, Any]:
     """A check failed: why, what to fix, and every missing permission area."""
     return {
         **_base(message, "failed"),
