@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, String, bindparam, column, delete, text
+from sqlalchemy import Engine, String, bindparam, column, delete, func, select, text
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from observability.logging import get_logger
@@ -164,6 +164,16 @@ class DeliveryLedger:
         """Delete deliveries recorded before ``cutoff``; return how many were removed."""
         with self._engine.begin() as conn:
             return conn.execute(delete(WebhookDelivery).where(WebhookDelivery.claimed_at < cutoff)).rowcount
+
+    def last_events(self) -> dict[str, Any]:
+        """Per connection, when its newest confirmed delivery was accepted (as the driver gives it)."""
+        query = (
+            select(WebhookDelivery.connection_id, func.max(WebhookDelivery.confirmed_at))
+            .where(WebhookDelivery.state == "confirmed")
+            .group_by(WebhookDelivery.connection_id)
+        )
+        with self._engine.connect() as conn:
+            return {connection_id: last for connection_id, last in conn.execute(query).all()}
 
 
 class _SqliteConnections:

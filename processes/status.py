@@ -14,19 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine
 
 from broker.admin import connect, queue_counts
 from broker.topology import Topology, queue_kind
-from store.models import (
-    BackfillCheckpoint,
-    BackfillRun,
-    Connection,
-    EventQueueUnavailable,
-    ReconcileWatermark,
-    WebhookDelivery,
-)
+from ingest.event_queue import QueueFlags
+from ingest.ledger import DeliveryLedger
+from workers.backfill.store import BackfillStore
+from workers.connections.store import connections_without_secrets
 from workers.deadletters.store import DeadLetterStore, LetterQuery
+from workers.reconcile.store import WatermarkStore
 
 
 @dataclass(frozen=True)
@@ -109,61 +106,35 @@ def dead_counts(store: DeadLetterStore, waiting: int = 0) -> DeadCounts:
 
 
 def connection_status(engine: Engine, *, clock: Callable[[], float] = time.time) -> list[ConnectionStatus]:
-    """Every connection with its newest confirmed webhook and its oldest reconciliation watermark."""
-    last_event = (
-        select(WebhookDelivery.connection_id, func.max(WebhookDelivery.confirmed_at).label("last"))
-        .where(WebhookDelivery.state == "confirmed")
-        .group_by(WebhookDelivery.connection_id)
-        .subquery()
-    )
-    watermark = (
-        select(
-            ReconcileWatermark.connection_id,
-            func.min(ReconcileWatermark.modified_since).label("mark"),
-            # A resource that never swept successfully has no watermark; MIN would skip it.
-            func.sum(case((ReconcileWatermark.modified_since.is_(None), 1), else_=0)).label("unswept"),
+    """Every connection with its newest confirmed webhook, its oldest reconciliation watermark,
+    its historical import and its event queue: each capability answers from its own tables."""
+    connections = connections_without_secrets(engine)
+    last_events = DeliveryLedger(engine).last_events()
+    marks = WatermarkStore(engine).lowest_marks()
+    imports = BackfillStore(engine).progress_by_connection()
+    queue_flags = QueueFlags(engine).all()
+    now = clock()
+    statuses = []
+    for connection in connections:
+        cid = connection.connection_id
+        mark, unswept = marks.get(cid, (None, 0))
+        state, done, resume_at = imports.get(cid, (None, 0, None))
+        flagged = queue_flags.get(cid)
+        statuses.append(
+            ConnectionStatus(
+                connection_id=cid,
+                account_id=connection.account_id,
+                company_id=connection.company_id,
+                state=connection.state,
+                last_event=_aware(last_events.get(cid)),
+                reconciled_to=_aware(connection.created_at) if unswept else _aware(mark),
+                backfill=_backfill(state, done, resume_at, now),
+                tenant_id=connection.tenant_id,
+                # A flag set before the connection's last connect no longer holds (ingest.event_queue).
+                event_queue_missing_since=_aware(flagged) if QueueFlags.holds(flagged, connection) else None,
+            )
         )
-        .group_by(ReconcileWatermark.connection_id)
-        .subquery()
-    )
-    query = (
-        select(Connection, last_event.c.last, watermark.c.mark, watermark.c.unswept)
-        .outerjoin(last_event, last_event.c.connection_id == Connection.connection_id)
-        .outerjoin(watermark, watermark.c.connection_id == Connection.connection_id)
-        .order_by(Connection.created_at, Connection.connection_id)
-    )
-    imported = (
-        select(BackfillCheckpoint.connection_id, func.sum(BackfillCheckpoint.imported).label("done"))
-        .group_by(BackfillCheckpoint.connection_id)
-        .subquery()
-    )
-    query = (
-        query.add_columns(BackfillRun.state.label("backfill_state"), BackfillRun.resume_at, imported.c.done)
-        .outerjoin(BackfillRun, BackfillRun.connection_id == Connection.connection_id)
-        .outerjoin(imported, imported.c.connection_id == Connection.connection_id)
-    )
-    # A flag set before the connection's last connect no longer holds (ingest.event_queue).
-    query = query.add_columns(EventQueueUnavailable.since.label("queue_missing")).outerjoin(
-        EventQueueUnavailable,
-        (EventQueueUnavailable.connection_id == Connection.connection_id)
-        & (EventQueueUnavailable.since >= Connection.updated_at),
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return [
-        ConnectionStatus(
-            connection_id=row.connection_id,
-            account_id=row.account_id,
-            company_id=row.company_id,
-            state=row.state,
-            last_event=_aware(row.last),
-            reconciled_to=_aware(row.created_at) if row.unswept else _aware(row.mark),
-            backfill=_backfill(row.backfill_state, row.done, row.resume_at, clock()),
-            tenant_id=row.intacct_tenant_id,
-            event_queue_missing_since=_aware(row.queue_missing),
-        )
-        for row in rows
-    ]
+    return statuses
 
 
 def _backfill(state: str | None, done: int | None, resume_at: float | None, now: float) -> str:

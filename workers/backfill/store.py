@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, func, or_, select, update
 
 from reliability.errors import FlexsyncError
 from store.db import conflict_insert, write_transaction
@@ -300,6 +300,23 @@ class BackfillStore:
         return self._leases.renew(
             conn, {"connection_id": connection_id}, holder, lease_seconds, where=_running
         )
+
+    def progress_by_connection(self) -> dict[str, tuple[str, int, float | None]]:
+        """Per connection with a run: its state, the records imported so far, and when a failed
+        run resumes."""
+        imported = (
+            select(BackfillCheckpoint.connection_id, func.sum(BackfillCheckpoint.imported).label("done"))
+            .group_by(BackfillCheckpoint.connection_id)
+            .subquery()
+        )
+        query = select(
+            BackfillRun.connection_id, BackfillRun.state, imported.c.done, BackfillRun.resume_at
+        ).outerjoin(imported, imported.c.connection_id == BackfillRun.connection_id)
+        with self._engine.connect() as conn:
+            return {
+                cid: (state, int(done or 0), resume_at)
+                for cid, state, done, resume_at in conn.execute(query).all()
+            }
 
 
 # A lease write touches a run only while it runs: a cancelled or finished run is nobody's.

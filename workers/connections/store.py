@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -342,3 +342,24 @@ class ConnectionStore:
             updated_at=row.updated_at,
             tenant_id=row.intacct_tenant_id,
         )
+
+
+def connections_without_secrets(engine: Engine) -> Sequence[ConnectionRecord]:
+    """Every connection, oldest first, with no secret decrypted (for views that show states)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(_table).order_by(_c.created_at, _c.connection_id)).all()
+    return [
+        ConnectionRecord(
+            connection_id=row.connection_id,
+            account_id=row.account_id,
+            company_id=row.company_id,
+            entity_id=row.entity_id,
+            user_id=row.user_id,
+            state=row.state,
+            webhook_secrets=(),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            tenant_id=row.intacct_tenant_id,
+        )
+        for row in rows
+    ]

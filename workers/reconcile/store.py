@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, case, func, select
 
 from reliability.errors import LeaseLost
 from store.db import conflict_insert
@@ -121,6 +121,17 @@ class WatermarkStore:
             changed = self._leases.write(conn, key, holder, values, live=True)
         if not changed:
             raise LeaseLost(f"the reconcile lease on {connection_id}/{resource} is no longer held by us")
+
+    def lowest_marks(self) -> dict[str, tuple[Any, int]]:
+        """Per connection, its oldest watermark and how many of its resources never swept (a
+        resource with no watermark yet would be skipped by the minimum)."""
+        query = select(
+            _c.connection_id,
+            func.min(_c.modified_since),
+            func.sum(case((_c.modified_since.is_(None), 1), else_=0)),
+        ).group_by(_c.connection_id)
+        with self._engine.connect() as conn:
+            return {cid: (mark, int(unswept or 0)) for cid, mark, unswept in conn.execute(query).all()}
 
 
 def _watermark(row) -> Watermark:
