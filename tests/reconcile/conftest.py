@@ -246,6 +246,10 @@ def _flexpoint_records(url: str, token: str, account_id: str, resource: str) -> 
         params["cursor"] = page["nextCursor"]
 
 
-def queues_empty(broker, topology) -> bool:
-    """No message waits in any queue (the sync workers' rechecks wait in a delay queue)."""
+def queues_empty(broker, topology, worker=None) -> bool:
+    """No message waits in any queue (the sync workers' rechecks wait in a delay queue) and, with
+    ``worker``, none is in its hands either: a queue's depth counts only messages not delivered,
+    so a recheck being processed right now would otherwise pass unseen."""
+    if worker is not None and (worker.in_hand() or worker.draining_state().get("events_not_started")):
+        return False
     return all(broker.depth(queue.name) == 0 for queue in topology.queues if queue_kind(queue) != "stream")

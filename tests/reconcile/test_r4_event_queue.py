@@ -85,7 +85,7 @@ def queued(intacct) -> dict:
 
 
 def lose_webhooks_while_records_change(
-    company, intacct, live_receiver, parts, broker, topology
+    company, intacct, live_receiver, parts, broker, topology, worker
 ) -> tuple[dict, datetime]:
     """The receiver is down for Intacct until it gives up; records added, changed and deleted.
 
@@ -101,7 +101,7 @@ def lose_webhooks_while_records_change(
     )
     # The sync workers' second look at records read in their modification second is done, so
     # the changes below can only come through the queue.
-    wait_until(lambda: queues_empty(broker, topology), timeout=30, message="the rechecks done")
+    wait_until(lambda: queues_empty(broker, topology, worker), timeout=30, message="the rechecks done")
     next_second(parts, connection)
     hook = f"{live_receiver.base_url}/webhooks/intacct/{connection.connection_id}"
     down_since = datetime.now(UTC)
@@ -136,7 +136,7 @@ def test_lost_adds_changes_and_deletes_come_from_the_queue_within_one_interval(
     assert first.outcome == "empty"
 
     keys, back = lose_webhooks_while_records_change(
-        company, intacct, live_receiver, parts, broker, declared_topology
+        company, intacct, live_receiver, parts, broker, declared_topology, worker
     )
     interval = door.schedule.interval
     tick = ScheduleOptions(interval=interval).tick
@@ -175,7 +175,7 @@ def test_with_the_queue_answering_404_the_sweep_brings_changes_and_the_key_set_p
     ).raise_for_status()
     door = queue_door(parts)
     keys, back = lose_webhooks_while_records_change(
-        company, intacct, live_receiver, parts, broker, declared_topology
+        company, intacct, live_receiver, parts, broker, declared_topology, worker
     )
     [drain] = door.tick([connection], back)
     assert drain.outcome == "missing"
@@ -210,7 +210,7 @@ def test_a_crash_between_publish_and_ack_loses_nothing(
 ):
     connection = live_receiver.connection
     keys, back = lose_webhooks_while_records_change(
-        company, intacct, live_receiver, parts, broker, declared_topology
+        company, intacct, live_receiver, parts, broker, declared_topology, worker
     )
     ledger = CrashingLedger(parts.engine)
     service = CrashingService(parts.intacct, parts.settings.intacct_event_queue_path)
@@ -237,7 +237,7 @@ def test_the_reconcile_process_drains_the_queue_and_off_leaves_it_alone(
 ):
     connection = live_receiver.connection
     keys, _ = lose_webhooks_while_records_change(
-        company, intacct, live_receiver, parts, broker, declared_topology
+        company, intacct, live_receiver, parts, broker, declared_topology, worker
     )
     with open_sources(sandbox_settings.with_overrides(intacct_event_queue="off")) as (_, queue):
         assert queue is None

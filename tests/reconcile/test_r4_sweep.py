@@ -81,7 +81,9 @@ def test_one_sweep_brings_adds_and_changes_and_the_key_set_pass_brings_deletions
     # inside one second is the sync workers' own second look (workers/sync/handler.py SETTLE_SECONDS).
     # That second look waits in a delay queue: once it is done, a deletion below cannot reach
     # FlexPoint through it (a recheck finding the record gone), only through the sweep.
-    wait_until(lambda: queues_empty(broker, declared_topology), timeout=30, message="the rechecks done")
+    wait_until(
+        lambda: queues_empty(broker, declared_topology, worker), timeout=30, message="the rechecks done"
+    )
     next_second(parts, connection)
     company.webhooks(enabled=False)
     delivered = company.deliveries()
