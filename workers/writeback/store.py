@@ -8,6 +8,7 @@ it runs out, or at once when its holder was a process on this node that is gone 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from clients.intacct.payments import reference_for
 from reliability.errors import LeaseLost
 
 # The slots' holder format (node:pid:thread:uuid) and its dead-process check, shared on purpose:
@@ -29,9 +31,12 @@ _table = cast(Table, PaymentPosting.__table__)
 _c = _table.c
 
 
-def reference_for(payment_id: str) -> str:
-    """The Intacct ``referenceNumber`` a FlexPoint payment is posted under (intacct-rest.md)."""
-    return f"FP-{payment_id}"
+__all__ = ["LostClaim", "Posting", "PostingStore", "new_write_key", "reference_for"]
+
+
+def new_write_key() -> str:
+    """A fresh ``Idempotency-Key`` for one write (a create or a reverse), kept on the posting."""
+    return f"flexsync-{uuid.uuid4()}"
 
 
 class LostClaim(LeaseLost):
@@ -64,6 +69,9 @@ class Posting:
     changed_at: datetime
     created_at: datetime
     updated_at: datetime
+    company_id: str | None = None
+    create_key: str | None = None
+    reverse_key: str | None = None
 
 
 def _utcnow() -> datetime:
@@ -283,7 +291,7 @@ def _new_row(account_id: str, payment_id: str, connection_id: str, now: datetime
         "account_id": account_id,
         "payment_id": payment_id,
         "connection_id": connection_id,
-        "reference": reference_for(payment_id),
+        "reference": reference_for(account_id, payment_id),
         "attempts": 0,
         "changed_at": now,
         "created_at": now,
