@@ -92,7 +92,8 @@ class PublishedObject:
 def find_spec_dir(start: Path | None = None) -> Path | None:
     """The ``shared/spec`` folder nearest above ``start`` (this file), or ``FLEXSYNC_SPEC_DIR``."""
     if os.environ.get("FLEXSYNC_SPEC_DIR"):
-        return Path(os.environ["FLEXSYNC_SPEC_DIR"])
+        given = Path(os.environ["FLEXSYNC_SPEC_DIR"])
+        return given if (given / "intacct-openapi").is_dir() else None
     here = (start or Path(__file__)).resolve()
     for folder in (here, *here.parents):
         candidate = folder / "shared" / "spec"
