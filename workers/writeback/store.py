@@ -131,17 +131,16 @@ class PostingStore:
         holder = new_holder()
         now = self._clock()
         free = or_(_c.claim_holder.is_(None), _c.claim_until <= now)
-        if self._take(account_id, payment_id, free, holder, now + lease_seconds):
-            return self._claimed(account_id, payment_id, holder)
+        taken = self._take(account_id, payment_id, free, holder, now + lease_seconds)
+        if taken is not None:
+            return taken
         current = self.get(account_id, payment_id)
         if current is None or current.claim_holder is None:
             return None  # released in between: the caller comes back later, nothing lost
         if holder_is_dead(current.claim_holder, here=self._node):
-            taken = self._take(
+            return self._take(
                 account_id, payment_id, _c.claim_holder == current.claim_holder, holder, now + lease_seconds
             )
-            if taken:
-                return self._claimed(account_id, payment_id, holder)
         return None
 
     def renew(self, posting: Posting, lease_seconds: float) -> Posting:
@@ -191,19 +190,26 @@ class PostingStore:
         since Intacct's answer is the truth (an earlier key recorded is kept and returned)."""
         now = self._now()
         with write_transaction(self._engine) as conn:
-            conn.execute(
-                update(_table)
-                .where(*_key(posting.account_id, posting.payment_id), _c.intacct_key.is_(None))
-                .values(
-                    state="posted",
-                    intacct_key=intacct_key,
-                    posted_at=now,
-                    changed_at=now,
-                    updated_at=now,
-                    reason=None,
-                    message=None,
+            row = (
+                conn.execute(
+                    update(_table)
+                    .where(*_key(posting.account_id, posting.payment_id), _c.intacct_key.is_(None))
+                    .values(
+                        state="posted",
+                        intacct_key=intacct_key,
+                        posted_at=now,
+                        changed_at=now,
+                        updated_at=now,
+                        reason=None,
+                        message=None,
+                    )
+                    .returning(*_table.c)
                 )
+                .mappings()
+                .first()
             )
+        if row is not None:
+            return Posting(**row)
         current = self.get(posting.account_id, posting.payment_id)
         assert current is not None, "a claimed posting row is never deleted"
         return current
@@ -252,22 +258,22 @@ class PostingStore:
                 .on_conflict_do_nothing()
             )
 
-    def _take(self, account_id: str, payment_id: str, condition: Any, holder: str, until: float) -> bool:
+    def _take(
+        self, account_id: str, payment_id: str, condition: Any, holder: str, until: float
+    ) -> Posting | None:
+        """Our claimed row (read back by RETURNING in the same statement), or None if not taken."""
         with write_transaction(self._engine) as conn:
-            return (
+            row = (
                 conn.execute(
                     update(_table)
                     .where(and_(*_key(account_id, payment_id), condition))
                     .values(claim_holder=holder, claim_until=until)
-                ).rowcount
-                == 1
+                    .returning(*_table.c)
+                )
+                .mappings()
+                .first()
             )
-
-    def _claimed(self, account_id: str, payment_id: str, holder: str) -> Posting:
-        current = self.get(account_id, payment_id)
-        if current is None or current.claim_holder != holder:
-            raise LostClaim(f"the claim on payment {payment_id} went to another worker at once")
-        return current
+        return None if row is None else Posting(**row)
 
     def _update(self, posting: Posting, **values: Any) -> Posting:
         values["updated_at"] = self._now()
