@@ -430,6 +430,26 @@ def test_the_entity_header_is_sent_for_a_connection_to_one_entity(harness: Harne
     assert entities == [("US", "US"), (None, None)]
 
 
+def test_a_write_carries_its_idempotency_key_and_a_read_none(harness: Harness, monkeypatch):
+    sent: list[dict[str, str]] = []
+    session = harness.client._session
+    original = session.request
+
+    def recording(method: str, url: str, **kwargs: Any) -> Any:
+        if "/oauth2/" not in url:
+            sent.append(dict(kwargs.get("headers") or {}))
+        return original(method, url, **kwargs)
+
+    monkeypatch.setattr(session, "request", recording)
+    query = {"object": CUSTOMERS, "fields": ["key"], "size": 1}
+    harness.client.write_once(
+        connection(), "POST", "services/core/query", CUSTOMERS, query, idempotency_key="k-1"
+    )
+    harness.client.get(connection(), CUSTOMERS, "1")
+    assert [h.get("Idempotency-Key") for h in sent] == ["k-1", None]
+    assert all(h["Authorization"].startswith("Bearer ") for h in sent)
+
+
 # --- 5xx, timeouts, 429 -----------------------------------------------------------------------------
 
 
