@@ -61,6 +61,9 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS companies (company_id TEXT PRIMARY KEY, config TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sequences (company_id TEXT NOT NULL, object TEXT NOT NULL, "
     "next_key INTEGER NOT NULL, PRIMARY KEY (company_id, object)) WITHOUT ROWID",
+    # Idempotency-Key values of committed writes, kept until expires_at (unix seconds).
+    "CREATE TABLE IF NOT EXISTS idempotency_keys (company_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
+    "operation TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (company_id, idempotency_key)) WITHOUT ROWID",
     *[statement for obj in OBJECT_TYPES.values() for statement in _table_ddl(obj)],
 ]
 
