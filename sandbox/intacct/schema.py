@@ -650,12 +650,13 @@ _REQUIRED: dict[str, Required] = {
         },
     ),
     "accounts-receivable/invoice-line": Required(always=("invoice", "txnAmount", "glAccount")),
-    # Strictly, paymentSummary.receiptDate and txnCurrency.currency are required only when their
-    # parent is sent; intacct-rest.md ("Writing payments") requires both, and so does the simulator.
+    # Strictly, paymentSummary.receiptDate, txnCurrency.currency and each detail's
+    # txnCurrency.paymentAmount are required only when their parent is sent; intacct-rest.md
+    # ("Writing payments") requires all three, and so does the simulator.
     "accounts-receivable/payment": Required(
         always=("paymentSummary.receiptDate", "txnCurrency.currency"),
         one_of=(("undepositedGLAccount", "financialEntity"), ("customer", "payerName")),
-        items={"paymentDetails": Required(always=("arInvoice",), if_parent=("txnCurrency.paymentAmount",))},
+        items={"paymentDetails": Required(always=("arInvoice", "txnCurrency.paymentAmount"))},
     ),
     "accounts-receivable/adjustment": Required(
         always=("createdDate",),
