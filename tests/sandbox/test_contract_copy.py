@@ -23,4 +23,6 @@ def test_the_shipped_contract_is_the_published_one():
     if published is None:
         pytest.skip("no shared/spec/flexpoint-sync-api.yaml above the repository to compare with")
     shipped = files("sandbox.flexpoint").joinpath("flexpoint-sync-api.yaml").read_bytes()
-    assert shipped == published.read_bytes(), "sandbox/flexpoint/flexpoint-sync-api.yaml drifted from FlexPoint's"
+    assert shipped == published.read_bytes(), (
+        "sandbox/flexpoint/flexpoint-sync-api.yaml drifted from FlexPoint's"
+    )

@@ -248,7 +248,10 @@ def test_unknown_records_are_404_naming_them(books):
     invoice = books.invoice("100.00")
     cases = [
         (body(invoice["key"], "100.00", customer={"id": "C-404"}), "/customer/id"),
-        (body(invoice["key"], "100.00", financialEntity={"entityId": "BANK-99"}), "/financialEntity/entityId"),
+        (
+            body(invoice["key"], "100.00", financialEntity={"entityId": "BANK-99"}),
+            "/financialEntity/entityId",
+        ),
         (
             body(invoice["key"], "100.00", financialEntity=None, undepositedGLAccount={"id": "1498"}),
             "/undepositedGLAccount/id",
@@ -285,7 +288,11 @@ def test_business_rules_over_application_currency_customer_and_totals(books):
     )
     euro = books.invoice("100.00", currency={"txnCurrency": "EUR"})
     refused(
-        books.pay(body(euro["key"], "10.00")), 422, "businessRule", "/txnCurrency/currency", "currencyMismatch"
+        books.pay(body(euro["key"], "10.00")),
+        422,
+        "businessRule",
+        "/txnCurrency/currency",
+        "currencyMismatch",
     )
     theirs = books.invoice("100.00", customer="C-2")
     refused(
@@ -522,3 +529,146 @@ def test_a_data_dir_from_before_the_write_back_gains_its_columns(tmp_path):
     with sqlite3.connect(path) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(o_accounts_receivable__payment)")}
     assert {"referenceNumber", "overPaymentAmount", "paymentSummary__receiptDate"} <= columns
+
+
+# -- the published schema's refusals ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "target", "error_id"),
+    [
+        ({"receiptDate": "2026-12-01"}, "/receiptDate", "REST-1043"),  # not in the schema
+        ({"txnCurrency": {"currency": "USD", "totalAmountX": "1"}}, "/txnCurrency/totalAmountX", "REST-1043"),
+        ({"paymentSummary": None}, "/paymentSummary/receiptDate", "REST-1040"),  # required
+        ({"txnCurrency": {"amountToPay": "1.00"}}, "/txnCurrency/currency", "REST-1040"),
+        ({"undepositedGLAccount": {"id": "1499"}}, "/financialEntity", "REST-1040"),  # both
+        ({"financialEntity": None}, "/financialEntity", "REST-1040"),  # neither
+        ({"payerName": "Walk-in"}, "/payerName", "REST-1040"),  # customer and payerName
+        ({"referenceNumber": "FP-" + "A" * 19}, "/referenceNumber", "REST-1041"),  # 22 > 21
+        ({"description": "x" * 1001}, "/description", "REST-1041"),
+        ({"customer": {"id": "C" * 22}}, "/customer/id", "REST-1041"),
+        ({"paymentMethod": "ach"}, "/paymentMethod", "REST-1042"),  # not a published value
+        ({"state": "posted"}, "/state", "REST-1042"),
+        ({"txnCurrency": {"currency": "USD", "totalPaid": "1.00"}}, "/txnCurrency/totalPaid", "REST-1045"),
+    ],
+)
+def test_the_schema_refuses_unknown_missing_long_and_unpublished_values(books, changes, target, error_id):
+    invoice = books.invoice("100.00")
+    error = refused(books.pay(body(invoice["key"], "100.00", **changes)), 400, "invalidRequest", target)
+    assert (error["errorId"], error["additionalInfo"]["messageId"]) == (
+        "REST-1064",
+        "IA.PAYLOAD_CONTAINS_ERRORS",
+    )
+    [problem] = [d for d in error["details"] if d["target"] == target]
+    assert problem["errorId"] == error_id and problem["code"] == "invalidRequest"
+    assert books.stored("FP-pay-1") == [] and books.stored("FP-" + "A" * 19) == []
+
+
+def test_an_empty_body_is_refused_with_sages_no_payload_error(books):
+    response = requests.post(f"{books.api_url}/objects/{PAYMENT}", headers=books.headers, timeout=10)
+    assert response.status_code == 400
+    error = response.json()["ia::result"]["ia::error"]
+    assert (error["code"], error["errorId"]) == ("invalidRequest", "REST-1028")
+    assert response.json()["ia::meta"] == {"totalCount": 1, "totalSuccess": 0, "totalError": 1}
+
+
+def test_a_reference_of_21_characters_is_kept_whole(books):
+    invoice = books.invoice("100.00")
+    reference = "FP-" + "B" * 18
+    assert books.pay(body(invoice["key"], "100.00", referenceNumber=reference)).status_code == 201
+    [payment] = books.stored(reference)
+    assert payment["referenceNumber"] == reference
+
+
+def test_a_query_field_not_on_the_object_is_400_rest_1043_naming_it(books):
+    for fields, filters, target in [
+        (["key", "receiptDate"], [], "receiptDate"),
+        (["key"], [{"$eq": {"totalTxnAmount": "1.00"}}], "totalTxnAmount"),
+        (["key", "overPaymentAmount"], [], "overPaymentAmount"),  # write-only: never read
+    ]:
+        response = requests.post(
+            f"{books.api_url}/services/core/query",
+            json={"object": PAYMENT, "fields": fields, "filters": filters},
+            headers=books.headers,
+            timeout=10,
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["ia::result"]["ia::error"]
+        assert (error["code"], error["errorId"]) == ("invalidRequest", "REST-1043")
+        assert error["details"][0]["target"] == target and error["details"][0]["errorId"] == "REST-1043"
+
+
+# -- Idempotency-Key ------------------------------------------------------------------------------
+
+
+def test_a_repeated_idempotency_key_is_409_and_nothing_is_written_twice(books, sink):
+    invoice = books.invoice("300.00")
+    key_header = {**books.headers, "Idempotency-Key": "posting-1-create"}
+    first = requests.post(
+        f"{books.api_url}/objects/{PAYMENT}",
+        json=body(invoice["key"], "100.00"),
+        headers=key_header,
+        timeout=10,
+    )
+    assert first.status_code == 201, first.text
+    again = requests.post(
+        f"{books.api_url}/objects/{PAYMENT}",
+        json=body(invoice["key"], "100.00"),
+        headers=key_header,
+        timeout=10,
+    )
+    assert again.status_code == 409, again.text
+    assert again.json()["ia::result"]["ia::error"]["code"] == "conflict"
+    assert len(books.stored("FP-pay-1")) == 1
+    assert books.get_invoice(invoice["key"])["totalTxnAmountDue"] == "200.00"
+    # Another key is another write; a reverse keeps its own key too.
+    other = {**books.headers, "Idempotency-Key": "posting-2-create"}
+    assert (
+        requests.post(
+            f"{books.api_url}/objects/{PAYMENT}",
+            json=body(invoice["key"], "100.00", referenceNumber="FP-pay-2"),
+            headers=other,
+            timeout=10,
+        ).status_code
+        == 201
+    )
+    reverse_header = {**books.headers, "Idempotency-Key": "posting-1-reverse"}
+    payment_key = first.json()["ia::result"]["key"]
+    reverse = {"key": payment_key, "reversedDate": "2026-12-03"}
+    url = f"{books.api_url}/workflows/{PAYMENT}/reverse"
+    assert requests.post(url, json=reverse, headers=reverse_header, timeout=10).status_code == 200
+    assert requests.post(url, json=reverse, headers=reverse_header, timeout=10).status_code == 409
+
+
+def test_a_refused_write_does_not_use_up_its_key(books):
+    invoice = books.invoice("100.00")
+    headers = {**books.headers, "Idempotency-Key": "k-1"}
+    url = f"{books.api_url}/objects/{PAYMENT}"
+    assert (
+        requests.post(url, json=body(invoice["key"], "100.01"), headers=headers, timeout=10).status_code
+        == 422
+    )
+    assert (
+        requests.post(url, json=body(invoice["key"], "100.00"), headers=headers, timeout=10).status_code
+        == 201
+    )
+
+
+def test_idempotency_keys_are_kept_48_hours_time_scaled(tmp_path):
+    from sandbox.intacct.simulator import Simulator
+    from tests.sandbox.conftest_intacct import FakeClock
+
+    clock = FakeClock()
+    sim = Simulator(make_config(tmp_path, time_scale=0.01), clock=clock)
+    try:
+        with sim.store.write() as conn:
+            sim.store.put_company(conn, COMPANY, {"companyId": COMPANY})
+            sim.payments._claim(conn, COMPANY, "k", "create")
+        clock.advance(48 * 3600 * 0.01 - 1)
+        with pytest.raises(Exception, match="already used"), sim.store.write() as conn:
+            sim.payments._claim(conn, COMPANY, "k", "create")
+        clock.advance(2)
+        with sim.store.write() as conn:
+            sim.payments._claim(conn, COMPANY, "k", "create")  # expired: usable again
+    finally:
+        sim.close()
