@@ -26,6 +26,8 @@ _SQL_TYPES = {
     Kind.REF: "INTEGER",
     Kind.INT: "INTEGER",
     Kind.DATETIME: "INTEGER",
+    Kind.NUMBER: "NUMERIC",
+    Kind.BOOL: "INTEGER",
 }
 _MAX_IDLE_CONNECTIONS = 16
 
