@@ -21,6 +21,14 @@ from workers.connections.store import ConnectionStore
 
 PAYMENTS_EXCHANGE = "flexpoint.payments"
 INVOICE = "accounts-receivable/invoice"
+# A checking account in the published shape (general-ledger-cash-management-company.md §5): no
+# ``name``; the bank and currency under ``bankAccountDetails``.
+BANK_ACCOUNT = {
+    "id": "BANK-01",
+    "location": {"id": "1"},
+    "bankAccountDetails": {"bankName": "Operating", "currency": "USD"},
+    "accounting": {"glAccount": {"id": "1000"}},
+}
 
 
 class Books:
@@ -71,7 +79,7 @@ def new_books(intacct, company_id: str | None = None, **settings: Any) -> Books:
     books = Books(intacct, company_id)
     books.record("accounts-receivable/customer", {"id": "C-1", "name": "Acme Retail"})
     books.record("accounts-receivable/customer", {"id": "C-2", "name": "Other Co"})
-    books.record("cash-management/checking-account", {"id": "BANK-01", "name": "Operating"})
+    books.record("cash-management/checking-account", BANK_ACCOUNT)
     books.record("general-ledger/account", {"id": "1499", "name": "Undeposited funds"})
     return books
 

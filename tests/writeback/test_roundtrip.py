@@ -11,7 +11,7 @@ import requests
 from observability.metrics import SyncMetrics
 from processes.sync import build
 from tests.conftest import COMPANY, wait_until
-from tests.writeback.conftest import Account, Books
+from tests.writeback.conftest import BANK_ACCOUNT, Account, Books
 
 pytestmark = pytest.mark.broker
 
@@ -27,7 +27,7 @@ def synced_books(intacct, live_receiver):
     ).raise_for_status()
     books = Books(intacct, COMPANY)
     books.record("accounts-receivable/customer", {"id": "C-1", "name": "Acme Retail"})
-    books.record("cash-management/checking-account", {"id": "BANK-01", "name": "Operating"})
+    books.record("cash-management/checking-account", BANK_ACCOUNT)
     return books
 
 
