@@ -3,6 +3,8 @@ payments, a stored connection, a running writeback consumer, and publishing paym
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import uuid
@@ -29,6 +31,14 @@ BANK_ACCOUNT = {
     "bankAccountDetails": {"bankName": "Operating", "currency": "USD"},
     "accounting": {"glAccount": {"id": "1000"}},
 }
+
+
+def reference_of(payment: dict[str, Any]) -> str:
+    """The Intacct ``referenceNumber`` a FlexPoint payment must be posted under, from the brief
+    (intacct-rest.md "The reference"), not from the service: ``FP-`` + the first 18 characters of
+    the unpadded upper-case base32 of SHA-256(``<accountId>:<paymentId>``)."""
+    digest = hashlib.sha256(f"{payment['accountId']}:{payment['paymentId']}".encode()).digest()
+    return "FP-" + base64.b32encode(digest).decode("ascii").rstrip("=")[:18]
 
 
 class Books:
@@ -60,10 +70,12 @@ class Books:
     def get_invoice(self, key: str) -> dict[str, Any]:
         return self.admin("GET", f"companies/{self.company_id}/objects/{INVOICE}/{key}")
 
-    def payments(self, reference: str | None = None) -> list[dict[str, Any]]:
-        """The payments the simulator stores (the oracle: its own store, not our client)."""
+    def payments(self, reference: str | None = None, *, reversals: bool = False) -> list[dict[str, Any]]:
+        """The payments the simulator stores (the oracle: its own store, not our client), without
+        the ``reversal`` records a reverse adds (they carry the reference too) unless ``reversals``."""
         params = {"referenceNumber": reference} if reference else {}
-        return self.admin("GET", f"companies/{self.company_id}/payments", **params)["payments"]
+        stored = self.admin("GET", f"companies/{self.company_id}/payments", **params)["payments"]
+        return [p for p in stored if reversals or p["state"] != "reversal"]
 
     def configure(self, **settings: Any) -> None:
         self.admin("PATCH", f"companies/{self.company_id}", settings)

@@ -3,6 +3,7 @@ FlexPoint with reference ``FP-<paymentId>``, and its invoice's amount due fallin
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -11,7 +12,7 @@ import requests
 from observability.metrics import SyncMetrics
 from processes.sync import build
 from tests.conftest import COMPANY, wait_until
-from tests.writeback.conftest import BANK_ACCOUNT, Account, Books
+from tests.writeback.conftest import BANK_ACCOUNT, Account, Books, reference_of
 
 pytestmark = pytest.mark.broker
 
@@ -67,7 +68,7 @@ def test_a_posted_payment_lowers_its_invoices_amount_due_in_flexpoint_through_th
     key = account.wait_for(payment, "posted")["intacctKey"]
 
     synced = wait_until(lambda: in_flexpoint("payments", key), timeout=30, message="the payment synced back")
-    assert synced["data"]["referenceNumber"] == f"FP-{payment['paymentId']}"
+    assert synced["data"]["referenceNumber"] == reference_of(payment)
     wait_until(
         lambda: Decimal(in_flexpoint("invoices", invoice)["data"]["amountDue"]) == Decimal("40.00"),
         timeout=30,
@@ -109,5 +110,9 @@ def test_the_tours_payment_step_shows_a_payment_posted_and_synced_back(
     flexpoint.close()
     text = "\n".join(said)
     assert "state posted" in text, text
-    assert "referenceNumber FP-tour-" in text, text
+    # The reference posted, shown and synced back is the one the brief gives for this payment.
+    found = re.search(r"collects payment (tour-\S+):", text)
+    assert found, text
+    reference = reference_of({"accountId": connection.account_id, "paymentId": found.group(1)})
+    assert f"reference {reference}" in text and f"referenceNumber {reference}" in text, text
     assert f"invoice {invoice} in FlexPoint: amount due 100.00 -> 50.00" in text, text
