@@ -532,7 +532,8 @@ class IntacctChanges:
                 company.live[resource][key] = record.get("id")
                 if resource == "invoices":
                     company.invoice_state[key] = record["state"]
-                    if Decimal(record.get("totalTxnAmountPaid") or 0) == 0:
+                    paid = (record.get("paymentInformation") or {}).get("totalTxnAmountPaid")
+                    if Decimal(paid or 0) == 0:
                         company.unpaid_invoices.add(key)
                 elif resource == "payments":
                     company.payment_state[key] = record["state"]
@@ -670,13 +671,15 @@ class IntacctChanges:
         elif resource == "adjustments":
             body = {
                 "customer": {"id": self._rng.choice(company.customer_ids)},
-                "totalTxnAmount": amount,
+                "createdDate": "2026-11-15",
+                "txnCurrency": {"currency": "USD", "totalEntered": amount},
                 "description": f"chaos adjustment {n}",
             }
         else:
             body = {
                 "payer": f"Chaos payer {n}",
-                "totalTxnAmount": amount,
+                "txnDate": "2026-11-15",
+                "txnTotalEntered": amount,
                 "description": f"chaos receipt {n}",
                 "bankAccount": {"id": self._rng.choice(company.bank_account_ids)},
             }
