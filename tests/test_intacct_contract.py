@@ -275,3 +275,41 @@ def test_the_reverse_body_is_the_published_workflow_request(spec_dir):
         body = reverse_body("5678", "2026-12-03", memo)
         assert set(body) <= published_fields
         assert set(required) <= set(body)
+
+
+# -- the product and the simulator, each held to the digest, held to each other ----------------
+
+
+def test_every_field_the_service_names_is_one_the_simulator_serves():
+    """The simulator is written from the digests, never from the product (it imports nothing of
+    it); this is where the two meet: every field-map path is a field, or an embedded array, of the
+    simulator's schema for that object."""
+    from sandbox.intacct.schema import SCHEMAS
+
+    missing = [
+        (field_map.object_path, path)
+        for field_map in FIELD_MAPS
+        for path in field_map.paths().values()
+        if path not in SCHEMAS[field_map.object_path].by_path
+        and path not in SCHEMAS[field_map.object_path].arrays
+    ]
+    assert missing == []
+
+
+def test_the_simulators_enums_and_lengths_are_the_digests(published: dict[str, PublishedObject]):
+    """Every enum and maxLength the simulator enforces is the digest's, so a refusal the service
+    meets in the sandbox is one Sage would give."""
+    from sandbox.intacct.schema import SCHEMAS
+
+    differences = []
+    for path, schema in SCHEMAS.items():
+        for spec in schema.fields:
+            digest = published[path].fields.get(spec.path)
+            if digest is None:
+                continue  # a bare href the digest's tables leave implicit
+            sim_enum = {value for value in spec.enum or () if value is not None}
+            if spec.enum is not None and sim_enum != set(digest.enum):
+                differences.append((path, spec.path, "enum", sorted(sim_enum), sorted(digest.enum)))
+            if spec.max_length != digest.max_length:
+                differences.append((path, spec.path, "maxLength", spec.max_length, digest.max_length))
+    assert differences == []
