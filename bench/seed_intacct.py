@@ -43,7 +43,7 @@ PAGES = [
             "currency.txnCurrency",
             "totalTxnAmount",
             "totalTxnAmountDue",
-            "totalTxnAmountPaid",
+            "paymentInformation.totalTxnAmountPaid",
             "description",
             "audit.modifiedDateTime",
         ],

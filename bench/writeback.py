@@ -1,9 +1,9 @@
-"""Write-back benchmark, QUALITY P6: 1,000 payments over 20 companies at cap 2 with 20 ms latency.
+"""Write-back benchmark, QUALITY P6: 1,000 payments over 20 companies at cap 2 with 100 ms latency.
 
     .venv/bin/python bench/writeback.py [--payments 1000] [--companies 20] [--processes 2] [--threads 20]
 
 Both simulators run in processes of their own (Intacct with its cap of 2 concurrent requests per
-company and 20 ms of latency per call); each company gets one customer, a bank account and one
+company and 100 ms of latency per call, about real Intacct's); each company gets one customer, a bank account and one
 open invoice per payment. The run makes its own vhost, records each payment in FlexPoint, starts
 ``flexsync writeback`` processes, publishes every ``payment.post`` and times them from the first
 publish to the last ``posted`` report. Intacct's own call counters give the calls per posting.
@@ -41,8 +41,9 @@ from bench.common import (  # noqa: E402
     run_guarded,
 )
 
-CALLS_TARGET = 3.0
-RATE_TARGET = 0.5  # of the cap's limit
+CALLS_TARGET = 2.0  # one batch read of the invoices, one create
+RATE_TARGET = 0.8  # of the cap's limit
+CPU_TARGET_MS = 5.0  # write-back CPU per posting
 
 
 def _vhost(stack: contextlib.ExitStack, base_url: str) -> str:
@@ -89,7 +90,14 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
             f"{objects}/accounts-receivable/customer", json={"id": "C-1", "name": "Acme"}, timeout=10
         )
         requests.post(
-            f"{objects}/cash-management/checking-account", json={"id": "BANK-01", "name": "Op"}, timeout=10
+            f"{objects}/cash-management/checking-account",
+            json={
+                "id": "BANK-01",
+                "location": {"id": "1"},
+                "bankAccountDetails": {"bankName": "Op", "currency": "USD"},
+                "accounting": {"glAccount": {"id": "1000"}},
+            },
+            timeout=10,
         )
         record = store.save(
             connection_id=f"conn-{number}", account_id=f"acct-{number}", company_id=company,
@@ -199,8 +207,9 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     calls = stats["totalCalls"]
     per_posting = calls / len(messages)
     rate = len(messages) / elapsed
-    # The cap's limit: every company with 2 calls in flight, each as long as the injected latency.
-    limit = args.companies * 2 / (per_posting * args.latency_ms / 1000.0)
+    # The cap's limit (QUALITY P6): every company with 2 calls in flight, each as long as the injected
+    # latency, and 2 calls a posting.
+    limit = args.companies * 2 / (CALLS_TARGET * args.latency_ms / 1000.0)
     figure(
         f"P6 setup: {len(messages)} payments, {args.companies} companies, cap 2, {args.latency_ms} ms latency, "
         f"{args.processes} writeback processes x {args.threads} threads, {database_url.split(':')[0]}"
@@ -215,6 +224,10 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     # What bounds the rate on this machine: the CPU each posting costs, and how busy the CPUs were.
     per = {name: seconds / len(messages) * 1000 for name, seconds in cpu_spent.items()}
     figure(
+        f"P6 write-back CPU per posting: {per['writeback']:.1f} ms "
+        f"(target <= {CPU_TARGET_MS:g}: {met(per['writeback'] <= CPU_TARGET_MS)})"
+    )
+    figure(
         f"P6 CPU per posting (from the first publish to the last posting): writeback processes "
         f"{per['writeback']:.1f} ms, Intacct simulator {per['intacct']:.1f} ms, FlexPoint simulator "
         f"{per['flexpoint']:.1f} ms, the whole machine {per['machine']:.1f} ms; the machine's "
@@ -227,7 +240,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=1000)
     parser.add_argument("--companies", type=int, default=20)
-    parser.add_argument("--latency-ms", type=int, default=20)
+    parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600)

@@ -77,6 +77,9 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     require_settings(settings)
     timing = timing or Timing()
     parts = ProcessParts(settings, process="writeback")
+    # One kept-alive connection per worker thread to each peer: a pool smaller than the threads
+    # makes urllib3 open (and drop) a new TCP connection for every call beyond it.
+    pool_size = max(16, int(options.get("workers", 4)) + 2)
     try:
         metrics = parts.metrics(WritebackMetrics)
         intacct = parts.intacct(
@@ -84,8 +87,9 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
             timeouts=timing.timeouts,
             slot_timeout=timing.slot_timeout,
             guard=parts.breakers,
+            pool_size=pool_size,
         )
-        flexpoint = parts.flexpoint(guard=parts.breakers)
+        flexpoint = parts.flexpoint(guard=parts.breakers, pool_size=pool_size)
         postings = PostingStore(parts.engine)
         handler = WritebackHandler(
             connections=parts.connections,

@@ -91,7 +91,7 @@ def pay_one(
         return
     say(
         f"the writeback worker posted it into Intacct once: state {posting['state']}, Intacct key "
-        f"{posting.get('intacctKey')}, reference FP-{payment_id}"
+        f"{posting.get('intacctKey')}, reference {posting.get('intacctReference')}"
         + (f", reason {posting['reason']}" if posting.get("reason") else "")
     )
     if posting["state"] != "posted":

@@ -325,6 +325,10 @@ class PaymentPosting(Base):
     longer land, so Intacct not having it means it never happened.
     ``claim_holder``/``claim_until`` lease the row to one worker at a time, like an Intacct slot.
     ``changed_at`` is when the state last changed: the report's ``reportedAt``.
+    ``reference`` is the Intacct ``referenceNumber`` the payment is (to be) posted under, kept as
+    written so a posting always resolves by its own reference; ``company_id`` the Intacct company it
+    was written in; ``create_key``/``reverse_key`` the ``Idempotency-Key`` of the current create and
+    reverse, the same for every attempt of one write.
     """
 
     __tablename__ = "payment_postings"
@@ -351,6 +355,9 @@ class PaymentPosting(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    company_id: Mapped[str | None] = mapped_column(String(200))
+    create_key: Mapped[str | None] = mapped_column(String(80))
+    reverse_key: Mapped[str | None] = mapped_column(String(80))
 
     __table_args__ = (
         Index("ix_payment_postings_connection_id_state", "connection_id", "state"),

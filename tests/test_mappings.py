@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sandbox.flexpoint.contract import load_contract
-from sandbox.intacct.objects import OBJECT_TYPES
 from schemas.catalog import BY_RESOURCE
+from schemas.intacct_fields import BY_OBJECT_PATH
 from schemas.mappings import (
     MAPPINGS,
     MappingError,
@@ -79,7 +79,7 @@ def customer_record(**changes: Any) -> dict[str, Any]:
         "href": "/objects/accounts-receivable/customer/41",
         "name": "Northwind Traders",
         "status": "active",
-        "creditLimit": "25000",
+        "creditLimit": 25000,
         "currency": "USD",
         "term": {"id": "Net 30"},
         "contacts": {
@@ -114,7 +114,7 @@ def invoice_record(**changes: Any) -> dict[str, Any]:
         "state": "partiallyPaid",
         "currency": {"txnCurrency": "USD", "baseCurrency": "USD"},
         "totalTxnAmount": "1250",
-        "totalTxnAmountPaid": "250.5",
+        "paymentInformation": {"totalTxnAmountPaid": "250.5", "totalTxnAmountSelectedForPayment": "0.00"},
         "totalTxnAmountDue": "999.50",
         "referenceNumber": "PO-77",
         "description": "November services",
@@ -143,12 +143,12 @@ def payment_record(**changes: Any) -> dict[str, Any]:
         "id": "880",
         "customer": {"id": "C-0041"},
         "paymentMethod": "printedCheck",
-        "receiptDate": "2026-11-25",
-        "totalTxnAmount": "700.00",
+        "paymentSummary": {"receiptDate": "2026-11-25"},
+        "txnCurrency": {"currency": "USD", "totalAmount": "700.00"},
+        "baseCurrency": {"currency": "USD", "totalAmount": "700.00"},
         "state": "complete",
         "financialEntity": {"entityId": "BOA-OPS"},
         "documentNumber": "CHK-5512",
-        "currency": {"txnCurrency": "USD"},
         "audit": audit(),
     }
     record.update(changes)
@@ -156,9 +156,13 @@ def payment_record(**changes: Any) -> dict[str, Any]:
 
 
 def payment_detail(key: str, invoice_key: str | None, amount: str) -> dict[str, Any]:
-    detail: dict[str, Any] = {"key": key, "payment": {"key": "880"}, "txnAmount": amount}
+    detail: dict[str, Any] = {
+        "key": key,
+        "arPayment": {"key": "880"},
+        "txnCurrency": {"paymentAmount": amount},
+    }
     if invoice_key is not None:
-        detail["invoice"] = {"key": invoice_key}
+        detail["arInvoice"] = {"key": invoice_key}
     return detail
 
 
@@ -167,12 +171,12 @@ def adjustment_record(**changes: Any) -> dict[str, Any]:
         "key": "77",
         "id": "ADJ-000077",
         "customer": {"id": "C-0041"},
-        "adjustmentDate": "2026-11-26",
-        "totalTxnAmount": "-45.10",
+        "createdDate": "2026-11-26",
+        "glPostingDate": "2026-11-27",
+        "txnCurrency": {"currency": "USD", "totalEntered": "-45.10"},
         "description": "Damaged goods credit",
-        "currency": {"txnCurrency": "USD"},
         "state": "posted",
-        "invoice": {"key": "1042"},
+        "documentNumber": "1042",
         "audit": audit(),
     }
     record.update(changes)
@@ -198,7 +202,7 @@ def journal_entry_record(**changes: Any) -> dict[str, Any]:
     record = {
         "key": "310",
         "id": "GJ-310",
-        "journal": {"id": "GJ"},
+        "glJournal": {"id": "GJ"},
         "postingDate": "2026-11-30",
         "description": "Accrue November rent",
         "state": "posted",
@@ -218,7 +222,7 @@ def journal_line(
         "glAccount": {"id": account},
         "txnAmount": amount,
         "txnType": side,
-        "memo": None,
+        "description": None,
         "dimensions": {"location": {"id": "SF"}, "department": {"id": "OPS"}},
     }
     line.update(changes)
@@ -229,13 +233,12 @@ def bank_account_record(number: Any = "0012 3456-7890", **changes: Any) -> dict[
     record = {
         "key": "3",
         "id": "BOA-OPS",
-        "name": "Operating account",
         "bankAccountDetails": {
             "accountNumber": number,
             "bankName": "Bank of America",
             "routingNumber": "121000358",
+            "currency": "USD",
         },
-        "currency": "USD",
         "accounting": {"glAccount": {"id": "1000"}},
         "status": "active",
         "audit": audit(),
@@ -249,12 +252,15 @@ def deposit_record(**changes: Any) -> dict[str, Any]:
         "key": "55",
         "id": "DEP-000055",
         "bankAccount": {"id": "BOA-OPS"},
-        "depositDate": "2026-11-27",
+        "depositId": "SLIP-0055",
         "txnDate": "2026-11-26",
-        "totalTxnAmount": "1400.00",
+        "postingDate": "2026-11-27",
+        "txnTotalEntered": "1400.00",
+        "totalEntered": "1400.00",
         "description": "Checks of Nov 25-26",
-        "currency": {"txnCurrency": "USD"},
-        "state": "deposited",
+        "txnCurrency": "USD",
+        "baseCurrency": "USD",
+        "state": "approve",
         "audit": audit(),
     }
     record.update(changes)
@@ -265,14 +271,16 @@ def other_receipt_record(**changes: Any) -> dict[str, Any]:
     record = {
         "key": "12",
         "id": "12",
-        "receiptDate": "2026-11-28",
+        "txnDate": "2026-11-28",
+        "txnPaidDate": "2026-11-28",
+        "depositDate": "2026-11-29",
         "payer": "City of Oakland",
-        "totalTxnAmount": "310.4",
+        "txnTotalEntered": "310.4",
         "description": "Tax refund",
         "bankAccount": {"id": "BOA-OPS"},
         "paymentMethod": "eft",
-        "currency": {"txnCurrency": "USD"},
-        "state": "complete",
+        "txnCurrency": "USD",
+        "state": "approved",
         "audit": audit(),
     }
     record.update(changes)
@@ -284,7 +292,7 @@ def entity_record(**changes: Any) -> dict[str, Any]:
         "key": "1",
         "id": "US",
         "name": "Northwind US",
-        "currency": "USD",
+        "baseCurrency": {"id": "USD"},
         "status": "active",
         "audit": audit(),
     }
@@ -304,19 +312,18 @@ def test_every_resource_of_the_catalog_and_the_contract_has_a_mapping():
 
 
 @pytest.mark.parametrize("resource", sorted(MAPPINGS))
-def test_requested_fields_are_fields_the_intacct_simulator_serves(resource):
-    # An unknown field in a query is a 400 from the simulator (and from Intacct).
-    served = OBJECT_TYPES[BY_RESOURCE[resource].rest_path].by_name
+def test_requested_fields_come_from_the_objects_field_map(resource):
+    # That each path is published is tests/test_intacct_contract.py's to check, from Sage's schema.
+    field_map = BY_OBJECT_PATH[BY_RESOURCE[resource].rest_path]
     fields = query_fields(resource)
     assert fields[:3] == ("key", "id", "audit.modifiedDateTime")
     assert len(set(fields)) == len(fields)
-    assert set(fields) <= set(served)
+    assert set(fields) <= set(field_map.paths().values())
     source = line_source(resource)
     if source is not None:
-        line_type = OBJECT_TYPES[source.rest_path]
-        assert line_type.parent_path == BY_RESOURCE[resource].rest_path
-        assert source.parent_field == line_type.parent_field
-        assert set(source.fields) <= set(line_type.by_name)
+        line_map = BY_OBJECT_PATH[source.rest_path]
+        assert source.parent_field == line_map.paths()["PARENT"]
+        assert set(source.fields) <= set(line_map.paths().values())
         assert source.fields[:2] == ("key", source.parent_field)
 
 
@@ -324,7 +331,7 @@ def test_line_sources_are_the_four_of_intacct_rest_md():
     sources = {r: (s.rest_path, s.parent_field) for r in MAPPINGS if (s := line_source(r))}
     assert sources == {
         "invoices": ("accounts-receivable/invoice-line", "invoice.key"),
-        "payments": ("accounts-receivable/payment-detail", "payment.key"),
+        "payments": ("accounts-receivable/payment-detail", "arPayment.key"),
         "journal-entries": ("general-ledger/journal-entry-line", "journalEntry.key"),
         "deposits": ("cash-management/deposit-detail", "deposit.key"),
     }
@@ -443,10 +450,31 @@ def test_invoice_maps_every_field_with_lines_in_line_number_order():
 
 @pytest.mark.parametrize(
     ("intacct", "flexpoint"),
-    [("posted", "open"), ("partiallyPaid", "partially_paid"), ("paid", "paid"), ("reversed", "void")],
+    [
+        ("posted", "open"),
+        ("selected", "open"),
+        ("partiallyPaid", "partially_paid"),
+        ("paid", "paid"),
+        ("noValue", "paid"),
+        ("reversed", "void"),
+    ],
 )
 def test_invoice_states(intacct, flexpoint):
     assert mapped("invoices", invoice_record(state=intacct))["data"]["state"] == flexpoint
+
+
+@pytest.mark.parametrize("resource", ["invoices", "payments", "adjustments"])
+def test_a_reversal_record_is_not_imported(resource):
+    # The mirror record a reverse creates: its original already shows the reversal.
+    record = {"invoices": invoice_record, "payments": payment_record, "adjustments": adjustment_record}[
+        resource
+    ]
+    item = mapped(resource, record(state="reversal"))
+    assert item == {
+        "externalId": item["externalId"],
+        "sourceVersion": "2026-11-24T10:00:00Z",
+        "deleted": True,
+    }
 
 
 def test_a_draft_invoice_is_not_imported_but_tombstoned_at_its_own_version():
@@ -465,7 +493,7 @@ def test_a_draft_invoice_without_a_version_is_still_an_error():
     assert caught.value.errors == {"audit.modifiedDateTime": ["Missing data for required field."]}
 
 
-@pytest.mark.parametrize("state", ["selected", "", None, 3])
+@pytest.mark.parametrize("state", ["approved", "", None, 3])
 def test_an_invoice_in_an_unknown_or_missing_state_is_a_mapping_error(state):
     with pytest.raises(MappingError) as caught:
         map_record("invoices", invoice_record(state=state))
@@ -476,7 +504,7 @@ def test_a_eur_invoice_keeps_its_transaction_currency_amounts():
     record = invoice_record(
         currency={"txnCurrency": "EUR", "baseCurrency": "USD", "exchangeRate": {"rate": "1.0832"}},
         totalTxnAmount="1000",
-        totalTxnAmountPaid="0",
+        paymentInformation={"totalTxnAmountPaid": "0"},
         totalTxnAmountDue="1000",
         totalBaseAmount="1083.20",
         state="posted",
@@ -491,14 +519,17 @@ def test_a_eur_invoice_keeps_its_transaction_currency_amounts():
 
 def test_an_invoice_with_zero_lines_is_valid():
     data = mapped(
-        "invoices", invoice_record(totalTxnAmount="0", totalTxnAmountPaid="0", totalTxnAmountDue="0")
+        "invoices",
+        invoice_record(
+            totalTxnAmount="0", paymentInformation={"totalTxnAmountPaid": "0"}, totalTxnAmountDue="0"
+        ),
     )["data"]
     assert data["lines"] == []
     assert data["totalAmount"] == "0.00"
 
 
 def test_invoice_number_falls_back_to_the_id_and_amount_paid_to_zero():
-    record = invoice_record(invoiceNumber=None, totalTxnAmountPaid=None, id="INV-9")
+    record = invoice_record(invoiceNumber=None, paymentInformation=None, id="INV-9")
     data = mapped("invoices", record)["data"]
     assert (data["invoiceNumber"], data["amountPaid"]) == ("INV-9", "0.00")
 
@@ -573,12 +604,27 @@ def test_payment_details_not_naming_an_invoice_are_left_out():
 
 
 def test_applied_invoice_keys_read_flat_rows_and_deduplicate():
-    rows = [{"invoice.key": "5"}, {"invoice": {"key": 5}}, {"invoice.key": ""}, "junk", {"invoice.key": True}]
+    rows = [
+        {"arInvoice.key": "5"},
+        {"arInvoice": {"key": 5}},
+        {"arInvoice.key": ""},
+        "junk",
+        {"arInvoice.key": True},
+        {"invoice.key": "6"},  # not a published name: ignored
+    ]
     assert applied_invoice_keys(rows) == ["5"]
 
 
-def test_a_voided_payment_is_imported_as_voided():
-    data = mapped("payments", payment_record(state="voided"), [payment_detail("1", "1042", "700")])["data"]
+@pytest.mark.parametrize(
+    ("intacct", "flexpoint"),
+    [("complete", "complete"), ("reconciled", "complete"), ("reversed", "voided"), ("draft", "draft")],
+)
+def test_payment_states(intacct, flexpoint):
+    assert mapped("payments", payment_record(state=intacct))["data"]["state"] == flexpoint
+
+
+def test_a_reversed_payment_is_imported_as_voided():
+    data = mapped("payments", payment_record(state="reversed"), [payment_detail("1", "1042", "700")])["data"]
     assert data["state"] == "voided"
     assert data["appliedTo"] == [{"invoiceExternalId": "1042", "amount": "700.00"}]
 
@@ -591,14 +637,16 @@ def test_a_draft_payment_is_imported_as_a_draft():
 
 
 def test_a_payment_in_another_currency():
-    data = mapped("payments", payment_record(currency={"txnCurrency": "GBP"}, totalTxnAmount="80.1"))["data"]
+    data = mapped("payments", payment_record(txnCurrency={"currency": "GBP", "totalAmount": "80.1"}))["data"]
     assert (data["currency"], data["amount"]) == ("GBP", "80.10")
 
 
 def test_a_payment_detail_with_a_bad_amount_names_the_detail():
     with pytest.raises(MappingError) as caught:
         map_record("payments", payment_record(), [payment_detail("1", "1042", "7OO")])
-    assert caught.value.errors == {"payment-detail[key=1].txnAmount": ["not a decimal amount: '7OO'"]}
+    assert caught.value.errors == {
+        "payment-detail[key=1].txnCurrency.paymentAmount": ["not a decimal amount: '7OO'"]
+    }
 
 
 # -- adjustments ----------------------------------------------------------------------------
@@ -617,9 +665,17 @@ def test_adjustment_keeps_its_sign_and_invoice():
 
 
 def test_adjustment_without_invoice_and_a_draft_adjustment():
-    record = adjustment_record(invoice=None)
+    record = adjustment_record(documentNumber=None)
     assert mapped("adjustments", record)["data"]["invoiceExternalId"] is None
     assert mapped("adjustments", adjustment_record(state="draft"))["deleted"] is True
+
+
+def test_adjustment_date_falls_back_to_the_gl_posting_date():
+    assert (
+        mapped("adjustments", adjustment_record(createdDate=None))["data"]["adjustmentDate"] == "2026-11-27"
+    )
+    with pytest.raises(MappingError, match="createdDate: Missing, and so is glPostingDate"):
+        map_record("adjustments", adjustment_record(createdDate=None, glPostingDate=None))
 
 
 # -- general ledger -------------------------------------------------------------------------
@@ -653,7 +709,7 @@ def test_gl_account_with_an_unknown_type():
 
 def test_journal_entry_splits_amounts_into_debit_and_credit():
     lines = [
-        journal_line("2", 2, "2000", "1500", "credit", memo="Rent payable"),
+        journal_line("2", 2, "2000", "1500", "credit", description="Rent payable"),
         journal_line("1", 1, "6100", "1500.00", "debit", dimensions={"location": {"id": "SF"}}),
     ]
     item = mapped("journal-entries", journal_entry_record(), lines)
@@ -732,7 +788,7 @@ def test_bank_account_keeps_only_the_last_4_digits(number, last4):
 def test_bank_account_maps_every_field():
     assert mapped("bank-accounts", bank_account_record())["data"] == {
         "bankAccountId": "BOA-OPS",
-        "name": "Operating account",
+        "name": "Bank of America ****7890",
         "bankName": "Bank of America",
         "accountNumberLast4": "7890",
         "currency": "USD",
@@ -742,10 +798,11 @@ def test_bank_account_maps_every_field():
 
 
 def test_a_bank_account_that_cannot_be_mapped_never_quotes_its_number():
-    record = bank_account_record("4400 1234 5678 9012", status="closed", name=None)
+    record = bank_account_record("4400 1234 5678 9012", status="closed", accounting=None)
+    record["bankAccountDetails"]["currency"] = None
     with pytest.raises(MappingError) as caught:
         map_record("bank-accounts", record)
-    assert set(caught.value.errors) == {"status", "name"}
+    assert set(caught.value.errors) == {"status", "bankAccountDetails.currency"}
     assert "9012" not in str(caught.value) and "5678" not in str(caught.value)
     with pytest.raises(MappingError) as caught:
         map_record("bank-accounts", bank_account_record(["4400123456789012"]))
@@ -754,14 +811,14 @@ def test_a_bank_account_that_cannot_be_mapped_never_quotes_its_number():
 
 def test_deposit_lists_the_payments_it_deposits():
     details = [
-        {"key": "3", "deposit": {"key": "55"}, "payment": {"key": "880"}, "txnAmount": "700"},
-        {"key": "4", "deposit": {"key": "55"}, "payment": {"key": "91"}, "txnAmount": "700"},
-        {"key": "5", "deposit": {"key": "55"}, "payment": {"key": "880"}, "txnAmount": "0"},
-        {"key": "6", "deposit": {"key": "55"}, "txnAmount": "12"},  # an other receipt, not a payment
+        # intacct-rest.md's convention: a detail's key is the deposited payment's record key.
+        {"key": "880", "deposit": {"key": "55"}, "txnTotalEntered": "700", "state": "deposited"},
+        {"key": "91", "deposit": {"key": "55"}, "txnTotalEntered": "700", "state": "deposited"},
+        {"key": "880", "deposit": {"key": "55"}, "txnTotalEntered": "0", "state": "deposited"},
     ]
     assert mapped("deposits", deposit_record(), details)["data"] == {
         "bankAccountId": "BOA-OPS",
-        "depositDate": "2026-11-27",
+        "depositDate": "2026-11-26",
         "amount": "1400.00",
         "currency": "USD",
         "description": "Checks of Nov 25-26",
@@ -769,10 +826,15 @@ def test_deposit_lists_the_payments_it_deposits():
     }
 
 
-def test_deposit_date_falls_back_to_the_transaction_date():
-    assert mapped("deposits", deposit_record(depositDate=None))["data"]["depositDate"] == "2026-11-26"
-    with pytest.raises(MappingError, match="depositDate: Missing, and so is txnDate"):
-        map_record("deposits", deposit_record(depositDate=None, txnDate=None))
+def test_a_deposit_is_dated_by_its_transaction_date_and_a_void_one_leaves():
+    with pytest.raises(MappingError, match="txnDate: Missing data for required field"):
+        map_record("deposits", deposit_record(txnDate=None))
+    assert mapped("deposits", deposit_record(state="void"))["deleted"] is True
+
+
+@pytest.mark.parametrize(("state", "deleted"), [("approved", False), ("reversed", True), ("reversal", True)])
+def test_other_receipt_reversals_are_not_imported(state, deleted):
+    assert bool(mapped("other-receipts", other_receipt_record(state=state)).get("deleted")) is deleted
 
 
 def test_other_receipt():
@@ -796,7 +858,7 @@ def test_entity():
         "currency": "USD",
         "status": "active",
     }
-    assert mapped("entities", entity_record(currency=None, status="inactive"))["data"]["currency"] is None
+    assert mapped("entities", entity_record(baseCurrency=None, status="inactive"))["data"]["currency"] is None
 
 
 # -- values ---------------------------------------------------------------------------------
@@ -865,8 +927,8 @@ def test_dates_refuse_garbage(value):
 
 def test_a_garbage_date_in_a_record_is_a_mapping_error_naming_it():
     with pytest.raises(MappingError) as caught:
-        map_record("payments", payment_record(receiptDate="next Tuesday"))
-    assert caught.value.errors == {"receiptDate": ["not a date (YYYY-MM-DD): 'next Tuesday'"]}
+        map_record("payments", payment_record(paymentSummary={"receiptDate": "next Tuesday"}))
+    assert caught.value.errors == {"paymentSummary.receiptDate": ["not a date (YYYY-MM-DD): 'next Tuesday'"]}
 
 
 @pytest.mark.parametrize(

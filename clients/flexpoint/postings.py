@@ -33,9 +33,20 @@ REASONS = frozenset(
     }
 )
 FIELDS = frozenset(
-    {"connectionId", "paymentId", "state", "intacctKey", "reason", "message", "postedAt", "reportedAt"}
+    {
+        "connectionId",
+        "paymentId",
+        "state",
+        "intacctKey",
+        "intacctReference",
+        "reason",
+        "message",
+        "postedAt",
+        "reportedAt",
+    }
 )
 REQUIRED = ("connectionId", "paymentId", "state", "reportedAt")
+REFERENCE_MAX_LENGTH = 21
 PAYMENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 
@@ -62,9 +73,12 @@ def check_posting(posting: Any) -> None:
         raise ValueError(f"PaymentPosting.state {posting['state']!r} is not one of {sorted(STATES)}")
     if posting.get("reason") not in REASONS:
         raise ValueError(f"PaymentPosting.reason {posting.get('reason')!r} is not a known reason")
-    for name in ("intacctKey", "message"):
+    for name in ("intacctKey", "intacctReference", "message"):
         if posting.get(name) is not None and not isinstance(posting[name], str):
             raise ValueError(f"PaymentPosting.{name} must be a string or null")
+    reference = posting.get("intacctReference")
+    if reference is not None and len(reference) > REFERENCE_MAX_LENGTH:
+        raise ValueError(f"PaymentPosting.intacctReference is longer than {REFERENCE_MAX_LENGTH} characters")
     for name in ("postedAt", "reportedAt"):
         value = posting.get(name)
         if value is not None and not (isinstance(value, str) and _TIMESTAMP.fullmatch(value)):

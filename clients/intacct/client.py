@@ -22,6 +22,8 @@ from .transport import Transport, build_session
 
 MAX_BATCH_KEYS = 500  # intacct-rest.md: a batch GET takes at most 500 keys
 QUERY_PATH = "services/core/query"
+# intacct-rest.md "Writing payments": sent on every create and reverse (Sage lists 409 for a repeat).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # One cheap read per permission area; provisioning probes each to name every missing area.
 AREA_PROBES = {
     "company": "company-config/entity",
@@ -78,10 +80,20 @@ class IntacctClient:
         self._tokens.forget(connection_id)
 
     def write_once(
-        self, connection: IntacctConnection, method: str, path: str, object_path: str, body: dict[str, Any]
+        self,
+        connection: IntacctConnection,
+        method: str,
+        path: str,
+        object_path: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """One attempt of a write (no retry of any kind): a create Intacct cannot deduplicate."""
-        return self._transport.call(connection, method, path, object_path, body=body, once=True)
+        """One attempt of a write (no retry of any kind), with its ``Idempotency-Key`` when given."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key else None
+        return self._transport.call(
+            connection, method, path, object_path, body=body, once=True, headers=headers
+        )
 
     def service(
         self,

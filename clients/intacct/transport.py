@@ -115,12 +115,14 @@ class Transport:
         body: dict[str, Any] | None = None,
         missing_ok: bool = False,
         once: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """``method`` ``path`` (under INTACCT_API_URL) for ``connection``: the JSON answer, or None
         for a 404 when ``missing_ok``. ``object_path`` names the object for errors and metrics.
 
         ``once``: a single attempt, every failure raised at once; for writes that must never be
-        sent twice before the caller knows whether the first one happened.
+        sent twice before the caller knows whether the first one happened. ``headers`` are sent
+        with the request (a write's ``Idempotency-Key``).
 
         With a ``guard`` (the peers' circuit breakers), a company whose Intacct keeps failing is
         not called at all until its next probe: :class:`errors.IntacctBreakerOpen` at once.
@@ -129,7 +131,7 @@ class Transport:
         return through_breaker(
             self._guard,
             intacct_peer(company),
-            lambda: self._call(connection, method, path, object_path, body, missing_ok, once),
+            lambda: self._call(connection, method, path, object_path, body, missing_ok, once, headers),
             outage=errors.IntacctUnavailable,
             answered=errors.IntacctError,
             held_back=lambda wait: errors.IntacctBreakerOpen(
@@ -149,15 +151,16 @@ class Transport:
         body: dict[str, Any] | None,
         missing_ok: bool,
         once: bool,
+        extra: dict[str, str] | None = None,
     ) -> Any:
         if once:
-            return self._attempt(connection, method, path, object_path, body, missing_ok)
+            return self._attempt(connection, method, path, object_path, body, missing_ok, extra)
         renewed = False
         rate_limited = unavailable = 0
         policy = self._retry
         while True:
             try:
-                return self._attempt(connection, method, path, object_path, body, missing_ok)
+                return self._attempt(connection, method, path, object_path, body, missing_ok, extra)
             except errors.TokenInvalid:
                 # The token expired or was revoked early: renew once (the attempt dropped it).
                 if renewed:
@@ -191,10 +194,11 @@ class Transport:
         object_path: str,
         body: dict[str, Any] | None,
         missing_ok: bool,
+        extra: dict[str, str] | None = None,
     ) -> Any:
         # The token comes first, outside the slot: the token endpoint is not under the cap.
         token = self._tokens.token(connection)
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {**(extra or {}), "Authorization": f"Bearer {token}"}
         if connection.entity_id:
             headers[ENTITY_HEADER] = connection.entity_id
         response: requests.Response | None = None

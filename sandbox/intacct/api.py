@@ -196,6 +196,23 @@ def get_records(area: str, name: str, keys: str) -> Response:
 # -- payment write-back ------------------------------------------------------------------------
 
 
+def _json_body() -> Any:
+    """The request's JSON (None when there is no payload); 400 when it does not parse."""
+    if not request.get_data():
+        return None
+    body = request.get_json(silent=True)
+    if body is None:
+        raise bad_request("The payload is not valid JSON")
+    return body
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise bad_request("Idempotency-Key must be 1 to 255 characters")
+    return key or None
+
+
 def _admit_write(operation: str) -> Principal:
     """A write's admission: counted as ``<object>:<operation>``, slot, faults, area, Add permission."""
     principal = _principal()
@@ -216,20 +233,20 @@ def _admit_write(operation: str) -> Principal:
 def create_payment() -> Response:
     """Create an applied payment; 201 ``{"ia::result": {"key", "id", "href"}}``."""
     principal = _admit_write("create")
-    payment = parse_create(request.get_json(silent=True))
-    key = simulator().payments.create(principal.company, payment)
+    payment = parse_create(_json_body())
+    key = simulator().payments.create(principal.company, payment, _idempotency_key())
     simulator().fail_after_commit(principal.company)
     return _json_text(result_body(key), 201)
 
 
 @api.post(f"/workflows/{PAYMENT.path}/reverse")
 def reverse_payment() -> Response:
-    """Reverse a complete payment; a reversed one is a 422."""
+    """Reverse a complete payment: 200 with the new ``reversal`` record; a reversed one is a 422."""
     principal = _admit_write("reverse")
-    reversal = parse_reverse(request.get_json(silent=True))
-    key = simulator().payments.reverse(principal.company, reversal)
+    reversal = parse_reverse(_json_body())
+    key = simulator().payments.reverse(principal.company, reversal, _idempotency_key())
     simulator().fail_after_commit(principal.company)
-    return _json_text(result_body(key))
+    return _json_text(result_body(key, "reversal"))
 
 
 # -- query ----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""The simulated Intacct objects: each one's REST path, fields (dotted camelCase names) and kinds.
+"""The simulated Intacct objects: each one's REST path, fields (dotted published paths) and kinds.
 
-The top-level objects and their trigger names come from :mod:`sandbox.catalog` (the brief's
-table); this module adds the fields intacct-rest.md lists and the line objects hanging off them.
-Each field is a column of the object's table, so filters, ordering and projection are plain SQL.
+The fields are Sage's published ones (:mod:`schema`); the top-level objects' trigger names come
+from :mod:`sandbox.catalog` (the brief's table). Each field is a column of the object's table, so
+filters, ordering and projection are plain SQL; a GET nests them by their dots.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from sandbox.catalog import TRIGGER_OBJECTS
+
+from .schema import SCHEMAS, FieldSpec, ObjectSchema
 
 
 class Kind(Enum):
@@ -21,9 +23,12 @@ class Kind(Enum):
     TEXT = "text"
     DECIMAL = "decimal"  # money: TEXT "1250.00", compared numerically
     INT = "int"
+    NUMBER = "number"  # a JSON number (creditLimit, exchange rates)
+    BOOL = "bool"  # INTEGER 0/1, rendered true/false
     DATE = "date"  # TEXT YYYY-MM-DD
     DATETIME = "datetime"  # INTEGER unix seconds, rendered RFC 3339 UTC
     HREF = "href"  # computed from the key, not stored
+    REF_HREF = "ref_href"  # a reference's href, computed from the reference's key
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class Field:
 
     name: str
     kind: Kind
+    spec: FieldSpec | None = None
+    target: str | None = None  # REF_HREF: the referenced object's path
 
     @property
     def column(self) -> str:
@@ -39,8 +46,13 @@ class Field:
         return self.name.replace(".", "__")
 
     @property
+    def readable(self) -> bool:
+        """False for writeOnly fields (overPaymentAmount): kept, never served."""
+        return not (self.spec is not None and self.spec.write_only)
+
+    @property
     def stored(self) -> bool:
-        return self.kind is not Kind.HREF
+        return self.kind not in (Kind.HREF, Kind.REF_HREF)
 
 
 @dataclass(frozen=True)
@@ -49,10 +61,11 @@ class ObjectType:
 
     path: str
     fields: tuple[Field, ...]
+    schema: ObjectSchema
     intacct_object: str | None = None  # trigger name (ARINVOICE); None for line objects
     parent_path: str | None = None  # line objects: the parent's path
-    parent_field: str | None = None  # line objects: e.g. "invoice.key"
-    children_payload: str | None = None  # parents: payload key holding their lines ("lines")
+    parent_field: str | None = None  # line objects: e.g. "invoice.key", "arPayment.key"
+    children_payload: str | None = None  # parents: the embedded array ("lines", "paymentDetails")
     id_field: str | None = None  # a field the id mirrors (invoiceNumber); None: id is given
     id_prefix: str | None = None  # generated ids: f"{prefix}-{key:06d}"; None: str(key)
     unique_id: bool = False  # Intacct refuses a second record with the same id
@@ -84,209 +97,139 @@ class ObjectType:
         return tuple(f for f in self.fields if f.kind is Kind.REF)
 
 
-K, R, T, D, N, DAY, TS = Kind.KEY, Kind.REF, Kind.TEXT, Kind.DECIMAL, Kind.INT, Kind.DATE, Kind.DATETIME
-# Dates a new record leaves empty unless given (every other date defaults to today).
-OPTIONAL_DATES = frozenset({"dueDate", "reversedDate"})
+# Dates a new record gets today's date for unless given (every other date starts empty).
+TODAY_DATES = frozenset(
+    {"invoiceDate", "paymentSummary.receiptDate", "createdDate", "postingDate", "txnDate"}
+)
 AREAS = ("company", "general-ledger", "accounts-receivable", "cash-management")
 SYSTEM_FIELDS = frozenset(
     {"key", "href", "audit.createdDateTime", "audit.modifiedDateTime", "audit.createdBy", "audit.modifiedBy"}
 )
-_COMMON = (
-    ("key", K),
-    ("id", T),
-    ("href", Kind.HREF),
-    ("audit.createdDateTime", TS),
-    ("audit.modifiedDateTime", TS),
-    ("audit.createdBy", T),
-    ("audit.modifiedBy", T),
-)
-_USD = {"currency.txnCurrency": "USD"}
-
-# path -> (own fields, ObjectType options)
-_SPECS: dict[str, tuple[tuple[tuple[str, Kind], ...], dict[str, object]]] = {
-    "company-config/entity": (
-        (("name", T), ("currency", T), ("status", T)),
-        {"unique_id": True, "defaults": {"status": "active", "currency": "USD"}},
-    ),
-    "general-ledger/account": (
-        (("name", T), ("accountType", T), ("normalBalance", T), ("category", T), ("status", T)),
-        {
-            "unique_id": True,
-            "defaults": {"status": "active", "accountType": "balanceSheet", "normalBalance": "debit"},
-        },
-    ),
-    "general-ledger/journal-entry": (
-        (("journal.id", T), ("postingDate", DAY), ("description", T), ("state", T), ("referenceNumber", T)),
-        {"children_payload": "lines", "defaults": {"journal.id": "GJ", "state": "posted"}},
-    ),
-    "general-ledger/journal-entry-line": (
-        (
-            ("journalEntry.key", R),
-            ("lineNumber", N),
-            ("glAccount.id", T),
-            ("txnAmount", D),
-            ("txnType", T),
-            ("memo", T),
-            ("dimensions.location.id", T),
-            ("dimensions.department.id", T),
-        ),
-        {"parent_path": "general-ledger/journal-entry", "parent_field": "journalEntry.key"},
-    ),
-    "accounts-receivable/customer": (
-        (
-            ("name", T),
-            ("status", T),
-            ("creditLimit", D),
-            ("contacts.default.email1", T),
-            ("contacts.default.phone1", T),
-            ("contacts.default.mailingAddress.addressLine1", T),
-            ("contacts.default.mailingAddress.addressLine2", T),
-            ("contacts.default.mailingAddress.city", T),
-            ("contacts.default.mailingAddress.state", T),
-            ("contacts.default.mailingAddress.postCode", T),
-            ("contacts.default.mailingAddress.country", T),
-            ("currency", T),
-            ("term.id", T),
-        ),
-        {"id_prefix": "C", "unique_id": True, "defaults": {"status": "active", "currency": "USD"}},
-    ),
-    "accounts-receivable/invoice": (
-        (
-            ("invoiceNumber", T),
-            ("customer.id", T),
-            ("invoiceDate", DAY),
-            ("dueDate", DAY),
-            ("state", T),
-            ("currency.txnCurrency", T),
-            ("totalTxnAmount", D),
-            ("totalTxnAmountDue", D),
-            ("totalTxnAmountPaid", D),
-            ("referenceNumber", T),
-            ("description", T),
-            ("term.id", T),
-        ),
-        {
-            "children_payload": "lines",
-            "id_field": "invoiceNumber",
-            "id_prefix": "INV",
-            "unique_id": True,
-            "defaults": {"state": "posted", **_USD},
-        },
-    ),
-    "accounts-receivable/invoice-line": (
-        (
-            ("invoice.key", R),
-            ("lineNumber", N),
-            ("txnAmount", D),
-            ("glAccount.id", T),
-            ("memo", T),
-            ("dimensions.location.id", T),
-        ),
-        {"parent_path": "accounts-receivable/invoice", "parent_field": "invoice.key"},
-    ),
-    "accounts-receivable/payment": (
-        (
-            ("customer.id", T),
-            ("paymentMethod", T),
-            ("receiptDate", DAY),
-            ("totalTxnAmount", D),
-            ("state", T),
-            ("financialEntity.entityId", T),
-            ("documentNumber", T),
-            ("currency.txnCurrency", T),
-            ("description", T),
-            # The write-back's fields (intacct-rest.md "Writing payments").
-            ("referenceNumber", T),
-            ("undepositedGLAccount.id", T),
-            ("overPaymentAmount", D),
-            ("reversedDate", DAY),
-            ("reversalMemo", T),
-        ),
-        {"children_payload": "details", "defaults": {"state": "complete", "paymentMethod": "eft", **_USD}},
-    ),
-    "accounts-receivable/payment-detail": (
-        (("payment.key", R), ("invoice.key", R), ("txnAmount", D)),
-        {"parent_path": "accounts-receivable/payment", "parent_field": "payment.key"},
-    ),
-    "accounts-receivable/adjustment": (
-        (
-            ("customer.id", T),
-            ("adjustmentDate", DAY),
-            ("totalTxnAmount", D),
-            ("description", T),
-            ("currency.txnCurrency", T),
-            ("state", T),
-        ),
-        {"id_prefix": "ADJ", "defaults": {"state": "posted", **_USD}},
-    ),
-    "cash-management/checking-account": (
-        (
-            ("name", T),
-            ("bankAccountDetails.accountNumber", T),
-            ("bankAccountDetails.bankName", T),
-            ("bankAccountDetails.routingNumber", T),
-            ("currency", T),
-            ("accounting.glAccount.id", T),
-            ("status", T),
-        ),
-        {"unique_id": True, "defaults": {"status": "active", "currency": "USD"}},
-    ),
-    "cash-management/deposit": (
-        (
-            ("bankAccount.id", T),
-            ("depositDate", DAY),
-            ("txnDate", DAY),
-            ("totalTxnAmount", D),
-            ("description", T),
-            ("currency.txnCurrency", T),
-            ("state", T),
-        ),
-        {"children_payload": "details", "id_prefix": "DEP", "defaults": {"state": "deposited", **_USD}},
-    ),
-    "cash-management/deposit-detail": (
-        (("deposit.key", R), ("payment.key", R), ("txnAmount", D)),
-        {"parent_path": "cash-management/deposit", "parent_field": "deposit.key"},
-    ),
-    "cash-management/other-receipt": (
-        (
-            ("receiptDate", DAY),
-            ("payer", T),
-            ("totalTxnAmount", D),
-            ("description", T),
-            ("bankAccount.id", T),
-            ("paymentMethod", T),
-            ("currency.txnCurrency", T),
-            ("state", T),
-        ),
-        {"defaults": {"state": "complete", "paymentMethod": "eft", **_USD}},
-    ),
+_KINDS = {
+    "string": Kind.TEXT,
+    "dp2": Kind.DECIMAL,
+    "date": Kind.DATE,
+    "datetime": Kind.DATETIME,
+    "integer": Kind.INT,
+    "number": Kind.NUMBER,
+    "boolean": Kind.BOOL,
 }
+
+# Line objects: their parent and the published pointer to it (see the digests' "Parent pointer").
+_PARENTS = {
+    "accounts-receivable/invoice-line": ("accounts-receivable/invoice", "invoice.key"),
+    "accounts-receivable/payment-detail": ("accounts-receivable/payment", "arPayment.key"),
+    "accounts-receivable/adjustment-line": ("accounts-receivable/adjustment", "arAdjustment.key"),
+    "general-ledger/journal-entry-line": ("general-ledger/journal-entry", "journalEntry.key"),
+    "cash-management/deposit-detail": ("cash-management/deposit", "deposit.key"),
+    "cash-management/other-receipt-line": ("cash-management/other-receipt", "otherReceipts.key"),
+}
+# A reference key stored as a record key (an index serves it; its ``href`` is computed).
+REF_TARGETS: dict[tuple[str, str], str] = {
+    **{(line, pointer): parent for line, (parent, pointer) in _PARENTS.items()},
+    ("accounts-receivable/payment-detail", "arInvoice.key"): "accounts-receivable/invoice",
+}
+
+# The simulator's own choices per object (not Sage's): generated ids, unique ids, defaults.
+_OPTIONS: dict[str, dict[str, object]] = {
+    "company-config/entity": {"unique_id": True, "defaults": {"status": "active", "baseCurrency.id": "USD"}},
+    "general-ledger/account": {
+        "unique_id": True,
+        "defaults": {"status": "active", "accountType": "balanceSheet", "normalBalance": "debit"},
+    },
+    "general-ledger/journal-entry": {"defaults": {"glJournal.id": "GJ", "state": "posted"}},
+    "general-ledger/journal-entry-line": {"defaults": {"txnType": "debit", "state": "posted"}},
+    "accounts-receivable/customer": {
+        "id_prefix": "C",
+        "unique_id": True,
+        "defaults": {"status": "active", "currency": "USD"},
+    },
+    "accounts-receivable/invoice": {
+        "id_field": "invoiceNumber",
+        "id_prefix": "INV",
+        "unique_id": True,
+        "defaults": {"state": "posted", "currency.txnCurrency": "USD", "recordType": "ri"},
+    },
+    "accounts-receivable/payment": {
+        "defaults": {
+            "state": "complete",
+            "paymentMethod": "eft",
+            "txnCurrency.currency": "USD",
+            "recordType": "rp",
+            "bankReconciliationStatus": "uncleared",
+        }
+    },
+    "accounts-receivable/adjustment": {
+        "id_prefix": "ADJ",
+        "defaults": {"state": "posted", "txnCurrency.currency": "USD", "txnType": "ra"},
+    },
+    "cash-management/checking-account": {
+        "unique_id": True,
+        "defaults": {"status": "active", "bankAccountDetails.currency": "USD"},
+    },
+    "cash-management/deposit": {
+        "id_prefix": "DEP",
+        "defaults": {"txnCurrency": "USD", "reconciliationState": "uncleared"},
+    },
+    "cash-management/deposit-detail": {"defaults": {"state": "deposited", "status": "active"}},
+    "cash-management/other-receipt": {
+        "defaults": {
+            "state": "approved",
+            "paymentMethod": "cash",
+            "txnCurrency": "USD",
+            "reconciliationState": "uncleared",
+            "sourceModule": "cashManagement",
+            "recordType": "cr",
+        }
+    },
+    "cash-management/other-receipt-line": {"defaults": {"status": "active"}},
+}
+
+
+def _kind(path: str, spec: FieldSpec) -> Kind:
+    if spec.path == "key":
+        return Kind.KEY
+    if spec.path == "href":
+        return Kind.HREF
+    if (path, spec.path) in REF_TARGETS:
+        return Kind.REF
+    if spec.path.endswith(".href") and (path, spec.path[: -len("href")] + "key") in REF_TARGETS:
+        return Kind.REF_HREF
+    return _KINDS[spec.type]
 
 
 def _build() -> dict[str, ObjectType]:
     triggers = {o.rest_path: o.name for o in TRIGGER_OBJECTS}
-    missing = set(triggers) - set(_SPECS)
-    if missing:  # the brief's table grew: the simulator must learn the new object's fields
-        raise RuntimeError(f"no simulator fields for {sorted(missing)}")
+    missing = set(triggers) - set(SCHEMAS)
+    if missing:  # the brief's table grew: the simulator must learn the new object's schema
+        raise RuntimeError(f"no published schema for {sorted(missing)}")
     types = {}
-    for path, (own, options) in _SPECS.items():
-        fields = tuple(Field(name, kind) for name, kind in (*_COMMON, *own))
-        types[path] = ObjectType(path=path, fields=fields, intacct_object=triggers.get(path), **options)
+    for path, schema in SCHEMAS.items():
+        fields = []
+        for spec in schema.fields:
+            kind = _kind(path, spec)
+            target = None
+            if kind is Kind.REF_HREF:
+                target = REF_TARGETS[(path, spec.path[: -len("href")] + "key")]
+            fields.append(Field(spec.path, kind, spec, target))
+        parent_path, parent_field = _PARENTS.get(path, (None, None))
+        children = next(iter(schema.arrays), None)
+        types[path] = ObjectType(
+            path=path,
+            fields=tuple(fields),
+            schema=schema,
+            intacct_object=triggers.get(path),
+            parent_path=parent_path,
+            parent_field=parent_field,
+            children_payload=children,
+            **_OPTIONS.get(path, {}),  # type: ignore[arg-type]
+        )
     return types
 
 
 OBJECT_TYPES: dict[str, ObjectType] = _build()
 # Parent path -> its line object (every parent has exactly one line object).
 LINES_OF: dict[str, ObjectType] = {t.parent_path: t for t in OBJECT_TYPES.values() if t.parent_path}
-
-
-# A REF field's name -> the object whose key it holds.
-REF_TARGETS: dict[str, str] = {
-    "invoice.key": "accounts-receivable/invoice",
-    "payment.key": "accounts-receivable/payment",
-    "journalEntry.key": "general-ledger/journal-entry",
-    "deposit.key": "cash-management/deposit",
-}
 
 
 def lookup(path: str) -> ObjectType | None:

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .errors import bad_request
+from .errors import bad_request, not_a_valid_field
 from .objects import Field, Kind, ObjectType, lookup
 from .render import field_sql, flat_row_sql
 from .store import lookup_index
@@ -25,7 +25,21 @@ from .store import lookup_index
 MAX_PAGE_SIZE = 4000
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_FIELDS = ("key", "id", "href")
-_OPERATORS = {"$eq": "=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<=", "$in": "IN"}
+_OPERATORS = {
+    "$eq": "=",
+    "$ne": "IS NOT",
+    "$gt": ">",
+    "$gte": ">=",
+    "$lt": "<",
+    "$lte": "<=",
+    "$in": "IN",
+    "$notIn": "NOT IN",
+    "$between": "BETWEEN",
+    "$contains": "LIKE",
+    "$startsWith": "LIKE",
+    "$endsWith": "LIKE",
+}
+_PATTERNS = {"$contains": "%{}%", "$startsWith": "{}%", "$endsWith": "%{}"}
 # SQLite's bound-parameter limit is 32,766; leave room for the rest of the statement.
 _MAX_PARAMETERS = 30_000
 _TOKEN = re.compile(r"\s*(?:(\d+)|(\()|(\))|(and|or)\b)", re.IGNORECASE)
@@ -104,6 +118,17 @@ def coerce(field: Field, value: Any) -> Any:
     if value is None:
         return None
     name = field.name
+    if field.kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise bad_request(f"'{name}' needs true or false, not {value!r}")
+        return int(value)
+    if field.kind is Kind.NUMBER:
+        try:
+            if isinstance(value, bool):
+                raise InvalidOperation
+            return float(Decimal(str(value)))
+        except (InvalidOperation, ValueError):
+            raise bad_request(f"'{name}' needs a number, not {value!r}") from None
     if field.kind in (Kind.KEY, Kind.REF, Kind.INT):
         if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
             raise bad_request(f"'{name}' needs a whole number, not {value!r}")
@@ -133,9 +158,13 @@ def _column_sql(field: Field) -> str:
 
 
 def _leaf(obj: ObjectType, name: Any, purpose: str) -> Field:
-    field = obj.by_name.get(name) if isinstance(name, str) else None
-    if field is None or not field.stored:
-        raise bad_request(f"Cannot {purpose} on '{name}': not a field of '{obj.path}'")
+    if not isinstance(name, str):
+        raise bad_request(f"Cannot {purpose} on {name!r}: a field name is a string")
+    field = obj.by_name.get(name)
+    if field is None or not field.readable:
+        raise not_a_valid_field(name, name, obj.path)
+    if not field.stored:
+        raise bad_request(f"Cannot {purpose} on '{name}': it is computed")
     return field
 
 
@@ -155,20 +184,31 @@ def _condition(obj: ObjectType, position: int, spec: Any) -> Condition:
     name, value = next(iter(operand.items()))
     field = _leaf(obj, name, "filter")
     column = _column_sql(field)
-    if operator == "$in":
+    if operator in ("$in", "$notIn"):
         if not isinstance(value, list):
-            raise bad_request(f"Filter {position}: '$in' takes a list of values")
+            raise bad_request(f"Filter {position}: '{operator}' takes a list of values")
         values = [coerce(field, v) for v in value if v is not None]
         if not values:
-            return Condition("0", ())
+            return Condition("0" if operator == "$in" else "1", ())
+        index = lookup_index(obj, field) if operator == "$in" else None
         return Condition(
-            f"{column} IN ({', '.join('?' * len(values))})", tuple(values), lookup_index(obj, field)
+            f"{column} {_OPERATORS[operator]} ({', '.join('?' * len(values))})", tuple(values), index
         )
+    if operator == "$between":
+        if not isinstance(value, list) or len(value) != 2:
+            raise bad_request(f"Filter {position}: '$between' takes a list of two values")
+        low, high = (coerce(field, v) for v in value)
+        return Condition(f"{column} BETWEEN ? AND ?", (low, high))
+    if operator in _PATTERNS:
+        if field.kind in (Kind.DATE, Kind.DATETIME) or not isinstance(value, str):
+            raise bad_request(f"Filter {position}: '{operator}' takes text and cannot be used with dates")
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return Condition(f"{field.column} LIKE ? ESCAPE '\\'", (_PATTERNS[operator].format(escaped),))
     coerced = coerce(field, value)
     if coerced is None:
-        if operator != "$eq":
+        if operator not in ("$eq", "$ne"):
             raise bad_request(f"Filter {position}: '{operator}' cannot compare with null")
-        return Condition(f"{field.column} IS NULL", ())
+        return Condition(f"{field.column} IS {'NOT ' if operator == '$ne' else ''}NULL", ())
     index = lookup_index(obj, field) if operator == "$eq" else None
     return Condition(f"{column} {_OPERATORS[operator]} ?", (coerced,), index)
 
@@ -257,6 +297,11 @@ def _where(obj: ObjectType, filters: Any, expression: Any) -> Condition:
         )
     if not isinstance(expression, str):
         raise bad_request("'filterExpression' must be a string like '1 and (2 or 3)'")
+    if expression.strip().lower() in ("and", "or"):  # all of them, or any of them
+        word = f" {expression.strip().lower()} "
+        expression = word.join(str(n) for n in range(1, len(conditions) + 1)) if conditions else ""
+        if not conditions:
+            return Condition("1", ())
     tokens = _tokens(expression)
     parser = _ExpressionParser(tokens, conditions)
     result = parser.parse()
@@ -319,7 +364,17 @@ def parse_object(body: Any) -> ObjectType:
 
 def parse_query(obj: ObjectType, body: dict[str, Any]) -> Query:
     """Validate the rest of a query body; 400 with the reason for anything wrong."""
-    unknown = set(body) - {"object", "fields", "filters", "filterExpression", "orderBy", "start", "size"}
+    known = {
+        "object",
+        "fields",
+        "filters",
+        "filterExpression",
+        "filterParameters",
+        "orderBy",
+        "start",
+        "size",
+    }
+    unknown = set(body) - known
     if unknown:
         raise bad_request(f"Unknown query parameter(s): {', '.join(sorted(unknown))}")
     fields = body.get("fields") or list(DEFAULT_FIELDS)

@@ -23,9 +23,9 @@ from .errors import AdminError
 from .objects import (
     LINES_OF,
     OBJECT_TYPES,
-    OPTIONAL_DATES,
     REF_TARGETS,
     SYSTEM_FIELDS,
+    TODAY_DATES,
     Field,
     Kind,
     ObjectType,
@@ -37,7 +37,29 @@ CENT = Decimal("0.01")
 _INVOICE = OBJECT_TYPES["accounts-receivable/invoice"]
 _PAYMENT = OBJECT_TYPES["accounts-receivable/payment"]
 _DETAIL = OBJECT_TYPES["accounts-receivable/payment-detail"]
-_OPEN_STATES = ("posted", "partiallyPaid", "paid")
+_DEPOSIT_DETAIL = OBJECT_TYPES["cash-management/deposit-detail"]
+# Invoice states that follow the payments applied (draft, reversed, reversal, noValue do not).
+_FOLLOWING_STATES = ("posted", "partiallyPaid", "paid", "selected")
+# Payment states whose details count as paid.
+PAID_STATES = ("complete", "reconciled")
+# Parent -> (its total, the line amount summed into it) when the caller does not set the total.
+_TOTALS = {
+    "accounts-receivable/invoice": ("totalTxnAmount", "txnAmount"),
+    "accounts-receivable/payment": ("txnCurrency.totalAmount", "txnCurrency.paymentAmount"),
+    "accounts-receivable/adjustment": ("txnCurrency.totalEntered", "txnCurrency.amount"),
+    "cash-management/deposit": ("txnTotalEntered", "txnTotalEntered"),
+    "cash-management/other-receipt": ("txnTotalEntered", "txnAmount"),
+}
+# An AR payment's method as a deposit detail names it (the deposit-detail enum is its own).
+DEPOSIT_METHODS = {
+    "printedCheck": "check",
+    "creditCard": "chargeCard",
+    "onlineChargeCard": "onlineChargeCard",
+    "cash": "cash",
+    "eft": "recordTransfer",
+    "onlineAchDebit": "recordTransfer",
+    "paymentAcceptanceService": "recordTransfer",
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,15 @@ def _stored_value(field: Field, value: Any) -> Any:
     if value is None:
         return None
     try:
+        if field.kind is Kind.BOOL:
+            if not isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if field.kind is Kind.NUMBER:
+            if isinstance(value, bool):
+                raise ValueError
+            number = Decimal(str(value))
+            return int(number) if number == number.to_integral_value() else float(number)
         if field.kind in (Kind.REF, Kind.INT):
             if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit():
                 raise ValueError
@@ -82,7 +113,13 @@ def _stored_value(field: Field, value: Any) -> Any:
         raise _invalid(f"'{field.name}' has an invalid value {value!r}") from None
     if isinstance(value, dict | list):
         raise _invalid(f"'{field.name}' takes a single value")
-    return str(value)
+    text = str(value)
+    spec = field.spec
+    if spec is not None and spec.enum is not None and text not in spec.enum:
+        raise _invalid(f"'{field.name}' must be one of {', '.join(v for v in spec.enum if v)}, not {text!r}")
+    if spec is not None and spec.max_length is not None and len(text) > spec.max_length:
+        raise _invalid(f"'{field.name}' holds at most {spec.max_length} characters")
+    return text
 
 
 def flatten(obj: ObjectType, payload: dict[str, Any]) -> dict[str, Any]:
@@ -231,14 +268,17 @@ class RecordService:
         values.update(flatten(obj, payload))
         today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
         for field in obj.fields:
-            if field.kind is Kind.DATE and field.name not in OPTIONAL_DATES:
+            if field.kind is Kind.DATE and field.name in TODAY_DATES:
                 values.setdefault(field.name, today)
         if obj.parent_field and "lineNumber" in obj.by_name and values.get("lineNumber") is None:
             values["lineNumber"] = position or self._next_line_number(conn, company_id, obj, values)
         if obj.parent_field and values.get(obj.parent_field) is None:
             raise _invalid(f"a {obj.path} needs its parent's key ({obj.parent_field})")
         self._check_refs(conn, company_id, obj, values)
-        key = self._store.reserve_keys(conn, company_id, obj, 1)
+        if obj is _DEPOSIT_DETAIL:
+            key = self._deposit_detail(conn, company_id, values)
+        else:
+            key = self._store.reserve_keys(conn, company_id, obj, 1)
         if not values.get("id"):
             mirrored = values.get(obj.id_field) if obj.id_field else None
             values["id"] = mirrored or (f"{obj.id_prefix}-{key:06d}" if obj.id_prefix else str(key))
@@ -273,7 +313,7 @@ class RecordService:
         if parent_key is None:
             return None
         last = conn.execute(
-            f"SELECT COALESCE(MAX(lineNumber), 0) FROM {obj.table} "
+            f"SELECT COALESCE(MAX(CAST(lineNumber AS INTEGER)), 0) FROM {obj.table} "
             f"WHERE company_id = ? AND {obj.by_name[obj.parent_field].column} = ?",
             (company_id, parent_key),
         ).fetchone()[0]
@@ -314,29 +354,49 @@ class RecordService:
         lines: Any,
     ) -> dict[str, Any]:
         """Totals that follow from lines, unless the caller set them explicitly."""
-        if obj.path not in (
-            "accounts-receivable/invoice",
-            "accounts-receivable/payment",
-            "cash-management/deposit",
-        ):
+        if obj.path not in _TOTALS:
             return {}
+        total_field, line_field = _TOTALS[obj.path]
         derived: dict[str, Any] = {}
-        if lines is not None and "totalTxnAmount" not in given:
+        if lines is not None and total_field not in given:
             line_type = LINES_OF[obj.path]
             amounts = conn.execute(
-                f"SELECT txnAmount FROM {line_type.table} WHERE company_id = ? AND {line_type.parent_field.replace('.', '__')} = ?",
+                f"SELECT {line_type.by_name[line_field].column} FROM {line_type.table} "
+                f"WHERE company_id = ? AND {line_type.by_name[line_type.parent_field].column} = ?",
                 (company_id, key),
             ).fetchall()
-            derived["totalTxnAmount"] = money(sum((Decimal(a or 0) for (a,) in amounts), Decimal(0)))
-        elif record.get("totalTxnAmount") is None:
-            derived["totalTxnAmount"] = "0.00"
+            derived[total_field] = money(sum((Decimal(a or 0) for (a,) in amounts), Decimal(0)))
+        elif record.get(total_field) is None:
+            derived[total_field] = "0.00"
         if obj is _INVOICE:
             total = Decimal(derived.get("totalTxnAmount") or record.get("totalTxnAmount") or 0)
-            paid = Decimal(record.get("totalTxnAmountPaid") or 0)
-            derived.setdefault("totalTxnAmountPaid", money(paid))
+            paid = Decimal(record.get("paymentInformation.totalTxnAmountPaid") or 0)
+            derived.setdefault("paymentInformation.totalTxnAmountPaid", money(paid))
             if "totalTxnAmountDue" not in given:
                 derived["totalTxnAmountDue"] = money(total - paid)
         return derived
+
+    def _deposit_detail(self, conn: sqlite3.Connection, company_id: str, values: dict[str, Any]) -> int:
+        """A deposit detail's key is the deposited AR payment's key (intacct-rest.md's convention);
+        what it shows of the payment is copied from it."""
+        record_id = values.get("id")
+        if not isinstance(record_id, str) or not record_id.isdigit():
+            raise _invalid("a deposit detail's id must be the key of the AR payment deposited")
+        payment = self._store.fetch(conn, _PAYMENT, company_id, int(record_id))
+        if payment is None:
+            raise AdminError(422, "unknown_reference", f"no AR payment {record_id} in {company_id}")
+        if self._store.fetch(conn, _DEPOSIT_DETAIL, company_id, int(record_id)) is not None:
+            raise AdminError(409, "duplicate_id", f"payment {record_id} is already in a deposit")
+        copied = {
+            "customer.id": payment["customer.id"],
+            "txnTotalEntered": payment["txnCurrency.totalAmount"],
+            "currency": payment["txnCurrency.currency"],
+            "documentNumber": payment["documentNumber"],
+            "paymentMethod": DEPOSIT_METHODS.get(payment["paymentMethod"] or ""),
+        }
+        for name, value in copied.items():
+            values.setdefault(name, value)
+        return int(record_id)
 
     def _affected_invoices(
         self, conn: sqlite3.Connection, company_id: str, obj: ObjectType, key: int
@@ -344,20 +404,24 @@ class RecordService:
         """Invoices whose amount paid depends on this record (a payment or payment detail)."""
         if obj is _DETAIL:
             row = conn.execute(
-                f"SELECT invoice__key FROM {_DETAIL.table} WHERE company_id = ? AND key = ?",
+                f"SELECT arInvoice__key FROM {_DETAIL.table} WHERE company_id = ? AND key = ?",
                 (company_id, key),
             ).fetchone()
             return {row[0]} if row and row[0] is not None else set()
         if obj is _PAYMENT:
             rows = conn.execute(
-                f"SELECT invoice__key FROM {_DETAIL.table} WHERE company_id = ? AND payment__key = ?",
+                f"SELECT arInvoice__key FROM {_DETAIL.table} WHERE company_id = ? AND arPayment__key = ?",
                 (company_id, key),
             ).fetchall()
             return {r[0] for r in rows if r[0] is not None}
         return set()
 
+    def refresh_invoices(self, conn: sqlite3.Connection, company_id: str, keys: set[int]) -> None:
+        """Recompute invoices' amounts paid and due inside the caller's transaction."""
+        self._refresh_invoices(conn, company_id, keys)
+
     def _refresh_invoices(self, conn: sqlite3.Connection, company_id: str, keys: set[int]) -> None:
-        """Recompute amounts paid/due and the state of invoices from complete payments.
+        """Recompute amounts paid/due and the state of invoices from complete (or reconciled) payments.
 
         Like Intacct, applying a payment changes the invoice without firing the invoice's
         trigger: the payment's event is what tells a listener to refresh those invoices.
@@ -367,17 +431,22 @@ class RecordService:
             if invoice is None:
                 continue
             rows = conn.execute(
-                f"SELECT d.txnAmount FROM {_DETAIL.table} d JOIN {_PAYMENT.table} p "
-                "ON p.company_id = d.company_id AND p.key = d.payment__key "
-                "WHERE d.company_id = ? AND d.invoice__key = ? AND p.state = 'complete'",
+                f"SELECT d.txnCurrency__paymentAmount FROM {_DETAIL.table} d JOIN {_PAYMENT.table} p "
+                "ON p.company_id = d.company_id AND p.key = d.arPayment__key "
+                f"WHERE d.company_id = ? AND d.arInvoice__key = ? AND p.state IN {PAID_STATES!r}",
                 (company_id, key),
             ).fetchall()
             paid = sum((Decimal(a or 0) for (a,) in rows), Decimal(0))
             total = Decimal(invoice["totalTxnAmount"] or 0)
-            values = {"totalTxnAmountPaid": money(paid), "totalTxnAmountDue": money(total - paid)}
-            if invoice["state"] in _OPEN_STATES:
+            values: dict[str, Any] = {
+                "paymentInformation.totalTxnAmountPaid": money(paid),
+                "totalTxnAmountDue": money(total - paid),
+            }
+            state = invoice["state"]
+            if state in _FOLLOWING_STATES:
+                unpaid = "selected" if state == "selected" else "posted"
                 values["state"] = (
-                    "paid" if total > 0 and paid >= total else "partiallyPaid" if paid > 0 else "posted"
+                    "paid" if total > 0 and paid >= total else "partiallyPaid" if paid > 0 else unpaid
                 )
             if any(invoice[name] != value for name, value in values.items()):
                 values.update(self._stamp(invoice["audit.modifiedDateTime"]))
@@ -457,7 +526,10 @@ class RecordService:
             key = values.get(field.name)
             if (
                 key is not None
-                and self._store.fetch(conn, OBJECT_TYPES[REF_TARGETS[field.name]], company_id, key) is None
+                and self._store.fetch(
+                    conn, OBJECT_TYPES[REF_TARGETS[(obj.path, field.name)]], company_id, key
+                )
+                is None
             ):
                 raise AdminError(
                     422, "unknown_reference", f"{field.name} {key} does not exist in {company_id}"

@@ -7,7 +7,7 @@ prefix (``customer``, ``audit``) yields that nested object.
 
 from __future__ import annotations
 
-from .errors import bad_request
+from .errors import not_a_valid_field
 from .objects import Field, Kind, ObjectType
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -27,6 +27,11 @@ def value_sql(obj: ObjectType, field: Field) -> str:
         return f"strftime('{TIMESTAMP_FORMAT}', {field.column}, 'unixepoch')"
     if field.kind is Kind.HREF:
         return f"{_literal('/objects/' + obj.path + '/')} || key"
+    if field.kind is Kind.REF_HREF:
+        column = field.name[: -len("href")].replace(".", "__") + "key"
+        return f"{_literal('/objects/' + (field.target or '') + '/')} || {column}"
+    if field.kind is Kind.BOOL:
+        return f"CASE WHEN {field.column} IS NULL THEN NULL WHEN {field.column} THEN json('true') ELSE json('false') END"
     return field.column
 
 
@@ -50,18 +55,20 @@ def _object_sql(obj: ObjectType, tree: dict) -> str:
 
 def nested_record_sql(obj: ObjectType) -> str:
     """The whole record as nested JSON, as a GET answers it."""
-    return _object_sql(obj, _tree([(f.name.split("."), f) for f in obj.fields]))
+    return _object_sql(obj, _tree([(f.name.split("."), f) for f in obj.fields if f.readable]))
 
 
 def field_sql(obj: ObjectType, name: str) -> str:
     """A requested field: a leaf's value, or a prefix's nested object; 400 for an unknown name."""
     field = obj.by_name.get(name)
-    if field is not None:
+    if field is not None and field.readable:
         return value_sql(obj, field)
     prefix = name + "."
-    below = [(f.name[len(prefix) :].split("."), f) for f in obj.fields if f.name.startswith(prefix)]
+    below = [
+        (f.name[len(prefix) :].split("."), f) for f in obj.fields if f.name.startswith(prefix) and f.readable
+    ]
     if not below:
-        raise bad_request(f"Unknown field '{name}' for object '{obj.path}'")
+        raise not_a_valid_field(name, name, obj.path)
     return _object_sql(obj, _tree(below))
 
 

@@ -88,7 +88,7 @@ class Simulator:
             on_dropped=self._queue_dropped,
         )
         self.records = RecordService(self.store, clock=clock, notify=self.fire)
-        self.payments = PaymentService(self.store, self.records)
+        self.payments = PaymentService(self.store, self.records, clock=clock, time_scale=config.time_scale)
 
     def close(self) -> None:
         """Stop webhook delivery, release held requests, close the store."""

@@ -26,6 +26,8 @@ _SQL_TYPES = {
     Kind.REF: "INTEGER",
     Kind.INT: "INTEGER",
     Kind.DATETIME: "INTEGER",
+    Kind.NUMBER: "NUMERIC",
+    Kind.BOOL: "INTEGER",
 }
 _MAX_IDLE_CONNECTIONS = 16
 
@@ -61,6 +63,9 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS companies (company_id TEXT PRIMARY KEY, config TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sequences (company_id TEXT NOT NULL, object TEXT NOT NULL, "
     "next_key INTEGER NOT NULL, PRIMARY KEY (company_id, object)) WITHOUT ROWID",
+    # Idempotency-Key values of committed writes, kept until expires_at (unix seconds).
+    "CREATE TABLE IF NOT EXISTS idempotency_keys (company_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
+    "operation TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (company_id, idempotency_key)) WITHOUT ROWID",
     *[statement for obj in OBJECT_TYPES.values() for statement in _table_ddl(obj)],
 ]
 

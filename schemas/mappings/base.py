@@ -8,11 +8,12 @@ from typing import Any, ClassVar
 
 from marshmallow import EXCLUDE, Schema, fields
 
+from ..intacct_fields import Record
 from .fieldtypes import Key, Timestamp
 from .records import flatten
 
 # Every top-level record is requested with these: its identity and its version.
-IDENTITY_FIELDS = ("key", "id", "audit.modifiedDateTime")
+IDENTITY_FIELDS = (Record.KEY, Record.ID, Record.MODIFIED)
 ACTIVE_STATUS = {"active": "active", "activeNonPosting": "active", "inactive": "inactive"}
 
 
@@ -41,8 +42,8 @@ class SourceSchema(Schema):
 class IdentitySchema(SourceSchema):
     """The item's envelope: externalId is the record's key, sourceVersion its modification time."""
 
-    externalId = Key(data_key="key", required=True)
-    sourceVersion = Timestamp(data_key="audit.modifiedDateTime", required=True)
+    externalId = Key(data_key=Record.KEY, required=True)
+    sourceVersion = Timestamp(data_key=Record.MODIFIED, required=True)
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,13 @@ class ResourceMapping:
         return tuple(dict.fromkeys((*IDENTITY_FIELDS, *self.schema.requested_fields())))
 
 
-def state_is(state: str) -> Callable[[Mapping[str, Any]], bool]:
-    """A skip rule: the flat record's ``state`` is ``state`` (case-insensitive)."""
+def state_is(*states: str, field: str = "state") -> Callable[[Mapping[str, Any]], bool]:
+    """A skip rule: the flat record's ``field`` is one of ``states`` (case-insensitive)."""
+    wanted = {state.casefold() for state in states}
 
     def matches(flat: Mapping[str, Any]) -> bool:
-        value = flat.get("state")
-        return isinstance(value, str) and value.strip().casefold() == state.casefold()
+        value = flat.get(field)
+        return isinstance(value, str) and value.strip().casefold() in wanted
 
     return matches
 

@@ -6,32 +6,43 @@ from typing import Any
 
 from marshmallow import post_load
 
+from ..intacct_fields import GlAccount, JournalEntry, JournalEntryLine
 from .base import ACTIVE_STATUS, Lines, ResourceMapping, SourceSchema
 from .fieldtypes import CalendarDate, Choice, LineNumber, Money, Text
 
 ACCOUNT_TYPES = {"balanceSheet": "balance_sheet", "incomeStatement": "income_statement"}
 SIDES = {"debit": "debit", "credit": "credit"}
-# Drafts are imported as drafts (the brief); other states are not guessed at.
-JOURNAL_ENTRY_STATES = {"draft": "draft", "posted": "posted", "reversed": "reversed"}
+# intacct-rest.md: posted stays posted, a reversal (done or pending) is reversed, and every state
+# of the approval workflow before posting is a draft to FlexPoint.
+JOURNAL_ENTRY_STATES = {
+    "posted": "posted",
+    "reversed": "reversed",
+    "reversalPending": "reversed",
+    "draft": "draft",
+    "submitted": "draft",
+    "partiallyApproved": "draft",
+    "approved": "draft",
+    "declined": "draft",
+}
 
 
 class GlAccountSchema(SourceSchema):
-    accountNumber = Text(data_key="id", required=True)
-    title = Text(data_key="name", required=True)
-    accountType = Choice(ACCOUNT_TYPES, data_key="accountType", required=True)
-    normalBalance = Choice(SIDES, data_key="normalBalance", required=True)
-    category = Text(data_key="category", load_default=None)
-    status = Choice(ACTIVE_STATUS, data_key="status", required=True)
+    accountNumber = Text(data_key=GlAccount.ID, required=True)
+    title = Text(data_key=GlAccount.NAME, required=True)
+    accountType = Choice(ACCOUNT_TYPES, data_key=GlAccount.ACCOUNT_TYPE, required=True)
+    normalBalance = Choice(SIDES, data_key=GlAccount.NORMAL_BALANCE, required=True)
+    category = Text(data_key=GlAccount.CATEGORY, load_default=None)
+    status = Choice(ACTIVE_STATUS, data_key=GlAccount.STATUS, required=True)
 
 
 class JournalEntryLineSchema(SourceSchema):
-    lineNumber = LineNumber(data_key="lineNumber", required=True)
-    glAccountNumber = Text(data_key="glAccount.id", required=True)
-    amount = Money(data_key="txnAmount", required=True)
-    side = Choice(SIDES, data_key="txnType", required=True)
-    memo = Text(data_key="memo", load_default=None)
-    locationId = Text(data_key="dimensions.location.id", load_default=None)
-    departmentId = Text(data_key="dimensions.department.id", load_default=None)
+    lineNumber = LineNumber(data_key=JournalEntryLine.LINE_NUMBER, required=True)
+    glAccountNumber = Text(data_key=JournalEntryLine.GL_ACCOUNT, required=True)
+    amount = Money(data_key=JournalEntryLine.AMOUNT, required=True)
+    side = Choice(SIDES, data_key=JournalEntryLine.SIDE, required=True)
+    memo = Text(data_key=JournalEntryLine.DESCRIPTION, load_default=None)
+    locationId = Text(data_key=JournalEntryLine.LOCATION, load_default=None)
+    departmentId = Text(data_key=JournalEntryLine.DEPARTMENT, load_default=None)
 
     @post_load
     def _debit_and_credit(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -47,13 +58,13 @@ class JournalEntryLineSchema(SourceSchema):
 
 
 class JournalEntrySchema(SourceSchema):
-    journal = Text(data_key="journal.id", required=True)
-    entryNumber = Text(data_key="id", load_default=None)
-    postingDate = CalendarDate(data_key="postingDate", required=True)
-    description = Text(data_key="description", load_default=None)
-    state = Choice(JOURNAL_ENTRY_STATES, data_key="state", required=True)
+    journal = Text(data_key=JournalEntry.JOURNAL, required=True)
+    entryNumber = Text(data_key=JournalEntry.ID, load_default=None)
+    postingDate = CalendarDate(data_key=JournalEntry.POSTING_DATE, required=True)
+    description = Text(data_key=JournalEntry.DESCRIPTION, load_default=None)
+    state = Choice(JOURNAL_ENTRY_STATES, data_key=JournalEntry.STATE, required=True)
     lines = Lines(
-        JournalEntryLineSchema, rest_path="general-ledger/journal-entry-line", parent_field="journalEntry.key"
+        JournalEntryLineSchema, rest_path=JournalEntryLine.object_path, parent_field=JournalEntryLine.PARENT
     )
 
     @post_load

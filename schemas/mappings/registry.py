@@ -8,6 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from ..intacct_fields import PaymentDetail
 from . import cash, company, ledger, receivables
 from .base import IdentitySchema, LineSource, ResourceMapping, SourceSchema, natural_order
 from .errors import MappingError
@@ -95,7 +96,7 @@ def applied_invoice_keys(details: Iterable[Mapping[str, Any]]) -> list[str]:
     keys: set[str] = set()
     for detail in details:
         if isinstance(detail, Mapping):
-            value = _key_for_messages(flatten(detail).get("invoice.key"))
+            value = _key_for_messages(flatten(detail).get(PaymentDetail.INVOICE))
             if value:
                 keys.add(value)
     return sorted(keys, key=natural_order)

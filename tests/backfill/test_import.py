@@ -44,18 +44,24 @@ def test_every_resource_is_imported_with_its_lines_and_drafts_are_skipped(parts,
     assert outcome == "completed"
     counts = assert_flexpoint_equals_intacct(parts, intacct)
     assert counts["invoices"] > 0 and counts["customers"] == 30
-    drafts = [r for r in intacct_records(intacct, INVOICES) if r["state"] == "draft"]
+    invoices = intacct_records(intacct, INVOICES)
+    drafts = [r for r in invoices if r["state"] == "draft"]
+    reversals = [r for r in invoices if r["state"] == "reversal"]  # mirrors of reversed invoices
     assert drafts, "the seed has draft invoices"
-    for draft in drafts:
-        stored = parts.flexpoint.get_record(parts.connection.account_id, "invoices", str(draft["key"]))
+    assert reversals, "the seed has reversal records"
+    # The 60 invoices seeded and the reversal record each reversed one left.
+    assert len(invoices) == 60 + len(reversals)
+    for skipped in drafts + reversals:
+        stored = parts.flexpoint.get_record(parts.connection.account_id, "invoices", str(skipped["key"]))
         assert stored is None or stored["deleted"] is True
     points = parts.backfills.checkpoints(parts.connection.connection_id)
     assert all(points[obj.resource].done for obj in resources())
-    assert points["invoices"].imported == 60 and points["invoices"].skipped == len(drafts)
+    assert points["invoices"].imported == len(invoices)
+    assert points["invoices"].skipped == len(drafts) + len(reversals)
     assert parts.backfills.get(parts.connection.connection_id).state == "completed"
     status = parts.flexpoint.get_status(parts.connection.account_id)
     assert status["state"] == "connected"
-    assert status["backfill"]["invoices"] == {"done": 60, "total": 60, "finished": True}
+    assert status["backfill"]["invoices"] == {"done": len(invoices), "total": len(invoices), "finished": True}
     assert all(entry["finished"] for entry in status["backfill"].values())
 
 
@@ -95,8 +101,9 @@ def test_a_crash_after_page_k_resumes_from_the_checkpoint_without_gaps_or_refetc
 
     assert_flexpoint_equals_intacct(parts, intacct)
     # The resumed run read only the invoice pages after the checkpoint (+1 count, +1 empty tail).
-    pages_left = -(-(60 - at_crash.imported) // OPTIONS.page_size)
-    assert pages_left < 60 // OPTIONS.page_size
+    invoices = len(intacct_records(intacct, INVOICES))  # the 60 seeded and their reversal records
+    pages_left = -(-(invoices - at_crash.imported) // OPTIONS.page_size)
+    assert pages_left < invoices // OPTIONS.page_size
     assert query_calls(intacct, INVOICES) == pages_left + 1
     assert query_calls(intacct, "accounts-receivable/customer") == 0  # finished before the crash
 

@@ -14,7 +14,7 @@ from tests.conftest import wait_until
 from tests.console.conftest import TOKEN, csrf_of, sign_in
 from tests.ops.conftest import dead_store, parking  # noqa: F401  (fixtures)
 from workers.deadletters.store import LetterQuery
-from workers.writeback.store import PostingStore
+from workers.writeback.store import PostingStore, reference_for
 
 pytestmark = pytest.mark.broker
 
@@ -96,7 +96,9 @@ def test_payment_postings_show_state_reason_attempts_and_key_filtered_by_state(c
     engine = app.extensions["flexsync.console"].engine
     store = PostingStore(engine)
     posted = store.claim("acct-1", "PAY-1", "conn-1", lease_seconds=60)
-    store.record_posted(store.intend(posted, "creating", lease_seconds=60, settle_seconds=30), "K-9")
+    store.record_posted(
+        store.intend(posted, "creating", lease_seconds=60, settle_seconds=30, company_id="CO-77"), "K-9"
+    )
     failed = store.claim("acct-1", "PAY-2", "conn-1", lease_seconds=60)
     store.move(failed, "failed", reason="invoice_not_open", message="Invoice 7 is paid already.", attempts=3)
     page = client.get("/postings").text
@@ -104,7 +106,8 @@ def test_payment_postings_show_state_reason_attempts_and_key_filtered_by_state(c
         "PAY-1",
         "posted",
         "K-9",
-        "FP-PAY-1",
+        reference_for("acct-1", "PAY-1"),
+        "CO-77",
         "PAY-2",
         "invoice_not_open",
         "Invoice 7 is paid already.",

@@ -86,7 +86,10 @@ def books(tmp_path, sink):
         books = Books(server)
         books.record("accounts-receivable/customer", {"id": "C-1", "name": "Acme Retail"})
         books.record("accounts-receivable/customer", {"id": "C-2", "name": "Other Co"})
-        books.record("cash-management/checking-account", {"id": "BANK-01", "name": "Operating"})
+        books.record(
+            "cash-management/checking-account",
+            {"id": "BANK-01", "bankAccountDetails": {"bankName": "First National", "currency": "USD"}},
+        )
         books.record("general-ledger/account", {"id": "1499", "name": "Undeposited funds"})
         books.company(webhooks={"url": sink.url("/webhooks/intacct/{companyId}")})
         yield books
@@ -98,17 +101,18 @@ def body(
     payment = {
         "customer": {"id": "C-1"},
         "paymentMethod": "eft",
-        "receiptDate": "2026-12-01",
+        "paymentSummary": {"receiptDate": "2026-12-01"},
         "financialEntity": {"entityId": "BANK-01"},
         "txnCurrency": {"currency": "USD", "amountToPay": amount},
         "referenceNumber": "FP-pay-1",
+        "documentNumber": "CHK-1",
         "description": "FlexPoint payment pay-1",
         "paymentDetails": []
         if invoice_key is None
         else [{"arInvoice": {"key": invoice_key}, "txnCurrency": {"paymentAmount": applied or amount}}],
     }
     payment.update(changes)
-    return payment
+    return {name: value for name, value in payment.items() if value is not None}
 
 
 def fired(sink: WebhookSink, action: str, key: str) -> None:
@@ -129,10 +133,19 @@ def refused(
     assert response.status_code == status, response.text
     error = response.json()["ia::result"]["ia::error"]
     assert error["code"] == code
-    assert error["details"][0]["target"] == target
+    assert target in [d["target"] for d in error["details"]], error
     if reason:
-        assert error["details"][0]["code"] == reason
+        assert error["details"][0]["additionalInfo"]["placeholders"]["REASON"] == reason
     return error
+
+
+def overpayment(books: Books, key: str) -> str | None:
+    """The stored overPaymentAmount: write-only, so never served; read from the store."""
+    with books.sim.store.read() as conn:
+        row = conn.execute(
+            "SELECT overPaymentAmount FROM o_accounts_receivable__payment WHERE key = ?", (int(key),)
+        ).fetchone()
+    return row[0]
 
 
 # -- create ---------------------------------------------------------------------------------
@@ -146,22 +159,24 @@ def test_a_payment_applied_in_full_pays_the_invoice_and_fires_arpymt(books, sink
     assert result["key"] == result["id"] and result["href"] == f"/objects/{PAYMENT}/{result['key']}"
 
     paid = books.get_invoice(invoice["key"])
-    assert (paid["state"], paid["totalTxnAmountDue"], paid["totalTxnAmountPaid"]) == (
+    assert (paid["state"], paid["totalTxnAmountDue"], paid["paymentInformation"]["totalTxnAmountPaid"]) == (
         "paid",
         "0.00",
         "1000.00",
     )
     [payment] = books.stored("FP-pay-1")
     assert payment["key"] == result["key"] and payment["state"] == "complete"
-    assert (payment["paymentMethod"], payment["receiptDate"], payment["currency"]["txnCurrency"]) == (
-        "eft",
-        "2026-12-01",
-        "USD",
-    )
-    assert payment["totalTxnAmount"] == "1000.00" and payment["overPaymentAmount"] is None
-    assert [(d["invoice"]["key"], d["txnAmount"]) for d in payment["details"]] == [
-        (invoice["key"], "1000.00")
-    ]
+    assert (
+        payment["paymentMethod"],
+        payment["paymentSummary"]["receiptDate"],
+        payment["txnCurrency"]["currency"],
+    ) == ("eft", "2026-12-01", "USD")
+    assert payment["txnCurrency"]["totalAmount"] == "1000.00" and "overPaymentAmount" not in payment
+    assert overpayment(books, result["key"]) is None
+    assert [
+        (d["arInvoice"]["key"], d["txnCurrency"]["paymentAmount"], d["arPayment"]["key"])
+        for d in payment["paymentDetails"]
+    ] == [(invoice["key"], "1000.00", result["key"])]
     fired(sink, "add", result["key"])
 
 
@@ -183,7 +198,7 @@ def test_a_partial_application_and_an_overpayment(books):
     assert (del_first["state"], del_first["totalTxnAmountDue"]) == ("paid", "0.00")
     assert (del_second["state"], del_second["totalTxnAmountDue"]) == ("partiallyPaid", "249.90")
     [payment] = books.stored("FP-pay-1")
-    assert Decimal(payment["overPaymentAmount"]) == Decimal("499.90")
+    assert Decimal(overpayment(books, payment["key"])) == Decimal("499.90")
     assert payment["undepositedGLAccount"]["id"] == "1499" and payment["financialEntity"]["entityId"] is None
 
 
@@ -195,7 +210,7 @@ def test_the_query_service_finds_a_payment_by_reference_number(books):
         f"{books.api_url}/services/core/query",
         json={
             "object": PAYMENT,
-            "fields": ["key", "referenceNumber", "state", "totalTxnAmount"],
+            "fields": ["key", "referenceNumber", "state", "txnCurrency.totalAmount"],
             "filters": [{"$eq": {"referenceNumber": "FP-abc"}}],
         },
         headers=books.headers,
@@ -203,7 +218,7 @@ def test_the_query_service_finds_a_payment_by_reference_number(books):
     )
     assert response.status_code == 200, response.text
     assert response.json()["ia::result"] == [
-        {"key": key, "referenceNumber": "FP-abc", "state": "complete", "totalTxnAmount": "100.00"}
+        {"key": key, "referenceNumber": "FP-abc", "state": "complete", "txnCurrency.totalAmount": "100.00"}
     ]
 
 
@@ -213,16 +228,15 @@ def test_the_query_service_finds_a_payment_by_reference_number(books):
 @pytest.mark.parametrize(
     ("changes", "target"),
     [
-        ({"customer": "C-1"}, "customer"),
-        ({"paymentMethod": "ach"}, "paymentMethod"),
-        ({"receiptDate": "12/01/2026"}, "receiptDate"),
-        ({"txnCurrency": {"currency": "usd", "amountToPay": "1.00"}}, "txnCurrency.currency"),
-        ({"txnCurrency": {"currency": "USD", "amountToPay": "1.005"}}, "txnCurrency.amountToPay"),
-        ({"txnCurrency": {"currency": "USD", "amountToPay": "-5.00"}}, "txnCurrency.amountToPay"),
-        ({"undepositedGLAccount": {"id": "1499"}}, "financialEntity"),
-        ({"financialEntity": None}, "financialEntity"),
-        ({"paymentDetails": [{"arInvoice": {"key": "x"}}]}, "paymentDetails[0].arInvoice.key"),
-        ({"memo": "no such field"}, "memo"),
+        ({"customer": "C-1"}, "/customer"),
+        ({"paymentSummary": {"receiptDate": "12/01/2026"}}, "/paymentSummary/receiptDate"),
+        ({"txnCurrency": {"currency": "USD", "amountToPay": "1.005"}}, "/txnCurrency/amountToPay"),
+        ({"txnCurrency": {"currency": "USD", "amountToPay": "-5.00"}}, "/txnCurrency/amountToPay"),
+        ({"paymentDetails": [{"arInvoice": {"key": "x"}}]}, "/paymentDetails/0/txnCurrency/paymentAmount"),
+        (
+            {"paymentDetails": [{"arInvoice": {"key": "x"}, "txnCurrency": {"paymentAmount": "1.00"}}]},
+            "/paymentDetails/0/arInvoice/key",
+        ),
     ],
 )
 def test_a_malformed_body_is_400_naming_the_field(books, changes, target):
@@ -233,13 +247,16 @@ def test_a_malformed_body_is_400_naming_the_field(books, changes, target):
 def test_unknown_records_are_404_naming_them(books):
     invoice = books.invoice("100.00")
     cases = [
-        (body(invoice["key"], "100.00", customer={"id": "C-404"}), "customer.id"),
-        (body(invoice["key"], "100.00", financialEntity={"entityId": "BANK-99"}), "financialEntity.entityId"),
+        (body(invoice["key"], "100.00", customer={"id": "C-404"}), "/customer/id"),
+        (
+            body(invoice["key"], "100.00", financialEntity={"entityId": "BANK-99"}),
+            "/financialEntity/entityId",
+        ),
         (
             body(invoice["key"], "100.00", financialEntity=None, undepositedGLAccount={"id": "1498"}),
-            "undepositedGLAccount.id",
+            "/undepositedGLAccount/id",
         ),
-        (body("99999", "100.00"), "paymentDetails[0].arInvoice.key"),
+        (body("99999", "100.00"), "/paymentDetails/0/arInvoice/key"),
     ]
     for payment, target in cases:
         error = refused(books.pay(payment), 404, "notFound", target)
@@ -248,14 +265,14 @@ def test_unknown_records_are_404_naming_them(books):
     assert books.get_invoice(invoice["key"])["totalTxnAmountDue"] == "100.00"
 
 
-@pytest.mark.parametrize("state", ["draft", "paid", "reversed"])
+@pytest.mark.parametrize("state", ["draft", "paid", "reversed", "reversal", "noValue"])
 def test_an_invoice_that_is_not_open_is_refused(books, state):
     invoice = books.invoice("100.00", state=state)
     refused(
         books.pay(body(invoice["key"], "50.00")),
         422,
         "businessRule",
-        "paymentDetails[0].arInvoice.key",
+        "/paymentDetails/0/arInvoice/key",
         "invoiceNotOpen",
     )
 
@@ -266,26 +283,30 @@ def test_business_rules_over_application_currency_customer_and_totals(books):
         books.pay(body(invoice["key"], "100.01")),
         422,
         "businessRule",
-        "paymentDetails[0].txnCurrency.paymentAmount",
+        "/paymentDetails/0/txnCurrency/paymentAmount",
         "overApplication",
     )
     euro = books.invoice("100.00", currency={"txnCurrency": "EUR"})
     refused(
-        books.pay(body(euro["key"], "10.00")), 422, "businessRule", "txnCurrency.currency", "currencyMismatch"
+        books.pay(body(euro["key"], "10.00")),
+        422,
+        "businessRule",
+        "/txnCurrency/currency",
+        "currencyMismatch",
     )
     theirs = books.invoice("100.00", customer="C-2")
     refused(
         books.pay(body(theirs["key"], "10.00")),
         422,
         "businessRule",
-        "paymentDetails[0].arInvoice.key",
+        "/paymentDetails/0/arInvoice/key",
         "invoiceCustomerMismatch",
     )
     refused(
         books.pay(body(invoice["key"], "50.00", applied="60.00")),
         422,
         "businessRule",
-        "txnCurrency.amountToPay",
+        "/txnCurrency/amountToPay",
         "overApplication",
     )
     assert books.stored("FP-pay-1") == []
@@ -295,13 +316,13 @@ def test_a_receipt_date_in_a_closed_period_is_refused(books):
     invoice = books.invoice("100.00")
     books.company(booksClosedThrough="2026-11-30")
     refused(
-        books.pay(body(invoice["key"], "100.00", receiptDate="2026-11-30")),
+        books.pay(body(invoice["key"], "100.00", paymentSummary={"receiptDate": "2026-11-30"})),
         422,
         "businessRule",
-        "receiptDate",
+        "/paymentSummary/receiptDate",
         "periodClosed",
     )
-    assert books.pay(body(invoice["key"], "100.00", receiptDate="2026-12-01")).status_code == 201
+    assert books.pay(body(invoice["key"], "100.00")).status_code == 201
 
 
 def test_a_role_without_add_on_received_payments_gets_403(books):
@@ -326,26 +347,31 @@ def test_reverse_raises_the_amount_due_again_and_a_second_reverse_is_422(books, 
     fired(sink, "add", key)
     response = books.reverse({"key": key, "reversedDate": "2026-12-03", "memo": "customer disputed"})
     assert response.status_code == 200, response.text
-    assert response.json()["ia::result"]["key"] == key
-    [payment] = books.stored("FP-pay-1")
-    assert (payment["state"], payment["reversedDate"], payment["reversalMemo"]) == (
-        "reversed",
-        "2026-12-03",
-        "customer disputed",
-    )
+    result = response.json()["ia::result"]
+    reversal_key = result["key"]
+    assert reversal_key != key and result["state"] == "reversal"
+    assert result["href"] == f"/objects/{PAYMENT}/{reversal_key}"
+    original, reversal = books.stored("FP-pay-1")  # the reference is copied onto the reversal
+    assert (original["key"], original["state"]) == (key, "reversed")
+    assert (reversal["key"], reversal["state"]) == (reversal_key, "reversal")
+    assert reversal["paymentSummary"]["receiptDate"] == "2026-12-03"
+    assert reversal["description"] == "customer disputed" and reversal["customer"]["id"] == "C-1"
+    assert reversal["txnCurrency"]["totalAmount"] == "-500.00" and reversal["paymentDetails"] == []
     restored = books.get_invoice(invoice["key"])
     assert (restored["state"], restored["totalTxnAmountDue"]) == ("posted", "500.00")
     fired(sink, "set", key)
+    fired(sink, "add", reversal_key)
 
-    refused(
-        books.reverse({"key": key, "reversedDate": "2026-12-04"}),
-        422,
-        "businessRule",
-        "key",
-        "alreadyReversed",
-    )
-    refused(books.reverse({"key": "9999", "reversedDate": "2026-12-04"}), 404, "notFound", "key")
-    refused(books.reverse({"key": key}), 400, "invalidRequest", "reversedDate")
+    for again in (key, reversal_key):
+        refused(
+            books.reverse({"key": again, "reversedDate": "2026-12-04"}),
+            422,
+            "businessRule",
+            "/key",
+            "alreadyReversed",
+        )
+    refused(books.reverse({"key": "9999", "reversedDate": "2026-12-04"}), 404, "notFound", "/key")
+    refused(books.reverse({"key": key}), 400, "invalidRequest", "/reversedDate")
 
 
 def test_a_reverse_dated_in_a_closed_period_is_refused(books):
@@ -356,7 +382,7 @@ def test_a_reverse_dated_in_a_closed_period_is_refused(books):
         books.reverse({"key": key, "reversedDate": "2026-12-31"}),
         422,
         "businessRule",
-        "reversedDate",
+        "/reversedDate",
         "periodClosed",
     )
     assert books.stored("FP-pay-1")[0]["state"] == "complete"
@@ -430,7 +456,11 @@ def test_money_stays_exact_across_many_small_applications(books):
         response = books.pay(body(invoice["key"], "0.10", referenceNumber=f"FP-cent-{number}"))
         assert response.status_code == 201, response.text
     paid = books.get_invoice(invoice["key"])
-    assert (paid["state"], paid["totalTxnAmountDue"], paid["totalTxnAmountPaid"]) == ("paid", "0.00", "0.30")
+    assert (paid["state"], paid["totalTxnAmountDue"], paid["paymentInformation"]["totalTxnAmountPaid"]) == (
+        "paid",
+        "0.00",
+        "0.30",
+    )
 
 
 # -- the CLI --------------------------------------------------------------------------------
@@ -461,7 +491,7 @@ def test_the_cli_sets_commit_faults_payment_rules_and_lists_payments(books):
     assert (rules["receivedPaymentsAdd"], rules["booksClosedThrough"]) == (False, "2026-10-31")
     assert books.pay(body(invoice["key"], "10.00")).status_code == 403
     listed = json.loads(cli("payments", "list", "--company", COMPANY, "--reference", "FP-pay-1"))
-    assert listed["count"] == 1 and listed["payments"][0]["totalTxnAmount"] == "40.00"
+    assert listed["count"] == 1 and listed["payments"][0]["txnCurrency"]["totalAmount"] == "40.00"
 
 
 def test_two_payments_racing_for_one_invoice_cannot_both_apply(books):
@@ -482,7 +512,7 @@ def test_two_payments_racing_for_one_invoice_cannot_both_apply(books):
     assert sorted(answers) == [201, 422]
     stored = books.stored("FP-race-0") + books.stored("FP-race-1")
     assert len(stored) == 1
-    assert books.get_invoice(invoice["key"])["totalTxnAmountPaid"] == "100.00"
+    assert books.get_invoice(invoice["key"])["paymentInformation"]["totalTxnAmountPaid"] == "100.00"
 
 
 def test_a_data_dir_from_before_the_write_back_gains_its_columns(tmp_path):
@@ -493,9 +523,152 @@ def test_a_data_dir_from_before_the_write_back_gains_its_columns(tmp_path):
     path = tmp_path / "old" / "intacct.db"
     Store(path).close()
     with sqlite3.connect(path) as conn:
-        for column in ("referenceNumber", "overPaymentAmount", "reversedDate"):
+        for column in ("referenceNumber", "overPaymentAmount", "paymentSummary__receiptDate"):
             conn.execute(f"ALTER TABLE o_accounts_receivable__payment DROP COLUMN {column}")
     Store(path).close()
     with sqlite3.connect(path) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(o_accounts_receivable__payment)")}
-    assert {"referenceNumber", "overPaymentAmount", "reversedDate"} <= columns
+    assert {"referenceNumber", "overPaymentAmount", "paymentSummary__receiptDate"} <= columns
+
+
+# -- the published schema's refusals ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "target", "error_id"),
+    [
+        ({"receiptDate": "2026-12-01"}, "/receiptDate", "REST-1043"),  # not in the schema
+        ({"txnCurrency": {"currency": "USD", "totalAmountX": "1"}}, "/txnCurrency/totalAmountX", "REST-1043"),
+        ({"paymentSummary": None}, "/paymentSummary/receiptDate", "REST-1040"),  # required
+        ({"txnCurrency": {"amountToPay": "1.00"}}, "/txnCurrency/currency", "REST-1040"),
+        ({"undepositedGLAccount": {"id": "1499"}}, "/financialEntity", "REST-1040"),  # both
+        ({"financialEntity": None}, "/financialEntity", "REST-1040"),  # neither
+        ({"payerName": "Walk-in"}, "/payerName", "REST-1040"),  # customer and payerName
+        ({"referenceNumber": "FP-" + "A" * 19}, "/referenceNumber", "REST-1041"),  # 22 > 21
+        ({"description": "x" * 1001}, "/description", "REST-1041"),
+        ({"customer": {"id": "C" * 22}}, "/customer/id", "REST-1041"),
+        ({"paymentMethod": "ach"}, "/paymentMethod", "REST-1042"),  # not a published value
+        ({"state": "posted"}, "/state", "REST-1042"),
+        ({"txnCurrency": {"currency": "USD", "totalPaid": "1.00"}}, "/txnCurrency/totalPaid", "REST-1045"),
+    ],
+)
+def test_the_schema_refuses_unknown_missing_long_and_unpublished_values(books, changes, target, error_id):
+    invoice = books.invoice("100.00")
+    error = refused(books.pay(body(invoice["key"], "100.00", **changes)), 400, "invalidRequest", target)
+    assert (error["errorId"], error["additionalInfo"]["messageId"]) == (
+        "REST-1064",
+        "IA.PAYLOAD_CONTAINS_ERRORS",
+    )
+    [problem] = [d for d in error["details"] if d["target"] == target]
+    assert problem["errorId"] == error_id and problem["code"] == "invalidRequest"
+    assert books.stored("FP-pay-1") == [] and books.stored("FP-" + "A" * 19) == []
+
+
+def test_an_empty_body_is_refused_with_sages_no_payload_error(books):
+    response = requests.post(f"{books.api_url}/objects/{PAYMENT}", headers=books.headers, timeout=10)
+    assert response.status_code == 400
+    error = response.json()["ia::result"]["ia::error"]
+    assert (error["code"], error["errorId"]) == ("invalidRequest", "REST-1028")
+    assert response.json()["ia::meta"] == {"totalCount": 1, "totalSuccess": 0, "totalError": 1}
+
+
+def test_a_reference_of_21_characters_is_kept_whole(books):
+    invoice = books.invoice("100.00")
+    reference = "FP-" + "B" * 18
+    assert books.pay(body(invoice["key"], "100.00", referenceNumber=reference)).status_code == 201
+    [payment] = books.stored(reference)
+    assert payment["referenceNumber"] == reference
+
+
+def test_a_query_field_not_on_the_object_is_400_rest_1043_naming_it(books):
+    for fields, filters, target in [
+        (["key", "receiptDate"], [], "receiptDate"),
+        (["key"], [{"$eq": {"totalTxnAmount": "1.00"}}], "totalTxnAmount"),
+        (["key", "overPaymentAmount"], [], "overPaymentAmount"),  # write-only: never read
+    ]:
+        response = requests.post(
+            f"{books.api_url}/services/core/query",
+            json={"object": PAYMENT, "fields": fields, "filters": filters},
+            headers=books.headers,
+            timeout=10,
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["ia::result"]["ia::error"]
+        assert (error["code"], error["errorId"]) == ("invalidRequest", "REST-1043")
+        assert error["details"][0]["target"] == target and error["details"][0]["errorId"] == "REST-1043"
+
+
+# -- Idempotency-Key ------------------------------------------------------------------------------
+
+
+def test_a_repeated_idempotency_key_is_409_and_nothing_is_written_twice(books, sink):
+    invoice = books.invoice("300.00")
+    key_header = {**books.headers, "Idempotency-Key": "posting-1-create"}
+    first = requests.post(
+        f"{books.api_url}/objects/{PAYMENT}",
+        json=body(invoice["key"], "100.00"),
+        headers=key_header,
+        timeout=10,
+    )
+    assert first.status_code == 201, first.text
+    again = requests.post(
+        f"{books.api_url}/objects/{PAYMENT}",
+        json=body(invoice["key"], "100.00"),
+        headers=key_header,
+        timeout=10,
+    )
+    assert again.status_code == 409, again.text
+    assert again.json()["ia::result"]["ia::error"]["code"] == "conflict"
+    assert len(books.stored("FP-pay-1")) == 1
+    assert books.get_invoice(invoice["key"])["totalTxnAmountDue"] == "200.00"
+    # Another key is another write; a reverse keeps its own key too.
+    other = {**books.headers, "Idempotency-Key": "posting-2-create"}
+    assert (
+        requests.post(
+            f"{books.api_url}/objects/{PAYMENT}",
+            json=body(invoice["key"], "100.00", referenceNumber="FP-pay-2"),
+            headers=other,
+            timeout=10,
+        ).status_code
+        == 201
+    )
+    reverse_header = {**books.headers, "Idempotency-Key": "posting-1-reverse"}
+    payment_key = first.json()["ia::result"]["key"]
+    reverse = {"key": payment_key, "reversedDate": "2026-12-03"}
+    url = f"{books.api_url}/workflows/{PAYMENT}/reverse"
+    assert requests.post(url, json=reverse, headers=reverse_header, timeout=10).status_code == 200
+    assert requests.post(url, json=reverse, headers=reverse_header, timeout=10).status_code == 409
+
+
+def test_a_refused_write_does_not_use_up_its_key(books):
+    invoice = books.invoice("100.00")
+    headers = {**books.headers, "Idempotency-Key": "k-1"}
+    url = f"{books.api_url}/objects/{PAYMENT}"
+    assert (
+        requests.post(url, json=body(invoice["key"], "100.01"), headers=headers, timeout=10).status_code
+        == 422
+    )
+    assert (
+        requests.post(url, json=body(invoice["key"], "100.00"), headers=headers, timeout=10).status_code
+        == 201
+    )
+
+
+def test_idempotency_keys_are_kept_48_hours_time_scaled(tmp_path):
+    from sandbox.intacct.simulator import Simulator
+    from tests.sandbox.conftest_intacct import FakeClock
+
+    clock = FakeClock()
+    sim = Simulator(make_config(tmp_path, time_scale=0.01), clock=clock)
+    try:
+        with sim.store.write() as conn:
+            sim.store.put_company(conn, COMPANY, {"companyId": COMPANY})
+            sim.payments._claim(conn, COMPANY, "k", "create")
+        clock.advance(48 * 3600 * 0.01 - 1)
+        with pytest.raises(Exception, match="already used"), sim.store.write() as conn:
+            sim.payments._claim(conn, COMPANY, "k", "create")
+        clock.advance(2)
+        with sim.store.write() as conn:
+            sim.payments._claim(conn, COMPANY, "k", "create")  # expired: usable again
+    finally:
+        sim.close()

@@ -52,7 +52,11 @@ def test_volumes(seeded):
     store, summary = seeded
     counts = store.counts(COMPANY)
     assert counts == {path: summary["created"].get(path, 0) for path in OBJECT_TYPES}
-    assert counts["accounts-receivable/customer"] == 30 and counts["accounts-receivable/invoice"] == 150
+    invoice_states = [i["state"] for i in rows(store, "accounts-receivable/invoice", "state")]
+    # The 150 invoices asked for, plus the ``reversal`` record each reversed one left.
+    assert counts["accounts-receivable/customer"] == 30
+    assert invoice_states.count("reversal") == invoice_states.count("reversed") > 0
+    assert counts["accounts-receivable/invoice"] == 150 + invoice_states.count("reversal")
     assert 150 <= counts["accounts-receivable/invoice-line"] <= 750
     assert counts["general-ledger/account"] >= 30 and counts["company-config/entity"] == 2
     assert counts["cash-management/checking-account"] == 3
@@ -60,66 +64,123 @@ def test_volumes(seeded):
         assert counts[path] > 0, path
 
 
+INVOICE_FIELDS = (
+    "key",
+    "state",
+    "totalTxnAmount",
+    "totalTxnAmountDue",
+    "paymentInformation.totalTxnAmountPaid",
+    "paymentInformation.totalTxnAmountSelectedForPayment",
+    "invoiceDate",
+    "dueDate",
+    "customer.id",
+    "referenceNumber",
+)
+
+
 def test_invoices_in_every_state_with_lines_that_add_up(seeded):
     store, _ = seeded
-    invoices = rows(
-        store,
-        "accounts-receivable/invoice",
-        "key",
-        "state",
-        "totalTxnAmount",
-        "totalTxnAmountDue",
-        "totalTxnAmountPaid",
-        "invoiceDate",
-        "dueDate",
-        "customer.id",
-    )
-    assert {i["state"] for i in invoices} == {"draft", "posted", "partiallyPaid", "paid", "reversed"}
+    invoices = rows(store, "accounts-receivable/invoice", *INVOICE_FIELDS)
+    # Every published invoice state (accounts-receivable.md, invoice ``state``).
+    assert {i["state"] for i in invoices} == {
+        "draft",
+        "posted",
+        "partiallyPaid",
+        "paid",
+        "reversed",
+        "reversal",
+        "selected",
+        "noValue",
+    }
     lines = defaultdict(list)
     for line in rows(store, "accounts-receivable/invoice-line", "invoice.key", "lineNumber", "txnAmount"):
         lines[line["invoice.key"]].append(line)
     for invoice in invoices:
         own = lines[invoice["key"]]
+        assert invoice["dueDate"] >= invoice["invoiceDate"]
+        if invoice["state"] == "reversal":
+            assert not own  # the mirror record has no lines of its own
+            continue
         assert 1 <= len(own) <= 5 and [line["lineNumber"] for line in own] == list(range(1, len(own) + 1))
         assert sum(Decimal(line["txnAmount"]) for line in own) == Decimal(invoice["totalTxnAmount"])
-        assert invoice["dueDate"] >= invoice["invoiceDate"]
+
+
+def test_selected_novalue_and_reversed_invoices(seeded):
+    store, _ = seeded
+    invoices = rows(store, "accounts-receivable/invoice", *INVOICE_FIELDS)
+    by_state = defaultdict(list)
+    for invoice in invoices:
+        by_state[invoice["state"]].append(invoice)
+    for invoice in by_state["selected"]:
+        # Selected for a payment not yet made: its whole due amount, nothing paid yet.
+        due = Decimal(invoice["totalTxnAmountDue"])
+        assert due == Decimal(invoice["totalTxnAmount"]) > 0
+        assert Decimal(invoice["paymentInformation.totalTxnAmountSelectedForPayment"]) == due
+        assert Decimal(invoice["paymentInformation.totalTxnAmountPaid"]) == 0
+    for invoice in by_state["noValue"]:
+        assert Decimal(invoice["totalTxnAmount"]) == Decimal(invoice["totalTxnAmountDue"]) == 0
+    for invoice in invoices:
+        if invoice["state"] != "selected":
+            assert Decimal(invoice["paymentInformation.totalTxnAmountSelectedForPayment"]) == 0
+    # Each reversed invoice has its reversal: the same customer and reference, the total negated.
+    reversals = by_state["reversal"]
+    assert len(reversals) == len(by_state["reversed"])
+    for original in by_state["reversed"]:
+        assert Decimal(original["totalTxnAmountDue"]) == 0
+        mirror = [
+            r
+            for r in reversals
+            if r["customer.id"] == original["customer.id"]
+            and r["referenceNumber"] == original["referenceNumber"]
+        ]
+        assert mirror and Decimal(mirror[0]["totalTxnAmount"]) == -Decimal(original["totalTxnAmount"])
+        assert mirror[0]["key"] > original["key"]
+
+
+PAYMENT_FIELDS = (
+    "key",
+    "state",
+    "txnCurrency.totalAmount",
+    "customer.id",
+    "financialEntity.entityId",
+    "referenceNumber",
+    "bankReconciliationStatus",
+    "bankReconciliationDate",
+    "paymentSummary.receiptDate",
+)
 
 
 def test_payments_are_applied_to_the_invoices_they_pay(seeded):
     store, _ = seeded
-    payments = {
-        p["key"]: p
-        for p in rows(
-            store,
-            "accounts-receivable/payment",
-            "key",
-            "state",
-            "totalTxnAmount",
-            "customer.id",
-            "financialEntity.entityId",
-        )
+    payments = {p["key"]: p for p in rows(store, "accounts-receivable/payment", *PAYMENT_FIELDS)}
+    assert {p["state"] for p in payments.values()} == {
+        "complete",
+        "reconciled",
+        "draft",
+        "reversed",
+        "reversal",
     }
-    assert {p["state"] for p in payments.values()} == {"complete", "voided", "draft"}
+    counted = ("complete", "reconciled")
     applied: dict[int, Decimal] = defaultdict(Decimal)
     per_payment: dict[int, Decimal] = defaultdict(Decimal)
     for detail in rows(
-        store, "accounts-receivable/payment-detail", "payment.key", "invoice.key", "txnAmount"
-    ):
-        per_payment[detail["payment.key"]] += Decimal(detail["txnAmount"])
-        if payments[detail["payment.key"]]["state"] == "complete":
-            applied[detail["invoice.key"]] += Decimal(detail["txnAmount"])
-    for key, payment in payments.items():
-        assert per_payment[key] == Decimal(payment["totalTxnAmount"])
-    for invoice in rows(
         store,
-        "accounts-receivable/invoice",
-        "key",
-        "state",
-        "totalTxnAmount",
-        "totalTxnAmountPaid",
-        "totalTxnAmountDue",
+        "accounts-receivable/payment-detail",
+        "arPayment.key",
+        "arInvoice.key",
+        "txnCurrency.paymentAmount",
     ):
-        paid = Decimal(invoice["totalTxnAmountPaid"])
+        amount = Decimal(detail["txnCurrency.paymentAmount"])
+        per_payment[detail["arPayment.key"]] += amount
+        if payments[detail["arPayment.key"]]["state"] in counted:
+            applied[detail["arInvoice.key"]] += amount
+    for key, payment in payments.items():
+        if payment["state"] == "reversal":
+            assert per_payment[key] == 0  # the reversal record applies nothing itself
+        else:
+            assert per_payment[key] == Decimal(payment["txnCurrency.totalAmount"]) > 0
+    for invoice in rows(store, "accounts-receivable/invoice", *INVOICE_FIELDS):
+        paid = Decimal(invoice["paymentInformation.totalTxnAmountPaid"])
         assert applied[invoice["key"]] == paid
         if invoice["state"] == "paid":
             assert paid == Decimal(invoice["totalTxnAmount"]) and Decimal(invoice["totalTxnAmountDue"]) == 0
@@ -129,41 +190,103 @@ def test_payments_are_applied_to_the_invoices_they_pay(seeded):
             assert paid == 0
 
 
+def test_reconciled_payments_and_reversal_records(seeded):
+    store, _ = seeded
+    payments = rows(store, "accounts-receivable/payment", *PAYMENT_FIELDS)
+    for payment in payments:
+        if payment["state"] == "reconciled":
+            # Cleared in a bank reconciliation, on or after the day it was received.
+            assert payment["bankReconciliationStatus"] == "cleared"
+            assert payment["bankReconciliationDate"] >= payment["paymentSummary.receiptDate"]
+        else:
+            assert payment["bankReconciliationStatus"] == "uncleared"
+            assert payment["bankReconciliationDate"] is None
+    reversed_ = [p for p in payments if p["state"] == "reversed"]
+    reversals = [p for p in payments if p["state"] == "reversal"]
+    assert reversed_ and len(reversals) == len(reversed_)
+    for original in reversed_:
+        # The reversal record: the next key, the same customer and reference (copied), the total
+        # negated, received on or after the original.
+        mirror = next(p for p in payments if p["key"] == original["key"] + 1)
+        assert mirror["state"] == "reversal" and mirror["customer.id"] == original["customer.id"]
+        assert mirror["referenceNumber"] == original["referenceNumber"]
+        assert Decimal(mirror["txnCurrency.totalAmount"]) == -Decimal(original["txnCurrency.totalAmount"])
+        assert mirror["paymentSummary.receiptDate"] >= original["paymentSummary.receiptDate"]
+
+
 def test_deposits_journal_entries_and_bank_accounts_are_realistic(seeded):
     store, _ = seeded
-    complete = {
+    counted = {
         p["key"]
         for p in rows(store, "accounts-receivable/payment", "key", "state")
-        if p["state"] == "complete"
+        if p["state"] in ("complete", "reconciled")
+    }
+    deposits = {
+        d["key"]: d
+        for d in rows(store, "cash-management/deposit", "key", "txnTotalEntered", "bankAccount.id", "state")
     }
     deposited: dict[int, Decimal] = defaultdict(Decimal)
-    for detail in rows(store, "cash-management/deposit-detail", "deposit.key", "payment.key", "txnAmount"):
-        assert detail["payment.key"] in complete
-        deposited[detail["deposit.key"]] += Decimal(detail["txnAmount"])
-    for deposit in rows(store, "cash-management/deposit", "key", "totalTxnAmount", "bankAccount.id"):
-        assert deposited[deposit["key"]] == Decimal(deposit["totalTxnAmount"]) and deposit["bankAccount.id"]
+    details = rows(store, "cash-management/deposit-detail", "key", "deposit.key", "txnTotalEntered", "state")
+    for detail in details:
+        assert detail["key"] in counted  # a detail's key is the deposited payment's key
+        deposited[detail["deposit.key"]] += Decimal(detail["txnTotalEntered"])
+        void = deposits[detail["deposit.key"]]["state"] == "void"
+        assert detail["state"] == ("undeposited" if void else "deposited")
+    assert len({d["key"] for d in details}) == len(details)  # no payment deposited twice
+    for key, deposit in deposits.items():
+        assert deposited[key] == Decimal(deposit["txnTotalEntered"]) and deposit["bankAccount.id"]
+    # Every published deposit state: none (deposited), void and awaiting approval.
+    assert {d["state"] for d in deposits.values()} == {None, "void", "approve"}
     balance: dict[int, Decimal] = defaultdict(Decimal)
     for line in rows(store, "general-ledger/journal-entry-line", "journalEntry.key", "txnAmount", "txnType"):
         balance[line["journalEntry.key"]] += Decimal(line["txnAmount"]) * (
             1 if line["txnType"] == "debit" else -1
         )
     assert balance and all(total == 0 for total in balance.values())
+    # Every published journal-entry state, the approval ones included.
     assert {e["state"] for e in rows(store, "general-ledger/journal-entry", "state")} == {
         "draft",
+        "submitted",
+        "partiallyApproved",
+        "approved",
+        "declined",
+        "reversalPending",
         "posted",
         "reversed",
     }
     for account in rows(
-        store, "cash-management/checking-account", "bankAccountDetails.accountNumber", "name"
+        store,
+        "cash-management/checking-account",
+        "bankAccountDetails.accountNumber",
+        "bankAccountDetails.bankName",
+        "bankAccountDetails.currency",
     ):
         assert account["bankAccountDetails.accountNumber"].isdigit()
         assert len(account["bankAccountDetails.accountNumber"]) >= 10  # the full number: Intacct holds it
-        assert account["name"]
+        assert account["bankAccountDetails.bankName"] and account["bankAccountDetails.currency"]
     statuses = {c["status"] for c in rows(store, "accounts-receivable/customer", "status")}
     assert "active" in statuses and statuses <= {"active", "activeNonPosting", "inactive"}
     assert rows(store, "accounts-receivable/adjustment", "key") and rows(
         store, "cash-management/other-receipt", "key"
     )
+
+
+def test_adjustment_and_other_receipt_reversals(seeded):
+    store, _ = seeded
+    for path, total in (
+        ("accounts-receivable/adjustment", "txnCurrency.totalEntered"),
+        ("cash-management/other-receipt", "txnTotalEntered"),
+    ):
+        records = rows(store, path, "key", "state", total)
+        states = [r["state"] for r in records]
+        assert states.count("reversal") == states.count("reversed") > 0, path
+        by_key = {r["key"]: r for r in records}
+        for record in records:
+            if record["state"] == "reversed":
+                # Its reversal record comes next, the amount negated.
+                mirror = by_key[record["key"] + 1]
+                assert mirror["state"] == "reversal", path
+                assert Decimal(mirror[total]) == -Decimal(record[total]) != 0, path
 
 
 def test_fixed_lines_per_invoice(tmp_path):
@@ -195,10 +318,18 @@ def test_deterministic_for_a_seed(tmp_path):
 
 def test_seeding_again_adds_without_duplicating_reference_data(seeded):
     store, _ = seeded
-    before = store.counts(COMPANY)
+
+    def reversal_records() -> int:
+        return [i["state"] for i in rows(store, "accounts-receivable/invoice", "state")].count("reversal")
+
+    before, reversals_before = store.counts(COMPANY), reversal_records()
     seed_company(store, COMPANY, SeedOptions(customers=5, invoices=10, seed=12, as_of=AS_OF))
     after = store.counts(COMPANY)
-    assert after["accounts-receivable/invoice"] == before["accounts-receivable/invoice"] + 10
+    # The 10 invoices asked for, plus a reversal record for each of them seeded reversed.
+    added_reversals = reversal_records() - reversals_before
+    assert (
+        after["accounts-receivable/invoice"] == before["accounts-receivable/invoice"] + 10 + added_reversals
+    )
     assert after["general-ledger/account"] == before["general-ledger/account"]
     ids = [c["id"] for c in rows(store, "accounts-receivable/customer", "id")]
     assert len(ids) == len(set(ids)) == 35
@@ -208,6 +339,9 @@ def test_data_and_keys_survive_a_restart(tmp_path):
     app, sim = build(tmp_path)
     client = app.test_client()
     seed_company(sim.store, COMPANY, SeedOptions(customers=3, invoices=5, as_of=AS_OF))
+    # The 5 invoices, with the reversal record of any seeded reversed.
+    invoices = sim.store.counts(COMPANY)["accounts-receivable/invoice"]
+    assert invoices >= 5
     client.post(
         f"/sandbox/companies/{COMPANY}/objects/accounts-receivable/customer", json={"name": "Kept Co"}
     )
@@ -229,7 +363,7 @@ def test_data_and_keys_survive_a_restart(tmp_path):
         assert found["ia::meta"]["totalCount"] == 1
         assert (
             client.get(f"/sandbox/companies/{COMPANY}").get_json()["counts"]["accounts-receivable/invoice"]
-            == 5
+            == invoices
         )
     finally:
         sim.close()

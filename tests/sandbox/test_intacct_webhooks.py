@@ -271,24 +271,27 @@ def test_a_payment_pays_its_invoices_and_fires_its_own_trigger(admin, sink):
         admin.records("accounts-receivable/payment"),
         {
             "customer": {"id": "C-000001"},
-            "receiptDate": "2026-09-10",
-            "details": [{"invoice": {"key": invoice["key"]}, "txnAmount": "25.50"}],
+            "paymentSummary": {"receiptDate": "2026-09-10"},
+            "paymentDetails": [
+                {"arInvoice": {"key": invoice["key"]}, "txnCurrency": {"paymentAmount": "25.50"}}
+            ],
         },
     ).json()
-    assert payment["totalTxnAmount"] == "25.50" and payment["details"][0]["invoice"]["key"] == invoice["key"]
+    assert payment["txnCurrency"]["totalAmount"] == "25.50"
+    assert payment["paymentDetails"][0]["arInvoice"]["key"] == invoice["key"]
     sink.wait_for(2)
     admin.idle()
     assert sorted(r["body"]["object"] for r in sink.requests) == ["ARINVOICE", "ARPYMT"]  # no invoice "set"
     paid = admin("GET", admin.records(f"accounts-receivable/invoice/{invoice['key']}")).json()
-    assert (paid["state"], paid["totalTxnAmountPaid"], paid["totalTxnAmountDue"]) == (
+    assert (paid["state"], paid["paymentInformation"]["totalTxnAmountPaid"], paid["totalTxnAmountDue"]) == (
         "partiallyPaid",
         "25.50",
         "100.00",
     )
-    admin("PATCH", admin.records(f"accounts-receivable/payment/{payment['key']}"), {"state": "voided"})
+    admin("PATCH", admin.records(f"accounts-receivable/payment/{payment['key']}"), {"state": "reversed"})
     unpaid = admin("GET", admin.records(f"accounts-receivable/invoice/{invoice['key']}")).json()
     assert (unpaid["state"], unpaid["totalTxnAmountDue"]) == ("posted", "125.50")
-    assert Decimal(unpaid["totalTxnAmountPaid"]) == 0
+    assert Decimal(unpaid["paymentInformation"]["totalTxnAmountPaid"]) == 0
 
 
 def test_delivery_never_blocks_the_mutation(tmp_path):

@@ -479,7 +479,7 @@ _UPDATED_FIELD = {
     "adjustments": "description",
     "gl-accounts": "name",
     "journal-entries": "description",
-    "bank-accounts": "name",
+    "bank-accounts": "bankAccountDetails.bankName",  # the published object has no name
     "deposits": "description",
     "other-receipts": "description",
     "entities": "name",
@@ -532,7 +532,8 @@ class IntacctChanges:
                 company.live[resource][key] = record.get("id")
                 if resource == "invoices":
                     company.invoice_state[key] = record["state"]
-                    if Decimal(record.get("totalTxnAmountPaid") or 0) == 0:
+                    paid = (record.get("paymentInformation") or {}).get("totalTxnAmountPaid")
+                    if Decimal(paid or 0) == 0:
                         company.unpaid_invoices.add(key)
                 elif resource == "payments":
                     company.payment_state[key] = record["state"]
@@ -594,10 +595,12 @@ class IntacctChanges:
         if key is None:
             return None
         self._serial += 1
-        name = _UPDATED_FIELD[resource]
-        self._sandbox.intacct(
-            "PATCH", self._path(company, resource, key), {name: f"chaos change {self._serial}"}
-        )
+        # A dotted path is sent nested, as the published objects take it.
+        *parents, name = _UPDATED_FIELD[resource].split(".")
+        body: dict[str, Any] = {name: f"chaos change {self._serial}"}
+        for parent in reversed(parents):
+            body = {parent: body}
+        self._sandbox.intacct("PATCH", self._path(company, resource, key), body)
         self._touch(company, resource, key)
         return [(resource, key, "update", company.live[resource][key])]
 
@@ -637,13 +640,16 @@ class IntacctChanges:
     def _void(self, company: CompanyRecords) -> list[Change] | None:
         """Void (or restore) a payment: its invoices' amounts change with no event of their own."""
         key = self._pick(company, "payments")
-        if key is None:
-            return None
+        if key is None or company.payment_state[key] == "reversal":
+            return None  # a reversal record is a mirror, never voided or restored itself
         payment = self._sandbox.intacct("GET", self._path(company, "payments", key))
-        invoices = {str(d["invoice"]["key"]) for d in payment.get("details", []) if d.get("invoice")}
+        invoices = {
+            str(d["arInvoice"]["key"]) for d in payment.get("paymentDetails") or [] if d.get("arInvoice")
+        }
         if not all(self._eligible(company, "invoices", k) for k in invoices):
             return None
-        state = "complete" if company.payment_state[key] == "voided" else "voided"
+        # Sage's published word for a voided payment is ``reversed`` (FlexPoint shows ``voided``).
+        state = "complete" if company.payment_state[key] == "reversed" else "reversed"
         self._sandbox.intacct("PATCH", self._path(company, "payments", key), {"state": state})
         company.payment_state[key] = state
         self._touch(company, "payments", key)
@@ -670,13 +676,15 @@ class IntacctChanges:
         elif resource == "adjustments":
             body = {
                 "customer": {"id": self._rng.choice(company.customer_ids)},
-                "totalTxnAmount": amount,
+                "createdDate": "2026-11-15",
+                "txnCurrency": {"currency": "USD", "totalEntered": amount},
                 "description": f"chaos adjustment {n}",
             }
         else:
             body = {
                 "payer": f"Chaos payer {n}",
-                "totalTxnAmount": amount,
+                "txnDate": "2026-11-15",
+                "txnTotalEntered": amount,
                 "description": f"chaos receipt {n}",
                 "bankAccount": {"id": self._rng.choice(company.bank_account_ids)},
             }

@@ -6,9 +6,8 @@ flexpoint-sync-api.yaml's item schemas, BRIEF.md), not from the service: nothing
 into the expectation. Only what a comparison needs is listed: identity, versions, amounts,
 states, the fields the chaos changes, and lines.
 
-The Intacct paths are the simulator's record shapes as it serves them today; they predate the
-contract's move to Sage's published names. Where the two differ, the row's comment gives the
-published name: when the simulator moves, these tables are the one place to change.
+The Intacct paths are Sage's published names (the digests in ``shared/spec/intacct-openapi/``),
+which the simulator serves; these tables are the one place to change when a name moves.
 """
 
 from __future__ import annotations
@@ -84,6 +83,18 @@ MONEY_OR_ZERO = Kind(
     lambda record, path: _cents(record.get(path) or 0), lambda held: _cents(0 if held is None else held)
 )
 LAST4 = Kind(_last4, lambda held: held)  # QUALITY S3: FlexPoint never sees more than 4 digits
+
+
+def _bank_name(record: Mapping[str, Any], path: str) -> str | None:
+    """A bank account's FlexPoint name: ``<bank name> ****<last 4>``, the bank name alone without
+    a number, else the account's id (intacct-rest.md, "Bank account")."""
+    bank, digits = _text(record, path), _last4(record, "bankAccountDetails.accountNumber")
+    if bank and digits:
+        return f"{bank} ****{digits}"
+    return bank or _text(record, "id")
+
+
+BANK_NAME = Kind(_bank_name, lambda held: held)
 DEBIT = Kind(_side("debit"), _cents)
 CREDIT = Kind(_side("credit"), _cents)
 
@@ -98,12 +109,10 @@ INVOICE_STATE = _choice(
         "reversed": "void",
     }
 )
-# "voided" is the simulator's word today; Sage publishes "reversed".
 PAYMENT_STATE = _choice(
     {
         "complete": "complete",
         "reconciled": "complete",
-        "voided": "voided",
         "reversed": "voided",
         "draft": "draft",
     }
@@ -151,19 +160,18 @@ FIELDS: dict[str, tuple[Row, ...]] = {
         ("customerId", "customer.id", TEXT),
         ("totalAmount", "totalTxnAmount", MONEY),
         ("amountDue", "totalTxnAmountDue", MONEY),
-        # published: paymentInformation.totalTxnAmountPaid
-        ("amountPaid", "totalTxnAmountPaid", MONEY_OR_ZERO),
+        ("amountPaid", "paymentInformation.totalTxnAmountPaid", MONEY_OR_ZERO),
         ("state", "state", INVOICE_STATE),
         ("description", "description", TEXT),
     ),
     "payments": (
         ("customerId", "customer.id", TEXT),
-        ("amount", "totalTxnAmount", MONEY),  # published: txnCurrency.totalAmount
+        ("amount", "txnCurrency.totalAmount", MONEY),
         ("state", "state", PAYMENT_STATE),
     ),
     "adjustments": (
         ("customerId", "customer.id", TEXT),
-        ("amount", "totalTxnAmount", MONEY),  # published: txnCurrency.totalEntered
+        ("amount", "txnCurrency.totalEntered", MONEY),
         ("description", "description", TEXT),
     ),
     "gl-accounts": (
@@ -172,23 +180,24 @@ FIELDS: dict[str, tuple[Row, ...]] = {
         ("status", "status", STATUS),
     ),
     "journal-entries": (
-        ("journal", "journal.id", TEXT),  # published: glJournal.id
+        ("journal", "glJournal.id", TEXT),
         ("description", "description", TEXT),
         ("state", "state", JOURNAL_STATE),
     ),
     "bank-accounts": (
         ("bankAccountId", "id", TEXT),
-        ("name", "name", TEXT),  # published: no name; bank name and last 4 digits, else id
+        # The published object has no name: the bank's name and the last 4 digits, else the id.
+        ("name", "bankAccountDetails.bankName", BANK_NAME),
         ("accountNumberLast4", "bankAccountDetails.accountNumber", LAST4),
     ),
     "deposits": (
         ("bankAccountId", "bankAccount.id", TEXT),
-        ("amount", "totalTxnAmount", MONEY),  # published: txnTotalEntered
+        ("amount", "txnTotalEntered", MONEY),
         ("description", "description", TEXT),
     ),
     "other-receipts": (
         ("payer", "payer", TEXT),
-        ("amount", "totalTxnAmount", MONEY),  # published: txnTotalEntered
+        ("amount", "txnTotalEntered", MONEY),
         ("description", "description", TEXT),
         ("bankAccountId", "bankAccount.id", TEXT),
     ),
@@ -230,12 +239,12 @@ LINES: dict[str, Lines] = {
     "payments": Lines(
         "appliedTo",
         "accounts-receivable/payment-detail",
-        "payment.key",  # published: arPayment.key
+        "arPayment.key",
         (
-            ("invoiceExternalId", "invoice.key", TEXT),  # published: arInvoice.key
-            ("amount", "txnAmount", MONEY),  # published: txnCurrency.paymentAmount
+            ("invoiceExternalId", "arInvoice.key", TEXT),
+            ("amount", "txnCurrency.paymentAmount", MONEY),
         ),
-        needs="invoice.key",
+        needs="arInvoice.key",
     ),
     "journal-entries": Lines(
         "lines",
@@ -252,15 +261,20 @@ LINES: dict[str, Lines] = {
         "paymentExternalIds",
         "cash-management/deposit-detail",
         "deposit.key",
-        ((None, "payment.key", TEXT),),  # published: the detail's own key (a convention)
-        needs="payment.key",
+        # intacct-rest.md's convention: a detail's own key is the deposited payment's key.
+        ((None, "key", TEXT),),
+        needs="key",
     ),
 }
 
-# Records FlexPoint must not import: a tombstone at the record's own version instead.
+# Records FlexPoint must not import (drafts, the ``reversal`` mirror records) or that leave it
+# (a void deposit, a reversed other receipt): a tombstone at the record's own version instead.
 NOT_IMPORTED: dict[str, tuple[str, frozenset[str]]] = {
-    "invoices": ("state", frozenset({"draft"})),
-    "adjustments": ("state", frozenset({"draft"})),
+    "invoices": ("state", frozenset({"draft", "reversal"})),
+    "payments": ("state", frozenset({"reversal"})),
+    "adjustments": ("state", frozenset({"draft", "reversal"})),
+    "deposits": ("state", frozenset({"void"})),
+    "other-receipts": ("state", frozenset({"reversal", "reversed"})),
 }
 
 # -- the expectation -------------------------------------------------------------------------

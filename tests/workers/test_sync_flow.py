@@ -198,8 +198,11 @@ def test_a_payment_also_brings_the_invoices_it_pays_up_to_date(company, worker, 
         json={
             "customer": {"id": customer["id"]},
             "state": "complete",
-            "currency": {"txnCurrency": "USD"},
-            "details": [{"invoice": {"key": invoice_key}, "txnAmount": "40.00"}],
+            "paymentSummary": {"receiptDate": "2026-12-01"},
+            "txnCurrency": {"currency": "USD", "totalAmount": "40.00"},
+            "paymentDetails": [
+                {"arInvoice": {"key": invoice_key}, "txnCurrency": {"paymentAmount": "40.00"}}
+            ],
         },
         timeout=10,
     )

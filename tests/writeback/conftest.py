@@ -3,6 +3,8 @@ payments, a stored connection, a running writeback consumer, and publishing paym
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 import uuid
@@ -21,6 +23,22 @@ from workers.connections.store import ConnectionStore
 
 PAYMENTS_EXCHANGE = "flexpoint.payments"
 INVOICE = "accounts-receivable/invoice"
+# A checking account in the published shape (general-ledger-cash-management-company.md §5): no
+# ``name``; the bank and currency under ``bankAccountDetails``.
+BANK_ACCOUNT = {
+    "id": "BANK-01",
+    "location": {"id": "1"},
+    "bankAccountDetails": {"bankName": "Operating", "currency": "USD"},
+    "accounting": {"glAccount": {"id": "1000"}},
+}
+
+
+def reference_of(payment: dict[str, Any]) -> str:
+    """The Intacct ``referenceNumber`` a FlexPoint payment must be posted under, from the brief
+    (intacct-rest.md "The reference"), not from the service: ``FP-`` + the first 18 characters of
+    the unpadded upper-case base32 of SHA-256(``<accountId>:<paymentId>``)."""
+    digest = hashlib.sha256(f"{payment['accountId']}:{payment['paymentId']}".encode()).digest()
+    return "FP-" + base64.b32encode(digest).decode("ascii").rstrip("=")[:18]
 
 
 class Books:
@@ -52,10 +70,12 @@ class Books:
     def get_invoice(self, key: str) -> dict[str, Any]:
         return self.admin("GET", f"companies/{self.company_id}/objects/{INVOICE}/{key}")
 
-    def payments(self, reference: str | None = None) -> list[dict[str, Any]]:
-        """The payments the simulator stores (the oracle: its own store, not our client)."""
+    def payments(self, reference: str | None = None, *, reversals: bool = False) -> list[dict[str, Any]]:
+        """The payments the simulator stores (the oracle: its own store, not our client), without
+        the ``reversal`` records a reverse adds (they carry the reference too) unless ``reversals``."""
         params = {"referenceNumber": reference} if reference else {}
-        return self.admin("GET", f"companies/{self.company_id}/payments", **params)["payments"]
+        stored = self.admin("GET", f"companies/{self.company_id}/payments", **params)["payments"]
+        return [p for p in stored if reversals or p["state"] != "reversal"]
 
     def configure(self, **settings: Any) -> None:
         self.admin("PATCH", f"companies/{self.company_id}", settings)
@@ -71,7 +91,7 @@ def new_books(intacct, company_id: str | None = None, **settings: Any) -> Books:
     books = Books(intacct, company_id)
     books.record("accounts-receivable/customer", {"id": "C-1", "name": "Acme Retail"})
     books.record("accounts-receivable/customer", {"id": "C-2", "name": "Other Co"})
-    books.record("cash-management/checking-account", {"id": "BANK-01", "name": "Operating"})
+    books.record("cash-management/checking-account", BANK_ACCOUNT)
     books.record("general-ledger/account", {"id": "1499", "name": "Undeposited funds"})
     return books
 

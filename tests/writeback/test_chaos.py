@@ -39,6 +39,7 @@ from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
 from tests.conftest import wait_until
 from tests.workers.chaos_support import FLEXPOINT_TOKEN, INTACCT_SECRET, Sandbox, free_port, queue_totals
+from tests.writeback.conftest import BANK_ACCOUNT, reference_of
 from workers.connections.store import ConnectionStore
 
 PAYMENTS = int(os.environ.get("FLEXSYNC_WRITEBACK_CHAOS_PAYMENTS", "120"))
@@ -141,9 +142,7 @@ def test_every_payment_is_in_intacct_exactly_once_through_kills_lost_answers_and
             sandbox.intacct("POST", "companies", {"companyId": company_id, "webhooks": {"enabled": False}})
             objects = f"companies/{company_id}/objects"
             sandbox.intacct("POST", f"{objects}/accounts-receivable/customer", {"id": "C-1", "name": "Acme"})
-            sandbox.intacct(
-                "POST", f"{objects}/cash-management/checking-account", {"id": "BANK-01", "name": "Op"}
-            )
+            sandbox.intacct("POST", f"{objects}/cash-management/checking-account", BANK_ACCOUNT)
             store.save(connection_id, account_id, company_id, None, "ws_flexpoint", "connected", None)
             for index in range(number, PAYMENTS, COMPANIES):
                 amount = f"{10 + index % 90}.{index % 100:02d}"
@@ -256,9 +255,9 @@ def test_every_payment_is_in_intacct_exactly_once_through_kills_lost_answers_and
                 keys[stored["referenceNumber"]] = str(stored["key"])
         twice = {ref: n for ref, n in by_reference.items() if n != 1}
         assert twice == {}, f"payments not in Intacct exactly once: {twice}"
-        assert set(by_reference) == {f"FP-{p['paymentId']}" for p in payments}
+        assert set(by_reference) == {reference_of(p) for p in payments}
         for payment in payments:
-            assert reported(payment)["intacctKey"] == keys[f"FP-{payment['paymentId']}"]
+            assert reported(payment)["intacctKey"] == keys[reference_of(payment)]
         totals = queue_totals(amqp_url)
         assert totals.get(DEAD_LETTER_QUEUE_NAME, {}).get("messages", 0) == 0
         stats = sandbox.intacct("GET", "stats")

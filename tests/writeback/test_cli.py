@@ -5,6 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from cli.main import main
+from clients.intacct.payments import reference_for
 from store.db import create_engine_for, upgrade
 from workers.writeback.store import PostingStore
 
@@ -23,7 +24,9 @@ def test_payments_list_and_show(settings):
     upgrade(engine)
     postings = PostingStore(engine)
     claimed = postings.claim("acct-1", "pay-ok", "conn-1", lease_seconds=60)
-    postings.record_posted(postings.intend(claimed, "creating", lease_seconds=60, settle_seconds=30), "5678")
+    postings.record_posted(
+        postings.intend(claimed, "creating", lease_seconds=60, settle_seconds=30, company_id="CO-1"), "5678"
+    )
     postings.cancel_if_new("acct-1", "pay-gone", "conn-2", requested_at=None)
     engine.dispose()
     runner = CliRunner()
@@ -41,7 +44,8 @@ def test_payments_list_and_show(settings):
 
     shown = runner.invoke(main, ["payments", "show", "pay-ok"], env=_env(settings))
     assert shown.exit_code == 0
-    assert "FP-pay-ok" in shown.output and "attempts: 1" in shown.output
+    assert reference_for("acct-1", "pay-ok") in shown.output and "attempts: 1" in shown.output
+    assert "company: CO-1" in shown.output
 
     missing = runner.invoke(main, ["payments", "show", "nope"], env=_env(settings))
     assert missing.exit_code != 0 and "no posting for payment nope" in missing.output

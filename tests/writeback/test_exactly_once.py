@@ -15,6 +15,7 @@ import requests
 from config.settings import ENVIRONMENT_VARIABLES
 from store.db import create_engine_for
 from tests.conftest import wait_until
+from tests.writeback.conftest import reference_of
 from workers.writeback.store import PostingStore
 
 pytestmark = pytest.mark.broker
@@ -47,10 +48,11 @@ def test_the_same_message_in_two_workers_at_once_creates_one_payment(make_accoun
     for payment in payments:
         account.wait_for(payment, "posted", timeout=60)
     for payment in payments:
-        assert len(account.books.payments(f"FP-{payment['paymentId']}")) == 1
+        assert len(account.books.payments(reference_of(payment))) == 1
     assert creates(intacct, account.books.company_id) == len(payments)
 
 
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("fault", ["commitErrorRate", "commitTimeoutRate"])
 def test_a_create_committed_then_failed_is_found_by_its_reference_not_created_again(
     make_account, start_writeback, intacct, fault
@@ -62,9 +64,12 @@ def test_a_create_committed_then_failed_is_found_by_its_reference_not_created_ag
     start_writeback()
     payment = account.payment({invoice: "75.00"})
     account.publish("payment.post", payment)
-    report = account.wait_for(payment, "posted", timeout=60)
+    # An unknown outcome is looked up only once the write's window (17 s at these timings) has
+    # ended, never at once: the retries after 2 s and 10 s find it unsettled, the one 60 s later
+    # finds the payment by its reference.
+    report = account.wait_for(payment, "posted", timeout=150)
 
-    (stored,) = account.books.payments(f"FP-{payment['paymentId']}")
+    (stored,) = account.books.payments(reference_of(payment))
     assert report["intacctKey"] == str(stored["key"])
     assert creates(intacct, account.books.company_id) == 1
 
@@ -139,6 +144,6 @@ def test_a_worker_killed_between_intent_and_answer_leaves_one_payment(
         if first.poll() is None:
             first.kill()
         engine.dispose()
-    (stored,) = account.books.payments(f"FP-{payment['paymentId']}")
+    (stored,) = account.books.payments(reference_of(payment))
     assert report["intacctKey"] == str(stored["key"])
     assert creates(intacct, account.books.company_id) == 1

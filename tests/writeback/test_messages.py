@@ -10,8 +10,9 @@ import pytest
 from marshmallow import ValidationError
 
 from clients.flexpoint.postings import check_posting, posting_key
-from clients.intacct import IntacctRejected, PermissionDenied, RecordNotFound
-from clients.intacct.payments import create_body
+from clients.intacct import IntacctRejected, IntacctUnavailable, PermissionDenied, RateLimited, RecordNotFound
+from clients.intacct.payments import create_body, description_for, outcome_unknown, reference_for
+from tests.intacct_digest import find_spec_dir
 from workers.runtime.failures import ATTEMPTS, ORIGINAL_QUEUE, Failure, destination
 from workers.writeback.messages import load_message
 from workers.writeback.reasons import for_refusal
@@ -70,17 +71,18 @@ def test_malformed_posts_are_refused_naming_the_field(changes):
 
 
 def test_the_create_body_follows_intacct_rest_md():
-    body = create_body(load_message("payment.post", post()), "FP-pay-1")
+    body = create_body(load_message("payment.post", post()), "FP-ABCDEFGHIJKLMNOPQR")
     assert body == {
         "customer": {"id": "C-00042"},
         "paymentMethod": "eft",
-        "receiptDate": "2026-12-01",
+        "paymentSummary": {"receiptDate": "2026-12-01"},
         "financialEntity": {"entityId": "BANK-01"},
         "txnCurrency": {"currency": "USD", "amountToPay": "1250.00"},
-        "referenceNumber": "FP-pay-1",
-        "description": "thanks",
+        "referenceNumber": "FP-ABCDEFGHIJKLMNOPQR",
+        "description": "FlexPoint payment pay-1: thanks",
         "paymentDetails": [{"arInvoice": {"key": "1234"}, "txnCurrency": {"paymentAmount": "1000.00"}}],
     }
+    assert "receiptDate" not in body
     undeposited = create_body(
         load_message(
             "payment.post", post(depositBankAccountId=None, undepositedGLAccountId="1499", method="card")
@@ -107,23 +109,31 @@ def _detail(code, target):
     ("error", "reason"),
     [
         (PermissionDenied("403", area="accounts-receivable", status=403), "permission_denied"),
-        (RecordNotFound("404", status=404, details=_detail("notFound", "customer.id")), "customer_not_found"),
         (
-            RecordNotFound("404", status=404, details=_detail("notFound", "financialEntity.entityId")),
+            RecordNotFound("404", status=404, details=_detail("notFound", "/customer/id")),
+            "customer_not_found",
+        ),
+        (
+            RecordNotFound("404", status=404, details=_detail("notFound", "/financialEntity/entityId")),
             "bank_account_not_found",
         ),
         (
-            RecordNotFound("404", status=404, details=_detail("notFound", "undepositedGLAccount.id")),
+            RecordNotFound("404", status=404, details=_detail("notFound", "/undepositedGLAccount/id")),
             "bank_account_not_found",
         ),
         (
-            RecordNotFound("404", status=404, details=_detail("notFound", "paymentDetails[0].arInvoice.key")),
+            RecordNotFound("404", status=404, details=_detail("notFound", "/paymentDetails/0/arInvoice/key")),
             "invoice_not_found",
         ),
         (IntacctRejected("422", status=422, details=_detail("invoiceNotOpen", "x")), "invoice_not_open"),
         (IntacctRejected("422", status=422, details=_detail("overApplication", "x")), "over_application"),
         (IntacctRejected("422", status=422, details=_detail("currencyMismatch", "x")), "currency_mismatch"),
-        (IntacctRejected("422", status=422, details=_detail("periodClosed", "receiptDate")), "period_closed"),
+        (
+            IntacctRejected(
+                "422", status=422, details=_detail("periodClosed", "/paymentSummary/receiptDate")
+            ),
+            "period_closed",
+        ),
         (
             IntacctRejected("422", status=422, details=_detail("invoiceCustomerMismatch", "x")),
             "invoice_not_found",
@@ -131,6 +141,43 @@ def _detail(code, target):
         (IntacctRejected("HTTP 422: the receipt date is in a closed period", status=422), "period_closed"),
         (
             IntacctRejected("HTTP 400 invalidRequest: bad", status=400, code="invalidRequest"),
+            "invalid_request",
+        ),
+        # By status and slash-path target alone, whatever the code and the text say.
+        (IntacctRejected("422", status=422, details=_detail("x", "/customer/id")), "customer_not_found"),
+        (
+            IntacctRejected("422", status=422, details=_detail("x", "/paymentSummary/receiptDate")),
+            "period_closed",
+        ),
+        (
+            IntacctRejected(
+                "422", status=422, details=_detail("x", "/paymentDetails/0/txnCurrency/paymentAmount")
+            ),
+            "over_application",
+        ),
+        (
+            IntacctRejected(
+                "422", status=422, details=_detail("businessRule", "/paymentDetails/0/arInvoice/key")
+            ),
+            "invoice_not_open",
+        ),
+        (
+            IntacctRejected(
+                "HTTP 422: currency differs",
+                status=422,
+                details=_detail("x", "/paymentDetails/0/arInvoice/key"),
+            ),
+            "currency_mismatch",
+        ),
+        (
+            IntacctRejected("422", status=422, details=_detail("x", "/txnCurrency/currency")),
+            "currency_mismatch",
+        ),
+        # A schema refusal naming a field is our body's fault, not the customer's data.
+        (
+            IntacctRejected(
+                "400", status=400, code="invalidRequest", details=_detail("invalidRequest", "/customer/id")
+            ),
             "invalid_request",
         ),
     ],
@@ -154,6 +201,7 @@ def test_posting_reports_are_checked_against_the_yaml_and_keyed_by_content():
         "paymentId": "p",
         "state": "posted",
         "intacctKey": "1",
+        "intacctReference": "FP-ABCDEFGHIJKLMNOPQR",
         "reportedAt": "2026-12-01T10:00:00.000000Z",
     }
     check_posting(report)
@@ -162,6 +210,7 @@ def test_posting_reports_are_checked_against_the_yaml_and_keyed_by_content():
         {**report, "reason": "oops"},
         {**report, "extra": 1},
         {**report, "reportedAt": None},
+        {**report, "intacctReference": "FP-" + "A" * 19},
     ):
         with pytest.raises(ValueError):
             check_posting(wrong)
@@ -192,11 +241,67 @@ def test_the_posting_contract_checks_follow_the_yaml():
 
     from clients.flexpoint import postings
 
-    spec = yaml.safe_load(
-        (Path(__file__).resolve().parents[2] / "sandbox/flexpoint/flexpoint-sync-api.yaml").read_text()
+    spec_dir = find_spec_dir()
+    source = (
+        spec_dir / "flexpoint-sync-api.yaml"
+        if spec_dir is not None
+        else Path(__file__).resolve().parents[2] / "sandbox/flexpoint/flexpoint-sync-api.yaml"
     )
+    spec = yaml.safe_load(source.read_text())
     schema = spec["components"]["schemas"]["PaymentPosting"]
     assert set(schema["properties"]) == postings.FIELDS
     assert set(schema["required"]) == set(postings.REQUIRED)
     assert set(schema["properties"]["state"]["enum"]) == postings.STATES
     assert set(schema["properties"]["reason"]["enum"]) == postings.REASONS
+
+
+def test_the_target_names_the_invoice_at_its_index():
+    message = load_message(
+        "payment.post",
+        post(
+            amount="30.00",
+            allocations=[
+                {"invoiceExternalId": "11", "amount": "10.00"},
+                {"invoiceExternalId": "22", "amount": "20.00"},
+            ],
+        ),
+    )
+    verdict = for_refusal(
+        RecordNotFound("404", status=404, details=_detail("notFound", "/paymentDetails/1/arInvoice/key")),
+        message,
+    )
+    assert verdict.reason == "invoice_not_found" and "Invoice 22 " in verdict.message
+    assert "apply the payment" in verdict.message
+
+
+def test_the_reference_is_fp_and_18_base32_characters_of_the_account_and_payment():
+    import base64
+    import hashlib
+
+    reference = reference_for("acct-1", "pay-1")
+    expected = base64.b32encode(hashlib.sha256(b"acct-1:pay-1").digest()).decode().rstrip("=")[:18]
+    assert reference == "FP-" + expected and len(reference) == 21
+    assert reference.upper() == reference and "=" not in reference
+    assert reference_for("acct-1", "x" * 64) != reference_for("acct-2", "x" * 64)
+    assert len(reference_for("acct-1", "x" * 64)) == 21
+
+
+def test_the_description_names_the_flexpoint_payment_within_sages_1000_characters():
+    assert description_for("pay-9", None) == "FlexPoint payment pay-9"
+    assert len(description_for("pay-9", "m" * 1000)) == 1000
+
+
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        (IntacctUnavailable("timeout"), True),
+        (IntacctUnavailable("502", status=502), True),
+        (IntacctUnavailable("408", status=408), True),
+        (IntacctRejected("409", status=409), True),
+        (RateLimited("429", retry_after=None, status=429), False),
+        (IntacctRejected("422", status=422), False),
+        (RecordNotFound("404", status=404), False),
+    ],
+)
+def test_which_answers_leave_a_writes_outcome_unknown(error, unknown):
+    assert outcome_unknown(error) is unknown

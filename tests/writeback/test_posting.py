@@ -8,6 +8,7 @@ import pytest
 
 from broker.topology import DEAD_LETTER_QUEUE_NAME
 from tests.conftest import wait_until
+from tests.writeback.conftest import reference_of
 from workers.runtime.failures import REASON
 
 pytestmark = pytest.mark.broker
@@ -22,12 +23,12 @@ def test_a_payment_is_posted_applied_and_reported_with_its_key(make_account, sta
     account.publish("payment.post", payment)
     report = account.wait_for(payment, "posted")
 
-    stored = account.books.payments(f"FP-{payment['paymentId']}")
+    stored = account.books.payments(reference_of(payment))
     assert len(stored) == 1
     assert report["intacctKey"] == str(stored[0]["key"])
     assert report["reason"] is None and report["postedAt"]
     assert stored[0]["paymentMethod"] == "printedCheck"
-    assert Decimal(stored[0]["totalTxnAmount"]) == Decimal("900.00")
+    assert Decimal(stored[0]["txnCurrency"]["totalAmount"]) == Decimal("900.00")
     assert Decimal(account.books.get_invoice(first)["totalTxnAmountDue"]) == Decimal("400.00")
     assert Decimal(account.books.get_invoice(second)["totalTxnAmountDue"]) == Decimal("0.00")
     registry = worker.parts.metrics.registry
@@ -54,7 +55,7 @@ def test_a_replayed_post_re_reports_the_same_key_and_creates_nothing(make_accoun
     assert {r["intacctKey"] for r in reports} == {key}
     assert {r["state"] for r in reports} == {"posted"}
     assert all(r["replayed"] for r in reports[1:])  # same Idempotency-Key and body
-    assert len(account.books.payments(f"FP-{payment['paymentId']}")) == 1
+    assert len(account.books.payments(reference_of(payment))) == 1
 
 
 @pytest.mark.parametrize(
@@ -88,7 +89,7 @@ def test_each_refusal_is_reported_failed_with_its_reason_and_nothing_is_posted(
 
     assert report["reason"] == reason
     assert report["message"] and report["intacctKey"] is None
-    assert account.books.payments(f"FP-{payment['paymentId']}") == []
+    assert account.books.payments(reference_of(payment)) == []
     assert Decimal(account.books.get_invoice(invoice)["totalTxnAmountDue"]) == Decimal("100.00")
 
 
@@ -102,7 +103,7 @@ def test_allocations_above_the_amount_are_refused_before_any_intacct_call(make_a
     report = account.wait_for(payment, "failed")
     assert report["reason"] == "over_application"
     assert "100.00" in report["message"] and "50.00" in report["message"]
-    assert account.books.payments(f"FP-{payment['paymentId']}") == []
+    assert account.books.payments(reference_of(payment)) == []
 
 
 def test_an_invoice_already_paid_is_not_open(make_account, start_writeback):
@@ -135,7 +136,7 @@ def test_a_role_without_the_add_permission_is_reported_with_the_setup_step(make_
     account.books.configure(receivedPaymentsAdd=True)
     account.publish("payment.post", {**payment, "messageId": "again"})
     account.wait_for(payment, "posted")
-    assert len(account.books.payments(f"FP-{payment['paymentId']}")) == 1
+    assert len(account.books.payments(reference_of(payment))) == 1
 
 
 def test_an_unknown_or_disconnected_connection_is_reported_connection_inactive(
@@ -149,7 +150,7 @@ def test_an_unknown_or_disconnected_connection_is_reported_connection_inactive(
     account.publish("payment.post", payment)
     report = account.wait_for(payment, "failed")
     assert report["reason"] == "connection_inactive"
-    assert account.books.payments(f"FP-{payment['paymentId']}") == []
+    assert account.books.payments(reference_of(payment)) == []
 
 
 def test_a_malformed_message_is_dead_lettered_with_its_reason(make_account, start_writeback, broker):
@@ -197,6 +198,6 @@ def test_outages_wait_and_retry_and_are_never_reported_failed(
     report = account.wait_for(payment, "posted", timeout=60)
     reports = account.fp.payment(account.account_id, payment["paymentId"])["reports"]
     assert [r["state"] for r in reports if not r["replayed"]] == ["posted"]
-    assert len(account.books.payments(f"FP-{payment['paymentId']}")) == 1
+    assert len(account.books.payments(reference_of(payment))) == 1
     assert report["intacctKey"]
     assert broker.depth(DEAD_LETTER_QUEUE_NAME) == 0

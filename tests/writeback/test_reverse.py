@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from tests.conftest import wait_until
+from tests.writeback.conftest import reference_of
 
 pytestmark = pytest.mark.broker
 
@@ -24,8 +25,13 @@ def test_a_posted_payment_is_reversed_once_and_its_invoice_is_due_again(make_acc
     account.publish("payment.reverse", reverse)
     report = account.wait_for(payment, "reversed")
     assert report["intacctKey"] == key
-    (stored,) = account.books.payments(f"FP-{payment['paymentId']}")
+    (stored,) = account.books.payments(reference_of(payment))
     assert stored["state"] == "reversed"
+    # The published workflow: a new ``reversal`` record, the reference copied onto it.
+    (reversal,) = [
+        p for p in account.books.payments(reference_of(payment), reversals=True) if p["state"] == "reversal"
+    ]
+    assert str(reversal["key"]) != key
     assert Decimal(account.books.get_invoice(invoice)["totalTxnAmountDue"]) == Decimal("300.00")
 
     # A replayed reverse, and a replayed post, change nothing and re-report the state.
@@ -40,7 +46,7 @@ def test_a_posted_payment_is_reversed_once_and_its_invoice_is_due_again(make_acc
     assert states[:2] == ["posted", "reversed"]
     assert set(states[2:]) <= {"reversed", "posted"}
     assert account.fp.posting(account.account_id, payment["paymentId"])["state"] in ("reversed", "posted")
-    (stored,) = account.books.payments(f"FP-{payment['paymentId']}")
+    (stored,) = account.books.payments(reference_of(payment))
     assert stored["state"] == "reversed"
 
 
@@ -62,7 +68,7 @@ def test_a_reverse_before_the_post_cancels_it_and_nothing_is_ever_created(make_a
         message="the post's report",
     )
     assert account.fp.posting(account.account_id, payment["paymentId"])["reason"] == "cancelled"
-    assert account.books.payments(f"FP-{payment['paymentId']}") == []
+    assert account.books.payments(reference_of(payment)) == []
     assert Decimal(account.books.get_invoice(invoice)["totalTxnAmountDue"]) == Decimal("80.00")
 
 
@@ -87,7 +93,7 @@ def test_post_and_reverse_together_end_with_nothing_complete_in_intacct(make_acc
         lambda: all(final(p) for p in payments), timeout=60, message="every payment reversed or cancelled"
     )
     for payment, invoice in zip(payments, invoices, strict=True):
-        stored = account.books.payments(f"FP-{payment['paymentId']}")
+        stored = account.books.payments(reference_of(payment))
         posting = account.fp.posting(account.account_id, payment["paymentId"])
         assert len(stored) == (1 if posting["state"] == "reversed" else 0)
         assert all(s["state"] == "reversed" for s in stored)
@@ -114,5 +120,5 @@ def test_a_reverse_committed_then_failed_is_resolved_by_reading_the_payment(
     )
     calls = stats.json()["calls"][account.books.company_id]
     assert calls["accounts-receivable/payment:reverse"] == 1  # resolved by reading, not reversed again
-    (stored,) = account.books.payments(f"FP-{payment['paymentId']}")
+    (stored,) = account.books.payments(reference_of(payment))
     assert stored["state"] == "reversed"

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from store.models import PaymentPosting
-from workers.writeback.store import LostClaim, PostingStore
+from workers.writeback.store import LostClaim, PostingStore, reference_for
 
 
 class Clock:
@@ -34,7 +34,12 @@ def postings(engine, clock) -> PostingStore:
 def test_a_first_claim_creates_the_row_pending_with_its_reference(postings):
     posting = postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=60)
     assert posting is not None
-    assert (posting.state, posting.reference, posting.attempts) == ("pending", "FP-pay-1", 0)
+    assert (posting.state, posting.reference, posting.attempts) == (
+        "pending",
+        reference_for("acct-1", "pay-1"),
+        0,
+    )
+    assert len(posting.reference) == 21 and posting.company_id is None and posting.create_key is None
     assert posting.claim_holder
 
 

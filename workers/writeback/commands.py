@@ -63,6 +63,7 @@ def payments_show(ctx: click.Context, payment_id: str, account_id: str | None) -
             ("connection", row.connection_id),
             ("state", row.state),
             ("reference", row.reference),
+            ("company", row.company_id),
             ("intacct key", row.intacct_key),
             ("attempts", row.attempts),
             ("reason", row.reason),

@@ -62,3 +62,10 @@ class ReverseRefused(WritebackError, Permanent):
     """Intacct refused to reverse a posted payment (e.g. a closed period); it stays posted."""
 
     reason = "reverse_refused"
+
+
+class CompanyChanged(WritebackError, Permanent):
+    """The posting was written in another Intacct company than the connection's current one: acting
+    there would look up or reverse the wrong books, so an operator decides."""
+
+    reason = "company_changed"

@@ -12,18 +12,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from marshmallow import ValidationError
 from sqlalchemy.exc import OperationalError
 
 from clients.flexpoint import FlexPointError
-from clients.intacct import IntacctError, IntacctUnavailable, PermissionDenied, RateLimited, TokenInvalid
-from clients.intacct.payments import REVERSED_PAYMENT_STATES, PaymentWrites, create_body
+from clients.intacct import IntacctError, PermissionDenied
+from clients.intacct.payments import (
+    NOT_SENT,
+    REVERSED_PAYMENT_STATES,
+    PaymentWrites,
+    create_body,
+    outcome_unknown,
+)
 from observability.logging import get_logger
 from workers.runtime.failures import Failure
 from workers.writeback import checks, reasons, reports
 from workers.writeback.errors import (
+    CompanyChanged,
     ConnectionGone,
     FlexPointDown,
     FlexPointRefused,
@@ -35,14 +42,12 @@ from workers.writeback.errors import (
 )
 from workers.writeback.messages import POST_ROUTING_KEY, load_message
 from workers.writeback.reasons import Verdict
-from workers.writeback.store import LostClaim, Posting, PostingStore
+from workers.writeback.store import LostClaim, Posting, PostingStore, new_write_key
 
 log = get_logger(__name__)
 
 DATABASE_UNAVAILABLE = "database_unavailable"
 SETTLED = ("posted", "reversing", "reversed", "cancelled")
-# Intacct refused before doing anything: the write did not happen, whatever else is true.
-_NOT_SENT = (RateLimited, TokenInvalid)
 
 
 class WritebackHandler:
@@ -130,6 +135,7 @@ class WritebackHandler:
 
     def _post_claimed(self, connection: Any, message: dict[str, Any], posting: Posting) -> None:
         if posting.state == "creating":
+            self._same_company(connection, posting, "create")
             found = self._resolve_create(connection, posting)
             if found is not None:
                 self._posted(found, message)
@@ -145,51 +151,53 @@ class WritebackHandler:
         if verdict is not None:
             self._fail(posting, verdict)
             return
-        # Committed before the create is sent, the claim renewed to outlast it.
+        # Committed before the create is sent, the claim renewed to outlast it. One write keeps one
+        # Idempotency-Key through all its attempts; a post sent again after a refusal is a new write.
+        create_key = posting.create_key
+        if create_key is None or posting.state == "failed":
+            create_key = new_write_key()
         posting = self._postings.intend(
-            posting, "creating", lease_seconds=self._lease, settle_seconds=self._span
+            posting,
+            "creating",
+            lease_seconds=self._lease,
+            settle_seconds=self._span,
+            create_key=create_key,
+            company_id=connection.company_id,
         )
         try:
-            key = self._intacct.create(connection, create_body(message, posting.reference))
-        except _NOT_SENT as exc:
+            key = self._intacct.create(connection, create_body(message, posting.reference), create_key)
+        except NOT_SENT as exc:
+            # Nothing reached Intacct (our cap, its 429, a refused token, an open breaker).
             self._postings.move(
                 posting, "pending", intent_at=None, settle_by=None, last_error=str(exc)[:2000]
             )
             raise IntacctDown(str(exc)) from exc
-        except IntacctUnavailable as exc:
-            self._posted(self._after_lost_answer(connection, posting, exc), message)
-            return
         except IntacctError as exc:
+            if outcome_unknown(exc):
+                self._outcome_unknown(posting, exc)
             # A refusal (4xx): Intacct created nothing.
             self._fail(posting, reasons.for_refusal(exc, message), error=str(exc))
             return
         self._posted(self._postings.record_posted(posting, key), message)
 
-    def _after_lost_answer(self, connection: Any, posting: Posting, exc: IntacctUnavailable) -> Posting:
-        """The create got no good answer: look for its reference at once; absent, wait or start over."""
-        posting = self._postings.move(posting, "creating", last_error=str(exc)[:2000])
+    def _outcome_unknown(self, posting: Posting, exc: IntacctError) -> NoReturn:
+        """The create may have been committed (a timeout, a 5xx, 408, 409, an unreadable 2xx): the row
+        stays ``creating`` until the reference query, after the write's window, says what happened."""
+        self._postings.move(posting, "creating", last_error=str(exc)[:2000])
         log.warning("payment_create_outcome_unknown", payment_id=posting.payment_id, status=exc.status)
-        try:
-            found = self._find(connection, posting)
-        except IntacctError as lookup:
-            raise OutcomeUnknown(f"create unanswered ({exc}); reference lookup failed ({lookup})") from exc
-        if found is not None:
-            return found
-        if exc.status is not None:
-            # Intacct answered (a 5xx) and holds no payment with the reference: nothing was created.
-            self._postings.move(posting, "pending", intent_at=None, settle_by=None)
-            raise IntacctDown(str(exc)) from exc
-        raise OutcomeUnknown(f"create unanswered ({exc}); no payment with {posting.reference} yet") from exc
+        raise OutcomeUnknown(
+            f"create of {posting.reference} unanswered ({exc}); looked up after its window"
+        ) from exc
 
     def _resolve_create(self, connection: Any, posting: Posting) -> Posting | None:
-        """A row left ``creating``: the posted row if Intacct has the reference, None if the create surely
-        never happened, :class:`OutcomeUnknown` while it could still land."""
+        """A row left ``creating``: :class:`OutcomeUnknown` while the write could still land; after its
+        window, the posted row if Intacct has the reference, None if the create never happened."""
+        if not self._settled(posting):
+            raise OutcomeUnknown(f"create of {posting.reference} may still be under way; looked again later")
         found = self._find(connection, posting)
         if found is not None:
             log.info("payment_create_resolved", payment_id=posting.payment_id, outcome="found")
             return found
-        if not self._settled(posting):
-            raise OutcomeUnknown(f"create of {posting.reference} may still be under way; looked again later")
         log.info("payment_create_resolved", payment_id=posting.payment_id, outcome="absent")
         return None
 
@@ -248,15 +256,19 @@ class WritebackHandler:
         connection = self._connection(message)
         if connection is None:
             raise ConnectionGone("the payment is (or may be) in Intacct but the connection is gone")
+        self._same_company(connection, posting, "reverse")
         if posting.state == "creating":
             found = self._resolve_create(connection, posting)
             if found is None:
                 self._cancelled(posting, message, claimed=True)
                 return
             posting = found
-        if posting.state == "reversing" and self._is_reversed(connection, posting):
-            self._reversed(posting)
-            return
+        if posting.state == "reversing":
+            if self._is_reversed(connection, posting):
+                self._reversed(posting)
+                return
+            if not self._settled(posting):
+                raise OutcomeUnknown(f"reverse of {posting.intacct_key} may still be under way")
         posting = self._postings.intend(
             posting,
             "reversing",
@@ -264,20 +276,26 @@ class WritebackHandler:
             settle_seconds=self._span,
             reversed_on=message["reversedOn"].isoformat(),
             reverse_requested_at=message["requestedAt"],
+            reverse_key=posting.reverse_key or new_write_key(),
         )
         assert posting.intacct_key is not None, "a posted payment has its key"
+        assert posting.reverse_key is not None
         try:
             self._intacct.reverse(
-                connection, posting.intacct_key, posting.reversed_on or "", message.get("memo")
+                connection,
+                posting.intacct_key,
+                posting.reversed_on or "",
+                message.get("memo"),
+                posting.reverse_key,
             )
-        except _NOT_SENT as exc:
+        except NOT_SENT as exc:
             self._postings.move(posting, "posted", intent_at=None, settle_by=None, last_error=str(exc)[:2000])
             raise IntacctDown(str(exc)) from exc
         except IntacctError as exc:
             if self._is_reversed(connection, posting):
                 self._reversed(posting)
                 return
-            if exc.transient:
+            if outcome_unknown(exc):
                 raise OutcomeUnknown(f"reverse of {posting.intacct_key} unanswered: {exc}") from exc
             self._postings.move(posting, "posted", intent_at=None, settle_by=None, last_error=str(exc)[:2000])
             raise ReverseRefused(str(exc)) from exc
@@ -322,6 +340,21 @@ class WritebackHandler:
         if posting is None:
             raise PaymentBusy(f"payment {message['paymentId']} is being worked on by another worker")
         return posting
+
+    def _same_company(self, connection: Any, posting: Posting, write: str) -> None:
+        """Refuse to act for a posting written in another Intacct company than the connection's now."""
+        if posting.company_id is not None and posting.company_id != connection.company_id:
+            log.error(
+                "payment_company_changed",
+                payment_id=posting.payment_id,
+                posted_in=posting.company_id,
+                connected_to=connection.company_id,
+            )
+            raise CompanyChanged(
+                f"payment {posting.payment_id} was written in Intacct company {posting.company_id}, but the "
+                f"connection now points at {connection.company_id}: the {write} is refused; reconnect "
+                f"FlexPoint to {posting.company_id} or settle the payment there by hand"
+            )
 
     def _connection(self, message: dict[str, Any]) -> Any:
         """The message's connection if it is live and the account's own, else None."""

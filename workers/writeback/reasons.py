@@ -1,8 +1,8 @@
 """The failure reasons of a posting and what each tells the customer's admin to do.
 
-Intacct's refusals (intacct-rest.md "Writing payments") are mapped by the field they name
-(``ia::error.details[].target``) and their precise code, then by their text when Intacct says
-neither; the service's own checks before the create use the same reasons.
+Intacct's refusals (intacct-rest.md "Writing payments") are mapped by their status and the field
+they name (``ia::error.details[].target``, a slash path), then by their code, then by their text
+when Intacct says neither; the service's own checks before the create use the same reasons.
 """
 
 from __future__ import annotations
@@ -108,34 +108,106 @@ def invalid_request(said: str) -> Verdict:
 
 
 def for_refusal(exc: IntacctError, post: dict[str, Any]) -> Verdict:
-    """The verdict for Intacct's own refusal of a create (403, 404, 422, 400)."""
+    """The verdict for Intacct's own refusal of a create (403, 404, 422, 400).
+
+    Read in the order of what Sage publishes: the status and the field the refusal names
+    (``details[].target``, a slash path such as ``/paymentDetails/0/arInvoice/key``) first; the code
+    (Sage publishes only ``invalidRequest``; the others are the simulator's conventions) second;
+    the message text last.
+    """
     if isinstance(exc, PermissionDenied) or exc.status == 403:
         return permission_denied()
     detail = _first_detail(exc)
-    target = str(detail.get("target") or "")
-    code = str(detail.get("code") or "")
+    segments = target_segments(str(detail.get("target") or ""))
+    code = str(detail.get("code") or exc.code or "")
     text = f"{detail.get('message') or ''} {exc.message}".lower()
-    date = post["receivedOn"].isoformat()
-    account = post.get("depositBankAccountId") or post.get("undepositedGLAccountId") or "?"
-    invoice = _invoice_of(target, post)
-    if code == "periodClosed" or ("closed" in text and "period" in text):
-        return period_closed(date)
-    if code == "invoiceNotOpen" or "not open" in text:
-        return invoice_not_open(invoice)
-    if code == "currencyMismatch" or ("currency" in text and exc.status == 422):
+    invoice = _invoice_of(segments, post)
+    by_target = _by_target(exc.status, segments, invoice, code, text, post)
+    if by_target is not None:
+        return by_target
+    by_code = _by_code(code, invoice, post)
+    if by_code is not None:
+        return by_code
+    return _by_text(exc.status, text, invoice, post) or invalid_request(exc.message)
+
+
+def target_segments(target: str) -> list[str]:
+    """A refusal's target as path segments: ``/paymentDetails/0/arInvoice/key`` (Sage's slash paths)
+    and, should one come, ``paymentDetails[0].arInvoice.key`` both give
+    ``["paymentDetails", "0", "arInvoice", "key"]``."""
+    text = target.strip()
+    if "/" not in text:
+        text = text.replace("[", ".").replace("]", "")
+        return [part for part in text.split(".") if part]
+    return [part for part in text.split("/") if part]
+
+
+def _by_target(
+    status: int | None, segments: list[str], invoice: str, code: str, text: str, post: dict[str, Any]
+) -> Verdict | None:
+    if not segments or status not in (400, 404, 422):
+        return None
+    head = segments[0]
+    if status == 400:
+        # A schema refusal naming a field: our body is wrong, not the customer's data.
+        return None
+    if head == "customer":
+        return customer_not_found(post["customerId"])
+    if head in ("financialEntity", "undepositedGLAccount"):
+        return bank_account_not_found(_account(post))
+    if head == "paymentSummary" and status == 422:
+        return period_closed(post["receivedOn"].isoformat())
+    if head == "txnCurrency" and status == 422 and "currency" in segments:
         return currency_mismatch(invoice, "another currency", post["currency"])
-    if code == "overApplication" or "amount due" in text or "exceed" in text:
+    if head == "paymentDetails":
+        if status == 404:
+            return invoice_not_found(invoice)
+        if "paymentAmount" in segments:
+            return over_application(f"Sage Intacct refused the amount applied to invoice {invoice}")
+        # The invoice itself refused (422): which rule the code or the text says, else not open.
+        return (
+            _by_code(code, invoice, post)
+            or _by_text(status, text, invoice, post)
+            or invoice_not_open(invoice)
+        )
+    return None
+
+
+def _by_code(code: str, invoice: str, post: dict[str, Any]) -> Verdict | None:
+    if code == "periodClosed":
+        return period_closed(post["receivedOn"].isoformat())
+    if code == "invoiceNotOpen":
+        return invoice_not_open(invoice)
+    if code == "currencyMismatch":
+        return currency_mismatch(invoice, "another currency", post["currency"])
+    if code == "overApplication":
         return over_application(f"Sage Intacct refused an amount applied to invoice {invoice}")
     if code == "invoiceCustomerMismatch":
         return invoice_not_found(invoice, f"belongs to another customer than {post['customerId']}")
-    if exc.status in (404, 422):
-        if target.startswith("customer") or ("customer" in text and "invoice" not in text):
+    return None
+
+
+def _by_text(status: int | None, text: str, invoice: str, post: dict[str, Any]) -> Verdict | None:
+    if "closed" in text and "period" in text:
+        return period_closed(post["receivedOn"].isoformat())
+    if "not open" in text:
+        return invoice_not_open(invoice)
+    if "currency" in text and status == 422:
+        return currency_mismatch(invoice, "another currency", post["currency"])
+    if "amount due" in text or "exceed" in text:
+        return over_application(f"Sage Intacct refused an amount applied to invoice {invoice}")
+    if status in (404, 422):
+        if "customer" in text and "invoice" not in text:
             return customer_not_found(post["customerId"])
-        if target.startswith(("financialEntity", "undepositedGLAccount")) or "account" in text:
-            return bank_account_not_found(account)
-        if target.startswith("paymentDetails") or "invoice" in text:
+        if "account" in text:
+            return bank_account_not_found(_account(post))
+        if "invoice" in text:
             return invoice_not_found(invoice)
-    return invalid_request(exc.message)
+    return None
+
+
+def _account(post: dict[str, Any]) -> str:
+    return str(post.get("depositBankAccountId") or post.get("undepositedGLAccountId") or "?")
 
 
 def _first_detail(exc: IntacctError) -> dict[str, Any]:
@@ -143,11 +215,11 @@ def _first_detail(exc: IntacctError) -> dict[str, Any]:
     return details[0] if details and isinstance(details[0], dict) else {}
 
 
-def _invoice_of(target: str, post: dict[str, Any]) -> str:
-    """The invoice key a target like ``paymentDetails[1].arInvoice.key`` points at (else the first)."""
+def _invoice_of(segments: list[str], post: dict[str, Any]) -> str:
+    """The invoice key a target like ``/paymentDetails/1/arInvoice/key`` points at (else the first)."""
     allocations = post["allocations"]
-    if target.startswith("paymentDetails["):
-        index = target[len("paymentDetails[") :].split("]", 1)[0]
-        if index.isdigit() and int(index) < len(allocations):
-            return allocations[int(index)]["invoiceExternalId"]
-    return allocations[0]["invoiceExternalId"] if allocations else "?"
+    if len(segments) > 1 and segments[0] == "paymentDetails" and segments[1].isdigit():
+        index = int(segments[1])
+        if index < len(allocations):
+            return str(allocations[index]["invoiceExternalId"])
+    return str(allocations[0]["invoiceExternalId"]) if allocations else "?"

@@ -34,6 +34,7 @@ def body(posting: Posting) -> dict[str, Any]:
         "paymentId": posting.payment_id,
         "state": state,
         "intacctKey": None if failed else posting.intacct_key,
+        "intacctReference": posting.reference,
         "reason": (posting.reason or "internal_error") if failed else None,
         "message": posting.message if failed else None,
         "postedAt": None if failed else _timestamp(posting.posted_at),

@@ -9,6 +9,7 @@ gone (SIGKILL).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, Table, select, update
 
+from clients.intacct.payments import reference_for
 from reliability.errors import LeaseLost
 from reliability.leases import new_holder
 from store.db import conflict_insert, write_transaction
@@ -27,9 +29,12 @@ _table = cast(Table, PaymentPosting.__table__)
 _c = _table.c
 
 
-def reference_for(payment_id: str) -> str:
-    """The Intacct ``referenceNumber`` a FlexPoint payment is posted under (intacct-rest.md)."""
-    return f"FP-{payment_id}"
+__all__ = ["LostClaim", "Posting", "PostingStore", "new_write_key", "reference_for"]
+
+
+def new_write_key() -> str:
+    """A fresh ``Idempotency-Key`` for one write (a create or a reverse), kept on the posting."""
+    return f"flexsync-{uuid.uuid4()}"
 
 
 class LostClaim(LeaseLost):
@@ -62,6 +67,9 @@ class Posting:
     changed_at: datetime
     created_at: datetime
     updated_at: datetime
+    company_id: str | None = None
+    create_key: str | None = None
+    reverse_key: str | None = None
 
 
 def _utcnow() -> datetime:
@@ -167,20 +175,27 @@ class PostingStore:
         since Intacct's answer is the truth (an earlier key recorded is kept and returned)."""
         now = self._now()
         with write_transaction(self._engine) as conn:
-            conn.execute(
-                update(_table)
-                .filter_by(**_key(posting.account_id, posting.payment_id))
-                .where(_c.intacct_key.is_(None))
-                .values(
-                    state="posted",
-                    intacct_key=intacct_key,
-                    posted_at=now,
-                    changed_at=now,
-                    updated_at=now,
-                    reason=None,
-                    message=None,
+            row = (
+                conn.execute(
+                    update(_table)
+                    .filter_by(**_key(posting.account_id, posting.payment_id))
+                    .where(_c.intacct_key.is_(None))
+                    .values(
+                        state="posted",
+                        intacct_key=intacct_key,
+                        posted_at=now,
+                        changed_at=now,
+                        updated_at=now,
+                        reason=None,
+                        message=None,
+                    )
+                    .returning(*_table.c)
                 )
+                .mappings()
+                .first()
             )
+        if row is not None:
+            return Posting(**row)
         current = self.get(posting.account_id, posting.payment_id)
         assert current is not None, "a claimed posting row is never deleted"
         return current
@@ -255,7 +270,7 @@ def _new_row(account_id: str, payment_id: str, connection_id: str, now: datetime
         "account_id": account_id,
         "payment_id": payment_id,
         "connection_id": connection_id,
-        "reference": reference_for(payment_id),
+        "reference": reference_for(account_id, payment_id),
         "attempts": 0,
         "changed_at": now,
         "created_at": now,

@@ -75,6 +75,8 @@ class SeedContext:
             for d in range(-FUTURE_DAYS, options.days + 120)
         ]
         self.counts: dict[str, int] = {}
+        # (object, original key, reversal key, reversal date) of reversals seeded, linked after insert.
+        self.links: list[tuple[str, int, int, str]] = []
 
     def date(self, day: int) -> str:
         """The ISO date ``day`` days before as_of."""

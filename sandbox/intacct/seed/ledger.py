@@ -9,7 +9,7 @@ from .context import AUDIT, SeedContext, money
 def entities(ctx: SeedContext) -> list[tuple]:
     """The company's entities (kept if it has some); returns (id, currency) of each."""
     path = "company-config/entity"
-    existing = ctx.existing(path, "id", "currency")
+    existing = ctx.existing(path, "id", "baseCurrency.id")
     if existing or not ctx.options.entities:
         return existing
     chosen = vocabulary.ENTITIES[: ctx.options.entities]
@@ -30,7 +30,7 @@ def entities(ctx: SeedContext) -> list[tuple]:
                 "Admin",
             )
         )
-    ctx.insert(path, ("id", "name", "currency", "status", *AUDIT), rows)
+    ctx.insert(path, ("id", "name", "baseCurrency.id", "status", *AUDIT), rows)
     return [(e[0], e[2]) for e in chosen]
 
 
@@ -50,7 +50,7 @@ def gl_accounts(ctx: SeedContext) -> None:
 def checking_accounts(ctx: SeedContext, currencies: set[str]) -> list[tuple]:
     """Checking accounts with full account numbers; returns (id, currency) of each."""
     path = "cash-management/checking-account"
-    existing = ctx.existing(path, "id", "currency")
+    existing = ctx.existing(path, "id", "bankAccountDetails.currency")
     if existing or not ctx.options.checking_accounts:
         return existing
     chosen = vocabulary.BANKS[: ctx.options.checking_accounts]
@@ -64,6 +64,7 @@ def checking_accounts(ctx: SeedContext, currencies: set[str]) -> list[tuple]:
                 key,
                 bank_id,
                 name,
+                "HQ",
                 str(ctx.rng.randrange(10**9, 10**12)),
                 bank,
                 str(ctx.rng.randrange(10**8, 10**9)),
@@ -79,11 +80,12 @@ def checking_accounts(ctx: SeedContext, currencies: set[str]) -> list[tuple]:
         accounts.append((bank_id, currency))
     names = (
         "id",
-        "name",
+        "bankAccountDetails.accountHolderName",
+        "location.id",
         "bankAccountDetails.accountNumber",
         "bankAccountDetails.bankName",
         "bankAccountDetails.routingNumber",
-        "currency",
+        "bankAccountDetails.currency",
         "accounting.glAccount.id",
         "status",
         *AUDIT,
@@ -104,10 +106,11 @@ def journal_entries(ctx: SeedContext, locations: list[str]) -> None:
     rows, lines = [], []
     for index, (key, size) in enumerate(zip(keys, shapes, strict=True)):
         journal, text = rng.choice(vocabulary.JOURNALS)
+        # Every published state at least once (approval states included), then mostly posted.
         state = (
-            ("draft", "posted", "reversed")[index]
-            if index < 3
-            else rng.choices(("posted", "draft", "reversed"), (85, 10, 5))[0]
+            vocabulary.JOURNAL_STATES[index]
+            if index < len(vocabulary.JOURNAL_STATES)
+            else rng.choices(vocabulary.JOURNAL_STATES, vocabulary.JOURNAL_STATE_WEIGHTS)[0]
         )
         day = rng.randrange(options.days)
         created, modified = ctx.stamp(day, 2)
@@ -144,6 +147,7 @@ def journal_entries(ctx: SeedContext, locations: list[str]) -> None:
                     money(cents),
                     kind,
                     f"{text} line {number}",
+                    "reversed" if state == "reversed" else "posted" if state == "posted" else state,
                     location,
                     rng.choice(departments),
                     created,
@@ -154,7 +158,7 @@ def journal_entries(ctx: SeedContext, locations: list[str]) -> None:
             )
     ctx.insert(
         "general-ledger/journal-entry",
-        ("id", "journal.id", "postingDate", "description", "state", "referenceNumber", *AUDIT),
+        ("id", "glJournal.id", "postingDate", "description", "state", "referenceNumber", *AUDIT),
         rows,
     )
     ctx.insert(
@@ -166,7 +170,8 @@ def journal_entries(ctx: SeedContext, locations: list[str]) -> None:
             "glAccount.id",
             "txnAmount",
             "txnType",
-            "memo",
+            "description",
+            "state",
             "dimensions.location.id",
             "dimensions.department.id",
             *AUDIT,

@@ -1,5 +1,9 @@
 """Receivables: customers, invoices with lines in every state, payments applied to them, adjustments."""
 
+# The row builders below are closures called at once inside their loop iteration, so binding
+# the loop variables late is what they want.
+# ruff: noqa: B023
+
 from __future__ import annotations
 
 from . import vocabulary
@@ -87,7 +91,7 @@ def invoices(ctx: SeedContext, customers: list[tuple], locations: list[str]) -> 
         location = choice(where)
         total = 0
         for number in range(1, lines + 1):
-            cents = randrange(5_000, 500_000)
+            cents = 0 if state == "noValue" else randrange(5_000, 500_000)
             total += cents
             line_key = next(line_keys)
             line_rows.append(
@@ -146,31 +150,41 @@ def invoices(ctx: SeedContext, customers: list[tuple], locations: list[str]) -> 
 def write_invoices(ctx: SeedContext, invoices: list[Invoice]) -> None:
     """Insert the invoices, now that payments have set their amounts and modification times."""
     rng, rows = ctx.rng, []
+    reversed_ = [inv for inv in invoices if inv.state == "reversed"]
+    mirrors = iter(ctx.keys("accounts-receivable/invoice", len(reversed_)))
+
+    def row(key: int, inv: Invoice, state: str, total: int, due: int, reference: str) -> tuple:
+        selected = money(due) if state == "selected" else "0.00"
+        return (
+            ctx.company_id,
+            key,
+            f"INV-{key:06d}",
+            f"INV-{key:06d}",
+            inv.customer_id,
+            ctx.date(inv.day),
+            ctx.date(inv.day - inv.term_days),
+            state,
+            inv.currency,
+            money(total),
+            money(due),
+            money(inv.paid if state != "reversal" else 0),
+            selected,
+            reference,
+            rng.choice(vocabulary.INVOICE_TEXT),
+            inv.term,
+            inv.location,
+            inv.created,
+            inv.modified,
+            "Admin",
+            rng.choice(vocabulary.USERS),
+        )
+
     for inv in invoices:
         due = 0 if inv.state == "reversed" else inv.total - inv.paid
-        rows.append(
-            (
-                ctx.company_id,
-                inv.key,
-                f"INV-{inv.key:06d}",
-                f"INV-{inv.key:06d}",
-                inv.customer_id,
-                ctx.date(inv.day),
-                ctx.date(inv.day - inv.term_days),
-                inv.state,
-                inv.currency,
-                money(inv.total),
-                money(due),
-                money(inv.paid),
-                f"PO-{rng.randrange(10000, 99999)}",
-                rng.choice(vocabulary.INVOICE_TEXT),
-                inv.term,
-                inv.created,
-                inv.modified,
-                "Admin",
-                rng.choice(vocabulary.USERS),
-            )
-        )
+        reference = f"PO-{rng.randrange(10000, 99999)}"
+        rows.append(row(inv.key, inv, inv.state, inv.total, due, reference))
+        if inv.state == "reversed":  # the mirror record the reversal created
+            rows.append(row(next(mirrors), inv, "reversal", -inv.total, 0, reference))
     names = (
         "id",
         "invoiceNumber",
@@ -181,18 +195,22 @@ def write_invoices(ctx: SeedContext, invoices: list[Invoice]) -> None:
         "currency.txnCurrency",
         "totalTxnAmount",
         "totalTxnAmountDue",
-        "totalTxnAmountPaid",
+        "paymentInformation.totalTxnAmountPaid",
+        "paymentInformation.totalTxnAmountSelectedForPayment",
         "referenceNumber",
         "description",
         "term.id",
+        "entity.id",
         *AUDIT,
     )
     ctx.insert("accounts-receivable/invoice", names, rows)
 
 
 def payments(ctx: SeedContext, invoices: list[Invoice], accounts: list[tuple]) -> list[tuple]:
-    """Payments paying exactly the paid and partially paid invoices (1-3 invoices each), plus a
-    few voided and draft ones; returns (key, account, currency, day, cents) of complete payments."""
+    """Payments paying exactly the paid and partially paid invoices (1-3 invoices each; older ones
+    reconciled with the bank), plus a few reversed (each with its ``reversal`` record) and draft
+    ones; returns (key, account, currency, day, cents, customer, method, document) of the payments
+    that count (complete and reconciled)."""
     rng = ctx.rng
     by_customer: dict[str, list[Invoice]] = {}
     for inv in invoices:
@@ -206,9 +224,10 @@ def payments(ctx: SeedContext, invoices: list[Invoice], accounts: list[tuple]) -
             groups.append((customer_id, owed[index : index + size]))
             index += size
     open_invoices = [inv for inv in invoices if inv.state == "posted"]
-    extra = [("voided", inv) for inv in open_invoices[: max(1, len(groups) // 50)]]
+    extra = [("reversed", inv) for inv in open_invoices[: max(1, len(groups) // 50)]]
     extra += [("draft", inv) for inv in open_invoices[len(extra) : len(extra) + max(1, len(groups) // 100)]]
-    keys = iter(ctx.keys("accounts-receivable/payment", len(groups) + len(extra)))
+    reversals = sum(1 for state, _ in extra if state == "reversed")
+    keys = iter(ctx.keys("accounts-receivable/payment", len(groups) + len(extra) + reversals))
     detail_count = sum(len(g) for _, g in groups) + len(extra)
     detail_keys = iter(ctx.keys("accounts-receivable/payment-detail", detail_count))
     account_ids = list(accounts) or [(None, "USD")]
@@ -224,18 +243,27 @@ def payments(ctx: SeedContext, invoices: list[Invoice], accounts: list[tuple]) -
         account = next((a for a, c in account_ids if c == currency), account_ids[0][0])
         cents = sum(amount for _, amount in applied)
         document = f"CHK-{rng.randrange(1000, 99999)}" if method == "printedCheck" else f"REF-{key:07d}"
-        rows.append(
-            (
+        if state == "complete" and day > 30 and rng.random() < 0.4:
+            state = "reconciled"  # cleared in a bank reconciliation
+        reconciled = ctx.date(max(day - 20, 0)) if state == "reconciled" else None
+
+        def payment_row(row_key: int, row_state: str, amount: int, on_day: int) -> tuple:
+            return (
                 ctx.company_id,
-                key,
-                str(key),
+                row_key,
+                str(row_key),
                 customer_id,
                 method,
-                ctx.date(day),
-                money(cents),
-                state,
+                ctx.date(on_day),
+                money(amount),
+                money(amount) if row_state != "draft" else "0.00",
+                row_state,
+                "cleared" if row_state == "reconciled" else "uncleared",
+                reconciled if row_state == "reconciled" else None,
                 account,
+                "ba" if account else None,
                 document,
+                f"RCPT-{key:07d}",
                 currency,
                 f"Payment from {customer_id}",
                 created,
@@ -243,7 +271,10 @@ def payments(ctx: SeedContext, invoices: list[Invoice], accounts: list[tuple]) -
                 "Admin",
                 rng.choice(vocabulary.USERS),
             )
-        )
+
+        rows.append(payment_row(key, state, cents, day))
+        if state == "reversed":  # the reversal record, a few days later, reference copied
+            rows.append(payment_row(next(keys), "reversal", -cents, max(day - rng.randint(1, 5), 0)))
         for inv, amount in applied:
             detail_key = next(detail_keys)
             details.append(
@@ -254,17 +285,19 @@ def payments(ctx: SeedContext, invoices: list[Invoice], accounts: list[tuple]) -
                     key,
                     inv.key,
                     money(amount),
+                    currency,
+                    ctx.date(day),
                     created,
                     modified,
                     "Admin",
                     "Admin",
                 )
             )
-            if state == "complete":
+            if state in ("complete", "reconciled"):
                 # Applying the payment modified the invoice.
                 inv.modified = max(inv.modified, modified)
-        if state == "complete":
-            complete.append((key, account, currency, day, cents))
+        if state in ("complete", "reconciled"):
+            complete.append((key, account, currency, day, cents, customer_id, method, document))
 
     for customer_id, group in groups:
         add(customer_id, [(inv, inv.paid) for inv in group], "complete")
@@ -274,61 +307,125 @@ def payments(ctx: SeedContext, invoices: list[Invoice], accounts: list[tuple]) -
         "id",
         "customer.id",
         "paymentMethod",
-        "receiptDate",
-        "totalTxnAmount",
+        "paymentSummary.receiptDate",
+        "txnCurrency.totalAmount",
+        "txnCurrency.totalPaid",
         "state",
+        "bankReconciliationStatus",
+        "bankReconciliationDate",
         "financialEntity.entityId",
+        "financialEntity.entityType",
         "documentNumber",
-        "currency.txnCurrency",
+        "referenceNumber",
+        "txnCurrency.currency",
         "description",
         *AUDIT,
     )
     ctx.insert("accounts-receivable/payment", names, rows)
     ctx.insert(
         "accounts-receivable/payment-detail",
-        ("id", "payment.key", "invoice.key", "txnAmount", *AUDIT),
+        (
+            "id",
+            "arPayment.key",
+            "arInvoice.key",
+            "txnCurrency.paymentAmount",
+            "txnCurrency.currency",
+            "paymentDate",
+            *AUDIT,
+        ),
         details,
     )
     return complete
 
 
 def adjustments(ctx: SeedContext, customers: list[tuple]) -> None:
-    """Credit and debit adjustments (discounts, fees, corrections) on random customers."""
+    """Credit and debit adjustments (discounts, fees, corrections) on random customers, one line
+    each; mostly posted, a few drafts and reversed ones (each with its ``reversal`` record)."""
     rng, options = ctx.rng, ctx.options
     count = options.adjustments if options.adjustments is not None else options.invoices // 20
     if not customers:
         count = 0
-    rows = []
-    for key in ctx.keys("accounts-receivable/adjustment", count):
+    states = ["posted", "draft", "reversed"][:count]
+    states += rng.choices(("posted", "draft", "reversed"), (90, 4, 6), k=count - len(states))
+    reversals = states.count("reversed")
+    keys = iter(ctx.keys("accounts-receivable/adjustment", count + reversals))
+    line_keys = iter(ctx.keys("accounts-receivable/adjustment-line", count + reversals))
+    rows, lines = [], []
+    for state in states:
         customer_id, currency, _, _ = rng.choice(customers)
         text, sign = rng.choice(vocabulary.ADJUSTMENT_TEXT)
         day = rng.randrange(options.days)
         created, modified = ctx.stamp(day, 2)
-        rows.append(
-            (
-                ctx.company_id,
-                key,
-                f"ADJ-{key:06d}",
-                customer_id,
-                ctx.date(day),
-                money(sign * rng.randrange(1_000, 50_000)),
-                text,
-                currency,
-                "posted",
-                created,
-                modified,
-                "Admin",
-                rng.choice(vocabulary.USERS),
+        cents = sign * rng.randrange(1_000, 50_000)
+        account = rng.choice(vocabulary.REVENUE_ACCOUNTS)
+
+        def add(row_state: str, amount: int, on_day: int) -> None:
+            key = next(keys)
+            rows.append(
+                (
+                    ctx.company_id,
+                    key,
+                    f"ADJ-{key:06d}",
+                    f"ADJ-{key:06d}",
+                    customer_id,
+                    ctx.date(on_day),
+                    ctx.date(on_day),
+                    money(amount),
+                    text,
+                    currency,
+                    row_state,
+                    created,
+                    modified,
+                    "Admin",
+                    rng.choice(vocabulary.USERS),
+                )
             )
-        )
+            line_key = next(line_keys)
+            lines.append(
+                (
+                    ctx.company_id,
+                    line_key,
+                    str(line_key),
+                    key,
+                    "1",
+                    money(amount),
+                    currency,
+                    account,
+                    text,
+                    created,
+                    modified,
+                    "Admin",
+                    "Admin",
+                )
+            )
+
+        add(state, cents, day)
+        if state == "reversed":
+            add("reversal", -cents, max(day - rng.randint(1, 5), 0))
     names = (
         "id",
+        "adjustmentNumber",
         "customer.id",
-        "adjustmentDate",
-        "totalTxnAmount",
+        "createdDate",
+        "glPostingDate",
+        "txnCurrency.totalEntered",
         "description",
-        "currency.txnCurrency",
+        "txnCurrency.currency",
         "state",
         *AUDIT,
     )
     ctx.insert("accounts-receivable/adjustment", names, rows)
+    ctx.insert(
+        "accounts-receivable/adjustment-line",
+        (
+            "id",
+            "arAdjustment.key",
+            "lineNumber",
+            "txnCurrency.amount",
+            "txnCurrency.currency",
+            "glAccount.id",
+            "memo",
+            *AUDIT,
+        ),
+        lines,
+    )

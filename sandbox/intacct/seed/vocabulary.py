@@ -147,7 +147,9 @@ LINE_TEXT = [
     "Subscription",
 ]
 REVENUE_ACCOUNTS = ["4000", "4100", "4200"]
-METHODS = ["cash", "creditCard", "eft", "onlineACHDebit", "onlineChargeCard", "printedCheck"]
+METHODS = ["cash", "creditCard", "eft", "onlineAchDebit", "onlineChargeCard", "printedCheck"]
+# Other receipts take fewer methods (the other-receipt enum).
+RECEIPT_METHODS = ["cash", "creditCard", "eft", "printedCheck"]
 ADJUSTMENT_TEXT = [
     ("Early payment discount", -1),
     ("Damaged goods credit", -1),
@@ -171,6 +173,19 @@ JOURNALS = [
     ("ACCR", "Expense accrual"),
     ("DEPR", "Depreciation"),
 ]
-INVOICE_STATES = ("draft", "posted", "partiallyPaid", "paid", "reversed")
-STATE_WEIGHTS = (5, 35, 15, 38, 7)
+# Every published invoice state but ``reversal``, which is the mirror record a reversal adds.
+INVOICE_STATES = ("draft", "posted", "partiallyPaid", "paid", "reversed", "selected", "noValue")
+STATE_WEIGHTS = (5, 33, 15, 38, 5, 3, 1)
+# Journal entries: every published state (the approval ones included).
+JOURNAL_STATES = (
+    "posted",
+    "draft",
+    "submitted",
+    "partiallyApproved",
+    "approved",
+    "declined",
+    "reversalPending",
+    "reversed",
+)
+JOURNAL_STATE_WEIGHTS = (80, 5, 3, 2, 3, 1, 1, 5)
 USERS = ("Admin", "jsmith", "mgarcia", "akim")
