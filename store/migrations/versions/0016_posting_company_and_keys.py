@@ -4,8 +4,8 @@ Existing rows keep their ``reference`` (``FP-<paymentId>``): a payment already i
 create's outcome is still unknown, is found only by the reference it was written with. New rows get
 the 21-character ``FP-`` + base32 reference (BRIEF.md).
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-07
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0012"
+revision: str = "0016"
+down_revision: str | Sequence[str] | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
