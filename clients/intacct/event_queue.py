@@ -22,17 +22,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clients.intacct.client import IntacctClient
+from reliability.errors import FlexsyncError
 
 # The name calls are counted under (metrics, the simulator's stats): one per kind.
 OBJECT_PATH = "delivery/event"
 
 
-class QueueMissing(Exception):
+class QueueMissing(FlexsyncError, LookupError):
     """The event queue service answered 404 for this company."""
 
+    reason = "event_queue_missing"
 
-class UnreadableBatch(ValueError):
+
+class UnreadableBatch(FlexsyncError, ValueError):
     """A list answer whose shape is not the documented one (nothing of it can be trusted)."""
+
+    reason = "event_queue_unreadable"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from clients.intacct.payments import (
 )
 from workers.writeback import reasons
 from workers.writeback.messages import allocated
-from workers.writeback.reasons import Verdict
+from workers.writeback.reasons import PostingRefusal
 
 
-def over_allocated(post: dict[str, Any]) -> Verdict | None:
+def over_allocated(post: dict[str, Any]) -> PostingRefusal | None:
     """Allocations adding up to more than the payment's amount (no Intacct call needed)."""
     total = allocated(post)
     if total > post["amount"]:
@@ -30,7 +30,9 @@ def over_allocated(post: dict[str, Any]) -> Verdict | None:
     return None
 
 
-def refusal(post: dict[str, Any], invoices: dict[str, dict[str, Any]], missing: list[str]) -> Verdict | None:
+def refusal(
+    post: dict[str, Any], invoices: dict[str, dict[str, Any]], missing: list[str]
+) -> PostingRefusal | None:
     """The first allocation Intacct would refuse, in the message's order, or None.
 
     An invoice of another customer is left to Intacct: it tells an unknown customer (the likelier

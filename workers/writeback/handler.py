@@ -41,7 +41,7 @@ from workers.writeback.errors import (
     WritebackError,
 )
 from workers.writeback.messages import POST_ROUTING_KEY, load_message
-from workers.writeback.reasons import Verdict
+from workers.writeback.reasons import PostingRefusal
 from workers.writeback.store import LostClaim, Posting, PostingStore, new_write_key
 
 log = get_logger(__name__)
@@ -367,7 +367,7 @@ class WritebackHandler:
         # The writer's own bound, from its own timeouts: processes with other timeouts agree on it.
         return posting.settle_by is None or self._clock() >= posting.settle_by
 
-    def _fail(self, posting: Posting, verdict: Verdict, *, error: str | None = None) -> None:
+    def _fail(self, posting: Posting, verdict: PostingRefusal, *, error: str | None = None) -> None:
         posting = self._postings.move(
             posting,
             "failed",

@@ -19,95 +19,95 @@ SETUP_STEP = (
 
 
 @dataclass(frozen=True)
-class Verdict:
+class PostingRefusal:
     """A posting refused: the reason code FlexPoint shows and the sentence telling what to fix."""
 
     reason: str
     message: str
 
 
-def connection_inactive() -> Verdict:
-    return Verdict(
+def connection_inactive() -> PostingRefusal:
+    return PostingRefusal(
         "connection_inactive",
         "FlexPoint is not connected to Sage Intacct for this account: reconnect it, then send the payment again.",
     )
 
 
-def cancelled() -> Verdict:
-    return Verdict(
+def cancelled() -> PostingRefusal:
+    return PostingRefusal(
         "cancelled", "The payment was reversed in FlexPoint before it was posted: nothing was posted."
     )
 
 
-def customer_not_found(customer_id: str) -> Verdict:
-    return Verdict(
+def customer_not_found(customer_id: str) -> PostingRefusal:
+    return PostingRefusal(
         "customer_not_found",
         f"Customer {customer_id} does not exist in Sage Intacct: check the customer ID in FlexPoint.",
     )
 
 
-def invoice_not_found(key: str, detail: str = "does not exist in Sage Intacct") -> Verdict:
-    return Verdict(
+def invoice_not_found(key: str, detail: str = "does not exist in Sage Intacct") -> PostingRefusal:
+    return PostingRefusal(
         "invoice_not_found",
         f"Invoice {key} {detail}: apply the payment to the customer's open invoices.",
     )
 
 
-def invoice_not_open(key: str, state: str | None = None) -> Verdict:
+def invoice_not_open(key: str, state: str | None = None) -> PostingRefusal:
     said = f" (it is {state})" if state else ""
-    return Verdict(
+    return PostingRefusal(
         "invoice_not_open",
         f"Invoice {key} is not open{said}: apply the payment to open invoices or leave it unapplied.",
     )
 
 
-def over_application(what: str) -> Verdict:
-    return Verdict("over_application", f"{what}: lower the amounts applied.")
+def over_application(what: str) -> PostingRefusal:
+    return PostingRefusal("over_application", f"{what}: lower the amounts applied.")
 
 
-def currency_mismatch(key: str, invoice_currency: str, currency: str) -> Verdict:
-    return Verdict(
+def currency_mismatch(key: str, invoice_currency: str, currency: str) -> PostingRefusal:
+    return PostingRefusal(
         "currency_mismatch",
         f"Invoice {key} is in {invoice_currency} but the payment is in {currency}: "
         "pay it in the invoice's currency.",
     )
 
 
-def bank_account_not_found(account: str) -> Verdict:
-    return Verdict(
+def bank_account_not_found(account: str) -> PostingRefusal:
+    return PostingRefusal(
         "bank_account_not_found",
         f"Account {account} does not exist in Sage Intacct: choose another deposit account in FlexPoint's "
         "payment settings.",
     )
 
 
-def period_closed(date: str) -> Verdict:
-    return Verdict(
+def period_closed(date: str) -> PostingRefusal:
+    return PostingRefusal(
         "period_closed",
         f"The books are closed for {date} in Sage Intacct: reopen the period or ask FlexPoint to post "
         "the payment on an open date.",
     )
 
 
-def permission_denied(*, read: bool = False) -> Verdict:
+def permission_denied(*, read: bool = False) -> PostingRefusal:
     if read:
-        return Verdict(
+        return PostingRefusal(
             "permission_denied",
             "The FlexPoint role cannot read Accounts Receivable in Sage Intacct: give it Accounts "
             "Receivable's read permissions and Received payments: Add (setup guide, step 1), then send "
             "the payment again from FlexPoint.",
         )
-    return Verdict("permission_denied", SETUP_STEP)
+    return PostingRefusal("permission_denied", SETUP_STEP)
 
 
-def invalid_request(said: str) -> Verdict:
-    return Verdict(
+def invalid_request(said: str) -> PostingRefusal:
+    return PostingRefusal(
         "invalid_request",
         f"Sage Intacct refused the payment as malformed ({said[:200]}); FlexPoint support has been told.",
     )
 
 
-def for_refusal(exc: IntacctError, post: dict[str, Any]) -> Verdict:
+def for_refusal(exc: IntacctError, post: dict[str, Any]) -> PostingRefusal:
     """The verdict for Intacct's own refusal of a create (403, 404, 422, 400).
 
     Read in the order of what Sage publishes: the status and the field the refusal names
@@ -144,7 +144,7 @@ def target_segments(target: str) -> list[str]:
 
 def _by_target(
     status: int | None, segments: list[str], invoice: str, code: str, text: str, post: dict[str, Any]
-) -> Verdict | None:
+) -> PostingRefusal | None:
     if not segments or status not in (400, 404, 422):
         return None
     head = segments[0]
@@ -173,7 +173,7 @@ def _by_target(
     return None
 
 
-def _by_code(code: str, invoice: str, post: dict[str, Any]) -> Verdict | None:
+def _by_code(code: str, invoice: str, post: dict[str, Any]) -> PostingRefusal | None:
     if code == "periodClosed":
         return period_closed(post["receivedOn"].isoformat())
     if code == "invoiceNotOpen":
@@ -187,7 +187,7 @@ def _by_code(code: str, invoice: str, post: dict[str, Any]) -> Verdict | None:
     return None
 
 
-def _by_text(status: int | None, text: str, invoice: str, post: dict[str, Any]) -> Verdict | None:
+def _by_text(status: int | None, text: str, invoice: str, post: dict[str, Any]) -> PostingRefusal | None:
     if "closed" in text and "period" in text:
         return period_closed(post["receivedOn"].isoformat())
     if "not open" in text:
