@@ -180,6 +180,9 @@ class Benchmark:
             flexsync_secret_key=(self.fernet_key,),
             intacct_webhook_jwks_url=self.jwks_url,
             intacct_webhook_issuer=ISSUER,
+            # wrk sends one body shape with a varying id: a bearer token (the 2025 scheme) fits every
+            # request, while a sage-signature token binds one body (its payload_signature).
+            intacct_webhook_scheme="bearer-jwks",
             port=port,
             # The default level, as deployed: what the receiver logs per request is part of its cost.
             log_level="INFO",
