@@ -56,9 +56,13 @@ def test_a_real_failure_is_found_fixed_replayed_and_audited(
     shot(page, "login")
     sign_in(page, url)
 
-    # A real failure: a customer whose status the mapping does not know, synced by the worker.
+    # A real failure, synced by the worker: a customer without a status. Sage's enum allows null,
+    # the mapping table maps only active, activeNonPosting and inactive, so the mapping refuses it.
+    # (The simulator refuses values Sage does not publish, such as an unknown status.)
     created = requests.post(
-        f"{company}/{CUSTOMERS}", json={"id": "C-13", "name": "Unlucky Ltd", "status": "frozen"}, timeout=10
+        f"{company}/{CUSTOMERS}",
+        json={"id": "C-13", "name": "Unlucky Ltd", "status": None},
+        timeout=10,
     )
     created.raise_for_status()
     key = str(created.json()["key"])
