@@ -27,6 +27,7 @@ from .payments import PAYMENT, result_body
 from .query import DEFAULT_FIELDS, MAX_PAGE_SIZE, Condition, Query, parse_object, parse_query, run
 from .render import nested_record_sql
 from .simulator import Simulator
+from .store import MAX_KEY
 from .tokens import Principal, entity_exists
 from .webhooks import rfc3339
 
@@ -170,7 +171,7 @@ def get_records(area: str, name: str, keys: str) -> Response:
     wanted = list(dict.fromkeys(k.strip() for k in keys.split(",") if k.strip()))
     if len(wanted) > MAX_BATCH_KEYS:
         raise bad_request(f"A batch GET takes at most {MAX_BATCH_KEYS} keys; {len(wanted)} given")
-    numeric = [int(k) for k in wanted if k.isdigit()]
+    numeric = [int(k) for k in wanted if k.isdigit() and int(k) <= MAX_KEY]  # larger: no such record
     found: dict[int, str] = {}
     if numeric:
         marks = ", ".join("?" * len(numeric))

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .errors import IntacctError, detail, invalid_payload, slash_path
 from .schema import SCHEMAS, WORKFLOWS
+from .store import MAX_KEY
 from .validation import validate
 
 _PAYMENT = SCHEMAS["accounts-receivable/payment"]
@@ -87,15 +88,25 @@ def _bad(message: str, path: str) -> IntacctError:
     return invalid_payload([detail("invalidRequest", message, slash_path(path), "invalidValue")])
 
 
+# Sage publishes amounts as two-decimal strings with no largest value; the simulator refuses one
+# it cannot hold exactly (Python's default 28 significant digits) rather than failing on it.
+MAX_AMOUNT_DIGITS = 26
+
+
 def _key(value: Any, path: str) -> int:
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if isinstance(text, str) and text.isdigit() and int(text) > 0:
+    if isinstance(text, str) and text.isdigit() and 0 < int(text) <= MAX_KEY:
         return int(text)
     raise _bad(f"{slash_path(path)} must be a record key", path)
 
 
 def _positive(value: Any, path: str) -> Decimal:
-    amount = Decimal(str(value))
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise _bad(f"{slash_path(path)} must be an amount", path) from None
+    if not amount.is_finite() or amount.adjusted() >= MAX_AMOUNT_DIGITS:
+        raise _bad(f"{slash_path(path)} is larger than any amount a ledger holds", path)
     if amount <= 0:
         raise _bad(f"{slash_path(path)} must be more than zero", path)
     return amount

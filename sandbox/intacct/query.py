@@ -20,7 +20,7 @@ from typing import Any
 from .errors import bad_request, not_a_valid_field
 from .objects import Field, Kind, ObjectType, lookup
 from .render import field_sql, flat_row_sql
-from .store import lookup_index
+from .store import MAX_KEY, lookup_index
 
 MAX_PAGE_SIZE = 4000
 DEFAULT_PAGE_SIZE = 100
@@ -132,6 +132,8 @@ def coerce(field: Field, value: Any) -> Any:
     if field.kind in (Kind.KEY, Kind.REF, Kind.INT):
         if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
             raise bad_request(f"'{name}' needs a whole number, not {value!r}")
+        if int(value) > MAX_KEY:
+            raise bad_request(f"'{name}' is larger than any key or number Intacct stores: {value!r}")
         return int(value)
     if field.kind is Kind.DECIMAL:
         try:

@@ -31,7 +31,7 @@ from .objects import (
     ObjectType,
 )
 from .render import nested_record_sql
-from .store import Store
+from .store import MAX_KEY, Store
 
 CENT = Decimal("0.01")
 _INVOICE = OBJECT_TYPES["accounts-receivable/invoice"]
@@ -101,6 +101,8 @@ def _stored_value(field: Field, value: Any) -> Any:
             return int(number) if number == number.to_integral_value() else float(number)
         if field.kind in (Kind.REF, Kind.INT):
             if isinstance(value, bool) or not str(value).strip().lstrip("-").isdigit():
+                raise ValueError
+            if abs(int(value)) > MAX_KEY:
                 raise ValueError
             return int(value)
         if field.kind is Kind.DECIMAL:
@@ -380,7 +382,7 @@ class RecordService:
         """A deposit detail's key is the deposited AR payment's key (intacct-rest.md's convention);
         what it shows of the payment is copied from it."""
         record_id = values.get("id")
-        if not isinstance(record_id, str) or not record_id.isdigit():
+        if not isinstance(record_id, str) or not record_id.isdigit() or int(record_id) > MAX_KEY:
             raise _invalid("a deposit detail's id must be the key of the AR payment deposited")
         payment = self._store.fetch(conn, _PAYMENT, company_id, int(record_id))
         if payment is None:

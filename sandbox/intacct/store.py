@@ -30,6 +30,8 @@ _SQL_TYPES = {
     Kind.BOOL: "INTEGER",
 }
 _MAX_IDLE_CONNECTIONS = 16
+# Keys and whole numbers are SQLite integers: none is larger (Sage publishes no bound of its own).
+MAX_KEY = 2**63 - 1
 
 
 def lookup_index(obj: ObjectType, field: Field) -> str | None:

@@ -227,6 +227,8 @@ def test_batch_get_takes_at_most_500_keys(env):
 def test_missing_record_and_unknown_object_answer_404_with_the_error_body(env):
     client, headers = env.client, env.headers
     ia_error(client.get(f"{API}/objects/accounts-receivable/invoice/99999", headers=headers), 404, "notFound")
+    huge = "9" * 30  # a key larger than any stored one is simply not there, never a 500
+    ia_error(client.get(f"{API}/objects/accounts-receivable/invoice/{huge}", headers=headers), 404, "notFound")
     ia_error(client.get(f"{API}/objects/accounts-receivable/nothing/1", headers=headers), 404, "notFound")
     ia_error(client.get(f"{API}/no/such/route", headers=headers), 404, "notFound")
 
@@ -259,6 +261,7 @@ def test_query_default_fields_and_flat_dotted_rows(env):
         {"object": INVOICE, "filters": [{"$eq": {"nope": "x"}}]},
         {"object": INVOICE, "filters": [{"$gt": {"audit.modifiedDateTime": "yesterday"}}]},
         {"object": INVOICE, "filters": [{"$eq": {"key": "abc"}}]},
+        {"object": INVOICE, "filters": [{"$eq": {"key": "9" * 30}}]},  # no 500 on a number too large
         {"object": INVOICE, "filters": [{"$eq": {"id": "a"}}, {"$eq": {"id": "b"}}], "filterExpression": "1"},
         {"object": INVOICE, "filters": [{"$eq": {"id": "a"}}], "filterExpression": "1 and 2"},
         {

@@ -232,6 +232,19 @@ def test_the_query_service_finds_a_payment_by_reference_number(books):
         ({"paymentSummary": {"receiptDate": "12/01/2026"}}, "/paymentSummary/receiptDate"),
         ({"txnCurrency": {"currency": "USD", "amountToPay": "1.005"}}, "/txnCurrency/amountToPay"),
         ({"txnCurrency": {"currency": "USD", "amountToPay": "-5.00"}}, "/txnCurrency/amountToPay"),
+        # Not numbers, or numbers no ledger holds: refused like any bad amount, never a 500.
+        ({"txnCurrency": {"currency": "USD", "amountToPay": "abc"}}, "/txnCurrency/amountToPay"),
+        ({"txnCurrency": {"currency": "USD", "amountToPay": "NaN"}}, "/txnCurrency/amountToPay"),
+        ({"txnCurrency": {"currency": "USD", "amountToPay": "1e30"}}, "/txnCurrency/amountToPay"),
+        ({"txnCurrency": {"currency": "USD", "amountToPay": "9" * 40}}, "/txnCurrency/amountToPay"),
+        (
+            {"paymentDetails": [{"arInvoice": {"key": "9" * 30}, "txnCurrency": {"paymentAmount": "1.00"}}]},
+            "/paymentDetails/0/arInvoice/key",
+        ),
+        (
+            {"paymentDetails": [{"arInvoice": {"key": "x"}, "txnCurrency": {"paymentAmount": "1e40"}}]},
+            "/paymentDetails/0/txnCurrency/paymentAmount",
+        ),
         ({"paymentDetails": [{"arInvoice": {"key": "x"}}]}, "/paymentDetails/0/txnCurrency/paymentAmount"),
         (
             {"paymentDetails": [{"arInvoice": {"key": "x"}, "txnCurrency": {"paymentAmount": "1.00"}}]},
