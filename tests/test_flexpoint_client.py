@@ -207,18 +207,32 @@ def test_1200_items_go_out_as_three_batches_and_results_keep_item_order(client, 
     assert sum(1 for _ in client.iter_records(account, "entities")) == 1200
 
 
-def test_the_same_batch_sent_twice_is_replayed_not_applied_again(client, sandbox, account):
+def test_the_same_items_sent_by_another_call_are_a_new_write_not_a_replay(client, sandbox, account):
     items = [entity("a"), tombstone("b", T1)]
     first = client.upsert(account, "entities", CONNECTION, items)
     again = client.upsert(account, "entities", CONNECTION, [dict(i) for i in items])
-    # A second apply would say unchanged/unchanged; the replay repeats the first answer.
-    assert (
-        first == again == [{"externalId": "a", "status": "created"}, {"externalId": "b", "status": "deleted"}]
-    )
-    sent, replayed = sandbox.requests(account)
-    assert (sent["replayed"], replayed["replayed"]) == (False, True)
-    assert sent["idempotencyKey"] == replayed["idempotencyKey"]
-    assert sandbox.summary()["accounts"][account]["connections"][CONNECTION]["batches"] == 1
+    # Applied again, and FlexPoint's sourceVersion rule makes that harmless.
+    assert statuses(first) == ["created", "deleted"]
+    assert statuses(again) == ["unchanged", "unchanged"]
+    sent, resent = sandbox.requests(account)
+    assert (sent["replayed"], resent["replayed"]) == (False, False)
+    assert sent["idempotencyKey"] != resent["idempotencyKey"]
+
+
+def test_a_record_changed_and_changed_back_within_one_second_ends_changed_back(client, account):
+    """Issue 28: an invoice paid down and its payment reversed within one second of Intacct's
+    clock is sent due 100, 40, then 100 again at one sourceVersion. The third write has the
+    first one's body; FlexPoint must apply it, not answer it with the first write's answer."""
+
+    def due(amount: str) -> dict[str, Any]:
+        item = invoice("1042", "100.00")
+        item["data"]["amountDue"] = amount
+        return item
+
+    assert statuses(client.upsert(account, "invoices", CONNECTION, [due("100.00")])) == ["created"]
+    assert statuses(client.upsert(account, "invoices", CONNECTION, [due("40.00")])) == ["updated"]
+    assert statuses(client.upsert(account, "invoices", CONNECTION, [due("100.00")])) == ["updated"]
+    assert client.get_record(account, "invoices", "1042")["data"]["amountDue"] == "100.00"
 
 
 def test_a_changed_body_gets_a_new_key_never_a_409(client, sandbox, account):
@@ -233,15 +247,16 @@ def test_a_changed_body_gets_a_new_key_never_a_409(client, sandbox, account):
     assert len(set(keys)) == 3
 
 
-def test_idempotency_key_is_deterministic_and_ignores_key_order():
+def test_idempotency_key_is_deterministic_per_write_and_ignores_key_order():
     body = {"source": "sage-intacct", "connectionId": "c", "items": [entity("a")]}
     reordered = json.loads(json.dumps(body, sort_keys=True))
     reordered["items"][0] = dict(reversed(list(reordered["items"][0].items())))
-    key = idempotency_key("acct-1", "entities", body)
-    assert key == idempotency_key("acct-1", "entities", reordered)
+    key = idempotency_key("acct-1", "entities", body, "w-1")
+    assert key == idempotency_key("acct-1", "entities", reordered, "w-1")
     assert len(key) == 64 and int(key, 16) >= 0
-    assert key != idempotency_key("acct-2", "entities", body)
-    assert key != idempotency_key("acct-1", "customers", body)
+    assert key != idempotency_key("acct-2", "entities", body, "w-1")
+    assert key != idempotency_key("acct-1", "customers", body, "w-1")
+    assert key != idempotency_key("acct-1", "entities", body, "w-2")
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -271,7 +286,7 @@ def test_a_refusal_in_a_later_batch_names_the_item_by_its_position_in_the_whole_
         client.upsert(account, "entities", CONNECTION, items)
     assert caught.value.external_ids == ("e500",)
     assert caught.value.details["violations"][0]["pointer"] == "/items/0/data/status"
-    # The first batch was confirmed before the second failed; resending it would replay.
+    # The first batch was confirmed before the second failed; it stays applied.
     assert sum(1 for _ in client.iter_records(account, "entities")) == MAX_BATCH_ITEMS
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import requests
 from requests.adapters import HTTPAdapter
 
-from clients.flexpoint.batches import batch_body, canonical_json, chunks, idempotency_key
+from clients.flexpoint.batches import batch_body, canonical_json, chunks, idempotency_key, new_write_id
 from clients.flexpoint.contract import check_account_id, check_resource, check_status
 from clients.flexpoint.errors import (
     FlexPointBreakerOpen,
@@ -119,9 +119,12 @@ class FlexPointClient:
     ) -> list[dict[str, Any]]:
         """Upsert or delete ``items`` in batches of up to 500; FlexPoint's results, in item order.
 
-        Each batch carries an Idempotency-Key derived from its content, so sending it again
-        (after a timeout, a crash, a redelivery) is replayed by FlexPoint, never applied twice.
-        If a batch fails, the ones before it stay applied and the error is raised.
+        Each batch carries an Idempotency-Key derived from its content and this call (see
+        :mod:`clients.flexpoint.batches`): this call's retries of it (after a timeout, a 5xx) are
+        replayed by FlexPoint, never applied twice, while another call sending the same items is
+        applied, so a record that changed and changed back within one second is not answered
+        with the first write's stored response. If a batch fails, the ones before it stay applied
+        and the error is raised.
         """
         check_account_id(account_id)
         check_resource(resource)
@@ -129,6 +132,7 @@ class FlexPointClient:
             raise ValueError("connection_id must be a non-empty string")
         path = f"/v1/accounts/{_segment(account_id)}/accounting/{_segment(resource)}/batch"
         results: list[dict[str, Any]] = []
+        write_id = new_write_id()
         for batch in chunks(list(items)):
             body = batch_body(connection_id, batch)
             response = self._call(
@@ -137,7 +141,7 @@ class FlexPointClient:
                 label=resource,
                 action=f"POST {resource} batch for account {account_id}",
                 body=body,
-                key=idempotency_key(account_id, resource, body),
+                key=idempotency_key(account_id, resource, body, write_id),
                 items=batch,
             )
             results.extend(self._batch_results(response, batch, resource, account_id))

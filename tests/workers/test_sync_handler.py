@@ -205,3 +205,48 @@ def test_a_deletion_version_reads_intacct_date_formats():
     assert deletion_version("03/04/2026 10:00:00", seen) == datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC)
     assert deletion_version("never", seen) == datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC)
     assert deletion_version("never", None) is None
+
+
+def test_a_payment_reversed_in_the_second_it_was_applied_brings_its_invoice_due_back(flexpoint):
+    """Issue 28: Intacct's clock has one-second resolution, so an invoice posted, paid down and
+    its payment reversed within one second is read due 1250, then 550, then 1250 again, all at one
+    sourceVersion. The last refresh has the first upsert's very body; it must be applied (FlexPoint
+    applies an equal version with other data), not answered as a replay of the first."""
+    from clients.flexpoint import FlexPointClient
+
+    posted = invoice_record(
+        state="posted",
+        paymentInformation={"totalTxnAmountPaid": "0.00"},
+        totalTxnAmountDue="1250.00",
+    )
+    intacct = RecordingIntacct(
+        records={"accounts-receivable/invoice": {"1042": posted}, "accounts-receivable/payment": {}},
+        lines={
+            "accounts-receivable/invoice-line": [invoice_line("11", 1, "1250")],
+            "accounts-receivable/payment-detail": [payment_detail("1", "1042", "700.00")],
+        },
+    )
+    with FlexPointClient(flexpoint.url, flexpoint.config.token) as client:
+        handler = SyncHandler(
+            connections={"c1": CONNECTION}, intacct=intacct, flexpoint=client, clock=lambda: NOW
+        )
+
+        def amount_due() -> str:
+            return client.get_record(CONNECTION.account_id, "invoices", "1042")["data"]["amountDue"]
+
+        assert handler.process(Group("c1", "invoices", [_event("invoices", "1042")])).done
+        assert amount_due() == "1250.00"
+
+        intacct.records["accounts-receivable/payment"]["880"] = payment_record()
+        intacct.records["accounts-receivable/invoice"]["1042"] = invoice_record(
+            paymentInformation={"totalTxnAmountPaid": "700.00"}, totalTxnAmountDue="550.00"
+        )
+        assert handler.process(Group("c1", "payments", [_event("payments", "880")])).done
+        assert amount_due() == "550.00"
+
+        # Reversed: the original shows reversed (its details still name the invoice), and the
+        # invoice is due in full again, at the version it had before it was paid.
+        intacct.records["accounts-receivable/payment"]["880"] = payment_record(state="reversed")
+        intacct.records["accounts-receivable/invoice"]["1042"] = posted
+        assert handler.process(Group("c1", "payments", [_event("payments", "880")])).done
+        assert amount_due() == "1250.00"

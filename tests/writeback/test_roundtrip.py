@@ -76,14 +76,6 @@ def test_a_posted_payment_lowers_its_invoices_amount_due_in_flexpoint_through_th
     )
 
 
-@pytest.mark.xfail(
-    reason=(
-        "Known defect, issue 28 still open: the reversed payment reaches FlexPoint voided, but its "
-        "invoice's amount due stays at 40.00 there although Intacct's is back at 100.00 (the sync's "
-        "refresh of the invoices a reversed payment touched); passes only by timing"
-    ),
-    strict=False,
-)
 def test_a_payment_reversed_in_intacct_shows_voided_in_flexpoint_with_its_invoice_due_again(
     synced_books, live_receiver, sync_worker, start_writeback, fp, intacct, broker
 ):
