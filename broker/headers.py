@@ -13,3 +13,6 @@ FAILED_AT = "x-flexsync-failed-at"
 RECHECK = "x-flexsync-recheck"
 # When the message first failed: a transient failure is retried until this is ARCHIVE_MAX_AGE old.
 FIRST_FAILED_AT = "x-flexsync-first-failed-at"
+# When a message put in a delay queue is due back (its queue's delay after it went in): a worker
+# moves one the broker kept well past this back itself (workers.runtime.consumer, "overdue").
+DUE_AT = "x-flexsync-due-at"

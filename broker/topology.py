@@ -7,7 +7,16 @@ Names operations rely on (the brief): exchanges ``intacct.events``, ``flexpoint.
 auto-deleted queue to, so a connection's change reaches every process's cache at once (it has no
 durable queue). Every other name derives from those by one
 convention: the delay queue for a work queue ``Q`` and a delay of ``N`` seconds is
-``Q.retry.Ns``; when its TTL expires the message goes back to ``Q``.
+``Q.delay.Ns``. A delay queue has no TTL: each copy carries ``x-flexsync-due-at`` and the workers
+of ``Q`` move it back once that time has come (``workers.runtime.consumer``, "delay pump").
+
+Why not the broker's TTL and dead-lettering: RabbitMQ 3.10's quorum queues (Debian bookworm ships
+3.10.8) can stop dead-lettering a queue's expired messages after its leader node is lost (with
+at-least-once dead-lettering; without it, a message expiring while its target has no leader is
+dropped). Reproduced here in about one failover in three: every message already in the queue, and
+every one put in later, stays counted as held and cannot be taken, minutes after the new leader
+took over. The queues of that design were named ``Q.retry.Ns``: after an upgrade they still empty
+themselves by their TTL, and can then be deleted (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -46,8 +55,9 @@ RETRY_DELAYS_SECONDS: tuple[int, ...] = (2, 10, 60, 300)
 DELIVERY_LIMIT = 20
 
 _QUORUM = {"x-queue-type": "quorum"}
-# At-least-once dead-lettering (RabbitMQ >= 3.10) so a message is never lost on its way to the
-# dead-letter or back from a delay queue; it requires overflow reject-publish.
+# At-least-once dead-lettering (RabbitMQ >= 3.10) so a message the broker parks (its delivery
+# limit reached) is never lost on its way to the dead-letter queue; it requires overflow
+# reject-publish.
 _SAFE_DEAD_LETTERING = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
 
@@ -62,8 +72,8 @@ def work_queue_name(module: str) -> str:
     return f"sync.{module}"
 
 
-def retry_queue_name(queue_name: str, delay_seconds: int) -> str:
-    return f"{queue_name}.retry.{delay_seconds}s"
+def delay_queue_name(queue_name: str, delay_seconds: int) -> str:
+    return f"{queue_name}.delay.{delay_seconds}s"
 
 
 def _work_queue(name: str, bindings: list[binding]) -> Queue:
@@ -80,19 +90,10 @@ def _work_queue(name: str, bindings: list[binding]) -> Queue:
     )
 
 
-def _retry_queues(queue_name: str, delays: tuple[int, ...]) -> list[Queue]:
+def _delay_queues(queue_name: str, delays: tuple[int, ...]) -> list[Queue]:
+    # Replicated like the work queues, and nothing more: no TTL, no dead-lettering (see above).
     return [
-        Queue(
-            retry_queue_name(queue_name, delay),
-            durable=True,
-            queue_arguments={
-                **_QUORUM,
-                **_SAFE_DEAD_LETTERING,
-                "x-message-ttl": delay * 1000,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": queue_name,
-            },
-        )
+        Queue(delay_queue_name(queue_name, delay), durable=True, queue_arguments=dict(_QUORUM))
         for delay in delays
     ]
 
@@ -132,7 +133,7 @@ def build_topology(
     for module in MODULES:
         name = work_queue_name(module)
         queues.append(_work_queue(name, [binding(EVENTS_EXCHANGE, routing_key=f"{module}.#")]))
-        queues.extend(_retry_queues(name, retry_delays))
+        queues.extend(_delay_queues(name, retry_delays))
     queues.append(
         _work_queue(
             PROVISIONING_QUEUE_NAME,
@@ -142,11 +143,11 @@ def build_topology(
             ],
         )
     )
-    queues.extend(_retry_queues(PROVISIONING_QUEUE_NAME, retry_delays))
+    queues.extend(_delay_queues(PROVISIONING_QUEUE_NAME, retry_delays))
     queues.append(
         _work_queue(WRITEBACK_QUEUE_NAME, [binding(PAYMENTS_EXCHANGE, routing_key=PAYMENT_ROUTING_KEYS)])
     )
-    queues.extend(_retry_queues(WRITEBACK_QUEUE_NAME, retry_delays))
+    queues.extend(_delay_queues(WRITEBACK_QUEUE_NAME, retry_delays))
     queues.append(
         Queue(
             DEAD_LETTER_QUEUE_NAME,

@@ -30,9 +30,9 @@ def _overview_data() -> dict[str, Any]:
     counts = p.dead.counts()
     sampled = p.sampler.latest()
     # A work queue's delay queues are shown as one "retrying" figure on its row.
-    queues = [dict(q, retrying=0) for q in sampled if ".retry." not in q["name"]]
+    queues = [dict(q, retrying=0) for q in sampled if ".delay." not in q["name"]]
     for q in queues:
-        q["retrying"] = sum(r["depth"] for r in sampled if r["name"].startswith(q["name"] + ".retry."))
+        q["retrying"] = sum(r["depth"] for r in sampled if r["name"].startswith(q["name"] + ".delay."))
     pending = next((q["depth"] for q in queues if q["name"] == "dead-letter"), 0)
     now = datetime.now(UTC)
     return {

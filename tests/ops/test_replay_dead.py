@@ -321,7 +321,7 @@ def test_a_claim_whose_lease_ran_out_is_anyones(two_accounts, amqp_url, publishe
     assert sorted(dead_store.claim(ids, "here:2:2:replay")) == sorted(ids)
 
 
-@pytest.mark.parametrize("from_queue", ["writeback", "writeback.retry.60s"])
+@pytest.mark.parametrize("from_queue", ["writeback", "writeback.delay.60s"])
 def test_a_dead_lettered_payment_replays_to_the_writeback_queue(settings, broker, parking, from_queue):
     # Parked by the writeback worker (directly, or from its delay queue): the payment's routing
     # key names no sync module and its body no synced resource, so only the queue tells.

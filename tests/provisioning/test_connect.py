@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import text
 
-from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name
+from broker.topology import RETRY_DELAYS_SECONDS, delay_queue_name
 from tests.conftest import wait_until
 from tests.provisioning.conftest import PUBLIC_BASE_URL
 from workers.backfill.store import BackfillStore, Checkpoint
@@ -148,7 +148,7 @@ def test_a_connect_waits_for_the_disconnect_under_way_of_the_accounts_old_connec
     )
     second = messages.connect(company, accountId=first["accountId"])
     wait_until(
-        lambda: broker.depth(retry_queue_name("provisioning", RETRY_DELAYS_SECONDS[0])) == 1,
+        lambda: broker.depth(delay_queue_name("provisioning", RETRY_DELAYS_SECONDS[0])) == 1,
         timeout=20,
         message="the connect parked in the first delay queue",
     )

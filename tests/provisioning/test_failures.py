@@ -87,7 +87,7 @@ def test_intacct_unavailable_is_retried_through_the_delay_queue_before_it_is_rep
     sandbox.intacct_faults(errorRate=1.0, errorStatus=503)
     sent = messages.connect(sandbox.company())
     wait_until(
-        lambda: broker.depth("provisioning.retry.2s") == 1,
+        lambda: broker.depth("provisioning.delay.2s") == 1,
         timeout=30,
         message="the connect in the delay queue",
     )
@@ -115,7 +115,7 @@ def test_flexpoint_unreachable_while_reporting_is_retried_not_lost(sandbox, work
     sandbox.flexpoint_faults(serverErrorRate=1.0)
     sent = messages.connect(sandbox.company(), userId="nobody")
     wait_until(
-        lambda: broker.depth("provisioning.retry.2s") == 1,
+        lambda: broker.depth("provisioning.delay.2s") == 1,
         timeout=30,
         message="the report in the delay queue",
     )
@@ -132,9 +132,9 @@ def test_a_connect_waiting_in_the_delay_queues_holds_its_password_sealed(
     sandbox.intacct_faults(errorRate=1.0, errorStatus=503)
     sent = messages.connect(sandbox.company(), userPassword="retry-pass-8841")
     # The second trip: sealed once on the way to the 2 s queue, sent on as it was to the 10 s one.
-    wait_until(lambda: broker.depth("provisioning.retry.10s") == 1, timeout=30, message="the second trip")
+    wait_until(lambda: broker.depth("provisioning.delay.10s") == 1, timeout=30, message="the second trip")
     sandbox.intacct_faults()  # Intacct is back
-    parked = broker.get("provisioning.retry.10s")
+    parked = broker.get("provisioning.delay.10s")
     assert b"retry-pass-8841" not in parked.body
     document = json.loads(parked.body)
     assert "userPassword" not in document and document["userPasswordSealed"]

@@ -228,7 +228,9 @@ def test_missing_record_and_unknown_object_answer_404_with_the_error_body(env):
     client, headers = env.client, env.headers
     ia_error(client.get(f"{API}/objects/accounts-receivable/invoice/99999", headers=headers), 404, "notFound")
     huge = "9" * 30  # a key larger than any stored one is simply not there, never a 500
-    ia_error(client.get(f"{API}/objects/accounts-receivable/invoice/{huge}", headers=headers), 404, "notFound")
+    ia_error(
+        client.get(f"{API}/objects/accounts-receivable/invoice/{huge}", headers=headers), 404, "notFound"
+    )
     ia_error(client.get(f"{API}/objects/accounts-receivable/nothing/1", headers=headers), 404, "notFound")
     ia_error(client.get(f"{API}/no/such/route", headers=headers), 404, "notFound")
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Exchange, Producer, Queue
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, retry_queue_name
+from broker.topology import DEAD_LETTER_QUEUE_NAME, delay_queue_name
 from reliability.breaker import BreakerPolicy, Breakers, intacct_peer
 from store.breakers import BreakerStore
 from tests.conftest import wait_until
@@ -35,7 +35,7 @@ def queue_name() -> str:
 def broker(queue_name) -> Iterator[Connection]:
     with Connection("memory://") as connection:
         channel = connection.channel()
-        for name in (DEAD_LETTER_QUEUE_NAME, *(retry_queue_name(queue_name, d) for d in SCHEDULE.delays)):
+        for name in (DEAD_LETTER_QUEUE_NAME, *(delay_queue_name(queue_name, d) for d in SCHEDULE.delays)):
             Queue(name, channel=channel).declare()
         Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
         yield connection
@@ -52,7 +52,7 @@ def test_the_delay_queues_are_released_to_their_work_queue_when_asked(broker, qu
             producer.publish(
                 {"delay": delay, "n": n},
                 exchange="",
-                routing_key=retry_queue_name(queue_name, delay),
+                routing_key=delay_queue_name(queue_name, delay),
                 headers={"x-attempts": 4},
             )
     handled: list[Any] = []
@@ -76,9 +76,9 @@ def test_the_delay_queues_are_released_to_their_work_queue_when_asked(broker, qu
         consumer.close()
     assert sorted((b["delay"], b["n"]) for b in handled) == [(d, n) for d in (5, 30) for n in range(3)]
     assert (
-        depth(broker, retry_queue_name(queue_name, 5)) == depth(broker, retry_queue_name(queue_name, 30)) == 0
+        depth(broker, delay_queue_name(queue_name, 5)) == depth(broker, delay_queue_name(queue_name, 30)) == 0
     )
-    assert depth(broker, retry_queue_name(queue_name, 1)) == 3, "the shortest delay is left to run out"
+    assert depth(broker, delay_queue_name(queue_name, 1)) == 3, "the shortest delay is left to run out"
 
 
 def test_a_breaker_closed_by_this_process_tells_its_listeners(engine):

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, build_topology, retry_queue_name
+from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, build_topology, delay_queue_name
 from schemas.catalog import BY_RESOURCE
 from store.crypto import SecretBox
 from store.db import create_engine_for, upgrade
@@ -51,7 +51,7 @@ BROKER_OUTAGE_SECONDS = 2.0
 pytestmark = [pytest.mark.broker, pytest.mark.disruptive, pytest.mark.timeout(PLAN.timeout)]
 
 WORK_QUEUES = [q.name for q in build_topology().work_queues]
-DRAINED_QUEUES = WORK_QUEUES + [retry_queue_name(q, d) for q in WORK_QUEUES for d in RETRY_DELAYS_SECONDS]
+DRAINED_QUEUES = WORK_QUEUES + [delay_queue_name(q, d) for q in WORK_QUEUES for d in RETRY_DELAYS_SECONDS]
 
 
 @pytest.fixture

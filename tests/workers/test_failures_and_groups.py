@@ -42,11 +42,11 @@ def test_a_transient_failure_walks_the_delay_queues_then_stays_on_the_longest_un
         seen.append(target.queue)
         headers = target.headers
         moment += timedelta(minutes=5)
-    assert seen == [f"sync.ar.retry.{d}s" for d in RETRY_DELAYS_SECONDS] + ["sync.ar.retry.300s"] * 3
+    assert seen == [f"sync.ar.delay.{d}s" for d in RETRY_DELAYS_SECONDS] + ["sync.ar.delay.300s"] * 3
     assert headers[FIRST_FAILED_AT] == "2026-11-24T10:00:00Z"
     late = NOW + timedelta(seconds=3600)
     last = destination(
-        failure, queue="sync.ar.retry.300s", routing_key="sync.ar", headers=headers, now=late, policy=policy
+        failure, queue="sync.ar.delay.300s", routing_key="sync.ar", headers=headers, now=late, policy=policy
     )
     assert last.dead and last.queue == "dead-letter"
     assert last.headers[ATTEMPTS] == len(RETRY_DELAYS_SECONDS) + 4
@@ -66,7 +66,7 @@ def test_a_handler_bug_is_retried_only_as_often_as_there_are_delays():
         target = destination(
             failure, queue="sync.ar", routing_key="ar.invoices.update", headers=headers, now=NOW
         )
-        assert target.queue == f"sync.ar.retry.{delay}s"
+        assert target.queue == f"sync.ar.delay.{delay}s"
         headers = target.headers
     last = destination(failure, queue="sync.ar", routing_key="ar.invoices.update", headers=headers, now=NOW)
     assert last.dead and last.headers[REASON] == "worker_error:attempts_exhausted"
@@ -81,20 +81,20 @@ def test_an_open_breaker_holds_a_message_until_its_probe_and_a_retry_after_waits
         held, queue="sync.ar", routing_key="ar.x", headers={ATTEMPTS: 3}, now=NOW, policy=policy
     )
     # Back by the probe (12 s away), not 18 s after it; and not counted: it was never tried.
-    assert target.queue == "sync.ar.retry.5s" and target.headers[ATTEMPTS] == 3
+    assert target.queue == "sync.ar.delay.5s" and target.headers[ATTEMPTS] == 3
     soon = Failure(
         "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=1.0), transient=True
     )
     target = destination(soon, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
-    assert target.queue == "sync.ar.retry.5s", "never the shortest delay for a held message"
+    assert target.queue == "sync.ar.delay.5s", "never the shortest delay for a held message"
     throttled = Failure("rate_limited", FlexPointRateLimited("429", retry_after=3.0), transient=True)
     target = destination(throttled, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
-    assert target.queue == "sync.ar.retry.5s"
+    assert target.queue == "sync.ar.delay.5s"
     beyond = Failure(
         "flex_point_unavailable", FlexPointBreakerOpen("not sent", retry_after=999.0), transient=True
     )
     target = destination(beyond, queue="sync.ar", routing_key="ar.x", headers={}, now=NOW, policy=policy)
-    assert target.queue == "sync.ar.retry.30s", "never a delay queue that does not exist"
+    assert target.queue == "sync.ar.delay.30s", "never a delay queue that does not exist"
 
 
 def test_a_permanent_failure_is_parked_at_once():

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology, retry_queue_name
+from broker.topology import DEAD_LETTER_QUEUE_NAME, build_topology, declare_topology, delay_queue_name
 from config import Settings
 from schemas.catalog import BY_RESOURCE
 from store.crypto import SecretBox
@@ -116,7 +116,7 @@ class World:
         """Nothing ready in any work or delay queue (read at once), then nothing unacknowledged
         either (rabbitmqctl's counts of quorum queues lag by a few seconds)."""
         names = [q.name for q in build_topology(ARCHIVE, DELAYS).work_queues]
-        names += [retry_queue_name(q, d) for q in names for d in DELAYS]
+        names += [delay_queue_name(q, d) for q in names for d in DELAYS]
         probe = BrokerProbe(self.amqp_url)
         try:
             if any(probe.depth(name) for name in names):

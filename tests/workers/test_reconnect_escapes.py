@@ -20,7 +20,7 @@ import pytest
 import structlog.testing
 from kombu import Connection, Exchange, Producer, Queue
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, delay_queue_name
 from tests.conftest import wait_until
 from workers.runtime.failures import Failure
 from workers.runtime.messages import Delivery, MessageConsumer
@@ -41,7 +41,7 @@ def broker(queue_name) -> Iterator[Connection]:
         channel = connection.channel()
         for name in (
             DEAD_LETTER_QUEUE_NAME,
-            *(retry_queue_name(queue_name, d) for d in RETRY_DELAYS_SECONDS),
+            *(delay_queue_name(queue_name, d) for d in RETRY_DELAYS_SECONDS),
         ):
             Queue(name, channel=channel).declare()
         Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()

@@ -19,7 +19,7 @@ import structlog.testing
 from kombu import Connection, Exchange, Producer, Queue
 from prometheus_client import CollectorRegistry, Counter
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, delay_queue_name
 from config import Settings
 from config.settings import SettingsError
 from tests.conftest import wait_until
@@ -46,7 +46,7 @@ def broker(queue_name) -> Iterator[Connection]:
         channel = connection.channel()
         for name in (
             DEAD_LETTER_QUEUE_NAME,
-            *(retry_queue_name(queue_name, d) for d in RETRY_DELAYS_SECONDS),
+            *(delay_queue_name(queue_name, d) for d in RETRY_DELAYS_SECONDS),
         ):
             Queue(name, channel=channel).declare()
         Queue(DEAD_LETTER_QUEUE_NAME, channel=channel).purge()
@@ -204,7 +204,7 @@ def test_a_transient_failure_goes_to_the_first_delay_queue_and_a_permanent_one_t
         publish(broker, {"kind": "permanent"}, routing_key="payment.voided")
         wait_until(lambda: sum(name == "r.after_settle" for name, _ in calls) == 2, timeout=10)
         worker.stop()
-    retried = messages_in(broker, retry_queue_name(queue_name, RETRY_DELAYS_SECONDS[0]))
+    retried = messages_in(broker, delay_queue_name(queue_name, RETRY_DELAYS_SECONDS[0]))
     assert [m.payload for m in retried] == [{"kind": "transient"}]
     assert retried[0].headers[ATTEMPTS] == 1
     assert retried[0].headers[ORIGINAL_ROUTING_KEY] == "payment.posted"
@@ -230,7 +230,7 @@ def test_undecodable_rejected_and_crashing_messages_are_routed_not_lost(broker, 
         publish(broker, b"{not json", content_type="application/json", content_encoding="utf-8")
         publish(broker, {"signed": False})
         publish(broker, {"signed": True})
-        first_delay = retry_queue_name(queue_name, RETRY_DELAYS_SECONDS[0])
+        first_delay = delay_queue_name(queue_name, RETRY_DELAYS_SECONDS[0])
         wait_until(lambda: depth(broker, DEAD_LETTER_QUEUE_NAME) == 2 and depth(broker, first_delay) == 1)
         worker.stop()
     reasons = sorted(m.headers[REASON] for m in messages_in(broker, DEAD_LETTER_QUEUE_NAME))
@@ -344,7 +344,7 @@ def test_sync_groups_send_a_recheck_copy_before_the_ack_and_dead_letter_bad_enve
     exchange = Exchange("intacct.events", "topic")
     Queue(queue_name, exchange, routing_key="ar.#", channel=channel).declare()
     Queue(queue_name, channel=channel).purge()
-    first_delay = retry_queue_name(queue_name, RETRY_DELAYS_SECONDS[0])
+    first_delay = delay_queue_name(queue_name, RETRY_DELAYS_SECONDS[0])
     Queue(first_delay, channel=channel).declare()
     Queue(first_delay, channel=channel).purge()
     settled: list[Group] = []

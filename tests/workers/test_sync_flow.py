@@ -114,7 +114,7 @@ def test_flexpoint_down_sends_the_event_through_a_delay_queue_and_nothing_is_los
     )
     key = str(created.json()["key"])
     wait_until(
-        lambda: broker.depth("sync.ar.retry.2s") == 1,
+        lambda: broker.depth("sync.ar.delay.2s") == 1,
         timeout=30,
         message="the event in the first delay queue",
     )
@@ -252,5 +252,5 @@ def test_a_record_changed_within_the_current_second_is_written_once_more_after_i
 
     wait_until(lambda: settled() >= 2, timeout=30, message="the first write and the second look settled")
     # Settling publishes any further look before it acks: none may have been scheduled.
-    assert broker.depth("sync.ar.retry.2s") == 0
+    assert broker.depth("sync.ar.delay.2s") == 0
     assert len(customer_batches()) == 2

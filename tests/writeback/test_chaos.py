@@ -32,7 +32,7 @@ from broker.topology import (
     DEAD_LETTER_QUEUE_NAME,
     RETRY_DELAYS_SECONDS,
     WRITEBACK_QUEUE_NAME,
-    retry_queue_name,
+    delay_queue_name,
 )
 from config.settings import ENVIRONMENT_VARIABLES
 from store.crypto import SecretBox
@@ -49,7 +49,7 @@ CHAOS_SECONDS = float(os.environ.get("FLEXSYNC_WRITEBACK_CHAOS_SECONDS", "90" if
 KILL_EVERY = 2.5
 WORKERS = 2
 REPO = Path(__file__).resolve().parents[2]
-QUEUES = [WRITEBACK_QUEUE_NAME, *(retry_queue_name(WRITEBACK_QUEUE_NAME, d) for d in RETRY_DELAYS_SECONDS)]
+QUEUES = [WRITEBACK_QUEUE_NAME, *(delay_queue_name(WRITEBACK_QUEUE_NAME, d) for d in RETRY_DELAYS_SECONDS)]
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(900 if FULL else 240)]
 

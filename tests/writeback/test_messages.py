@@ -226,7 +226,7 @@ def test_a_postable_payment_stays_on_the_longest_delay_instead_of_being_dead_let
         routing_key="payment.post",
         headers=headers,
     )
-    assert not patient.dead and patient.queue == "writeback.retry.300s"
+    assert not patient.dead and patient.queue == "writeback.delay.300s"
     bug = destination(
         Failure("worker_error", RuntimeError(), transient=True),
         queue="writeback",

@@ -188,7 +188,7 @@ def test_outages_wait_and_retry_and_are_never_reported_failed(
     payment = account.payment({invoice: "100.00"})
     account.publish("payment.post", payment)
     wait_until(
-        lambda: broker.depth("writeback.retry.2s") + broker.depth("writeback.retry.10s") > 0,
+        lambda: broker.depth("writeback.delay.2s") + broker.depth("writeback.delay.10s") > 0,
         timeout=30,
         message="the payment waiting in a delay queue",
     )

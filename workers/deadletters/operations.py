@@ -49,9 +49,10 @@ _KNOWN_QUEUES = frozenset(
 
 
 def work_queue_of(letter: DeadLetter) -> str | None:
-    """The queue a dead letter came from (a retry queue counts as its work queue), or None."""
+    """The queue a dead letter came from (a delay queue counts as its work queue), or None."""
     queue = letter.original_queue or ""
-    base = queue.split(".retry.", 1)[0]
+    # ``.retry.``: the delay queues' names before they lost their TTL (broker.topology).
+    base = queue.split(".delay.", 1)[0].split(".retry.", 1)[0]
     if base in _KNOWN_QUEUES:
         return base
     synced = BY_RESOURCE.get(letter.resource or "")

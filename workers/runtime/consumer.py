@@ -32,19 +32,22 @@ stream from an offset are :mod:`workers.runtime.stream`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
 from amqp.exceptions import MessageNacked
 from kombu import Connection, Producer, Queue
+from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from kombu.mixins import ConsumerMixin
 
-from broker.topology import retry_queue_name
+from broker.topology import delay_queue_name
 from observability.logging import get_logger
 from reliability.errors import FlexsyncError
 from workers.runtime.failures import (
@@ -54,6 +57,7 @@ from workers.runtime.failures import (
     Failure,
     RetrySchedule,
     destination,
+    due_at,
     reroute,
 )
 from workers.runtime.middleware import Middleware, MiddlewareChain, Rejected
@@ -80,6 +84,14 @@ RELEASE_BATCH = 200
 
 BROKER_FAILURES: tuple[type[Exception], ...] = (BrokerUnreachable, MessageNacked)
 
+# The delay pump: the delay queues have no TTL (broker.topology says why), so the workers of a
+# work queue move its delayed messages back once their ``x-flexsync-due-at`` has come. Each tick
+# asks each delay queue how many messages it holds (a query, not a command in the queue's log);
+# one that holds some has its head taken: due, it moves (the copy confirmed before the ack) and
+# the next is taken; not yet due, it goes back and the queue is not looked at again until then.
+# So a delayed message comes back at most one tick late, and each worker takes it at most twice.
+PUMP_TICK_SECONDS = 1.0
+
 
 def routing_key_of(message: Any) -> str:
     """The message's routing key as first published (back from a delay queue it is the queue's name)."""
@@ -93,6 +105,10 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
     dead_lettered_event = "message_dead_lettered"
     retry_event: str | None = None  # logged when a message goes to a delay queue
     raw = False  # True: ``accept`` gets every message undecoded (body None), whatever its content type
+    # True: each of ``queues`` has the delay queues of ``retry`` (broker.topology), and this
+    # worker moves their messages back when due (the delay pump; False: it never looks at them).
+    has_delay_queues = False
+    pump_tick_seconds = PUMP_TICK_SECONDS
 
     def __init__(
         self,
@@ -126,6 +142,9 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         self._release = threading.Event()
         self._releasing: dict[str, str] | None = None  # delay queue -> its work queue, while releasing
         self._left: dict[str, int] = {}  # of each, the messages still to release
+        self._pump_next = 0.0
+        self._pumped: dict[str, str] = {}  # the delay queues found on this connection -> work queue
+        self._not_before: dict[str, float] = {}  # delay queue -> when its head is due (monotonic)
         if until_idle is not None:
             # A command: an unreachable broker is its answer, not a wait (kombu's stub types it None).
             self.connect_max_retries = 1  # type: ignore[assignment]
@@ -193,9 +212,12 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         # A release cut short by the reconnect is not taken up again (were the cause the release
         # itself, it would loop): what it left comes back as its delays run out.
         self._releasing = None
+        self._not_before.clear()  # what this worker put back is for any worker to take again
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         self._last_received = time.monotonic()
+        if self.has_delay_queues:
+            self._pumped = self._existing_delay_queues(connection)
         self.on_consuming(True)
 
     def consume(self, *args: Any, **kwargs: Any) -> Iterator[None]:
@@ -220,7 +242,7 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
             self._release.clear()
             # Not the shortest delay: it is over in moments, and a recheck's copy must wait it out.
             self._releasing = {
-                retry_queue_name(queue.name, delay): queue.name
+                delay_queue_name(queue.name, delay): queue.name
                 for queue in self.queues
                 for delay in sorted(set(self.retry.delays))[1:]
             }
@@ -246,9 +268,66 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         if moved:
             log.info(f"{self.name}_delayed_released", messages=moved, more=self._releasing is not None)
 
+    def _existing_delay_queues(self, connection: Connection) -> dict[str, str]:
+        """Each delay queue of ``queues`` that exists, and the work queue its messages go back to.
+
+        Each is asked for on a channel of its own: a missing queue closes only that channel (on
+        the consuming one it would cost a reconnect, every tick). One that is missing is logged."""
+        found = {}
+        errors = (*connection.channel_errors, ChannelError)
+        for queue in self.queues:
+            for delay in sorted(set(self.retry.delays)):
+                name = delay_queue_name(queue.name, delay)
+                channel = connection.channel()
+                try:
+                    Queue(name, channel=channel).queue_declare(passive=True)
+                    found[name] = queue.name
+                except errors:
+                    log.warning(
+                        f"{self.name}_delay_queue_missing",
+                        queue=name,
+                        hint="declare the topology with FLEXSYNC_RETRY_DELAYS as this worker has it",
+                    )
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+        return found
+
+    def _pump_delayed(self, budget: int = RELEASE_BATCH) -> int:
+        """Delayed messages whose time has come, back to their work queue (see PUMP_TICK_SECONDS).
+
+        A message without ``x-flexsync-due-at`` is due at once. Returns how many moved."""
+        assert self.producer is not None, "called only while consuming"
+        channel = self.producer.channel
+        moved = 0
+        for name, work_queue in self._pumped.items():
+            if self._not_before.get(name, 0.0) > time.monotonic():
+                continue
+            delayed = Queue(name, channel=channel)
+            if not delayed.queue_declare(passive=True).message_count:
+                continue
+            while moved < budget:
+                message = delayed.get(no_ack=False)
+                if message is None:
+                    break
+                due = due_at(message.headers)
+                wait = 0.0 if due is None else (due - datetime.now(UTC)).total_seconds()
+                if wait > 0:
+                    message.requeue()
+                    self._not_before[name] = time.monotonic() + wait
+                    break
+                reroute(
+                    self.producer, message, Destination(work_queue, dict(message.headers or {}), dead=False)
+                )
+                moved += 1
+        return moved
+
     def on_iteration(self) -> None:
         if (self._release.is_set() or self._releasing is not None) and self.producer is not None:
             self._release_delayed()
+        if self.has_delay_queues and self.producer is not None and time.monotonic() >= self._pump_next:
+            self._pump_next = time.monotonic() + self.pump_tick_seconds
+            self._pump_delayed()
         self.dispatch()
         self._settle(block=False)
         if (

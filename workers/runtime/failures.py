@@ -1,7 +1,8 @@
 """What happens to a message that could not be processed: retried later, or parked.
 
 Transient failures (Intacct or FlexPoint unavailable, rate limits, a broker or database hiccup)
-go to the work queue's delay queues with growing delays, then keep coming back through the
+go to the work queue's delay queues with growing delays (each copy stamped with when it is due,
+``x-flexsync-due-at``, and moved back by the workers' delay pump then), then keep coming back through the
 longest one for as long as the archive keeps the event (``ARCHIVE_MAX_AGE``, counted from the
 first failure): an outage of any shorter length loses nothing and needs nobody. When a peer's
 circuit breaker is open the wait is at least the time to its next probe, so the event waits in
@@ -17,7 +18,7 @@ queue. Nothing is retried forever and nothing is dropped silently.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import OperationalError
@@ -25,6 +26,7 @@ from sqlalchemy.exc import OperationalError
 # The header names are the broker contract operations read; re-exported for the workers.
 from broker.headers import (
     ATTEMPTS,
+    DUE_AT,
     EXCEPTION,
     FAILED_AT,
     FIRST_FAILED_AT,
@@ -33,11 +35,12 @@ from broker.headers import (
     REASON,
     RECHECK,
 )
-from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, retry_queue_name
+from broker.topology import DEAD_LETTER_QUEUE_NAME, RETRY_DELAYS_SECONDS, delay_queue_name
 from reliability.errors import BreakerOpen, Permanent, Throttled, Transient
 
 __all__ = [
     "ATTEMPTS",
+    "DUE_AT",
     "EXCEPTION",
     "FAILED_AT",
     "FIRST_FAILED_AT",
@@ -49,7 +52,9 @@ __all__ = [
     "Failure",
     "RetrySchedule",
     "attempts_of",
+    "delayed_headers",
     "destination",
+    "due_at",
     "failure_of",
     "reroute",
 ]
@@ -152,12 +157,12 @@ def destination(
     if failure.transient:
         if failure.reason in BOUNDED_REASONS:
             if attempts <= len(policy.delays):
-                return _retry(headers, policy.delays[attempts - 1])
+                return _retry(headers, policy.delays[attempts - 1], now)
             exhausted = "attempts_exhausted"
         elif held and (now - first).total_seconds() < policy.window_seconds:
-            return _retry(headers, policy.hold(getattr(failure.exception, "retry_after", 0.0) or 0.0))
+            return _retry(headers, policy.hold(getattr(failure.exception, "retry_after", 0.0) or 0.0), now)
         elif (now - first).total_seconds() < policy.window_seconds:
-            return _retry(headers, policy.delay(attempts, _wait_hint(failure.exception)))
+            return _retry(headers, policy.delay(attempts, _wait_hint(failure.exception)), now)
         else:
             exhausted = "retry_window_exhausted"
     reason = f"{failure.reason}:{exhausted}" if exhausted else failure.reason
@@ -173,8 +178,21 @@ def _wait_hint(exc: BaseException) -> float | None:
     return None
 
 
-def _retry(headers: dict[str, Any], delay: int) -> Destination:
-    return Destination(retry_queue_name(headers[ORIGINAL_QUEUE], delay), headers, dead=False)
+def _retry(headers: dict[str, Any], delay: int, now: datetime) -> Destination:
+    return Destination(
+        delay_queue_name(headers[ORIGINAL_QUEUE], delay), delayed_headers(headers, delay, now), dead=False
+    )
+
+
+def delayed_headers(headers: dict[str, Any], delay: int, now: datetime | None = None) -> dict[str, Any]:
+    """``headers`` of a copy going into the ``delay`` s queue, stamped with when it is due back."""
+    due = (now or datetime.now(UTC)) + timedelta(seconds=delay)
+    return {**headers, DUE_AT: _stamp(due)}
+
+
+def due_at(headers: dict[str, Any] | None) -> datetime | None:
+    """When a delayed message is due back (None when it carries no stamp)."""
+    return _instant((headers or {}).get(DUE_AT))
 
 
 def _stamp(moment: datetime) -> str:

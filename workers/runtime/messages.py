@@ -105,6 +105,8 @@ class QueueConsumer(MessageConsumer):
     adds the worker's own steps after that (provisioning's password seal).
     """
 
+    has_delay_queues = True  # the provisioning and write-back queues have theirs (broker.topology)
+
     def __init__(
         self,
         connection: Connection,

@@ -33,6 +33,7 @@ class SyncConsumer(WorkerConsumer[Group, GroupOutcome]):
     """Consumes ``queues``, coalesces events and processes groups with ``handler``."""
 
     dead_lettered_event = "event_dead_lettered"
+    has_delay_queues = True
 
     def __init__(
         self,

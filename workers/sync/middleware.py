@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.topology import RETRY_DELAYS_SECONDS, retry_queue_name
+from broker.topology import RETRY_DELAYS_SECONDS, delay_queue_name
 from observability.metrics import SyncMetrics
-from workers.runtime.failures import RECHECK
+from workers.runtime.failures import RECHECK, delayed_headers
 from workers.runtime.middleware import Middleware
 from workers.sync.groups import Group
 from workers.sync.handler import GroupOutcome
@@ -29,8 +29,8 @@ class Recheck(Middleware):
             producer.publish(
                 message.body,
                 exchange="",
-                routing_key=retry_queue_name(event.queue, self.delay),
-                headers={**(message.headers or {}), RECHECK: 1},
+                routing_key=delay_queue_name(event.queue, self.delay),
+                headers=delayed_headers({**(message.headers or {}), RECHECK: 1}, self.delay),
                 delivery_mode=2,
                 content_type=message.content_type,
                 content_encoding=message.content_encoding,
