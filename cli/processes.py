@@ -59,7 +59,12 @@ def provisioning(ctx: click.Context) -> None:
 
 
 @click.command()
-@click.option("--once", is_flag=True, help="Run one sweep, print a summary and exit (1 if any part failed).")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Drain Intacct's event queues (not with --resource), run one sweep, print a summary and exit "
+    "(1 if any part failed).",
+)
 @click.option("--keyset", is_flag=True, help="Force the key-set pass (finds deletions) on every resource.")
 @click.option("--connection", "connection_id", metavar="ID", help="Only this (connected) connection.")
 @click.option(
@@ -94,7 +99,7 @@ def reconcile(
     keyset_every: float,
 ) -> None:
     """Sync what webhooks missed: every RECONCILE_INTERVAL_SECONDS until SIGTERM, or --once."""
-    from processes.reconcile import open_reconciler, run
+    from processes.reconcile import DRAIN_FAILED, drain_event_queues, open_sources, run
     from workers.reconcile import ReconcileError, SweepOptions
 
     settings = settings_of(ctx)
@@ -105,11 +110,20 @@ def reconcile(
             raise click.UsageError("--connection and --resource only go with --once")
         run(settings, options=options, keyset=keyset)
         return
-    with open_reconciler(settings, options=options) as reconciler:
+    with open_sources(settings, options=options) as (reconciler, queue):
+        # Intacct's event queue first, as the process does (not with --resource: it is not per
+        # resource); then the sweep.
+        drains = drain_event_queues(reconciler, queue, connection_id) if queue and not resources else []
         try:
             results = reconciler.sweep(keyset=keyset, connection_id=connection_id, resources=resources)
         except ReconcileError as exc:
             raise click.ClickException(str(exc)) from None
+    for drain in drains:
+        line = (
+            f"{drain.connection_id} event queue: {drain.outcome}, {drain.count} event(s), "
+            f"published {drain.published}, {drain.duplicates} already delivered"
+        )
+        click.echo(line + (f", error: {drain.error}" if drain.error else ""))
     for result in results:
         watermark = result.watermark.isoformat().replace("+00:00", "Z") if result.watermark else "-"
         line = (
@@ -117,7 +131,9 @@ def reconcile(
             f"published {result.updates} updates + {result.deletes} deletes, watermark {watermark}"
         )
         click.echo(line + (f", error: {result.error}" if result.error else ""))
-    failed = sum(1 for r in results if r.kind == "failed")
+    failed = sum(1 for r in results if r.kind == "failed") + sum(
+        1 for d in drains if d.outcome in DRAIN_FAILED
+    )
     click.echo(
         f"reconciled {len({r.connection_id for r in results})} connection(s), {len(results)} resource sweep(s): "
         f"published {sum(r.published for r in results)}, failed {failed}"

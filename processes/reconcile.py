@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from broker.topology import EVENTS_EXCHANGE
 from clients.intacct.event_queue import EventQueueService
 from config import Settings
-from ingest.event_queue import EventQueueDoor, EventQueueSchedule, EventQueueSource, QueueFlags
+from ingest.event_queue import Drain, EventQueueDoor, EventQueueSchedule, EventQueueSource, QueueFlags
 from ingest.gaps import GapStore
 from ingest.ledger import DeliveryLedger
 from observability.logging import get_logger
@@ -98,6 +98,19 @@ def open_sources(
         yield Reconciler(parts.connections, sweeper, should_stop, schedule, metrics), queue
 
 
+# The outcomes of a drain that left events in Intacct's queue for the next one.
+DRAIN_FAILED = frozenset({"failed", "unconfirmed"})
+
+
+def drain_event_queues(
+    reconciler: Reconciler, queue: EventQueueDoor, connection_id: str | None = None
+) -> list[Drain]:
+    """Every connected company's event queue (or only ``connection_id``'s) drained now, whatever
+    its schedule says (``flexsync reconcile --once``)."""
+    connections = reconciler.connections.list("connected")
+    return [queue.source.drain(c) for c in connections if connection_id in (None, c.connection_id)]
+
+
 class SweepLoop:
     """Every tick, the sweeps the schedule says are due, until ``stop()`` (``keyset``: first a key-set
     pass of everything); a sweep under way stops at the next record."""
@@ -145,7 +158,7 @@ class SweepLoop:
                 companies=len(busy),
                 published=sum(d.published for d in busy),
                 duplicates=sum(d.duplicates for d in busy),
-                failed=sum(1 for d in busy if d.outcome in ("failed", "unconfirmed")),
+                failed=sum(1 for d in busy if d.outcome in DRAIN_FAILED),
             )
 
     def _sweep_due(self, reconciler: Reconciler) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from cli.processes import reconcile
 from observability.metrics import company_tagger
 from schemas.catalog import BY_RESOURCE
-from tests.conftest import free_port, wait_until
+from tests.conftest import COMPANY, free_port, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -155,3 +156,24 @@ def test_the_process_sweeps_every_interval_and_stops_cleanly_on_sigterm(
     assert [s["published"] for s in swept if s["resource"] == "customers"][:2] == [1, 1]
     for secret in secrets:
         assert secret not in output
+
+
+def test_once_also_drains_intacct_s_event_queue(company, sandbox_settings, live_receiver, intacct, broker):
+    """Without --resource, --once takes what Intacct queued of lost webhooks, as the process does."""
+    connection_id = live_receiver.connection.connection_id
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))  # bound, never listening: every delivery is refused
+    hooks = f"{company.admin}/companies/{COMPANY}/webhooks"
+    with down:
+        requests.patch(hooks, json={"url": f"http://127.0.0.1:{down.getsockname()[1]}/down"}, timeout=10)
+        company.create(CUSTOMERS, {"id": "C-9", "name": "Queued Ltd", "status": "active"})
+        assert intacct.simulator.webhooks.wait_idle(60), "Intacct did not give up in time"
+    queue = f"{intacct.base_url}/sandbox/companies/{COMPANY}/event-queue"
+    assert len(requests.get(queue, timeout=10).json()["events"]) == 1
+
+    result = invoke(sandbox_settings, "--once", "--connection", connection_id)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{connection_id} event queue: drained, 1 event(s), published 1, 0 already delivered" in result.output
+    )
+    assert requests.get(queue, timeout=10).json()["events"] == [], "acknowledged in Intacct"
