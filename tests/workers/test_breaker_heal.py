@@ -8,41 +8,28 @@ copy must wait it out); and a breaker closed by this process's probe tells its l
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer, Queue
 
-from broker.topology import DEAD_LETTER_QUEUE_NAME, delay_queue_name
+from broker.topology import delay_queue_name
 from reliability.breaker import BreakerPolicy, Breakers, intacct_peer
 from store.breakers import BreakerStore
 from tests.conftest import wait_until
-from workers.runtime.failures import Failure, RetrySchedule
+from tests.workers.conftest import PAYMENTS, SCHEDULE, depth
+from workers.runtime.failures import Failure
 from workers.runtime.messages import Delivery, MessageConsumer
 
-PAYMENTS = Exchange("flexpoint.payments", "topic")
-SCHEDULE = RetrySchedule((1, 5, 30), window_seconds=3600)
+
+@pytest.fixture
+def queue_name(memory_queue_name) -> str:
+    return memory_queue_name
 
 
 @pytest.fixture
-def queue_name() -> str:
-    return f"writeback-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def broker(queue_name) -> Iterator[Connection]:
-    with Connection("memory://") as connection:
-        channel = connection.channel()
-        for name in (DEAD_LETTER_QUEUE_NAME, *(delay_queue_name(queue_name, d) for d in SCHEDULE.delays)):
-            Queue(name, channel=channel).declare()
-        Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
-        yield connection
-
-
-def depth(broker: Connection, name: str) -> int:
-    return Queue(name, channel=broker.default_channel).queue_declare(passive=True).message_count
+def broker(memory_broker) -> Connection:
+    return memory_broker
 
 
 def test_the_delay_queues_are_released_to_their_work_queue_when_asked(broker, queue_name):

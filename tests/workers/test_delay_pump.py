@@ -14,18 +14,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer, Queue
 
 from broker.headers import DUE_AT, RECHECK
-from broker.topology import DEAD_LETTER_QUEUE_NAME, delay_queue_name
+from broker.topology import delay_queue_name
 from tests.conftest import wait_until
-from workers.runtime.failures import Failure, RetrySchedule, destination
+from tests.workers.conftest import PAYMENTS, SCHEDULE, depth
+from workers.runtime.failures import Failure, destination
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.sync.middleware import Recheck
-
-PAYMENTS = Exchange("flexpoint.payments", "topic")
-SCHEDULE = RetrySchedule((1, 5, 30), window_seconds=3600)
 
 
 def stamp(moment: datetime) -> str:
@@ -35,25 +32,6 @@ def stamp(moment: datetime) -> str:
 class Pumping(MessageConsumer):
     has_delay_queues = True
     pump_tick_seconds = 0.05
-
-
-@pytest.fixture
-def queue_name() -> str:
-    return f"writeback-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def broker(queue_name):
-    with Connection("memory://") as connection:
-        channel = connection.channel()
-        for name in (DEAD_LETTER_QUEUE_NAME, *(delay_queue_name(queue_name, d) for d in SCHEDULE.delays)):
-            Queue(name, channel=channel).declare()
-        Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
-        yield connection
-
-
-def depth(broker: Connection, name: str) -> int:
-    return Queue(name, channel=broker.default_channel).queue_declare(passive=True).message_count
 
 
 def running(broker: Connection, queue_name: str, kind: type[MessageConsumer], handled: list[str]):
@@ -68,7 +46,8 @@ def running(broker: Connection, queue_name: str, kind: type[MessageConsumer], ha
     return consumer, thread
 
 
-def test_each_delayed_message_comes_back_when_it_is_due_and_not_before(broker, queue_name):
+def test_each_delayed_message_comes_back_when_it_is_due_and_not_before(memory_broker, memory_queue_name):
+    broker, queue_name = memory_broker, memory_queue_name
     now = datetime.now(UTC)
     producer = Producer(broker.default_channel)
 
@@ -99,7 +78,8 @@ def test_each_delayed_message_comes_back_when_it_is_due_and_not_before(broker, q
     assert depth(broker, delay_queue_name(queue_name, 30)) == 1, "the hour-long delay is still waiting"
 
 
-def test_a_worker_whose_delay_queues_are_missing_says_so_and_goes_on(broker):
+def test_a_worker_whose_delay_queues_are_missing_says_so_and_goes_on(memory_broker):
+    broker = memory_broker
     queue_name = f"provisioning-{uuid.uuid4().hex[:8]}"  # its 5 s delay queue never declared
     channel = broker.default_channel
     for delay in (1, 30):
