@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from clients.sessions import pooled_session
 from config.settings import Settings
 from observability.logging import get_logger, redactor
 from reliability.backoff import Backoff
@@ -51,11 +51,8 @@ class IntacctRetries:
 
 def build_session(pool_size: int = 16) -> requests.Session:
     """A session whose connection pool has room for ``pool_size`` threads calling at once."""
-    session = requests.Session()
     # No urllib3 retries: the transport's own loop retries, outside the concurrency slot.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    session = pooled_session(pool_size, pool_connections=4, max_retries=0)
     session.headers.update({"Accept": "application/json", "User-Agent": "flexsync"})
     return session
 
