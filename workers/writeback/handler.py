@@ -113,16 +113,27 @@ class WritebackHandler:
     # -- payment.post -------------------------------------------------------------------------
 
     def _post(self, message: dict[str, Any]) -> None:
-        row = self._postings.get(message["accountId"], message["paymentId"])
-        if row is not None and row.state in SETTLED:
-            self._report(row, replay=True)
-            return
-        connection = self._connection(message)
-        if connection is None and row is not None and row.state == "creating":
-            raise ConnectionGone(
-                "the connection is gone while a create's outcome is unknown; reconnect and replay"
-            )
-        posting = self._claim(message)
+        # A payment seen for the first time: its row is made with our claim on it, in one write.
+        posting = self._postings.claim_new(
+            message["accountId"],
+            message["paymentId"],
+            message["connectionId"],
+            lease_seconds=self._lease,
+            requested_at=message["requestedAt"],
+        )
+        if posting is not None:
+            connection = self._connection(message)
+        else:
+            row = self._postings.get(message["accountId"], message["paymentId"])
+            if row is not None and row.state in SETTLED:
+                self._report(row, replay=True)
+                return
+            connection = self._connection(message)
+            if connection is None and row is not None and row.state == "creating":
+                raise ConnectionGone(
+                    "the connection is gone while a create's outcome is unknown; reconnect and replay"
+                )
+            posting = self._claim(message)
         try:
             if posting.state in SETTLED:
                 self._report(posting, replay=True)
