@@ -76,10 +76,11 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     """The consumer with the real store and clients; ``options`` go to the consumer."""
     require_settings(settings)
     timing = timing or Timing()
-    parts = ProcessParts(settings, process="writeback")
-    # One kept-alive connection per worker thread to each peer: a pool smaller than the threads
-    # makes urllib3 open (and drop) a new TCP connection for every call beyond it.
-    pool_size = max(16, int(options.get("workers", 4)) + 2)
+    # One kept-alive connection per worker thread to each peer and to the database: a pool
+    # smaller than the threads opens (and drops) a new connection for every use beyond it.
+    threads = int(options.get("workers", 4)) + 2
+    pool_size = max(16, threads)
+    parts = ProcessParts(settings, process="writeback", pool_size=threads)
     try:
         metrics = parts.metrics(WritebackMetrics)
         intacct = parts.intacct(
