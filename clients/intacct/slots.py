@@ -69,8 +69,10 @@ class _Turns:
     given back: otherwise every thread waiting for a busy company polls the table, where only
     ``cap`` of them could ever use what they found (under a burst of one company's payments all
     of a process's threads did). A thread keeps its turn while it polls for a slot and while it
-    holds one. A count of releases rather than a bare notify: a release that lands between a
-    poller's failed claim and its wait is still seen, instead of costing it a whole poll interval.
+    holds one. Of the threads with a turn and no slot, one polls the table; the others wait here
+    until it has one (it may not be the last free one). A count of releases rather than a bare
+    notify: a release that lands between a poller's failed claim and its wait is still seen,
+    instead of costing it a whole poll interval.
     """
 
     def __init__(self, cap: int) -> None:
@@ -80,6 +82,7 @@ class _Turns:
         self._released = 0
         self._cap = cap
         self._taken = 0  # turns held: threads of this process polling for a slot or holding one
+        self._polling = False  # a thread of this process is polling the table for the company
 
     def seen(self) -> int:
         with self._slot_released:
@@ -115,6 +118,26 @@ class _Turns:
             if self._released == seen:
                 self._slot_released.wait(seconds)
 
+    def start_polling(self) -> bool:
+        """Become the thread of this process that polls the table; False while another one is."""
+        with self._slot_released:
+            if self._polling:
+                return False
+            self._polling = True
+            return True
+
+    def stop_polling(self) -> None:
+        """End this thread's polling (it has a slot, or gives up): a thread waiting to poll takes over."""
+        with self._slot_released:
+            self._polling = False
+            self._slot_released.notify_all()
+
+    def wait_to_poll(self, seconds: float) -> None:
+        """Wait while another thread polls (or ``seconds``); the caller tries :meth:`start_polling` again."""
+        with self._slot_released:
+            if self._polling:
+                self._slot_released.wait(seconds)
+
 
 class CompanySlots:
     """At most ``cap`` holders per company at once, across threads, processes and hosts.
@@ -125,8 +148,9 @@ class CompanySlots:
     5 s + 30 s. Hosts' clocks must agree to well within the lease (NTP does).
 
     Waiting polls the table every 5 ms at first, growing to 100 ms, with jitter (``poll``), one
-    query a poll; only ``cap`` threads of a process poll for one company, the others wait for a
-    turn without querying. A release in this process also wakes its pollers at once. ``sleep`` replaces that
+    query a poll; one thread of a process polls for a company, the others wait for it (or for a
+    turn: ``cap`` per process) without querying. A release in this process also wakes its poller
+    at once. ``sleep`` replaces that
     waiting in tests (with ``clock``, so no real time passes).
     """
 
@@ -200,28 +224,45 @@ class CompanySlots:
             raise  # with a slot, the turn is given back with it (_release)
 
     def _poll_for_slot(self, company_id: str, turns: _Turns, deadline: float, timeout: float) -> Lease:
-        polls = 0
+        polls = waits = 0
         trouble: OperationalError | None = None
-        while True:
-            seen = turns.seen()
-            try:
-                self._ensure_rows(company_id)
-                lease = self._try_claim(company_id)
-            except OperationalError as exc:
-                # SQLite busy past its timeout, a dropped connection: try again at the next
-                # poll, and say so if it lasts until the deadline.
-                trouble, lease = exc, None
-            if lease is not None:
-                return lease
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise self._timed_out(company_id, timeout, trouble) from trouble
-            polls += 1
-            delay = min(remaining, self._poll.delay(polls, self._rng))
-            if self._sleep is not None:
-                self._sleep(delay)
-            else:
-                turns.wait(seen, delay)
+        polling = False
+        try:
+            while True:
+                if not polling and not turns.start_polling():
+                    # Another thread of this process polls for the company: wait until it has a slot.
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        raise self._timed_out(company_id, timeout)
+                    if self._sleep is not None:
+                        waits += 1
+                        self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
+                    else:
+                        turns.wait_to_poll(remaining)
+                    continue
+                polling = True
+                seen = turns.seen()
+                try:
+                    self._ensure_rows(company_id)
+                    lease = self._try_claim(company_id)
+                except OperationalError as exc:
+                    # SQLite busy past its timeout, a dropped connection: try again at the next
+                    # poll, and say so if it lasts until the deadline.
+                    trouble, lease = exc, None
+                if lease is not None:
+                    return lease
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise self._timed_out(company_id, timeout, trouble) from trouble
+                polls += 1
+                delay = min(remaining, self._poll.delay(polls, self._rng))
+                if self._sleep is not None:
+                    self._sleep(delay)
+                else:
+                    turns.wait(seen, delay)
+        finally:
+            if polling:
+                turns.stop_polling()
 
     def _timed_out(self, company_id: str, timeout: float, trouble: Exception | None = None) -> SlotTimeout:
         cause = f" (last database error: {type(trouble).__name__})" if trouble else ""
