@@ -68,13 +68,17 @@ class ProcessParts:
     broker connections, publishers and metrics of one process; each made when first asked for.
 
     ``engine`` may be one the caller owns (a test's, a benchmark's): it is then used as given,
-    neither migrated nor disposed here.
+    neither migrated nor disposed here. ``pool_size``: the database connections the engine keeps
+    open, for a process whose threads outnumber SQLAlchemy's default of 5.
     """
 
-    def __init__(self, settings: Settings, *, process: str, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, process: str, engine: Engine | None = None, pool_size: int | None = None
+    ) -> None:
         self.settings = settings
         self.process = process
         self._engine = engine
+        self._pool_size = pool_size
         self._box: SecretBox | None = None
         self._connections: ConnectionStore | None = None
         self._breakers: Breakers | None = None
@@ -90,7 +94,7 @@ class ProcessParts:
     def engine(self) -> Engine:
         """The engine of DATABASE_URL, its schema brought up to date first (once per process)."""
         if self._engine is None:
-            engine = create_engine_for(self.settings.database_url)
+            engine = create_engine_for(self.settings.database_url, pool_size=self._pool_size)
             self.on_close("engine", engine.dispose)
             upgrade(engine)
             self._engine = engine

@@ -42,6 +42,12 @@ class Timing:
         return self.slot_timeout + 2 * sum(self.timeouts) + 2.0
 
 
+def connection_of(body: Any) -> str | None:
+    """A payment message's connection (its Intacct company's cap is what its postings wait for)."""
+    connection = body.get("connectionId") if isinstance(body, dict) else None
+    return connection if isinstance(connection, str) else None
+
+
 def require_settings(settings: Settings) -> None:
     """Stop with one line naming any setting the writeback process cannot run without."""
     require_worker_settings(settings, "writeback")
@@ -76,10 +82,11 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     """The consumer with the real store and clients; ``options`` go to the consumer."""
     require_settings(settings)
     timing = timing or Timing()
-    parts = ProcessParts(settings, process="writeback")
-    # One kept-alive connection per worker thread to each peer: a pool smaller than the threads
-    # makes urllib3 open (and drop) a new TCP connection for every call beyond it.
-    pool_size = max(16, int(options.get("workers", 4)) + 2)
+    # One kept-alive connection per worker thread to each peer and to the database: a pool
+    # smaller than the threads opens (and drops) a new connection for every use beyond it.
+    threads = int(options.get("workers", 4)) + 2
+    pool_size = max(16, threads)
+    parts = ProcessParts(settings, process="writeback", pool_size=threads)
     try:
         metrics = parts.metrics(WritebackMetrics)
         intacct = parts.intacct(
@@ -101,6 +108,11 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         )
         options.setdefault("retry", RetrySchedule.from_settings(settings))
         options.setdefault("poll_interval", 0.05)
+        # At most the company cap of one connection's payments run at once in this process; the
+        # rest wait in hand without a thread, so a deeper prefetch gives the threads other work.
+        options.setdefault("key", connection_of)
+        options.setdefault("per_key", settings.intacct_max_concurrency_per_company)
+        options.setdefault("prefetch", 4 * int(options.get("workers", 4)))
         consumer = QueueConsumer(
             parts.amqp_connection(),
             parts.topology.queue(WRITEBACK_QUEUE_NAME),

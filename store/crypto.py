@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from config.settings import Settings
 
 DEV_KEY_FILENAME = "dev-secret.key"
+# Decrypted tokens remembered per box: a worker reads the same connection's secret for every message.
+_DECRYPTED_KEPT = 1024
 
 
 class SecretDecryptError(FlexsyncError):
@@ -50,6 +53,10 @@ class SecretBox:
                 raise ValueError(f"key {position} is not a Fernet key") from None
         self._primary = fernets[0]
         self._all = MultiFernet(fernets)
+        # token -> plaintext: a token decrypts to the same text every time under these keys, and
+        # each plaintext is registered with the log redaction (kept there for good) on first use.
+        self._decrypted: dict[str, str] = {}
+        self._lock = threading.Lock()
         register_secret(*keys)
 
     def __repr__(self) -> str:
@@ -77,12 +84,24 @@ class SecretBox:
         return self._all.encrypt(plaintext.encode("utf-8")).decode("ascii")
 
     def decrypt(self, token: str) -> str:
-        """Decrypt a token made with any key; :class:`SecretDecryptError` if none fits."""
+        """Decrypt a token made with any key; :class:`SecretDecryptError` if none fits.
+
+        A token decrypted before is answered from memory (Fernet's check and decryption cost a
+        worker more than the database read of the connection that carries the token).
+        """
+        with self._lock:
+            known = self._decrypted.get(token)
+        if known is not None:
+            return known
         try:
             plaintext = self._all.decrypt(token.encode("ascii")).decode("utf-8")
         except (InvalidToken, UnicodeEncodeError):
             raise _undecryptable() from None
         register_secret(plaintext)
+        with self._lock:
+            if len(self._decrypted) >= _DECRYPTED_KEPT:
+                self._decrypted.clear()
+            self._decrypted[token] = plaintext
         return plaintext
 
     def rotate(self, token: str) -> str:

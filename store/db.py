@@ -26,19 +26,26 @@ _migrated: set[str] = set()
 _migrated_lock = threading.Lock()
 
 
-def create_engine_for(database_url: str) -> Engine:
-    """Create an engine for a ``sqlite:///`` or ``postgresql://`` URL, tuned for many threads."""
+def create_engine_for(database_url: str, *, pool_size: int | None = None) -> Engine:
+    """Create an engine for a ``sqlite:///`` or ``postgresql://`` URL, tuned for many threads.
+
+    ``pool_size``: the connections kept open (SQLAlchemy's default is 5), for a process with
+    more threads than that using the database at once: a connection beyond the pool is opened
+    for one checkout and closed after it (on SQLite each open sets the pragmas and parses the
+    schema again).
+    """
     url = make_url(database_url)
+    pool: dict = {} if pool_size is None else {"pool_size": pool_size}
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, pool)
     if url.get_backend_name() == "postgresql":
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, **pool)
     raise ValueError(f"unsupported database backend {url.get_backend_name()!r}")
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, pool: dict) -> Engine:
     database = url.database or ":memory:"
     in_memory = database == ":memory:" or database.startswith("file::memory:")
     options: dict = {"connect_args": {"check_same_thread": False, "timeout": 5.0}}
@@ -47,6 +54,7 @@ def _sqlite_engine(url: URL) -> Engine:
         options["poolclass"] = StaticPool
     else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+        options.update(pool)
     engine = create_engine(url, **options)
 
     @event.listens_for(engine, "connect")

@@ -514,6 +514,80 @@ def test_a_timed_out_request_keeps_its_slot_while_intacct_may_still_run_it(tmp_p
         assert harness.stats()["tooManyRequests"] == 0
 
 
+def _counting_claims(harness: Harness) -> list[str]:
+    """The company slots' claims from now on (one entry per slot taken)."""
+    taken: list[str] = []
+    real = harness.slots._try_claim
+
+    def counted(company_id: str) -> Any:
+        lease = real(company_id)
+        if lease is not None:
+            taken.append(lease.holder)
+        return lease
+
+    harness.slots._try_claim = counted  # type: ignore[method-assign]
+    return taken
+
+
+def test_calls_in_a_holding_block_go_out_under_one_slot_given_back_at_its_end(harness: Harness):
+    conn = connection()
+    harness.tokens.token(conn)
+    taken = _counting_claims(harness)
+    with harness.client.holding(conn):
+        assert harness.client.get(conn, CUSTOMERS, "1")["key"] == "1"
+        assert harness.slots.holders(COMPANY) == 1  # kept between the calls
+        assert harness.client.get(conn, CUSTOMERS, "2")["key"] == "2"
+    assert len(taken) == 1 and harness.slots.holders(COMPANY) == 0
+    # Outside a block, each call takes a slot of its own.
+    harness.client.get(conn, CUSTOMERS, "1")
+    harness.client.get(conn, CUSTOMERS, "2")
+    assert len(taken) == 3 and harness.slots.holders(COMPANY) == 0
+
+
+def test_a_held_slot_is_given_back_before_a_retry_sleeps(harness: Harness):
+    conn = connection()
+    harness.tokens.token(conn)
+    taken = _counting_claims(harness)
+    held_while_sleeping: list[int] = []
+    harness.on_sleep = lambda: held_while_sleeping.append(harness.slots.holders(COMPANY))
+    harness.faults(error_rate=0.5, error_status=502, seed=_seed_failing_first_then_passing(0.5))
+    with harness.client.holding(conn):
+        assert harness.client.get(conn, CUSTOMERS, "1")["key"] == "1"
+        harness.faults()
+        assert harness.client.get(conn, CUSTOMERS, "2")["key"] == "2"
+    assert held_while_sleeping == [0]  # never slept through
+    assert len(taken) == 2  # the retry took a slot again, kept for the next call
+
+
+def test_a_held_slot_left_taken_by_a_timed_out_request_is_not_used_again(tmp_path: Path):
+    with running(tmp_path, cap=2, timeouts=(5.0, 0.2)) as harness:
+        conn = connection()
+        harness.tokens.token(conn)
+        harness.faults(timeout_rate=1.0, timeout_hold_seconds=10)
+        with harness.client.holding(conn):
+            with pytest.raises(IntacctUnavailable):  # one attempt, as a write is sent
+                harness.client._transport.call(conn, "GET", f"objects/{CUSTOMERS}/1", CUSTOMERS, once=True)
+            harness.faults()
+            # The first slot stays taken (Intacct may still run that request): another one serves.
+            assert harness.client.get(conn, CUSTOMERS, "1")["key"] == "1"
+            assert harness.slots.holders(COMPANY) == 2
+        assert harness.slots.holders(COMPANY) == 1  # only the timed-out request's, until its lease ends
+
+
+def test_a_held_slot_whose_lease_could_end_mid_request_is_taken_anew(tmp_path: Path):
+    with running(tmp_path, cap=2) as harness:
+        conn = connection()
+        harness.tokens.token(conn)
+        taken = _counting_claims(harness)
+        with harness.client.holding(conn):
+            harness.client.get(conn, CUSTOMERS, "1")
+            # 45 s lease, 35 s of timeouts, 1 s of margin: 9 s later another request could outlive it.
+            harness.client_clock.advance(9.5)
+            harness.client.get(conn, CUSTOMERS, "2")
+            assert harness.slots.holders(COMPANY) == 1
+        assert len(taken) == 2 and harness.slots.holders(COMPANY) == 0
+
+
 class HeldRequest:
     """One request held inside the simulator, so the company's only slot there is taken."""
 

@@ -16,7 +16,6 @@ from typing import Any, Literal, overload
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from clients.flexpoint.batches import batch_body, canonical_json, chunks, idempotency_key, new_write_id
 from clients.flexpoint.contract import check_account_id, check_resource, check_status
@@ -29,6 +28,7 @@ from clients.flexpoint.errors import (
 from clients.flexpoint.postings import check_payment_id, check_posting, posting_key
 from clients.flexpoint.responses import error_from_response, scrub
 from clients.flexpoint.retry import FlexPointRetries
+from clients.sessions import pooled_session
 from observability.logging import get_logger, register_secret
 from reliability.breaker import FLEXPOINT, PeerGuard, through_breaker
 
@@ -85,11 +85,8 @@ class FlexPointClient:
         self._guard = guard
         self._owns_session = session is None
         if session is None:
-            session = requests.Session()
             # One pooled connection per worker thread, so threads never queue for a socket.
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+            session = pooled_session(pool_size, pool_connections=1)
         self._session = session
 
     @classmethod

@@ -7,6 +7,7 @@ concurrency slot, renews tokens and retries; this module knows Intacct's read en
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -74,6 +75,11 @@ class IntacctClient:
     def close(self) -> None:
         """Close the HTTP session (at shutdown: the token provider may share it)."""
         self._session.close()
+
+    def holding(self, connection: IntacctConnection) -> AbstractContextManager[None]:
+        """Keep one of the company's slots for every call this thread makes in the ``with`` block
+        (:meth:`transport.Transport.holding`): calls back to back claim one slot, not one each."""
+        return self._transport.holding(connection)
 
     def forget(self, connection_id: str) -> None:
         """Drop the connection's cached tokens (on disconnect, and before re-validating a connect)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
@@ -117,6 +118,11 @@ class PaymentWrites:
 
     def __init__(self, client: IntacctClient) -> None:
         self._client = client
+
+    def one_slot(self, connection: IntacctConnection) -> AbstractContextManager[None]:
+        """The calls of the ``with`` block (this thread's) go out under one of the company's slots,
+        taken by the first and kept for the others: a posting's read and create claim one slot."""
+        return self._client.holding(connection)
 
     def invoices(
         self, connection: IntacctConnection, keys: Iterable[str]

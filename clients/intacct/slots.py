@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table, bindparam, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from observability.logging import get_logger
 from reliability.backoff import Backoff
-from reliability.leases import new_holder
+from reliability.leases import holder_is_dead, new_holder
 from reliability.limiter import SlotTimeout
 from store.db import conflict_insert, write_transaction
 from store.leases import LeaseColumns
@@ -33,6 +33,11 @@ log = get_logger(__name__)
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
 _table = cast(Table, IntacctSlot.__table__)
 _c = _table.c
+
+# A company's slots as one poll reads them; the claim follows from what it finds.
+_SLOTS = select(_c.slot, _c.holder, _c.leased_until).where(
+    _c.company_id == bindparam("key__company_id"), _c.slot < bindparam("cap")
+)
 
 __all__ = ["CompanySlots", "Lease", "SlotTimeout", "company_slots"]
 
@@ -56,52 +61,82 @@ class Lease:
         self.kept = True
 
 
-class _Releases:
-    """One company's slots as this process uses them: how many of its threads are claiming or
-    holding one, and the releases, so a waiter here can retry at once.
+class _Turns:
+    """One company's slots as this process uses them: at most ``cap`` of its threads claim or hold
+    one at once (each holding a turn), and a count of the releases, so a poller here retries at once.
 
-    At most ``cap`` threads of a process claim at once: the others wait here, without a query,
-    until one of those leaves. Otherwise every thread waiting for a busy company polls the
-    table: under a burst of one company's payments, all of a process's threads did, where only
-    ``cap`` of them could ever use what they found. A count of releases rather than a bare
-    notify: a release that lands between a waiter's failed claim and its wait is still seen,
-    instead of costing that waiter a whole poll interval.
+    A thread without a turn waits here, without a query and without waking up, until a turn is
+    given back: otherwise every thread waiting for a busy company polls the table, where only
+    ``cap`` of them could ever use what they found (under a burst of one company's payments all
+    of a process's threads did). A thread keeps its turn while it polls for a slot and while it
+    holds one. Of the threads with a turn and no slot, one polls the table; the others wait here
+    until it has one (it may not be the last free one). A count of releases rather than a bare
+    notify: a release that lands between a poller's failed claim and its wait is still seen,
+    instead of costing it a whole poll interval.
     """
 
     def __init__(self, cap: int) -> None:
-        self._changed = threading.Condition()
-        self._count = 0
+        lock = threading.Lock()
+        self._turn_given_back = threading.Condition(lock)
+        self._slot_released = threading.Condition(lock)
+        self._released = 0
         self._cap = cap
-        self._claiming = 0  # threads of this process claiming or holding a slot
+        self._taken = 0  # turns held: threads of this process polling for a slot or holding one
+        self._polling = False  # a thread of this process is polling the table for the company
 
     def seen(self) -> int:
-        with self._changed:
-            return self._count
+        with self._slot_released:
+            return self._released
 
     def enter(self) -> bool:
-        """Take one of the process's ``cap`` turns to claim; False when all are taken."""
-        with self._changed:
-            if self._claiming >= self._cap:
+        """Take one of the process's ``cap`` turns; False when all are taken."""
+        with self._turn_given_back:
+            if self._taken >= self._cap:
                 return False
-            self._claiming += 1
+            self._taken += 1
             return True
 
-    def leave(self, *, released: bool) -> None:
-        """Give the turn back; wake a waiter only when a slot was ``released``.
+    def wait_for_turn(self, seconds: float) -> None:
+        """Wait until a turn may be free (or ``seconds`` passed); the caller tries :meth:`enter` again."""
+        with self._turn_given_back:
+            if self._taken >= self._cap:
+                self._turn_given_back.wait(seconds)
 
-        A failed claim wakes no one: the slots are as busy as they were, and a waiter woken to
-        claim again at once would only fail too, passing the wake-up on in a loop of claims.
-        """
-        with self._changed:
-            self._claiming -= 1
+    def leave(self, *, released: bool) -> None:
+        """Give the turn back (a thread waiting for one takes it); ``released``: with a slot, so the
+        pollers of this process try again at once."""
+        with self._turn_given_back:
+            self._taken -= 1
+            self._turn_given_back.notify()
             if released:
-                self._count += 1
-                self._changed.notify()
+                self._released += 1
+                self._slot_released.notify_all()
 
     def wait(self, seen: int, seconds: float) -> None:
-        with self._changed:
-            if self._count == seen:
-                self._changed.wait(seconds)
+        """A poller's wait: ``seconds``, or until a slot is released here after ``seen``."""
+        with self._slot_released:
+            if self._released == seen:
+                self._slot_released.wait(seconds)
+
+    def start_polling(self) -> bool:
+        """Become the thread of this process that polls the table; False while another one is."""
+        with self._slot_released:
+            if self._polling:
+                return False
+            self._polling = True
+            return True
+
+    def stop_polling(self) -> None:
+        """End this thread's polling (it has a slot, or gives up): a thread waiting to poll takes over."""
+        with self._slot_released:
+            self._polling = False
+            self._slot_released.notify_all()
+
+    def wait_to_poll(self, seconds: float) -> None:
+        """Wait while another thread polls (or ``seconds``); the caller tries :meth:`start_polling` again."""
+        with self._slot_released:
+            if self._polling:
+                self._slot_released.wait(seconds)
 
 
 class CompanySlots:
@@ -112,8 +147,10 @@ class CompanySlots:
     request is still running lets one more request in. The default, 45 s, covers the client's
     5 s + 30 s. Hosts' clocks must agree to well within the lease (NTP does).
 
-    Waiting polls the table every 5 ms at first, growing to 100 ms, with jitter (``poll``); a
-    release in this process also wakes a waiter of this process at once. ``sleep`` replaces that
+    Waiting polls the table every 5 ms at first, growing to 100 ms, with jitter (``poll``), one
+    query a poll; one thread of a process polls for a company, the others wait for it (or for a
+    turn: ``cap`` per process) without querying. A release in this process also wakes its poller
+    at once. ``sleep`` replaces that
     waiting in tests (with ``clock``, so no real time passes).
     """
 
@@ -140,10 +177,11 @@ class CompanySlots:
         # Equal jitter: a poller never spins, and pollers in many processes do not keep step.
         self._poll = Backoff(poll[0], poll[1], floor=0.5)
         self._leases = LeaseColumns(_table, clock=clock)
+        self._row = self._leases.prepared("company_id", "slot")
         self._rng = rng or random.Random()
         self._insert = conflict_insert(engine)
         self._ensured: set[str] = set()
-        self._releases: dict[str, _Releases] = {}
+        self._turns: dict[str, _Turns] = {}
         self._guard = threading.Lock()
 
     @contextlib.contextmanager
@@ -168,99 +206,130 @@ class CompanySlots:
 
     def _wait_for_slot(self, company_id: str, timeout: float) -> Lease:
         deadline = self._clock() + timeout
-        releases = self._releases_of(company_id)
-        polls = 0
+        turns = self._turns_of(company_id)
+        waits = 0
+        while not turns.enter():
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise self._timed_out(company_id, timeout)
+            if self._sleep is not None:
+                waits += 1
+                self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
+            else:
+                turns.wait_for_turn(remaining)
+        try:
+            return self._poll_for_slot(company_id, turns, deadline, timeout)
+        except BaseException:
+            turns.leave(released=False)
+            raise  # with a slot, the turn is given back with it (_release)
+
+    def _poll_for_slot(self, company_id: str, turns: _Turns, deadline: float, timeout: float) -> Lease:
+        polls = waits = 0
         trouble: OperationalError | None = None
-        while True:
-            seen = releases.seen()
-            lease = None
-            if releases.enter():
+        polling = False
+        try:
+            while True:
+                if not polling and not turns.start_polling():
+                    # Another thread of this process polls for the company: wait until it has a slot.
+                    remaining = deadline - self._clock()
+                    if remaining <= 0:
+                        raise self._timed_out(company_id, timeout)
+                    if self._sleep is not None:
+                        waits += 1
+                        self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
+                    else:
+                        turns.wait_to_poll(remaining)
+                    continue
+                polling = True
+                seen = turns.seen()
                 try:
                     self._ensure_rows(company_id)
                     lease = self._try_claim(company_id)
                 except OperationalError as exc:
                     # SQLite busy past its timeout, a dropped connection: try again at the next
                     # poll, and say so if it lasts until the deadline.
-                    trouble = exc
-                finally:
-                    if lease is None:
-                        releases.leave(released=False)
-            if lease is not None:
-                return lease  # its turn is given back with the slot (_release)
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                cause = f" (last database error: {type(trouble).__name__})" if trouble else ""
-                raise SlotTimeout(
-                    f"all {self.cap} Intacct slots of company {company_id} stayed busy for {timeout:g} s{cause}"
-                ) from trouble
-            delay = min(remaining, self._poll.delay(polls + 1, self._rng))
-            if self._sleep is not None:
-                self._sleep(delay)
-            else:
-                releases.wait(seen, delay)
-            polls += 1
+                    trouble, lease = exc, None
+                if lease is not None:
+                    return lease
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise self._timed_out(company_id, timeout, trouble) from trouble
+                polls += 1
+                delay = min(remaining, self._poll.delay(polls, self._rng))
+                if self._sleep is not None:
+                    self._sleep(delay)
+                else:
+                    turns.wait(seen, delay)
+        finally:
+            if polling:
+                turns.stop_polling()
+
+    def _timed_out(self, company_id: str, timeout: float, trouble: Exception | None = None) -> SlotTimeout:
+        cause = f" (last database error: {type(trouble).__name__})" if trouble else ""
+        return SlotTimeout(
+            f"all {self.cap} Intacct slots of company {company_id} stayed busy for {timeout:g} s{cause}"
+        )
 
     def _try_claim(self, company_id: str) -> Lease | None:
-        lease = self._claim_free(company_id)
-        if lease is None and self._reclaim_dead_local_holders(company_id):
-            lease = self._claim_free(company_id)
-        return lease
-
-    def _reclaim_dead_local_holders(self, company_id: str) -> bool:
-        """Free slots whose holder died on this node: no need to wait out its lease.
+        """One look at the company's slots (one query), then a claim of a free one; with none free,
+        of one whose holder died on this node, without waiting for its lease to run out.
 
         A holder on another host (or in another PID namespace) cannot be checked, so its slot
-        waits for the lease, as before.
+        waits for the lease.
         """
-        key = {"company_id": company_id}
-        with self._engine.connect() as conn:
-            dead = self._leases.dead_holders(conn, key)
-        freed = False
-        for holder in dead:
-            with write_transaction(self._engine) as conn:
-                freed |= self._leases.release(conn, key, holder)
-            log.info("intacct_slot_reclaimed", company_id=company_id, reason="holder_process_gone")
-        return freed
-
-    def _claim_free(self, company_id: str) -> Lease | None:
         now = self._clock()
-        free = self._leases.free(now)
         with self._engine.connect() as conn:
-            candidates = list(
-                conn.execute(
-                    select(_c.slot).where(_c.company_id == company_id, _c.slot < self.cap, free)
-                ).scalars()
-            )
+            rows = conn.execute(_SLOTS, {"key__company_id": company_id, "cap": self.cap}).all()
+        free = [slot for slot, holder, until in rows if self._leases.is_free(holder, until, now)]
         # Trying the free slots in random order keeps simultaneous claimants off one row.
-        self._rng.shuffle(candidates)
-        for slot in candidates:
+        self._rng.shuffle(free)
+        for slot in free:
             # Unique per acquisition, so a late release can never free a slot someone else took since.
             holder = new_holder()
-            with write_transaction(self._engine) as conn:
-                # The WHERE repeats the "free" check: the row is taken only if still free now
-                # (PostgreSQL re-checks it after a concurrent update; SQLite writes one at a time).
-                claimed = self._leases.claim(
-                    conn, {"company_id": company_id, "slot": slot}, holder, self.lease_seconds, free=free
-                )
-            if claimed:
+            # The WHERE repeats the "free" check: the row is taken only if still free now
+            # (PostgreSQL re-checks it after a concurrent update; SQLite writes one at a time).
+            if self._write(
+                self._row.claim, company_id, slot, now=now, holder=holder, until=now + self.lease_seconds
+            ):
+                return Lease(company_id, slot, holder, now + self.lease_seconds)
+        if free:
+            return None
+        for slot, dead, _until in rows:
+            if dead is None or not holder_is_dead(dead):
+                continue
+            holder = new_holder()
+            # Only while that dead holder still has it: another claimant may have been quicker.
+            if self._write(
+                self._row.take_over,
+                company_id,
+                slot,
+                owner=dead,
+                holder=holder,
+                until=now + self.lease_seconds,
+            ):
+                log.info("intacct_slot_reclaimed", company_id=company_id, reason="holder_process_gone")
                 return Lease(company_id, slot, holder, now + self.lease_seconds)
         return None
+
+    def _write(self, statement: Any, company_id: str, slot: int, **lease: Any) -> bool:
+        params = self._row.params({"company_id": company_id, "slot": slot}, **lease)
+        with write_transaction(self._engine) as conn:
+            return conn.execute(statement, params).rowcount == 1
 
     def _release(self, lease: Lease) -> None:
         freed = False
         try:
             freed = self._release_row(lease)
         finally:
-            self._releases_of(lease.company_id).leave(released=freed)
+            self._turns_of(lease.company_id).leave(released=freed)
 
     def _release_row(self, lease: Lease) -> bool:
         """Free the lease's row (unless it is kept); True when it was freed."""
         if lease.kept:
             return False
         try:
-            with write_transaction(self._engine) as conn:
-                # Only if still ours: after the lease ran out someone else may hold the slot.
-                self._leases.release(conn, {"company_id": lease.company_id, "slot": lease.slot}, lease.holder)
+            # Only if still ours: after the lease ran out someone else may hold the slot.
+            self._write(self._row.release, lease.company_id, lease.slot, owner=lease.holder)
         except SQLAlchemyError as exc:
             # The request itself is done; the slot frees itself when the lease runs out.
             log.warning(
@@ -281,9 +350,12 @@ class CompanySlots:
         with self._guard:
             self._ensured.add(company_id)
 
-    def _releases_of(self, company_id: str) -> _Releases:
+    def _turns_of(self, company_id: str) -> _Turns:
         with self._guard:
-            return self._releases.setdefault(company_id, _Releases(self.cap))
+            turns = self._turns.get(company_id)
+            if turns is None:
+                turns = self._turns[company_id] = _Turns(self.cap)
+            return turns
 
 
 def company_slots(settings: Any, engine: Engine, *, lease_seconds: float | None = None) -> CompanySlots:

@@ -3,26 +3,30 @@
 Every request runs inside one of the company's slots (a ``reliability.limiter.CompanyLimiter``;
 ``clients.intacct.slots`` keeps them in the database), held for the request
 alone and never through a backoff sleep, so the per-company cap holds across every worker
-process. Retries are our own loop rather than urllib3's ``Retry``: the sleeps must happen
+process. A caller making calls back to back (the write-back's read of the invoices, then its
+create) may keep the one slot for all of them (:meth:`Transport.holding`): taking a slot costs
+queries, and under load polls. Retries are our own loop rather than urllib3's ``Retry``: the sleeps must happen
 outside the slot, and a 401 needs a fresh token before the retry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from clients.sessions import pooled_session
 from config.settings import Settings
 from observability.logging import get_logger, redactor
 from reliability.backoff import Backoff
 from reliability.breaker import PeerGuard, intacct_peer, through_breaker
-from reliability.limiter import CompanyLimiter, SlotTimeout
+from reliability.limiter import CompanyLimiter, Slot, SlotTimeout
 from reliability.retry_after import hint
 
 from . import errors
@@ -51,17 +55,35 @@ class IntacctRetries:
 
 def build_session(pool_size: int = 16) -> requests.Session:
     """A session whose connection pool has room for ``pool_size`` threads calling at once."""
-    session = requests.Session()
     # No urllib3 retries: the transport's own loop retries, outside the concurrency slot.
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
+    session = pooled_session(pool_size, pool_connections=4, max_retries=0)
     session.headers.update({"Accept": "application/json", "User-Agent": "flexsync"})
     return session
 
 
 def _no_op(company_id: str, object_path: str, status: int, seconds: float) -> None:
     return None
+
+
+# Seconds of a held slot's lease left unused before another request: clocks of hosts differ a little.
+_LEASE_MARGIN = 1.0
+
+
+class _Held:
+    """A slot a :meth:`Transport.holding` block keeps: its ``with`` manager, the slot, when it was
+    taken, and whether a request left it taken until its lease runs out."""
+
+    def __init__(
+        self, manager: contextlib.AbstractContextManager[Slot], lease: Slot, taken_at: float
+    ) -> None:
+        self.manager = manager
+        self.lease = lease
+        self.taken_at = taken_at
+        self.kept = False
+
+    def keep_until_expiry(self) -> None:
+        self.kept = True
+        self.lease.keep_until_expiry()
 
 
 class Transport:
@@ -104,6 +126,27 @@ class Transport:
         self._slot_timeout = slot_timeout
         self._retry = retry or IntacctRetries()
         self._guard = guard
+        self._held = threading.local()  # .slots: {company: _Held | None} of this thread's holding blocks
+
+    @contextlib.contextmanager
+    def holding(self, connection: IntacctConnection) -> Iterator[None]:
+        """Keep one of the company's slots for every call this thread makes in the block.
+
+        The slot is taken by the first call and given back when the block ends. It is given up
+        earlier, and the next call takes one again, before a retry's backoff sleep (never slept
+        through), after a request left unanswered (its slot stays taken until its lease runs
+        out), and when too little of its lease is left to cover another request.
+        """
+        company = connection.company_id
+        held = self._held_slots()
+        if company in held:
+            yield  # an outer block holds it already
+            return
+        held[company] = None
+        try:
+            yield
+        finally:
+            self._let_go(held.pop(company, None))
 
     def call(
         self,
@@ -204,7 +247,7 @@ class Transport:
         response: requests.Response | None = None
         failure: requests.RequestException | None = None
         try:
-            with self._slots.acquire(connection.company_id, self._slot_timeout) as lease:
+            with self._slot(connection.company_id) as lease:
                 started = self._clock()
                 try:
                     response = self._session.request(
@@ -275,6 +318,51 @@ class Transport:
             )
         raise errors.IntacctRejected(message, details=details if isinstance(details, list) else [], **facts)
 
+    # -- the slot ---------------------------------------------------------------------------
+
+    def _held_slots(self) -> dict[str, _Held | None]:
+        slots: dict[str, _Held | None] | None = getattr(self._held, "slots", None)
+        if slots is None:
+            slots = self._held.slots = {}
+        return slots
+
+    @contextlib.contextmanager
+    def _slot(self, company: str) -> Iterator[Slot]:
+        """A slot of the company for one request: this thread's held one when it may serve, else
+        one taken now (kept for the rest of a :meth:`holding` block, else given back after)."""
+        held = self._held_slots()
+        if company not in held:
+            with self._slots.acquire(company, self._slot_timeout) as lease:
+                yield lease
+            return
+        current = held[company]
+        # Another request must end before the lease does (timeouts from the slots' own margin).
+        if current is not None and self._clock() - current.taken_at + sum(self._timeouts) >= (
+            self._slots.lease_seconds - _LEASE_MARGIN
+        ):
+            self._let_go(current)
+            held[company] = current = None
+        if current is None:
+            taken_at = self._clock()  # before the claim: the lease runs from no earlier than this
+            manager = self._slots.acquire(company, self._slot_timeout)
+            current = held[company] = _Held(manager, manager.__enter__(), taken_at)
+        yield current
+        if current.kept:
+            # Left taken by an unanswered request: the next request needs a slot of its own.
+            self._let_go(current)
+            held[company] = None
+
+    def _let_go(self, held: _Held | None) -> None:
+        if held is not None:
+            held.manager.__exit__(None, None, None)
+
+    def _let_go_of(self, company: str) -> None:
+        """Before a backoff sleep: give back the slot a holding block keeps, if any."""
+        held = self._held_slots()
+        if held.get(company) is not None:
+            self._let_go(held[company])
+            held[company] = None
+
     # -- reporting --------------------------------------------------------------------------
 
     def _report(self, company_id: str, object_path: str, status: int, seconds: float) -> None:
@@ -294,6 +382,7 @@ class Transport:
     ) -> None:
         facts = _facts(connection, object_path, exc)
         log.info("intacct_retry", **facts, attempt=attempt, delay=round(delay, 3))
+        self._let_go_of(connection.company_id)  # never slept through
         self._sleep(delay)
 
     def _give_up(

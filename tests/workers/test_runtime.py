@@ -331,6 +331,41 @@ def test_stop_lets_the_unit_in_flight_finish_and_settles_it_before_run_returns(b
     assert [m.payload for m in messages_in(broker, queue_name)] == [{"n": 2}]
 
 
+def test_a_key_runs_at_most_per_key_messages_while_threads_take_the_messages_behind_them(broker, queue_name):
+    release = threading.Event()
+    started: list[Any] = []
+    lock = threading.Lock()
+
+    def handle(delivery: Delivery) -> None:
+        with lock:
+            started.append(delivery.body["n"])
+        if delivery.body["company"] == "busy":
+            release.wait(10)
+
+    consumer = consumer_for(
+        broker,
+        queue_name,
+        handle,
+        workers=4,
+        prefetch=8,
+        key=lambda body: body.get("company"),
+        per_key=2,
+    )
+    with running(consumer):
+        for n in range(4):
+            publish(broker, {"n": n, "company": "busy"})
+        publish(broker, {"n": 4, "company": "idle"})
+        publish(broker, {"n": 5, "company": "idle"})
+        # Two of the busy company's run and hold their threads; the other two wait without one,
+        # and the idle company's messages, behind them, are handled by the free threads.
+        wait_until(lambda: sorted(started) == [0, 1, 4, 5], timeout=10)
+        wait_until(lambda: consumer.in_hand() == 4, timeout=10)  # two busy ones running, two waiting
+        release.set()
+        wait_until(lambda: len(started) == 6 and consumer.in_hand() == 0, timeout=10)
+    assert started[-2:] == [2, 3]  # in their order, once the first two were done
+    assert depth(broker, queue_name) == 0
+
+
 class RecheckingHandler:
     """Says every event is done, the first look at each one also wanting a second look."""
 

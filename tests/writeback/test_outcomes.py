@@ -3,6 +3,7 @@ against the real postings table and a scripted Intacct (no network, no sandbox).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class ScriptedIntacct:
         self.reverses: list[tuple[str, str]] = []
         self.reverse_outcomes: list[Any] = []
         self.states: dict[str, str] = {}
+
+    def one_slot(self, connection: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
     def invoices(self, connection: Any, keys: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
         return {

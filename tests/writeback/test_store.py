@@ -43,6 +43,30 @@ def test_a_first_claim_creates_the_row_pending_with_its_reference(postings):
     assert posting.claim_holder
 
 
+def test_a_new_payment_is_created_claimed_in_one_write_and_only_once(postings, clock):
+    posting = postings.claim_new("acct-1", "pay-1", "conn-1", lease_seconds=60)
+    assert posting is not None
+    assert (posting.state, posting.reference, posting.attempts) == (
+        "pending",
+        reference_for("acct-1", "pay-1"),
+        0,
+    )
+    assert posting.claim_holder and posting.claim_until == clock.now + 60
+    assert postings.get("acct-1", "pay-1") == posting
+    # A row already there is left alone: its claim is taken the usual way.
+    assert postings.claim_new("acct-1", "pay-1", "conn-1", lease_seconds=60) is None
+    assert postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=60) is None  # ours still
+    postings.release(posting)
+    assert postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=60) is not None
+
+
+def test_a_move_naming_no_column_is_refused(postings):
+    posting = postings.claim_new("acct-1", "pay-1", "conn-1", lease_seconds=60)
+    assert posting is not None
+    with pytest.raises(ValueError, match="no column"):
+        postings.move(posting, "pending", not_a_column=1)
+
+
 def test_one_claim_at_a_time_until_released_or_run_out(postings, clock):
     first = postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=60)
     assert postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=60) is None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import ColumnElement, Engine, Table, case, exists, or_, select, update
+from sqlalchemy import ColumnElement, Engine, Table, bindparam, case, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reliability.errors import FlexsyncError
@@ -20,6 +20,8 @@ _ROTATION_BATCH = 500
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
 _table = cast(Table, Connection.__table__)
 _c = _table.c
+# Read for every message a worker handles: built once (building costs more than running it).
+_GET = select(_table).where(_c.connection_id == bindparam("connection"))
 
 
 class ConnectionNotFound(FlexsyncError, LookupError):
@@ -98,7 +100,7 @@ class ConnectionStore:
     def get(self, connection_id: str) -> ConnectionRecord | None:
         """The connection with this id, or None."""
         with self._engine.connect() as conn:
-            row = conn.execute(select(_table).where(_c.connection_id == connection_id)).first()
+            row = conn.execute(_GET, {"connection": connection_id}).first()
         return None if row is None else self._record(row)
 
     def list(self, state: str | None = None) -> list[ConnectionRecord]:

@@ -182,6 +182,10 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         """Messages received and not yet settled (``until_idle`` waits for none)."""
         return len(self._running)
 
+    def running_units(self) -> list[U]:
+        """The units a thread is working on now (of the current channel or an earlier one)."""
+        return [unit for future, (unit, _generation) in self._running.items() if not future.done()]
+
     def on_consuming(self, consuming: bool) -> None:
         """Called with True once the consumers are registered, with False when consuming ends."""
 

@@ -9,7 +9,8 @@ ones not started are left unacknowledged for another consumer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -42,7 +43,15 @@ class Delivery:
 
 
 class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
-    """One message per unit, handled by ``handle(delivery) -> Failure | None`` (None: done, ack)."""
+    """One message per unit, handled by ``handle(delivery) -> Failure | None`` (None: done, ack).
+
+    With ``key`` (a message body -> a hashable, or None) at most ``per_key`` messages of one key
+    run at once: the others wait in hand, in their order, without a thread, while threads take
+    the messages after them. The write-back keys by connection: a thread given a payment of a
+    company whose Intacct slots are all taken would only wait for one, and under load most of
+    a process's threads did so while the messages of idle companies waited behind them. Keep
+    ``prefetch`` above ``workers`` then, so there are messages of other keys to run.
+    """
 
     def __init__(
         self,
@@ -52,19 +61,24 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         *,
         name: str,
         workers: int = 4,
+        prefetch: int | None = None,
+        key: Callable[[Any], Hashable | None] | None = None,
+        per_key: int = 1,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
         retry: RetrySchedule = DEFAULT_RETRY,
         until_idle: float | None = None,
     ) -> None:
-        # As many messages in hand as threads to run them: the rest stay available to others.
+        if per_key < 1:
+            raise ValueError("per_key must be at least 1")
+        # By default as many messages in hand as threads to run them: the rest stay available to others.
         super().__init__(
             connection,
             queues,
             name=name,
             workers=workers,
-            prefetch=workers,
+            prefetch=prefetch if prefetch is not None else workers,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
             middleware=middleware,
@@ -72,11 +86,53 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             until_idle=until_idle,
         )
         self._handle = handle
+        self._key = key
+        self._per_key = per_key
+        self._waiting: deque[tuple[Delivery, Hashable | None]] = deque()
         self.dead_lettered_event = f"{name}_dead_lettered"
         self.retry_event = f"{name}_retry_scheduled"
 
     def accept(self, queue: str, body: Any, message: Any) -> None:
-        self.submit(Delivery(queue, routing_key_of(message), body, message))
+        delivery = Delivery(queue, routing_key_of(message), body, message)
+        if self._key is None:
+            self.submit(delivery)
+        else:
+            self._waiting.append((delivery, self._key(body)))
+
+    def dispatch(self) -> None:
+        """Submit waiting messages, in order, to idle threads, at most ``per_key`` of a key running."""
+        free = self.idle
+        if not self._waiting or free <= 0:
+            return
+        running = Counter(key for unit, key in self._running_keys())
+        held: deque[tuple[Delivery, Hashable | None]] = deque()
+        while self._waiting and free > 0:
+            delivery, key = self._waiting.popleft()
+            if key is not None and running[key] >= self._per_key:
+                held.append((delivery, key))
+                continue
+            self.submit(delivery)
+            running[key] += 1
+            free -= 1
+        held.extend(self._waiting)
+        self._waiting = held
+
+    def _running_keys(self) -> list[tuple[Delivery, Hashable | None]]:
+        assert self._key is not None
+        key = self._key
+        return [(unit, key(unit.body)) for unit in self.running_units()]
+
+    def in_hand(self) -> int:
+        return super().in_hand() + len(self._waiting)
+
+    def draining_state(self) -> dict[str, Any]:
+        state = super().draining_state()
+        return state if self._key is None else {**state, "not_started": len(self._waiting)}
+
+    def on_connection_revived(self) -> None:
+        # Received on the channel that died: the broker gives them to a consumer again.
+        self._waiting.clear()
+        super().on_connection_revived()
 
     def handle(self, unit: Delivery) -> Failure | None:
         return self._handle(unit)
@@ -115,6 +171,9 @@ class QueueConsumer(MessageConsumer):
         *,
         name: str,
         workers: int = 4,
+        prefetch: int | None = None,
+        key: Callable[[Any], Hashable | None] | None = None,
+        per_key: int = 1,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -126,6 +185,9 @@ class QueueConsumer(MessageConsumer):
             self._handle_delivery,
             name=name,
             workers=workers,
+            prefetch=prefetch,
+            key=key,
+            per_key=per_key,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
             middleware=[LogContext(), *middleware],

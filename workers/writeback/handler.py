@@ -113,16 +113,27 @@ class WritebackHandler:
     # -- payment.post -------------------------------------------------------------------------
 
     def _post(self, message: dict[str, Any]) -> None:
-        row = self._postings.get(message["accountId"], message["paymentId"])
-        if row is not None and row.state in SETTLED:
-            self._report(row, replay=True)
-            return
-        connection = self._connection(message)
-        if connection is None and row is not None and row.state == "creating":
-            raise ConnectionGone(
-                "the connection is gone while a create's outcome is unknown; reconnect and replay"
-            )
-        posting = self._claim(message)
+        # A payment seen for the first time: its row is made with our claim on it, in one write.
+        posting = self._postings.claim_new(
+            message["accountId"],
+            message["paymentId"],
+            message["connectionId"],
+            lease_seconds=self._lease,
+            requested_at=message["requestedAt"],
+        )
+        if posting is not None:
+            connection = self._connection(message)
+        else:
+            row = self._postings.get(message["accountId"], message["paymentId"])
+            if row is not None and row.state in SETTLED:
+                self._report(row, replay=True)
+                return
+            connection = self._connection(message)
+            if connection is None and row is not None and row.state == "creating":
+                raise ConnectionGone(
+                    "the connection is gone while a create's outcome is unknown; reconnect and replay"
+                )
+            posting = self._claim(message)
         try:
             if posting.state in SETTLED:
                 self._report(posting, replay=True)
@@ -140,6 +151,24 @@ class WritebackHandler:
             if found is not None:
                 self._posted(found, message)
                 return
+        # The read of the invoices and the create go out under one of the company's slots, taken for
+        # the read and kept for the create: a posting claims one slot, not two.
+        sent: str | IntacctError | None = None
+        with self._intacct.one_slot(connection):
+            verdict = self._refusal(connection, message)
+            if verdict is None:
+                posting, sent = self._create(connection, message, posting)
+        if verdict is not None:
+            self._fail(posting, verdict)
+        elif isinstance(sent, str):
+            self._posted(self._postings.record_posted(posting, sent), message)
+        else:
+            assert sent is not None
+            # A refusal (4xx): Intacct created nothing.
+            self._fail(posting, reasons.for_refusal(sent, message), error=str(sent))
+
+    def _refusal(self, connection: Any, message: dict[str, Any]) -> PostingRefusal | None:
+        """What Intacct would refuse of the post: from the message, then one batch read of its invoices."""
         verdict = checks.over_allocated(message)
         if verdict is None and message["allocations"]:
             keys = [a["invoiceExternalId"] for a in message["allocations"]]
@@ -148,9 +177,13 @@ class WritebackHandler:
             except PermissionDenied:
                 # The role cannot even read invoices: Accounts Receivable is missing altogether.
                 verdict = reasons.permission_denied(read=True)
-        if verdict is not None:
-            self._fail(posting, verdict)
-            return
+        return verdict
+
+    def _create(
+        self, connection: Any, message: dict[str, Any], posting: Posting
+    ) -> tuple[Posting, str | IntacctError]:
+        """The intent committed, then the create sent once: the posting, and the new payment's key or
+        Intacct's refusal. Not sent: :class:`IntacctDown`; sent, outcome unknown: :class:`OutcomeUnknown`."""
         # Committed before the create is sent, the claim renewed to outlast it. One write keeps one
         # Idempotency-Key through all its attempts; a post sent again after a refusal is a new write.
         create_key = posting.create_key
@@ -165,7 +198,9 @@ class WritebackHandler:
             company_id=connection.company_id,
         )
         try:
-            key = self._intacct.create(connection, create_body(message, posting.reference), create_key)
+            return posting, self._intacct.create(
+                connection, create_body(message, posting.reference), create_key
+            )
         except NOT_SENT as exc:
             # Nothing reached Intacct (our cap, its 429, a refused token, an open breaker).
             self._postings.move(
@@ -175,10 +210,7 @@ class WritebackHandler:
         except IntacctError as exc:
             if outcome_unknown(exc):
                 self._outcome_unknown(posting, exc)
-            # A refusal (4xx): Intacct created nothing.
-            self._fail(posting, reasons.for_refusal(exc, message), error=str(exc))
-            return
-        self._posted(self._postings.record_posted(posting, key), message)
+            return posting, exc
 
     def _outcome_unknown(self, posting: Posting, exc: IntacctError) -> NoReturn:
         """The create may have been committed (a timeout, a 5xx, 408, 409, an unreadable 2xx): the row

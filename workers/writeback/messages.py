@@ -89,11 +89,15 @@ SCHEMAS: dict[str, type[_Message]] = {
     REVERSE_ROUTING_KEY: ReverseMessageSchema,
 }
 
+# One instance of each, made once: building a schema costs three times loading a message with it,
+# and loading keeps nothing on the instance, so the worker threads share them.
+_LOADERS = {routing_key: schema() for routing_key, schema in SCHEMAS.items()}
+
 
 def load_message(routing_key: str, body: Any) -> dict[str, Any]:
     """The validated message for ``routing_key``; raises marshmallow's ValidationError (or KeyError
     for a routing key that is not a payment message)."""
-    return SCHEMAS[routing_key]().load(body)
+    return _LOADERS[routing_key].load(body)
 
 
 def allocated(message: dict[str, Any]) -> Decimal:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
 
 from clients.intacct.payments import reference_for
 from reliability.errors import LeaseLost
@@ -27,6 +27,11 @@ from store.models import POSTING_STATES, PaymentPosting
 # SQLAlchemy types __table__ as a FromClause; a declarative model's is always a Table.
 _table = cast(Table, PaymentPosting.__table__)
 _c = _table.c
+# The statements of every posting's path, built once: building one costs several times running it.
+_ROW = (_c.account_id == bindparam("key__account_id"), _c.payment_id == bindparam("key__payment_id"))
+_GET = select(_table).where(*_ROW)
+# The columns to set come from the values it runs with; only while no key is recorded.
+_RECORD_POSTED = update(_table).where(*_ROW, _c.intacct_key.is_(None)).returning(*_table.c)
 
 
 __all__ = ["LostClaim", "Posting", "PostingStore", "new_write_key", "reference_for"]
@@ -91,12 +96,17 @@ class PostingStore:
         self._now = now
         self._insert = conflict_insert(engine)
         self._leases = LeaseColumns(_table, holder="claim_holder", until="claim_until", clock=clock)
+        self._row = self._leases.prepared("account_id", "payment_id")
+        self._claim = self._row.claim.returning(*_table.c)
+        # A new row's values come with each run; nothing is written for a row already there.
+        self._add = self._insert(_table).on_conflict_do_nothing()
+        self._add_claimed = self._insert(_table).on_conflict_do_nothing().returning(*_table.c)
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, account_id: str, payment_id: str) -> Posting | None:
         with self._engine.connect() as conn:
-            row = conn.execute(select(_table).filter_by(**_key(account_id, payment_id))).mappings().first()
+            row = conn.execute(_GET, self._row.params(_key(account_id, payment_id))).mappings().first()
         return None if row is None else Posting(**row)
 
     def list(
@@ -114,6 +124,35 @@ class PostingStore:
 
     # -- the claim ----------------------------------------------------------------------------
 
+    def claim_new(
+        self,
+        account_id: str,
+        payment_id: str,
+        connection_id: str,
+        *,
+        lease_seconds: float,
+        requested_at: datetime | None = None,
+    ) -> Posting | None:
+        """Create the payment's row, ``pending``, with its claim ours, in one statement: the row,
+        or None when the payment has a row already (then :meth:`get` and :meth:`claim` it)."""
+        now = self._now()
+        with write_transaction(self._engine) as conn:
+            row = (
+                conn.execute(
+                    self._add_claimed,
+                    {
+                        **_new_row(account_id, payment_id, connection_id, now),
+                        "state": "pending",
+                        "requested_at": requested_at,
+                        "claim_holder": new_holder(),
+                        "claim_until": self._clock() + lease_seconds,
+                    },
+                )
+                .mappings()
+                .first()
+            )
+        return None if row is None else Posting(**row)
+
     def claim(
         self,
         account_id: str,
@@ -126,10 +165,22 @@ class PostingStore:
         """Take the payment's claim (creating its row, ``pending``, if new): the row, or None while
         another live worker holds it."""
         self._ensure_row(account_id, payment_id, connection_id, requested_at)
+        key = _key(account_id, payment_id)
         holder = new_holder()
+        now = self._clock()
         with write_transaction(self._engine) as conn:
-            # Released in between, or held by a live worker: the caller comes back later.
-            taken = self._leases.claim_or_take_over(conn, _key(account_id, payment_id), holder, lease_seconds)
+            row = (
+                conn.execute(
+                    self._claim, self._row.params(key, now=now, holder=holder, until=now + lease_seconds)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                # Held: taken over only if its holder died on this node (else the caller comes back later).
+                taken = self._leases.claim_or_take_over(conn, key, holder, lease_seconds)
+        if row is not None:
+            return Posting(**row)
         return self._claimed(account_id, payment_id, holder) if taken else None
 
     def renew(self, posting: Posting, lease_seconds: float) -> Posting:
@@ -142,8 +193,9 @@ class PostingStore:
 
     def release(self, posting: Posting) -> None:
         """Give the claim back (only if still ours)."""
+        key = _key(posting.account_id, posting.payment_id)
         with write_transaction(self._engine) as conn:
-            self._leases.release(conn, _key(posting.account_id, posting.payment_id), posting.claim_holder)
+            conn.execute(self._row.release, self._row.params(key, owner=posting.claim_holder))
 
     # -- state changes (under our claim) ------------------------------------------------------
 
@@ -174,26 +226,18 @@ class PostingStore:
         """The payment exists in Intacct as ``intacct_key``: recorded even if the claim was lost meanwhile,
         since Intacct's answer is the truth (an earlier key recorded is kept and returned)."""
         now = self._now()
+        values = {
+            "state": "posted",
+            "intacct_key": intacct_key,
+            "posted_at": now,
+            "changed_at": now,
+            "updated_at": now,
+            "reason": None,
+            "message": None,
+        }
+        key = _key(posting.account_id, posting.payment_id)
         with write_transaction(self._engine) as conn:
-            row = (
-                conn.execute(
-                    update(_table)
-                    .filter_by(**_key(posting.account_id, posting.payment_id))
-                    .where(_c.intacct_key.is_(None))
-                    .values(
-                        state="posted",
-                        intacct_key=intacct_key,
-                        posted_at=now,
-                        changed_at=now,
-                        updated_at=now,
-                        reason=None,
-                        message=None,
-                    )
-                    .returning(*_table.c)
-                )
-                .mappings()
-                .first()
-            )
+            row = conn.execute(_RECORD_POSTED, self._row.params(key, values)).mappings().first()
         if row is not None:
             return Posting(**row)
         current = self.get(posting.account_id, posting.payment_id)
@@ -233,16 +277,9 @@ class PostingStore:
         self, account_id: str, payment_id: str, connection_id: str, requested_at: datetime | None
     ) -> None:
         now = self._now()
+        values = {**_new_row(account_id, payment_id, connection_id, now), "state": "pending"}
         with write_transaction(self._engine) as conn:
-            conn.execute(
-                self._insert(_table)
-                .values(
-                    **_new_row(account_id, payment_id, connection_id, now),
-                    state="pending",
-                    requested_at=requested_at,
-                )
-                .on_conflict_do_nothing()
-            )
+            conn.execute(self._add, {**values, "requested_at": requested_at})
 
     def _claimed(self, account_id: str, payment_id: str, holder: str) -> Posting:
         current = self.get(account_id, payment_id)
@@ -251,12 +288,14 @@ class PostingStore:
         return current
 
     def _update(self, posting: Posting, **values: Any) -> Posting:
+        unknown = values.keys() - _table.c.keys()
+        if unknown:
+            raise ValueError(f"payment_postings has no column {', '.join(sorted(unknown))}")
         values["updated_at"] = self._now()
+        key = _key(posting.account_id, posting.payment_id)
         with write_transaction(self._engine) as conn:
-            updated = self._leases.write(
-                conn, _key(posting.account_id, posting.payment_id), posting.claim_holder, values
-            )
-        if not updated:
+            updated = conn.execute(self._row.write, self._row.params(key, values, owner=posting.claim_holder))
+        if updated.rowcount != 1:
             raise LostClaim(f"the claim on payment {posting.payment_id} is no longer ours")
         return _replace(posting, values)
 
