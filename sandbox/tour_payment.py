@@ -2,21 +2,28 @@
 
 It picks an open invoice of the tour's company, has the FlexPoint simulator collect part of it
 (``flexsync sandbox flexpoint pay``, which publishes ``payment.post``), then follows the posting
-FlexPoint receives and the invoice's amount due falling in FlexPoint through the sync.
+FlexPoint receives and the invoice's amount due falling in FlexPoint through the sync. Then
+someone in Intacct reverses that payment (the published reverse workflow: a ``reversal`` record,
+the original ``reversed``), and FlexPoint shows it voided with the invoice's amount due back up.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import requests
 
+from sandbox.intacct.config import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from sandbox.tour_support import FlexPointReader, TourError, wait_for
+
+USER = "ws_flexpoint"  # the Intacct simulator's default Web Services user
 
 
 def _open_invoice(records: str) -> dict[str, Any] | None:
@@ -46,6 +53,31 @@ def _maybe(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
         return wait_for(condition, timeout=timeout, what=what)
     except TourError:
         return None
+
+
+def _reverse_in_intacct(intacct_admin: str, company: str, key: str) -> dict[str, Any]:
+    """Reverse payment ``key`` through Intacct's API, as a user of the company would."""
+    api = intacct_admin.removesuffix("/sandbox") + "/ia/api/v1"
+    token = requests.post(
+        f"{api}/oauth2/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": os.environ.get("INTACCT_CLIENT_ID") or DEFAULT_CLIENT_ID,
+            "client_secret": os.environ.get("INTACCT_CLIENT_SECRET") or DEFAULT_CLIENT_SECRET,
+            "username": f"{USER}@{company}",
+        },
+        timeout=10,
+    )
+    token.raise_for_status()
+    answer = requests.post(
+        f"{api}/workflows/accounts-receivable/payment/reverse",
+        json={"key": key, "reversedDate": date.today().isoformat(), "memo": "Reversed in the tour"},
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    result: dict[str, Any] = answer.json()["ia::result"]
+    return result
 
 
 def pay_one(
@@ -114,3 +146,26 @@ def pay_one(
     record = _maybe(lowered, timeout=sync_timeout, what="the invoice's lower amount due")
     if record:
         say(f"invoice {invoice['key']} in FlexPoint: amount due {due} -> {record['data']['amountDue']}")
+    if not record:
+        return
+    lowered_due = record["data"]["amountDue"]
+    key = str(posting["intacctKey"])
+    reversal = _reverse_in_intacct(intacct_admin, company, key)
+    say(
+        f"someone in Intacct reversed payment {key} (the published reverse workflow): reversal record "
+        f"{reversal.get('key')}, the payment now `reversed`"
+    )
+
+    def voided() -> dict[str, Any] | None:
+        payment = flexpoint.record(account, "payments", key)
+        return payment if payment is not None and payment["data"].get("state") == "voided" else None
+
+    def due_again() -> dict[str, Any] | None:
+        record = flexpoint.record(account, "invoices", str(invoice["key"]))
+        return record if record is not None and Decimal(record["data"]["amountDue"]) == due else None
+
+    if _maybe(voided, timeout=sync_timeout, what="the reversed payment voided in FlexPoint"):
+        say(f"payment {key} in FlexPoint: state voided")
+    back = _maybe(due_again, timeout=sync_timeout, what="the invoice's amount due back up")
+    if back:
+        say(f"invoice {invoice['key']} in FlexPoint: amount due {lowered_due} -> {back['data']['amountDue']}")

@@ -184,3 +184,6 @@ def test_the_tours_payment_step_shows_a_payment_posted_and_synced_back(
     reference = reference_of({"accountId": connection.account_id, "paymentId": found.group(1)})
     assert f"reference {reference}" in text and f"referenceNumber {reference}" in text, text
     assert f"invoice {invoice} in FlexPoint: amount due 100.00 -> 50.00" in text, text
+    # Issue 28's must-show, in the tour: reversed in Intacct, voided in FlexPoint, due again.
+    assert "the published reverse workflow" in text and "state voided" in text, text
+    assert f"invoice {invoice} in FlexPoint: amount due 50.00 -> 100.00" in text, text
