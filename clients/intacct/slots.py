@@ -212,16 +212,21 @@ class CompanySlots:
             remaining = deadline - self._clock()
             if remaining <= 0:
                 raise self._timed_out(company_id, timeout)
-            if self._sleep is not None:
-                waits += 1
-                self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
-            else:
-                turns.wait_for_turn(remaining)
+            waits += 1
+            self._pause(waits, remaining, turns.wait_for_turn)
         try:
             return self._poll_for_slot(company_id, turns, deadline, timeout)
         except BaseException:
             turns.leave(released=False)
             raise  # with a slot, the turn is given back with it (_release)
+
+    def _pause(self, waits: int, remaining: float, wait: Callable[[float], object]) -> None:
+        """The ``waits``-th pause of a thread without a turn: until the turn frees (``wait``, at most
+        ``remaining`` s), or one poll interval with an injected sleep (the tests' clock)."""
+        if self._sleep is not None:
+            self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
+        else:
+            wait(remaining)
 
     def _poll_for_slot(self, company_id: str, turns: _Turns, deadline: float, timeout: float) -> Lease:
         polls = waits = 0
@@ -234,11 +239,8 @@ class CompanySlots:
                     remaining = deadline - self._clock()
                     if remaining <= 0:
                         raise self._timed_out(company_id, timeout)
-                    if self._sleep is not None:
-                        waits += 1
-                        self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
-                    else:
-                        turns.wait_to_poll(remaining)
+                    waits += 1
+                    self._pause(waits, remaining, turns.wait_to_poll)
                     continue
                 polling = True
                 seen = turns.seen()
