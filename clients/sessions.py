@@ -14,7 +14,6 @@ clients' calls, while no server has set a cookie) skips requests' merging of the
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +33,9 @@ class Session(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False  # requests' own per-request reading of the environment
-        self._bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        # The CA bundle variables (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), read by requests itself, once.
+        found = requests.Session().merge_environment_settings("http://localhost/", {}, None, None, None)
+        self._bundle: str | None = found["verify"] if isinstance(found["verify"], str) else None
         self._proxies: dict[tuple[str, str | None], dict[str, str]] = {}
         self._lock = threading.Lock()
 
