@@ -141,6 +141,26 @@ def test_the_key_is_recorded_even_after_the_claim_was_lost_and_never_replaced(po
     assert postings.record_posted(other, "9999").intacct_key == "5678"
 
 
+def test_recording_the_key_can_give_the_claim_back_in_the_same_write_only_if_it_is_ours(postings, clock):
+    posting = postings.claim_new("acct-1", "pay-1", "conn-1", lease_seconds=10)
+    posted = postings.record_posted(posting, "5678", release=True)
+    assert (posted.state, posted.intacct_key, posted.claim_holder, posted.claim_until) == (
+        "posted", "5678", None, None,
+    )  # fmt: skip
+    assert postings.claim("acct-1", "pay-1", "conn-1", lease_seconds=10) is not None  # free at once
+    # A claim lost meanwhile is the new holder's: the key is recorded, the claim left alone.
+    lost = postings.claim_new("acct-1", "pay-2", "conn-1", lease_seconds=10)
+    clock.now += 11
+    other = postings.claim("acct-1", "pay-2", "conn-1", lease_seconds=10)
+    posted = postings.record_posted(lost, "5679", release=True)
+    assert (posted.intacct_key, posted.claim_holder, posted.claim_until) == (
+        "5679", other.claim_holder, other.claim_until,
+    )  # fmt: skip
+    # Without ``release`` the claim stays ours until :meth:`release`.
+    kept = postings.claim_new("acct-1", "pay-3", "conn-1", lease_seconds=10)
+    assert postings.record_posted(kept, "5680").claim_holder == kept.claim_holder
+
+
 def test_a_reverse_first_records_the_payment_cancelled_once(postings):
     assert postings.cancel_if_new("acct-1", "pay-1", "conn-1", requested_at=None)
     assert not postings.cancel_if_new("acct-1", "pay-1", "conn-1", requested_at=None)

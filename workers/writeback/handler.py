@@ -134,23 +134,26 @@ class WritebackHandler:
                     "the connection is gone while a create's outcome is unknown; reconnect and replay"
                 )
             posting = self._claim(message)
+        released = False
         try:
             if posting.state in SETTLED:
                 self._report(posting, replay=True)
             elif connection is None:
                 self._fail(posting, reasons.connection_inactive())
             else:
-                self._post_claimed(connection, message, posting)
+                released = self._post_claimed(connection, message, posting)
         finally:
-            self._postings.release(posting)
+            if not released:
+                self._postings.release(posting)
 
-    def _post_claimed(self, connection: Any, message: dict[str, Any], posting: Posting) -> None:
+    def _post_claimed(self, connection: Any, message: dict[str, Any], posting: Posting) -> bool:
+        """Post a claimed payment; True when the claim was given back with the posted record."""
         if posting.state == "creating":
             self._same_company(connection, posting, "create")
             found = self._resolve_create(connection, posting)
             if found is not None:
                 self._posted(found, message)
-                return
+                return False
         # The read of the invoices and the create go out under one of the company's slots, taken for
         # the read and kept for the create: a posting claims one slot, not two.
         sent: str | IntacctError | None = None
@@ -160,12 +163,16 @@ class WritebackHandler:
                 posting, sent = self._create(connection, message, posting)
         if verdict is not None:
             self._fail(posting, verdict)
-        elif isinstance(sent, str):
-            self._posted(self._postings.record_posted(posting, sent), message)
-        else:
-            assert sent is not None
-            # A refusal (4xx): Intacct created nothing.
-            self._fail(posting, reasons.for_refusal(sent, message), error=str(sent))
+            return False
+        if isinstance(sent, str):
+            # The claim goes back in the same write (one write less a posting): reporting needs none.
+            recorded = self._postings.record_posted(posting, sent, release=True)
+            self._posted(recorded, message)
+            return recorded.claim_holder != posting.claim_holder
+        assert sent is not None
+        # A refusal (4xx): Intacct created nothing.
+        self._fail(posting, reasons.for_refusal(sent, message), error=str(sent))
+        return False
 
     def _refusal(self, connection: Any, message: dict[str, Any]) -> PostingRefusal | None:
         """What Intacct would refuse of the post: from the message, then one batch read of its invoices."""

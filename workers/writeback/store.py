@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy import Engine, Table, bindparam, case, select, update
 
 from clients.intacct.payments import reference_for
 from reliability.errors import LeaseLost
@@ -32,6 +32,13 @@ _ROW = (_c.account_id == bindparam("key__account_id"), _c.payment_id == bindpara
 _GET = select(_table).where(*_ROW)
 # The columns to set come from the values it runs with; only while no key is recorded.
 _RECORD_POSTED = update(_table).where(*_ROW, _c.intacct_key.is_(None)).returning(*_table.c)
+# The same write giving our claim back, when it is still ours: SET reads the row as it was, so both
+# columns test the holder before the change.
+_OURS = _c.claim_holder == bindparam("lease__owner")
+_RECORD_POSTED_RELEASED = _RECORD_POSTED.values(
+    claim_holder=case((_OURS, None), else_=_c.claim_holder),
+    claim_until=case((_OURS, None), else_=_c.claim_until),
+)
 
 
 __all__ = ["LostClaim", "Posting", "PostingStore", "new_write_key", "reference_for"]
@@ -222,9 +229,14 @@ class PostingStore:
             **values,
         )
 
-    def record_posted(self, posting: Posting, intacct_key: str) -> Posting:
+    def record_posted(self, posting: Posting, intacct_key: str, *, release: bool = False) -> Posting:
         """The payment exists in Intacct as ``intacct_key``: recorded even if the claim was lost meanwhile,
-        since Intacct's answer is the truth (an earlier key recorded is kept and returned)."""
+        since Intacct's answer is the truth (an earlier key recorded is kept and returned).
+
+        With ``release`` the same write gives our claim back (if still ours), instead of a
+        :meth:`release` after it: a posted payment needs no claim (a copy of its message finds it
+        posted and only reports it again).
+        """
         now = self._now()
         values = {
             "state": "posted",
@@ -236,8 +248,11 @@ class PostingStore:
             "message": None,
         }
         key = _key(posting.account_id, posting.payment_id)
+        statement, lease = (
+            (_RECORD_POSTED_RELEASED, {"owner": posting.claim_holder}) if release else (_RECORD_POSTED, {})
+        )
         with write_transaction(self._engine) as conn:
-            row = conn.execute(_RECORD_POSTED, self._row.params(key, values)).mappings().first()
+            row = conn.execute(statement, self._row.params(key, values, **lease)).mappings().first()
         if row is not None:
             return Posting(**row)
         current = self.get(posting.account_id, posting.payment_id)
