@@ -49,6 +49,7 @@ class Simulators:
 
     def __init__(self, workdir: Path, stack: contextlib.ExitStack) -> None:
         self.intacct_port, self.flexpoint_port = free_port(), free_port()
+        self.workdir = workdir
         self.processes: dict[str, subprocess.Popen] = {}
         flexsync = [sys.executable, "-c", "from cli.main import main; main()", "sandbox"]
         env = {**_clean_env(), "LOG_LEVEL": "WARNING", "LOG_FORMAT": "console"}

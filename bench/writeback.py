@@ -29,7 +29,9 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -62,33 +64,48 @@ def _vhost(stack: contextlib.ExitStack, base_url: str) -> str:
     return f"{base_url.rstrip('/').rsplit('/', 1)[0]}/{vhost}"
 
 
-def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
+@dataclass
+class Books:
+    """What a run set up: the simulators, the vhost, the database and one message per payment."""
+
+    sims: Simulators
+    amqp_url: str
+    database_url: str
+    key: str
+    messages: list[dict[str, Any]]
+
+
+def set_up(
+    stack: contextlib.ExitStack, *, companies: int, payments: int, latency_ms: int, amqp_url: str,
+    database_url: str | None = None,
+) -> Books:  # fmt: skip
+    """Both simulators, a vhost with the topology, a connected company per ``companies`` (a customer,
+    a bank account, an open invoice per payment) and each payment recorded in FlexPoint."""
     from cryptography.fernet import Fernet
-    from kombu import Connection, Producer
+    from kombu import Connection
 
     from broker.topology import build_topology, declare_topology
-    from clients.intacct.tokens import TOKEN_PATH
     from store.crypto import SecretBox
     from store.db import create_engine_for, upgrade
     from workers.connections.store import ConnectionStore
 
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-writeback-")))
     sims = Simulators(workdir, stack)
-    amqp_url = _vhost(stack, args.amqp_url)
+    amqp_url = _vhost(stack, amqp_url)
     with Connection(amqp_url) as connection:
         declare_topology(connection, build_topology())
     key = Fernet.generate_key().decode()
-    database_url = args.database_url or f"sqlite:///{workdir}/flexsync.db"
+    database_url = database_url or f"sqlite:///{workdir}/flexsync.db"
     engine = create_engine_for(database_url)
     upgrade(engine)
     store = ConnectionStore(engine, SecretBox([key]))
     requests.patch(
-        f"{sims.intacct}/sandbox/faults", json={"latencyMs": args.latency_ms}, timeout=10
+        f"{sims.intacct}/sandbox/faults", json={"latencyMs": latency_ms}, timeout=10
     ).raise_for_status()
     fp_headers = {"Authorization": f"Bearer {TOKEN}"}
     messages = []
-    progress(f"setting up {args.companies} companies, {args.payments} payments")
-    for number in range(args.companies):
+    progress(f"setting up {companies} companies, {payments} payments")
+    for number in range(companies):
         company = f"BENCH-{number}"
         admin = f"{sims.intacct}/sandbox/companies"
         requests.post(
@@ -112,7 +129,7 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
             connection_id=f"conn-{number}", account_id=f"acct-{number}", company_id=company,
             entity_id=None, user_id="ws_flexpoint", state="connected",
         )  # fmt: skip
-        for index in range(number, args.payments, args.companies):
+        for index in range(number, payments, companies):
             invoice = requests.post(
                 f"{objects}/accounts-receivable/invoice",
                 json={
@@ -135,6 +152,24 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
             ).raise_for_status()
             messages.append({**payment, "accountId": record.account_id, "messageId": str(uuid.uuid4())})
     engine.dispose()
+    return Books(sims, amqp_url, database_url, key, messages)
+
+
+def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
+    from kombu import Connection, Producer
+
+    from clients.intacct.tokens import TOKEN_PATH
+    from store.db import create_engine_for
+
+    books = set_up(
+        stack, companies=args.companies, payments=args.payments, latency_ms=args.latency_ms,
+        amqp_url=args.amqp_url, database_url=args.database_url,
+    )  # fmt: skip
+    sims, amqp_url, database_url, key, messages = (
+        books.sims, books.amqp_url, books.database_url, books.key, books.messages,
+    )  # fmt: skip
+    workdir = sims.workdir
+    fp_headers = {"Authorization": f"Bearer {TOKEN}"}
     requests.delete(f"{sims.intacct}/sandbox/stats", timeout=10)
     env = {
         **_clean_env(),
