@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.cookies import RequestsCookieJar
 from requests.models import PreparedRequest
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_environ_proxies
@@ -37,6 +38,7 @@ class Session(requests.Session):
         found = requests.Session().merge_environment_settings("http://localhost/", {}, None, None, None)
         self._bundle: str | None = found["verify"] if isinstance(found["verify"], str) else None
         self._proxies: dict[tuple[str, str | None], dict[str, str]] = {}
+        self._merged: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def request(  # type: ignore[override]
@@ -69,35 +71,64 @@ class Session(requests.Session):
         merged.update(headers or {})
         for name in [name for name, value in merged.items() if value is None]:
             del merged[name]  # a None header removes the session's, as requests does
+        url = url.decode("utf-8") if isinstance(url, bytes) else url
         prepared = PreparedRequest()
-        prepared.prepare(
-            method=(method.decode() if isinstance(method, bytes) else method).upper(),
-            url=url.decode("utf-8") if isinstance(url, bytes) else url,
-            headers=merged,
-            data=data or {},
-            json=json,
-            hooks=self.hooks,
-        )
+        # PreparedRequest.prepare, less the parts with nothing to do here: no cookie to send (the
+        # jar is empty, so its Cookie header would be none) and no credentials in the URL.
+        prepared.prepare_method((method.decode() if isinstance(method, bytes) else method).upper())
+        prepared.prepare_url(url, None)
+        prepared.prepare_headers(merged)
+        prepared._cookies = RequestsCookieJar()  # type: ignore[attr-defined]  # a redirect's cookies
+        prepared.prepare_body(data or {}, None, json)
+        if "@" in str(url):
+            prepared.prepare_auth(None, url)  # user:password@host: requests' basic auth from it
+        prepared.prepare_hooks(self.hooks)
         settings = self.merge_environment_settings(prepared.url, proxies or {}, stream, verify, cert)
         return self.send(prepared, timeout=timeout, allow_redirects=allow_redirects, **settings)
 
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
-        """What ``trust_env`` would merge (proxies, CA bundle), from what was read before."""
+        """What ``trust_env`` would merge (proxies, CA bundle), from what was read before.
+
+        A call that asks for no proxies of its own gets the merge made for its origin before (with
+        the same stream, verify and cert, and the session's own settings unchanged)."""
         asked = dict(proxies or {})
         no_proxy = asked.get("no_proxy")
         parts = urlsplit(str(url))
-        origin = (f"{parts.scheme}://{parts.netloc}", no_proxy)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        key: tuple[Any, ...] | None = None
+        if not asked:
+            key = (origin, stream, verify, cert, tuple(sorted(self.proxies.items())),
+                   self.stream, self.verify, self.cert)  # fmt: skip
+            if not _hashable(key):
+                key = None
+        if key is not None:
+            with self._lock:
+                known = self._merged.get(key)
+            if known is not None:
+                return {**known, "proxies": dict(known["proxies"])}
         with self._lock:
-            found = self._proxies.get(origin)
+            found = self._proxies.get((origin, no_proxy))
         if found is None:
             found = get_environ_proxies(str(url), no_proxy=no_proxy)
             with self._lock:
-                self._proxies[origin] = found
+                self._proxies[(origin, no_proxy)] = found
         for scheme, proxy in found.items():
             asked.setdefault(scheme, proxy)
         if self._bundle and (verify is True or verify is None):
             verify = self._bundle
-        return super().merge_environment_settings(url, asked, stream, verify, cert)
+        merged: Any = super().merge_environment_settings(url, asked, stream, verify, cert)
+        if key is not None:
+            with self._lock:
+                self._merged[key] = {**merged, "proxies": dict(merged["proxies"])}
+        return merged
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def pooled_session(pool_size: int, *, pool_connections: int = 4, max_retries: int | None = None) -> Session:

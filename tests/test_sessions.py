@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
+import requests
 
 import clients.sessions as sessions
 from clients.sessions import pooled_session
@@ -99,3 +102,37 @@ def test_a_cookie_a_server_set_is_sent_back(recorder: str):
     session.request("POST", f"{recorder}/next", data=b"y")
     assert "Cookie" not in _Recorder.seen[0]
     assert _Recorder.seen[1]["Cookie"] == "flavour=oat"
+
+
+def test_credentials_in_the_url_still_become_basic_auth(recorder: str):
+    session = pooled_session(4)
+    session.request("POST", recorder.replace("http://", "http://flex:sync@") + "/x", data=b"z")
+    assert _Recorder.seen[0]["Authorization"] == "Basic " + base64.b64encode(b"flex:sync").decode()
+
+
+def test_the_settings_are_merged_once_per_origin_until_the_session_s_own_change(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    merges: list[str] = []
+    real = requests.Session.merge_environment_settings
+
+    def counted(self: requests.Session, url: str, *args: Any) -> Any:
+        merges.append(url)
+        return real(self, url, *args)
+
+    monkeypatch.setattr(requests.Session, "merge_environment_settings", counted)
+    session = pooled_session(4)
+    merges.clear()  # the CA bundle's look when the session was made
+    first = session.merge_environment_settings("https://api.example/a", {}, None, None, None)
+    first["proxies"]["https"] = "http://changed-by-a-caller:1"  # a caller's change stays its own
+    again = session.merge_environment_settings("https://api.example/b", {}, None, None, None)
+    assert merges == ["https://api.example/a"] and "https" not in again["proxies"]
+    session.cert = "/etc/flexsync/client.pem"  # the session's own settings are part of what was merged
+    merged = session.merge_environment_settings("https://api.example/c", {}, None, None, None)
+    assert merged["cert"] == "/etc/flexsync/client.pem"
+    # A call's own proxies are merged afresh every time.
+    asked = session.merge_environment_settings(
+        "https://api.example/d", {"https": "http://p:1"}, None, None, None
+    )
+    assert asked["proxies"]["https"] == "http://p:1"
+    assert merges == ["https://api.example/a", "https://api.example/c", "https://api.example/d"]
