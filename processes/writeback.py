@@ -108,10 +108,12 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         )
         options.setdefault("retry", RetrySchedule.from_settings(settings))
         options.setdefault("poll_interval", 0.05)
-        # At most the company cap of one connection's payments run at once in this process; the
-        # rest wait in hand without a thread, so a deeper prefetch gives the threads other work.
+        # At most this process's share of the company cap of one connection's payments run at once
+        # (the cap divided among the writeback processes consuming the queue); the rest wait in
+        # hand without a thread, so a deeper prefetch gives the threads other work.
         options.setdefault("key", connection_of)
         options.setdefault("per_key", settings.intacct_max_concurrency_per_company)
+        options.setdefault("share_keys", True)
         options.setdefault("prefetch", 4 * int(options.get("workers", 4)))
         consumer = QueueConsumer(
             parts.amqp_connection(),

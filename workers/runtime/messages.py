@@ -9,6 +9,7 @@ ones not started are left unacknowledged for another consumer.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,16 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
     company whose Intacct slots are all taken would only wait for one, and under load most of
     a process's threads did so while the messages of idle companies waited behind them. Keep
     ``prefetch`` above ``workers`` then, so there are messages of other keys to run.
+
+    With ``share_keys``, ``per_key`` is what all the queue's consumers may run of a key together,
+    and this one runs its share: ``per_key`` divided by the queue's consumers, rounded up (at
+    least 1), the count asked of the broker when consuming starts and every
+    ``share_tick_seconds``. The write-back shares its company cap so: two processes each running
+    the cap's worth of one company's payments had twice the cap's payments wait on each other's
+    Intacct slots (polled across processes), while other companies' payments waited in hand.
     """
+
+    share_tick_seconds = 5.0
 
     def __init__(
         self,
@@ -64,6 +74,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         prefetch: int | None = None,
         key: Callable[[Any], Hashable | None] | None = None,
         per_key: int = 1,
+        share_keys: bool = False,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -88,6 +99,9 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         self._handle = handle
         self._key = key
         self._per_key = per_key
+        self._share_keys = share_keys
+        self._share = per_key  # this consumer's share of per_key (all of it until counted)
+        self._share_next = 0.0
         self._waiting: deque[tuple[Delivery, Hashable | None]] = deque()
         self.dead_lettered_event = f"{name}_dead_lettered"
         self.retry_event = f"{name}_retry_scheduled"
@@ -108,7 +122,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         held: deque[tuple[Delivery, Hashable | None]] = deque()
         while self._waiting and free > 0:
             delivery, key = self._waiting.popleft()
-            if key is not None and running[key] >= self._per_key:
+            if key is not None and running[key] >= self._share:
                 held.append((delivery, key))
                 continue
             self.submit(delivery)
@@ -116,6 +130,38 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             free -= 1
         held.extend(self._waiting)
         self._waiting = held
+
+    @property
+    def key_share(self) -> int:
+        """How many messages of one key this consumer runs at once now."""
+        return self._share
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+        self._share_next = 0.0  # counted again at the first iteration: the consumers changed
+
+    def on_iteration(self) -> None:
+        if self._share_keys and self.producer is not None and time.monotonic() >= self._share_next:
+            self._share_next = time.monotonic() + self.share_tick_seconds
+            self._count_share()
+        super().on_iteration()
+
+    def _count_share(self) -> None:
+        """This consumer's share of ``per_key``, from the number of consumers of its queue(s)."""
+        assert self.producer is not None, "called only while consuming"
+        try:
+            consumers = max(
+                Queue(queue.name, channel=self.producer.channel).queue_declare(passive=True).consumer_count
+                for queue in self.queues
+            )
+        except (*self.connection.connection_errors, *self.connection.channel_errors) as exc:
+            # The connection's own loss is handled where the consumer reconnects; keep the share.
+            log.warning(f"{self.name}_consumer_count_failed", error=type(exc).__name__)
+            return
+        share = max(1, -(-self._per_key // max(1, consumers)))
+        if share != self._share:
+            log.info(f"{self.name}_key_share", consumers=consumers, share=share, per_key=self._per_key)
+            self._share = share
 
     def _running_keys(self) -> list[tuple[Delivery, Hashable | None]]:
         assert self._key is not None
@@ -174,6 +220,7 @@ class QueueConsumer(MessageConsumer):
         prefetch: int | None = None,
         key: Callable[[Any], Hashable | None] | None = None,
         per_key: int = 1,
+        share_keys: bool = False,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -188,6 +235,7 @@ class QueueConsumer(MessageConsumer):
             prefetch=prefetch,
             key=key,
             per_key=per_key,
+            share_keys=share_keys,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
             middleware=[LogContext(), *middleware],
