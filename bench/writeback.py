@@ -298,7 +298,7 @@ def main() -> int:
     parser.add_argument("--companies", type=int, default=20)
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=40)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
         "--order",

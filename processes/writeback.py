@@ -89,8 +89,9 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     parts = ProcessParts(settings, process="writeback", pool_size=threads)
     try:
         metrics = parts.metrics(WritebackMetrics)
+        slots = parts.slots(lease_seconds=sum(timing.timeouts) + 2.0)
         intacct = parts.intacct(
-            slots=parts.slots(lease_seconds=sum(timing.timeouts) + 2.0),
+            slots=slots,
             timeouts=timing.timeouts,
             slot_timeout=timing.slot_timeout,
             guard=parts.breakers,
@@ -108,12 +109,16 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         )
         options.setdefault("retry", RetrySchedule.from_settings(settings))
         options.setdefault("poll_interval", 0.05)
-        # At most this process's share of the company cap of one connection's payments run at once
-        # (the cap divided among the writeback processes consuming the queue); the rest wait in
-        # hand without a thread, so a deeper prefetch gives the threads other work.
+        # This process's share of each company's cap (the cap divided among the writeback processes
+        # consuming the queue) is what it may hold of the company's Intacct slots, and one payment
+        # more than the share runs, waiting in this process for the slot the one before gives
+        # back. The rest wait in hand without a thread, so a deeper prefetch gives the threads
+        # other companies' payments.
         options.setdefault("key", connection_of)
         options.setdefault("per_key", settings.intacct_max_concurrency_per_company)
         options.setdefault("share_keys", True)
+        options.setdefault("spare", 1)
+        options.setdefault("on_share", slots.share)
         options.setdefault("prefetch", 4 * int(options.get("workers", 4)))
         consumer = QueueConsumer(
             parts.amqp_connection(),

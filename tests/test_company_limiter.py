@@ -278,6 +278,52 @@ def test_threads_past_the_cap_wait_in_the_process_without_querying(engine: Engin
         assert slots.holders(COMPANY) == 2
 
 
+def test_a_process_holds_at_most_its_share_and_its_next_thread_takes_the_slot_it_gives_back(engine: Engine):
+    slots = CompanySlots(engine, cap=2, poll=(0.001, 0.01))
+    other_process = CompanySlots(engine, cap=2, poll=(0.001, 0.01))
+    slots.share(1)
+    queried: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if threading.current_thread().name == "in-line":
+            queried.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        taken: list[int] = []
+        first = slots.acquire(COMPANY, timeout=5)
+        lease = first.__enter__()
+        # The company's other slot is free, but this process's share is held: its next thread
+        # waits in line without a query, and another process takes the free slot meanwhile.
+        in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
+        in_line.start()
+        _wait_until(lambda: slots.in_line(COMPANY) == 1)
+        with other_process.acquire(COMPANY, timeout=1) as elsewhere:
+            assert elsewhere.slot != lease.slot
+            assert taken == [] and queried == [] and slots.in_line(COMPANY) == 1
+            first.__exit__(None, None, None)  # given back: the thread in line takes that slot
+            in_line.join(5)
+        assert taken == [lease.slot] and queried
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # The share grown back to the cap: two holders in one process again.
+    slots.share(2)
+    with slots.acquire(COMPANY, timeout=1), slots.acquire(COMPANY, timeout=1):
+        assert slots.holders(COMPANY) == 2
+
+
+def _wait_until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _hold_once(slots: CompanySlots, taken: list[int]) -> None:
+    with slots.acquire(COMPANY, timeout=5) as lease:
+        taken.append(lease.slot)
+
+
 def test_caps_are_per_company_and_a_lower_cap_uses_only_its_slots(engine: Engine):
     fake = FakeTime(start=1_000_000.0)
     wide = CompanySlots(engine, cap=3, clock=fake.clock, sleep=fake.advance)

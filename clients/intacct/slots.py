@@ -82,11 +82,20 @@ class _Turns:
         self._released = 0
         self._cap = cap
         self._taken = 0  # turns held: threads of this process polling for a slot or holding one
+        self.waiting = 0  # threads of this process waiting for a turn
         self._polling = False  # a thread of this process is polling the table for the company
 
     def seen(self) -> int:
         with self._slot_released:
             return self._released
+
+    def limit(self, cap: int) -> None:
+        """Allow ``cap`` turns from now on; threads waiting for one look again if it grew."""
+        with self._turn_given_back:
+            grew = cap > self._cap
+            self._cap = cap
+            if grew:
+                self._turn_given_back.notify_all()
 
     def enter(self) -> bool:
         """Take one of the process's ``cap`` turns; False when all are taken."""
@@ -100,7 +109,11 @@ class _Turns:
         """Wait until a turn may be free (or ``seconds`` passed); the caller tries :meth:`enter` again."""
         with self._turn_given_back:
             if self._taken >= self._cap:
-                self._turn_given_back.wait(seconds)
+                self.waiting += 1
+                try:
+                    self._turn_given_back.wait(seconds)
+                finally:
+                    self.waiting -= 1
 
     def leave(self, *, released: bool) -> None:
         """Give the turn back (a thread waiting for one takes it); ``released``: with a slot, so the
@@ -182,6 +195,7 @@ class CompanySlots:
         self._insert = conflict_insert(engine)
         self._ensured: set[str] = set()
         self._turns: dict[str, _Turns] = {}
+        self._turns_each = cap
         self._guard = threading.Lock()
 
     @contextlib.contextmanager
@@ -192,6 +206,27 @@ class CompanySlots:
             yield lease
         finally:
             self._release(lease)
+
+    def share(self, turns: int) -> None:
+        """Let this process hold or claim at most ``turns`` of a company's slots at once (1 to ``cap``;
+        ``cap`` until told), its share when several processes use the same slots.
+
+        A thread beyond the share waits in this process, without a query, until one of its own
+        threads gives a slot back, and then claims that slot before another process's poller
+        finds it free: the slot passes from one payment to the next of the same process at once.
+        The write-back's processes each take their share of the cap (the queue's consumers) and
+        start one payment more per company than it, which waits here for the slot.
+        """
+        turns = max(1, min(self.cap, turns))
+        with self._guard:
+            self._turns_each = turns
+            known = list(self._turns.values())
+        for company_turns in known:
+            company_turns.limit(turns)
+
+    def in_line(self, company_id: str) -> int:
+        """How many threads of this process wait for a turn at the company's slots right now."""
+        return self._turns_of(company_id).waiting
 
     def holders(self, company_id: str) -> int:
         """How many of the company's slots are held right now (leases not yet run out)."""
@@ -356,7 +391,7 @@ class CompanySlots:
         with self._guard:
             turns = self._turns.get(company_id)
             if turns is None:
-                turns = self._turns[company_id] = _Turns(self.cap)
+                turns = self._turns[company_id] = _Turns(self._turns_each)
             return turns
 
 

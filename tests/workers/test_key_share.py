@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Producer, Queue
@@ -47,10 +48,10 @@ def test_two_consumers_of_a_queue_each_run_their_share_of_a_key_s_limit(shared_q
             running_now[company] -= 1
             done.append(delivery.body["n"])
 
-    def consumer() -> MessageConsumer:
+    def consumer(**options: Any) -> MessageConsumer:
         made = MessageConsumer(
             Connection(amqp_url), [queue], handle, name="writeback", workers=4, prefetch=8,
-            key=lambda body: body.get("company"), per_key=2, share_keys=True,
+            key=lambda body: body.get("company"), per_key=2, share_keys=True, **options,
         )  # fmt: skip
         made.share_tick_seconds = 0.1
         return made
@@ -67,10 +68,25 @@ def test_two_consumers_of_a_queue_each_run_their_share_of_a_key_s_limit(shared_q
         wait_until(lambda: len(done) == 6, timeout=15)
     # Each consumer was handed three and has four threads: each ran one at a time, two in all.
     assert most_at_once["busy"] == 2
-    # Alone on the queue, a consumer runs the whole limit again.
-    alone = consumer()
+    # Alone on the queue, a consumer runs the whole limit again, and is told so.
+    told: list[int] = []
+    alone = consumer(on_share=told.append)
     with running(alone):
         wait_until(lambda: alone.key_share == 2, timeout=15)
+    assert told == []  # its share never changed from the whole
+    # With a spare, each also starts one more than its share (to wait in line in its handler).
+    most_at_once.clear()
+    done.clear()
+    shares: list[int] = []
+    first, second = consumer(spare=1, on_share=shares.append), consumer(spare=1)
+    with running(first), running(second):
+        wait_until(lambda: first.key_share == 1 and second.key_share == 1, timeout=15)
+        with Connection(amqp_url) as connection:
+            producer = Producer(connection.default_channel)
+            for n in range(6):
+                producer.publish({"n": n, "company": "busy"}, exchange="", routing_key=queue.name)
+        wait_until(lambda: len(done) == 6, timeout=15)
+    assert most_at_once["busy"] == 4 and shares == [1]
 
 
 def test_a_consumer_without_share_keys_runs_the_whole_limit(shared_queue):

@@ -59,6 +59,10 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
     ``share_tick_seconds``. The write-back shares its company cap so: two processes each running
     the cap's worth of one company's payments had twice the cap's payments wait on each other's
     Intacct slots (polled across processes), while other companies' payments waited in hand.
+    ``on_share`` is told each new share; ``spare`` more messages of a key than the share are
+    started, to wait in line in the handler for what the share guards (the write-back's next
+    payment of a company waits in its process for the Intacct slot, so the slot is not idle while
+    the payment before it records and reports, and the next is fetched and claimed).
     """
 
     share_tick_seconds = 5.0
@@ -75,6 +79,8 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         key: Callable[[Any], Hashable | None] | None = None,
         per_key: int = 1,
         share_keys: bool = False,
+        spare: int = 0,
+        on_share: Callable[[int], None] | None = None,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -83,6 +89,8 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
     ) -> None:
         if per_key < 1:
             raise ValueError("per_key must be at least 1")
+        if spare < 0:
+            raise ValueError("spare must be 0 or more")
         # By default as many messages in hand as threads to run them: the rest stay available to others.
         super().__init__(
             connection,
@@ -101,6 +109,8 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         self._per_key = per_key
         self._share_keys = share_keys
         self._share = per_key  # this consumer's share of per_key (all of it until counted)
+        self._spare = spare
+        self._on_share = on_share
         self._share_next = 0.0
         self._waiting: deque[tuple[Delivery, Hashable | None]] = deque()
         self.dead_lettered_event = f"{name}_dead_lettered"
@@ -122,7 +132,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         held: deque[tuple[Delivery, Hashable | None]] = deque()
         while self._waiting and free > 0:
             delivery, key = self._waiting.popleft()
-            if key is not None and running[key] >= self._share:
+            if key is not None and running[key] >= self._share + self._spare:
                 held.append((delivery, key))
                 continue
             self.submit(delivery)
@@ -162,6 +172,8 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         if share != self._share:
             log.info(f"{self.name}_key_share", consumers=consumers, share=share, per_key=self._per_key)
             self._share = share
+            if self._on_share is not None:
+                self._on_share(share)
 
     def _running_keys(self) -> list[tuple[Delivery, Hashable | None]]:
         assert self._key is not None
@@ -221,6 +233,8 @@ class QueueConsumer(MessageConsumer):
         key: Callable[[Any], Hashable | None] | None = None,
         per_key: int = 1,
         share_keys: bool = False,
+        spare: int = 0,
+        on_share: Callable[[int], None] | None = None,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -236,6 +250,8 @@ class QueueConsumer(MessageConsumer):
             key=key,
             per_key=per_key,
             share_keys=share_keys,
+            spare=spare,
+            on_share=on_share,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
             middleware=[LogContext(), *middleware],
