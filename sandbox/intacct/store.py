@@ -155,9 +155,14 @@ class Store:
 
     def company(self, company_id: str) -> dict[str, Any] | None:
         """A company's stored settings, or None."""
+        text = self.company_text(company_id)
+        return None if text is None else json.loads(text)
+
+    def company_text(self, company_id: str) -> str | None:
+        """A company's stored settings as their JSON text, or None."""
         with self.read() as conn:
             row = conn.execute("SELECT config FROM companies WHERE company_id = ?", (company_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else row[0]
 
     def companies(self) -> list[dict[str, Any]]:
         """Every company's stored settings, by id."""
