@@ -31,7 +31,7 @@ from .objects import (
     ObjectType,
 )
 from .render import nested_record_sql
-from .store import MAX_KEY, Store
+from .store import MAX_KEY, Store, indexed
 
 CENT = Decimal("0.01")
 _INVOICE = OBJECT_TYPES["accounts-receivable/invoice"]
@@ -315,7 +315,7 @@ class RecordService:
         if parent_key is None:
             return None
         last = conn.execute(
-            f"SELECT COALESCE(MAX(CAST(lineNumber AS INTEGER)), 0) FROM {obj.table} "
+            f"SELECT COALESCE(MAX(CAST(lineNumber AS INTEGER)), 0) FROM {indexed(obj, obj.parent_field)} "
             f"WHERE company_id = ? AND {obj.by_name[obj.parent_field].column} = ?",
             (company_id, parent_key),
         ).fetchone()[0]
@@ -363,7 +363,7 @@ class RecordService:
         if lines is not None and total_field not in given:
             line_type = LINES_OF[obj.path]
             amounts = conn.execute(
-                f"SELECT {line_type.by_name[line_field].column} FROM {line_type.table} "
+                f"SELECT {line_type.by_name[line_field].column} FROM {indexed(line_type, line_type.parent_field)} "
                 f"WHERE company_id = ? AND {line_type.by_name[line_type.parent_field].column} = ?",
                 (company_id, key),
             ).fetchall()
@@ -412,7 +412,8 @@ class RecordService:
             return {row[0]} if row and row[0] is not None else set()
         if obj is _PAYMENT:
             rows = conn.execute(
-                f"SELECT arInvoice__key FROM {_DETAIL.table} WHERE company_id = ? AND arPayment__key = ?",
+                f"SELECT arInvoice__key FROM {indexed(_DETAIL, 'arPayment.key')} "
+                "WHERE company_id = ? AND arPayment__key = ?",
                 (company_id, key),
             ).fetchall()
             return {r[0] for r in rows if r[0] is not None}
@@ -433,7 +434,8 @@ class RecordService:
             if invoice is None:
                 continue
             rows = conn.execute(
-                f"SELECT d.txnCurrency__paymentAmount FROM {_DETAIL.table} d JOIN {_PAYMENT.table} p "
+                f"SELECT d.txnCurrency__paymentAmount FROM {indexed(_DETAIL, 'arInvoice.key', 'd')} "
+                f"JOIN {_PAYMENT.table} p "
                 "ON p.company_id = d.company_id AND p.key = d.arPayment__key "
                 f"WHERE d.company_id = ? AND d.arInvoice__key = ? AND p.state IN {PAID_STATES!r}",
                 (company_id, key),
@@ -560,7 +562,7 @@ class RecordService:
         line_type = LINES_OF.get(obj.path)
         if line_type is not None:
             lines = conn.execute(
-                f"SELECT {nested_record_sql(line_type)} FROM {line_type.table} "
+                f"SELECT {nested_record_sql(line_type)} FROM {indexed(line_type, line_type.parent_field)} "
                 f"WHERE company_id = ? AND {line_type.parent_field.replace('.', '__')} = ? ORDER BY key",
                 (company_id, key),
             ).fetchall()
