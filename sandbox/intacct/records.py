@@ -148,6 +148,20 @@ def flatten(obj: ObjectType, payload: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Per object type (by identity; the type is kept so its id is never reused): its defaults as
+# stored values and the dates a new record gets today's date for. Built once, not per insert.
+_PLANS: dict[int, tuple[ObjectType, dict[str, Any], tuple[str, ...]]] = {}
+
+
+def _insert_plan(obj: ObjectType) -> tuple[dict[str, Any], tuple[str, ...]]:
+    plan = _PLANS.get(id(obj))
+    if plan is None:
+        defaults = {name: _stored_value(obj.by_name[name], v) for name, v in obj.defaults.items()}
+        today = tuple(f.name for f in obj.fields if f.kind is Kind.DATE and f.name in TODAY_DATES)
+        plan = _PLANS[id(obj)] = (obj, defaults, today)
+    return plan[1], plan[2]
+
+
 class RecordService:
     """Creates, updates and deletes records in one transaction each, then notifies."""
 
@@ -266,12 +280,13 @@ class RecordService:
         """Insert one record (and its lines); ``position`` is set for a line created with its parent."""
         if not isinstance(payload, dict):
             raise _invalid(f"a {obj.path} must be a JSON object")
-        values = {name: _stored_value(obj.by_name[name], v) for name, v in obj.defaults.items()}
-        values.update(flatten(obj, payload))
+        defaults, today_dates = _insert_plan(obj)
+        values = dict(defaults)
+        given = flatten(obj, payload)
+        values.update(given)
         today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
-        for field in obj.fields:
-            if field.kind is Kind.DATE and field.name in TODAY_DATES:
-                values.setdefault(field.name, today)
+        for name in today_dates:
+            values.setdefault(name, today)
         if obj.parent_field and "lineNumber" in obj.by_name and values.get("lineNumber") is None:
             values["lineNumber"] = position or self._next_line_number(conn, company_id, obj, values)
         if obj.parent_field and values.get(obj.parent_field) is None:
@@ -297,7 +312,7 @@ class RecordService:
         lines = payload.get(obj.children_payload) if obj.children_payload else None
         if lines is not None:
             self._replace_children(conn, company_id, obj, key, lines, changes)
-        derived = self._derived(conn, company_id, obj, key, values, flatten(obj, payload), lines)
+        derived = self._derived(conn, company_id, obj, key, values, given, lines)
         if derived:
             self._store.update(conn, obj, company_id, key, derived)
         self._refresh_invoices(conn, company_id, self._affected_invoices(conn, company_id, obj, key))

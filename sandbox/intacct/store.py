@@ -30,6 +30,8 @@ _SQL_TYPES = {
     Kind.BOOL: "INTEGER",
 }
 _MAX_IDLE_CONNECTIONS = 16
+# Store.fetch's dotted field names per (table, column count).
+_FETCH_NAMES: dict[tuple[str, int], list[str]] = {}
 # Keys and whole numbers are SQLite integers: none is larger (Sage publishes no bound of its own).
 MAX_KEY = 2**63 - 1
 
@@ -240,7 +242,12 @@ class Store:
         row = cursor.fetchone()
         if row is None:
             return None
-        names = [d[0].replace("__", ".") for d in cursor.description]
+        # A table's columns only ever grow (ALTER TABLE ADD COLUMN): their count says which they are.
+        names = _FETCH_NAMES.get((obj.table, len(row)))
+        if names is None:
+            names = _FETCH_NAMES[(obj.table, len(row))] = [
+                d[0].replace("__", ".") for d in cursor.description
+            ]
         record = dict(zip(names, row, strict=True))
         record.pop("company_id")
         return record
