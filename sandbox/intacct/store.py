@@ -10,9 +10,9 @@ work, and its schema is derived from :mod:`objects` and created idempotently at 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -100,7 +100,8 @@ class Store:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        # deque's append and pop are atomic: a pool without queue.Queue's condition per get and put.
+        self._idle: collections.deque[sqlite3.Connection] = collections.deque()
         self._write_lock = threading.Lock()
         self._closed = False
         with self.write() as conn:
@@ -130,16 +131,16 @@ class Store:
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
+            conn = self._idle.pop()
+        except IndexError:
             conn = self._connect()
         try:
             yield conn
         finally:
-            if self._closed or self._idle.qsize() >= _MAX_IDLE_CONNECTIONS:
+            if self._closed or len(self._idle) >= _MAX_IDLE_CONNECTIONS:
                 conn.close()
             else:
-                self._idle.put(conn)
+                self._idle.append(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -164,8 +165,8 @@ class Store:
         self._closed = True
         while True:
             try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
+                self._idle.pop().close()
+            except IndexError:
                 return
 
     # -- companies ------------------------------------------------------------------------
