@@ -186,12 +186,15 @@ class SchemaCompiler:
 
     def _kw_enum(self, value: list[Any], _schema: Any) -> Predicate:
         options = tuple(value)
-        # A string equals (as JSON) only an equal string: a set lookup, not a scan of the options.
+        # A string equals (as JSON) only an equal string, null only null: no scan of the options.
         strings = frozenset(option for option in options if type(option) is str)
+        takes_null = any(option is None for option in options)
 
         def check(v: Any) -> bool:
             if type(v) is str:
                 return v in strings
+            if v is None:
+                return takes_null
             return any(json_equal(v, option) for option in options)
 
         return check
