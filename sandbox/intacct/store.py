@@ -30,8 +30,8 @@ _SQL_TYPES = {
     Kind.BOOL: "INTEGER",
 }
 _MAX_IDLE_CONNECTIONS = 16
-# Store.fetch's dotted field names per (table, column count).
-_FETCH_NAMES: dict[tuple[str, int], list[str]] = {}
+# Store.fetch's dotted field names per table, with the cursor description they were made from.
+_FETCH_NAMES: dict[str, tuple[Any, list[str]]] = {}
 # Keys and whole numbers are SQLite integers: none is larger (Sage publishes no bound of its own).
 MAX_KEY = 2**63 - 1
 
@@ -243,13 +243,13 @@ class Store:
         row = cursor.fetchone()
         if row is None:
             return None
-        # A table's columns only ever grow (ALTER TABLE ADD COLUMN): their count says which they are.
-        names = _FETCH_NAMES.get((obj.table, len(row)))
-        if names is None:
-            names = _FETCH_NAMES[(obj.table, len(row))] = [
-                d[0].replace("__", ".") for d in cursor.description
-            ]
-        record = dict(zip(names, row, strict=True))
+        # The dotted names of the columns the cursor describes (tables of different data dirs may
+        # order their columns differently: an older one got its newer columns appended).
+        description = cursor.description
+        cached = _FETCH_NAMES.get(obj.table)
+        if cached is None or cached[0] != description:
+            cached = _FETCH_NAMES[obj.table] = (description, [d[0].replace("__", ".") for d in description])
+        record = dict(zip(cached[1], row, strict=True))
         record.pop("company_id")
         return record
 
