@@ -186,7 +186,18 @@ class SchemaCompiler:
 
     def _kw_enum(self, value: list[Any], _schema: Any) -> Predicate:
         options = tuple(value)
-        return lambda v: any(json_equal(v, option) for option in options)
+        # A string equals (as JSON) only an equal string, null only null: no scan of the options.
+        strings = frozenset(option for option in options if type(option) is str)
+        takes_null = any(option is None for option in options)
+
+        def check(v: Any) -> bool:
+            if type(v) is str:
+                return v in strings
+            if v is None:
+                return takes_null
+            return any(json_equal(v, option) for option in options)
+
+        return check
 
     def _kw_const(self, value: Any, _schema: Any) -> Predicate:
         return lambda v: json_equal(v, value)

@@ -310,9 +310,13 @@ class Contract:
     def validate_schema(
         self, schema: Mapping[str, Any], instance: Any, location: str, name: str
     ) -> list[Violation]:
-        """Validate a value against a schema object of the YAML (parameters are tiny: jsonschema only)."""
+        """Validate a value against a schema object of the YAML: the compiled predicate first, as
+        for bodies (jsonschema per parameter was most of a small request's check); jsonschema
+        explains a refusal."""
         # Referenced by its place in the document, so $refs inside it resolve against the YAML.
         where = self._locations.get(id(schema))
+        if where and self.fast_check(where, instance):
+            return []
         validator = self._ref_validator(where) if where else self._validator(schema)
         errors = validator.iter_errors(instance)
         return [Violation(location, name, v.reason, v.rule) for v in self._explain(errors, location, "")]

@@ -9,6 +9,8 @@ on purpose. Stored as JSON in the ``companies`` table, in the admin API's camelC
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -204,3 +206,18 @@ def _write_faults(value: Any) -> tuple[tuple[str, float], ...] | None:
 def load(stored: dict[str, Any] | None) -> Company | None:
     """A company from its stored JSON (already validated when saved)."""
     return None if stored is None else Company.from_json(stored)
+
+
+def load_text(text: str | None) -> Company | None:
+    """A company from its stored JSON text (:meth:`Store.company_text`), parsed once per text.
+
+    Every API call loads its company; the cache is keyed on the stored text itself, so a change
+    made by any writer (the admin API, the CLI in another process) is a new text, never stale.
+    """
+    return None if text is None else _from_text(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _from_text(text: str) -> Company:
+    # Shared between calls: a Company (and everything in it) is immutable.
+    return Company.from_json(json.loads(text))

@@ -38,7 +38,7 @@ from .errors import IntacctError
 from .objects import OBJECT_TYPES, ObjectType
 from .payment_requests import Application, PaymentRequest, ReverseRequest, refusal
 from .records import PAID_STATES, RecordService, money
-from .store import Store
+from .store import Store, indexed
 
 PAYMENT = OBJECT_TYPES["accounts-receivable/payment"]
 _INVOICE = OBJECT_TYPES["accounts-receivable/invoice"]
@@ -61,7 +61,7 @@ def _rule(message: str, target: str | None, reason: str) -> Exception:
 def _record_of(conn: sqlite3.Connection, obj: ObjectType, company_id: str, record_id: str) -> Any:
     return conn.execute(
         f"SELECT key, {obj.by_name['name'].column if 'name' in obj.by_name else 'NULL'} "
-        f"FROM {obj.table} WHERE company_id = ? AND id = ?",
+        f"FROM {indexed(obj, 'id')} WHERE company_id = ? AND id = ?",
         (company_id, record_id),
     ).fetchone()
 

@@ -31,7 +31,7 @@ from .objects import (
     ObjectType,
 )
 from .render import nested_record_sql
-from .store import MAX_KEY, Store
+from .store import MAX_KEY, Store, indexed
 
 CENT = Decimal("0.01")
 _INVOICE = OBJECT_TYPES["accounts-receivable/invoice"]
@@ -146,6 +146,20 @@ def flatten(obj: ObjectType, payload: dict[str, Any]) -> dict[str, Any]:
             raise _invalid(f"'{name}' is set by the simulator")
         values[name] = _stored_value(field, value)
     return values
+
+
+# Per object type (by identity; the type is kept so its id is never reused): its defaults as
+# stored values and the dates a new record gets today's date for. Built once, not per insert.
+_PLANS: dict[int, tuple[ObjectType, dict[str, Any], tuple[str, ...]]] = {}
+
+
+def _insert_plan(obj: ObjectType) -> tuple[dict[str, Any], tuple[str, ...]]:
+    plan = _PLANS.get(id(obj))
+    if plan is None:
+        defaults = {name: _stored_value(obj.by_name[name], v) for name, v in obj.defaults.items()}
+        today = tuple(f.name for f in obj.fields if f.kind is Kind.DATE and f.name in TODAY_DATES)
+        plan = _PLANS[id(obj)] = (obj, defaults, today)
+    return plan[1], plan[2]
 
 
 class RecordService:
@@ -266,12 +280,13 @@ class RecordService:
         """Insert one record (and its lines); ``position`` is set for a line created with its parent."""
         if not isinstance(payload, dict):
             raise _invalid(f"a {obj.path} must be a JSON object")
-        values = {name: _stored_value(obj.by_name[name], v) for name, v in obj.defaults.items()}
-        values.update(flatten(obj, payload))
+        defaults, today_dates = _insert_plan(obj)
+        values = dict(defaults)
+        given = flatten(obj, payload)
+        values.update(given)
         today = datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
-        for field in obj.fields:
-            if field.kind is Kind.DATE and field.name in TODAY_DATES:
-                values.setdefault(field.name, today)
+        for name in today_dates:
+            values.setdefault(name, today)
         if obj.parent_field and "lineNumber" in obj.by_name and values.get("lineNumber") is None:
             values["lineNumber"] = position or self._next_line_number(conn, company_id, obj, values)
         if obj.parent_field and values.get(obj.parent_field) is None:
@@ -297,7 +312,7 @@ class RecordService:
         lines = payload.get(obj.children_payload) if obj.children_payload else None
         if lines is not None:
             self._replace_children(conn, company_id, obj, key, lines, changes)
-        derived = self._derived(conn, company_id, obj, key, values, flatten(obj, payload), lines)
+        derived = self._derived(conn, company_id, obj, key, values, given, lines)
         if derived:
             self._store.update(conn, obj, company_id, key, derived)
         self._refresh_invoices(conn, company_id, self._affected_invoices(conn, company_id, obj, key))
@@ -315,7 +330,7 @@ class RecordService:
         if parent_key is None:
             return None
         last = conn.execute(
-            f"SELECT COALESCE(MAX(CAST(lineNumber AS INTEGER)), 0) FROM {obj.table} "
+            f"SELECT COALESCE(MAX(CAST(lineNumber AS INTEGER)), 0) FROM {indexed(obj, obj.parent_field)} "
             f"WHERE company_id = ? AND {obj.by_name[obj.parent_field].column} = ?",
             (company_id, parent_key),
         ).fetchone()[0]
@@ -363,7 +378,7 @@ class RecordService:
         if lines is not None and total_field not in given:
             line_type = LINES_OF[obj.path]
             amounts = conn.execute(
-                f"SELECT {line_type.by_name[line_field].column} FROM {line_type.table} "
+                f"SELECT {line_type.by_name[line_field].column} FROM {indexed(line_type, line_type.parent_field)} "
                 f"WHERE company_id = ? AND {line_type.by_name[line_type.parent_field].column} = ?",
                 (company_id, key),
             ).fetchall()
@@ -412,7 +427,8 @@ class RecordService:
             return {row[0]} if row and row[0] is not None else set()
         if obj is _PAYMENT:
             rows = conn.execute(
-                f"SELECT arInvoice__key FROM {_DETAIL.table} WHERE company_id = ? AND arPayment__key = ?",
+                f"SELECT arInvoice__key FROM {indexed(_DETAIL, 'arPayment.key')} "
+                "WHERE company_id = ? AND arPayment__key = ?",
                 (company_id, key),
             ).fetchall()
             return {r[0] for r in rows if r[0] is not None}
@@ -433,7 +449,8 @@ class RecordService:
             if invoice is None:
                 continue
             rows = conn.execute(
-                f"SELECT d.txnCurrency__paymentAmount FROM {_DETAIL.table} d JOIN {_PAYMENT.table} p "
+                f"SELECT d.txnCurrency__paymentAmount FROM {indexed(_DETAIL, 'arInvoice.key', 'd')} "
+                f"JOIN {_PAYMENT.table} p "
                 "ON p.company_id = d.company_id AND p.key = d.arPayment__key "
                 f"WHERE d.company_id = ? AND d.arInvoice__key = ? AND p.state IN {PAID_STATES!r}",
                 (company_id, key),
@@ -560,7 +577,7 @@ class RecordService:
         line_type = LINES_OF.get(obj.path)
         if line_type is not None:
             lines = conn.execute(
-                f"SELECT {nested_record_sql(line_type)} FROM {line_type.table} "
+                f"SELECT {nested_record_sql(line_type)} FROM {indexed(line_type, line_type.parent_field)} "
                 f"WHERE company_id = ? AND {line_type.parent_field.replace('.', '__')} = ? ORDER BY key",
                 (company_id, key),
             ).fetchall()

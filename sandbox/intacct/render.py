@@ -11,6 +11,8 @@ from .errors import not_a_valid_field
 from .objects import Field, Kind, ObjectType
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# nested_record_sql per object type, by identity (the type is kept so its id is never reused).
+_NESTED: dict[int, tuple[ObjectType, str]] = {}
 
 
 def _literal(text: str) -> str:
@@ -54,8 +56,12 @@ def _object_sql(obj: ObjectType, tree: dict) -> str:
 
 
 def nested_record_sql(obj: ObjectType) -> str:
-    """The whole record as nested JSON, as a GET answers it."""
-    return _object_sql(obj, _tree([(f.name.split("."), f) for f in obj.fields if f.readable]))
+    """The whole record as nested JSON, as a GET answers it (built once per object type)."""
+    cached = _NESTED.get(id(obj))
+    if cached is None:
+        sql = _object_sql(obj, _tree([(f.name.split("."), f) for f in obj.fields if f.readable]))
+        cached = _NESTED[id(obj)] = (obj, sql)
+    return cached[1]
 
 
 def field_sql(obj: ObjectType, name: str) -> str:

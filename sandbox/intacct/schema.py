@@ -21,6 +21,7 @@ item of an embedded array (``lines``, ``paymentDetails``, ``details``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 TYPES = frozenset({"string", "dp2", "date", "datetime", "integer", "number", "boolean"})
 
@@ -56,9 +57,16 @@ class ObjectSchema:
     arrays: dict[str, str]  # embedded array name -> the object its items are
     required: Required
 
-    @property
+    @cached_property
     def by_path(self) -> dict[str, FieldSpec]:
         return {f.path: f for f in self.fields}
+
+    @cached_property
+    def prefixes(self) -> frozenset[str]:
+        """Every dotted path some field lies below (``customer`` for ``customer.id``)."""
+        return frozenset(
+            f.path.rsplit(".", depth)[0] for f in self.fields for depth in range(1, f.path.count(".") + 1)
+        )
 
 
 _AUDIT = """

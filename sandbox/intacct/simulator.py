@@ -173,7 +173,7 @@ class Simulator:
 
     def fire(self, change: Change) -> None:
         """Fire the company's trigger for a change, if it has one and webhooks are on."""
-        company = companies.load(self.store.company(change.company_id))
+        company = companies.load_text(self.store.company_text(change.company_id))
         url = company.webhooks.target(change.company_id, change.intacct_object) if company else None
         if url is None:
             return

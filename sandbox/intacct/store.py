@@ -10,9 +10,9 @@ work, and its schema is derived from :mod:`objects` and created idempotently at 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +30,8 @@ _SQL_TYPES = {
     Kind.BOOL: "INTEGER",
 }
 _MAX_IDLE_CONNECTIONS = 16
+# Store.fetch's dotted field names per table, with the cursor description they were made from.
+_FETCH_NAMES: dict[str, tuple[Any, list[str]]] = {}
 # Keys and whole numbers are SQLite integers: none is larger (Sage publishes no bound of its own).
 MAX_KEY = 2**63 - 1
 
@@ -41,6 +43,19 @@ def lookup_index(obj: ObjectType, field: Field) -> str | None:
     if field.name == "id":
         return f"{obj.table}_id"
     return None
+
+
+def indexed(obj: ObjectType, name: str | None, alias: str = "") -> str:
+    """``obj``'s table (``AS alias``) held to the index of an equality lookup on field ``name``.
+
+    Without statistics SQLite's planner prefers the primary key's ``company_id`` prefix whenever the
+    index does not cover the columns read, and scans all the company's rows; the index is never worse.
+    """
+    field = obj.by_name.get(name or "")
+    index = lookup_index(obj, field) if field is not None else None
+    if index is None:
+        raise ValueError(f"{obj.path}.{name} has no lookup index")
+    return f"{obj.table}{f' AS {alias}' if alias else ''} INDEXED BY {index}"
 
 
 def _table_ddl(obj: ObjectType) -> list[str]:
@@ -68,6 +83,8 @@ _SCHEMA = [
     # Idempotency-Key values of committed writes, kept until expires_at (unix seconds).
     "CREATE TABLE IF NOT EXISTS idempotency_keys (company_id TEXT NOT NULL, idempotency_key TEXT NOT NULL, "
     "operation TEXT NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (company_id, idempotency_key)) WITHOUT ROWID",
+    # Each write deletes the expired keys first: without this index that is a scan of every key kept.
+    "CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at)",
     *[statement for obj in OBJECT_TYPES.values() for statement in _table_ddl(obj)],
 ]
 
@@ -83,7 +100,8 @@ class Store:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        # deque's append and pop are atomic: a pool without queue.Queue's condition per get and put.
+        self._idle: collections.deque[sqlite3.Connection] = collections.deque()
         self._write_lock = threading.Lock()
         self._closed = False
         with self.write() as conn:
@@ -113,16 +131,16 @@ class Store:
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
+            conn = self._idle.pop()
+        except IndexError:
             conn = self._connect()
         try:
             yield conn
         finally:
-            if self._closed or self._idle.qsize() >= _MAX_IDLE_CONNECTIONS:
+            if self._closed or len(self._idle) >= _MAX_IDLE_CONNECTIONS:
                 conn.close()
             else:
-                self._idle.put(conn)
+                self._idle.append(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -147,17 +165,22 @@ class Store:
         self._closed = True
         while True:
             try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
+                self._idle.pop().close()
+            except IndexError:
                 return
 
     # -- companies ------------------------------------------------------------------------
 
     def company(self, company_id: str) -> dict[str, Any] | None:
         """A company's stored settings, or None."""
+        text = self.company_text(company_id)
+        return None if text is None else json.loads(text)
+
+    def company_text(self, company_id: str) -> str | None:
+        """A company's stored settings as their JSON text, or None."""
         with self.read() as conn:
             row = conn.execute("SELECT config FROM companies WHERE company_id = ?", (company_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else row[0]
 
     def companies(self) -> list[dict[str, Any]]:
         """Every company's stored settings, by id."""
@@ -220,8 +243,13 @@ class Store:
         row = cursor.fetchone()
         if row is None:
             return None
-        names = [d[0].replace("__", ".") for d in cursor.description]
-        record = dict(zip(names, row, strict=True))
+        # The dotted names of the columns the cursor describes (tables of different data dirs may
+        # order their columns differently: an older one got its newer columns appended).
+        description = cursor.description
+        cached = _FETCH_NAMES.get(obj.table)
+        if cached is None or cached[0] != description:
+            cached = _FETCH_NAMES[obj.table] = (description, [d[0].replace("__", ".") for d in description])
+        record = dict(zip(cached[1], row, strict=True))
         record.pop("company_id")
         return record
 

@@ -87,7 +87,7 @@ class TokenService:
         company_id, _, entity_id = rest.partition("|")
         if not at or not user_id or not company_id:
             raise OAuthError(400, "invalid_request", "username must be <userId>@<companyId>[|<entityId>]")
-        company = companies.load(self._store.company(company_id))
+        company = companies.load_text(self._store.company_text(company_id))
         if company is None:
             raise OAuthError(400, "invalid_grant", "unknown company")
         if not company.sender_authorized:
@@ -127,7 +127,7 @@ class TokenService:
             raise IntacctError(401, "tokenInvalid", "The access token is invalid")
         if self._clock() >= claims["exp"]:
             raise IntacctError(401, "tokenInvalid", "The access token has expired")
-        company = companies.load(self._store.company(claims["companyId"]))
+        company = companies.load_text(self._store.company_text(claims["companyId"]))
         user = company.user(claims["userId"]) if company else None
         if company is None or user is None or not user.web_services or not company.sender_authorized:
             raise IntacctError(401, "tokenInvalid", "The access token's user or company is no longer valid")

@@ -97,7 +97,7 @@ def _walk(schema: ObjectSchema, node: dict[str, Any], prefix: str, at: str, prob
                 _walk(items, item, "", item_at + ".", problems)
             continue
         spec = fields.get(dotted)
-        below = any(path.startswith(dotted + ".") for path in fields)
+        below = dotted in schema.prefixes  # some field lies below it
         if spec is None and isinstance(value, dict) and below:
             _walk(schema, value, dotted + ".", where + ".", problems)
         elif spec is None:

@@ -22,6 +22,7 @@ holds the waiting retries. Every attempt is recorded in a bounded, inspectable l
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import heapq
 import itertools
@@ -65,7 +66,13 @@ def tenant_id(company_id: str) -> str:
 
 def rfc3339(moment: float) -> str:
     """Unix seconds as an RFC 3339 UTC timestamp with one-second resolution."""
-    return datetime.fromtimestamp(int(moment), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(int(moment))
+
+
+@functools.lru_cache(maxsize=64)
+def _rfc3339_second(second: int) -> str:
+    # Every request's log entry is stamped: within a second they share one text.
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -368,6 +368,22 @@ def test_compiled_checks_agree_with_jsonschema(data):
         assert fast == (contract.full_check(schema, mutated) == []), mutated
 
 
+def test_parameter_checks_agree_with_jsonschema():
+    # Parameters take the compiled predicate first too: it must accept exactly what jsonschema does.
+    contract = load_contract()
+    values = ["", "a", "acct-1", "a" * 7, "a" * 8, "a" * 64, "a" * 65, "a" * 201, "acct.1", "x\n", "invoices",
+              "1", "0", "1001", 0, 1, 1000, 1001, -1, True, False]  # fmt: skip
+    for (method, path), operation in contract._operations.items():
+        for param in operation.parameters:
+            where = contract._locations[id(param.schema)]
+            assert contract.fast_check(where, None) is not None, (method, path, param.name)
+            for value in values:
+                expected = contract.full_check(where, value) == []
+                assert (
+                    contract.validate_schema(param.schema, value, param.location, param.name) == []
+                ) == expected
+
+
 def test_every_schema_of_the_yaml_compiles_to_a_fast_check():
     contract = load_contract()
     for name in contract.document["components"]["schemas"]:

@@ -117,6 +117,21 @@ def test_sender_not_authorized_and_non_web_services_user(env):
     assert response.get_json() == {"error": "invalid_grant", "error_description": "unknown user"}
 
 
+def test_company_changes_apply_to_the_next_call_with_the_same_token(env):
+    # Companies are parsed once per stored text: a change through the admin API must still show at once.
+    client, headers = env.client, env.headers
+    path = f"{API}/objects/accounts-receivable/customer/1"
+    assert client.get(path, headers=headers).status_code == 200
+    client.patch(f"/sandbox/companies/{COMPANY}", json={"outage": True})
+    ia_error(client.get(path, headers=headers), 503, "serviceUnavailable")
+    client.patch(f"/sandbox/companies/{COMPANY}", json={"outage": False})
+    assert client.get(path, headers=headers).status_code == 200
+    client.patch(f"/sandbox/companies/{COMPANY}", json={"senderAuthorized": False})
+    ia_error(client.get(path, headers=headers), 401, "tokenInvalid")
+    client.patch(f"/sandbox/companies/{COMPANY}", json={"senderAuthorized": True})
+    assert client.get(path, headers=headers).status_code == 200
+
+
 def test_token_expires(env):
     client, clock, headers = env.client, env.clock, env.headers
     path = f"{API}/objects/accounts-receivable/customer/1"

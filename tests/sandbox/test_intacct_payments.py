@@ -544,6 +544,32 @@ def test_a_data_dir_from_before_the_write_back_gains_its_columns(tmp_path):
     assert {"referenceNumber", "overPaymentAmount", "paymentSummary__receiptDate"} <= columns
 
 
+def test_records_read_right_from_data_dirs_whose_columns_are_ordered_differently(tmp_path):
+    # Store.fetch caches its column names: an old data dir has its newer columns last.
+    import sqlite3
+
+    from sandbox.intacct.objects import OBJECT_TYPES
+    from sandbox.intacct.store import Store
+
+    payment = OBJECT_TYPES["accounts-receivable/payment"]
+    old, new = tmp_path / "old" / "intacct.db", tmp_path / "new" / "intacct.db"
+    Store(old).close()
+    with sqlite3.connect(old) as conn:
+        conn.execute("ALTER TABLE o_accounts_receivable__payment DROP COLUMN referenceNumber")
+    for path in (new, old, new):
+        store = Store(path)
+        with store.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO o_accounts_receivable__payment (company_id, key, referenceNumber, state) "
+                "VALUES ('C', 1, 'FP-1', 'complete')"
+            )
+        with store.read() as conn:
+            record = store.fetch(conn, payment, "C", 1)
+        store.close()
+        assert record is not None
+        assert (record["referenceNumber"], record["state"], record["key"]) == ("FP-1", "complete", 1)
+
+
 # -- the published schema's refusals ------------------------------------------------------------
 
 
