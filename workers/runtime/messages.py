@@ -65,7 +65,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
     the payment before it records and reports, and the next is fetched and claimed).
     """
 
-    share_tick_seconds = 5.0
+    share_tick_seconds = 1.0
 
     def __init__(
         self,
