@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -315,15 +316,23 @@ def main() -> int:
         "grouped: a burst per company",
     )
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in the run's temp dir")
+    return run_with_books(parser, "bench/writeback.py", run)
+
+
+def run_with_books(
+    parser: argparse.ArgumentParser,
+    name: str,
+    body: Callable[[contextlib.ExitStack, argparse.Namespace], int],
+) -> int:
+    """Parse ``parser``'s arguments (``--payments`` and ``--companies`` among them; ``--amqp-url`` is
+    added here) and run ``body`` with them, cleaning up what :func:`set_up` made whatever happens."""
     parser.add_argument(
         "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
     )
     args = parser.parse_args()
     if args.payments < 1 or args.companies < 1:
         raise SystemExit("--payments and --companies must be at least 1")
-    return run_guarded(
-        "bench/writeback.py", lambda stack: run(stack, args), cleaned="simulators, vhost, temp dir"
-    )
+    return run_guarded(name, lambda stack: body(stack, args), cleaned="simulators, vhost, temp dir")
 
 
 if __name__ == "__main__":

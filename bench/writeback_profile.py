@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import cProfile
 import io
-import os
 import pstats
 import sys
 import time
@@ -28,8 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.backfill import CLIENT_SECRET, TOKEN  # noqa: E402
-from bench.common import RunFailed, figure, progress, run_guarded  # noqa: E402
-from bench.writeback import set_up  # noqa: E402
+from bench.common import RunFailed, figure, progress  # noqa: E402
+from bench.writeback import run_with_books, set_up  # noqa: E402
 
 WARM_UP = 20  # postings before the clock starts: tokens fetched, pools and caches filled
 
@@ -95,15 +94,7 @@ def main() -> int:
     parser.add_argument("--companies", type=int, default=4)
     parser.add_argument("--profile", action="store_true", help="add cProfile's breakdown")
     parser.add_argument("--top", type=int, default=25, help="functions listed per ordering")
-    parser.add_argument(
-        "--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-    )
-    args = parser.parse_args()
-    if args.payments < 1 or args.companies < 1:
-        raise SystemExit("--payments and --companies must be at least 1")
-    return run_guarded(
-        "bench/writeback_profile.py", lambda stack: run(stack, args), cleaned="simulators, vhost, temp dir"
-    )
+    return run_with_books(parser, "bench/writeback_profile.py", run)
 
 
 if __name__ == "__main__":

@@ -56,16 +56,20 @@ def test_two_consumers_of_a_queue_each_run_their_share_of_a_key_s_limit(shared_q
         made.share_tick_seconds = 0.1
         return made
 
-    first, second = consumer(), consumer()
-    assert first.key_share == 2  # all of it, until the consumers are counted
-    with running(first), running(second):
-        # Each counts the queue's two consumers: a company's 2 become 1 each.
+    def run_six_of_one_company(first: MessageConsumer, second: MessageConsumer) -> None:
+        """Once both count two consumers, six messages of one company, handled to the last."""
         wait_until(lambda: first.key_share == 1 and second.key_share == 1, timeout=15)
         with Connection(amqp_url) as connection:
             producer = Producer(connection.default_channel)
             for n in range(6):
                 producer.publish({"n": n, "company": "busy"}, exchange="", routing_key=queue.name)
         wait_until(lambda: len(done) == 6, timeout=15)
+
+    first, second = consumer(), consumer()
+    assert first.key_share == 2  # all of it, until the consumers are counted
+    with running(first), running(second):
+        # Each counts the queue's two consumers: a company's 2 become 1 each.
+        run_six_of_one_company(first, second)
     # Each consumer was handed three and has four threads: each ran one at a time, two in all.
     assert most_at_once["busy"] == 2
     # Alone on the queue, a consumer runs the whole limit again, and is told so.
@@ -80,12 +84,7 @@ def test_two_consumers_of_a_queue_each_run_their_share_of_a_key_s_limit(shared_q
     shares: list[int] = []
     first, second = consumer(spare=1, on_share=shares.append), consumer(spare=1)
     with running(first), running(second):
-        wait_until(lambda: first.key_share == 1 and second.key_share == 1, timeout=15)
-        with Connection(amqp_url) as connection:
-            producer = Producer(connection.default_channel)
-            for n in range(6):
-                producer.publish({"n": n, "company": "busy"}, exchange="", routing_key=queue.name)
-        wait_until(lambda: len(done) == 6, timeout=15)
+        run_six_of_one_company(first, second)
     assert most_at_once["busy"] == 4 and shares == [1]
 
 
