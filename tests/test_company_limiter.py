@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event, select, text
 from clients.intacct.slots import CompanySlots, SlotTimeout
 from store import create_engine_for
 from store.models import IntacctSlot
+from tests.conftest import wait_until
 
 # The client and the simulator are imported where used: processes spawned by these tests import
 # this module, and each would otherwise load Flask, the simulator and requests for nothing.
@@ -297,7 +298,7 @@ def test_a_process_holds_at_most_its_share_and_its_next_thread_takes_the_slot_it
         # waits in line without a query, and another process takes the free slot meanwhile.
         in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
         in_line.start()
-        _wait_until(lambda: slots.in_line(COMPANY) == 1)
+        wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
         with other_process.acquire(COMPANY, timeout=1) as elsewhere:
             assert elsewhere.slot != lease.slot
             assert taken == [] and queried == [] and slots.in_line(COMPANY) == 1
@@ -310,13 +311,6 @@ def test_a_process_holds_at_most_its_share_and_its_next_thread_takes_the_slot_it
     slots.share(2)
     with slots.acquire(COMPANY, timeout=1), slots.acquire(COMPANY, timeout=1):
         assert slots.holders(COMPANY) == 2
-
-
-def _wait_until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def _hold_once(slots: CompanySlots, taken: list[int]) -> None:
