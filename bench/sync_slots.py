@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
 
 class _MemoryLease:
     kept = False
 
+    def __init__(self, lease_seconds: float) -> None:
+        self._until = time.monotonic() + lease_seconds
+
     def keep_until_expiry(self) -> None:
         self.kept = True
+
+    def seconds_left(self) -> float:
+        return self._until - time.monotonic()
 
 
 class ProcessSlots:
@@ -37,7 +44,7 @@ class ProcessSlots:
             semaphore = self._semaphores.setdefault(company_id, threading.BoundedSemaphore(self.cap))
         if not semaphore.acquire(timeout=timeout):
             raise SlotTimeout(f"all {self.cap} slots of company {company_id} stayed busy for {timeout:g} s")
-        lease = _MemoryLease()
+        lease = _MemoryLease(self.lease_seconds)
         try:
             yield lease
         finally:

@@ -89,7 +89,10 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
     parts = ProcessParts(settings, process="writeback", pool_size=threads)
     try:
         metrics = parts.metrics(WritebackMetrics)
-        slots = parts.slots(lease_seconds=sum(timing.timeouts) + 2.0)
+        # A slot's lease covers a request (its timeouts) with the client's margin (1 s), the age a
+        # slot handed from the payment before may have (``handoff_seconds``, 1 s), and the read
+        # before the create: both calls of a posting go out under the one slot.
+        slots = parts.slots(lease_seconds=sum(timing.timeouts) + 4.0)
         intacct = parts.intacct(
             slots=slots,
             timeouts=timing.timeouts,

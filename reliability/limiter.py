@@ -25,6 +25,10 @@ class Slot(Protocol):
         """Leave the place taken after the block: it frees itself when its lease runs out."""
         ...
 
+    def seconds_left(self) -> float:
+        """How long the place's lease still runs (it may have been taken before this holder had it)."""
+        ...
+
 
 class CompanyLimiter(Protocol):
     """At most a cap of holders per company; a place is leased for ``lease_seconds`` at most."""

@@ -7,6 +7,7 @@ schema per test), like tests/test_store.py.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -279,19 +280,14 @@ def test_threads_past_the_cap_wait_in_the_process_without_querying(engine: Engin
         assert slots.holders(COMPANY) == 2
 
 
-def test_a_process_holds_at_most_its_share_and_its_next_thread_takes_the_slot_it_gives_back(engine: Engine):
+def test_a_process_holds_at_most_its_share_and_hands_the_slot_it_gives_back_to_its_next_thread(
+    engine: Engine,
+):
     slots = CompanySlots(engine, cap=2, poll=(0.001, 0.01))
     other_process = CompanySlots(engine, cap=2, poll=(0.001, 0.01))
     slots.share(1)
-    queried: list[str] = []
-
-    def count(_conn, _cursor, statement, *_args) -> None:
-        if threading.current_thread().name == "in-line":
-            queried.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        taken: list[int] = []
+    with _statements_of_thread(engine, "in-line") as queried:
+        taken: list[Any] = []
         first = slots.acquire(COMPANY, timeout=5)
         lease = first.__enter__()
         # The company's other slot is free, but this process's share is held: its next thread
@@ -302,20 +298,72 @@ def test_a_process_holds_at_most_its_share_and_its_next_thread_takes_the_slot_it
         with other_process.acquire(COMPANY, timeout=1) as elsewhere:
             assert elsewhere.slot != lease.slot
             assert taken == [] and queried == [] and slots.in_line(COMPANY) == 1
-            first.__exit__(None, None, None)  # given back: the thread in line takes that slot
+            first.__exit__(None, None, None)  # given back: handed to the thread in line
             in_line.join(5)
-        assert taken == [lease.slot] and queried
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+        # The same slot and lease, passed over without a look at the table or a claim: the thread
+        # in line wrote once, to give the slot back to the table when done (no one waited for it).
+        assert [(t.slot, t.holder, t.leased_until) for t in taken] == [
+            (lease.slot, lease.holder, lease.leased_until)
+        ]
+        assert [q.split()[0] for q in queried if not q.startswith("BEGIN")] == ["UPDATE"]
+    assert slots.holders(COMPANY) == 0
     # The share grown back to the cap: two holders in one process again.
     slots.share(2)
     with slots.acquire(COMPANY, timeout=1), slots.acquire(COMPANY, timeout=1):
         assert slots.holders(COMPANY) == 2
 
 
-def _hold_once(slots: CompanySlots, taken: list[int]) -> None:
+def test_a_slot_held_past_its_handoff_time_goes_back_to_the_table_for_every_process(engine: Engine):
+    # The clock is injected, the waiting is real: the thread in line waits for a turn as in production.
+    fake = FakeTime(start=1_000_000.0)
+    slots = CompanySlots(engine, cap=1, poll=(0.001, 0.01), clock=fake.clock, handoff_seconds=1.0)
+    with _statements_of_thread(engine, "in-line") as queried:
+        taken: list[Any] = []
+        first = slots.acquire(COMPANY, timeout=5)
+        lease = first.__enter__()
+        in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
+        in_line.start()
+        wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+        fake.now += 1.5  # held since its claim for longer than handoff_seconds
+        first.__exit__(None, None, None)
+        in_line.join(5)
+        # Released to the table and claimed from it anew: a query, another holder, a fresh lease.
+        assert len(taken) == 1 and taken[0].holder != lease.holder
+        assert taken[0].leased_until == lease.leased_until + 1.5
+        assert any("intacct_slots" in statement for statement in queried)
+    assert slots.holders(COMPANY) == 0
+
+
+def test_handing_over_can_be_turned_off(engine: Engine):
+    slots = CompanySlots(engine, cap=1, poll=(0.001, 0.01), handoff_seconds=0)
+    taken: list[Any] = []
     with slots.acquire(COMPANY, timeout=5) as lease:
-        taken.append(lease.slot)
+        in_line = threading.Thread(target=_hold_once, args=(slots, taken), daemon=True)
+        in_line.start()
+        wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+    in_line.join(5)
+    assert len(taken) == 1 and taken[0].holder != lease.holder
+
+
+@contextlib.contextmanager
+def _statements_of_thread(engine: Engine, name: str) -> Iterator[list[str]]:
+    """The statements the thread called ``name`` sends through ``engine`` in the block."""
+    queried: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if threading.current_thread().name == name:
+            queried.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield queried
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _hold_once(slots: CompanySlots, taken: list[Any]) -> None:
+    with slots.acquire(COMPANY, timeout=5) as lease:
+        taken.append(lease)
 
 
 def test_caps_are_per_company_and_a_lower_cap_uses_only_its_slots(engine: Engine):

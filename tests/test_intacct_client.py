@@ -11,6 +11,7 @@ import io
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +75,19 @@ def connection(
     )
 
 
+class ShiftedClock:
+    """Real time, moved ahead when a test says so: the slots' leases age, their waits stay real."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.shift
+
+    def advance(self, seconds: float) -> None:
+        self.shift += seconds
+
+
 @dataclass
 class Harness:
     """The simulator, its clock, and a client whose clock and sleeps the test controls."""
@@ -83,6 +97,7 @@ class Harness:
     client_clock: FakeClock
     tokens: TokenProvider
     slots: CompanySlots
+    slots_clock: ShiftedClock
     client: IntacctClient = field(init=False)
     sleeps: list[float] = field(default_factory=list)
     calls: list[tuple[str, str, int, float]] = field(default_factory=list)
@@ -132,8 +147,9 @@ def running(tmp_path: Path, secret: str = SECRET, cap: int = 2, **client_options
         session = build_session(pool_size=8)
         client_clock = FakeClock(start=0)
         tokens = TokenProvider(settings, session, client_clock)
-        slots = CompanySlots(engine, cap=cap)
-        harness = Harness(server, sim_clock, client_clock, tokens, slots)
+        slots_clock = ShiftedClock()
+        slots = CompanySlots(engine, cap=cap, clock=slots_clock)
+        harness = Harness(server, sim_clock, client_clock, tokens, slots, slots_clock)
         harness.client = IntacctClient(
             settings,
             tokens=tokens,
@@ -581,11 +597,30 @@ def test_a_held_slot_whose_lease_could_end_mid_request_is_taken_anew(tmp_path: P
         taken = _counting_claims(harness)
         with harness.client.holding(conn):
             harness.client.get(conn, CUSTOMERS, "1")
-            # 45 s lease, 35 s of timeouts, 1 s of margin: 9 s later another request could outlive it.
-            harness.client_clock.advance(9.5)
+            # 45 s lease, 35 s of timeouts, 1 s of margin: 9 s later another request could outlive
+            # it. The lease's own age counts, by the slots' clock, not the client's.
+            harness.slots_clock.advance(9.5)
             harness.client.get(conn, CUSTOMERS, "2")
             assert harness.slots.holders(COMPANY) == 1
         assert len(taken) == 2 and harness.slots.holders(COMPANY) == 0
+
+
+def test_the_time_spent_waiting_for_a_slot_does_not_count_against_its_lease(harness: Harness):
+    conn = connection()
+    harness.tokens.token(conn)
+    taken = _counting_claims(harness)
+    real_acquire = harness.slots.acquire
+
+    def slow_acquire(company_id: str, timeout: float = 30.0) -> Any:
+        harness.client_clock.advance(9.5)  # a long wait for the slot, by the client's clock
+        return real_acquire(company_id, timeout)
+
+    harness.slots.acquire = slow_acquire  # type: ignore[method-assign]
+    with harness.client.holding(conn):
+        harness.client.get(conn, CUSTOMERS, "1")
+        harness.client.get(conn, CUSTOMERS, "2")
+    # The lease ran from its claim, after the wait: both calls fit in it, under the one slot.
+    assert len(taken) == 1 and harness.slots.holders(COMPANY) == 0
 
 
 class HeldRequest:

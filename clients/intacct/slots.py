@@ -13,8 +13,9 @@ import contextlib
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from sqlalchemy import Engine, Table, bindparam, func, select
@@ -51,6 +52,11 @@ class Lease:
     holder: str
     leased_until: float
     kept: bool = False
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+
+    def seconds_left(self) -> float:
+        """How long the lease still runs: it may be older than this holder's turn (handed over)."""
+        return self.leased_until - self.clock()
 
     def keep_until_expiry(self) -> None:
         """Leave the slot taken when the ``with`` block ends; the lease running out frees it.
@@ -64,6 +70,9 @@ class Lease:
 class _Turns:
     """One company's slots as this process uses them: at most ``cap`` of its threads claim or hold
     one at once (each holding a turn), and a count of the releases, so a poller here retries at once.
+
+    A holder done with its slot may hand it, with its turn, straight to a thread waiting for a
+    turn (:meth:`hand_over`): the row stays taken and nothing is written or read.
 
     A thread without a turn waits here, without a query and without waking up, until a turn is
     given back: otherwise every thread waiting for a busy company polls the table, where only
@@ -84,6 +93,9 @@ class _Turns:
         self._taken = 0  # turns held: threads of this process polling for a slot or holding one
         self.waiting = 0  # threads of this process waiting for a turn
         self._polling = False  # a thread of this process is polling the table for the company
+        # Slots handed over and not yet taken; never more than threads waiting for a turn, and
+        # each of those takes one, if any is left, whenever it stops waiting.
+        self._handed: deque[Lease] = deque()
 
     def seen(self) -> int:
         with self._slot_released:
@@ -105,15 +117,27 @@ class _Turns:
             self._taken += 1
             return True
 
-    def wait_for_turn(self, seconds: float) -> None:
-        """Wait until a turn may be free (or ``seconds`` passed); the caller tries :meth:`enter` again."""
+    def wait_for_turn(self, seconds: float) -> Lease | None:
+        """Wait until a turn may be free (or ``seconds`` passed): a slot handed over with its turn,
+        or None, and the caller tries :meth:`enter` again."""
         with self._turn_given_back:
-            if self._taken >= self._cap:
+            if self._taken >= self._cap and not self._handed:
                 self.waiting += 1
                 try:
                     self._turn_given_back.wait(seconds)
                 finally:
                     self.waiting -= 1
+            return self._handed.popleft() if self._handed else None
+
+    def hand_over(self, lease: Lease) -> bool:
+        """Give a held slot and this thread's turn to a thread waiting for a turn; False when no
+        thread waits for one (or the share shrank below the turns taken), and nothing changed."""
+        with self._turn_given_back:
+            if self.waiting <= len(self._handed) or self._taken > self._cap:
+                return False
+            self._handed.append(lease)
+            self._turn_given_back.notify()
+            return True
 
     def leave(self, *, released: bool) -> None:
         """Give the turn back (a thread waiting for one takes it); ``released``: with a slot, so the
@@ -165,6 +189,12 @@ class CompanySlots:
     turn: ``cap`` per process) without querying. A release in this process also wakes its poller
     at once. ``sleep`` replaces that
     waiting in tests (with ``clock``, so no real time passes).
+
+    A holder giving its slot back while a thread of the same process waits for a turn hands the
+    slot over instead, lease and row unchanged: no query, no write, no wake-up of a poller. Only
+    for ``handoff_seconds`` after the slot was claimed from the table: then it goes back there,
+    where every process's pollers may take it, and a handed lease always has at least
+    ``lease_seconds - handoff_seconds`` to run.
     """
 
     def __init__(
@@ -177,11 +207,15 @@ class CompanySlots:
         sleep: Callable[[float], None] | None = None,
         poll: tuple[float, float] = (0.005, 0.1),
         rng: random.Random | None = None,
+        handoff_seconds: float = 1.0,
     ) -> None:
         if cap < 1:
             raise ValueError("cap must be at least 1")
         if lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
+        if not 0 <= handoff_seconds < lease_seconds:
+            raise ValueError("handoff_seconds must be at least 0 and shorter than the lease")
+        self.handoff_seconds = handoff_seconds
         self._engine = engine
         self.cap = cap
         self.lease_seconds = lease_seconds
@@ -248,20 +282,23 @@ class CompanySlots:
             if remaining <= 0:
                 raise self._timed_out(company_id, timeout)
             waits += 1
-            self._pause(waits, remaining, turns.wait_for_turn)
+            handed = self._pause(waits, remaining, turns.wait_for_turn)
+            if handed is not None:
+                return handed
         try:
             return self._poll_for_slot(company_id, turns, deadline, timeout)
         except BaseException:
             turns.leave(released=False)
             raise  # with a slot, the turn is given back with it (_release)
 
-    def _pause(self, waits: int, remaining: float, wait: Callable[[float], object]) -> None:
+    def _pause(self, waits: int, remaining: float, wait: Callable[[float], Lease | None]) -> Lease | None:
         """The ``waits``-th pause of a thread without a turn: until the turn frees (``wait``, at most
-        ``remaining`` s), or one poll interval with an injected sleep (the tests' clock)."""
+        ``remaining`` s; a slot handed over with it), or one poll interval with an injected sleep
+        (the tests' clock, under which nothing is handed over: no thread waits for a turn there)."""
         if self._sleep is not None:
             self._sleep(min(remaining, self._poll.delay(waits, self._rng)))
-        else:
-            wait(remaining)
+            return None
+        return wait(remaining)
 
     def _poll_for_slot(self, company_id: str, turns: _Turns, deadline: float, timeout: float) -> Lease:
         polls = waits = 0
@@ -328,7 +365,7 @@ class CompanySlots:
             if self._write(
                 self._row.claim, company_id, slot, now=now, holder=holder, until=now + self.lease_seconds
             ):
-                return Lease(company_id, slot, holder, now + self.lease_seconds)
+                return Lease(company_id, slot, holder, now + self.lease_seconds, clock=self._clock)
         if free:
             return None
         for slot, dead, _until in rows:
@@ -345,7 +382,7 @@ class CompanySlots:
                 until=now + self.lease_seconds,
             ):
                 log.info("intacct_slot_reclaimed", company_id=company_id, reason="holder_process_gone")
-                return Lease(company_id, slot, holder, now + self.lease_seconds)
+                return Lease(company_id, slot, holder, now + self.lease_seconds, clock=self._clock)
         return None
 
     def _write(self, statement: Any, company_id: str, slot: int, **lease: Any) -> bool:
@@ -354,11 +391,16 @@ class CompanySlots:
             return conn.execute(statement, params).rowcount == 1
 
     def _release(self, lease: Lease) -> None:
+        turns = self._turns_of(lease.company_id)
+        claimed_at = lease.leased_until - self.lease_seconds
+        fresh = self._clock() - claimed_at < self.handoff_seconds
+        if fresh and not lease.kept and turns.hand_over(replace(lease)):
+            return  # the row stays taken, by the thread in line now
         freed = False
         try:
             freed = self._release_row(lease)
         finally:
-            self._turns_of(lease.company_id).leave(released=freed)
+            turns.leave(released=freed)
 
     def _release_row(self, lease: Lease) -> bool:
         """Free the lease's row (unless it is kept); True when it was freed."""

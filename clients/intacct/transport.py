@@ -70,20 +70,20 @@ _LEASE_MARGIN = 1.0
 
 
 class _Held:
-    """A slot a :meth:`Transport.holding` block keeps: its ``with`` manager, the slot, when it was
-    taken, and whether a request left it taken until its lease runs out."""
+    """A slot a :meth:`Transport.holding` block keeps: its ``with`` manager, the slot, and whether
+    a request left it taken until its lease runs out."""
 
-    def __init__(
-        self, manager: contextlib.AbstractContextManager[Slot], lease: Slot, taken_at: float
-    ) -> None:
+    def __init__(self, manager: contextlib.AbstractContextManager[Slot], lease: Slot) -> None:
         self.manager = manager
         self.lease = lease
-        self.taken_at = taken_at
         self.kept = False
 
     def keep_until_expiry(self) -> None:
         self.kept = True
         self.lease.keep_until_expiry()
+
+    def seconds_left(self) -> float:
+        return self.lease.seconds_left()
 
 
 class Transport:
@@ -336,16 +336,14 @@ class Transport:
                 yield lease
             return
         current = held[company]
-        # Another request must end before the lease does (timeouts from the slots' own margin).
-        if current is not None and self._clock() - current.taken_at + sum(self._timeouts) >= (
-            self._slots.lease_seconds - _LEASE_MARGIN
-        ):
+        # Another request must end before the lease does, by the slots' own clock: a slot handed
+        # over from another thread may be older than this block.
+        if current is not None and current.lease.seconds_left() - sum(self._timeouts) < _LEASE_MARGIN:
             self._let_go(current)
             held[company] = current = None
         if current is None:
-            taken_at = self._clock()  # before the claim: the lease runs from no earlier than this
             manager = self._slots.acquire(company, self._slot_timeout)
-            current = held[company] = _Held(manager, manager.__enter__(), taken_at)
+            current = held[company] = _Held(manager, manager.__enter__())
         yield current
         if current.kept:
             # Left taken by an unanswered request: the next request needs a slot of its own.
