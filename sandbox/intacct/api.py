@@ -57,6 +57,10 @@ def _started() -> None:
 
 @api.after_request
 def _record(response: Response) -> Response:
+    # The injected latency counts from the call's admission: the answer leaves when it has passed.
+    answer_at = g.pop("answer_at", None)
+    if answer_at is not None:
+        simulator().faults.hold(answer_at - time.perf_counter())
     company_id = g.get("company_id")
     if company_id is not None:
         simulator().stats.answered(
@@ -84,6 +88,12 @@ def _release(_error: BaseException | None) -> None:
         simulator().release(company_id)
 
 
+def _admitted(principal: Principal, latency: float) -> None:
+    """An admitted call: its slot, released when the request ends, and when it may be answered."""
+    g.slot = principal.company_id
+    g.answer_at = time.perf_counter() + latency
+
+
 def _principal() -> Principal:
     principal = simulator().tokens.authenticate(request.headers.get("Authorization"))
     g.company_id = principal.company_id
@@ -96,8 +106,7 @@ def _principal() -> Principal:
 
 def _admit(principal: Principal, obj: ObjectType) -> None:
     g.object_path = obj.path
-    if simulator().admit(principal, obj.path, obj):
-        g.slot = principal.company_id
+    _admitted(principal, simulator().admit(principal, obj.path, obj))
 
 
 def _object(area: str, name: str) -> ObjectType:
@@ -218,8 +227,7 @@ def _admit_write(operation: str) -> Principal:
     """A write's admission: counted as ``<object>:<operation>``, slot, faults, area, Add permission."""
     principal = _principal()
     g.object_path = f"{PAYMENT.path}:{operation}"
-    if simulator().admit(principal, g.object_path, PAYMENT):
-        g.slot = principal.company_id
+    _admitted(principal, simulator().admit(principal, g.object_path, PAYMENT))
     if not principal.company.received_payments_add:
         raise IntacctError(
             403,

@@ -12,7 +12,7 @@ from typing import Any
 from flask import g, request
 
 from .admin import _body, _company, admin
-from .api import _principal, api, simulator
+from .api import _admitted, _principal, api, simulator
 from .errors import AdminError, IntacctError, bad_request
 from .tokens import Principal
 
@@ -23,8 +23,7 @@ def _queue_call(kind: str) -> Principal:
     principal = _principal()
     sim = simulator()
     g.object_path = f"delivery/event:{kind}"
-    if sim.admit(principal, g.object_path, None):
-        g.slot = principal.company_id
+    _admitted(principal, sim.admit(principal, g.object_path, None))
     if not sim.event_queues.available(principal.company_id):
         raise IntacctError(404, "notFound", "The event queue service is not available for this company")
     return principal

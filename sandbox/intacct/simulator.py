@@ -3,6 +3,9 @@
 Admission order for an API call: authenticate (401) -> count the call -> take a concurrency
 slot (429) -> injected latency, timeout (504) or error (5xx) -> role area (403). The slot is
 held through the latency, so a slow call occupies the company's capacity as a slow Intacct does.
+The latency stands for Intacct's time to answer, counted from admission: a call that succeeds is
+answered once its own work is done and the latency has passed since it was admitted (the API's
+after-request hook holds it), so the simulator's processing is inside the latency, not added to it.
 """
 
 from __future__ import annotations
@@ -98,8 +101,9 @@ class Simulator:
 
     # -- admission --------------------------------------------------------------------------
 
-    def admit(self, principal: Principal, object_path: str, obj: ObjectType | None) -> bool:
-        """Let one API call in, or raise; True means a slot was taken and must be released."""
+    def admit(self, principal: Principal, object_path: str, obj: ObjectType | None) -> float:
+        """Let one API call in, or raise. A slot was taken, to be released with :meth:`release`;
+        the answer waits the seconds returned (the injected latency) from now, its work included."""
         company = principal.company
         self.stats.call(company.company_id, object_path)
         if not self.limiter.try_acquire(company.company_id, company.concurrency_cap):
@@ -114,8 +118,9 @@ class Simulator:
                 raise IntacctError(
                     503, "serviceUnavailable", "This company's Intacct is down (sandbox outage)"
                 )
-            self.inject_faults()
+            latency = self.inject_faults()
             if obj is not None and obj.permission_area not in principal.user.areas:
+                self.faults.hold(latency)  # refused after the latency, as any answer
                 raise IntacctError(
                     403,
                     "permissionDenied",
@@ -125,17 +130,20 @@ class Simulator:
         except BaseException:
             self.limiter.release(company.company_id)
             raise
-        return True
+        return latency
 
-    def inject_faults(self, *, latency: bool = True) -> None:
-        """Apply the injected latency, then maybe answer a timeout (504) or a 5xx instead.
+    def inject_faults(self, *, latency: bool = True) -> float:
+        """Maybe answer a timeout (504) or a 5xx, after the injected latency; else the latency,
+        which the caller holds the answer for (counted from now, its own work inside it).
 
         The token endpoint skips the latency: latency stands for the API's processing time that
         occupies a company's capacity, and holding token calls would only slow every test.
         """
         decision = self.faults.decide()
-        if latency:
-            self.faults.hold(decision.latency_seconds)
+        wait = decision.latency_seconds if latency else 0.0
+        if decision.outcome is None:
+            return wait
+        self.faults.hold(wait)
         if decision.outcome == "timeout":
             self.faults.hold(decision.hold_seconds)
             raise IntacctError(504, "gatewayTimeout", "The request timed out")

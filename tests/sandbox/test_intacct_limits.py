@@ -3,12 +3,16 @@ injected latency, 5xx and timeouts (seeded, so deterministic), and the call coun
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 
+from sandbox.intacct import api as intacct_api
 from sandbox.intacct.faults import FaultSettings
 from sandbox.intacct.seed import SeedOptions, seed_company
 from sandbox.intacct.server import SimulatorServer
@@ -214,3 +218,39 @@ def test_call_counters_per_company_and_object(env):
     assert set(only["calls"]) == {"OTHER-CO"}
     assert client.delete("/sandbox/stats").status_code == 204
     assert client.get("/sandbox/stats").get_json()["totalCalls"] == 0
+
+
+class _Ticking:
+    """perf_counter for the simulator's API module: moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_the_latency_counts_from_admission_so_the_simulators_own_work_is_inside_it(env, monkeypatch):
+    client, sim, headers = env
+    clock = _Ticking()
+    monkeypatch.setattr(intacct_api, "time", clock)
+    held: list[float] = []
+    monkeypatch.setattr(sim.faults, "hold", held.append)
+    real_read = sim.store.read
+
+    @contextlib.contextmanager
+    def slow_read() -> Iterator[Any]:
+        clock.now += 0.3  # the simulator's own work on the call takes 0.3 s
+        with real_read() as conn:
+            yield conn
+
+    monkeypatch.setattr(sim.store, "read", slow_read)
+    client.put("/sandbox/faults", json={"latencyMs": 400})
+    assert client.get(f"{API}/objects/accounts-receivable/customer/1", headers=headers).status_code == 200
+    # Answered 0.4 s after admission in all: 0.3 s of work, then the 0.1 s left of the latency.
+    assert held == [pytest.approx(0.1)]
+    held.clear()
+    # An injected error does no work: it is answered after the whole latency.
+    client.put("/sandbox/faults", json={"latencyMs": 400, "errorRate": 1.0})
+    assert client.get(f"{API}/objects/accounts-receivable/customer/1", headers=headers).status_code == 503
+    assert held == [pytest.approx(0.4)]
