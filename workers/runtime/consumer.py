@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
@@ -135,6 +136,9 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         self._stop_timeout = stop_timeout
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=name)
         self._running: dict[Future[R], tuple[U, int]] = {}
+        # Futures done and not yet settled, appended by the thread that finished each: the
+        # consumer thread settles them without looking at every running one each iteration.
+        self._finished: deque[Future[R]] = deque()
         self.generation = 0
         self.producer: Producer | None = None
         self.until_idle = until_idle
@@ -185,6 +189,9 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
     def running_units(self) -> list[U]:
         """The units a thread is working on now (of the current channel or an earlier one)."""
         return [unit for future, (unit, _generation) in self._running.items() if not future.done()]
+
+    def finished(self, unit: U) -> None:
+        """On the consumer thread, once a unit's thread is done with it (before it is settled)."""
 
     def on_consuming(self, consuming: bool) -> None:
         """Called with True once the consumers are registered, with False when consuming ends."""
@@ -332,8 +339,9 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         if self.has_delay_queues and self.producer is not None and time.monotonic() >= self._pump_next:
             self._pump_next = time.monotonic() + self.pump_tick_seconds
             self._pump_delayed()
-        self.dispatch()
+        # Settled first: the threads and keys they free are dispatched again in the same turn.
         self._settle(block=False)
+        self.dispatch()
         if (
             self.until_idle is not None
             and not self.in_hand()
@@ -367,18 +375,21 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
     @property
     def idle(self) -> int:
         """Threads with nothing to do right now."""
-        return self.workers - sum(1 for future in self._running if not future.done())
+        return self.workers - (len(self._running) - len(self._finished))
 
     def submit(self, unit: U) -> None:
         """Hand ``unit`` to the pool; its outcome is settled by a later iteration."""
         future = self._pool.submit(self.middleware.process, unit, self.handle, self.crashed)
         self._running[future] = (unit, self.generation)
+        future.add_done_callback(self._finished.append)
 
     def _settle(self, *, block: bool) -> None:
         if block and self._running:
             wait(list(self._running), timeout=self._stop_timeout)
-        for future in [f for f in self._running if f.done()]:
+        while self._finished:
+            future = self._finished.popleft()
             unit, generation = self._running.pop(future)
+            self.finished(unit)
             if generation != self.generation:
                 continue
             try:

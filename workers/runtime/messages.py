@@ -113,6 +113,11 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         self._on_share = on_share
         self._share_next = 0.0
         self._waiting: deque[tuple[Delivery, Hashable | None]] = deque()
+        # Of each key, the messages a thread runs (counted from submit until the thread is done),
+        # and each running message's key: kept as they change, not counted again each iteration.
+        self._running_per_key: Counter[Hashable] = Counter()
+        self._key_of: dict[int, Hashable] = {}
+        self._changed = False  # a message arrived, a thread finished or the share moved since dispatch
         self.dead_lettered_event = f"{name}_dead_lettered"
         self.retry_event = f"{name}_retry_scheduled"
 
@@ -122,24 +127,39 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             self.submit(delivery)
         else:
             self._waiting.append((delivery, self._key(body)))
+            self._changed = True
 
     def dispatch(self) -> None:
-        """Submit waiting messages, in order, to idle threads, at most ``per_key`` of a key running."""
+        """Submit waiting messages, in order, to idle threads, at most ``per_key`` of a key running.
+
+        Only when something changed since the last time: otherwise the messages in hand are the
+        ones that could not start then and cannot now."""
         free = self.idle
-        if not self._waiting or free <= 0:
+        if not self._waiting or free <= 0 or not self._changed:
             return
-        running = Counter(key for unit, key in self._running_keys())
+        self._changed = False
+        running, limit = self._running_per_key, self._share + self._spare
         held: deque[tuple[Delivery, Hashable | None]] = deque()
         while self._waiting and free > 0:
             delivery, key = self._waiting.popleft()
-            if key is not None and running[key] >= self._share + self._spare:
+            if key is not None and running[key] >= limit:
                 held.append((delivery, key))
                 continue
             self.submit(delivery)
-            running[key] += 1
+            if key is not None:
+                running[key] += 1
+                self._key_of[id(delivery)] = key
             free -= 1
         held.extend(self._waiting)
         self._waiting = held
+
+    def finished(self, unit: Delivery) -> None:
+        key = self._key_of.pop(id(unit), None)
+        if key is not None:
+            self._running_per_key[key] -= 1
+            if not self._running_per_key[key]:
+                del self._running_per_key[key]
+        self._changed = True
 
     @property
     def key_share(self) -> int:
@@ -172,13 +192,9 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         if share != self._share:
             log.info(f"{self.name}_key_share", consumers=consumers, share=share, per_key=self._per_key)
             self._share = share
+            self._changed = True
             if self._on_share is not None:
                 self._on_share(share)
-
-    def _running_keys(self) -> list[tuple[Delivery, Hashable | None]]:
-        assert self._key is not None
-        key = self._key
-        return [(unit, key(unit.body)) for unit in self.running_units()]
 
     def in_hand(self) -> int:
         return super().in_hand() + len(self._waiting)
