@@ -20,7 +20,12 @@ import io
 import pstats
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -70,8 +75,9 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     cpu, wall = time.process_time(), time.monotonic()
     if profiler is not None:
         profiler.enable()
-    for body in measured:
-        post(body)
+    with counting_statements(writeback.engine if args.statements else None) as statements:
+        for body in measured:
+            post(body)
     if profiler is not None:
         profiler.disable()
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
@@ -80,6 +86,9 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
         f"({len(measured)} postings over {args.companies} companies; {wall / len(measured) * 1000:.2f} ms "
         f"each from first to last{', under cProfile' if profiler else ''})"
     )
+    if statements:
+        lines = [f"{n / len(measured):5.2f}  {sql}" for sql, n in statements.most_common()]
+        figure("database statements per posting:\n" + "\n".join(lines))
     if profiler is not None:
         for order in ("tottime", "cumulative"):
             out = io.StringIO()
@@ -88,12 +97,31 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def counting_statements(engine: Any) -> Iterator[Counter[str]]:
+    """Count the statements sent through ``engine`` in the block, by their first 100 characters."""
+    seen: Counter[str] = Counter()
+    if engine is None:
+        yield seen
+        return
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen[" ".join(statement.split())[:100]] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payments", type=int, default=600)
     parser.add_argument("--companies", type=int, default=4)
     parser.add_argument("--profile", action="store_true", help="add cProfile's breakdown")
     parser.add_argument("--top", type=int, default=25, help="functions listed per ordering")
+    parser.add_argument("--statements", action="store_true", help="list the database statements per posting")
     return run_with_books(parser, "bench/writeback_profile.py", run)
 
 
