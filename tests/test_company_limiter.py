@@ -287,14 +287,9 @@ def test_a_process_holds_at_most_its_share_and_hands_the_slot_it_gives_back_to_i
     other_process = CompanySlots(engine, cap=2, poll=(0.001, 0.01))
     slots.share(1)
     with _statements_of_thread(engine, "in-line") as queried:
-        taken: list[Any] = []
-        first = slots.acquire(COMPANY, timeout=5)
-        lease = first.__enter__()
         # The company's other slot is free, but this process's share is held: its next thread
         # waits in line without a query, and another process takes the free slot meanwhile.
-        in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
-        in_line.start()
-        wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+        first, lease, in_line, taken = _held_with_one_in_line(slots)
         with other_process.acquire(COMPANY, timeout=1) as elsewhere:
             assert elsewhere.slot != lease.slot
             assert taken == [] and queried == [] and slots.in_line(COMPANY) == 1
@@ -318,12 +313,7 @@ def test_a_slot_held_past_its_handoff_time_goes_back_to_the_table_for_every_proc
     fake = FakeTime(start=1_000_000.0)
     slots = CompanySlots(engine, cap=1, poll=(0.001, 0.01), clock=fake.clock, handoff_seconds=1.0)
     with _statements_of_thread(engine, "in-line") as queried:
-        taken: list[Any] = []
-        first = slots.acquire(COMPANY, timeout=5)
-        lease = first.__enter__()
-        in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
-        in_line.start()
-        wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+        first, lease, in_line, taken = _held_with_one_in_line(slots)
         fake.now += 1.5  # held since its claim for longer than handoff_seconds
         first.__exit__(None, None, None)
         in_line.join(5)
@@ -336,13 +326,23 @@ def test_a_slot_held_past_its_handoff_time_goes_back_to_the_table_for_every_proc
 
 def test_handing_over_can_be_turned_off(engine: Engine):
     slots = CompanySlots(engine, cap=1, poll=(0.001, 0.01), handoff_seconds=0)
-    taken: list[Any] = []
-    with slots.acquire(COMPANY, timeout=5) as lease:
-        in_line = threading.Thread(target=_hold_once, args=(slots, taken), daemon=True)
-        in_line.start()
-        wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+    first, lease, in_line, taken = _held_with_one_in_line(slots)
+    first.__exit__(None, None, None)
     in_line.join(5)
     assert len(taken) == 1 and taken[0].holder != lease.holder
+
+
+def _held_with_one_in_line(slots: CompanySlots) -> tuple[Any, Any, threading.Thread, list[Any]]:
+    """A slot of the company held here (its ``with`` manager, entered, and its lease), and a thread
+    called "in-line" waiting in this process for a turn, which appends its lease to the list once
+    it has one and gives it back at once."""
+    taken: list[Any] = []
+    held = slots.acquire(COMPANY, timeout=5)
+    lease = held.__enter__()
+    in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
+    in_line.start()
+    wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+    return held, lease, in_line, taken
 
 
 @contextlib.contextmanager
