@@ -168,6 +168,11 @@ def set_up(
 STEADY = (0.1, 0.9)
 
 
+def _number(message: dict[str, Any]) -> int:
+    """The payment's number n (``bench-n``): the set-up gives payment n to company n mod companies."""
+    return int(message["paymentId"].removeprefix("bench-"))
+
+
 def publish(amqp_url: str, messages: list[dict[str, Any]]) -> None:
     """Publish each as a ``payment.post`` (persistent, confirmed), stamped with the time now."""
     from kombu import Connection, Producer
@@ -207,9 +212,8 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
     )  # fmt: skip
     sims, amqp_url, database_url, key = books.sims, books.amqp_url, books.database_url, books.key
     # Payment n is company n mod companies': the first ``warm_up`` are each company's first few.
-    number = lambda message: int(message["paymentId"].removeprefix("bench-"))  # noqa: E731
-    warming = [m for m in books.messages if number(m) < warm_up]
-    messages = [m for m in books.messages if number(m) >= warm_up]
+    warming = [m for m in books.messages if _number(m) < warm_up]
+    messages = [m for m in books.messages if _number(m) >= warm_up]
     workdir = sims.workdir
     fp_headers = {"Authorization": f"Bearer {TOKEN}"}
     requests.delete(f"{sims.intacct}/sandbox/stats", timeout=10)
@@ -276,7 +280,7 @@ def run(stack: contextlib.ExitStack, args: argparse.Namespace) -> int:
 
     if args.order == "interleaved":
         # The n-th payment of every company, then the (n+1)-th: each company's in its own order.
-        messages.sort(key=lambda message: int(message["paymentId"].removeprefix("bench-")))
+        messages.sort(key=_number)
     elif args.order == "mixed":
         random.Random(7).shuffle(messages)
     cpu_before = cpu()

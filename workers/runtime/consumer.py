@@ -186,10 +186,6 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         """Messages received and not yet settled (``until_idle`` waits for none)."""
         return len(self._running)
 
-    def running_units(self) -> list[U]:
-        """The units a thread is working on now (of the current channel or an earlier one)."""
-        return [unit for future, (unit, _generation) in self._running.items() if not future.done()]
-
     def finished(self, unit: U) -> None:
         """On the consumer thread, once a unit's thread is done with it (before it is settled)."""
 
