@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -329,6 +330,47 @@ def test_stop_lets_the_unit_in_flight_finish_and_settles_it_before_run_returns(b
     assert settled == [{"n": 1}]
     # The finished one acked, the one never started still in the queue for another consumer.
     assert [m.payload for m in messages_in(broker, queue_name)] == [{"n": 2}]
+
+
+def test_stop_settles_a_finished_unit_even_before_its_thread_reports_it_done(broker, queue_name):
+    # A future wakes its waiters before it runs its done-callbacks: stop's wait can return while
+    # the finished unit is not yet in the queue the consumer settles from.
+    reported = threading.Event()
+    settled: list[Any] = []
+
+    class Settled(Middleware):
+        def after_settle(self, unit, outcome):
+            settled.append(unit.body)
+
+    class LateReports(deque):
+        def append(self, future: Any) -> None:
+            reported.wait(10)  # the worker thread's report of the finished unit, held back
+            super().append(future)
+
+    go = threading.Event()
+
+    def handle(delivery: Delivery) -> None:
+        go.wait(10)
+
+    consumer = consumer_for(broker, queue_name, handle, workers=1, middleware=[Settled()])
+    consumer._finished = LateReports()
+    worker = Running(consumer)
+    try:
+        publish(broker, {"n": 1})
+        wait_until(lambda: consumer._running, timeout=10, message="the unit submitted")
+        go.set()  # it finishes on its worker thread, whose report is then held back
+        wait_until(lambda: all(f.done() for f in consumer._running), timeout=10, message="the unit done")
+        consumer.stop()
+        # Settled (acked) while its thread's report is still held back.
+        wait_until(lambda: settled, timeout=10, message="the finished unit settled on stop")
+        reported.set()
+        worker.thread.join(10)
+        assert not worker.thread.is_alive()
+    finally:
+        reported.set()
+        worker.stop()
+    assert settled == [{"n": 1}]
+    assert messages_in(broker, queue_name) == []
 
 
 def test_a_key_runs_at_most_per_key_messages_while_threads_take_the_messages_behind_them(broker, queue_name):

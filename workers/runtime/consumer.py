@@ -380,11 +380,19 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
         future.add_done_callback(self._finished.append)
 
     def _settle(self, *, block: bool) -> None:
+        done: list[Future[R]] = []
         if block and self._running:
             wait(list(self._running), timeout=self._stop_timeout)
+            # A future's waiters are woken before its done-callbacks run: after the wait, the
+            # done ones are taken from the running, not only from the queue they append to.
+            done = [future for future in self._running if future.done()]
         while self._finished:
-            future = self._finished.popleft()
-            unit, generation = self._running.pop(future)
+            done.append(self._finished.popleft())
+        for future in done:
+            entry = self._running.pop(future, None)
+            if entry is None:
+                continue  # settled already, by a blocking settle before its callback ran
+            unit, generation = entry
             self.finished(unit)
             if generation != self.generation:
                 continue
