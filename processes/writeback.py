@@ -122,6 +122,9 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         options.setdefault("share_keys", True)
         options.setdefault("spare", 1)
         options.setdefault("on_share", slots.share)
+        # What another process leaves of a company's slots is lent to this one (the end of a batch,
+        # when the company's payments are left in one process): one payment more runs per slot lent.
+        options.setdefault("borrowed", lambda key: slots.beyond_share(handler.company_of(key)))
         options.setdefault("prefetch", 4 * int(options.get("workers", 4)))
         consumer = QueueConsumer(
             parts.amqp_connection(),
@@ -130,6 +133,7 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
             name="writeback",
             **options,
         )
+        slots.on_borrow = consumer.poke
         parts.adopt("consumer", consumer)
     except BaseException:
         parts.close()

@@ -332,6 +332,76 @@ def test_handing_over_can_be_turned_off(engine: Engine):
     assert len(taken) == 1 and taken[0].holder != lease.holder
 
 
+def test_a_process_borrows_what_the_others_leave_free_and_passes_it_on_while_the_borrowing_lasts(
+    engine: Engine,
+):
+    slots = CompanySlots(engine, cap=2, poll=(0.001, 0.01), lend_poll_seconds=0.01)
+    borrowings: list[int] = []
+    slots.on_borrow = lambda: borrowings.append(1)
+    slots.share(1)
+    # This process's share (one slot) is held and no other process uses the other: the thread in
+    # line finds it free at two looks of the scout and claims it beyond the share.
+    first, lease, borrower, borrowed = _held_with_one_in_line(slots)
+    borrower.join(5)
+    assert len(borrowed) == 1 and borrowed[0].borrowed and borrowed[0].slot != lease.slot
+    assert borrowings == [1]
+    # While the borrowing lasts the process may hold both: a thread holds the borrowed slot, and
+    # the consumer is told it may start one payment more of the company.
+    second = slots.acquire(COMPANY, timeout=5)
+    second_lease = second.__enter__()
+    assert second_lease.borrowed and slots.holders(COMPANY) == 2
+    assert slots.beyond_share(COMPANY) == 1
+    # The slot of the share, given back while a thread waits in line, goes to that thread with
+    # its lease although the process holds more than its share: the company stays at its cap.
+    taken: list[Any] = []
+    in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
+    in_line.start()
+    wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+    first.__exit__(None, None, None)
+    in_line.join(5)
+    assert [(t.slot, t.holder) for t in taken] == [(lease.slot, lease.holder)]
+    second.__exit__(None, None, None)
+    assert slots.holders(COMPANY) == 0 and slots.beyond_share(COMPANY) == 0
+
+
+def test_a_borrowed_slot_goes_back_to_the_table_when_the_borrowing_ends_and_the_other_process_takes_it(
+    engine: Engine,
+):
+    # The slots' clock is injected (the borrowing's end), the waiting is real. This process looks
+    # for slots to lend only every 0.2 s and needs two looks; the other process polls every 10 ms.
+    fake = FakeTime(start=1_000_000.0)
+    slots = CompanySlots(
+        engine, cap=2, poll=(0.001, 0.01), clock=fake.clock, handoff_seconds=1.0, lend_poll_seconds=0.2
+    )
+    other_process = CompanySlots(engine, cap=2, poll=(0.001, 0.01), clock=fake.clock)
+    slots.share(1)
+    other_process.share(1)
+    first, _lease, borrower, borrowed = _held_with_one_in_line(slots)
+    borrower.join(5)
+    assert len(borrowed) == 1 and borrowed[0].borrowed
+    borrowing = slots.acquire(COMPANY, timeout=5)
+    held = borrowing.__enter__()
+    assert held.borrowed and slots.holders(COMPANY) == 2
+    # Another thread of this process waits in line, and the other process now wants its share.
+    taken: list[Any] = []
+    in_line = threading.Thread(target=_hold_once, args=(slots, taken), name="in-line", daemon=True)
+    in_line.start()
+    wait_until(lambda: slots.in_line(COMPANY) == 1, timeout=5, message="a thread in line")
+    elsewhere: list[Any] = []
+    other = threading.Thread(target=_hold_once, args=(other_process, elsewhere), daemon=True)
+    other.start()
+    fake.now += 1.5  # the borrowing is over
+    borrowing.__exit__(None, None, None)
+    # Given back to the table rather than to the thread in line: the other process's poller has it.
+    other.join(5)
+    assert [t.slot for t in elsewhere] == [held.slot] and taken == []
+    assert slots.beyond_share(COMPANY) == 0
+    first.__exit__(None, None, None)
+    in_line.join(5)
+    assert len(taken) == 1 and not taken[0].borrowed
+    assert slots.holders(COMPANY) == 0
+
+
 def _held_with_one_in_line(slots: CompanySlots) -> tuple[Any, Any, threading.Thread, list[Any]]:
     """A slot of the company held here (its ``with`` manager, entered, and its lease), and a thread
     called "in-line" waiting in this process for a turn, which appends its lease to the list once

@@ -13,7 +13,7 @@ import contextlib
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -53,6 +53,7 @@ class Lease:
     leased_until: float
     kept: bool = False
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
+    borrowed: bool = False  # claimed beyond the process's share: handed over only while the borrowing lasts
 
     def seconds_left(self) -> float:
         """How long the lease still runs: it may be older than this holder's turn (handed over)."""
@@ -77,14 +78,16 @@ class _Turns:
     A thread without a turn waits here, without a query and without waking up, until a turn is
     given back: otherwise every thread waiting for a busy company polls the table, where only
     ``cap`` of them could ever use what they found (under a burst of one company's payments all
-    of a process's threads did). A thread keeps its turn while it polls for a slot and while it
-    holds one. Of the threads with a turn and no slot, one polls the table; the others wait here
+    of a process's threads did). While the process's share is below the company's ``slots``, a
+    slot seen free in the table is *offered* (:meth:`offer`): a thread waiting for a turn wakes
+    and may claim it beyond the share (a borrowed turn, :meth:`borrowed`). A thread keeps its
+    turn while it polls for a slot and while it holds one. Of the threads with a turn and no slot, one polls the table; the others wait here
     until it has one (it may not be the last free one). A count of releases rather than a bare
     notify: a release that lands between a poller's failed claim and its wait is still seen,
     instead of costing it a whole poll interval.
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, slots: int) -> None:
         lock = threading.Lock()
         self._turn_given_back = threading.Condition(lock)
         self._slot_released = threading.Condition(lock)
@@ -96,10 +99,19 @@ class _Turns:
         # Slots handed over and not yet taken; never more than threads waiting for a turn, and
         # each of those takes one, if any is left, whenever it stops waiting.
         self._handed: deque[Lease] = deque()
+        self._slots = slots  # the company's: what all processes together may hold
+        self._offers = 0  # slots seen free in the table, each for one thread waiting for a turn
+        # Until when (the slots' clock) a slot this process gives back while it holds a borrowed
+        # one is offered straight to its own next thread: a borrowing lasts that long.
+        self.lend_until = 0.0
 
     def seen(self) -> int:
         with self._slot_released:
             return self._released
+
+    def lends(self) -> bool:
+        """Whether this process's share is below the company's slots, so it may borrow."""
+        return self._cap < self._slots
 
     def limit(self, cap: int) -> None:
         """Allow ``cap`` turns from now on; threads waiting for one look again if it grew."""
@@ -118,10 +130,11 @@ class _Turns:
             return True
 
     def wait_for_turn(self, seconds: float) -> Lease | None:
-        """Wait until a turn may be free (or ``seconds`` passed): a slot handed over with its turn,
-        or None, and the caller tries :meth:`enter` again."""
+        """Wait until a turn may be free (or ``seconds`` passed, or a free slot is offered): a slot
+        handed over with its turn, or None, and the caller tries :meth:`take_offer`, then
+        :meth:`enter` again."""
         with self._turn_given_back:
-            if self._taken >= self._cap and not self._handed:
+            if self._taken >= self._cap and not self._handed and not self._offers:
                 self.waiting += 1
                 try:
                     self._turn_given_back.wait(seconds)
@@ -129,21 +142,57 @@ class _Turns:
                     self.waiting -= 1
             return self._handed.popleft() if self._handed else None
 
-    def hand_over(self, lease: Lease) -> bool:
-        """Give a held slot and this thread's turn to a thread waiting for a turn; False when no
-        thread waits for one (or the share shrank below the turns taken), and nothing changed."""
+    def wanted(self) -> bool:
+        """Whether a thread waits for a turn while the process's share is all taken."""
         with self._turn_given_back:
-            if self.waiting <= len(self._handed) or self._taken > self._cap:
+            return self.waiting > len(self._handed) and self._taken >= self._cap
+
+    def offer(self, free: int) -> None:
+        """``free`` of the company's slots were seen free in the table: as many threads waiting for
+        a turn (no more) may each try to claim one beyond the share."""
+        with self._turn_given_back:
+            offers = min(free, self.waiting - len(self._handed))
+            if offers > self._offers:
+                self._offers = offers
+                self._turn_given_back.notify(offers)
+
+    def take_offer(self) -> bool:
+        """Take one offered slot, to try to claim it (False: none offered)."""
+        with self._turn_given_back:
+            if not self._offers:
+                return False
+            self._offers -= 1
+            return True
+
+    def borrowed(self) -> None:
+        """A thread claimed a slot beyond the share: it holds a turn the share does not count."""
+        with self._turn_given_back:
+            self._taken += 1
+
+    def beyond_share(self) -> int:
+        """How many turns are held beyond the share (borrowed slots)."""
+        with self._turn_given_back:
+            return max(0, self._taken - self._cap)
+
+    def hand_over(self, lease: Lease, *, borrowing: bool = False) -> bool:
+        """Give a held slot and this thread's turn to a thread waiting for a turn; False when no
+        thread waits for one (or the share shrank below the turns taken, unless ``borrowing``: a
+        borrowed turn is held), and nothing changed."""
+        with self._turn_given_back:
+            if self.waiting <= len(self._handed) or (self._taken > self._cap and not borrowing):
                 return False
             self._handed.append(lease)
             self._turn_given_back.notify()
             return True
 
-    def leave(self, *, released: bool) -> None:
+    def leave(self, *, released: bool, borrowing: bool = False) -> None:
         """Give the turn back (a thread waiting for one takes it); ``released``: with a slot, so the
-        pollers of this process try again at once."""
+        pollers of this process try again at once, and, ``borrowing`` while the share is still all
+        taken (a borrowed turn is held), the next thread waiting for a turn may claim that slot."""
         with self._turn_given_back:
             self._taken -= 1
+            if released and borrowing and self._taken >= self._cap:
+                self._offers = min(self._offers + 1, self._slots)
             self._turn_given_back.notify()
             if released:
                 self._released += 1
@@ -195,6 +244,15 @@ class CompanySlots:
     for ``handoff_seconds`` after the slot was claimed from the table: then it goes back there,
     where every process's pollers may take it, and a handed lease always has at least
     ``lease_seconds - handoff_seconds`` to run.
+
+    With ``lend_poll_seconds`` a process whose share (:meth:`share`) is below the cap borrows
+    what the other processes leave unused: while a thread of it waits for a turn, one query every
+    ``lend_poll_seconds`` (for all such companies at once, from a thread of its own) looks for
+    slots free at two looks in a row, and a thread in line may claim one. The borrowing lasts
+    ``handoff_seconds``, during which every slot the process gives back goes to its next thread;
+    then its slots beyond its share go back to the table, where the other processes' pollers take
+    them. Without it, a company whose payments were left to one process (the end of a batch) ran
+    at that process's share of its cap while the rest of the cap stood idle.
     """
 
     def __init__(
@@ -208,6 +266,7 @@ class CompanySlots:
         poll: tuple[float, float] = (0.005, 0.1),
         rng: random.Random | None = None,
         handoff_seconds: float = 1.0,
+        lend_poll_seconds: float | None = None,
     ) -> None:
         if cap < 1:
             raise ValueError("cap must be at least 1")
@@ -215,7 +274,14 @@ class CompanySlots:
             raise ValueError("lease_seconds must be positive")
         if not 0 <= handoff_seconds < lease_seconds:
             raise ValueError("handoff_seconds must be at least 0 and shorter than the lease")
+        if lend_poll_seconds is not None and lend_poll_seconds <= 0:
+            raise ValueError("lend_poll_seconds must be positive (or None: no lending)")
         self.handoff_seconds = handoff_seconds
+        self.lend_poll_seconds = lend_poll_seconds
+        self._lend_recheck = 10 * (lend_poll_seconds or 0.0)
+        self._scouting = False  # the thread looking for slots to lend runs
+        # Told when a borrowing starts (the write-back's consumer then starts one payment more).
+        self.on_borrow: Callable[[], None] | None = None
         self._engine = engine
         self.cap = cap
         self.lease_seconds = lease_seconds
@@ -258,6 +324,12 @@ class CompanySlots:
         for company_turns in known:
             company_turns.limit(turns)
 
+    def beyond_share(self, company_id: str | None) -> int:
+        """How many of the company's slots this process holds beyond its share (borrowed) now."""
+        with self._guard:
+            turns = self._turns.get(company_id) if company_id is not None else None
+        return 0 if turns is None else turns.beyond_share()
+
     def in_line(self, company_id: str) -> int:
         """How many threads of this process wait for a turn at the company's slots right now."""
         return self._turns_of(company_id).waiting
@@ -282,9 +354,17 @@ class CompanySlots:
             if remaining <= 0:
                 raise self._timed_out(company_id, timeout)
             waits += 1
+            if self._scout_for(turns):
+                # Looked at again now and then: a scout that ended just as this thread came to
+                # wait (it saw no one waiting) is started again.
+                remaining = min(remaining, self._lend_recheck)
             handed = self._pause(waits, remaining, turns.wait_for_turn)
             if handed is not None:
                 return handed
+            if turns.take_offer():
+                borrowed = self._borrow(company_id, turns)
+                if borrowed is not None:
+                    return borrowed
         try:
             return self._poll_for_slot(company_id, turns, deadline, timeout)
         except BaseException:
@@ -337,6 +417,95 @@ class CompanySlots:
         finally:
             if polling:
                 turns.stop_polling()
+
+    # -- lending ------------------------------------------------------------------------------
+
+    def _lends(self, turns: _Turns) -> bool:
+        return self.lend_poll_seconds is not None and self._sleep is None and turns.lends()
+
+    def _scout_for(self, turns: _Turns) -> bool:
+        """Start the thread that looks for slots to lend, unless it runs; False: nothing to lend."""
+        if not self._lends(turns):
+            return False
+        with self._guard:
+            if self._scouting:
+                return True
+            self._scouting = True
+        threading.Thread(target=self._scout, name="intacct-slot-scout", daemon=True).start()
+        return True
+
+    def _scout(self) -> None:
+        """While threads wait for a turn at companies whose share is all taken: every
+        ``lend_poll_seconds`` one query for those companies' slots, and each free one offered to a
+        thread in line. Ends when no thread waits so (started again by the next one)."""
+        assert self.lend_poll_seconds is not None
+        seen: set[tuple[str, int]] = set()
+        idle = 0
+        try:
+            while True:
+                with self._guard:
+                    wanted = {
+                        company: turns
+                        for company, turns in self._turns.items()
+                        if turns.wanted() and turns.lends()
+                    }
+                    # Ends at the second look in a row without a thread waiting: the thread that
+                    # started it may not have begun to wait at the first.
+                    idle = 0 if wanted else idle + 1
+                    if idle >= 2:
+                        self._scouting = False
+                        return
+                free: set[tuple[str, int]] = set()
+                if wanted:
+                    try:
+                        free = self._free_slots(list(wanted))
+                    except SQLAlchemyError as exc:
+                        log.warning("intacct_slot_scout_failed", error=type(exc).__name__)
+                # Only a slot free at two looks in a row is lent: one free for a moment is being
+                # passed on by the process whose share it is (a poller of its own claims it at once).
+                for company, count in Counter(company for company, _slot in free & seen).items():
+                    wanted[company].offer(count)
+                seen = free
+                time.sleep(self.lend_poll_seconds)
+        except BaseException:
+            with self._guard:
+                self._scouting = False
+            raise
+
+    def _free_slots(self, companies: list[str]) -> set[tuple[str, int]]:
+        """The companies' slots free now, as (company, slot) (one query for them all)."""
+        now = self._clock()
+        statement = select(_c.company_id, _c.slot, _c.holder, _c.leased_until).where(
+            _c.company_id.in_(companies), _c.slot < self.cap
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(statement).all()
+        return {
+            (company, slot)
+            for company, slot, holder, until in rows
+            if self._leases.is_free(holder, until, now)
+        }
+
+    def _borrow(self, company_id: str, turns: _Turns) -> Lease | None:
+        """Claim a slot seen free beyond this process's share: a borrowed lease, or None (taken since).
+
+        A borrowing lasts ``handoff_seconds`` from the claim the scout's offer led to: meanwhile a
+        slot this process gives back is offered to its next thread at once, so a company left to
+        this process runs at its whole cap; then the process must find a slot free at two looks
+        again, and a process whose share it is has had the time to claim it back."""
+        try:
+            lease = self._try_claim(company_id)
+        except OperationalError:
+            return None  # the next offer, or the turn, will do
+        if lease is None:
+            return None
+        turns.borrowed()
+        now = self._clock()
+        if now >= turns.lend_until:
+            turns.lend_until = now + self.handoff_seconds
+        if self.on_borrow is not None:
+            self.on_borrow()
+        return replace(lease, borrowed=True)
 
     def _timed_out(self, company_id: str, timeout: float, trouble: Exception | None = None) -> SlotTimeout:
         cause = f" (last database error: {type(trouble).__name__})" if trouble else ""
@@ -393,14 +562,18 @@ class CompanySlots:
     def _release(self, lease: Lease) -> None:
         turns = self._turns_of(lease.company_id)
         claimed_at = lease.leased_until - self.lease_seconds
-        fresh = self._clock() - claimed_at < self.handoff_seconds
-        if fresh and not lease.kept and turns.hand_over(replace(lease)):
+        now = self._clock()
+        fresh = now - claimed_at < self.handoff_seconds
+        # While a borrowing lasts, every slot the process gives back goes to its next thread.
+        borrowing = self._lends(turns) and now < turns.lend_until
+        handing = fresh and not lease.kept and (borrowing or not lease.borrowed)
+        if handing and turns.hand_over(replace(lease), borrowing=borrowing):
             return  # the row stays taken, by the thread in line now
         freed = False
         try:
             freed = self._release_row(lease)
         finally:
-            turns.leave(released=freed)
+            turns.leave(released=freed, borrowing=borrowing)
 
     def _release_row(self, lease: Lease) -> bool:
         """Free the lease's row (unless it is kept); True when it was freed."""
@@ -433,13 +606,20 @@ class CompanySlots:
         with self._guard:
             turns = self._turns.get(company_id)
             if turns is None:
-                turns = self._turns[company_id] = _Turns(self._turns_each)
+                turns = self._turns[company_id] = _Turns(self._turns_each, self.cap)
             return turns
 
 
+# How often a process whose share of a company's cap is all taken looks for slots the other
+# processes leave free: a query for all such companies at once, so 10 a second at most per process.
+LEND_POLL_SECONDS = 0.1
+
+
 def company_slots(settings: Any, engine: Engine, *, lease_seconds: float | None = None) -> CompanySlots:
-    """The Intacct cap of ``INTACCT_MAX_CONCURRENCY_PER_COMPANY`` per company, kept in ``engine``;
-    ``lease_seconds`` (when given) must outlast the longest request made under a slot."""
+    """The Intacct cap of ``INTACCT_MAX_CONCURRENCY_PER_COMPANY`` per company, kept in ``engine``,
+    lending what one process leaves free to another; ``lease_seconds`` (when given) must outlast the
+    longest request made under a slot."""
+    cap = settings.intacct_max_concurrency_per_company
     if lease_seconds is None:
-        return CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company)
-    return CompanySlots(engine, cap=settings.intacct_max_concurrency_per_company, lease_seconds=lease_seconds)
+        return CompanySlots(engine, cap=cap, lend_poll_seconds=LEND_POLL_SECONDS)
+    return CompanySlots(engine, cap=cap, lease_seconds=lease_seconds, lend_poll_seconds=LEND_POLL_SECONDS)

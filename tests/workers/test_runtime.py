@@ -408,6 +408,41 @@ def test_a_key_runs_at_most_per_key_messages_while_threads_take_the_messages_beh
     assert depth(broker, queue_name) == 0
 
 
+def test_a_key_runs_beyond_its_limit_what_it_was_lent_once_the_consumer_is_poked(broker, queue_name):
+    release = threading.Event()
+    started: list[Any] = []
+    lock = threading.Lock()
+    lent = {"busy": 0}
+
+    def handle(delivery: Delivery) -> None:
+        with lock:
+            started.append(delivery.body["n"])
+        release.wait(10)
+
+    consumer = consumer_for(
+        broker,
+        queue_name,
+        handle,
+        workers=4,
+        prefetch=8,
+        key=lambda body: body.get("company"),
+        per_key=1,
+        borrowed=lambda key: lent.get(key, 0),
+    )
+    with running(consumer):
+        for n in range(4):
+            publish(broker, {"n": n, "company": "busy"})
+        wait_until(lambda: started == [0] and consumer.in_hand() == 4, timeout=10)
+        # Lent one more of what the key's limit guards (a slot another process left free): told so,
+        # the consumer starts the next message of the key, in order, and no more.
+        lent["busy"] = 1
+        consumer.poke()
+        wait_until(lambda: started == [0, 1], timeout=10)
+        release.set()
+        wait_until(lambda: len(started) == 4 and consumer.in_hand() == 0, timeout=10)
+    assert started == [0, 1, 2, 3]
+
+
 class RecheckingHandler:
     """Says every event is done, the first look at each one also wanting a second look."""
 

@@ -63,6 +63,9 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
     started, to wait in line in the handler for what the share guards (the write-back's next
     payment of a company waits in its process for the Intacct slot, so the slot is not idle while
     the payment before it records and reports, and the next is fetched and claimed).
+    ``borrowed`` (a key -> a count) is how many more a key may run now beyond the share, for what
+    the share guards that this consumer was lent (the write-back's Intacct slots another process
+    left free); :meth:`poke` makes the consumer look at its messages in hand again when that grew.
     """
 
     share_tick_seconds = 1.0
@@ -81,6 +84,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         share_keys: bool = False,
         spare: int = 0,
         on_share: Callable[[int], None] | None = None,
+        borrowed: Callable[[Hashable], int] | None = None,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -111,6 +115,7 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
         self._share = per_key  # this consumer's share of per_key (all of it until counted)
         self._spare = spare
         self._on_share = on_share
+        self._borrowed = borrowed
         self._share_next = 0.0
         self._waiting: deque[tuple[Delivery, Hashable | None]] = deque()
         # Of each key, the messages a thread runs (counted from submit until the thread is done),
@@ -139,10 +144,11 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             return
         self._changed = False
         running, limit = self._running_per_key, self._share + self._spare
+        lent: dict[Hashable, int] = {}  # asked once a key and dispatch: a lock or two each time
         held: deque[tuple[Delivery, Hashable | None]] = deque()
         while self._waiting and free > 0:
             delivery, key = self._waiting.popleft()
-            if key is not None and running[key] >= limit:
+            if key is not None and running[key] >= limit and running[key] - limit >= self._lent(key, lent):
                 held.append((delivery, key))
                 continue
             self.submit(delivery)
@@ -152,6 +158,18 @@ class MessageConsumer(WorkerConsumer[Delivery, "Failure | None"]):
             free -= 1
         held.extend(self._waiting)
         self._waiting = held
+
+    def _lent(self, key: Hashable, known: dict[Hashable, int]) -> int:
+        """How many of ``key`` may run beyond the share and spare now (``known``: asked already)."""
+        if self._borrowed is None:
+            return 0
+        if key not in known:
+            known[key] = self._borrowed(key)
+        return known[key]
+
+    def poke(self) -> None:
+        """Look at the messages in hand again at the next iteration (any thread may call it)."""
+        self._changed = True
 
     def finished(self, unit: Delivery) -> None:
         key = self._key_of.pop(id(unit), None)
@@ -251,6 +269,7 @@ class QueueConsumer(MessageConsumer):
         share_keys: bool = False,
         spare: int = 0,
         on_share: Callable[[int], None] | None = None,
+        borrowed: Callable[[Hashable], int] | None = None,
         stop_timeout: float = 60.0,
         poll_interval: float = 1.0,
         middleware: Sequence[Middleware] = (),
@@ -268,6 +287,7 @@ class QueueConsumer(MessageConsumer):
             share_keys=share_keys,
             spare=spare,
             on_share=on_share,
+            borrowed=borrowed,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
             middleware=[LogContext(), *middleware],

@@ -79,6 +79,7 @@ class WritebackHandler:
         self._lease = write_span + lease_margin
         self._metrics = metrics
         self._clock = clock
+        self._companies: dict[str, str] = {}  # connection id -> Intacct company, as last looked up
 
     def handle(self, routing_key: str, body: Any, *, attempts: int = 0) -> Failure | None:
         """Process one message (``attempts`` failures so far); None when it is done."""
@@ -400,7 +401,12 @@ class WritebackHandler:
         connection = self._connections.get(message["connectionId"])
         if connection is None or not connection.is_active or connection.account_id != message["accountId"]:
             return None
+        self._companies[connection.connection_id] = connection.company_id
         return connection
+
+    def company_of(self, connection_id: Any) -> str | None:
+        """The Intacct company of a connection this handler has posted for (None: not yet seen)."""
+        return self._companies.get(connection_id)
 
     def _settled(self, posting: Posting) -> bool:
         # The writer's own bound, from its own timeouts: processes with other timeouts agree on it.
