@@ -158,6 +158,7 @@ class Breakers:
         self._rand = rand
         self._on_change = on_change or (lambda peer, old, new: None)
         self._cache: dict[str, tuple[BreakerState, float]] = {}
+        self._reading: set[str] = set()  # peers a thread reads from the store now
         self._lock = threading.Lock()
         self._closed_listeners: list[Callable[[str], None]] = []
 
@@ -222,11 +223,20 @@ class Breakers:
     # -- the per-process cache -------------------------------------------------------------------
 
     def _state(self, peer: str, now: float) -> BreakerState:
+        """The peer's breaker, read at most once every ``cache_seconds`` by this process: while one
+        thread reads it again, the others go on with the state read before (not one read each)."""
         with self._lock:
             cached = self._cache.get(peer)
-        if cached is not None and now - cached[1] < self._policy.cache_seconds:
-            return cached[0]
-        state = self._store.get(peer) or closed_state(peer, now)
+            if cached is not None and now - cached[1] < self._policy.cache_seconds:
+                return cached[0]
+            if cached is not None and peer in self._reading:
+                return cached[0]
+            self._reading.add(peer)
+        try:
+            state = self._store.get(peer) or closed_state(peer, now)
+        finally:
+            with self._lock:
+                self._reading.discard(peer)
         with self._lock:
             self._cache[peer] = (state, now)
         return state

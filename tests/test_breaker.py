@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from reliability.breaker import BreakerPolicy, Breakers, intacct_peer
@@ -149,6 +151,33 @@ def test_the_cache_spares_the_database_but_not_for_long(engine, clock):
     assert cached.permit(PEER).allowed, "within the cache's second the old answer stands"
     clock.advance(1.5)
     assert not cached.permit(PEER).allowed
+
+
+def test_while_one_thread_reads_an_expired_state_again_the_others_go_on_with_the_old_one(engine, clock):
+    reading, go_on = threading.Event(), threading.Event()
+    reads: list[str] = []
+
+    class SlowStore(BreakerStore):
+        def get(self, peer):
+            reads.append(peer)
+            if len(reads) == 2:  # the second read (the cache expired): held until the others ran
+                reading.set()
+                go_on.wait(10)
+            return super().get(peer)
+
+    policy = BreakerPolicy(threshold=3, probe_delays=(10.0,), cache_seconds=1.0)
+    b = Breakers(SlowStore(engine), policy, holder="host-a:1", clock=clock, rand=lambda: 1.0)
+    assert b.permit(PEER).allowed and reads == [PEER]
+    clock.advance(1.5)
+    reader = threading.Thread(target=b.permit, args=(PEER,), daemon=True)
+    reader.start()
+    assert reading.wait(10)
+    # Forty calls meanwhile, one for each of a process's threads: none reads the store again.
+    assert all(b.permit(PEER).allowed for _ in range(40))
+    assert reads == [PEER, PEER]
+    go_on.set()
+    reader.join(10)
+    assert b.permit(PEER).allowed and reads == [PEER, PEER]  # read again, cached for its second
 
 
 def test_the_breakers_show_on_metrics_as_every_process_sees_them(engine, clock):

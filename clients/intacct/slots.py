@@ -40,6 +40,11 @@ _SLOTS = select(_c.slot, _c.holder, _c.leased_until).where(
     _c.company_id == bindparam("key__company_id"), _c.slot < bindparam("cap")
 )
 
+# Several companies' slots at one look (the scout's): built once, the companies bound each time.
+_SLOTS_OF = select(_c.company_id, _c.slot, _c.holder, _c.leased_until).where(
+    _c.company_id.in_(bindparam("companies", expanding=True)), _c.slot < bindparam("cap")
+)
+
 __all__ = ["CompanySlots", "Lease", "SlotTimeout", "company_slots"]
 
 
@@ -475,11 +480,8 @@ class CompanySlots:
     def _free_slots(self, companies: list[str]) -> set[tuple[str, int]]:
         """The companies' slots free now, as (company, slot) (one query for them all)."""
         now = self._clock()
-        statement = select(_c.company_id, _c.slot, _c.holder, _c.leased_until).where(
-            _c.company_id.in_(companies), _c.slot < self.cap
-        )
         with self._engine.connect() as conn:
-            rows = conn.execute(statement).all()
+            rows = conn.execute(_SLOTS_OF, {"companies": companies, "cap": self.cap}).all()
         return {
             (company, slot)
             for company, slot, holder, until in rows
