@@ -139,6 +139,13 @@ def consumer_for(broker, queue_name, handle, **options) -> MessageConsumer:
     return MessageConsumer(broker.clone(), [queue], handle, **options)
 
 
+def by_company(broker, queue_name, handle, **options) -> MessageConsumer:
+    """A consumer of four threads and eight messages in hand, keyed by the body's company."""
+    return consumer_for(
+        broker, queue_name, handle, workers=4, prefetch=8, key=lambda body: body.get("company"), **options
+    )
+
+
 def test_hooks_run_in_onion_order_processing_on_a_worker_thread_settling_on_the_consumer_thread(
     broker, queue_name
 ):
@@ -384,15 +391,7 @@ def test_a_key_runs_at_most_per_key_messages_while_threads_take_the_messages_beh
         if delivery.body["company"] == "busy":
             release.wait(10)
 
-    consumer = consumer_for(
-        broker,
-        queue_name,
-        handle,
-        workers=4,
-        prefetch=8,
-        key=lambda body: body.get("company"),
-        per_key=2,
-    )
+    consumer = by_company(broker, queue_name, handle, per_key=2)
     with running(consumer):
         for n in range(4):
             publish(broker, {"n": n, "company": "busy"})
@@ -419,16 +418,7 @@ def test_a_key_runs_beyond_its_limit_what_it_was_lent_once_the_consumer_is_poked
             started.append(delivery.body["n"])
         release.wait(10)
 
-    consumer = consumer_for(
-        broker,
-        queue_name,
-        handle,
-        workers=4,
-        prefetch=8,
-        key=lambda body: body.get("company"),
-        per_key=1,
-        borrowed=lambda key: lent.get(key, 0),
-    )
+    consumer = by_company(broker, queue_name, handle, per_key=1, borrowed=lambda key: lent.get(key, 0))
     with running(consumer):
         for n in range(4):
             publish(broker, {"n": n, "company": "busy"})
