@@ -89,16 +89,19 @@ class StreamReader(WorkerConsumer[None, None]):
     def accept(self, queue: str, body: Any, message: Any) -> None:
         if self.should_stop:
             return  # delivered before the stop took effect: left unread (a stream keeps it)
+        # Taken first, its offset recorded next, the credit last: a message read from the socket
+        # after the connection died is still taken, and its ack failing (the connection error the
+        # runtime reconnects on) cannot make the reader go on past it unread.
+        if not self._take(message):
+            self.should_stop = True
         offset = (message.headers or {}).get(STREAM_OFFSET)
         if isinstance(offset, int):
             self.last_offset = offset
         self.read += 1
         self._unacked += 1
         if self._unacked >= self._credit_every:
-            message.ack(multiple=True)
             self._unacked = 0
-        if not self._take(message):
-            self.should_stop = True
+            message.ack(multiple=True)
 
     def on_iteration(self) -> None:
         super().on_iteration()
