@@ -139,6 +139,20 @@ def consumer_for(broker, queue_name, handle, **options) -> MessageConsumer:
     return MessageConsumer(broker.clone(), [queue], handle, **options)
 
 
+class SettledUnits(Middleware):
+    """Keeps each unit as it is settled, in order."""
+
+    def __init__(self) -> None:
+        self.units: list[Any] = []
+
+    def after_settle(self, unit: Any, outcome: Any) -> None:
+        self.units.append(unit)
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [unit.body for unit in self.units]
+
+
 def by_company(broker, queue_name, handle, **options) -> MessageConsumer:
     """A consumer of four threads and eight messages in hand, keyed by the body's company."""
     return consumer_for(
@@ -310,17 +324,13 @@ def test_outcomes_of_units_received_before_a_reconnect_are_not_acted_upon(broker
 def test_stop_lets_the_unit_in_flight_finish_and_settles_it_before_run_returns(broker, queue_name):
     started = threading.Event()
     release = threading.Event()
-    settled: list[Any] = []
-
-    class Settled(Middleware):
-        def after_settle(self, unit, outcome):
-            settled.append(unit.body)
+    settled = SettledUnits()
 
     def handle(delivery: Delivery) -> None:
         started.set()
         release.wait(10)
 
-    consumer = consumer_for(broker, queue_name, handle, workers=1, middleware=[Settled()])
+    consumer = consumer_for(broker, queue_name, handle, workers=1, middleware=[settled])
     worker = Running(consumer)
     try:
         publish(broker, {"n": 1})
@@ -334,7 +344,7 @@ def test_stop_lets_the_unit_in_flight_finish_and_settles_it_before_run_returns(b
     finally:
         release.set()
         worker.stop()
-    assert settled == [{"n": 1}]
+    assert settled.bodies == [{"n": 1}]
     # The finished one acked, the one never started still in the queue for another consumer.
     assert [m.payload for m in messages_in(broker, queue_name)] == [{"n": 2}]
 
@@ -343,11 +353,7 @@ def test_stop_settles_a_finished_unit_even_before_its_thread_reports_it_done(bro
     # A future wakes its waiters before it runs its done-callbacks: stop's wait can return while
     # the finished unit is not yet in the queue the consumer settles from.
     reported = threading.Event()
-    settled: list[Any] = []
-
-    class Settled(Middleware):
-        def after_settle(self, unit, outcome):
-            settled.append(unit.body)
+    settled = SettledUnits()
 
     class LateReports(deque):
         def append(self, future: Any) -> None:
@@ -359,7 +365,7 @@ def test_stop_settles_a_finished_unit_even_before_its_thread_reports_it_done(bro
     def handle(delivery: Delivery) -> None:
         go.wait(10)
 
-    consumer = consumer_for(broker, queue_name, handle, workers=1, middleware=[Settled()])
+    consumer = consumer_for(broker, queue_name, handle, workers=1, middleware=[settled])
     consumer._finished = LateReports()
     worker = Running(consumer)
     try:
@@ -369,14 +375,14 @@ def test_stop_settles_a_finished_unit_even_before_its_thread_reports_it_done(bro
         wait_until(lambda: all(f.done() for f in consumer._running), timeout=10, message="the unit done")
         consumer.stop()
         # Settled (acked) while its thread's report is still held back.
-        wait_until(lambda: settled, timeout=10, message="the finished unit settled on stop")
+        wait_until(lambda: settled.units, timeout=10, message="the finished unit settled on stop")
         reported.set()
         worker.thread.join(10)
         assert not worker.thread.is_alive()
     finally:
         reported.set()
         worker.stop()
-    assert settled == [{"n": 1}]
+    assert settled.bodies == [{"n": 1}]
     assert messages_in(broker, queue_name) == []
 
 
@@ -449,28 +455,23 @@ def test_sync_groups_send_a_recheck_copy_before_the_ack_and_dead_letter_bad_enve
     first_delay = delay_queue_name(queue_name, RETRY_DELAYS_SECONDS[0])
     Queue(first_delay, channel=channel).declare()
     Queue(first_delay, channel=channel).purge()
-    settled: list[Group] = []
-
-    class Settled(Middleware):
-        def after_settle(self, unit, outcome):
-            settled.append(unit)
-
+    settled = SettledUnits()
     consumer = SyncConsumer(
         broker.clone(),
         [Queue(queue_name, exchange, routing_key="ar.#")],
         RecheckingHandler(),
         window=0.01,
         workers=2,
-        middleware=[Settled()],
+        middleware=[settled],
     )
     producer = Producer(channel)
     envelope = {"connectionId": "c-1", "resource": "customers", "key": "7", "action": "update"}
     with running(consumer) as worker:
         producer.publish(envelope, exchange=exchange, routing_key="ar.customers.update")
         producer.publish({"connectionId": "c-1"}, exchange=exchange, routing_key="ar.customers.update")
-        wait_until(lambda: len(settled) == 1 and depth(broker, DEAD_LETTER_QUEUE_NAME) == 1, timeout=10)
+        wait_until(lambda: len(settled.units) == 1 and depth(broker, DEAD_LETTER_QUEUE_NAME) == 1, timeout=10)
         worker.stop()
-    assert settled[0].keys == ["7"]
+    assert settled.units[0].keys == ["7"]
     copies = messages_in(broker, first_delay)
     assert [(m.payload, m.headers[RECHECK]) for m in copies] == [(envelope, 1)]
     [dead] = messages_in(broker, DEAD_LETTER_QUEUE_NAME)
