@@ -134,27 +134,27 @@ class _Clock:
         return self.now
 
 
-def test_issued_tokens_expire_from_the_redactor_so_100000_of_them_keep_it_small_and_fast():
+def test_issued_tokens_expire_from_the_redactor_so_100000_of_them_keep_it_small():
     # An Intacct token is registered per company and hour, for good: the set (and the re-sort
-    # of the whole set on each registration) grew for as long as the process ran.
+    # of the whole set on each registration) grew for as long as the process ran. What a
+    # registration costs follows what the redactor holds, so that is what is held to a bound
+    # here (a timed comparison failed on a busy machine: the guide's "no timed tests").
     clock = _Clock()
     configured = f"configured-{uuid.uuid4().hex}"
     redactor = Redactor([configured], clock=clock)
-    sizes, first, last = [], [], []
+    sizes, held = [], []
     for batch in range(100):
-        started = time.perf_counter()
         for n in range(1000):
             clock.now += 1.0
             redactor.register(f"tok-{batch:03d}-{n:04d}-{uuid.uuid4().hex}", lifetime=600.0)
-        elapsed = time.perf_counter() - started
-        (first if batch < 10 else last if batch >= 90 else []).append(elapsed)
         sizes.append(len(redactor))
-    # Memory: only the tokens still alive (600 s at one a second) and the configured secret.
+        # Every structure a registration walks: the expiry heap and the groups by prefix.
+        held.append((len(redactor._deadlines), sum(len(group) for group in redactor._by_prefix.values())))
+    # Only the tokens still alive (600 s at one a second) and the configured secret.
     assert max(sizes) <= 602
     assert sizes[-1] == sizes[10]
-    # Time: the last 10,000 registrations cost what the first 10,000 did. The fastest batch
-    # of each is compared, so a busy machine's stray pauses do not decide it.
-    assert min(last) <= 2 * min(first)
+    assert max(deadlines for deadlines, _ in held) <= 601
+    assert all(grouped == size for (_, grouped), size in zip(held, sizes, strict=True))
 
     live = f"tok-live-{uuid.uuid4().hex}"
     redactor.register(live, lifetime=600.0)
