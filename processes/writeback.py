@@ -103,7 +103,8 @@ def build(settings: Settings, *, timing: Timing | None = None, **options: Any) -
         flexpoint = parts.flexpoint(guard=parts.breakers, pool_size=pool_size)
         postings = PostingStore(parts.engine)
         handler = WritebackHandler(
-            connections=parts.connections,
+            # The write-back checks no webhook signature: the connection is read, its secret left sealed.
+            connections=parts.connections.without_secrets(),
             postings=postings,
             intacct=PaymentWrites(intacct),
             flexpoint=flexpoint,

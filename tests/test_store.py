@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -469,6 +470,20 @@ def test_wrong_key_surfaces_as_decrypt_error(engine: Engine, store: ConnectionSt
     with pytest.raises(SecretDecryptError) as caught:
         ConnectionStore(engine, SecretBox([generate_key()])).get("conn-1")
     assert saved.webhook_secrets[0] not in str(caught.value)
+
+
+def test_the_sealed_lookup_reads_a_connection_without_decrypting_its_webhook_secret(engine: Engine, box):
+    saved = _save(ConnectionStore(engine, box), state="connected")
+    # A box without the key the secret was sealed with: any decrypt would raise.
+    stranger = ConnectionStore(engine, SecretBox([generate_key()]))
+    with pytest.raises(SecretDecryptError):
+        stranger.get("conn-1")
+
+    read = stranger.without_secrets().get("conn-1")
+
+    assert read is not None and read.webhook_secrets == ()
+    assert replace(read, webhook_secrets=saved.webhook_secrets) == saved
+    assert stranger.without_secrets().get("conn-absent") is None
 
 
 # --- cached lookup ------------------------------------------------------------------------

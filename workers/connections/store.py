@@ -103,6 +103,12 @@ class ConnectionStore:
             row = conn.execute(_GET, {"connection": connection_id}).first()
         return None if row is None else self._record(row)
 
+    def without_secrets(self) -> ConnectionLookup:
+        """A lookup of the same connections that leaves their webhook secrets sealed (its records'
+        ``webhook_secrets`` are empty): for a process that never checks a signature, such as the
+        write-back, which would otherwise decrypt a secret on every payment only to drop it."""
+        return _SealedLookup(self._engine)
+
     def list(self, state: str | None = None) -> list[ConnectionRecord]:
         """All connections, optionally only those in ``state``, oldest first."""
         query = select(_table).order_by(_c.created_at, _c.connection_id)
@@ -332,36 +338,38 @@ class ConnectionStore:
 
     def _record(self, row: Any) -> ConnectionRecord:
         secret = row.webhook_secret_enc
-        return ConnectionRecord(
-            connection_id=row.connection_id,
-            account_id=row.account_id,
-            company_id=row.company_id,
-            entity_id=row.entity_id,
-            user_id=row.user_id,
-            state=row.state,
-            webhook_secrets=() if secret is None else (self._box.decrypt(secret),),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            tenant_id=row.intacct_tenant_id,
-        )
+        return _record_of(row, () if secret is None else (self._box.decrypt(secret),))
+
+
+class _SealedLookup:
+    """:meth:`ConnectionStore.without_secrets`: reads a connection, decrypts nothing."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self, connection_id: str) -> ConnectionRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(_GET, {"connection": connection_id}).first()
+        return None if row is None else _record_of(row, ())
+
+
+def _record_of(row: Any, webhook_secrets: tuple[str, ...]) -> ConnectionRecord:
+    return ConnectionRecord(
+        connection_id=row.connection_id,
+        account_id=row.account_id,
+        company_id=row.company_id,
+        entity_id=row.entity_id,
+        user_id=row.user_id,
+        state=row.state,
+        webhook_secrets=webhook_secrets,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        tenant_id=row.intacct_tenant_id,
+    )
 
 
 def connections_without_secrets(engine: Engine) -> Sequence[ConnectionRecord]:
     """Every connection, oldest first, with no secret decrypted (for views that show states)."""
     with engine.connect() as conn:
         rows = conn.execute(select(_table).order_by(_c.created_at, _c.connection_id)).all()
-    return [
-        ConnectionRecord(
-            connection_id=row.connection_id,
-            account_id=row.account_id,
-            company_id=row.company_id,
-            entity_id=row.entity_id,
-            user_id=row.user_id,
-            state=row.state,
-            webhook_secrets=(),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            tenant_id=row.intacct_tenant_id,
-        )
-        for row in rows
-    ]
+    return [_record_of(row, ()) for row in rows]
