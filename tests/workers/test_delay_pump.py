@@ -16,11 +16,11 @@ from typing import Any
 
 from kombu import Connection, Producer, Queue
 
-from broker.headers import DUE_AT, RECHECK
-from broker.topology import delay_queue_name
+from broker.headers import ATTEMPTS, DUE_AT, EXCEPTION, REASON, RECHECK
+from broker.topology import DEAD_LETTER_QUEUE_NAME, delay_queue_name
 from tests.conftest import wait_until
 from tests.workers.conftest import PAYMENTS, SCHEDULE, depth
-from workers.runtime.failures import Failure, destination
+from workers.runtime.failures import Failure, destination, where_it_exists
 from workers.runtime.messages import Delivery, MessageConsumer
 from workers.sync.middleware import Recheck
 
@@ -101,6 +101,63 @@ def test_a_worker_whose_delay_queues_are_missing_says_so_and_goes_on(memory_brok
         thread.join(10)
         consumer.close()
     assert sorted(consumer._pumped) == [delay_queue_name(queue_name, d) for d in (1, 30)]
+
+
+def test_a_retry_whose_delay_queue_is_missing_waits_its_time_in_one_that_exists(memory_broker):
+    broker = memory_broker
+    queue_name = f"provisioning-{uuid.uuid4().hex[:8]}"  # its 5 s delay queue never declared
+    channel = broker.default_channel
+    for delay in (1, 30):
+        Queue(delay_queue_name(queue_name, delay), channel=channel).declare()
+    Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
+    tries: list[datetime] = []
+
+    def handle(delivery: Delivery) -> Failure | None:
+        tries.append(datetime.now(UTC))
+        if len(tries) <= 2:  # the second failure is meant for the missing 5 s queue
+            return Failure("intacct_unavailable", RuntimeError("503"), transient=True)
+        return None
+
+    Producer(channel).publish({"name": "work"}, exchange=PAYMENTS, routing_key="payment.post")
+    consumer = Pumping(broker.clone(), [Queue(queue_name, PAYMENTS, routing_key="payment.#")], handle,
+                       name="writeback", retry=SCHEDULE)  # fmt: skip
+    thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(tries) == 3, timeout=20, message="the third try, after the 5 s wait")
+    finally:
+        consumer.stop()
+        thread.join(10)
+        consumer.close()
+    # Waited in the 1 s queue, but as long as the missing 5 s queue would have held it.
+    assert tries[2] - tries[1] >= timedelta(seconds=5)
+    assert depth(broker, queue_name) == 0 and depth(broker, DEAD_LETTER_QUEUE_NAME) == 0
+
+
+def test_a_copy_goes_to_the_nearest_delay_queue_that_exists_or_to_the_dead_letters_saying_why():
+    failure = Failure("intacct_unavailable", RuntimeError("503"), transient=True)
+    meant = destination(
+        failure, queue="sync.ar", routing_key="ar.invoice", headers={ATTEMPTS: 1}, policy=SCHEDULE
+    )
+    assert meant.queue == "sync.ar.delay.5s"
+    queues = {d: delay_queue_name("sync.ar", d) for d in SCHEDULE.delays}
+
+    def where(*existing: int):
+        return where_it_exists(meant, [queues[d] for d in existing], SCHEDULE.delays)
+
+    assert where(1, 5, 30) is meant
+    assert where(1, 30).queue == queues[1]  # the longest not longer than the one meant
+    assert where(30).queue == queues[30]  # else the shortest there is
+    assert where(1, 30).headers == meant.headers and not where(30).dead
+    dead = where()
+    assert dead.dead and dead.queue == DEAD_LETTER_QUEUE_NAME
+    assert dead.headers[REASON] == "delay_queue_missing"
+    assert (
+        "FLEXSYNC_RETRY_DELAYS" in dead.headers[EXCEPTION] and dead.headers[DUE_AT] == meant.headers[DUE_AT]
+    )
+    gone = destination(Failure("mapping_error", ValueError("x"), transient=False), queue="sync.ar",
+                       routing_key="ar.invoice", headers={}, policy=SCHEDULE)  # fmt: skip
+    assert where_it_exists(gone, [], SCHEDULE.delays) is gone
 
 
 def test_every_copy_put_in_a_delay_queue_says_when_it_is_due():

@@ -60,6 +60,7 @@ from workers.runtime.failures import (
     destination,
     due_at,
     reroute,
+    where_it_exists,
 )
 from workers.runtime.middleware import Middleware, MiddlewareChain, Rejected
 
@@ -412,6 +413,12 @@ class WorkerConsumer(ConsumerMixin, Generic[U, R]):
             headers=self.route_headers(message, failure),
             policy=self.retry,
         )
+        if self.has_delay_queues:
+            # Only into a delay queue this connection found (on_consume_ready): one the broker
+            # lacks would drop the copy, confirm it, and the ack would lose the message.
+            meant, target = target.queue, where_it_exists(target, self._pumped, self.retry.delays)
+            if target.queue != meant:
+                log.warning(f"{self.name}_delay_queue_missing", queue=meant, instead=target.queue)
         assert self.producer is not None, "messages arrive only after get_consumers"
         body = self.middleware.route(message, target, message.body)
         reroute(self.producer, message, target, body=body)

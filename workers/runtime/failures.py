@@ -17,6 +17,7 @@ queue. Nothing is retried forever and nothing is dropped silently.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +58,7 @@ __all__ = [
     "due_at",
     "failure_of",
     "reroute",
+    "where_it_exists",
 ]
 
 MAX_EXCEPTION_TEXT = 2000
@@ -166,9 +168,43 @@ def destination(
         else:
             exhausted = "retry_window_exhausted"
     reason = f"{failure.reason}:{exhausted}" if exhausted else failure.reason
-    text = f"{type(failure.exception).__name__}: {failure.exception}"
-    headers.update({REASON: reason, EXCEPTION: text[:MAX_EXCEPTION_TEXT], FAILED_AT: _stamp(now)})
+    return _dead(headers, reason, f"{type(failure.exception).__name__}: {failure.exception}", now)
+
+
+def _dead(headers: dict[str, Any], reason: str, text: str, now: datetime) -> Destination:
+    headers = {**headers, REASON: reason, EXCEPTION: text[:MAX_EXCEPTION_TEXT], FAILED_AT: _stamp(now)}
     return Destination(DEAD_LETTER_QUEUE_NAME, headers, dead=True)
+
+
+def where_it_exists(
+    target: Destination, existing: Collection[str], delays: Sequence[int], now: datetime | None = None
+) -> Destination:
+    """``target``, or where its copy can wait when its delay queue does not exist on the broker.
+
+    The default exchange drops what it cannot route, and the broker confirms the publish all the
+    same: a copy sent to a missing delay queue would be lost, its original acked. It waits instead
+    in the longest delay queue of the same work queue that exists and is not longer than the one
+    meant (else the shortest that exists): the pump moves it back when its ``x-flexsync-due-at``
+    comes, so it waits as long as it was meant to. When the work queue has no delay queue at all,
+    the copy is dead-lettered, saying why."""
+    if target.dead or target.queue in existing:
+        return target
+    work_queue = target.headers[ORIGINAL_QUEUE]
+    ladder = sorted(set(delays))
+    present = [name for delay in ladder if (name := delay_queue_name(work_queue, delay)) in existing]
+    if present:
+        meant = next((d for d in ladder if delay_queue_name(work_queue, d) == target.queue), ladder[-1])
+        shorter = [delay_queue_name(work_queue, d) for d in ladder if d <= meant]
+        return Destination(
+            next((name for name in reversed(shorter) if name in existing), present[0]), target.headers, False
+        )
+    return _dead(
+        target.headers,
+        "delay_queue_missing",
+        f"none of {work_queue}'s delay queues exists ({target.queue} was meant): declare the topology "
+        "with FLEXSYNC_RETRY_DELAYS as the worker has it, then replay this letter",
+        now or datetime.now(UTC),
+    )
 
 
 def _wait_hint(exc: BaseException) -> float | None:
