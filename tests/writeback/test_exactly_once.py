@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from kombu import Connection
 
+from broker.topology import build_topology, declare_topology
 from config.settings import ENVIRONMENT_VARIABLES
 from store.db import create_engine_for
 from tests.conftest import wait_until
@@ -22,6 +24,17 @@ pytestmark = pytest.mark.broker
 
 REPO = Path(__file__).resolve().parents[2]
 CREATE = "accounts-receivable/payment:create"
+# The retry ladder of these tests: the first two retries come before a create's window ends
+# (17 s at the 3 s timeouts used here), the third after it, 32 s in, where the default ladder's
+# third (60 s) would make each test wait a minute for the lookup they are about.
+LADDER = (2, 10, 20)
+
+
+@pytest.fixture
+def wb_settings(wb_settings):
+    with Connection(wb_settings.amqp_url) as connection:
+        declare_topology(connection, build_topology(wb_settings.archive_max_age, LADDER))
+    return wb_settings.with_overrides(flexsync_retry_delays=LADDER)
 
 
 def creates(intacct, company_id: str) -> int:
@@ -65,7 +78,7 @@ def test_a_create_committed_then_failed_is_found_by_its_reference_not_created_ag
     payment = account.payment({invoice: "75.00"})
     account.publish("payment.post", payment)
     # An unknown outcome is looked up only once the write's window (17 s at these timings) has
-    # ended, never at once: the retries after 2 s and 10 s find it unsettled, the one 60 s later
+    # ended, never at once: the retries after 2 s and 10 s find it unsettled, the one 20 s later
     # finds the payment by its reference.
     report = account.wait_for(payment, "posted", timeout=150)
 
@@ -91,6 +104,7 @@ def test_a_worker_killed_between_intent_and_answer_leaves_one_payment(
         "FLEXPOINT_API_URL": wb_settings.flexpoint_api_url,
         "FLEXPOINT_API_TOKEN": wb_settings.flexpoint_api_token,
         "LOG_FORMAT": "json",
+        "FLEXSYNC_RETRY_DELAYS": ",".join(map(str, LADDER)),
     }
     command = [
         sys.executable,
