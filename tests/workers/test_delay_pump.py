@@ -34,16 +34,29 @@ class Pumping(MessageConsumer):
     pump_tick_seconds = 0.05
 
 
-def running(broker: Connection, queue_name: str, kind: type[MessageConsumer], handled: list[str]):
-    def handle(delivery: Delivery) -> Failure | None:
+def running(
+    broker: Connection, queue_name: str, kind: type[MessageConsumer], handled: list[str], handle=None
+):
+    def record(delivery: Delivery) -> Failure | None:
         handled.append(delivery.body["name"])
         return None
 
+    handle = handle or record
     queue = Queue(queue_name, PAYMENTS, routing_key="payment.#")
     consumer = kind(broker.clone(), [queue], handle, name="writeback", retry=SCHEDULE)
     thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.01}, daemon=True)
     thread.start()
     return consumer, thread
+
+
+def without_its_5s_delay_queue(broker: Connection) -> str:
+    """A work queue of PAYMENTS whose 1 s and 30 s delay queues are declared, not its 5 s one."""
+    queue_name = f"provisioning-{uuid.uuid4().hex[:8]}"
+    channel = broker.default_channel
+    for delay in (1, 30):
+        Queue(delay_queue_name(queue_name, delay), channel=channel).declare()
+    Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
+    return queue_name
 
 
 def test_each_delayed_message_comes_back_when_it_is_due_and_not_before(memory_broker, memory_queue_name):
@@ -80,11 +93,8 @@ def test_each_delayed_message_comes_back_when_it_is_due_and_not_before(memory_br
 
 def test_a_worker_whose_delay_queues_are_missing_says_so_and_goes_on(memory_broker):
     broker = memory_broker
-    queue_name = f"provisioning-{uuid.uuid4().hex[:8]}"  # its 5 s delay queue never declared
+    queue_name = without_its_5s_delay_queue(broker)
     channel = broker.default_channel
-    for delay in (1, 30):
-        Queue(delay_queue_name(queue_name, delay), channel=channel).declare()
-    Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
     Producer(channel).publish({"name": "work"}, exchange=PAYMENTS, routing_key="payment.post")
     handled: list[str] = []
     consumer, thread = running(broker, queue_name, Pumping, handled)
@@ -105,11 +115,8 @@ def test_a_worker_whose_delay_queues_are_missing_says_so_and_goes_on(memory_brok
 
 def test_a_retry_whose_delay_queue_is_missing_waits_its_time_in_one_that_exists(memory_broker):
     broker = memory_broker
-    queue_name = f"provisioning-{uuid.uuid4().hex[:8]}"  # its 5 s delay queue never declared
+    queue_name = without_its_5s_delay_queue(broker)
     channel = broker.default_channel
-    for delay in (1, 30):
-        Queue(delay_queue_name(queue_name, delay), channel=channel).declare()
-    Queue(queue_name, PAYMENTS, routing_key="payment.#", channel=channel).declare()
     tries: list[datetime] = []
 
     def handle(delivery: Delivery) -> Failure | None:
@@ -119,10 +126,7 @@ def test_a_retry_whose_delay_queue_is_missing_waits_its_time_in_one_that_exists(
         return None
 
     Producer(channel).publish({"name": "work"}, exchange=PAYMENTS, routing_key="payment.post")
-    consumer = Pumping(broker.clone(), [Queue(queue_name, PAYMENTS, routing_key="payment.#")], handle,
-                       name="writeback", retry=SCHEDULE)  # fmt: skip
-    thread = threading.Thread(target=consumer.run, kwargs={"safety_interval": 0.01}, daemon=True)
-    thread.start()
+    consumer, thread = running(broker, queue_name, Pumping, [], handle)
     try:
         wait_until(lambda: len(tries) == 3, timeout=20, message="the third try, after the 5 s wait")
     finally:
