@@ -172,6 +172,28 @@ def test_every_copy_put_in_a_delay_queue_says_when_it_is_due():
     )
     assert target.queue == "sync.ar.delay.1s" and target.headers[DUE_AT] == "2026-12-07T12:00:01Z"
 
+    before = datetime.now(UTC)
+    (sent,) = rechecked(Recheck(delay=2))
+    due = datetime.fromisoformat(sent["headers"][DUE_AT].replace("Z", "+00:00"))
+    assert sent["routing_key"] == "sync.ar.delay.2s" and sent["headers"][RECHECK] == 1
+    assert before + timedelta(seconds=2) <= due <= datetime.now(UTC) + timedelta(seconds=2)
+
+
+def test_a_recheck_goes_only_to_a_delay_queue_the_consumer_found():
+    def found(*delays: int):
+        return lambda: {delay_queue_name("sync.ar", d) for d in delays}
+
+    (sent,) = rechecked(Recheck(2, existing=found(2, 10), delays=(2, 10, 60)))
+    assert sent["routing_key"] == "sync.ar.delay.2s"
+    (sent,) = rechecked(Recheck(2, existing=found(10, 60), delays=(2, 10, 60)))
+    assert sent["routing_key"] == "sync.ar.delay.10s"  # waits there until its own 2 s are up
+    due = datetime.fromisoformat(sent["headers"][DUE_AT].replace("Z", "+00:00"))
+    assert due <= datetime.now(UTC) + timedelta(seconds=2)
+    assert rechecked(Recheck(2, existing=found(), delays=(2, 10, 60))) == []
+
+
+def rechecked(recheck: Recheck) -> list[dict[str, Any]]:
+    """What ``recheck`` publishes for one event of ``sync.ar`` to look at again."""
     sent: list[dict[str, Any]] = []
 
     class Recorder:
@@ -187,8 +209,5 @@ def test_every_copy_put_in_a_delay_queue_says_when_it_is_due():
     class Outcome:
         recheck = [Event()]
 
-    before = datetime.now(UTC)
-    Recheck(delay=2).before_settle(None, Outcome(), Recorder())  # type: ignore[arg-type]
-    due = datetime.fromisoformat(sent[0]["headers"][DUE_AT].replace("Z", "+00:00"))
-    assert sent[0]["routing_key"] == "sync.ar.delay.2s" and sent[0]["headers"][RECHECK] == 1
-    assert before + timedelta(seconds=2) <= due <= datetime.now(UTC) + timedelta(seconds=2)
+    recheck.before_settle(None, Outcome(), Recorder())  # type: ignore[arg-type]
+    return sent

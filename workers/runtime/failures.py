@@ -57,6 +57,7 @@ __all__ = [
     "destination",
     "due_at",
     "failure_of",
+    "nearest_delay_queue",
     "reroute",
     "where_it_exists",
 ]
@@ -191,13 +192,10 @@ def where_it_exists(
         return target
     work_queue = target.headers[ORIGINAL_QUEUE]
     ladder = sorted(set(delays))
-    present = [name for delay in ladder if (name := delay_queue_name(work_queue, delay)) in existing]
-    if present:
-        meant = next((d for d in ladder if delay_queue_name(work_queue, d) == target.queue), ladder[-1])
-        shorter = [delay_queue_name(work_queue, d) for d in ladder if d <= meant]
-        return Destination(
-            next((name for name in reversed(shorter) if name in existing), present[0]), target.headers, False
-        )
+    meant = next((d for d in ladder if delay_queue_name(work_queue, d) == target.queue), ladder[-1])
+    instead = nearest_delay_queue(work_queue, meant, existing, delays)
+    if instead is not None:
+        return Destination(instead, target.headers, dead=False)
     return _dead(
         target.headers,
         "delay_queue_missing",
@@ -205,6 +203,18 @@ def where_it_exists(
         "with FLEXSYNC_RETRY_DELAYS as the worker has it, then replay this letter",
         now or datetime.now(UTC),
     )
+
+
+def nearest_delay_queue(
+    work_queue: str, meant: int, existing: Collection[str], delays: Sequence[int]
+) -> str | None:
+    """Of ``work_queue``'s delay queues on the ladder (and the one of ``meant`` seconds), the one
+    of ``meant`` seconds if it is in ``existing``; else the longest there not longer; else the
+    shortest there; None when none of them is."""
+    ladder = sorted({*delays, meant})
+    there = [(delay, name) for delay in ladder if (name := delay_queue_name(work_queue, delay)) in existing]
+    shorter = [name for delay, name in there if delay <= meant]
+    return shorter[-1] if shorter else (there[0][1] if there else None)
 
 
 def _wait_hint(exc: BaseException) -> float | None:

@@ -11,7 +11,7 @@ yet dispatched then stay unacknowledged and the broker gives them to another con
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from kombu import Connection, Queue
@@ -61,12 +61,20 @@ class SyncConsumer(WorkerConsumer[Group, GroupOutcome]):
             prefetch=prefetch,
             stop_timeout=stop_timeout,
             poll_interval=poll_interval,
-            middleware=[LogContext(), Recheck(retry.delays[0]), *middleware],
+            middleware=[
+                LogContext(),
+                Recheck(retry.delays[0], existing=self._delay_queues, delays=retry.delays),
+                *middleware,
+            ],
             retry=retry,
         )
         self._handler = handler
         self._coalescer = Coalescer(window=window, max_keys=max_keys, clock=monotonic)
         self._monotonic = monotonic
+
+    def _delay_queues(self) -> Collection[str]:
+        """The delay queues this connection found (the recheck's copies go only to those)."""
+        return self._pumped
 
     def accept(self, queue: str, body: Any, message: Any) -> None:
         problem = _envelope_problem(body)

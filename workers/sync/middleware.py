@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from broker.topology import RETRY_DELAYS_SECONDS, delay_queue_name
+from observability.logging import get_logger
 from observability.metrics import SyncMetrics
-from workers.runtime.failures import RECHECK, delayed_headers
+from workers.runtime.failures import RECHECK, delayed_headers, nearest_delay_queue
 from workers.runtime.middleware import Middleware
 from workers.sync.groups import Group
 from workers.sync.handler import GroupOutcome
+
+log = get_logger(__name__)
 
 
 class Recheck(Middleware):
@@ -20,16 +24,33 @@ class Recheck(Middleware):
     record read while its modification second was still open is read once more when it is final.
     """
 
-    def __init__(self, delay: int = RETRY_DELAYS_SECONDS[0]) -> None:
+    def __init__(
+        self,
+        delay: int = RETRY_DELAYS_SECONDS[0],
+        *,
+        existing: Callable[[], Collection[str]] | None = None,
+        delays: Sequence[int] = RETRY_DELAYS_SECONDS,
+    ) -> None:
         self.delay = delay
+        # The delay queues the consumer found on its connection (None: not checked). A copy sent
+        # to one the broker lacks would be dropped and confirmed all the same.
+        self._existing = existing
+        self._delays = delays
 
     def before_settle(self, unit: Group, outcome: GroupOutcome, producer: Any) -> None:
         for event in outcome.recheck:
             message = event.message
+            queue: str | None = delay_queue_name(event.queue, self.delay)
+            if self._existing is not None and queue not in (found := self._existing()):
+                queue = nearest_delay_queue(event.queue, self.delay, found, self._delays)
+                if queue is None:
+                    # The event itself is done; only its second read is given up, and said so.
+                    log.warning("sync_recheck_skipped", queue=event.queue, reason="no delay queue declared")
+                    continue
             producer.publish(
                 message.body,
                 exchange="",
-                routing_key=delay_queue_name(event.queue, self.delay),
+                routing_key=queue,
                 headers=delayed_headers({**(message.headers or {}), RECHECK: 1}, self.delay),
                 delivery_mode=2,
                 content_type=message.content_type,
